@@ -1,0 +1,141 @@
+#include "models/checkpoint_file.h"
+
+#include <map>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
+
+namespace retort::models {
+namespace {
+
+constexpr char kMetaKey[] = "retort_meta";
+constexpr char kModelKey[] = "model";
+constexpr char kFormat[] = "retort-checkpoint";
+constexpr int kVersion = 1;
+
+struct OpenedArchive {
+  torch::serialize::InputArchive archive;
+  nlohmann::json meta;
+  ModelSpec spec;
+};
+
+absl::Status OpenArchive(const std::string& path, OpenedArchive& opened) {
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  if (!bytes.ok()) {
+    if (absl::IsNotFound(bytes.status())) {
+      return absl::NotFoundError(absl::StrCat("checkpoint ", path, " does not exist"));
+    }
+    return bytes.status();
+  }
+  absl::Status loaded = TorchCall("", [&] {
+    opened.archive.load_from(bytes->data(), bytes->size());
+  });
+  if (!loaded.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        path, " is not a readable checkpoint (truncated or corrupt): ", loaded.message()));
+  }
+  c10::IValue meta_value;
+  bool has_meta = false;
+  absl::Status read = TorchCall("", [&] {
+    has_meta = opened.archive.try_read(kMetaKey, meta_value) && meta_value.isString();
+  });
+  if (!read.ok() || !has_meta) {
+    return absl::DataLossError(absl::StrCat(
+        path, " has no Retort metadata; it was not written by retort"));
+  }
+  opened.meta = nlohmann::json::parse(meta_value.toStringRef(), nullptr, false);
+  if (!opened.meta.is_object() || opened.meta.value("format", "") != kFormat) {
+    return absl::DataLossError(absl::StrCat(path, " has malformed Retort metadata"));
+  }
+  if (opened.meta.value("version", 0) != kVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is checkpoint format version ", opened.meta.value("version", 0),
+        "; this build reads version ", kVersion));
+  }
+  absl::StatusOr<ModelSpec> spec = ModelSpec::FromJson(opened.meta["model"]);
+  if (!spec.ok()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", spec.status().message()));
+  }
+  opened.spec = *spec;
+  return absl::OkStatus();
+}
+
+absl::Status LoadModel(const std::string& path, OpenedArchive& opened, Classifier& model) {
+  absl::Status status = TorchCall("", [&] {
+    torch::serialize::InputArchive model_archive;
+    opened.archive.read(kModelKey, model_archive);
+    model.load(model_archive);
+  });
+  if (!status.ok()) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": cannot load model weights: ", status.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteCheckpoint(const std::string& path, Classifier& model, nlohmann::json meta,
+                             const ArchiveWriter& write_extra) {
+  if (!meta.is_object()) meta = nlohmann::json::object();
+  meta["format"] = kFormat;
+  meta["version"] = kVersion;
+  meta["model"] = model.spec().ToJson();
+  absl::StatusOr<std::string> bytes = TorchCall("serialising checkpoint", [&] {
+    torch::serialize::OutputArchive archive;
+    archive.write(kMetaKey, c10::IValue(meta.dump()));
+    torch::serialize::OutputArchive model_archive;
+    model.save(model_archive);
+    archive.write(kModelKey, model_archive);
+    if (write_extra) write_extra(archive);
+    std::ostringstream out;
+    archive.save_to(out);
+    return out.str();
+  });
+  if (!bytes.ok()) return bytes.status();
+  return WriteFileAtomically(path, *bytes);
+}
+
+absl::StatusOr<LoadedCheckpoint> ReadCheckpoint(const std::string& path) {
+  OpenedArchive opened;
+  RETORT_RETURN_IF_ERROR(OpenArchive(path, opened));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<Classifier> model, CreateClassifier(opened.spec));
+  RETORT_RETURN_IF_ERROR(LoadModel(path, opened, *model));
+  return LoadedCheckpoint{std::move(model), std::move(opened.meta)};
+}
+
+absl::StatusOr<nlohmann::json> ReadCheckpointInto(const std::string& path, Classifier& model,
+                                                  const ArchiveReader& read_extra) {
+  OpenedArchive opened;
+  RETORT_RETURN_IF_ERROR(OpenArchive(path, opened));
+  if (opened.spec != model.spec()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", path, " holds a ", opened.spec.Describe(), " but this run builds a ",
+        model.spec().Describe(), "; use a checkpoint of the same architecture or change "
+        "the model flags"));
+  }
+  RETORT_RETURN_IF_ERROR(LoadModel(path, opened, model));
+  if (read_extra) RETORT_RETURN_IF_ERROR(read_extra(opened.archive));
+  return std::move(opened.meta);
+}
+
+std::string WeightsSha256(const torch::nn::Module& module) {
+  std::map<std::string, torch::Tensor> named;
+  for (const auto& item : module.named_parameters()) named[item.key()] = item.value();
+  for (const auto& item : module.named_buffers()) named[item.key()] = item.value();
+  Sha256 hasher;
+  for (const auto& [name, tensor] : named) {
+    torch::Tensor t = tensor.detach().contiguous().cpu();
+    hasher.Update(name);
+    hasher.Update(absl::StrCat(":", std::string(c10::toString(t.scalar_type())), ":"));
+    for (int64_t d : t.sizes()) hasher.Update(absl::StrCat(d, ","));
+    hasher.Update(absl::string_view(static_cast<const char*>(t.data_ptr()), t.nbytes()));
+  }
+  return hasher.HexDigest();
+}
+
+}  // namespace retort::models

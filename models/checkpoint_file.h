@@ -1,0 +1,55 @@
+// Checkpoint files: one LibTorch archive holding a model's parameters and
+// buffers, its ModelSpec, free-form JSON metadata, and optional extra entries
+// (the trainer adds optimizer state). Written atomically; a reader can always
+// tell what architecture a file holds before loading a tensor.
+//
+// Archive layout:
+//   "retort_meta"  string: JSON {"format": "retort-checkpoint", "version": 1,
+//                  "model": ModelSpec JSON, ...caller metadata}
+//   "model"        the module's parameters and buffers
+//   ...            caller-defined entries
+#ifndef RETORT_MODELS_CHECKPOINT_FILE_H_
+#define RETORT_MODELS_CHECKPOINT_FILE_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "models/classifier.h"
+
+namespace retort::models {
+
+using ArchiveWriter = std::function<void(torch::serialize::OutputArchive&)>;
+using ArchiveReader = std::function<absl::Status(torch::serialize::InputArchive&)>;
+
+// Writes `model` with `meta` (an object; "format", "version" and "model" are
+// set here) to `path` atomically. `write_extra` may add entries.
+absl::Status WriteCheckpoint(const std::string& path, Classifier& model,
+                             nlohmann::json meta, const ArchiveWriter& write_extra = {});
+
+struct LoadedCheckpoint {
+  std::shared_ptr<Classifier> model;
+  nlohmann::json meta;
+};
+
+// Reads a checkpoint and builds the model it describes.
+absl::StatusOr<LoadedCheckpoint> ReadCheckpoint(const std::string& path);
+
+// Reads a checkpoint into an existing `model`. FAILED_PRECONDITION, naming
+// both architectures, when the file holds a different one. `read_extra` reads
+// caller-defined entries. Returns the metadata.
+absl::StatusOr<nlohmann::json> ReadCheckpointInto(const std::string& path, Classifier& model,
+                                                  const ArchiveReader& read_extra = {});
+
+// sha256 over the module's parameters and buffers (name, shape, dtype and
+// bytes, in name order): the weights part of a teacher fingerprint.
+std::string WeightsSha256(const torch::nn::Module& module);
+
+}  // namespace retort::models
+
+#endif  // RETORT_MODELS_CHECKPOINT_FILE_H_

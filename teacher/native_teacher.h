@@ -1,0 +1,43 @@
+// NativeTeacher: serves a classifier checkpoint written by this project.
+#ifndef RETORT_TEACHER_NATIVE_TEACHER_H_
+#define RETORT_TEACHER_NATIVE_TEACHER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "models/classifier.h"
+#include "teacher/teacher.h"
+
+namespace retort::teacher {
+
+class NativeTeacher : public Teacher {
+ public:
+  struct Options {
+    std::string checkpoint_path;
+    int64_t max_batch = 8192;
+  };
+
+  // Loads the checkpoint; errors name the file and what is wrong with it.
+  static absl::StatusOr<std::unique_ptr<NativeTeacher>> Create(const Options& options);
+
+  // Wraps a model already in memory (used by tests and by the trainer when it
+  // hands a freshly trained teacher to the next stage).
+  static std::unique_ptr<NativeTeacher> FromModel(std::shared_ptr<models::Classifier> model,
+                                                  int64_t max_batch = 8192);
+
+  const v1::TeacherFingerprint& fingerprint() const override { return fingerprint_; }
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs,
+                                         double temperature) override;
+
+ private:
+  NativeTeacher(std::shared_ptr<models::Classifier> model, int64_t max_batch);
+
+  std::shared_ptr<models::Classifier> model_;  // eval mode, never trained here
+  int64_t max_batch_;
+  v1::TeacherFingerprint fingerprint_;
+};
+
+}  // namespace retort::teacher
+
+#endif  // RETORT_TEACHER_NATIVE_TEACHER_H_

@@ -1,0 +1,30 @@
+// The retort subcommands. Each Run* function reads its flags (already parsed)
+// and returns a Status; main prints a failed Status as one line.
+#ifndef RETORT_TOOLS_CLI_COMMANDS_H_
+#define RETORT_TOOLS_CLI_COMMANDS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace retort::cli {
+
+struct Command {
+  std::string name;
+  std::string summary;
+  std::vector<std::string> flags;  // shown by `retort help <name>`
+  absl::Status (*run)();
+};
+
+absl::Status RunTrain();
+absl::Status RunDistill();
+absl::Status RunEval();
+absl::Status RunDemo();
+
+// Every command, in the order `retort help` lists them.
+const std::vector<Command>& Commands();
+
+}  // namespace retort::cli
+
+#endif  // RETORT_TOOLS_CLI_COMMANDS_H_

@@ -1,0 +1,223 @@
+// retort demo: trains a teacher (reused from the work directory when a valid
+// one is there), a student from scratch, and the same student distilled from
+// the teacher with the same budget and seed; evaluates all three on the test
+// set; prints a table and writes summary.json.
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
+#include "common/progress.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/flags.h"
+#include "tools/cli/pipeline.h"
+
+namespace retort::cli {
+namespace {
+
+// --quick: a subset and few epochs, to see the whole pipeline in ~2 minutes.
+constexpr int64_t kQuickTrainLimit = 20000;
+constexpr int64_t kQuickTeacherEpochs = 2;
+constexpr int64_t kQuickStudentEpochs = 3;
+
+struct Stage {
+  std::string name;
+  std::string checkpoint;
+  double train_seconds = 0;  // optimizer time
+  double wall_seconds = 0;   // whole stage, this invocation
+  double samples_per_second = 0;
+  bool cached = false;
+  CheckpointReport test;
+};
+
+// The teacher in `dir` is reusable when training finished (teacher.json is
+// written last), it was trained with `config`, and best.pt is byte-identical
+// to what was recorded then.
+bool TeacherIsReusable(const std::string& dir, const nlohmann::json& config, Stage& stage) {
+  absl::StatusOr<std::string> record = ReadFile(dir + "/teacher.json");
+  if (!record.ok()) return false;
+  nlohmann::json json = nlohmann::json::parse(*record, nullptr, false);
+  if (!json.is_object() || json.value("config", nlohmann::json()) != config) {
+    std::fprintf(stderr, "[teacher] %s was trained with other settings; training anew\n",
+                 dir.c_str());
+    return false;
+  }
+  absl::StatusOr<std::string> weights = ReadFile(dir + "/best.pt");
+  if (!weights.ok() || Sha256Hex(*weights) != json.value("best_sha256", "")) {
+    std::fprintf(stderr, "[teacher] %s/best.pt is missing or changed; training anew\n",
+                 dir.c_str());
+    return false;
+  }
+  stage.train_seconds = json.value("train_seconds", 0.0);
+  stage.samples_per_second = json.value("samples_per_second", 0.0);
+  return true;
+}
+
+absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
+                                   const trainer::TrainerOptions& student_options,
+                                   const data::TrainValidationSplit& data) {
+  trainer::TrainerOptions o = student_options;
+  RETORT_ASSIGN_OR_RETURN(
+      o.model, ModelSpecFrom("teacher_", absl::GetFlag(FLAGS_teacher_arch),
+                             absl::GetFlag(FLAGS_teacher_hidden),
+                             absl::GetFlag(FLAGS_teacher_dropout),
+                             absl::GetFlag(FLAGS_teacher_input_dropout)));
+  o.epochs = quick ? kQuickTeacherEpochs : absl::GetFlag(FLAGS_teacher_epochs);
+  o.optimizer.learning_rate = absl::GetFlag(FLAGS_teacher_lr);
+  o.jitter_pixels = absl::GetFlag(FLAGS_teacher_jitter);
+  o.out_dir = work_dir + "/teacher";
+  o.label = "teacher";
+  o.resume = true;  // an interrupted teacher continues where it stopped
+  o.overwrite = true;
+  RETORT_RETURN_IF_ERROR(o.Validate());
+
+  nlohmann::json config = o.ToJson();
+  config["train_examples"] = data.train->size();
+  config["validation_examples"] = data.validation->size();
+  Stage stage{.name = "teacher", .checkpoint = o.out_dir + "/best.pt"};
+  const absl::Time start = absl::Now();
+  if (TeacherIsReusable(o.out_dir, config, stage)) {
+    stage.cached = true;
+    std::fprintf(stderr, "[teacher] reusing %s (trained earlier with the same settings)\n",
+                 stage.checkpoint.c_str());
+    return stage;
+  }
+  if (PathExists(o.out_dir + "/teacher.json")) std::remove((o.out_dir + "/teacher.json").c_str());
+  absl::StatusOr<trainer::TrainResult> trained = TrainModel(o, data, nullptr);
+  if (absl::IsFailedPrecondition(trained.status())) {
+    // An interrupted teacher from other settings: start it afresh.
+    std::fprintf(stderr, "[teacher] cannot resume (%s); training anew\n",
+                 std::string(trained.status().message()).c_str());
+    o.resume = false;
+    trained = TrainModel(o, data, nullptr);
+  }
+  RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, std::move(trained));
+  stage.train_seconds = result.train_seconds;
+  stage.samples_per_second = result.samples_per_second;
+  stage.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  RETORT_ASSIGN_OR_RETURN(std::string weights, ReadFile(stage.checkpoint));
+  nlohmann::json record = {{"config", config},
+                           {"best_sha256", Sha256Hex(weights)},
+                           {"train_seconds", stage.train_seconds},
+                           {"samples_per_second", stage.samples_per_second}};
+  RETORT_RETURN_IF_ERROR(WriteFileAtomically(o.out_dir + "/teacher.json", record.dump(2) + "\n"));
+  return stage;
+}
+
+absl::StatusOr<Stage> StudentStage(const std::string& name, trainer::TrainerOptions o,
+                                   const std::string& work_dir,
+                                   const data::TrainValidationSplit& data,
+                                   std::shared_ptr<trainer::TeacherClient> teacher) {
+  o.out_dir = work_dir + "/" + name;
+  o.label = name;
+  o.resume = false;
+  o.overwrite = true;  // students are the measurement: always retrained
+  Stage stage{.name = name, .checkpoint = o.out_dir + "/best.pt"};
+  const absl::Time start = absl::Now();
+  RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, TrainModel(o, data, std::move(teacher)));
+  stage.train_seconds = result.train_seconds;
+  stage.samples_per_second = result.samples_per_second;
+  stage.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return stage;
+}
+
+std::string Megabytes(int64_t bytes) {
+  return absl::StrFormat("%.2f MB", static_cast<double>(bytes) / 1e6);
+}
+
+void PrintTable(const std::vector<Stage>& stages) {
+  std::printf("\n%-10s %-40s %10s %10s %9s %7s %10s %10s\n", "stage", "model", "params",
+              "ckpt", "test acc", "errors", "train", "samples/s");
+  for (const Stage& s : stages) {
+    std::printf("%-10s %-40s %10lld %10s %9.4f %7lld %10s %10.0f%s\n", s.name.c_str(),
+                s.test.architecture.c_str(), static_cast<long long>(s.test.parameters),
+                Megabytes(s.test.file_bytes).c_str(), s.test.eval.accuracy(),
+                static_cast<long long>(s.test.eval.errors()),
+                HumanDuration(absl::Seconds(s.train_seconds)).c_str(), s.samples_per_second,
+                s.cached ? "  (cached)" : "");
+  }
+}
+
+}  // namespace
+
+absl::Status RunDemo() {
+  const absl::Time demo_start = absl::Now();
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const bool quick = absl::GetFlag(FLAGS_quick);
+  std::string work_dir = absl::GetFlag(FLAGS_work_dir);
+  if (quick) work_dir += "/quick";  // never clobbers the full run's teacher
+  RETORT_RETURN_IF_ERROR(MakeDirs(work_dir));
+
+  RETORT_ASSIGN_OR_RETURN(trainer::TrainerOptions student, TrainerOptionsFromFlags());
+  data::FashionMnistOptions data_options = DataOptionsFromFlags();
+  if (quick) {
+    student.epochs = kQuickStudentEpochs;
+    if (data_options.train_limit == 0) data_options.train_limit = kQuickTrainLimit;
+  }
+  RETORT_ASSIGN_OR_RETURN(data::TrainValidationSplit data,
+                          data::LoadFashionMnistTrain(data_options));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TensorDataset> test,
+                          data::LoadFashionMnistTest(data_options));
+
+  std::vector<Stage> stages;
+  RETORT_ASSIGN_OR_RETURN(Stage teacher_stage, TeacherStage(work_dir, quick, student, data));
+  stages.push_back(teacher_stage);
+
+  trainer::TrainerOptions scratch = student;
+  RETORT_ASSIGN_OR_RETURN(Stage scratch_stage, StudentStage("scratch", scratch, work_dir, data, nullptr));
+  stages.push_back(scratch_stage);
+
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher,
+                          OpenTeacher(teacher_stage.checkpoint));
+  RETORT_ASSIGN_OR_RETURN(Stage distilled_stage,
+                          StudentStage("distilled", student, work_dir, data, teacher));
+  stages.push_back(distilled_stage);
+
+  std::fprintf(stderr, "[eval] evaluating the three best checkpoints on the %lld-example test set\n",
+               static_cast<long long>(test->size()));
+  for (Stage& s : stages) {
+    RETORT_ASSIGN_OR_RETURN(s.test, EvaluateCheckpoint(s.checkpoint, *test));
+  }
+  PrintTable(stages);
+  const Stage& sc = stages[1];
+  const Stage& di = stages[2];
+  const double gain = 100.0 * (di.test.eval.accuracy() - sc.test.eval.accuracy());
+  std::printf("\ndistillation (T=%g, alpha=%g) %s %.2f points of test accuracy over the scratch "
+              "student (%lld vs %lld errors); teacher %.4f\n",
+              student.loss.temperature, student.loss.alpha, gain >= 0 ? "gained" : "lost",
+              std::abs(gain), static_cast<long long>(di.test.eval.errors()),
+              static_cast<long long>(sc.test.eval.errors()),
+              stages[0].test.eval.accuracy());
+
+  nlohmann::json summary = {
+      {"quick", quick},
+      {"seed", student.seed},
+      {"temperature", student.loss.temperature},
+      {"alpha", student.loss.alpha},
+      {"student_epochs", student.epochs},
+      {"teacher_epochs", quick ? kQuickTeacherEpochs : absl::GetFlag(FLAGS_teacher_epochs)},
+      {"train_examples", data.train->size()},
+      {"validation_examples", data.validation->size()},
+      {"test_examples", test->size()},
+      {"distillation_gain_points", gain},
+      {"total_wall_seconds", absl::ToDoubleSeconds(absl::Now() - demo_start)}};
+  for (const Stage& s : stages) {
+    nlohmann::json json = s.test.ToJson();
+    json["checkpoint"] = s.checkpoint;
+    json["train_seconds"] = s.train_seconds;
+    json["wall_seconds"] = s.wall_seconds;
+    json["train_samples_per_second"] = s.samples_per_second;
+    json["cached"] = s.cached;
+    summary[s.name] = json;
+  }
+  const std::string summary_path = work_dir + "/summary.json";
+  RETORT_RETURN_IF_ERROR(WriteFileAtomically(summary_path, summary.dump(2) + "\n"));
+  std::printf("summary: %s\n", summary_path.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace retort::cli

@@ -1,0 +1,163 @@
+#include "tools/cli/flags.h"
+
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+// Data.
+ABSL_FLAG(std::string, data_dir, retort::data::kDefaultFashionMnistDir,
+          "Directory holding the Fashion-MNIST IDX files (*-ubyte.gz).");
+ABSL_FLAG(int64_t, validation_size, 5000,
+          "Training examples held out for validation (the test set is used only for final "
+          "evaluation).");
+ABSL_FLAG(int64_t, train_limit, 0,
+          "If > 0, train on only this many examples (quick runs, tests).");
+ABSL_FLAG(int32_t, threads, 0, "LibTorch intra-op threads; 0 uses every core.");
+ABSL_FLAG(uint64_t, seed, 1, "Seed for initial weights, data order, dropout and jitter.");
+
+// Model.
+ABSL_FLAG(std::string, arch, "mlp", "Architecture of the model to train: mlp or cnn.");
+ABSL_FLAG(std::vector<std::string>, hidden, std::vector<std::string>({"64"}),
+          "Hidden widths, comma-separated. mlp: one per hidden layer; cnn: conv1,conv2,fc.");
+ABSL_FLAG(double, dropout, 0.0, "Dropout after each hidden layer.");
+ABSL_FLAG(double, input_dropout, 0.0, "Dropout on the input pixels (mlp only).");
+
+// Training.
+ABSL_FLAG(int64_t, epochs, 10, "Passes over the training set.");
+ABSL_FLAG(int64_t, batch_size, 128, "Examples per optimizer step.");
+ABSL_FLAG(std::string, optimizer, "adamw", "adamw, or sgd (with momentum).");
+ABSL_FLAG(double, lr, 3e-3, "Peak learning rate.");
+ABSL_FLAG(double, momentum, 0.9, "SGD momentum.");
+ABSL_FLAG(double, weight_decay, 0.0, "Weight decay (decoupled for adamw).");
+ABSL_FLAG(double, warmup, 0.05, "Share of all steps spent in linear warmup.");
+ABSL_FLAG(double, min_lr_ratio, 0.0, "The cosine schedule ends at lr * this.");
+ABSL_FLAG(double, clip_grad_norm, 0.0, "Clip the global gradient norm to this; 0 disables.");
+ABSL_FLAG(int64_t, jitter, 0, "Shift training images by up to this many pixels (augmentation).");
+ABSL_FLAG(std::string, out_dir, "", "Directory for checkpoints (last.pt, best.pt) and metrics.jsonl.");
+ABSL_FLAG(bool, resume, false, "Continue from out_dir/last.pt if it exists.");
+ABSL_FLAG(bool, overwrite, false, "Start afresh even if out_dir holds a checkpoint.");
+ABSL_FLAG(int64_t, checkpoint_every_steps, 0,
+          "Also write last.pt every this many steps; 0: only at epoch ends.");
+ABSL_FLAG(int64_t, log_every_steps, 100, "Write a metrics line every this many steps.");
+ABSL_FLAG(int64_t, stop_after_steps, 0,
+          "Stop after this many steps, checkpointed, as if interrupted; 0 runs to the end.");
+
+// Distillation.
+ABSL_FLAG(std::string, teacher, "", "Teacher checkpoint to distill from (retort distill).");
+ABSL_FLAG(double, temperature, 2.0, "Distillation temperature T.");
+ABSL_FLAG(double, alpha, 0.5,
+          "Weight of the soft (T^2-scaled KL) term; 1 - alpha weights the hard-label term.");
+
+// Eval.
+ABSL_FLAG(std::string, checkpoint, "", "Checkpoint to evaluate.");
+ABSL_FLAG(std::string, split, "test", "Which data to evaluate on: validation or test.");
+ABSL_FLAG(std::string, json_out, "", "Also write the result as JSON to this file.");
+
+// Demo.
+ABSL_FLAG(std::string, work_dir, "retort_work",
+          "Where the demo keeps its teacher (reused when valid), students and summary.json.");
+ABSL_FLAG(bool, quick, false,
+          "Demo on a subset with few epochs (about 2 minutes) to see the whole pipeline.");
+ABSL_FLAG(std::string, teacher_arch, "mlp", "Demo teacher architecture: mlp or cnn.");
+ABSL_FLAG(std::vector<std::string>, teacher_hidden, std::vector<std::string>({"1200", "1200"}),
+          "Demo teacher hidden widths.");
+ABSL_FLAG(double, teacher_dropout, 0.5, "Demo teacher dropout after each hidden layer.");
+ABSL_FLAG(double, teacher_input_dropout, 0.2, "Demo teacher input dropout (mlp).");
+ABSL_FLAG(int64_t, teacher_jitter, 2, "Demo teacher input jitter in pixels.");
+ABSL_FLAG(int64_t, teacher_epochs, 10, "Demo teacher epochs.");
+ABSL_FLAG(double, teacher_lr, 1e-3, "Demo teacher peak learning rate.");
+
+namespace retort::cli {
+
+const std::vector<std::string> kDataFlags = {"data_dir", "validation_size", "train_limit",
+                                             "threads", "seed"};
+const std::vector<std::string> kModelFlags = {"arch", "hidden", "dropout", "input_dropout"};
+const std::vector<std::string> kTrainingFlags = {
+    "epochs",  "batch_size",   "optimizer",      "lr",     "momentum",
+    "weight_decay", "warmup",  "min_lr_ratio",   "clip_grad_norm", "jitter",
+    "out_dir", "resume",       "overwrite",      "checkpoint_every_steps",
+    "log_every_steps", "stop_after_steps"};
+const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha"};
+
+absl::Status ApplyThreadsFlag() {
+  int32_t threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads must be >= 0, got ", threads));
+  }
+  if (threads == 0) threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads);
+  return absl::OkStatus();
+}
+
+data::FashionMnistOptions DataOptionsFromFlags() {
+  data::FashionMnistOptions options;
+  options.dir = absl::GetFlag(FLAGS_data_dir);
+  options.validation_size = absl::GetFlag(FLAGS_validation_size);
+  options.train_limit = absl::GetFlag(FLAGS_train_limit);
+  return options;
+}
+
+absl::StatusOr<models::ModelSpec> ModelSpecFrom(const std::string& flag_prefix,
+                                                const std::string& arch,
+                                                const std::vector<std::string>& hidden,
+                                                double dropout, double input_dropout) {
+  models::ModelSpec spec;
+  absl::StatusOr<models::Architecture> architecture = models::ParseArchitecture(arch);
+  if (!architecture.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag_prefix, "arch: ", architecture.status().message()));
+  }
+  spec.architecture = *architecture;
+  spec.hidden.clear();
+  for (const std::string& item : hidden) {
+    int64_t width = 0;
+    if (!absl::SimpleAtoi(item, &width)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag_prefix, "hidden: '", item, "' is not an integer width"));
+    }
+    spec.hidden.push_back(width);
+  }
+  spec.dropout = dropout;
+  spec.input_dropout = input_dropout;
+  absl::Status valid = spec.Validate();
+  if (!valid.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag_prefix, "arch/hidden/dropout: ", valid.message()));
+  }
+  return spec;
+}
+
+absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
+  trainer::TrainerOptions o;
+  RETORT_ASSIGN_OR_RETURN(
+      o.model, ModelSpecFrom("", absl::GetFlag(FLAGS_arch), absl::GetFlag(FLAGS_hidden),
+                             absl::GetFlag(FLAGS_dropout), absl::GetFlag(FLAGS_input_dropout)));
+  o.optimizer.kind = absl::GetFlag(FLAGS_optimizer);
+  o.optimizer.learning_rate = absl::GetFlag(FLAGS_lr);
+  o.optimizer.momentum = absl::GetFlag(FLAGS_momentum);
+  o.optimizer.weight_decay = absl::GetFlag(FLAGS_weight_decay);
+  o.optimizer.warmup_fraction = absl::GetFlag(FLAGS_warmup);
+  o.optimizer.min_lr_ratio = absl::GetFlag(FLAGS_min_lr_ratio);
+  o.loss.temperature = absl::GetFlag(FLAGS_temperature);
+  o.loss.alpha = absl::GetFlag(FLAGS_alpha);
+  o.epochs = absl::GetFlag(FLAGS_epochs);
+  o.batch_size = absl::GetFlag(FLAGS_batch_size);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.jitter_pixels = absl::GetFlag(FLAGS_jitter);
+  o.clip_grad_norm = absl::GetFlag(FLAGS_clip_grad_norm);
+  o.out_dir = absl::GetFlag(FLAGS_out_dir);
+  o.resume = absl::GetFlag(FLAGS_resume);
+  o.overwrite = absl::GetFlag(FLAGS_overwrite);
+  o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);
+  o.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);
+  o.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
+  RETORT_RETURN_IF_ERROR(o.Validate());
+  return o;
+}
+
+}  // namespace retort::cli

@@ -1,0 +1,69 @@
+// The retort binary's flags and the one place that turns them into Options.
+#ifndef RETORT_TOOLS_CLI_FLAGS_H_
+#define RETORT_TOOLS_CLI_FLAGS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "absl/status/statusor.h"
+#include "data/fashion_mnist.h"
+#include "models/model_spec.h"
+#include "trainer/trainer.h"
+
+ABSL_DECLARE_FLAG(std::string, data_dir);
+ABSL_DECLARE_FLAG(int64_t, validation_size);
+ABSL_DECLARE_FLAG(int64_t, train_limit);
+ABSL_DECLARE_FLAG(int32_t, threads);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(std::string, arch);
+ABSL_DECLARE_FLAG(std::vector<std::string>, hidden);
+ABSL_DECLARE_FLAG(double, dropout);
+ABSL_DECLARE_FLAG(double, input_dropout);
+ABSL_DECLARE_FLAG(int64_t, epochs);
+ABSL_DECLARE_FLAG(double, lr);
+ABSL_DECLARE_FLAG(int64_t, jitter);
+ABSL_DECLARE_FLAG(std::string, out_dir);
+ABSL_DECLARE_FLAG(std::string, teacher);
+ABSL_DECLARE_FLAG(double, temperature);
+ABSL_DECLARE_FLAG(double, alpha);
+ABSL_DECLARE_FLAG(std::string, checkpoint);
+ABSL_DECLARE_FLAG(std::string, split);
+ABSL_DECLARE_FLAG(std::string, json_out);
+ABSL_DECLARE_FLAG(std::string, work_dir);
+ABSL_DECLARE_FLAG(bool, quick);
+ABSL_DECLARE_FLAG(std::string, teacher_arch);
+ABSL_DECLARE_FLAG(std::vector<std::string>, teacher_hidden);
+ABSL_DECLARE_FLAG(double, teacher_dropout);
+ABSL_DECLARE_FLAG(double, teacher_input_dropout);
+ABSL_DECLARE_FLAG(int64_t, teacher_jitter);
+ABSL_DECLARE_FLAG(int64_t, teacher_epochs);
+ABSL_DECLARE_FLAG(double, teacher_lr);
+
+namespace retort::cli {
+
+// Flags shared by the commands, grouped for `retort help`.
+extern const std::vector<std::string> kDataFlags;
+extern const std::vector<std::string> kModelFlags;
+extern const std::vector<std::string> kTrainingFlags;
+extern const std::vector<std::string> kDistillFlags;
+
+// Sets LibTorch's intra-op thread count from --threads (0: all cores).
+absl::Status ApplyThreadsFlag();
+
+data::FashionMnistOptions DataOptionsFromFlags();
+
+// Builds a model spec from an architecture name, a width list and dropouts;
+// errors name the flag (`flag_prefix` + "hidden" and so on).
+absl::StatusOr<models::ModelSpec> ModelSpecFrom(const std::string& flag_prefix,
+                                                const std::string& arch,
+                                                const std::vector<std::string>& hidden,
+                                                double dropout, double input_dropout);
+
+// The model and training flags (--arch, --hidden, --epochs, --lr, ...).
+absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags();
+
+}  // namespace retort::cli
+
+#endif  // RETORT_TOOLS_CLI_FLAGS_H_

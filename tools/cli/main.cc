@@ -1,0 +1,135 @@
+// retort: one binary, many commands.
+//
+//   retort <command> [--flag=value ...] [--flagfile=job.flags]
+//   retort help [command]
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/flags.h"
+
+namespace retort::cli {
+namespace {
+
+std::vector<std::string> Concat(std::initializer_list<std::vector<std::string>> groups) {
+  std::vector<std::string> all;
+  for (const auto& g : groups) all.insert(all.end(), g.begin(), g.end());
+  return all;
+}
+
+}  // namespace
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command>* commands = new std::vector<Command>{
+      {"train", "Train a classifier on Fashion-MNIST with hard labels (e.g. a teacher).",
+       Concat({kModelFlags, kTrainingFlags, kDataFlags}), &RunTrain},
+      {"distill", "Train a student from a teacher checkpoint with the distillation loss.",
+       Concat({kDistillFlags, kModelFlags, kTrainingFlags, kDataFlags}), &RunDistill},
+      {"eval", "Evaluate a checkpoint on the validation or test set.",
+       Concat({{"checkpoint", "split", "json_out"}, kDataFlags}), &RunEval},
+      {"demo",
+       "Teacher, scratch student and distilled student end to end; prints a table and "
+       "writes summary.json.",
+       Concat({{"work_dir", "quick", "teacher_arch", "teacher_hidden", "teacher_dropout",
+                "teacher_input_dropout", "teacher_jitter", "teacher_epochs", "teacher_lr"},
+               kDistillFlags, kModelFlags, kTrainingFlags, kDataFlags}),
+       &RunDemo},
+  };
+  return *commands;
+}
+
+namespace {
+
+void PrintUsage() {
+  std::printf(
+      "retort: knowledge distillation, teacher to compact student.\n\n"
+      "usage: retort <command> [--flag=value ...] [--flagfile=FILE]\n\ncommands:\n");
+  for (const Command& c : Commands()) std::printf("  %-9s %s\n", c.name.c_str(), c.summary.c_str());
+  std::printf("  %-9s %s\n", "help", "This list, or `retort help <command>` for its flags.");
+  std::printf("\n--flagfile=FILE reads flags (one --flag=value a line) from FILE.\n");
+}
+
+void PrintCommandHelp(const Command& command) {
+  std::printf("retort %s: %s\n\nflags:\n", command.name.c_str(), command.summary.c_str());
+  for (const std::string& name : command.flags) {
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr) continue;
+    std::printf("  --%s (default: %s)\n      %s\n", name.c_str(),
+                flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue().c_str(),
+                flag->Help().c_str());
+  }
+  std::printf("  --flagfile=FILE\n      Read flags from FILE, one --flag=value a line.\n");
+}
+
+const Command* FindCommand(const std::string& name) {
+  for (const Command& c : Commands()) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+bool WantsHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h") ||
+        !std::strcmp(argv[i], "--helpfull")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+}  // namespace retort::cli
+
+int main(int argc, char** argv) {
+  using retort::cli::Command;
+  absl::SetProgramUsageMessage("retort <command> [flags]; see `retort help`");
+  if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
+      !std::strcmp(argv[1], "-h")) {
+    if (argc >= 3 && !std::strcmp(argv[1], "help")) {
+      const Command* command = retort::cli::FindCommand(argv[2]);
+      if (command == nullptr) {
+        std::fprintf(stderr, "retort: unknown command '%s'; see `retort help`\n", argv[2]);
+        return 2;
+      }
+      retort::cli::PrintCommandHelp(*command);
+      return 0;
+    }
+    retort::cli::PrintUsage();
+    return argc < 2 ? 2 : 0;
+  }
+  const Command* command = retort::cli::FindCommand(argv[1]);
+  if (command == nullptr) {
+    std::fprintf(stderr, "retort: unknown command '%s'; see `retort help`\n", argv[1]);
+    return 2;
+  }
+  if (retort::cli::WantsHelp(argc, argv)) {
+    retort::cli::PrintCommandHelp(*command);
+    return 0;
+  }
+  // Parse the flags after the command name; argv[0] stays the program.
+  std::vector<char*> args;
+  args.push_back(argv[0]);
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (positional.size() > 1) {
+    std::fprintf(stderr, "retort %s: unexpected argument '%s'; flags look like --name=value\n",
+                 command->name.c_str(), positional[1]);
+    return 2;
+  }
+  absl::Status status = command->run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "retort %s: error: %s\n", command->name.c_str(),
+                 std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,72 @@
+#include "tools/cli/pipeline.h"
+
+#include <cstdio>
+
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "models/checkpoint_file.h"
+#include "student/student.h"
+#include "teacher/native_teacher.h"
+#include "trainer/in_process_teacher_client.h"
+
+namespace retort::cli {
+
+absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& options,
+                                                const data::TrainValidationSplit& data,
+                                                std::shared_ptr<trainer::TeacherClient> teacher) {
+  std::fprintf(stderr, "[%s] %s on %lld examples, %lld epochs, %s lr %g%s\n",
+               options.label.c_str(), options.model.Describe().c_str(),
+               static_cast<long long>(data.train->size()), static_cast<long long>(options.epochs),
+               options.optimizer.kind.c_str(), options.optimizer.learning_rate,
+               teacher ? absl::StrCat(", distilled at T=", options.loss.temperature,
+                                      " alpha=", options.loss.alpha)
+                             .c_str()
+                       : ", hard labels");
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::Trainer> t,
+                          trainer::Trainer::Create(options, data.train, data.validation,
+                                                   std::move(teacher)));
+  RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, t->Run());
+  std::fprintf(stderr, "[%s] done: best validation accuracy %.4f (epoch %lld), %.0f samples/s; %s\n",
+               options.label.c_str(), result.best_validation_accuracy,
+               static_cast<long long>(result.best_epoch + 1), result.samples_per_second,
+               result.best_checkpoint.c_str());
+  return result;
+}
+
+absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& path) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError("--teacher must name a teacher checkpoint");
+  }
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::NativeTeacher> native,
+                          teacher::NativeTeacher::Create({.checkpoint_path = path}));
+  return std::make_shared<trainer::InProcessTeacherClient>(std::move(native));
+}
+
+nlohmann::json CheckpointReport::ToJson() const {
+  nlohmann::json json = eval.ToJson();
+  json["architecture"] = architecture;
+  json["parameters"] = parameters;
+  json["parameter_bytes"] = parameter_bytes;
+  json["checkpoint_bytes"] = file_bytes;
+  return json;
+}
+
+absl::StatusOr<CheckpointReport> EvaluateCheckpoint(const std::string& path,
+                                                    const data::Dataset& dataset) {
+  RETORT_ASSIGN_OR_RETURN(models::LoadedCheckpoint loaded, models::ReadCheckpoint(path));
+  if (dataset.example_shape() != loaded.model->spec().input_shape) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " holds a ", loaded.model->spec().Describe(),
+                     " whose input shape does not match the dataset"));
+  }
+  CheckpointReport report;
+  report.architecture = loaded.model->spec().Describe();
+  student::ModelSize size = student::MeasureModel(*loaded.model);
+  report.parameters = size.parameters;
+  report.parameter_bytes = size.parameter_bytes;
+  RETORT_ASSIGN_OR_RETURN(report.file_bytes, FileSize(path));
+  RETORT_ASSIGN_OR_RETURN(report.eval, trainer::Evaluate(*loaded.model, dataset));
+  return report;
+}
+
+}  // namespace retort::cli

@@ -1,0 +1,41 @@
+// Steps shared by the train, distill, eval and demo commands.
+#ifndef RETORT_TOOLS_CLI_PIPELINE_H_
+#define RETORT_TOOLS_CLI_PIPELINE_H_
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "data/fashion_mnist.h"
+#include "trainer/evaluate.h"
+#include "trainer/teacher_client.h"
+#include "trainer/trainer.h"
+
+namespace retort::cli {
+
+// Trains with `options` (teacher may be null) and prints where results went.
+absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& options,
+                                                const data::TrainValidationSplit& data,
+                                                std::shared_ptr<trainer::TeacherClient> teacher);
+
+// Opens a teacher checkpoint as an in-process TeacherClient.
+absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& path);
+
+struct CheckpointReport {
+  std::string architecture;
+  int64_t parameters = 0;
+  int64_t parameter_bytes = 0;
+  int64_t file_bytes = 0;
+  trainer::EvalResult eval;
+  nlohmann::json ToJson() const;
+};
+
+// Loads a checkpoint (whatever architecture it holds) and evaluates it.
+absl::StatusOr<CheckpointReport> EvaluateCheckpoint(const std::string& path,
+                                                    const data::Dataset& dataset);
+
+}  // namespace retort::cli
+
+#endif  // RETORT_TOOLS_CLI_PIPELINE_H_

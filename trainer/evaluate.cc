@@ -1,0 +1,46 @@
+#include "trainer/evaluate.h"
+
+#include <numeric>
+
+#include "common/torch_status.h"
+
+namespace retort::trainer {
+
+nlohmann::json EvalResult::ToJson() const {
+  return {{"examples", examples},
+          {"correct", correct},
+          {"errors", errors()},
+          {"accuracy", accuracy()},
+          {"loss", mean_loss}};
+}
+
+absl::StatusOr<EvalResult> Evaluate(models::Classifier& model, const data::Dataset& dataset,
+                                    int64_t batch_size) {
+  return TorchCall("evaluating", [&] {
+    const bool was_training = model.is_training();
+    model.eval();
+    torch::InferenceMode guard;
+    EvalResult result;
+    double loss_sum = 0;
+    const int64_t n = dataset.size();
+    std::vector<int64_t> indices;
+    for (int64_t start = 0; start < n; start += batch_size) {
+      const int64_t end = std::min(n, start + batch_size);
+      indices.resize(static_cast<size_t>(end - start));
+      std::iota(indices.begin(), indices.end(), start);
+      data::Batch batch = dataset.GetBatch(indices);
+      torch::Tensor logits = model.forward(batch.inputs);
+      loss_sum += torch::nn::functional::cross_entropy(
+                      logits, batch.labels,
+                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                      .item<double>();
+      result.correct += logits.argmax(1).eq(batch.labels).sum().item<int64_t>();
+      result.examples += end - start;
+    }
+    result.mean_loss = n == 0 ? 0.0 : loss_sum / static_cast<double>(n);
+    model.train(was_training);
+    return result;
+  });
+}
+
+}  // namespace retort::trainer

@@ -1,0 +1,91 @@
+#include "trainer/training_checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
+#include "models/checkpoint_file.h"
+
+namespace retort::trainer {
+namespace {
+
+constexpr char kOptimizerKey[] = "optimizer";
+constexpr char kRngKey[] = "rng_state";
+
+at::Generator DefaultGenerator() { return at::detail::getDefaultCPUGenerator(); }
+
+}  // namespace
+
+absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
+                                    torch::optim::Optimizer& optimizer,
+                                    const TrainingState& state) {
+  nlohmann::json meta = {{"training",
+                          {{"step", state.step},
+                           {"sampler", state.sampler.ToJson()},
+                           {"best_validation_accuracy", state.best_validation_accuracy},
+                           {"best_epoch", state.best_epoch},
+                           {"train_seconds", state.train_seconds},
+                           {"teacher_weights_sha256", state.teacher_weights_sha256},
+                           {"last_validation", state.last_validation}}},
+                         {"config", state.config}};
+  return models::WriteCheckpoint(path, model, meta, [&](torch::serialize::OutputArchive& archive) {
+    torch::serialize::OutputArchive optimizer_archive;
+    optimizer.save(optimizer_archive);
+    archive.write(kOptimizerKey, optimizer_archive);
+    at::Generator generator = DefaultGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    archive.write(kRngKey, generator.get_state());
+  });
+}
+
+absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
+                                                     models::Classifier& model,
+                                                     torch::optim::Optimizer& optimizer,
+                                                     bool restore_rng) {
+  RETORT_ASSIGN_OR_RETURN(
+      nlohmann::json meta,
+      models::ReadCheckpointInto(path, model, [&](torch::serialize::InputArchive& archive) {
+        absl::Status status = TorchCall("", [&] {
+          torch::serialize::InputArchive optimizer_archive;
+          archive.read(kOptimizerKey, optimizer_archive);
+          optimizer.load(optimizer_archive);
+          if (restore_rng) {
+            torch::Tensor rng;
+            archive.read(kRngKey, rng);
+            at::Generator generator = DefaultGenerator();
+            std::lock_guard<std::mutex> lock(generator.mutex());
+            generator.set_state(rng);
+          }
+        });
+        if (!status.ok()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              path, " cannot resume training (was it written with another --optimizer, or "
+                    "is it a final export?): ", status.message()));
+        }
+        return absl::OkStatus();
+      }));
+  if (!meta.contains("training") || !meta["training"].is_object()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " holds no training state and cannot be resumed"));
+  }
+  const nlohmann::json& t = meta["training"];
+  TrainingState state;
+  try {
+    state.step = t.at("step").get<int64_t>();
+    RETORT_ASSIGN_OR_RETURN(state.sampler, data::SamplerState::FromJson(t.at("sampler")));
+    state.best_validation_accuracy = t.at("best_validation_accuracy").get<double>();
+    state.best_epoch = t.at("best_epoch").get<int64_t>();
+    state.train_seconds = t.at("train_seconds").get<double>();
+    state.teacher_weights_sha256 = t.at("teacher_weights_sha256").get<std::string>();
+    state.last_validation = t.value("last_validation", nlohmann::json());
+    state.config = meta.value("config", nlohmann::json());
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(path, ": malformed training state: ", e.what()));
+  }
+  return state;
+}
+
+}  // namespace retort::trainer

@@ -1,0 +1,47 @@
+// Training checkpoints: everything needed to continue a run exactly where it
+// stopped — model, optimizer state, step, sampler position, the RNG state of
+// LibTorch's default generator (dropout and jitter draw from it), the best
+// validation accuracy so far, the teacher's fingerprint and the run's
+// configuration. Built on models/checkpoint_file (atomic writes).
+#ifndef RETORT_TRAINER_TRAINING_CHECKPOINT_H_
+#define RETORT_TRAINER_TRAINING_CHECKPOINT_H_
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "data/sampler.h"
+#include "models/classifier.h"
+
+namespace retort::trainer {
+
+struct TrainingState {
+  int64_t step = 0;  // optimizer steps completed
+  data::SamplerState sampler;
+  double best_validation_accuracy = -1;
+  int64_t best_epoch = -1;
+  double train_seconds = 0;  // wall time spent training so far
+  std::string teacher_weights_sha256;  // empty when training without a teacher
+  nlohmann::json config;               // the resolved run configuration
+  nlohmann::json last_validation;      // EvalResult JSON of the latest validation
+};
+
+// Writes model, optimizer, state and the current default-generator state.
+absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
+                                    torch::optim::Optimizer& optimizer,
+                                    const TrainingState& state);
+
+// Restores model and optimizer in place and returns the state. Restores the
+// default generator when `restore_rng` is set. Errors name the file and say
+// what does not match (architecture, missing optimizer state).
+absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
+                                                     models::Classifier& model,
+                                                     torch::optim::Optimizer& optimizer,
+                                                     bool restore_rng = true);
+
+}  // namespace retort::trainer
+
+#endif  // RETORT_TRAINER_TRAINING_CHECKPOINT_H_
