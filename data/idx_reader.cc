@@ -91,12 +91,12 @@ absl::StatusOr<IdxArray> ParseIdx(const std::string& name,
       return absl::DataLossError(absl::StrCat(name, ": dimension ", d, " is zero"));
     }
     array.dims.push_back(dim);
-    elements *= dim;
-    if (elements > kMaxElements) {
+    if (dim > kMaxElements / elements) {
       return absl::DataLossError(
           absl::StrCat(name, ": IDX header declares more than ", kMaxElements,
                        " elements; the header is corrupt"));
     }
+    elements *= dim;
   }
   int64_t payload = static_cast<int64_t>(bytes.size() - header);
   if (payload != elements) {

@@ -16,6 +16,31 @@ constexpr char kMetaKey[] = "retort_meta";
 constexpr char kModelKey[] = "model";
 constexpr char kFormat[] = "retort-checkpoint";
 constexpr int kVersion = 1;
+// LibTorch's archive reader does not verify tensor records, so every file
+// ends with this magic and the sha256 (hex) of the archive bytes before it.
+constexpr absl::string_view kTrailerMagic = "RETORT-SHA256:";
+constexpr size_t kTrailerSize = 14 + 64;
+
+// Checks the trailer and returns the archive bytes it covers.
+absl::StatusOr<absl::string_view> VerifiedArchive(const std::string& path,
+                                                  const std::string& bytes) {
+  if (bytes.size() < kTrailerSize ||
+      absl::string_view(bytes).substr(bytes.size() - kTrailerSize, kTrailerMagic.size()) !=
+          kTrailerMagic) {
+    return absl::DataLossError(absl::StrCat(
+        path, " is not a readable checkpoint (truncated, or not written by retort): its "
+              "integrity trailer is missing"));
+  }
+  absl::string_view archive(bytes.data(), bytes.size() - kTrailerSize);
+  absl::string_view recorded =
+      absl::string_view(bytes).substr(bytes.size() - kTrailerSize + kTrailerMagic.size());
+  if (Sha256Hex(archive) != recorded) {
+    return absl::DataLossError(absl::StrCat(
+        path, " is not a readable checkpoint (corrupt): its contents do not match the "
+              "sha256 recorded when it was written"));
+  }
+  return archive;
+}
 
 struct OpenedArchive {
   torch::serialize::InputArchive archive;
@@ -31,8 +56,9 @@ absl::Status OpenArchive(const std::string& path, OpenedArchive& opened) {
     }
     return bytes.status();
   }
+  RETORT_ASSIGN_OR_RETURN(absl::string_view archive, VerifiedArchive(path, *bytes));
   absl::Status loaded = TorchCall("", [&] {
-    opened.archive.load_from(bytes->data(), bytes->size());
+    opened.archive.load_from(archive.data(), archive.size());
   });
   if (!loaded.ok()) {
     return absl::DataLossError(absl::StrCat(
@@ -97,6 +123,8 @@ absl::Status WriteCheckpoint(const std::string& path, Classifier& model, nlohman
     return out.str();
   });
   if (!bytes.ok()) return bytes.status();
+  std::string trailer = absl::StrCat(kTrailerMagic, Sha256Hex(*bytes));
+  bytes->append(trailer);
   return WriteFileAtomically(path, *bytes);
 }
 

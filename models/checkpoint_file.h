@@ -8,6 +8,9 @@
 //                  "model": ModelSpec JSON, ...caller metadata}
 //   "model"        the module's parameters and buffers
 //   ...            caller-defined entries
+// followed by a trailer, "RETORT-SHA256:" and the hex sha256 of the archive
+// bytes, checked before anything is read: a truncated or corrupted file is
+// DATA_LOSS, never silently different weights.
 #ifndef RETORT_MODELS_CHECKPOINT_FILE_H_
 #define RETORT_MODELS_CHECKPOINT_FILE_H_
 

@@ -48,7 +48,6 @@ absl::Status TrainerOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("--clip_grad_norm must be >= 0 (0 disables), got ", clip_grad_norm));
   }
-  if (out_dir.empty()) return absl::InvalidArgumentError("--out_dir must be set");
   if (checkpoint_every_steps < 0 || log_every_steps < 0 || stop_after_steps < 0) {
     return absl::InvalidArgumentError("step intervals must be >= 0");
   }
@@ -77,6 +76,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     TrainerOptions options, std::shared_ptr<const data::Dataset> train,
     std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher) {
   RETORT_RETURN_IF_ERROR(options.Validate());
+  if (options.out_dir.empty()) return absl::InvalidArgumentError("--out_dir must be set");
   if (train == nullptr || validation == nullptr) {
     return absl::InvalidArgumentError("the trainer needs a training and a validation set");
   }

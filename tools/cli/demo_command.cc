@@ -34,27 +34,30 @@ struct Stage {
   CheckpointReport test;
 };
 
+enum class TeacherCache { kReusable, kInterrupted, kStale };
+
 // The teacher in `dir` is reusable when training finished (teacher.json is
 // written last), it was trained with `config`, and best.pt is byte-identical
-// to what was recorded then.
-bool TeacherIsReusable(const std::string& dir, const nlohmann::json& config, Stage& stage) {
+// to what was recorded then. Without teacher.json, training was interrupted
+// and may resume; anything else is stale and is trained anew.
+TeacherCache CheckTeacher(const std::string& dir, const nlohmann::json& config, Stage& stage) {
   absl::StatusOr<std::string> record = ReadFile(dir + "/teacher.json");
-  if (!record.ok()) return false;
+  if (!record.ok()) return TeacherCache::kInterrupted;
   nlohmann::json json = nlohmann::json::parse(*record, nullptr, false);
   if (!json.is_object() || json.value("config", nlohmann::json()) != config) {
     std::fprintf(stderr, "[teacher] %s was trained with other settings; training anew\n",
                  dir.c_str());
-    return false;
+    return TeacherCache::kStale;
   }
   absl::StatusOr<std::string> weights = ReadFile(dir + "/best.pt");
   if (!weights.ok() || Sha256Hex(*weights) != json.value("best_sha256", "")) {
     std::fprintf(stderr, "[teacher] %s/best.pt is missing or changed; training anew\n",
                  dir.c_str());
-    return false;
+    return TeacherCache::kStale;
   }
   stage.train_seconds = json.value("train_seconds", 0.0);
   stage.samples_per_second = json.value("samples_per_second", 0.0);
-  return true;
+  return TeacherCache::kReusable;
 }
 
 absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
@@ -80,13 +83,19 @@ absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
   config["validation_examples"] = data.validation->size();
   Stage stage{.name = "teacher", .checkpoint = o.out_dir + "/best.pt"};
   const absl::Time start = absl::Now();
-  if (TeacherIsReusable(o.out_dir, config, stage)) {
-    stage.cached = true;
-    std::fprintf(stderr, "[teacher] reusing %s (trained earlier with the same settings)\n",
-                 stage.checkpoint.c_str());
-    return stage;
+  switch (CheckTeacher(o.out_dir, config, stage)) {
+    case TeacherCache::kReusable:
+      stage.cached = true;
+      std::fprintf(stderr, "[teacher] reusing %s (trained earlier with the same settings)\n",
+                   stage.checkpoint.c_str());
+      return stage;
+    case TeacherCache::kStale:
+      std::remove((o.out_dir + "/teacher.json").c_str());
+      o.resume = false;
+      break;
+    case TeacherCache::kInterrupted:
+      break;
   }
-  if (PathExists(o.out_dir + "/teacher.json")) std::remove((o.out_dir + "/teacher.json").c_str());
   absl::StatusOr<trainer::TrainResult> trained = TrainModel(o, data, nullptr);
   if (absl::IsFailedPrecondition(trained.status())) {
     // An interrupted teacher from other settings: start it afresh.
@@ -130,10 +139,10 @@ std::string Megabytes(int64_t bytes) {
 }
 
 void PrintTable(const std::vector<Stage>& stages) {
-  std::printf("\n%-10s %-40s %10s %10s %9s %7s %10s %10s\n", "stage", "model", "params",
+  std::printf("\n%-10s %-52s %10s %10s %9s %7s %10s %10s\n", "stage", "model", "params",
               "ckpt", "test acc", "errors", "train", "samples/s");
   for (const Stage& s : stages) {
-    std::printf("%-10s %-40s %10lld %10s %9.4f %7lld %10s %10.0f%s\n", s.name.c_str(),
+    std::printf("%-10s %-52s %10lld %10s %9.4f %7lld %10s %10.0f%s\n", s.name.c_str(),
                 s.test.architecture.c_str(), static_cast<long long>(s.test.parameters),
                 Megabytes(s.test.file_bytes).c_str(), s.test.eval.accuracy(),
                 static_cast<long long>(s.test.eval.errors()),

@@ -50,6 +50,10 @@ ABSL_FLAG(int64_t, stop_after_steps, 0,
 // Distillation.
 ABSL_FLAG(std::string, teacher, "", "Teacher checkpoint to distill from (retort distill).");
 ABSL_FLAG(double, temperature, 2.0, "Distillation temperature T.");
+ABSL_FLAG(int64_t, teacher_cache_mb, 256,
+          "Remember the teacher's answer per input row, up to this many MB, so later epochs "
+          "skip teacher forward passes (no effect with --jitter). 0 disables; use 0 when a "
+          "resumed run must match an uninterrupted one bit for bit.");
 ABSL_FLAG(double, alpha, 0.5,
           "Weight of the soft (T^2-scaled KL) term; 1 - alpha weights the hard-label term.");
 
@@ -82,7 +86,8 @@ const std::vector<std::string> kTrainingFlags = {
     "weight_decay", "warmup",  "min_lr_ratio",   "clip_grad_norm", "jitter",
     "out_dir", "resume",       "overwrite",      "checkpoint_every_steps",
     "log_every_steps", "stop_after_steps"};
-const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha"};
+const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
+                                                "teacher_cache_mb"};
 
 absl::Status ApplyThreadsFlag() {
   int32_t threads = absl::GetFlag(FLAGS_threads);

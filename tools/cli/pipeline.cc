@@ -7,6 +7,9 @@
 #include "models/checkpoint_file.h"
 #include "student/student.h"
 #include "teacher/native_teacher.h"
+#include "absl/flags/flag.h"
+#include "tools/cli/flags.h"
+#include "trainer/caching_teacher_client.h"
 #include "trainer/in_process_teacher_client.h"
 
 namespace retort::cli {
@@ -14,17 +17,17 @@ namespace retort::cli {
 absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& options,
                                                 const data::TrainValidationSplit& data,
                                                 std::shared_ptr<trainer::TeacherClient> teacher) {
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::Trainer> t,
+                          trainer::Trainer::Create(options, data.train, data.validation,
+                                                   teacher));
   std::fprintf(stderr, "[%s] %s on %lld examples, %lld epochs, %s lr %g%s\n",
                options.label.c_str(), options.model.Describe().c_str(),
                static_cast<long long>(data.train->size()), static_cast<long long>(options.epochs),
                options.optimizer.kind.c_str(), options.optimizer.learning_rate,
-               teacher ? absl::StrCat(", distilled at T=", options.loss.temperature,
+               teacher != nullptr ? absl::StrCat(", distilled at T=", options.loss.temperature,
                                       " alpha=", options.loss.alpha)
                              .c_str()
                        : ", hard labels");
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::Trainer> t,
-                          trainer::Trainer::Create(options, data.train, data.validation,
-                                                   std::move(teacher)));
   RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, t->Run());
   std::fprintf(stderr, "[%s] done: best validation accuracy %.4f (epoch %lld), %.0f samples/s; %s\n",
                options.label.c_str(), result.best_validation_accuracy,
@@ -39,7 +42,15 @@ absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::s
   }
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::NativeTeacher> native,
                           teacher::NativeTeacher::Create({.checkpoint_path = path}));
-  return std::make_shared<trainer::InProcessTeacherClient>(std::move(native));
+  auto client = std::make_shared<trainer::InProcessTeacherClient>(std::move(native));
+  const int64_t cache_mb = absl::GetFlag(FLAGS_teacher_cache_mb);
+  if (cache_mb < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--teacher_cache_mb must be >= 0, got ", cache_mb));
+  }
+  if (cache_mb == 0) return client;
+  return std::make_shared<trainer::CachingTeacherClient>(
+      client, trainer::CachingTeacherClient::Options{.capacity_bytes = cache_mb << 20});
 }
 
 nlohmann::json CheckpointReport::ToJson() const {

@@ -1,0 +1,237 @@
+// End-to-end tests of the retort binary: real processes, real files.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "common/file_util.h"
+
+namespace retort {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct Result {
+  int exit_code;
+  std::string out, err;
+  int ErrLines() const { return static_cast<int>(std::count(err.begin(), err.end(), '\n')); }
+};
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
+                                     ("retort_cli_test_" + std::to_string(::getpid())));
+    std::filesystem::create_directories(*dir_ / "data");
+    // A small Fashion-MNIST look-alike: 300 training and 100 test images.
+    WriteDataset(*dir_ / "data", 300, 100);
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+
+  static void WriteIdx(const std::filesystem::path& path, std::vector<uint32_t> dims,
+                       const std::vector<uint8_t>& values) {
+    std::string bytes = {0, 0, 8, static_cast<char>(dims.size())};
+    for (uint32_t d : dims) {
+      for (int s = 24; s >= 0; s -= 8) bytes += static_cast<char>((d >> s) & 0xff);
+    }
+    bytes.append(values.begin(), values.end());
+    gzFile f = gzopen(path.c_str(), "wb");
+    gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
+    gzclose(f);
+  }
+
+  // Class c images are bright in row band c, so the task is learnable.
+  static void WriteSplit(const std::filesystem::path& dir, const std::string& prefix, int n,
+                         uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<uint8_t> images(static_cast<size_t>(n) * 784), labels(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      int label = static_cast<int>(rng() % 10);
+      labels[static_cast<size_t>(i)] = static_cast<uint8_t>(label);
+      for (int p = 0; p < 784; ++p) {
+        int row = p / 28;
+        bool band = row >= label * 2 + 4 && row < label * 2 + 7;
+        images[static_cast<size_t>(i) * 784 + static_cast<size_t>(p)] =
+            static_cast<uint8_t>((band ? 150 : 0) + rng() % 100);
+      }
+    }
+    WriteIdx(dir / (prefix + "-images-idx3-ubyte.gz"), {static_cast<uint32_t>(n), 28, 28}, images);
+    WriteIdx(dir / (prefix + "-labels-idx1-ubyte.gz"), {static_cast<uint32_t>(n)}, labels);
+  }
+
+  static void WriteDataset(const std::filesystem::path& dir, int train, int test) {
+    WriteSplit(dir, "train", train, 1);
+    WriteSplit(dir, "t10k", test, 2);
+  }
+
+  static std::string Path(const std::string& name) { return (*dir_ / name).string(); }
+
+  static Result Run(const std::string& args) {
+    std::string out = Path("stdout.txt"), err = Path("stderr.txt");
+    std::string command = std::string(RETORT_BINARY) + " " + args + " >" + out + " 2>" + err;
+    int status = std::system(command.c_str());
+    Result r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, *ReadFile(out), *ReadFile(err)};
+    return r;
+  }
+
+  static std::string Data() {
+    return "--data_dir=" + Path("data") + " --validation_size=50 --threads=1";
+  }
+
+  static void ExpectOneCleanErrorLine(const Result& r, const std::string& must_contain) {
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_EQ(r.ErrLines(), 1) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(must_contain));
+    EXPECT_THAT(r.err, Not(HasSubstr("frame #")));
+    EXPECT_THAT(r.err, Not(HasSubstr("Exception raised from")));
+  }
+
+  static std::filesystem::path* dir_;
+};
+
+std::filesystem::path* CliTest::dir_ = nullptr;
+
+TEST_F(CliTest, HelpListsCommandsAndTheirFlags) {
+  Result help = Run("help");
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* c : {"train", "distill", "eval", "demo"}) EXPECT_THAT(help.out, HasSubstr(c));
+  Result demo = Run("help demo");
+  EXPECT_EQ(demo.exit_code, 0);
+  EXPECT_THAT(demo.out, HasSubstr("--teacher_epochs"));
+  EXPECT_THAT(demo.out, HasSubstr("--temperature"));
+  Result train = Run("train --help");
+  EXPECT_EQ(train.exit_code, 0);
+  EXPECT_THAT(train.out, HasSubstr("--hidden"));
+  EXPECT_THAT(train.out, Not(HasSubstr("--teacher_epochs")));
+  EXPECT_NE(Run("frobnicate").exit_code, 0);
+}
+
+TEST_F(CliTest, BadFlagsGiveOneErrorLine) {
+  ExpectOneCleanErrorLine(Run("train --epochs=abc"), "epochs");
+  ExpectOneCleanErrorLine(Run("train --no_such_flag=1"), "no_such_flag");
+  ExpectOneCleanErrorLine(Run("distill --alpha=2 --out_dir=" + Path("x") + " " + Data()),
+                          "--alpha must be in [0, 1]");
+  ExpectOneCleanErrorLine(Run("train --hidden=12,abc --out_dir=" + Path("x")), "'abc'");
+  ExpectOneCleanErrorLine(Run("train --arch=resnet --out_dir=" + Path("x")), "--arch");
+  ExpectOneCleanErrorLine(Run("eval --split=train --checkpoint=x.pt"), "--split");
+  ExpectOneCleanErrorLine(Run("train " + Data()), "--out_dir");
+}
+
+TEST_F(CliTest, MissingAndCorruptDataGiveOneErrorLineNamingTheFile) {
+  ExpectOneCleanErrorLine(Run("train --data_dir=/nonexistent/fm --out_dir=" + Path("m")),
+                          "/nonexistent/fm/train-images-idx3-ubyte.gz does not exist");
+  std::filesystem::create_directories(*dir_ / "bad");
+  for (const char* f : {"train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                        "t10k-labels-idx1-ubyte.gz"}) {
+    std::filesystem::copy_file(*dir_ / "data" / f, *dir_ / "bad" / f,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  std::string good = *ReadFile(Path("data/train-images-idx3-ubyte.gz"));
+  ASSERT_TRUE(WriteFileAtomically(Path("bad/train-images-idx3-ubyte.gz"),
+                                  good.substr(0, good.size() / 2))
+                  .ok());
+  ExpectOneCleanErrorLine(
+      Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
+      "bad/train-images-idx3-ubyte.gz: not a valid gzip file");
+  // A well-formed gzip holding a wrong IDX header.
+  WriteIdx(*dir_ / "bad" / "train-images-idx3-ubyte.gz", {10, 28}, std::vector<uint8_t>(280));
+  ExpectOneCleanErrorLine(Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
+                          "expected 3 dimensions");
+}
+
+TEST_F(CliTest, TrainEvalDistillAndCheckpointMismatch) {
+  const std::string teacher_dir = Path("teacher");
+  Result train = Run("train --hidden=64 --epochs=2 --batch_size=25 --out_dir=" + teacher_dir +
+                     " " + Data());
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  EXPECT_THAT(train.err, HasSubstr("epoch 2/2"));
+
+  Result eval = Run("eval --checkpoint=" + teacher_dir + "/best.pt --json_out=" +
+                    Path("eval.json") + " " + Data());
+  ASSERT_EQ(eval.exit_code, 0) << eval.err;
+  EXPECT_THAT(eval.out, HasSubstr("test accuracy"));
+  nlohmann::json json = nlohmann::json::parse(*ReadFile(Path("eval.json")));
+  EXPECT_EQ(json["examples"], 100);
+  EXPECT_GT(json["accuracy"].get<double>(), 0.5);  // the bands are easy; chance is 0.1
+
+  // Resuming with another architecture names both.
+  ExpectOneCleanErrorLine(Run("train --hidden=16 --epochs=2 --batch_size=25 --resume --out_dir=" +
+                              teacher_dir + " " + Data()),
+                          "holds a mlp 784-64-10 but this run builds a mlp 784-16-10");
+  // Re-running into a directory with a checkpoint is refused, not clobbered.
+  ExpectOneCleanErrorLine(Run("train --hidden=64 --epochs=2 --batch_size=25 --out_dir=" +
+                              teacher_dir + " " + Data()),
+                          "--resume");
+
+  Result distill = Run("distill --teacher=" + teacher_dir + "/best.pt --hidden=8 --epochs=1 " +
+                       "--batch_size=25 --temperature=2 --alpha=0.5 --out_dir=" +
+                       Path("student") + " " + Data());
+  ASSERT_EQ(distill.exit_code, 0) << distill.err;
+  EXPECT_THAT(distill.err, HasSubstr("distilled at T=2 alpha=0.5"));
+
+  ASSERT_TRUE(WriteFileAtomically(Path("junk.pt"), "not a checkpoint").ok());
+  ExpectOneCleanErrorLine(Run("distill --teacher=" + Path("junk.pt") + " --out_dir=" +
+                              Path("s2") + " " + Data()),
+                          "junk.pt is not a readable checkpoint");
+  ExpectOneCleanErrorLine(Run("eval --checkpoint=" + Path("junk.pt") + " " + Data()),
+                          "junk.pt");
+}
+
+TEST_F(CliTest, QuickDemoWritesSummaryAndReusesItsTeacher) {
+  const std::string flags = "demo --quick --work_dir=" + Path("work") +
+                            " --teacher_hidden=64 --hidden=16 --batch_size=25 " + Data();
+  Result first = Run(flags);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_THAT(first.out, HasSubstr("distilled"));
+  nlohmann::json summary = nlohmann::json::parse(*ReadFile(Path("work/quick/summary.json")));
+  for (const char* stage : {"teacher", "scratch", "distilled"}) {
+    ASSERT_TRUE(summary.contains(stage)) << stage;
+    EXPECT_EQ(summary[stage]["examples"], 100);
+    EXPECT_GT(summary[stage]["parameters"].get<int64_t>(), 0);
+    EXPECT_GT(summary[stage]["checkpoint_bytes"].get<int64_t>(), 0);
+    EXPECT_TRUE(summary[stage].contains("errors"));
+    EXPECT_TRUE(summary[stage].contains("wall_seconds"));
+  }
+  for (const char* key : {"temperature", "alpha", "seed", "student_epochs", "teacher_epochs"}) {
+    EXPECT_TRUE(summary.contains(key)) << key;
+  }
+  EXPECT_FALSE(summary["teacher"]["cached"].get<bool>());
+
+  Result second = Run(flags);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_THAT(second.err, HasSubstr("[teacher] reusing"));
+  nlohmann::json again = nlohmann::json::parse(*ReadFile(Path("work/quick/summary.json")));
+  EXPECT_TRUE(again["teacher"]["cached"].get<bool>());
+  EXPECT_EQ(again["teacher"]["accuracy"], summary["teacher"]["accuracy"]);
+
+  // A teacher whose weights changed on disk is not trusted.
+  std::string weights = *ReadFile(Path("work/quick/teacher/best.pt"));
+  weights[weights.size() / 2] ^= 1;
+  ASSERT_TRUE(WriteFileAtomically(Path("work/quick/teacher/best.pt"), weights).ok());
+  Result third = Run(flags);
+  ASSERT_EQ(third.exit_code, 0) << third.err;
+  EXPECT_THAT(third.err, HasSubstr("missing or changed; training anew"));
+}
+
+TEST_F(CliTest, FlagfileHoldsAWholeJob) {
+  std::ofstream(Path("job.flags")) << "--hidden=8\n--epochs=1\n--batch_size=25\n--out_dir="
+                                   << Path("fromfile") << "\n--data_dir=" << Path("data")
+                                   << "\n--validation_size=50\n--threads=1\n";
+  Result r = Run("train --flagfile=" + Path("job.flags"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("mlp 784-8-10"));
+  EXPECT_TRUE(PathExists(Path("fromfile/best.pt")));
+}
+
+}  // namespace
+}  // namespace retort

@@ -1,0 +1,67 @@
+// A TeacherClient that remembers the teacher's answer for each input row, so
+// epochs after the first cost no teacher forward passes (offline distillation
+// without a separate precompute step).
+//
+// Rows are keyed by a 128-bit hash of their bytes and the temperature. Misses
+// in a batch are sent to the wrapped client as one smaller batch. When the
+// cache reaches its capacity it stops adding entries (it never evicts, so a
+// run's hit pattern is deterministic).
+//
+// Caveat: a row answered from the cache was computed inside another batch
+// than it would be otherwise; on CPU kernels that can change the last bits.
+// Runs that must resume bit-for-bit should not use the cache.
+//
+// Thread-safe.
+#ifndef RETORT_TRAINER_CACHING_TEACHER_CLIENT_H_
+#define RETORT_TRAINER_CACHING_TEACHER_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "trainer/teacher_client.h"
+
+namespace retort::trainer {
+
+class CachingTeacherClient : public TeacherClient {
+ public:
+  struct Options {
+    int64_t capacity_bytes = int64_t{256} << 20;
+  };
+  struct Stats {
+    int64_t hits = 0;
+    int64_t misses = 0;
+    int64_t entries = 0;
+  };
+
+  CachingTeacherClient(std::shared_ptr<TeacherClient> inner, Options options);
+
+  absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return inner_->Fingerprint(); }
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs,
+                                         double temperature) override;
+  Stats stats() const;
+
+ private:
+  struct Key {
+    uint64_t a, b;
+    bool operator==(const Key& o) const { return a == o.a && b == o.b; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const { return static_cast<size_t>(k.a ^ (k.b * 31)); }
+  };
+  static Key RowKey(const char* data, size_t bytes, double temperature);
+
+  std::shared_ptr<TeacherClient> inner_;
+  Options options_;
+  mutable absl::Mutex mu_;
+  std::unordered_map<Key, torch::Tensor, KeyHash> rows_ ABSL_GUARDED_BY(mu_);
+  int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace retort::trainer
+
+#endif  // RETORT_TRAINER_CACHING_TEACHER_CLIENT_H_
