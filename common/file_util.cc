@@ -58,8 +58,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return buffer.str();
 }
 
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents) {
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
   std::filesystem::path target(path);
   std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
@@ -82,8 +81,7 @@ absl::Status MakeDirs(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec) {
-    return absl::InternalError(
-        absl::StrCat("cannot create directory ", path, ": ", ec.message()));
+    return absl::InternalError(absl::StrCat("cannot create directory ", path, ": ", ec.message()));
   }
   return absl::OkStatus();
 }

@@ -17,8 +17,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // complete new one, even across a crash: the data goes to a temporary file in
 // the same directory, is fsynced, renamed over `path`, and the directory is
 // fsynced.
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents);
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
 
 // Creates `path` and any missing parents.
 absl::Status MakeDirs(const std::string& path);

@@ -17,8 +17,7 @@ namespace retort {
 class MetricsWriter {
  public:
   // Opens `path` for appending (a resumed run continues its file).
-  static absl::StatusOr<std::unique_ptr<MetricsWriter>> Create(
-      const std::string& path);
+  static absl::StatusOr<std::unique_ptr<MetricsWriter>> Create(const std::string& path);
   ~MetricsWriter();
 
   // Writes `record` as one line and flushes it.

@@ -29,32 +29,28 @@ std::string ProgressLine::Format(int64_t done_units, int64_t samples,
   double seconds = absl::ToDoubleSeconds(elapsed);
   std::string text = options_.label;
   if (options_.total_units > 0) {
-    double pct = 100.0 * static_cast<double>(done_units) /
-                 static_cast<double>(options_.total_units);
-    absl::StrAppendFormat(&text, " %d/%d (%.1f%%)", done_units,
-                          options_.total_units, pct);
+    double pct =
+        100.0 * static_cast<double>(done_units) / static_cast<double>(options_.total_units);
+    absl::StrAppendFormat(&text, " %d/%d (%.1f%%)", done_units, options_.total_units, pct);
   } else {
     absl::StrAppendFormat(&text, " %d", done_units);
   }
   if (!detail.empty()) absl::StrAppend(&text, " | ", detail);
   if (seconds > 0) {
-    absl::StrAppendFormat(&text, " | %.0f samples/s",
-                          static_cast<double>(samples) / seconds);
+    absl::StrAppendFormat(&text, " | %.0f samples/s", static_cast<double>(samples) / seconds);
   }
   if (options_.total_units > 0 && done_units > 0 && seconds > 0) {
-    double remaining = seconds *
-                       static_cast<double>(options_.total_units - done_units) /
+    double remaining = seconds * static_cast<double>(options_.total_units - done_units) /
                        static_cast<double>(done_units);
     absl::StrAppend(&text, " | ETA ", HumanDuration(absl::Seconds(remaining)));
   }
   return text;
 }
 
-void ProgressLine::Update(int64_t done_units, int64_t samples,
-                          const std::string& detail, bool force) {
+void ProgressLine::Update(int64_t done_units, int64_t samples, const std::string& detail,
+                          bool force) {
   absl::Time now = options_.clock->Now();
-  absl::Duration interval =
-      options_.redraw ? absl::Milliseconds(250) : options_.min_interval;
+  absl::Duration interval = options_.redraw ? absl::Milliseconds(250) : options_.min_interval;
   if (!force && printed_ && now - last_print_ < interval) return;
   if (!force && !printed_ && now - start_ < interval) return;
   std::string text = Format(done_units, samples, detail);

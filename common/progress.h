@@ -32,15 +32,13 @@ class ProgressLine {
   // Reports that `done_units` of the total are done, `samples` have been
   // processed since Start, and `detail` (for example "loss 0.41") applies.
   // Prints if the interval has passed (or always when `force`).
-  void Update(int64_t done_units, int64_t samples, const std::string& detail,
-              bool force = false);
+  void Update(int64_t done_units, int64_t samples, const std::string& detail, bool force = false);
 
   // Ends the line (a newline after in-place redraws).
   void Finish();
 
   // Formats the progress text without printing it (exposed for tests).
-  std::string Format(int64_t done_units, int64_t samples,
-                     const std::string& detail) const;
+  std::string Format(int64_t done_units, int64_t samples, const std::string& detail) const;
 
  private:
   Options options_;

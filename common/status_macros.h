@@ -22,9 +22,8 @@
 
 // Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status,
 // otherwise move-assigns the value to `lhs` (which may be a declaration).
-#define RETORT_ASSIGN_OR_RETURN(lhs, rexpr)                                \
-  RETORT_ASSIGN_OR_RETURN_IMPL_(                                           \
-      RETORT_STATUS_CONCAT_(retort_statusor_, __LINE__), lhs, rexpr)
+#define RETORT_ASSIGN_OR_RETURN(lhs, rexpr) \
+  RETORT_ASSIGN_OR_RETURN_IMPL_(RETORT_STATUS_CONCAT_(retort_statusor_, __LINE__), lhs, rexpr)
 
 #define RETORT_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
   auto statusor = (rexpr);                                  \

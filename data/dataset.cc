@@ -2,13 +2,11 @@
 
 namespace retort::data {
 
-TensorDataset::TensorDataset(torch::Tensor inputs, torch::Tensor labels,
-                             int64_t num_classes)
+TensorDataset::TensorDataset(torch::Tensor inputs, torch::Tensor labels, int64_t num_classes)
     : inputs_(inputs.contiguous()),
       labels_(labels.to(torch::kLong).contiguous()),
       num_classes_(num_classes) {
-  TORCH_CHECK(inputs_.size(0) == labels_.size(0),
-              "inputs and labels differ in length");
+  TORCH_CHECK(inputs_.size(0) == labels_.size(0), "inputs and labels differ in length");
 }
 
 std::vector<int64_t> TensorDataset::example_shape() const {
@@ -17,14 +15,12 @@ std::vector<int64_t> TensorDataset::example_shape() const {
 }
 
 Batch TensorDataset::GetBatch(const std::vector<int64_t>& indices) const {
-  torch::Tensor index =
-      torch::from_blob(const_cast<int64_t*>(indices.data()),
-                       {static_cast<int64_t>(indices.size())}, torch::kLong);
+  torch::Tensor index = torch::from_blob(const_cast<int64_t*>(indices.data()),
+                                         {static_cast<int64_t>(indices.size())}, torch::kLong);
   return Batch{inputs_.index_select(0, index), labels_.index_select(0, index)};
 }
 
-std::shared_ptr<TensorDataset> TensorDataset::Subset(
-    const std::vector<int64_t>& indices) const {
+std::shared_ptr<TensorDataset> TensorDataset::Subset(const std::vector<int64_t>& indices) const {
   Batch batch = GetBatch(indices);
   return std::make_shared<TensorDataset>(batch.inputs, batch.labels, num_classes_);
 }

@@ -34,17 +34,16 @@ struct FashionMnistOptions {
 };
 
 // Loads the official training set and splits a validation set off it.
-absl::StatusOr<TrainValidationSplit> LoadFashionMnistTrain(
-    const FashionMnistOptions& options);
+absl::StatusOr<TrainValidationSplit> LoadFashionMnistTrain(const FashionMnistOptions& options);
 
 // Loads the official test set. Use only for final evaluation.
 absl::StatusOr<std::shared_ptr<TensorDataset>> LoadFashionMnistTest(
     const FashionMnistOptions& options);
 
 // Loads one images/labels pair of IDX files and checks they agree.
-absl::StatusOr<std::shared_ptr<TensorDataset>> LoadIdxPair(
-    const std::string& images_path, const std::string& labels_path,
-    int64_t num_classes);
+absl::StatusOr<std::shared_ptr<TensorDataset>> LoadIdxPair(const std::string& images_path,
+                                                           const std::string& labels_path,
+                                                           int64_t num_classes);
 
 }  // namespace retort::data
 

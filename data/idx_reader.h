@@ -25,8 +25,7 @@ struct IdxArray {
 absl::StatusOr<IdxArray> ReadIdxFile(const std::string& path);
 
 // Parses IDX bytes already in memory; `name` is used in error messages.
-absl::StatusOr<IdxArray> ParseIdx(const std::string& name,
-                                  const std::string& bytes);
+absl::StatusOr<IdxArray> ParseIdx(const std::string& name, const std::string& bytes);
 
 }  // namespace retort::data
 

@@ -14,9 +14,8 @@ nlohmann::json SamplerState::ToJson() const {
 absl::StatusOr<SamplerState> SamplerState::FromJson(const nlohmann::json& json) {
   if (!json.is_object() || !json.contains("epoch") || !json.contains("next_batch") ||
       !json["epoch"].is_number_integer() || !json["next_batch"].is_number_integer()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampler state must be {\"epoch\": int, \"next_batch\": int}, got ",
-                     json.dump()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sampler state must be {\"epoch\": int, \"next_batch\": int}, got ", json.dump()));
   }
   return SamplerState{json["epoch"].get<int64_t>(), json["next_batch"].get<int64_t>()};
 }
@@ -27,15 +26,14 @@ absl::StatusOr<ShuffleSampler> ShuffleSampler::Create(const Options& options) {
         absl::StrCat("batch size must be positive, got ", options.batch_size));
   }
   if (options.world_size <= 0 || options.rank < 0 || options.rank >= options.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rank ", options.rank, " is not in a world of size ", options.world_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", options.rank, " is not in a world of size ", options.world_size));
   }
   int64_t per_rank = options.dataset_size / options.world_size;
   if (per_rank < options.batch_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the dataset has ", options.dataset_size, " examples, too few for one batch of ",
-        options.batch_size, " on each of ", options.world_size,
-        " rank(s); lower the batch size"));
+        options.batch_size, " on each of ", options.world_size, " rank(s); lower the batch size"));
   }
   return ShuffleSampler(options);
 }
@@ -46,11 +44,11 @@ ShuffleSampler::ShuffleSampler(const Options& options)
 
 absl::Status ShuffleSampler::Restore(const SamplerState& state) {
   if (state.epoch < 0 || state.next_batch < 0 || state.next_batch > batches_per_epoch_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampler state (epoch ", state.epoch, ", batch ", state.next_batch,
-        ") does not fit a sampler with ", batches_per_epoch_,
-        " batches an epoch; was the checkpoint written with another batch size or "
-        "dataset?"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampler state (epoch ", state.epoch, ", batch ", state.next_batch,
+                     ") does not fit a sampler with ", batches_per_epoch_,
+                     " batches an epoch; was the checkpoint written with another batch size or "
+                     "dataset?"));
   }
   state_ = state;
   if (state_.next_batch == batches_per_epoch_) {

@@ -27,17 +27,19 @@ absl::StatusOr<absl::string_view> VerifiedArchive(const std::string& path,
   if (bytes.size() < kTrailerSize ||
       absl::string_view(bytes).substr(bytes.size() - kTrailerSize, kTrailerMagic.size()) !=
           kTrailerMagic) {
-    return absl::DataLossError(absl::StrCat(
-        path, " is not a readable checkpoint (truncated, or not written by retort): its "
-              "integrity trailer is missing"));
+    return absl::DataLossError(
+        absl::StrCat(path,
+                     " is not a readable checkpoint (truncated, or not written by retort): its "
+                     "integrity trailer is missing"));
   }
   absl::string_view archive(bytes.data(), bytes.size() - kTrailerSize);
   absl::string_view recorded =
       absl::string_view(bytes).substr(bytes.size() - kTrailerSize + kTrailerMagic.size());
   if (Sha256Hex(archive) != recorded) {
-    return absl::DataLossError(absl::StrCat(
-        path, " is not a readable checkpoint (corrupt): its contents do not match the "
-              "sha256 recorded when it was written"));
+    return absl::DataLossError(
+        absl::StrCat(path,
+                     " is not a readable checkpoint (corrupt): its contents do not match the "
+                     "sha256 recorded when it was written"));
   }
   return archive;
 }
@@ -57,9 +59,8 @@ absl::Status OpenArchive(const std::string& path, OpenedArchive& opened) {
     return bytes.status();
   }
   RETORT_ASSIGN_OR_RETURN(absl::string_view archive, VerifiedArchive(path, *bytes));
-  absl::Status loaded = TorchCall("", [&] {
-    opened.archive.load_from(archive.data(), archive.size());
-  });
+  absl::Status loaded =
+      TorchCall("", [&] { opened.archive.load_from(archive.data(), archive.size()); });
   if (!loaded.ok()) {
     return absl::DataLossError(absl::StrCat(
         path, " is not a readable checkpoint (truncated or corrupt): ", loaded.message()));
@@ -70,17 +71,17 @@ absl::Status OpenArchive(const std::string& path, OpenedArchive& opened) {
     has_meta = opened.archive.try_read(kMetaKey, meta_value) && meta_value.isString();
   });
   if (!read.ok() || !has_meta) {
-    return absl::DataLossError(absl::StrCat(
-        path, " has no Retort metadata; it was not written by retort"));
+    return absl::DataLossError(
+        absl::StrCat(path, " has no Retort metadata; it was not written by retort"));
   }
   opened.meta = nlohmann::json::parse(meta_value.toStringRef(), nullptr, false);
   if (!opened.meta.is_object() || opened.meta.value("format", "") != kFormat) {
     return absl::DataLossError(absl::StrCat(path, " has malformed Retort metadata"));
   }
   if (opened.meta.value("version", 0) != kVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " is checkpoint format version ", opened.meta.value("version", 0),
-        "; this build reads version ", kVersion));
+    return absl::FailedPreconditionError(absl::StrCat(path, " is checkpoint format version ",
+                                                      opened.meta.value("version", 0),
+                                                      "; this build reads version ", kVersion));
   }
   absl::StatusOr<ModelSpec> spec = ModelSpec::FromJson(opened.meta["model"]);
   if (!spec.ok()) {
@@ -141,10 +142,11 @@ absl::StatusOr<nlohmann::json> ReadCheckpointInto(const std::string& path, Class
   OpenedArchive opened;
   RETORT_RETURN_IF_ERROR(OpenArchive(path, opened));
   if (opened.spec != model.spec()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint ", path, " holds a ", opened.spec.Describe(), " but this run builds a ",
-        model.spec().Describe(), "; use a checkpoint of the same architecture or change "
-        "the model flags"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", path, " holds a ", opened.spec.Describe(),
+                     " but this run builds a ", model.spec().Describe(),
+                     "; use a checkpoint of the same architecture or change "
+                     "the model flags"));
   }
   RETORT_RETURN_IF_ERROR(LoadModel(path, opened, model));
   if (read_extra) RETORT_RETURN_IF_ERROR(read_extra(opened.archive));

@@ -18,8 +18,8 @@
 #include <memory>
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,8 +32,8 @@ using ArchiveReader = std::function<absl::Status(torch::serialize::InputArchive&
 
 // Writes `model` with `meta` (an object; "format", "version" and "model" are
 // set here) to `path` atomically. `write_extra` may add entries.
-absl::Status WriteCheckpoint(const std::string& path, Classifier& model,
-                             nlohmann::json meta, const ArchiveWriter& write_extra = {});
+absl::Status WriteCheckpoint(const std::string& path, Classifier& model, nlohmann::json meta,
+                             const ArchiveWriter& write_extra = {});
 
 struct LoadedCheckpoint {
   std::shared_ptr<Classifier> model;

@@ -15,8 +15,7 @@ absl::StatusOr<std::shared_ptr<Classifier>> CreateClassifier(const ModelSpec& sp
   });
 }
 
-absl::StatusOr<std::shared_ptr<Classifier>> CreateClassifier(const ModelSpec& spec,
-                                                             uint64_t seed) {
+absl::StatusOr<std::shared_ptr<Classifier>> CreateClassifier(const ModelSpec& spec, uint64_t seed) {
   torch::manual_seed(seed);
   return CreateClassifier(spec);
 }

@@ -32,8 +32,7 @@ absl::StatusOr<std::shared_ptr<Classifier>> CreateClassifier(const ModelSpec& sp
 // Reseeds LibTorch's default generator with `seed`, then builds the
 // classifier: the same (spec, seed) always gives the same initial weights, so
 // a scratch student and a distilled student start from the same point.
-absl::StatusOr<std::shared_ptr<Classifier>> CreateClassifier(const ModelSpec& spec,
-                                                             uint64_t seed);
+absl::StatusOr<std::shared_ptr<Classifier>> CreateClassifier(const ModelSpec& spec, uint64_t seed);
 
 }  // namespace retort::models
 

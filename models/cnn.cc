@@ -7,10 +7,10 @@ Cnn::Cnn(const ModelSpec& spec) : Classifier(spec) {
   conv1_ = register_module(
       "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, spec.hidden[0], 3).padding(1)));
   conv2_ = register_module(
-      "conv2", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(spec.hidden[0], spec.hidden[1], 3).padding(1)));
-  fc_ = register_module("fc",
-                        torch::nn::Linear(spec.hidden[1] * (h / 4) * (w / 4), spec.hidden[2]));
+      "conv2",
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.hidden[0], spec.hidden[1], 3).padding(1)));
+  fc_ =
+      register_module("fc", torch::nn::Linear(spec.hidden[1] * (h / 4) * (w / 4), spec.hidden[2]));
   classifier_ = register_module("classifier", torch::nn::Linear(spec.hidden[2], spec.num_classes));
 }
 

@@ -10,8 +10,7 @@ Mlp::Mlp(const ModelSpec& spec) : Classifier(spec) {
   std::vector<int64_t> outs = spec.hidden;
   outs.push_back(spec.num_classes);
   for (size_t i = 0; i < outs.size(); ++i) {
-    layers_.push_back(register_module(absl::StrCat("fc", i),
-                                      torch::nn::Linear(width, outs[i])));
+    layers_.push_back(register_module(absl::StrCat("fc", i), torch::nn::Linear(width, outs[i])));
     width = outs[i];
   }
 }

@@ -18,9 +18,9 @@ std::string ArchitectureName(Architecture architecture) {
 
 absl::Status ModelSpec::Validate() const {
   if (input_shape.size() != 3) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input shape must be [channels, height, width], got [",
-        absl::StrJoin(input_shape, ","), "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input shape must be [channels, height, width], got [",
+                     absl::StrJoin(input_shape, ","), "]"));
   }
   for (int64_t d : input_shape) {
     if (d <= 0) return absl::InvalidArgumentError("input shape must be positive");
@@ -31,15 +31,15 @@ absl::Status ModelSpec::Validate() const {
   }
   for (int64_t w : hidden) {
     if (w <= 0 || w > (1 << 16)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "hidden widths must be in [1, 65536], got [", absl::StrJoin(hidden, ","), "]"));
+      return absl::InvalidArgumentError(absl::StrCat("hidden widths must be in [1, 65536], got [",
+                                                     absl::StrJoin(hidden, ","), "]"));
     }
   }
   if (architecture == Architecture::kCnn) {
     if (hidden.size() != 3) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "a cnn takes three widths (conv1 channels, conv2 channels, fc width), got [",
-          absl::StrJoin(hidden, ","), "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("a cnn takes three widths (conv1 channels, conv2 channels, fc width), got [",
+                       absl::StrJoin(hidden, ","), "]"));
     }
     if (input_shape[1] % 4 != 0 || input_shape[2] % 4 != 0) {
       return absl::InvalidArgumentError(
@@ -68,8 +68,8 @@ std::string ModelSpec::Describe() const {
     for (int64_t w : hidden) absl::StrAppend(&text, "-", w);
     absl::StrAppend(&text, "-", num_classes);
   } else {
-    text = absl::StrCat("cnn conv", hidden[0], "-conv", hidden[1], "-fc", hidden[2], "-",
-                        num_classes);
+    text =
+        absl::StrCat("cnn conv", hidden[0], "-conv", hidden[1], "-fc", hidden[2], "-", num_classes);
   }
   if (dropout > 0) absl::StrAppend(&text, " dropout=", dropout);
   if (input_dropout > 0) absl::StrAppend(&text, " input_dropout=", input_dropout);
@@ -106,8 +106,8 @@ absl::StatusOr<ModelSpec> ModelSpec::FromJson(const nlohmann::json& json) {
 
 bool ModelSpec::operator==(const ModelSpec& other) const {
   return architecture == other.architecture && input_shape == other.input_shape &&
-         num_classes == other.num_classes && hidden == other.hidden &&
-         dropout == other.dropout && input_dropout == other.input_dropout;
+         num_classes == other.num_classes && hidden == other.hidden && dropout == other.dropout &&
+         input_dropout == other.input_dropout;
 }
 
 }  // namespace retort::models

@@ -12,8 +12,8 @@ absl::StatusOr<std::unique_ptr<NativeTeacher>> NativeTeacher::Create(const Optio
   return FromModel(std::move(loaded.model), options.max_batch);
 }
 
-std::unique_ptr<NativeTeacher> NativeTeacher::FromModel(
-    std::shared_ptr<models::Classifier> model, int64_t max_batch) {
+std::unique_ptr<NativeTeacher> NativeTeacher::FromModel(std::shared_ptr<models::Classifier> model,
+                                                        int64_t max_batch) {
   return std::unique_ptr<NativeTeacher>(new NativeTeacher(std::move(model), max_batch));
 }
 

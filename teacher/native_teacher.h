@@ -27,8 +27,7 @@ class NativeTeacher : public Teacher {
                                                   int64_t max_batch = 8192);
 
   const v1::TeacherFingerprint& fingerprint() const override { return fingerprint_; }
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs,
-                                         double temperature) override;
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
 
  private:
   NativeTeacher(std::shared_ptr<models::Classifier> model, int64_t max_batch);

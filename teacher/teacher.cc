@@ -12,9 +12,8 @@ absl::Status ValidateTeacherInput(const v1::TeacherFingerprint& fingerprint,
                                   int64_t max_batch) {
   if (!std::isfinite(temperature) || temperature < kMinTemperature ||
       temperature > kMaxTemperature) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature ", temperature,
-                                                   " is not in [", kMinTemperature, ", ",
-                                                   kMaxTemperature, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("temperature ", temperature, " is not in [",
+                                                   kMinTemperature, ", ", kMaxTemperature, "]"));
   }
   if (!inputs.defined() || inputs.scalar_type() != torch::kFloat32) {
     return absl::InvalidArgumentError("teacher inputs must be a float32 tensor");
@@ -24,9 +23,9 @@ absl::Status ValidateTeacherInput(const v1::TeacherFingerprint& fingerprint,
   bool shape_ok = static_cast<int>(sizes.size()) == want.size() + 1;
   for (int i = 0; shape_ok && i < want.size(); ++i) shape_ok = sizes[i + 1] == want[i];
   if (!shape_ok) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "teacher inputs have shape [", absl::StrJoin(sizes, ","), "], expected [B,",
-        absl::StrJoin(want, ","), "]"));
+    return absl::InvalidArgumentError(absl::StrCat("teacher inputs have shape [",
+                                                   absl::StrJoin(sizes, ","), "], expected [B,",
+                                                   absl::StrJoin(want, ","), "]"));
   }
   if (sizes[0] < 1 || sizes[0] > max_batch) {
     return absl::InvalidArgumentError(

@@ -31,12 +31,13 @@ absl::StatusOr<torch::Tensor> CachingTeacherClient::LogProbs(const torch::Tensor
                                                              double temperature) {
   torch::Tensor rows = inputs.contiguous();
   const int64_t n = rows.size(0);
-  const size_t row_bytes = static_cast<size_t>(rows.numel() / std::max<int64_t>(n, 1)) *
-                           rows.element_size();
+  const size_t row_bytes =
+      static_cast<size_t>(rows.numel() / std::max<int64_t>(n, 1)) * rows.element_size();
   const char* base = static_cast<const char*>(rows.data_ptr());
   std::vector<Key> keys;
   keys.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) keys.push_back(RowKey(base + i * row_bytes, row_bytes, temperature));
+  for (int64_t i = 0; i < n; ++i)
+    keys.push_back(RowKey(base + i * row_bytes, row_bytes, temperature));
 
   std::vector<torch::Tensor> found(static_cast<size_t>(n));
   std::vector<int64_t> missing;
@@ -54,10 +55,9 @@ absl::StatusOr<torch::Tensor> CachingTeacherClient::LogProbs(const torch::Tensor
     stats_.misses += static_cast<int64_t>(missing.size());
   }
   if (!missing.empty()) {
-    torch::Tensor subset =
-        missing.size() == static_cast<size_t>(n)
-            ? rows
-            : rows.index_select(0, torch::tensor(missing, torch::kLong));
+    torch::Tensor subset = missing.size() == static_cast<size_t>(n)
+                               ? rows
+                               : rows.index_select(0, torch::tensor(missing, torch::kLong));
     RETORT_ASSIGN_OR_RETURN(torch::Tensor answered, inner_->LogProbs(subset, temperature));
     absl::MutexLock lock(&mu_);
     for (size_t j = 0; j < missing.size(); ++j) {

@@ -40,8 +40,7 @@ class CachingTeacherClient : public TeacherClient {
   CachingTeacherClient(std::shared_ptr<TeacherClient> inner, Options options);
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return inner_->Fingerprint(); }
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs,
-                                         double temperature) override;
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
   Stats stats() const;
 
  private:

@@ -24,8 +24,7 @@ torch::Tensor KlDivergence(const torch::Tensor& log_p, const torch::Tensor& log_
 }
 
 LossTerms DistillationLoss(const torch::Tensor& student_logits,
-                           const torch::Tensor& teacher_log_probs,
-                           const torch::Tensor& labels,
+                           const torch::Tensor& teacher_log_probs, const torch::Tensor& labels,
                            const DistillationLossOptions& options) {
   LossTerms terms;
   terms.hard = torch::nn::functional::cross_entropy(student_logits, labels);

@@ -33,8 +33,7 @@ struct LossTerms {
 // `student_logits` [B, C]; `teacher_log_probs` [B, C] = log_softmax(z_t / T)
 // (may be undefined when alpha == 0); `labels` [B] int64.
 LossTerms DistillationLoss(const torch::Tensor& student_logits,
-                           const torch::Tensor& teacher_log_probs,
-                           const torch::Tensor& labels,
+                           const torch::Tensor& teacher_log_probs, const torch::Tensor& labels,
                            const DistillationLossOptions& options);
 
 // KL(p || q) per row, batch-averaged, from log-probabilities.

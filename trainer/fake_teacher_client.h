@@ -22,8 +22,7 @@ class FakeTeacherClient : public TeacherClient {
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return fingerprint_; }
 
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs,
-                                         double temperature) override {
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override {
     ++calls_;
     if (!fail_with_.ok()) return fail_with_;
     torch::NoGradGuard no_grad;

@@ -15,11 +15,8 @@ class InProcessTeacherClient : public TeacherClient {
   explicit InProcessTeacherClient(std::shared_ptr<teacher::Teacher> teacher)
       : teacher_(std::move(teacher)) {}
 
-  absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override {
-    return teacher_->fingerprint();
-  }
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs,
-                                         double temperature) override {
+  absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return teacher_->fingerprint(); }
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override {
     return teacher_->LogProbs(inputs, temperature);
   }
 

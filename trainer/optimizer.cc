@@ -38,14 +38,14 @@ absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> CreateOptimizer(
   absl::Status valid = options.Validate();
   if (!valid.ok()) return valid;
   if (options.kind == "sgd") {
-    return std::make_unique<torch::optim::SGD>(
-        parameters, torch::optim::SGDOptions(options.learning_rate)
-                        .momentum(options.momentum)
-                        .weight_decay(options.weight_decay));
+    return std::make_unique<torch::optim::SGD>(parameters,
+                                               torch::optim::SGDOptions(options.learning_rate)
+                                                   .momentum(options.momentum)
+                                                   .weight_decay(options.weight_decay));
   }
   return std::make_unique<torch::optim::AdamW>(
-      parameters, torch::optim::AdamWOptions(options.learning_rate)
-                      .weight_decay(options.weight_decay));
+      parameters,
+      torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay));
 }
 
 double LearningRateAt(const OptimizerOptions& options, int64_t step, int64_t total_steps) {

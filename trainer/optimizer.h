@@ -13,10 +13,10 @@
 namespace retort::trainer {
 
 struct OptimizerOptions {
-  std::string kind = "adamw";  // "adamw" or "sgd" (with momentum)
-  double learning_rate = 1e-3;  // peak learning rate
-  double momentum = 0.9;        // sgd only
-  double weight_decay = 0.0;    // decoupled for adamw, L2 for sgd
+  std::string kind = "adamw";     // "adamw" or "sgd" (with momentum)
+  double learning_rate = 1e-3;    // peak learning rate
+  double momentum = 0.9;          // sgd only
+  double weight_decay = 0.0;      // decoupled for adamw, L2 for sgd
   double warmup_fraction = 0.05;  // share of all steps spent warming up linearly
   double min_lr_ratio = 0.0;      // cosine decays to learning_rate * this
 

@@ -97,10 +97,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
 
   RETORT_ASSIGN_OR_RETURN(t->model_, models::CreateClassifier(o.model, o.seed));
   RETORT_ASSIGN_OR_RETURN(t->optimizer_, CreateOptimizer(o.optimizer, t->model_->parameters()));
-  RETORT_ASSIGN_OR_RETURN(data::ShuffleSampler sampler,
-                          data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
-                                                        .batch_size = o.batch_size,
-                                                        .seed = o.seed}));
+  RETORT_ASSIGN_OR_RETURN(
+      data::ShuffleSampler sampler,
+      data::ShuffleSampler::Create(
+          {.dataset_size = t->train_->size(), .batch_size = o.batch_size, .seed = o.seed}));
   t->sampler_ = std::make_unique<data::ShuffleSampler>(std::move(sampler));
   t->total_steps_ = o.epochs * t->sampler_->batches_per_epoch();
 
@@ -135,8 +135,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
 absl::Status Trainer::Resume(const std::string& path) {
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
-  RETORT_ASSIGN_OR_RETURN(TrainingState loaded,
-                          LoadTrainingCheckpoint(path, *model_, *optimizer_));
+  RETORT_ASSIGN_OR_RETURN(TrainingState loaded, LoadTrainingCheckpoint(path, *model_, *optimizer_));
   std::vector<std::string> differing = DifferingKeys(loaded.config, state_.config);
   if (!differing.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -146,19 +145,21 @@ absl::Status Trainer::Resume(const std::string& path) {
   if (loaded.teacher_weights_sha256 != state_.teacher_weights_sha256) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot resume ", path, ": it was distilled from teacher weights ",
-        loaded.teacher_weights_sha256.empty() ? "(none)" : loaded.teacher_weights_sha256.substr(0, 12),
+        loaded.teacher_weights_sha256.empty() ? "(none)"
+                                              : loaded.teacher_weights_sha256.substr(0, 12),
         " but this run's teacher is ",
-        state_.teacher_weights_sha256.empty() ? "(none)" : state_.teacher_weights_sha256.substr(0, 12)));
+        state_.teacher_weights_sha256.empty() ? "(none)"
+                                              : state_.teacher_weights_sha256.substr(0, 12)));
   }
   RETORT_RETURN_IF_ERROR(sampler_->Restore(loaded.sampler));
-  if (loaded.step != sampler_->state().epoch * sampler_->batches_per_epoch() +
-                        sampler_->state().next_batch) {
-    return absl::DataLossError(absl::StrCat(path, ": step ", loaded.step,
-                                            " disagrees with the sampler position"));
+  if (loaded.step !=
+      sampler_->state().epoch * sampler_->batches_per_epoch() + sampler_->state().next_batch) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": step ", loaded.step, " disagrees with the sampler position"));
   }
   state_ = std::move(loaded);
-  std::fprintf(stderr, "[%s] resuming from %s at step %lld\n", options_.label.c_str(),
-               path.c_str(), static_cast<long long>(state_.step));
+  std::fprintf(stderr, "[%s] resuming from %s at step %lld\n", options_.label.c_str(), path.c_str(),
+               static_cast<long long>(state_.step));
   return absl::OkStatus();
 }
 
@@ -182,9 +183,9 @@ absl::Status Trainer::TrainStep(const std::vector<int64_t>& indices) {
   optimizer_->step();
   const double loss = terms.total.item<double>();
   if (!std::isfinite(loss)) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "the loss became ", loss, " at step ", state_.step,
-        "; training diverged: lower --lr or set --clip_grad_norm"));
+    return absl::OutOfRangeError(
+        absl::StrCat("the loss became ", loss, " at step ", state_.step,
+                     "; training diverged: lower --lr or set --clip_grad_norm"));
   }
   ++state_.step;
   ++epoch_steps_;
@@ -268,17 +269,18 @@ absl::StatusOr<TrainResult> Trainer::Run() {
                     absl::StrFormat("epoch %d/%d loss %.4f", epoch + 1, options_.epochs,
                                     epoch_loss_sum_ / std::max<int64_t>(epoch_steps_, 1)));
     if (options_.log_every_steps > 0 && state_.step % options_.log_every_steps == 0) {
-      RETORT_RETURN_IF_ERROR(metrics_->Write(
-          {{"event", "step"},
-           {"step", state_.step},
-           {"epoch", epoch},
-           {"loss", epoch_loss_sum_ / std::max<int64_t>(epoch_steps_, 1)},
-           {"learning_rate", optimizer_->param_groups()[0].options().get_lr()}}));
+      RETORT_RETURN_IF_ERROR(
+          metrics_->Write({{"event", "step"},
+                           {"step", state_.step},
+                           {"epoch", epoch},
+                           {"loss", epoch_loss_sum_ / std::max<int64_t>(epoch_steps_, 1)},
+                           {"learning_rate", optimizer_->param_groups()[0].options().get_lr()}}));
     }
     const bool epoch_done = state_.step % batches == 0;
     if (epoch_done) {
       progress.Finish();
-      RETORT_RETURN_IF_ERROR(TorchCall("end of epoch", [&] { return EndEpoch(epoch, epoch_seconds); }));
+      RETORT_RETURN_IF_ERROR(
+          TorchCall("end of epoch", [&] { return EndEpoch(epoch, epoch_seconds); }));
       epoch_seconds = 0;
     } else if (options_.checkpoint_every_steps > 0 &&
                state_.step % options_.checkpoint_every_steps == 0) {

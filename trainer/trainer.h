@@ -44,8 +44,8 @@ struct TrainerOptions {
   int64_t jitter_pixels = 0;    // random translation of inputs, per example
   double clip_grad_norm = 0.0;  // 0 disables clipping
   std::string out_dir;
-  bool resume = false;     // continue from out_dir/last.pt when it exists
-  bool overwrite = false;  // start afresh even if out_dir holds a checkpoint
+  bool resume = false;                 // continue from out_dir/last.pt when it exists
+  bool overwrite = false;              // start afresh even if out_dir holds a checkpoint
   int64_t checkpoint_every_steps = 0;  // 0: only at epoch ends
   int64_t log_every_steps = 100;       // metrics lines; 0 disables step lines
   // Stop (after writing last.pt) once this many steps are done; 0 runs to the
@@ -80,8 +80,7 @@ class Trainer {
   // to resume does not match this run.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(
       TrainerOptions options, std::shared_ptr<const data::Dataset> train,
-      std::shared_ptr<const data::Dataset> validation,
-      std::shared_ptr<TeacherClient> teacher);
+      std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher);
 
   absl::StatusOr<TrainResult> Run();
 

@@ -61,9 +61,11 @@ absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
           }
         });
         if (!status.ok()) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              path, " cannot resume training (was it written with another --optimizer, or "
-                    "is it a final export?): ", status.message()));
+          return absl::FailedPreconditionError(
+              absl::StrCat(path,
+                           " cannot resume training (was it written with another --optimizer, or "
+                           "is it a final export?): ",
+                           status.message()));
         }
         return absl::OkStatus();
       }));

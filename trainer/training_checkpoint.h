@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
 #include "data/sampler.h"
@@ -23,7 +23,7 @@ struct TrainingState {
   data::SamplerState sampler;
   double best_validation_accuracy = -1;
   int64_t best_epoch = -1;
-  double train_seconds = 0;  // wall time spent training so far
+  double train_seconds = 0;            // wall time spent training so far
   std::string teacher_weights_sha256;  // empty when training without a teacher
   nlohmann::json config;               // the resolved run configuration
   nlohmann::json last_validation;      // EvalResult JSON of the latest validation
@@ -31,8 +31,7 @@ struct TrainingState {
 
 // Writes model, optimizer, state and the current default-generator state.
 absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
-                                    torch::optim::Optimizer& optimizer,
-                                    const TrainingState& state);
+                                    torch::optim::Optimizer& optimizer, const TrainingState& state);
 
 // Restores model and optimizer in place and returns the state. Restores the
 // default generator when `restore_rng` is set. Errors name the file and say

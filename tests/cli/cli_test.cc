@@ -131,18 +131,17 @@ TEST_F(CliTest, MissingAndCorruptDataGiveOneErrorLineNamingTheFile) {
   ExpectOneCleanErrorLine(Run("train --data_dir=/nonexistent/fm --out_dir=" + Path("m")),
                           "/nonexistent/fm/train-images-idx3-ubyte.gz does not exist");
   std::filesystem::create_directories(*dir_ / "bad");
-  for (const char* f : {"train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                        "t10k-labels-idx1-ubyte.gz"}) {
+  for (const char* f :
+       {"train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
     std::filesystem::copy_file(*dir_ / "data" / f, *dir_ / "bad" / f,
                                std::filesystem::copy_options::overwrite_existing);
   }
   std::string good = *ReadFile(Path("data/train-images-idx3-ubyte.gz"));
-  ASSERT_TRUE(WriteFileAtomically(Path("bad/train-images-idx3-ubyte.gz"),
-                                  good.substr(0, good.size() / 2))
-                  .ok());
-  ExpectOneCleanErrorLine(
-      Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
-      "bad/train-images-idx3-ubyte.gz: not a valid gzip file");
+  ASSERT_TRUE(
+      WriteFileAtomically(Path("bad/train-images-idx3-ubyte.gz"), good.substr(0, good.size() / 2))
+          .ok());
+  ExpectOneCleanErrorLine(Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
+                          "bad/train-images-idx3-ubyte.gz: not a valid gzip file");
   // A well-formed gzip holding a wrong IDX header.
   WriteIdx(*dir_ / "bad" / "train-images-idx3-ubyte.gz", {10, 28}, std::vector<uint8_t>(280));
   ExpectOneCleanErrorLine(Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
@@ -151,13 +150,13 @@ TEST_F(CliTest, MissingAndCorruptDataGiveOneErrorLineNamingTheFile) {
 
 TEST_F(CliTest, TrainEvalDistillAndCheckpointMismatch) {
   const std::string teacher_dir = Path("teacher");
-  Result train = Run("train --hidden=64 --epochs=2 --batch_size=25 --out_dir=" + teacher_dir +
-                     " " + Data());
+  Result train =
+      Run("train --hidden=64 --epochs=2 --batch_size=25 --out_dir=" + teacher_dir + " " + Data());
   ASSERT_EQ(train.exit_code, 0) << train.err;
   EXPECT_THAT(train.err, HasSubstr("epoch 2/2"));
 
-  Result eval = Run("eval --checkpoint=" + teacher_dir + "/best.pt --json_out=" +
-                    Path("eval.json") + " " + Data());
+  Result eval = Run("eval --checkpoint=" + teacher_dir +
+                    "/best.pt --json_out=" + Path("eval.json") + " " + Data());
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
   EXPECT_THAT(eval.out, HasSubstr("test accuracy"));
   nlohmann::json json = nlohmann::json::parse(*ReadFile(Path("eval.json")));
@@ -169,22 +168,21 @@ TEST_F(CliTest, TrainEvalDistillAndCheckpointMismatch) {
                               teacher_dir + " " + Data()),
                           "holds a mlp 784-64-10 but this run builds a mlp 784-16-10");
   // Re-running into a directory with a checkpoint is refused, not clobbered.
-  ExpectOneCleanErrorLine(Run("train --hidden=64 --epochs=2 --batch_size=25 --out_dir=" +
-                              teacher_dir + " " + Data()),
-                          "--resume");
+  ExpectOneCleanErrorLine(
+      Run("train --hidden=64 --epochs=2 --batch_size=25 --out_dir=" + teacher_dir + " " + Data()),
+      "--resume");
 
   Result distill = Run("distill --teacher=" + teacher_dir + "/best.pt --hidden=8 --epochs=1 " +
-                       "--batch_size=25 --temperature=2 --alpha=0.5 --out_dir=" +
-                       Path("student") + " " + Data());
+                       "--batch_size=25 --temperature=2 --alpha=0.5 --out_dir=" + Path("student") +
+                       " " + Data());
   ASSERT_EQ(distill.exit_code, 0) << distill.err;
   EXPECT_THAT(distill.err, HasSubstr("distilled at T=2 alpha=0.5"));
 
   ASSERT_TRUE(WriteFileAtomically(Path("junk.pt"), "not a checkpoint").ok());
-  ExpectOneCleanErrorLine(Run("distill --teacher=" + Path("junk.pt") + " --out_dir=" +
-                              Path("s2") + " " + Data()),
-                          "junk.pt is not a readable checkpoint");
-  ExpectOneCleanErrorLine(Run("eval --checkpoint=" + Path("junk.pt") + " " + Data()),
-                          "junk.pt");
+  ExpectOneCleanErrorLine(
+      Run("distill --teacher=" + Path("junk.pt") + " --out_dir=" + Path("s2") + " " + Data()),
+      "junk.pt is not a readable checkpoint");
+  ExpectOneCleanErrorLine(Run("eval --checkpoint=" + Path("junk.pt") + " " + Data()), "junk.pt");
 }
 
 TEST_F(CliTest, QuickDemoWritesSummaryAndReusesItsTeacher) {
@@ -224,9 +222,9 @@ TEST_F(CliTest, QuickDemoWritesSummaryAndReusesItsTeacher) {
 }
 
 TEST_F(CliTest, FlagfileHoldsAWholeJob) {
-  std::ofstream(Path("job.flags")) << "--hidden=8\n--epochs=1\n--batch_size=25\n--out_dir="
-                                   << Path("fromfile") << "\n--data_dir=" << Path("data")
-                                   << "\n--validation_size=50\n--threads=1\n";
+  std::ofstream(Path("job.flags"))
+      << "--hidden=8\n--epochs=1\n--batch_size=25\n--out_dir=" << Path("fromfile")
+      << "\n--data_dir=" << Path("data") << "\n--validation_size=50\n--threads=1\n";
   Result r = Run("train --flagfile=" + Path("job.flags"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("mlp 784-8-10"));

@@ -54,9 +54,8 @@ TEST(TorchCallTest, ConvertsTorchErrorsWithoutBacktrace) {
 TEST(TorchCallTest, PassesValuesAndStatuses) {
   absl::StatusOr<int> value = TorchCall("x", [] { return 7; });
   EXPECT_EQ(*value, 7);
-  absl::StatusOr<int> inner = TorchCall("x", []() -> absl::StatusOr<int> {
-    return absl::NotFoundError("gone");
-  });
+  absl::StatusOr<int> inner =
+      TorchCall("x", []() -> absl::StatusOr<int> { return absl::NotFoundError("gone"); });
   EXPECT_EQ(inner.status().code(), absl::StatusCode::kNotFound);
   absl::StatusOr<int> thrown = TorchCall("x", []() -> int { throw std::runtime_error("boom"); });
   EXPECT_THAT(thrown.status().message(), HasSubstr("x: boom"));
@@ -123,8 +122,12 @@ TEST(Sha256Test, KnownVectors) {
 TEST(ProgressLineTest, ReportsRateAndEta) {
   FakeClock clock;
   std::FILE* sink = std::tmpfile();
-  ProgressLine line({.label = "[t]", .total_units = 100, .clock = &clock, .out = sink,
-                     .redraw = 0, .min_interval = absl::Seconds(5)});
+  ProgressLine line({.label = "[t]",
+                     .total_units = 100,
+                     .clock = &clock,
+                     .out = sink,
+                     .redraw = 0,
+                     .min_interval = absl::Seconds(5)});
   clock.Advance(absl::Seconds(10));
   // 25 of 100 units in 10 s: 30 s left; 2500 samples in 10 s: 250 samples/s.
   EXPECT_EQ(line.Format(25, 2500, "loss 1.5"),
@@ -135,8 +138,12 @@ TEST(ProgressLineTest, ReportsRateAndEta) {
 TEST(ProgressLineTest, PrintsAtMostOncePerInterval) {
   FakeClock clock;
   std::FILE* sink = std::tmpfile();
-  ProgressLine line({.label = "p", .total_units = 10, .clock = &clock, .out = sink,
-                     .redraw = 0, .min_interval = absl::Seconds(5)});
+  ProgressLine line({.label = "p",
+                     .total_units = 10,
+                     .clock = &clock,
+                     .out = sink,
+                     .redraw = 0,
+                     .min_interval = absl::Seconds(5)});
   for (int i = 1; i <= 10; ++i) {
     clock.Advance(absl::Seconds(2));
     line.Update(i, i, "");

@@ -34,18 +34,18 @@ TEST_P(ParseIdxBadInputTest, RejectsWithAMessageNamingTheFile) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, ParseIdxBadInputTest,
-    ::testing::Values(
-        BadCase{"Empty", "", "header truncated"},
-        BadCase{"BadMagic", std::string("\x01\x00\x08\x01\x00\x00\x00\x01\x05", 9), "magic"},
-        BadCase{"FloatType", std::string("\x00\x00\x0d\x01\x00\x00\x00\x01\x05", 9),
-                "not supported"},
-        BadCase{"NoDims", std::string("\x00\x00\x08\x00", 4), "0 dimensions"},
-        BadCase{"TruncatedDims", std::string("\x00\x00\x08\x02\x00\x00\x00\x01", 8),
-                "header truncated"},
-        BadCase{"TruncatedData", IdxBytes({2, 3}, {1, 2, 3}), "truncated"},
-        BadCase{"TrailingBytes", IdxBytes({2}, {1, 2, 3}), "extra bytes"},
-        BadCase{"ZeroDim", IdxBytes({0, 3}, {}), "zero"},
-        BadCase{"HugeHeader", IdxBytes({0xffffffff, 0xffffffff}, {}), "corrupt"}),
+    ::testing::Values(BadCase{"Empty", "", "header truncated"},
+                      BadCase{"BadMagic", std::string("\x01\x00\x08\x01\x00\x00\x00\x01\x05", 9),
+                              "magic"},
+                      BadCase{"FloatType", std::string("\x00\x00\x0d\x01\x00\x00\x00\x01\x05", 9),
+                              "not supported"},
+                      BadCase{"NoDims", std::string("\x00\x00\x08\x00", 4), "0 dimensions"},
+                      BadCase{"TruncatedDims", std::string("\x00\x00\x08\x02\x00\x00\x00\x01", 8),
+                              "header truncated"},
+                      BadCase{"TruncatedData", IdxBytes({2, 3}, {1, 2, 3}), "truncated"},
+                      BadCase{"TrailingBytes", IdxBytes({2}, {1, 2, 3}), "extra bytes"},
+                      BadCase{"ZeroDim", IdxBytes({0, 3}, {}), "zero"},
+                      BadCase{"HugeHeader", IdxBytes({0xffffffff, 0xffffffff}, {}), "corrupt"}),
     [](const auto& info) { return info.param.name; });
 
 TEST(ReadIdxFileTest, ReadsGzipAndPlainFiles) {

@@ -15,8 +15,8 @@ using ::testing::HasSubstr;
 class CheckpointFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("retort_ckpt_test_" + std::to_string(::getpid()));
+    dir_ =
+        std::filesystem::temp_directory_path() / ("retort_ckpt_test_" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir_);
     spec_.hidden = {32};
   }

@@ -65,7 +65,8 @@ TEST(NativeTeacherTest, ValidatesInputBeforeRunningTheModel) {
 }
 
 TEST(NativeTeacherTest, CreateLoadsACheckpointAndReportsBadOnes) {
-  auto dir = std::filesystem::temp_directory_path() / ("retort_teacher_" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("retort_teacher_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto model = SmallModel();
   ASSERT_TRUE(models::WriteCheckpoint((dir / "t.pt").string(), *model, {}).ok());

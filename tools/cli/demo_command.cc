@@ -64,11 +64,10 @@ absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
                                    const trainer::TrainerOptions& student_options,
                                    const data::TrainValidationSplit& data) {
   trainer::TrainerOptions o = student_options;
-  RETORT_ASSIGN_OR_RETURN(
-      o.model, ModelSpecFrom("teacher_", absl::GetFlag(FLAGS_teacher_arch),
-                             absl::GetFlag(FLAGS_teacher_hidden),
-                             absl::GetFlag(FLAGS_teacher_dropout),
-                             absl::GetFlag(FLAGS_teacher_input_dropout)));
+  RETORT_ASSIGN_OR_RETURN(o.model, ModelSpecFrom("teacher_", absl::GetFlag(FLAGS_teacher_arch),
+                                                 absl::GetFlag(FLAGS_teacher_hidden),
+                                                 absl::GetFlag(FLAGS_teacher_dropout),
+                                                 absl::GetFlag(FLAGS_teacher_input_dropout)));
   o.epochs = quick ? kQuickTeacherEpochs : absl::GetFlag(FLAGS_teacher_epochs);
   o.optimizer.learning_rate = absl::GetFlag(FLAGS_teacher_lr);
   o.jitter_pixels = absl::GetFlag(FLAGS_teacher_jitter);
@@ -139,8 +138,8 @@ std::string Megabytes(int64_t bytes) {
 }
 
 void PrintTable(const std::vector<Stage>& stages) {
-  std::printf("\n%-10s %-52s %10s %10s %9s %7s %10s %10s\n", "stage", "model", "params",
-              "ckpt", "test acc", "errors", "train", "samples/s");
+  std::printf("\n%-10s %-52s %10s %10s %9s %7s %10s %10s\n", "stage", "model", "params", "ckpt",
+              "test acc", "errors", "train", "samples/s");
   for (const Stage& s : stages) {
     std::printf("%-10s %-52s %10lld %10s %9.4f %7lld %10s %10.0f%s\n", s.name.c_str(),
                 s.test.architecture.c_str(), static_cast<long long>(s.test.parameters),
@@ -177,7 +176,8 @@ absl::Status RunDemo() {
   stages.push_back(teacher_stage);
 
   trainer::TrainerOptions scratch = student;
-  RETORT_ASSIGN_OR_RETURN(Stage scratch_stage, StudentStage("scratch", scratch, work_dir, data, nullptr));
+  RETORT_ASSIGN_OR_RETURN(Stage scratch_stage,
+                          StudentStage("scratch", scratch, work_dir, data, nullptr));
   stages.push_back(scratch_stage);
 
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher,
@@ -186,7 +186,8 @@ absl::Status RunDemo() {
                           StudentStage("distilled", student, work_dir, data, teacher));
   stages.push_back(distilled_stage);
 
-  std::fprintf(stderr, "[eval] evaluating the three best checkpoints on the %lld-example test set\n",
+  std::fprintf(stderr,
+               "[eval] evaluating the three best checkpoints on the %lld-example test set\n",
                static_cast<long long>(test->size()));
   for (Stage& s : stages) {
     RETORT_ASSIGN_OR_RETURN(s.test, EvaluateCheckpoint(s.checkpoint, *test));
@@ -195,12 +196,12 @@ absl::Status RunDemo() {
   const Stage& sc = stages[1];
   const Stage& di = stages[2];
   const double gain = 100.0 * (di.test.eval.accuracy() - sc.test.eval.accuracy());
-  std::printf("\ndistillation (T=%g, alpha=%g) %s %.2f points of test accuracy over the scratch "
-              "student (%lld vs %lld errors); teacher %.4f\n",
-              student.loss.temperature, student.loss.alpha, gain >= 0 ? "gained" : "lost",
-              std::abs(gain), static_cast<long long>(di.test.eval.errors()),
-              static_cast<long long>(sc.test.eval.errors()),
-              stages[0].test.eval.accuracy());
+  std::printf(
+      "\ndistillation (T=%g, alpha=%g) %s %.2f points of test accuracy over the scratch "
+      "student (%lld vs %lld errors); teacher %.4f\n",
+      student.loss.temperature, student.loss.alpha, gain >= 0 ? "gained" : "lost", std::abs(gain),
+      static_cast<long long>(di.test.eval.errors()), static_cast<long long>(sc.test.eval.errors()),
+      stages[0].test.eval.accuracy());
 
   nlohmann::json summary = {
       {"quick", quick},

@@ -15,8 +15,7 @@ ABSL_FLAG(std::string, data_dir, retort::data::kDefaultFashionMnistDir,
 ABSL_FLAG(int64_t, validation_size, 5000,
           "Training examples held out for validation (the test set is used only for final "
           "evaluation).");
-ABSL_FLAG(int64_t, train_limit, 0,
-          "If > 0, train on only this many examples (quick runs, tests).");
+ABSL_FLAG(int64_t, train_limit, 0, "If > 0, train on only this many examples (quick runs, tests).");
 ABSL_FLAG(int32_t, threads, 0, "LibTorch intra-op threads; 0 uses every core.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed for initial weights, data order, dropout and jitter.");
 
@@ -38,7 +37,8 @@ ABSL_FLAG(double, warmup, 0.05, "Share of all steps spent in linear warmup.");
 ABSL_FLAG(double, min_lr_ratio, 0.0, "The cosine schedule ends at lr * this.");
 ABSL_FLAG(double, clip_grad_norm, 0.0, "Clip the global gradient norm to this; 0 disables.");
 ABSL_FLAG(int64_t, jitter, 0, "Shift training images by up to this many pixels (augmentation).");
-ABSL_FLAG(std::string, out_dir, "", "Directory for checkpoints (last.pt, best.pt) and metrics.jsonl.");
+ABSL_FLAG(std::string, out_dir, "",
+          "Directory for checkpoints (last.pt, best.pt) and metrics.jsonl.");
 ABSL_FLAG(bool, resume, false, "Continue from out_dir/last.pt if it exists.");
 ABSL_FLAG(bool, overwrite, false, "Start afresh even if out_dir holds a checkpoint.");
 ABSL_FLAG(int64_t, checkpoint_every_steps, 0,
@@ -81,11 +81,14 @@ namespace retort::cli {
 const std::vector<std::string> kDataFlags = {"data_dir", "validation_size", "train_limit",
                                              "threads", "seed"};
 const std::vector<std::string> kModelFlags = {"arch", "hidden", "dropout", "input_dropout"};
-const std::vector<std::string> kTrainingFlags = {
-    "epochs",  "batch_size",   "optimizer",      "lr",     "momentum",
-    "weight_decay", "warmup",  "min_lr_ratio",   "clip_grad_norm", "jitter",
-    "out_dir", "resume",       "overwrite",      "checkpoint_every_steps",
-    "log_every_steps", "stop_after_steps"};
+const std::vector<std::string> kTrainingFlags = {"epochs",          "batch_size",
+                                                 "optimizer",       "lr",
+                                                 "momentum",        "weight_decay",
+                                                 "warmup",          "min_lr_ratio",
+                                                 "clip_grad_norm",  "jitter",
+                                                 "out_dir",         "resume",
+                                                 "overwrite",       "checkpoint_every_steps",
+                                                 "log_every_steps", "stop_after_steps"};
 const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
                                                 "teacher_cache_mb"};
 
@@ -94,7 +97,8 @@ absl::Status ApplyThreadsFlag() {
   if (threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--threads must be >= 0, got ", threads));
   }
-  if (threads == 0) threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads == 0)
+    threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);
   return absl::OkStatus();
 }
@@ -122,8 +126,8 @@ absl::StatusOr<models::ModelSpec> ModelSpecFrom(const std::string& flag_prefix,
   for (const std::string& item : hidden) {
     int64_t width = 0;
     if (!absl::SimpleAtoi(item, &width)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--", flag_prefix, "hidden: '", item, "' is not an integer width"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag_prefix, "hidden: '", item, "' is not an integer width"));
     }
     spec.hidden.push_back(width);
   }

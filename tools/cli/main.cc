@@ -39,7 +39,10 @@ const std::vector<Command>& Commands() {
        "writes summary.json.",
        Concat({{"work_dir", "quick", "teacher_arch", "teacher_hidden", "teacher_dropout",
                 "teacher_input_dropout", "teacher_jitter", "teacher_epochs", "teacher_lr"},
-               kDistillFlags, kModelFlags, kTrainingFlags, kDataFlags}),
+               kDistillFlags,
+               kModelFlags,
+               kTrainingFlags,
+               kDataFlags}),
        &RunDemo},
   };
   return *commands;

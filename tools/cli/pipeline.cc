@@ -2,12 +2,12 @@
 
 #include <cstdio>
 
+#include "absl/flags/flag.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "models/checkpoint_file.h"
 #include "student/student.h"
 #include "teacher/native_teacher.h"
-#include "absl/flags/flag.h"
 #include "tools/cli/flags.h"
 #include "trainer/caching_teacher_client.h"
 #include "trainer/in_process_teacher_client.h"
@@ -18,18 +18,18 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
                                                 const data::TrainValidationSplit& data,
                                                 std::shared_ptr<trainer::TeacherClient> teacher) {
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::Trainer> t,
-                          trainer::Trainer::Create(options, data.train, data.validation,
-                                                   teacher));
-  std::fprintf(stderr, "[%s] %s on %lld examples, %lld epochs, %s lr %g%s\n",
-               options.label.c_str(), options.model.Describe().c_str(),
-               static_cast<long long>(data.train->size()), static_cast<long long>(options.epochs),
-               options.optimizer.kind.c_str(), options.optimizer.learning_rate,
+                          trainer::Trainer::Create(options, data.train, data.validation, teacher));
+  std::fprintf(stderr, "[%s] %s on %lld examples, %lld epochs, %s lr %g%s\n", options.label.c_str(),
+               options.model.Describe().c_str(), static_cast<long long>(data.train->size()),
+               static_cast<long long>(options.epochs), options.optimizer.kind.c_str(),
+               options.optimizer.learning_rate,
                teacher != nullptr ? absl::StrCat(", distilled at T=", options.loss.temperature,
-                                      " alpha=", options.loss.alpha)
-                             .c_str()
-                       : ", hard labels");
+                                                 " alpha=", options.loss.alpha)
+                                        .c_str()
+                                  : ", hard labels");
   RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, t->Run());
-  std::fprintf(stderr, "[%s] done: best validation accuracy %.4f (epoch %lld), %.0f samples/s; %s\n",
+  std::fprintf(stderr,
+               "[%s] done: best validation accuracy %.4f (epoch %lld), %.0f samples/s; %s\n",
                options.label.c_str(), result.best_validation_accuracy,
                static_cast<long long>(result.best_epoch + 1), result.samples_per_second,
                result.best_checkpoint.c_str());
