@@ -187,7 +187,8 @@ TEST_F(CliTest, TrainEvalDistillAndCheckpointMismatch) {
 
 TEST_F(CliTest, QuickDemoWritesSummaryAndReusesItsTeacher) {
   const std::string flags = "demo --quick --work_dir=" + Path("work") +
-                            " --teacher_hidden=64 --hidden=16 --batch_size=25 " + Data();
+                            " --teacher_arch=mlp --teacher_hidden=64 --hidden=16 --batch_size=25 " +
+                            Data();
   Result first = Run(flags);
   ASSERT_EQ(first.exit_code, 0) << first.err;
   EXPECT_THAT(first.out, HasSubstr("distilled"));

@@ -3,20 +3,22 @@
 #
 #   tools/bench/kd_sweep.sh [OUT_DIR]     (default: bench_out/kd_sweep)
 #
-# 1. trains the teacher (784-1200-1200-10, dropout 0.5) once;
+# 1. trains the teacher once (TEACHER_FLAGS);
 # 2. searches the learning rate for the scratch student and for the distilled
 #    student (same grid, seed 1, selected on validation accuracy);
 # 3. sweeps T and alpha for the distilled student at its best learning rate;
 # 4. trains scratch and distilled students with the chosen settings over 3
 #    seeds and evaluates every best checkpoint on the test set.
 # Every run's result is a line of OUT_DIR/results.jsonl; OUT_DIR/table.md is
-# the summary. Environment: STUDENT_HIDDEN (default 64), EPOCHS (10),
+# the summary. Environment: TEACHER_FLAGS (default: the demo's teacher),
+# STUDENT_HIDDEN (default 16), EPOCHS (10),
 # LRS ("1e-3 3e-3 1e-2"), TS ("1 2 4 8"), ALPHAS ("0.5 0.9"), SEEDS ("1 2 3").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-bench_out/kd_sweep}
 RETORT=${RETORT:-./build/retort}
-HIDDEN=${STUDENT_HIDDEN:-64}
+HIDDEN=${STUDENT_HIDDEN:-16}
+TEACHER_FLAGS=${TEACHER_FLAGS:-"--arch=cnn --hidden=32,64,128 --dropout=0.5 --lr=1e-3"}
 EPOCHS=${EPOCHS:-10}
 LRS=${LRS:-"1e-3 3e-3 1e-2"}
 TS=${TS:-"1 2 4 8"}
@@ -53,7 +55,7 @@ for line in open(sys.argv[1]):
 
 # 1. Teacher.
 TEACHER=$OUT/runs/teacher/best.pt
-run teacher train --hidden=1200,1200 --dropout=0.5 --lr=1e-3 --epochs=$EPOCHS --seed=1
+run teacher train $TEACHER_FLAGS --epochs=$EPOCHS --seed=1
 
 # 2. Learning-rate search, the same grid for both.
 best_lr() {  # best_lr PREFIX
@@ -95,7 +97,7 @@ for s in $SEEDS; do
   run "final_distill_s$s" distill --teacher=$TEACHER --hidden=$HIDDEN --lr=$DISTILL_LR \
     --epochs=$EPOCHS --seed=$s --temperature=$BEST_T --alpha=$BEST_A
 done
-printf '{"scratch_lr":%s,"distill_lr":%s,"temperature":%s,"alpha":%s}\n' \
+printf '{"scratch_lr":"%s","distill_lr":"%s","temperature":%s,"alpha":%s}\n' \
   "$SCRATCH_LR" "$DISTILL_LR" "$BEST_T" "$BEST_A" >"$OUT/chosen.json"
 /usr/bin/env python3 tools/bench/kd_table.py "$OUT" >"$OUT/table.md" 2>/dev/null || true
 cat "$OUT/chosen.json"

@@ -31,12 +31,16 @@ def main():
           f"{chosen['distill_lr']}, selected on validation)\n")
     print("| T | alpha | val acc | test acc |")
     print("|---|---|---|---|")
-    for name, r in runs.items():
+    grid = []
+    for name in runs:
         if name.startswith("distill_T"):
             t, a = name[len("distill_T"):].split("_a")
-            print(f"| {t} | {a} | {acc(name, 'val'):.4f} | {acc(name):.4f} |")
+            grid.append((float(t), float(a), name))
+    grid.append((2.0, 0.5, f"distill_lr{chosen['distill_lr']}"))  # the lr search's setting
+    for t, a, name in sorted(grid):
+        print(f"| {t:g} | {a:g} | {acc(name, 'val'):.4f} | {acc(name):.4f} |")
 
-    print("### Final: 3 seeds, test set\n")
+    print("\n### Final: 3 seeds, test set\n")
     seeds = sorted({n.rsplit("_s", 1)[1] for n in runs if n.startswith("final_")})
     print("| seed | scratch acc (errors) | distilled acc (errors) | gain (points) |")
     print("|---|---|---|---|")

@@ -21,7 +21,7 @@ ABSL_FLAG(uint64_t, seed, 1, "Seed for initial weights, data order, dropout and 
 
 // Model.
 ABSL_FLAG(std::string, arch, "mlp", "Architecture of the model to train: mlp or cnn.");
-ABSL_FLAG(std::vector<std::string>, hidden, std::vector<std::string>({"64"}),
+ABSL_FLAG(std::vector<std::string>, hidden, std::vector<std::string>({"16"}),
           "Hidden widths, comma-separated. mlp: one per hidden layer; cnn: conv1,conv2,fc.");
 ABSL_FLAG(double, dropout, 0.0, "Dropout after each hidden layer.");
 ABSL_FLAG(double, input_dropout, 0.0, "Dropout on the input pixels (mlp only).");
@@ -30,7 +30,7 @@ ABSL_FLAG(double, input_dropout, 0.0, "Dropout on the input pixels (mlp only).")
 ABSL_FLAG(int64_t, epochs, 10, "Passes over the training set.");
 ABSL_FLAG(int64_t, batch_size, 128, "Examples per optimizer step.");
 ABSL_FLAG(std::string, optimizer, "adamw", "adamw, or sgd (with momentum).");
-ABSL_FLAG(double, lr, 3e-3, "Peak learning rate.");
+ABSL_FLAG(double, lr, 1e-2, "Peak learning rate.");
 ABSL_FLAG(double, momentum, 0.9, "SGD momentum.");
 ABSL_FLAG(double, weight_decay, 0.0, "Weight decay (decoupled for adamw).");
 ABSL_FLAG(double, warmup, 0.05, "Share of all steps spent in linear warmup.");
@@ -49,12 +49,12 @@ ABSL_FLAG(int64_t, stop_after_steps, 0,
 
 // Distillation.
 ABSL_FLAG(std::string, teacher, "", "Teacher checkpoint to distill from (retort distill).");
-ABSL_FLAG(double, temperature, 2.0, "Distillation temperature T.");
+ABSL_FLAG(double, temperature, 1.0, "Distillation temperature T.");
 ABSL_FLAG(int64_t, teacher_cache_mb, 256,
           "Remember the teacher's answer per input row, up to this many MB, so later epochs "
           "skip teacher forward passes (no effect with --jitter). 0 disables; use 0 when a "
           "resumed run must match an uninterrupted one bit for bit.");
-ABSL_FLAG(double, alpha, 0.5,
+ABSL_FLAG(double, alpha, 0.9,
           "Weight of the soft (T^2-scaled KL) term; 1 - alpha weights the hard-label term.");
 
 // Eval.
@@ -67,12 +67,13 @@ ABSL_FLAG(std::string, work_dir, "retort_work",
           "Where the demo keeps its teacher (reused when valid), students and summary.json.");
 ABSL_FLAG(bool, quick, false,
           "Demo on a subset with few epochs (about 2 minutes) to see the whole pipeline.");
-ABSL_FLAG(std::string, teacher_arch, "mlp", "Demo teacher architecture: mlp or cnn.");
-ABSL_FLAG(std::vector<std::string>, teacher_hidden, std::vector<std::string>({"1200", "1200"}),
-          "Demo teacher hidden widths.");
+ABSL_FLAG(std::string, teacher_arch, "cnn", "Demo teacher architecture: mlp or cnn.");
+ABSL_FLAG(std::vector<std::string>, teacher_hidden, std::vector<std::string>({"32", "64", "128"}),
+          "Demo teacher hidden widths (mlp: e.g. 1200,1200 as in Hinton et al.; cnn: "
+          "conv1,conv2,fc).");
 ABSL_FLAG(double, teacher_dropout, 0.5, "Demo teacher dropout after each hidden layer.");
-ABSL_FLAG(double, teacher_input_dropout, 0.2, "Demo teacher input dropout (mlp).");
-ABSL_FLAG(int64_t, teacher_jitter, 2, "Demo teacher input jitter in pixels.");
+ABSL_FLAG(double, teacher_input_dropout, 0.0, "Demo teacher input dropout (mlp).");
+ABSL_FLAG(int64_t, teacher_jitter, 0, "Demo teacher input jitter in pixels.");
 ABSL_FLAG(int64_t, teacher_epochs, 10, "Demo teacher epochs.");
 ABSL_FLAG(double, teacher_lr, 1e-3, "Demo teacher peak learning rate.");
 
