@@ -80,7 +80,9 @@ absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
   nlohmann::json config = o.ToJson();
   config["train_examples"] = data.train->size();
   config["validation_examples"] = data.validation->size();
-  Stage stage{.name = "teacher", .checkpoint = o.out_dir + "/best.pt"};
+  Stage stage;
+  stage.name = "teacher";
+  stage.checkpoint = o.out_dir + "/best.pt";
   const absl::Time start = absl::Now();
   switch (CheckTeacher(o.out_dir, config, stage)) {
     case TeacherCache::kReusable:
@@ -124,7 +126,9 @@ absl::StatusOr<Stage> StudentStage(const std::string& name, trainer::TrainerOpti
   o.label = name;
   o.resume = false;
   o.overwrite = true;  // students are the measurement: always retrained
-  Stage stage{.name = name, .checkpoint = o.out_dir + "/best.pt"};
+  Stage stage;
+  stage.name = name;
+  stage.checkpoint = o.out_dir + "/best.pt";
   const absl::Time start = absl::Now();
   RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, TrainModel(o, data, std::move(teacher)));
   stage.train_seconds = result.train_seconds;

@@ -16,7 +16,9 @@ ABSL_FLAG(int64_t, validation_size, 5000,
           "Training examples held out for validation (the test set is used only for final "
           "evaluation).");
 ABSL_FLAG(int64_t, train_limit, 0, "If > 0, train on only this many examples (quick runs, tests).");
-ABSL_FLAG(int32_t, threads, 0, "LibTorch intra-op threads; 0 uses every core.");
+ABSL_FLAG(int32_t, threads, 1,
+          "LibTorch intra-op threads; 0 uses every core. On the 2-core build machines one "
+          "thread trains 2.2x faster than two (docs/performance.md).");
 ABSL_FLAG(uint64_t, seed, 1, "Seed for initial weights, data order, dropout and jitter.");
 
 // Model.
