@@ -11,6 +11,9 @@ if(RETORT_CCACHE)
 endif()
 
 add_compile_options(-Wall -Wextra -Wno-unused-parameter)
+# Every translation unit is compiled with -pthread (abseil's targets add it to
+# their users), so the shared precompiled header is valid for all of them.
+add_compile_options(-pthread)
 if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
   add_compile_options(-Wthread-safety)
 endif()

@@ -11,7 +11,7 @@
 #    seeds and evaluates every best checkpoint on the test set.
 # Every run's result is a line of OUT_DIR/results.jsonl; OUT_DIR/table.md is
 # the summary. Environment: TEACHER_FLAGS (default: the demo's teacher),
-# STUDENT_HIDDEN (default 16), EPOCHS (10),
+# TEACHER_EPOCHS (10), STUDENT_HIDDEN (default 16), EPOCHS (10),
 # LRS ("1e-3 3e-3 1e-2"), TS ("1 2 4 8"), ALPHAS ("0.5 0.9"), SEEDS ("1 2 3").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -55,7 +55,7 @@ for line in open(sys.argv[1]):
 
 # 1. Teacher.
 TEACHER=$OUT/runs/teacher/best.pt
-run teacher train $TEACHER_FLAGS --epochs=$EPOCHS --seed=1
+run teacher train $TEACHER_FLAGS --epochs=${TEACHER_EPOCHS:-10} --seed=1
 
 # 2. Learning-rate search, the same grid for both.
 best_lr() {  # best_lr PREFIX
