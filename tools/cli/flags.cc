@@ -23,16 +23,16 @@ ABSL_FLAG(uint64_t, seed, 1, "Seed for initial weights, data order, dropout and 
 
 // Model.
 ABSL_FLAG(std::string, arch, "mlp", "Architecture of the model to train: mlp or cnn.");
-ABSL_FLAG(std::vector<std::string>, hidden, std::vector<std::string>({"16"}),
+ABSL_FLAG(std::vector<std::string>, hidden, std::vector<std::string>({"128"}),
           "Hidden widths, comma-separated. mlp: one per hidden layer; cnn: conv1,conv2,fc.");
 ABSL_FLAG(double, dropout, 0.0, "Dropout after each hidden layer.");
 ABSL_FLAG(double, input_dropout, 0.0, "Dropout on the input pixels (mlp only).");
 
 // Training.
-ABSL_FLAG(int64_t, epochs, 10, "Passes over the training set.");
+ABSL_FLAG(int64_t, epochs, 30, "Passes over the training set.");
 ABSL_FLAG(int64_t, batch_size, 128, "Examples per optimizer step.");
 ABSL_FLAG(std::string, optimizer, "adamw", "adamw, or sgd (with momentum).");
-ABSL_FLAG(double, lr, 1e-2, "Peak learning rate.");
+ABSL_FLAG(double, lr, 3e-3, "Peak learning rate.");
 ABSL_FLAG(double, momentum, 0.9, "SGD momentum.");
 ABSL_FLAG(double, weight_decay, 0.0, "Weight decay (decoupled for adamw).");
 ABSL_FLAG(double, warmup, 0.05, "Share of all steps spent in linear warmup.");
@@ -56,7 +56,7 @@ ABSL_FLAG(int64_t, teacher_cache_mb, 256,
           "Remember the teacher's answer per input row, up to this many MB, so later epochs "
           "skip teacher forward passes (no effect with --jitter). 0 disables; use 0 when a "
           "resumed run must match an uninterrupted one bit for bit.");
-ABSL_FLAG(double, alpha, 0.9,
+ABSL_FLAG(double, alpha, 0.5,
           "Weight of the soft (T^2-scaled KL) term; 1 - alpha weights the hard-label term.");
 
 // Eval.
@@ -68,7 +68,8 @@ ABSL_FLAG(std::string, json_out, "", "Also write the result as JSON to this file
 ABSL_FLAG(std::string, work_dir, "retort_work",
           "Where the demo keeps its teacher (reused when valid), students and summary.json.");
 ABSL_FLAG(bool, quick, false,
-          "Demo on a subset with few epochs (about 2 minutes) to see the whole pipeline.");
+          "Demo with a 2-epoch teacher and 3-epoch students (about 2 minutes) to see the whole "
+          "pipeline; results are not representative.");
 ABSL_FLAG(std::string, teacher_arch, "cnn", "Demo teacher architecture: mlp or cnn.");
 ABSL_FLAG(std::vector<std::string>, teacher_hidden, std::vector<std::string>({"32", "64", "128"}),
           "Demo teacher hidden widths (mlp: e.g. 1200,1200 as in Hinton et al.; cnn: "
