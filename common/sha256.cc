@@ -23,7 +23,7 @@ std::string Sha256::HexDigest() {
   unsigned int length = 0;
   EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), digest, &length);
   std::string hex;
-  hex.reserve(2 * length);
+  hex.reserve(size_t{2} * length);
   static constexpr char kDigits[] = "0123456789abcdef";
   for (unsigned int i = 0; i < length; ++i) {
     hex += kDigits[digest[i] >> 4];

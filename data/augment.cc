@@ -3,7 +3,7 @@
 namespace retort::data {
 
 torch::Tensor JitterImages(const torch::Tensor& images, int64_t max_pixels,
-                           at::Generator generator) {
+                           const at::Generator& generator) {
   if (max_pixels <= 0) return images;
   TORCH_CHECK(images.dim() == 4, "jitter expects [B, C, H, W] images");
   const int64_t b = images.size(0), h = images.size(2), w = images.size(3);

@@ -11,7 +11,7 @@ namespace retort::data {
 // (the minimum of the batch, i.e. a black pixel after standardisation).
 // Draws from `generator`. Returns `images` unchanged when max_pixels == 0.
 torch::Tensor JitterImages(const torch::Tensor& images, int64_t max_pixels,
-                           at::Generator generator);
+                           const at::Generator& generator);
 
 }  // namespace retort::data
 

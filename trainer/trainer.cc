@@ -231,7 +231,7 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
   std::fprintf(stderr,
                "[%s] epoch %lld/%lld | train loss %.4f | val acc %.4f (%lld errors)%s | "
                "%.0f samples/s\n",
-               options_.label.c_str(), static_cast<long long>(epoch + 1),
+               options_.label.c_str(), static_cast<long long>(epoch) + 1,
                static_cast<long long>(options_.epochs), epoch_loss_sum_ / steps,
                validation.accuracy(), static_cast<long long>(validation.errors()),
                best ? " best" : "", samples_per_second);

@@ -31,7 +31,7 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
   std::fprintf(stderr,
                "[%s] done: best validation accuracy %.4f (epoch %lld), %.0f samples/s; %s\n",
                options.label.c_str(), result.best_validation_accuracy,
-               static_cast<long long>(result.best_epoch + 1), result.samples_per_second,
+               static_cast<long long>(result.best_epoch) + 1, result.samples_per_second,
                result.best_checkpoint.c_str());
   return result;
 }
