@@ -47,12 +47,15 @@ std::string ProgressLine::Format(int64_t done_units, int64_t samples,
   return text;
 }
 
+bool ProgressLine::Due() const {
+  const absl::Duration interval = options_.redraw ? absl::Milliseconds(250) : options_.min_interval;
+  return options_.clock->Now() - (printed_ ? last_print_ : start_) >= interval;
+}
+
 void ProgressLine::Update(int64_t done_units, int64_t samples, const std::string& detail,
                           bool force) {
-  absl::Time now = options_.clock->Now();
-  absl::Duration interval = options_.redraw ? absl::Milliseconds(250) : options_.min_interval;
-  if (!force && printed_ && now - last_print_ < interval) return;
-  if (!force && !printed_ && now - start_ < interval) return;
+  if (!force && !Due()) return;
+  const absl::Time now = options_.clock->Now();
   std::string text = Format(done_units, samples, detail);
   if (options_.redraw) {
     std::fprintf(options_.out, "\r\033[K%s", text.c_str());

@@ -29,6 +29,10 @@ class ProgressLine {
 
   explicit ProgressLine(Options options);
 
+  // Whether Update would print now (without `force`). Lets callers skip
+  // formatting the detail text on steps that print nothing.
+  bool Due() const;
+
   // Reports that `done_units` of the total are done, `samples` have been
   // processed since Start, and `detail` (for example "loss 0.41") applies.
   // Prints if the interval has passed (or always when `force`).

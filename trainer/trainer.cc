@@ -264,10 +264,11 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     epoch_seconds += dt;
     state_.train_seconds += dt;
 
-    const int64_t done_in_process = state_.step - start_step;
-    progress.Update(state_.step, done_in_process * options_.batch_size,
-                    absl::StrFormat("epoch %d/%d loss %.4f", epoch + 1, options_.epochs,
-                                    epoch_loss_sum_ / std::max<int64_t>(epoch_steps_, 1)));
+    if (progress.Due()) {
+      progress.Update(state_.step, (state_.step - start_step) * options_.batch_size,
+                      absl::StrFormat("epoch %d/%d loss %.4f", epoch + 1, options_.epochs,
+                                      epoch_loss_sum_ / std::max<int64_t>(epoch_steps_, 1)));
+    }
     if (options_.log_every_steps > 0 && state_.step % options_.log_every_steps == 0) {
       RETORT_RETURN_IF_ERROR(
           metrics_->Write({{"event", "step"},
