@@ -157,6 +157,10 @@ std::string WeightsSha256(const torch::nn::Module& module) {
   std::map<std::string, torch::Tensor> named;
   for (const auto& item : module.named_parameters()) named[item.key()] = item.value();
   for (const auto& item : module.named_buffers()) named[item.key()] = item.value();
+  return NamedTensorsSha256(named);
+}
+
+std::string NamedTensorsSha256(const std::map<std::string, torch::Tensor>& named) {
   Sha256 hasher;
   for (const auto& [name, tensor] : named) {
     torch::Tensor t = tensor.detach().contiguous().cpu();

@@ -15,6 +15,7 @@
 #define RETORT_MODELS_CHECKPOINT_FILE_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -52,6 +53,10 @@ absl::StatusOr<nlohmann::json> ReadCheckpointInto(const std::string& path, Class
 // sha256 over the module's parameters and buffers (name, shape, dtype and
 // bytes, in name order): the weights part of a teacher fingerprint.
 std::string WeightsSha256(const torch::nn::Module& module);
+
+// The same digest over any set of named tensors (e.g. a TorchScript module's
+// parameters and buffers).
+std::string NamedTensorsSha256(const std::map<std::string, torch::Tensor>& named);
 
 }  // namespace retort::models
 

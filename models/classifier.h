@@ -6,7 +6,10 @@
 #ifndef RETORT_MODELS_CLASSIFIER_H_
 #define RETORT_MODELS_CLASSIFIER_H_
 
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -15,11 +18,30 @@
 
 namespace retort::models {
 
+// A named intermediate activation a classifier can expose (for feature
+// matching): its name and the shape of one example's activation.
+struct HiddenLayer {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+using HiddenStates = std::map<std::string, torch::Tensor>;
+
 class Classifier : public torch::nn::Module {
  public:
   explicit Classifier(ModelSpec spec) : spec_(std::move(spec)) {}
   virtual torch::Tensor forward(const torch::Tensor& inputs) = 0;
   const ModelSpec& spec() const { return spec_; }
+
+  // The activations ForwardWithHidden can record, in network order.
+  virtual std::vector<HiddenLayer> HiddenLayers() const = 0;
+
+  // forward(), also storing in `hidden` the activations named in `names`
+  // (after the nonlinearity, before dropout). Names not in HiddenLayers() are
+  // ignored; callers validate them first.
+  virtual torch::Tensor ForwardWithHidden(const torch::Tensor& inputs,
+                                          const std::vector<std::string>& names,
+                                          HiddenStates* hidden) = 0;
 
  private:
   ModelSpec spec_;

@@ -1,5 +1,7 @@
 #include "models/cnn.h"
 
+#include <algorithm>
+
 namespace retort::models {
 
 Cnn::Cnn(const ModelSpec& spec) : Classifier(spec) {
@@ -15,9 +17,30 @@ Cnn::Cnn(const ModelSpec& spec) : Classifier(spec) {
 }
 
 torch::Tensor Cnn::forward(const torch::Tensor& inputs) {
+  return ForwardWithHidden(inputs, {}, nullptr);
+}
+
+std::vector<HiddenLayer> Cnn::HiddenLayers() const {
+  const ModelSpec& s = spec();
+  const int64_t h = s.input_shape[1], w = s.input_shape[2];
+  return {{"conv1", {s.hidden[0], h / 2, w / 2}},
+          {"conv2", {s.hidden[1], h / 4, w / 4}},
+          {"fc", {s.hidden[2]}}};
+}
+
+torch::Tensor Cnn::ForwardWithHidden(const torch::Tensor& inputs,
+                                     const std::vector<std::string>& names, HiddenStates* hidden) {
+  auto keep = [&](const char* name, const torch::Tensor& x) {
+    if (hidden != nullptr && std::find(names.begin(), names.end(), name) != names.end()) {
+      (*hidden)[name] = x;
+    }
+  };
   torch::Tensor x = torch::max_pool2d(torch::relu(conv1_->forward(inputs)), 2);
+  keep("conv1", x);
   x = torch::max_pool2d(torch::relu(conv2_->forward(x)), 2);
+  keep("conv2", x);
   x = torch::relu(fc_->forward(x.flatten(1)));
+  keep("fc", x);
   if (spec().dropout > 0) x = torch::dropout(x, spec().dropout, is_training());
   return classifier_->forward(x);
 }

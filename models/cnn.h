@@ -12,6 +12,9 @@ class Cnn : public Classifier {
   // `spec` must be a valid CNN spec: hidden = {conv1, conv2, fc}.
   explicit Cnn(const ModelSpec& spec);
   torch::Tensor forward(const torch::Tensor& inputs) override;
+  std::vector<HiddenLayer> HiddenLayers() const override;
+  torch::Tensor ForwardWithHidden(const torch::Tensor& inputs, const std::vector<std::string>& names,
+                                  HiddenStates* hidden) override;
 
  private:
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr};

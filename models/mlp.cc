@@ -1,5 +1,7 @@
 #include "models/mlp.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace retort::models {
@@ -16,11 +18,28 @@ Mlp::Mlp(const ModelSpec& spec) : Classifier(spec) {
 }
 
 torch::Tensor Mlp::forward(const torch::Tensor& inputs) {
+  return ForwardWithHidden(inputs, {}, nullptr);
+}
+
+std::vector<HiddenLayer> Mlp::HiddenLayers() const {
+  std::vector<HiddenLayer> layers;
+  for (size_t i = 0; i < spec().hidden.size(); ++i) {
+    layers.push_back({absl::StrCat("fc", i), {spec().hidden[i]}});
+  }
+  return layers;
+}
+
+torch::Tensor Mlp::ForwardWithHidden(const torch::Tensor& inputs,
+                                     const std::vector<std::string>& names, HiddenStates* hidden) {
   torch::Tensor x = inputs.flatten(1);
   const ModelSpec& s = spec();
   if (s.input_dropout > 0) x = torch::dropout(x, s.input_dropout, is_training());
   for (size_t i = 0; i + 1 < layers_.size(); ++i) {
     x = torch::relu(layers_[i]->forward(x));
+    if (hidden != nullptr) {
+      std::string name = absl::StrCat("fc", i);
+      if (std::find(names.begin(), names.end(), name) != names.end()) (*hidden)[name] = x;
+    }
     if (s.dropout > 0) x = torch::dropout(x, s.dropout, is_training());
   }
   return layers_.back()->forward(x);

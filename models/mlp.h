@@ -12,6 +12,9 @@ class Mlp : public Classifier {
   // `spec` must be a valid MLP spec.
   explicit Mlp(const ModelSpec& spec);
   torch::Tensor forward(const torch::Tensor& inputs) override;
+  std::vector<HiddenLayer> HiddenLayers() const override;
+  torch::Tensor ForwardWithHidden(const torch::Tensor& inputs, const std::vector<std::string>& names,
+                                  HiddenStates* hidden) override;
 
  private:
   std::vector<torch::nn::Linear> layers_;  // hidden layers then the classifier

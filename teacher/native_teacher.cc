@@ -9,16 +9,17 @@ namespace retort::teacher {
 absl::StatusOr<std::unique_ptr<NativeTeacher>> NativeTeacher::Create(const Options& options) {
   RETORT_ASSIGN_OR_RETURN(models::LoadedCheckpoint loaded,
                           models::ReadCheckpoint(options.checkpoint_path));
-  return FromModel(std::move(loaded.model), options.max_batch);
+  return FromModel(std::move(loaded.model), options.max_batch, options.bf16);
 }
 
 std::unique_ptr<NativeTeacher> NativeTeacher::FromModel(std::shared_ptr<models::Classifier> model,
-                                                        int64_t max_batch) {
-  return std::unique_ptr<NativeTeacher>(new NativeTeacher(std::move(model), max_batch));
+                                                        int64_t max_batch, bool bf16) {
+  return std::unique_ptr<NativeTeacher>(new NativeTeacher(std::move(model), max_batch, bf16));
 }
 
-NativeTeacher::NativeTeacher(std::shared_ptr<models::Classifier> model, int64_t max_batch)
-    : model_(std::move(model)), max_batch_(max_batch) {
+NativeTeacher::NativeTeacher(std::shared_ptr<models::Classifier> model, int64_t max_batch,
+                             bool bf16)
+    : model_(std::move(model)), max_batch_(max_batch), bf16_(bf16) {
   model_->eval();
   const models::ModelSpec& spec = model_->spec();
   fingerprint_.set_weights_sha256(models::WeightsSha256(*model_));
@@ -26,14 +27,26 @@ NativeTeacher::NativeTeacher(std::shared_ptr<models::Classifier> model, int64_t 
   for (int64_t d : spec.input_shape) fingerprint_.add_input_shape(d);
   fingerprint_.set_input_dtype(v1::DTYPE_FLOAT32);
   fingerprint_.set_num_classes(spec.num_classes);
+  for (const models::HiddenLayer& layer : model_->HiddenLayers()) {
+    v1::HiddenLayerInfo* info = fingerprint_.add_hidden_layers();
+    info->set_name(layer.name);
+    for (int64_t d : layer.shape) info->add_shape(d);
+  }
+  if (bf16_) model_->to(torch::kBFloat16);
 }
 
-absl::StatusOr<torch::Tensor> NativeTeacher::LogProbs(const torch::Tensor& inputs,
-                                                      double temperature) {
-  RETORT_RETURN_IF_ERROR(ValidateTeacherInput(fingerprint_, inputs, temperature, max_batch_));
+absl::StatusOr<TeacherOutput> NativeTeacher::Forward(
+    const torch::Tensor& inputs, const std::vector<std::string>& hidden_layers) {
   return TorchCall("teacher forward", [&] {
     torch::InferenceMode guard;
-    return torch::log_softmax(model_->forward(inputs) / temperature, /*dim=*/1);
+    TeacherOutput out;
+    torch::Tensor x = bf16_ ? inputs.to(torch::kBFloat16) : inputs;
+    out.logits = model_->ForwardWithHidden(x, hidden_layers, &out.hidden);
+    if (bf16_) {
+      out.logits = out.logits.to(torch::kFloat32);
+      for (auto& [name, h] : out.hidden) h = h.to(torch::kFloat32);
+    }
+    return out;
   });
 }
 

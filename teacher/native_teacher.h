@@ -16,24 +16,32 @@ class NativeTeacher : public Teacher {
   struct Options {
     std::string checkpoint_path;
     int64_t max_batch = 8192;
+    // Run the forward pass in bfloat16 (weights converted once at load;
+    // logits and hidden states are returned as float32). The fingerprint's
+    // weights hash is that of the float32 checkpoint.
+    bool bf16 = false;
   };
 
   // Loads the checkpoint; errors name the file and what is wrong with it.
   static absl::StatusOr<std::unique_ptr<NativeTeacher>> Create(const Options& options);
 
   // Wraps a model already in memory (used by tests and by the trainer when it
-  // hands a freshly trained teacher to the next stage).
+  // hands a freshly trained teacher to the next stage). With bf16 the model
+  // is converted in place.
   static std::unique_ptr<NativeTeacher> FromModel(std::shared_ptr<models::Classifier> model,
-                                                  int64_t max_batch = 8192);
+                                                  int64_t max_batch = 8192, bool bf16 = false);
 
   const v1::TeacherFingerprint& fingerprint() const override { return fingerprint_; }
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
+  int64_t max_batch() const override { return max_batch_; }
+  absl::StatusOr<TeacherOutput> Forward(const torch::Tensor& inputs,
+                                        const std::vector<std::string>& hidden_layers) override;
 
  private:
-  NativeTeacher(std::shared_ptr<models::Classifier> model, int64_t max_batch);
+  NativeTeacher(std::shared_ptr<models::Classifier> model, int64_t max_batch, bool bf16);
 
   std::shared_ptr<models::Classifier> model_;  // eval mode, never trained here
   int64_t max_batch_;
+  bool bf16_;
   v1::TeacherFingerprint fingerprint_;
 };
 

@@ -4,8 +4,34 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
 
 namespace retort::teacher {
+
+absl::StatusOr<torch::Tensor> Teacher::LogProbs(const torch::Tensor& inputs, double temperature) {
+  RETORT_RETURN_IF_ERROR(ValidateTeacherInput(fingerprint(), inputs, temperature, max_batch()));
+  RETORT_ASSIGN_OR_RETURN(TeacherOutput out, Forward(inputs, {}));
+  return TorchCall("teacher log-probabilities",
+                   [&] { return torch::log_softmax(out.logits / temperature, /*dim=*/1); });
+}
+
+absl::Status ValidateHiddenLayers(const v1::TeacherFingerprint& fingerprint,
+                                  const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    bool found = false;
+    for (const auto& layer : fingerprint.hidden_layers()) found = found || layer.name() == name;
+    if (!found) {
+      std::vector<std::string> known;
+      for (const auto& layer : fingerprint.hidden_layers()) known.push_back(layer.name());
+      return absl::InvalidArgumentError(
+          absl::StrCat("hidden layer '", name, "' is not exposed by this teacher (",
+                       fingerprint.architecture(), "); it exposes: ",
+                       known.empty() ? "none" : absl::StrJoin(known, ", ")));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ValidateTeacherInput(const v1::TeacherFingerprint& fingerprint,
                                   const torch::Tensor& inputs, double temperature,

@@ -1,8 +1,12 @@
-// Teacher: a trained model that turns inputs into temperature-softened
-// log-probabilities. Implementations are thread-safe: many clients (or server
-// streams) may call LogProbs at once.
+// Teacher: a trained model that turns inputs into logits (and, on request,
+// named hidden activations). Implementations are thread-safe: many clients,
+// server streams or batcher workers may call Forward at once.
 #ifndef RETORT_TEACHER_TEACHER_H_
 #define RETORT_TEACHER_TEACHER_H_
+
+#include <map>
+#include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -16,6 +20,11 @@ namespace retort::teacher {
 inline constexpr double kMinTemperature = 0.05;
 inline constexpr double kMaxTemperature = 100.0;
 
+struct TeacherOutput {
+  torch::Tensor logits;                         // float32 [B, num_classes]
+  std::map<std::string, torch::Tensor> hidden;  // float32 [B, ...layer shape]
+};
+
 class Teacher {
  public:
   virtual ~Teacher() = default;
@@ -23,11 +32,19 @@ class Teacher {
   // What this teacher is; stable for its lifetime.
   virtual const v1::TeacherFingerprint& fingerprint() const = 0;
 
-  // log_softmax(logits(inputs) / temperature) as float32 [B, num_classes].
-  // INVALID_ARGUMENT for inputs that do not match the fingerprint's input
-  // shape or a temperature that is not finite and in range.
-  virtual absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs,
-                                                 double temperature) = 0;
+  // The largest batch one Forward call accepts.
+  virtual int64_t max_batch() const = 0;
+
+  // Runs the model in inference mode on already validated inputs (see
+  // ValidateTeacherInput): logits and the hidden layers named in
+  // `hidden_layers` (each one of fingerprint().hidden_layers()).
+  virtual absl::StatusOr<TeacherOutput> Forward(const torch::Tensor& inputs,
+                                                const std::vector<std::string>& hidden_layers) = 0;
+
+  // Validates, then log_softmax(logits(inputs) / temperature) as float32
+  // [B, num_classes]. INVALID_ARGUMENT for inputs that do not match the
+  // fingerprint or a temperature that is not finite and in range.
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature);
 };
 
 // Checks a request against a fingerprint before any LibTorch work: float32
@@ -36,6 +53,11 @@ class Teacher {
 absl::Status ValidateTeacherInput(const v1::TeacherFingerprint& fingerprint,
                                   const torch::Tensor& inputs, double temperature,
                                   int64_t max_batch);
+
+// Checks that every name is one of the fingerprint's hidden layers; the error
+// lists the ones it has.
+absl::Status ValidateHiddenLayers(const v1::TeacherFingerprint& fingerprint,
+                                  const std::vector<std::string>& names);
 
 }  // namespace retort::teacher
 

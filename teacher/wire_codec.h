@@ -1,0 +1,103 @@
+// The Distill wire format in tensors: encoding requests and answers into
+// messages of bounded size, and decoding them back. The server encodes
+// answers and decodes requests; the trainer's client does the reverse.
+//
+// Answers carry log_softmax(logits / T) per position (a row, or a token of a
+// row) either dense or as the top k values with their class indices and the
+// log of the mass outside them. Decoding top-k back to a dense distribution
+// spreads the tail mass evenly over the other classes, so every decoded row
+// sums to one and the top-k entries are exact (to the value dtype).
+#ifndef RETORT_TEACHER_WIRE_CODEC_H_
+#define RETORT_TEACHER_WIRE_CODEC_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "retort/v1/teacher.pb.h"
+
+namespace retort::teacher {
+
+// Default target size of one message (gRPC's own limit is 4 MiB).
+inline constexpr int64_t kDefaultMaxMessageBytes = int64_t{1} << 20;
+
+// How a client wants log-probabilities sent.
+struct OutputSpec {
+  v1::OutputKind kind = v1::OUTPUT_DENSE;
+  int32_t top_k = 0;  // OUTPUT_TOP_K only
+  v1::DType value_dtype = v1::DTYPE_FLOAT32;
+
+  // Parses "dense", "topk" and "fp32", "fp16", "bf16" (flag values).
+  static absl::StatusOr<OutputSpec> Parse(const std::string& kind, int32_t top_k,
+                                          const std::string& value_dtype);
+  std::string Describe() const;  // "dense fp32", "top-5 bf16"
+};
+
+// torch dtype of a wire dtype; INVALID_ARGUMENT for ones torch lacks.
+absl::StatusOr<torch::ScalarType> TorchDType(v1::DType dtype);
+
+// Writes `tensor` converted to `dtype` (row-major, little endian).
+void TensorToWire(const torch::Tensor& tensor, v1::DType dtype, v1::Tensor* out);
+// A float32 (or int64 for integer dtypes) copy of a validated wire tensor.
+absl::StatusOr<torch::Tensor> TensorFromWire(const v1::Tensor& tensor, const std::string& what);
+
+// Splits a request into parts of at most about `max_message_bytes` each.
+std::vector<v1::DistillRequest> EncodeRequest(uint64_t sequence, const torch::Tensor& inputs,
+                                              double temperature, const OutputSpec& output,
+                                              const std::vector<std::string>& hidden_layers,
+                                              int64_t max_message_bytes);
+
+// Inputs of a validated request as a tensor (float32, or int64 token ids).
+absl::StatusOr<torch::Tensor> RequestInputs(const v1::DistillRequest& request);
+
+// The answer to one request, before encoding or after decoding.
+struct Answer {
+  torch::Tensor log_probs;                      // float32 [positions, num_classes]
+  std::map<std::string, torch::Tensor> hidden;  // float32 [positions, ...]
+};
+
+// Splits an answer into responses of at most about `max_message_bytes`
+// (a single position larger than that gets a message of its own).
+std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& answer,
+                                              const OutputSpec& output,
+                                              int64_t max_message_bytes);
+
+// The top-k form of log-probabilities, as sent.
+struct TopKLogProbs {
+  torch::Tensor indices;        // int64 [positions, k]
+  torch::Tensor values;         // float32 [positions, k]
+  torch::Tensor tail_log_mass;  // float32 [positions]
+  // The dense distribution with the tail spread evenly over other classes.
+  torch::Tensor ToDense(int64_t num_classes) const;
+};
+
+// Top-k of dense log-probabilities, with the exact tail mass.
+TopKLogProbs TopK(const torch::Tensor& log_probs, int64_t k);
+
+// Decodes one response's block into dense float32 log-probabilities.
+absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
+                                                 int64_t num_classes);
+
+// Joins the responses to one request (one assembler per request). Checks
+// that parts arrive in order, cover every position once and agree.
+class AnswerAssembler {
+ public:
+  // Adds one response part. Returns the answer after the last part,
+  // std::nullopt before; a response that carries an error returns it.
+  absl::StatusOr<std::optional<Answer>> Add(const v1::DistillResponse& response);
+
+ private:
+  uint32_t next_part_ = 0;
+  int64_t positions_ = 0;
+  std::vector<torch::Tensor> log_probs_;
+  std::map<std::string, std::vector<torch::Tensor>> hidden_;
+};
+
+}  // namespace retort::teacher
+
+#endif  // RETORT_TEACHER_WIRE_CODEC_H_

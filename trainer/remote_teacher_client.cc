@@ -1,0 +1,333 @@
+#include "trainer/remote_teacher_client.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
+
+namespace retort::trainer {
+namespace {
+
+bool IsPermanent(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kInvalidArgument:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::chrono::system_clock::time_point Deadline(absl::Duration timeout) {
+  return absl::ToChronoTime(absl::Now() + timeout);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> RemoteTeacherClient::Create(
+    Options options) {
+  if (options.address.empty()) {
+    return absl::InvalidArgumentError("--teacher_address must be host:port");
+  }
+  std::unique_ptr<RemoteTeacherClient> client(new RemoteTeacherClient(std::move(options)));
+  const Options& o = client->options_;
+  RETORT_ASSIGN_OR_RETURN(client->channel_, CreateTeacherChannel(o.address, o.channel));
+  client->stub_ = v1::Teacher::NewStub(client->channel_);
+  absl::StatusOr<v1::GetInfoResponse> info = client->CallGetInfo(o.connect_timeout);
+  if (!info.ok()) {
+    if (info.status().code() == absl::StatusCode::kUnavailable ||
+        info.status().code() == absl::StatusCode::kDeadlineExceeded) {
+      return absl::UnavailableError(absl::StrCat("teacher at ", o.address, " did not answer within ",
+                                                 absl::FormatDuration(o.connect_timeout), ": ",
+                                                 info.status().message()));
+    }
+    return info.status();
+  }
+  RETORT_RETURN_IF_ERROR(client->CheckInfo(*info));
+  const v1::ServerLimits& limits = info->limits();
+  if (o.output.kind == v1::OUTPUT_TOP_K &&
+      (o.output.top_k > limits.max_top_k() || o.output.top_k > info->fingerprint().num_classes())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--teacher_top_k=", o.output.top_k, " exceeds what teacher ", o.address, " allows (",
+        std::min<int64_t>(limits.max_top_k(), info->fingerprint().num_classes()), ")"));
+  }
+  client->info_ = *std::move(info);
+  client->reader_ = std::thread([c = client.get()] { c->ReaderLoop(); });
+  return client;
+}
+
+RemoteTeacherClient::RemoteTeacherClient(Options options) : options_(std::move(options)) {}
+
+RemoteTeacherClient::~RemoteTeacherClient() {
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+    if (cancellable_ != nullptr) cancellable_->TryCancel();
+  }
+  if (reader_.joinable()) reader_.join();
+  FailAll(absl::CancelledError("the teacher client was closed"));
+}
+
+absl::StatusOr<v1::GetInfoResponse> RemoteTeacherClient::CallGetInfo(absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(Deadline(timeout));
+  context.set_wait_for_ready(true);
+  AddCallCredentials(options_.channel, &context);
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::CancelledError("the teacher client was closed");
+    cancellable_ = &context;
+  }
+  v1::GetInfoResponse info;
+  grpc::Status status = stub_->GetInfo(&context, v1::GetInfoRequest(), &info);
+  {
+    absl::MutexLock lock(&mu_);
+    cancellable_ = nullptr;
+  }
+  if (!status.ok()) {
+    return FromGrpcStatus(status, absl::StrCat("teacher at ", options_.address));
+  }
+  return info;
+}
+
+absl::Status RemoteTeacherClient::CheckInfo(const v1::GetInfoResponse& info) const {
+  if (info.protocol_version() != 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("teacher at ", options_.address, " speaks protocol version ",
+                     info.protocol_version(), "; this trainer speaks 1"));
+  }
+  const v1::TeacherFingerprint& fp = info.fingerprint();
+  if (!options_.expected_weights_sha256.empty() &&
+      fp.weights_sha256() != options_.expected_weights_sha256) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "teacher at ", options_.address, " serves weights ", fp.weights_sha256().substr(0, 12),
+        " (", fp.architecture(), ") but this run expects ",
+        options_.expected_weights_sha256.substr(0, 12)));
+  }
+  if (info_.has_fingerprint()) {
+    const v1::TeacherFingerprint& first = info_.fingerprint();
+    if (fp.weights_sha256() != first.weights_sha256() || fp.architecture() != first.architecture() ||
+        fp.num_classes() != first.num_classes() ||
+        fp.tokenizer_sha256() != first.tokenizer_sha256()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "teacher at ", options_.address, " now serves weights ",
+          fp.weights_sha256().substr(0, 12), " (", fp.architecture(),
+          ") but this run started with ", first.weights_sha256().substr(0, 12), " (",
+          first.architecture(), "); refusing to mix teachers"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::TeacherFingerprint> RemoteTeacherClient::Fingerprint() {
+  return info_.fingerprint();
+}
+
+absl::StatusOr<torch::Tensor> RemoteTeacherClient::LogProbs(const torch::Tensor& inputs,
+                                                            double temperature) {
+  RETORT_ASSIGN_OR_RETURN(teacher::Answer answer, Wait(Send(inputs, temperature)));
+  return answer.log_probs;
+}
+
+RemoteTeacherClient::AnswerFuture RemoteTeacherClient::Send(
+    const torch::Tensor& inputs, double temperature,
+    const std::vector<std::string>& hidden_layers) {
+  absl::StatusOr<std::vector<v1::DistillRequest>> encoded =
+      TorchCall("encoding a teacher request", [&] {
+        return teacher::EncodeRequest(0, inputs.contiguous(), temperature, options_.output,
+                                      hidden_layers, options_.max_message_bytes);
+      });
+  if (!encoded.ok()) {
+    std::promise<absl::StatusOr<teacher::Answer>> failed;
+    failed.set_value(encoded.status());
+    return failed.get_future().share();
+  }
+  std::vector<v1::DistillRequest> parts = *std::move(encoded);
+  absl::MutexLock write_lock(&write_mu_);
+  AnswerFuture future;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) {
+      std::promise<absl::StatusOr<teacher::Answer>> failed;
+      failed.set_value(absl::CancelledError("the teacher client was closed"));
+      return failed.get_future().share();
+    }
+    const uint64_t sequence = next_sequence_++;
+    for (v1::DistillRequest& part : parts) part.set_sequence(sequence);
+    Pending& pending = pending_[sequence];
+    pending.parts = parts;
+    future = pending.promise.get_future().share();
+    ++stats_.requests;
+  }
+  if (stream_ != nullptr) WriteParts(stream_.get(), parts);
+  return future;
+}
+
+absl::StatusOr<teacher::Answer> RemoteTeacherClient::Wait(const AnswerFuture& future) {
+  if (future.wait_for(absl::ToChronoSeconds(options_.request_timeout)) !=
+      std::future_status::ready) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("no answer from teacher at ", options_.address, " within ",
+                     absl::FormatDuration(options_.request_timeout)));
+  }
+  return future.get();
+}
+
+bool RemoteTeacherClient::WriteParts(Stream* stream, const std::vector<v1::DistillRequest>& parts) {
+  int64_t bytes = 0;
+  bool ok = true;
+  for (const v1::DistillRequest& part : parts) {
+    if (!stream->Write(part)) {
+      ok = false;  // the reader sees the broken stream and reconnects
+      break;
+    }
+    bytes += static_cast<int64_t>(part.ByteSizeLong());
+  }
+  absl::MutexLock lock(&mu_);
+  stats_.bytes_sent += bytes;
+  return ok;
+}
+
+absl::Status RemoteTeacherClient::Connect() {
+  RETORT_ASSIGN_OR_RETURN(
+      v1::GetInfoResponse info,
+      CallGetInfo(std::min(options_.reconnect_timeout, absl::Seconds(5))));
+  RETORT_RETURN_IF_ERROR(CheckInfo(info));
+  absl::MutexLock write_lock(&write_mu_);
+  context_ = std::make_unique<grpc::ClientContext>();
+  AddCallCredentials(options_.channel, context_.get());
+  std::vector<std::vector<v1::DistillRequest>> resend;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::CancelledError("the teacher client was closed");
+    cancellable_ = context_.get();
+    for (auto& [sequence, pending] : pending_) {
+      pending.assembler = teacher::AnswerAssembler();  // parts of a dead stream do not count
+      resend.push_back(pending.parts);
+    }
+  }
+  stream_ = stub_->Distill(context_.get());
+  for (const auto& parts : resend) WriteParts(stream_.get(), parts);
+  return absl::OkStatus();
+}
+
+void RemoteTeacherClient::Deliver(const v1::DistillResponse& response) {
+  std::map<uint64_t, Pending>::node_type node;
+  {
+    absl::MutexLock lock(&mu_);
+    stats_.bytes_received += static_cast<int64_t>(response.ByteSizeLong());
+    auto it = pending_.find(response.sequence());
+    if (it == pending_.end()) return;  // answered already, or given up on
+    node = pending_.extract(it);
+  }
+  absl::StatusOr<std::optional<teacher::Answer>> added = node.mapped().assembler.Add(response);
+  if (!added.ok()) {
+    node.mapped().promise.set_value(
+        absl::Status(added.status().code(), absl::StrCat("teacher at ", options_.address, ": ",
+                                                         added.status().message())));
+    return;
+  }
+  if (added->has_value()) {
+    node.mapped().promise.set_value(std::move(**added));
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  pending_.insert(std::move(node));
+}
+
+void RemoteTeacherClient::FailAll(const absl::Status& status) {
+  std::map<uint64_t, Pending> failed;
+  {
+    absl::MutexLock lock(&mu_);
+    failed.swap(pending_);
+  }
+  for (auto& [sequence, pending] : failed) pending.promise.set_value(status);
+}
+
+void RemoteTeacherClient::ReaderLoop() {
+  absl::Duration backoff = absl::Milliseconds(50);
+  absl::Time broken_since = absl::InfiniteFuture();
+  bool connected_before = false;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](RemoteTeacherClient* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+            return c->shutdown_ || !c->pending_.empty();
+          },
+          this));
+      if (shutdown_) return;
+    }
+    absl::Status connected = Connect();
+    if (!connected.ok()) {
+      if (connected.code() == absl::StatusCode::kCancelled) return;
+      if (broken_since == absl::InfiniteFuture()) broken_since = absl::Now();
+      if (IsPermanent(connected.code())) {
+        FailAll(connected);
+        broken_since = absl::InfiniteFuture();
+        continue;
+      }
+      if (absl::Now() - broken_since >= options_.reconnect_timeout) {
+        FailAll(absl::UnavailableError(absl::StrCat(
+            "teacher at ", options_.address, " unreachable for ",
+            absl::FormatDuration(absl::Now() - broken_since), ": ", connected.message())));
+        broken_since = absl::InfiniteFuture();
+        continue;
+      }
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&shutdown_), backoff);
+      backoff = std::min(2 * backoff, absl::Seconds(2));
+      continue;
+    }
+    if (connected_before) {
+      absl::MutexLock lock(&mu_);
+      ++stats_.reconnects;
+    }
+    connected_before = true;
+    Stream* stream;
+    {
+      absl::MutexLock write_lock(&write_mu_);
+      stream = stream_.get();
+    }
+    v1::DistillResponse response;
+    while (stream->Read(&response)) {
+      Deliver(response);
+      broken_since = absl::InfiniteFuture();
+      backoff = absl::Milliseconds(50);
+    }
+    grpc::Status status;
+    {
+      absl::MutexLock write_lock(&write_mu_);
+      {
+        absl::MutexLock lock(&mu_);
+        cancellable_ = nullptr;
+      }
+      status = stream_->Finish();
+      stream_.reset();
+      context_.reset();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) return;
+    }
+    if (broken_since == absl::InfiniteFuture()) broken_since = absl::Now();
+    absl::Status broken = FromGrpcStatus(status, absl::StrCat("teacher at ", options_.address));
+    if (!broken.ok() && IsPermanent(broken.code())) {
+      FailAll(broken);
+      broken_since = absl::InfiniteFuture();
+    }
+  }
+}
+
+RemoteTeacherClient::Stats RemoteTeacherClient::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace retort::trainer

@@ -1,0 +1,123 @@
+// RemoteTeacherClient: a TeacherClient that asks one teacher server over
+// gRPC (retort.v1.Teacher/Distill).
+//
+// One bidirectional stream carries every request; requests are numbered,
+// split into messages of bounded size, and answers are joined by number, so
+// many requests can be in flight at once (Send) while LogProbs waits for one.
+// When the stream breaks (the server restarts, a keepalive ping goes
+// unanswered), the client reconnects with backoff and re-sends every
+// unanswered request, for up to `reconnect_timeout`; only then do the waiting
+// calls fail, with UNAVAILABLE naming the address. On every connection it
+// checks the server's fingerprint against the first one it saw (and against
+// `expected_weights_sha256` when set), so a run never mixes two teachers.
+//
+// Thread-safe.
+#ifndef RETORT_TRAINER_REMOTE_TEACHER_CLIENT_H_
+#define RETORT_TRAINER_REMOTE_TEACHER_CLIENT_H_
+
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "retort/v1/teacher.grpc.pb.h"
+#include "teacher/wire_codec.h"
+#include "trainer/teacher_channel.h"
+#include "trainer/teacher_client.h"
+
+namespace retort::trainer {
+
+class RemoteTeacherClient : public TeacherClient {
+ public:
+  struct Options {
+    std::string address;  // host:port
+    TeacherChannelOptions channel;
+    teacher::OutputSpec output;
+    std::string expected_weights_sha256;  // empty: accept the first teacher seen
+    absl::Duration connect_timeout = absl::Seconds(30);    // first GetInfo
+    absl::Duration request_timeout = absl::Seconds(120);   // one answer
+    absl::Duration reconnect_timeout = absl::Seconds(30);  // re-sending after a break
+    int64_t max_message_bytes = teacher::kDefaultMaxMessageBytes;
+  };
+
+  struct Stats {
+    int64_t requests = 0;
+    int64_t bytes_sent = 0;      // serialized request messages
+    int64_t bytes_received = 0;  // serialized response messages
+    int64_t reconnects = 0;
+  };
+
+  using AnswerFuture = std::shared_future<absl::StatusOr<teacher::Answer>>;
+
+  // Connects and reads the server's fingerprint and limits (waiting up to
+  // connect_timeout for the server to come up). UNAVAILABLE naming the
+  // address when it does not; FAILED_PRECONDITION when the fingerprint or
+  // protocol version is not the expected one, or the output spec exceeds the
+  // server's limits.
+  static absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> Create(Options options);
+  ~RemoteTeacherClient() override;
+
+  absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override;
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
+
+  // Sends a request without waiting; the future holds the decoded answer.
+  AnswerFuture Send(const torch::Tensor& inputs, double temperature,
+                    const std::vector<std::string>& hidden_layers = {});
+  // Waits up to request_timeout for a future from Send.
+  absl::StatusOr<teacher::Answer> Wait(const AnswerFuture& future);
+
+  const v1::GetInfoResponse& info() const { return info_; }
+  Stats stats() const;
+
+ private:
+  struct Pending {
+    std::vector<v1::DistillRequest> parts;
+    std::promise<absl::StatusOr<teacher::Answer>> promise;
+    teacher::AnswerAssembler assembler;
+  };
+  using Stream = grpc::ClientReaderWriter<v1::DistillRequest, v1::DistillResponse>;
+
+  explicit RemoteTeacherClient(Options options);
+  absl::StatusOr<v1::GetInfoResponse> CallGetInfo(absl::Duration timeout);
+  absl::Status CheckInfo(const v1::GetInfoResponse& info) const;
+  void ReaderLoop();
+  // Opens a stream and re-sends everything pending; false if it could not.
+  absl::Status Connect();
+  void FailAll(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
+  void Deliver(const v1::DistillResponse& response) ABSL_LOCKS_EXCLUDED(mu_);
+  bool WriteParts(Stream* stream, const std::vector<v1::DistillRequest>& parts)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+
+  const Options options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Teacher::Stub> stub_;
+  v1::GetInfoResponse info_;  // from the first connection; immutable after Create
+
+  // write_mu_ serializes writes and stream replacement; taken before mu_.
+  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::unique_ptr<grpc::ClientContext> context_ ABSL_GUARDED_BY(write_mu_);
+  std::unique_ptr<Stream> stream_ ABSL_GUARDED_BY(write_mu_);
+
+  mutable absl::Mutex mu_;
+  std::map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* cancellable_ ABSL_GUARDED_BY(mu_) = nullptr;  // the call to cancel on shutdown
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+
+  std::thread reader_;
+};
+
+}  // namespace retort::trainer
+
+#endif  // RETORT_TRAINER_REMOTE_TEACHER_CLIENT_H_
