@@ -21,6 +21,8 @@ absl::Status RunTrain();
 absl::Status RunDistill();
 absl::Status RunEval();
 absl::Status RunDemo();
+absl::Status RunTeacherServe();
+absl::Status RunBench();
 
 // Every command, in the order `retort help` lists them.
 const std::vector<Command>& Commands();

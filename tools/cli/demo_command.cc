@@ -15,6 +15,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/pipeline.h"
+#include "tools/cli/teacher_process.h"
 
 namespace retort::cli {
 namespace {
@@ -183,11 +184,37 @@ absl::Status RunDemo() {
                           StudentStage("scratch", scratch, work_dir, data, nullptr));
   stages.push_back(scratch_stage);
 
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher,
-                          OpenTeacher(teacher_stage.checkpoint));
-  RETORT_ASSIGN_OR_RETURN(Stage distilled_stage,
-                          StudentStage("distilled", student, work_dir, data, teacher));
-  stages.push_back(distilled_stage);
+  // The distilled student asks a teacher server process over gRPC on
+  // loopback (the deployment shape), or the teacher in this process.
+  const std::string teacher_mode = absl::GetFlag(FLAGS_teacher_mode);
+  if (teacher_mode != "remote" && teacher_mode != "local") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--teacher_mode must be remote or local, got '", teacher_mode, "'"));
+  }
+  std::unique_ptr<TeacherProcess> server;
+  if (teacher_mode == "remote") {
+    TeacherProcess::Options serve;
+    serve.checkpoint = teacher_stage.checkpoint;
+    serve.scratch_dir = work_dir + "/teacher_server";
+    RETORT_ASSIGN_OR_RETURN(server, TeacherProcess::Start(serve));
+    std::fprintf(stderr, "[teacher] server process on %s (log: %s)\n", server->address().c_str(),
+                 server->log_path().c_str());
+  }
+  {
+    RETORT_ASSIGN_OR_RETURN(
+        std::shared_ptr<trainer::TeacherClient> teacher,
+        OpenTeacher(teacher_stage.checkpoint, server != nullptr ? server->address() : ""));
+    RETORT_ASSIGN_OR_RETURN(Stage distilled_stage,
+                            StudentStage("distilled", student, work_dir, data, teacher));
+    stages.push_back(distilled_stage);
+  }
+  if (server != nullptr) {
+    RETORT_ASSIGN_OR_RETURN(int exit_code, server->Stop(absl::Seconds(60)));
+    if (exit_code != 0) {
+      return absl::InternalError(absl::StrCat("the teacher server exited with status ", exit_code,
+                                              "; see ", server->log_path()));
+    }
+  }
 
   std::fprintf(stderr,
                "[eval] evaluating the three best checkpoints on the %lld-example test set\n",
@@ -208,6 +235,7 @@ absl::Status RunDemo() {
 
   nlohmann::json summary = {
       {"quick", quick},
+      {"teacher_mode", teacher_mode},
       {"seed", student.seed},
       {"temperature", student.loss.temperature},
       {"alpha", student.loss.alpha},

@@ -7,6 +7,8 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 
 // Data.
@@ -59,6 +61,28 @@ ABSL_FLAG(int64_t, teacher_cache_mb, 256,
 ABSL_FLAG(double, alpha, 0.5,
           "Weight of the soft (T^2-scaled KL) term; 1 - alpha weights the hard-label term.");
 
+// Remote teachers.
+ABSL_FLAG(std::string, teacher_address, "",
+          "host:port of a teacher server (retort teacher serve) to distill from over gRPC; "
+          "used instead of --teacher.");
+ABSL_FLAG(std::string, teacher_output, "dense",
+          "What the teacher sends per row: dense (every class) or topk (the k largest "
+          "log-probabilities plus the tail mass).");
+ABSL_FLAG(int32_t, teacher_top_k, 5, "k for --teacher_output=topk.");
+ABSL_FLAG(std::string, teacher_value_dtype, "fp32",
+          "How the teacher sends log-probabilities: fp32, fp16 or bf16.");
+ABSL_FLAG(std::string, teacher_tls_ca, "",
+          "PEM CA that signed the teacher's certificate: connect with TLS.");
+ABSL_FLAG(std::string, teacher_tls_cert, "", "PEM client certificate for mutual TLS.");
+ABSL_FLAG(std::string, teacher_tls_key, "", "PEM private key for --teacher_tls_cert.");
+ABSL_FLAG(std::string, teacher_tls_server_name, "",
+          "Name to expect in the teacher's certificate, when it differs from the address.");
+ABSL_FLAG(std::string, teacher_token_file, "", "File holding the teacher's bearer token.");
+ABSL_FLAG(bool, teacher_insecure_token, false,
+          "Send --teacher_token_file without TLS (the token then travels in the clear).");
+ABSL_FLAG(double, teacher_connect_timeout, 60,
+          "Seconds to wait for the teacher server to answer at start.");
+
 // Eval.
 ABSL_FLAG(std::string, checkpoint, "", "Checkpoint to evaluate.");
 ABSL_FLAG(std::string, split, "test", "Which data to evaluate on: validation or test.");
@@ -79,6 +103,9 @@ ABSL_FLAG(double, teacher_input_dropout, 0.0, "Demo teacher input dropout (mlp).
 ABSL_FLAG(int64_t, teacher_jitter, 0, "Demo teacher input jitter in pixels.");
 ABSL_FLAG(int64_t, teacher_epochs, 10, "Demo teacher epochs.");
 ABSL_FLAG(double, teacher_lr, 1e-3, "Demo teacher peak learning rate.");
+ABSL_FLAG(std::string, teacher_mode, "remote",
+          "Demo: remote distills over gRPC from a `retort teacher serve` process on loopback; "
+          "local calls the teacher in this process.");
 
 namespace retort::cli {
 
@@ -95,6 +122,11 @@ const std::vector<std::string> kTrainingFlags = {"epochs",          "batch_size"
                                                  "log_every_steps", "stop_after_steps"};
 const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
                                                 "teacher_cache_mb"};
+const std::vector<std::string> kRemoteTeacherFlags = {
+    "teacher_address",  "teacher_output",          "teacher_top_k",
+    "teacher_value_dtype", "teacher_tls_ca",       "teacher_tls_cert",
+    "teacher_tls_key",  "teacher_tls_server_name", "teacher_token_file",
+    "teacher_insecure_token", "teacher_connect_timeout"};
 
 absl::Status ApplyThreadsFlag() {
   int32_t threads = absl::GetFlag(FLAGS_threads);
@@ -143,6 +175,37 @@ absl::StatusOr<models::ModelSpec> ModelSpecFrom(const std::string& flag_prefix,
         absl::StrCat("--", flag_prefix, "arch/hidden/dropout: ", valid.message()));
   }
   return spec;
+}
+
+absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(
+    const std::string& address) {
+  trainer::RemoteTeacherClient::Options o;
+  o.address = address;
+  RETORT_ASSIGN_OR_RETURN(o.output, teacher::OutputSpec::Parse(
+                                        absl::GetFlag(FLAGS_teacher_output),
+                                        absl::GetFlag(FLAGS_teacher_top_k),
+                                        absl::GetFlag(FLAGS_teacher_value_dtype)));
+  o.channel.tls_ca_path = absl::GetFlag(FLAGS_teacher_tls_ca);
+  o.channel.tls_cert_path = absl::GetFlag(FLAGS_teacher_tls_cert);
+  o.channel.tls_key_path = absl::GetFlag(FLAGS_teacher_tls_key);
+  o.channel.tls_server_name = absl::GetFlag(FLAGS_teacher_tls_server_name);
+  o.channel.allow_insecure_token = absl::GetFlag(FLAGS_teacher_insecure_token);
+  const std::string token_file = absl::GetFlag(FLAGS_teacher_token_file);
+  if (!token_file.empty()) {
+    RETORT_ASSIGN_OR_RETURN(std::string token, ReadFile(token_file));
+    o.channel.auth_token = std::string(absl::StripAsciiWhitespace(token));
+    if (o.channel.auth_token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--teacher_token_file ", token_file, " is empty"));
+    }
+  }
+  const double connect = absl::GetFlag(FLAGS_teacher_connect_timeout);
+  if (!(connect > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--teacher_connect_timeout must be positive, got ", connect));
+  }
+  o.connect_timeout = absl::Seconds(connect);
+  return o;
 }
 
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "data/fashion_mnist.h"
 #include "models/model_spec.h"
+#include "trainer/remote_teacher_client.h"
 #include "trainer/trainer.h"
 
 ABSL_DECLARE_FLAG(std::string, data_dir);
@@ -41,6 +42,8 @@ ABSL_DECLARE_FLAG(double, teacher_input_dropout);
 ABSL_DECLARE_FLAG(int64_t, teacher_jitter);
 ABSL_DECLARE_FLAG(int64_t, teacher_epochs);
 ABSL_DECLARE_FLAG(double, teacher_lr);
+ABSL_DECLARE_FLAG(std::string, teacher_address);
+ABSL_DECLARE_FLAG(std::string, teacher_mode);
 
 namespace retort::cli {
 
@@ -49,6 +52,9 @@ extern const std::vector<std::string> kDataFlags;
 extern const std::vector<std::string> kModelFlags;
 extern const std::vector<std::string> kTrainingFlags;
 extern const std::vector<std::string> kDistillFlags;
+extern const std::vector<std::string> kRemoteTeacherFlags;  // --teacher_address and its client
+extern const std::vector<std::string> kTeacherServeFlags;   // retort teacher serve
+extern const std::vector<std::string> kBenchFlags;          // retort bench serve
 
 // Sets LibTorch's intra-op thread count from --threads (0: all cores).
 absl::Status ApplyThreadsFlag();
@@ -61,6 +67,11 @@ absl::StatusOr<models::ModelSpec> ModelSpecFrom(const std::string& flag_prefix,
                                                 const std::string& arch,
                                                 const std::vector<std::string>& hidden,
                                                 double dropout, double input_dropout);
+
+// The remote-teacher client flags (--teacher_output, --teacher_tls_ca, ...)
+// for a teacher server at `address`.
+absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(
+    const std::string& address);
 
 // The model and training flags (--arch, --hidden, --epochs, --lr, ...).
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags();

@@ -30,20 +30,30 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command>* commands = new std::vector<Command>{
       {"train", "Train a classifier on Fashion-MNIST with hard labels (e.g. a teacher).",
        Concat({kModelFlags, kTrainingFlags, kDataFlags}), &RunTrain},
-      {"distill", "Train a student from a teacher checkpoint with the distillation loss.",
-       Concat({kDistillFlags, kModelFlags, kTrainingFlags, kDataFlags}), &RunDistill},
+      {"distill",
+       "Train a student from a teacher (a checkpoint, or a server with --teacher_address) with "
+       "the distillation loss.",
+       Concat({kDistillFlags, kRemoteTeacherFlags, kModelFlags, kTrainingFlags, kDataFlags}),
+       &RunDistill},
       {"eval", "Evaluate a checkpoint on the validation or test set.",
        Concat({{"checkpoint", "split", "json_out"}, kDataFlags}), &RunEval},
       {"demo",
        "Teacher, scratch student and distilled student end to end; prints a table and "
        "writes summary.json.",
-       Concat({{"work_dir", "quick", "teacher_arch", "teacher_hidden", "teacher_dropout",
+       Concat({{"work_dir", "quick", "teacher_mode", "teacher_arch", "teacher_hidden", "teacher_dropout",
                 "teacher_input_dropout", "teacher_jitter", "teacher_epochs", "teacher_lr"},
                kDistillFlags,
                kModelFlags,
                kTrainingFlags,
                kDataFlags}),
        &RunDemo},
+      {"teacher serve",
+       "Serve a teacher checkpoint or TorchScript module over gRPC until SIGTERM/SIGINT.",
+       kTeacherServeFlags, &RunTeacherServe},
+      {"bench serve",
+       "Benchmark a teacher server: gRPC vs in-process rows/s, bytes per row, latency under "
+       "concurrent streams, dynamic batching on vs off.",
+       kBenchFlags, &RunBench},
   };
   return *commands;
 }
@@ -54,8 +64,10 @@ void PrintUsage() {
   std::printf(
       "retort: knowledge distillation, teacher to compact student.\n\n"
       "usage: retort <command> [--flag=value ...] [--flagfile=FILE]\n\ncommands:\n");
-  for (const Command& c : Commands()) std::printf("  %-9s %s\n", c.name.c_str(), c.summary.c_str());
-  std::printf("  %-9s %s\n", "help", "This list, or `retort help <command>` for its flags.");
+  for (const Command& c : Commands()) {
+    std::printf("  %-14s %s\n", c.name.c_str(), c.summary.c_str());
+  }
+  std::printf("  %-14s %s\n", "help", "This list, or `retort help <command>` for its flags.");
   std::printf("\n--flagfile=FILE reads flags (one --flag=value a line) from FILE.\n");
 }
 
@@ -97,7 +109,9 @@ int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
       !std::strcmp(argv[1], "-h")) {
     if (argc >= 3 && !std::strcmp(argv[1], "help")) {
-      const Command* command = retort::cli::FindCommand(argv[2]);
+      const Command* command =
+          argc >= 4 ? retort::cli::FindCommand(std::string(argv[2]) + " " + argv[3]) : nullptr;
+      if (command == nullptr) command = retort::cli::FindCommand(argv[2]);
       if (command == nullptr) {
         std::fprintf(stderr, "retort: unknown command '%s'; see `retort help`\n", argv[2]);
         return 2;
@@ -108,7 +122,14 @@ int main(int argc, char** argv) {
     retort::cli::PrintUsage();
     return argc < 2 ? 2 : 0;
   }
-  const Command* command = retort::cli::FindCommand(argv[1]);
+  // Commands are one word (train) or two (teacher serve).
+  int words = 1;
+  const Command* command = nullptr;
+  if (argc >= 3) {
+    command = retort::cli::FindCommand(std::string(argv[1]) + " " + argv[2]);
+    if (command != nullptr) words = 2;
+  }
+  if (command == nullptr) command = retort::cli::FindCommand(argv[1]);
   if (command == nullptr) {
     std::fprintf(stderr, "retort: unknown command '%s'; see `retort help`\n", argv[1]);
     return 2;
@@ -120,7 +141,7 @@ int main(int argc, char** argv) {
   // Parse the flags after the command name; argv[0] stays the program.
   std::vector<char*> args;
   args.push_back(argv[0]);
-  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  for (int i = 1 + words; i < argc; ++i) args.push_back(argv[i]);
   std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (positional.size() > 1) {

@@ -11,6 +11,7 @@
 #include "tools/cli/flags.h"
 #include "trainer/caching_teacher_client.h"
 #include "trainer/in_process_teacher_client.h"
+#include "trainer/remote_teacher_client.h"
 
 namespace retort::cli {
 
@@ -36,17 +37,33 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
   return result;
 }
 
-absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& path) {
-  if (path.empty()) {
-    return absl::InvalidArgumentError("--teacher must name a teacher checkpoint");
-  }
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::NativeTeacher> native,
-                          teacher::NativeTeacher::Create({.checkpoint_path = path}));
-  auto client = std::make_shared<trainer::InProcessTeacherClient>(std::move(native));
+absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(
+    const std::string& checkpoint, const std::string& address) {
   const int64_t cache_mb = absl::GetFlag(FLAGS_teacher_cache_mb);
   if (cache_mb < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--teacher_cache_mb must be >= 0, got ", cache_mb));
+  }
+  std::shared_ptr<trainer::TeacherClient> client;
+  if (!address.empty()) {
+    RETORT_ASSIGN_OR_RETURN(trainer::RemoteTeacherClient::Options options,
+                            RemoteTeacherOptionsFromFlags(address));
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::RemoteTeacherClient> remote,
+                            trainer::RemoteTeacherClient::Create(options));
+    const v1::TeacherFingerprint& fp = remote->info().fingerprint();
+    std::fprintf(stderr, "[teacher] %s at %s (weights %s, %s, %s)\n", fp.architecture().c_str(),
+                 address.c_str(), fp.weights_sha256().substr(0, 12).c_str(),
+                 remote->info().limits().compute_dtype().c_str(),
+                 options.output.Describe().c_str());
+    client = std::move(remote);
+  } else {
+    if (checkpoint.empty()) {
+      return absl::InvalidArgumentError(
+          "give --teacher (a teacher checkpoint) or --teacher_address (a teacher server)");
+    }
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::NativeTeacher> native,
+                            teacher::NativeTeacher::Create({.checkpoint_path = checkpoint}));
+    client = std::make_shared<trainer::InProcessTeacherClient>(std::move(native));
   }
   if (cache_mb == 0) return client;
   return std::make_shared<trainer::CachingTeacherClient>(

@@ -20,8 +20,11 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
                                                 const data::TrainValidationSplit& data,
                                                 std::shared_ptr<trainer::TeacherClient> teacher);
 
-// Opens a teacher checkpoint as an in-process TeacherClient.
-absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& path);
+// A TeacherClient for a teacher server at `address` (with the remote-teacher
+// flags), or, when `address` is empty, for the checkpoint at `checkpoint` in
+// this process; wrapped in the per-row cache unless --teacher_cache_mb=0.
+absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(
+    const std::string& checkpoint, const std::string& address);
 
 struct CheckpointReport {
   std::string architecture;

@@ -22,7 +22,8 @@ absl::Status Train(bool distill) {
   }
   std::shared_ptr<trainer::TeacherClient> teacher;
   if (distill) {
-    RETORT_ASSIGN_OR_RETURN(teacher, OpenTeacher(absl::GetFlag(FLAGS_teacher)));
+    RETORT_ASSIGN_OR_RETURN(
+        teacher, OpenTeacher(absl::GetFlag(FLAGS_teacher), absl::GetFlag(FLAGS_teacher_address)));
   }
   RETORT_ASSIGN_OR_RETURN(data::TrainValidationSplit data,
                           data::LoadFashionMnistTrain(DataOptionsFromFlags()));

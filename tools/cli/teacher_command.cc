@@ -1,0 +1,179 @@
+// retort teacher serve: a teacher model behind gRPC until SIGTERM/SIGINT.
+#include <signal.h>
+
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "teacher/native_teacher.h"
+#include "teacher/server/teacher_server.h"
+#include "teacher/torchscript_teacher.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/flags.h"
+
+ABSL_FLAG(std::string, torchscript, "",
+          "Serve this TorchScript module (forward: float inputs -> logits, or (logits, "
+          "Dict[str, Tensor] of hidden states)) instead of a --checkpoint.");
+ABSL_FLAG(std::vector<std::string>, input_shape, std::vector<std::string>({"1", "28", "28"}),
+          "Shape of one input example for --torchscript, comma-separated.");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "host:port to serve on; port 0 picks a free one. Loopback unless told otherwise.");
+ABSL_FLAG(std::string, port_file, "",
+          "Write the chosen port here (atomically) once the teacher is SERVING.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port for Prometheus metrics at /metrics (e.g. 127.0.0.1:9090); empty: off.");
+ABSL_FLAG(int64_t, max_batch_rows, 512, "Rows merged into one forward pass at most.");
+ABSL_FLAG(double, max_delay_ms, 2.0,
+          "How long the first queued request may wait for others to join its batch.");
+ABSL_FLAG(int64_t, max_queue_rows, 16384,
+          "Rows queued at most; requests beyond are answered RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, batch_workers, 1, "Threads running forward passes.");
+ABSL_FLAG(bool, deterministic, false,
+          "Compute every request on its own (no dynamic batching), so its result never "
+          "depends on what else was queued.");
+ABSL_FLAG(bool, bf16, false, "Run the forward pass in bfloat16 (AMX on these CPUs).");
+ABSL_FLAG(int64_t, max_rows_per_request, 8192, "Rows one request may carry.");
+ABSL_FLAG(int32_t, max_top_k, 1024, "Largest k a request may ask for.");
+ABSL_FLAG(int32_t, max_streams, 64, "Concurrent Distill streams; more get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, max_in_flight, 64,
+          "Unanswered requests per stream; more are answered RESOURCE_EXHAUSTED.");
+ABSL_FLAG(double, drain_timeout, 30,
+          "Seconds to finish in-flight requests after SIGTERM/SIGINT before exiting.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA: require client certificates signed by it (mutual TLS).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding a bearer token every call must present.");
+ABSL_FLAG(bool, allow_insecure_token, false,
+          "Allow --auth_token_file without TLS (the token then travels in the clear).");
+
+namespace retort::cli {
+
+const std::vector<std::string> kTeacherServeFlags = {
+    "checkpoint",     "torchscript",   "input_shape",          "listen",
+    "port_file",      "metrics_listen", "max_batch_rows",      "max_delay_ms",
+    "max_queue_rows", "batch_workers", "deterministic",        "bf16",
+    "max_rows_per_request", "max_top_k", "max_streams",        "max_in_flight",
+    "drain_timeout",  "tls_cert",      "tls_key",              "tls_client_ca",
+    "auth_token_file", "allow_insecure_token", "threads"};
+
+namespace {
+
+absl::StatusOr<std::shared_ptr<teacher::Teacher>> LoadTeacher() {
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  const std::string torchscript = absl::GetFlag(FLAGS_torchscript);
+  if (checkpoint.empty() == torchscript.empty()) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --checkpoint (a retort checkpoint) or --torchscript (a module)");
+  }
+  if (!checkpoint.empty()) {
+    teacher::NativeTeacher::Options o;
+    o.checkpoint_path = checkpoint;
+    o.bf16 = absl::GetFlag(FLAGS_bf16);
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::NativeTeacher> t,
+                            teacher::NativeTeacher::Create(o));
+    return std::shared_ptr<teacher::Teacher>(std::move(t));
+  }
+  teacher::TorchScriptTeacher::Options o;
+  o.path = torchscript;
+  o.bf16 = absl::GetFlag(FLAGS_bf16);
+  o.input_shape.clear();
+  for (const std::string& d : absl::GetFlag(FLAGS_input_shape)) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(d, &v) || v < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--input_shape: '", d, "' is not a positive integer"));
+    }
+    o.input_shape.push_back(v);
+  }
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::TorchScriptTeacher> t,
+                          teacher::TorchScriptTeacher::Create(o));
+  return std::shared_ptr<teacher::Teacher>(std::move(t));
+}
+
+absl::StatusOr<teacher::TeacherServer::Options> ServerOptionsFromFlags() {
+  teacher::TeacherServer::Options o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.batcher.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  const double delay_ms = absl::GetFlag(FLAGS_max_delay_ms);
+  if (!(delay_ms >= 0 && delay_ms <= 10000)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_delay_ms must be in [0, 10000], got ", delay_ms));
+  }
+  o.batcher.max_delay = absl::Microseconds(static_cast<int64_t>(delay_ms * 1000));
+  o.batcher.max_queue_rows = absl::GetFlag(FLAGS_max_queue_rows);
+  o.batcher.workers = absl::GetFlag(FLAGS_batch_workers);
+  o.batcher.deterministic = absl::GetFlag(FLAGS_deterministic);
+  o.max_rows_per_request = absl::GetFlag(FLAGS_max_rows_per_request);
+  o.max_top_k = absl::GetFlag(FLAGS_max_top_k);
+  o.max_streams = absl::GetFlag(FLAGS_max_streams);
+  o.max_in_flight_per_stream = absl::GetFlag(FLAGS_max_in_flight);
+  o.compute_dtype = absl::GetFlag(FLAGS_bf16) ? "bf16" : "fp32";
+  o.security.tls_cert_path = absl::GetFlag(FLAGS_tls_cert);
+  o.security.tls_key_path = absl::GetFlag(FLAGS_tls_key);
+  o.security.tls_client_ca_path = absl::GetFlag(FLAGS_tls_client_ca);
+  o.security.allow_insecure_token = absl::GetFlag(FLAGS_allow_insecure_token);
+  const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
+  if (!token_file.empty()) {
+    RETORT_ASSIGN_OR_RETURN(std::string token, ReadFile(token_file));
+    o.security.auth_token = std::string(absl::StripAsciiWhitespace(token));
+    if (o.security.auth_token.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--auth_token_file ", token_file,
+                                                     " is empty"));
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+absl::Status RunTeacherServe() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const double drain_seconds = absl::GetFlag(FLAGS_drain_timeout);
+  if (!(drain_seconds >= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--drain_timeout must be >= 0 seconds, got ", drain_seconds));
+  }
+  // Every thread started from here on (gRPC's, the batcher's) inherits the
+  // blocked signals, so only sigwait below sees SIGTERM and SIGINT.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  RETORT_ASSIGN_OR_RETURN(teacher::TeacherServer::Options options, ServerOptionsFromFlags());
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<teacher::Teacher> model, LoadTeacher());
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::TeacherServer> server,
+                          teacher::TeacherServer::Create(options, model));
+  const v1::TeacherFingerprint& fp = server->fingerprint();
+  std::fprintf(stderr, "[teacher] serving %s (weights %s, %s%s) on port %d%s\n",
+               fp.architecture().c_str(), fp.weights_sha256().substr(0, 12).c_str(),
+               options.compute_dtype.c_str(),
+               options.batcher.deterministic ? ", deterministic" : ", dynamic batching",
+               server->port(),
+               server->metrics_port() != 0
+                   ? absl::StrCat("; metrics on port ", server->metrics_port()).c_str()
+                   : "");
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty()) {
+    RETORT_RETURN_IF_ERROR(WriteFileAtomically(port_file, absl::StrCat(server->port(), "\n")));
+  }
+  int signo = 0;
+  sigwait(&signals, &signo);
+  std::fprintf(stderr, "[teacher] %s: draining (up to %gs)\n",
+               signo == SIGTERM ? "SIGTERM" : "SIGINT", drain_seconds);
+  const bool answered = server->Drain(absl::Seconds(drain_seconds));
+  std::fprintf(stderr, "[teacher] stopped; %s\n",
+               answered ? "every accepted request was answered"
+                        : "the drain timeout passed with requests unanswered");
+  return absl::OkStatus();
+}
+
+}  // namespace retort::cli
