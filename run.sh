@@ -17,6 +17,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev zlib1g-dev libssl-dev
   dataset-fashion-mnist
+  openssl prometheus
 )
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }

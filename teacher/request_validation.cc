@@ -237,7 +237,7 @@ absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::Dist
   if (part.part() != expected || part.part() >= head.part_count()) {
     pending_.erase(it);
     return Invalid(seq, absl::StrCat("part ", part.part(), " arrived where part ", expected,
-                                     " of ", count, " was expected"));
+                                     " of ", head.part_count(), " was expected"));
   }
   std::string* data = head.mutable_inputs()->mutable_data();
   if (static_cast<int64_t>(data->size() + part.inputs().data().size()) > max_request_bytes_) {

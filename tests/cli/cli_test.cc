@@ -1,6 +1,7 @@
 // End-to-end tests of the retort binary: real processes, real files.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <zlib.h>
 
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
+#include "common/subprocess.h"
 
 namespace retort {
 namespace {
@@ -104,7 +106,13 @@ std::filesystem::path* CliTest::dir_ = nullptr;
 TEST_F(CliTest, HelpListsCommandsAndTheirFlags) {
   Result help = Run("help");
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* c : {"train", "distill", "eval", "demo"}) EXPECT_THAT(help.out, HasSubstr(c));
+  for (const char* c : {"train", "distill", "eval", "demo", "teacher serve", "bench serve"}) {
+    EXPECT_THAT(help.out, HasSubstr(c));
+  }
+  Result serve = Run("help teacher serve");
+  EXPECT_EQ(serve.exit_code, 0);
+  EXPECT_THAT(serve.out, HasSubstr("--drain_timeout"));
+  EXPECT_THAT(serve.out, HasSubstr("--tls_client_ca"));
   Result demo = Run("help demo");
   EXPECT_EQ(demo.exit_code, 0);
   EXPECT_THAT(demo.out, HasSubstr("--teacher_epochs"));
@@ -205,6 +213,9 @@ TEST_F(CliTest, QuickDemoWritesSummaryAndReusesItsTeacher) {
     EXPECT_TRUE(summary.contains(key)) << key;
   }
   EXPECT_FALSE(summary["teacher"]["cached"].get<bool>());
+  // The distilled student asked a teacher server process over gRPC.
+  EXPECT_EQ(summary["teacher_mode"], "remote");
+  EXPECT_THAT(first.err, HasSubstr("[teacher] server process on 127.0.0.1:"));
 
   Result second = Run(flags);
   ASSERT_EQ(second.exit_code, 0) << second.err;
@@ -220,6 +231,73 @@ TEST_F(CliTest, QuickDemoWritesSummaryAndReusesItsTeacher) {
   Result third = Run(flags);
   ASSERT_EQ(third.exit_code, 0) << third.err;
   EXPECT_THAT(third.err, HasSubstr("missing or changed; training anew"));
+}
+
+TEST_F(CliTest, TeacherServeBadFlagsGiveOneErrorLine) {
+  ExpectOneCleanErrorLine(Run("teacher serve"), "give exactly one of --checkpoint");
+  ExpectOneCleanErrorLine(Run("teacher serve --checkpoint=a.pt --torchscript=b.pt"),
+                          "give exactly one of --checkpoint");
+  ExpectOneCleanErrorLine(Run("teacher serve --checkpoint=" + Path("none.pt")), "none.pt");
+  ASSERT_TRUE(WriteFileAtomically(Path("token"), "s3cret\n").ok());
+  ExpectOneCleanErrorLine(Run("teacher serve --max_delay_ms=-1 --checkpoint=x.pt"),
+                          "--max_delay_ms");
+  ExpectOneCleanErrorLine(Run("distill --teacher_address=127.0.0.1:1 --teacher_output=sparse "
+                              "--out_dir=" + Path("s9") + " " + Data()),
+                          "--teacher_output must be dense or topk");
+  ExpectOneCleanErrorLine(Run("distill --teacher_address=127.0.0.1:1 --teacher_token_file=" +
+                              Path("token") + " --out_dir=" + Path("s9") + " " + Data()),
+                          "--teacher_insecure_token");
+  // Nothing listens on port 1: the error names the address.
+  ExpectOneCleanErrorLine(Run("distill --teacher_address=127.0.0.1:1 --teacher_connect_timeout=1 "
+                              "--out_dir=" + Path("s9") + " " + Data()),
+                          "teacher at 127.0.0.1:1 did not answer");
+}
+
+TEST_F(CliTest, DistillOverGrpcFromATeacherServerThatDrainsOnSigterm) {
+  const std::string teacher_dir = Path("served_teacher");
+  Result train =
+      Run("train --hidden=32 --epochs=1 --batch_size=25 --out_dir=" + teacher_dir + " " + Data());
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  ASSERT_TRUE(WriteFileAtomically(Path("serve_token"), "s3cret\n").ok());
+  Subprocess::Options serve;
+  serve.argv = {RETORT_BINARY,
+                "teacher",
+                "serve",
+                "--checkpoint=" + teacher_dir + "/best.pt",
+                "--listen=127.0.0.1:0",
+                "--port_file=" + Path("serve.port"),
+                "--auth_token_file=" + Path("serve_token"),
+                "--allow_insecure_token",
+                "--threads=1"};
+  serve.stderr_path = Path("serve.log");
+  absl::StatusOr<std::unique_ptr<Subprocess>> server = Subprocess::Start(serve);
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<std::string> port =
+      WaitForFile(Path("serve.port"), server->get(), absl::Seconds(60));
+  ASSERT_TRUE(port.ok()) << port.status() << *ReadFile(Path("serve.log"));
+  const std::string address = "127.0.0.1:" + *port;
+
+  // Without the token the teacher refuses, and says why.
+  ExpectOneCleanErrorLine(Run("distill --teacher_address=" + address + " --out_dir=" +
+                              Path("s_noauth") + " " + Data()),
+                          "bearer token");
+  Result distill =
+      Run("distill --teacher_address=" + address + " --teacher_token_file=" + Path("serve_token") +
+          " --teacher_insecure_token --teacher_output=topk --teacher_top_k=3 "
+          "--teacher_value_dtype=bf16 --hidden=8 --epochs=1 --batch_size=25 --out_dir=" +
+          Path("s_remote") + " " + Data());
+  ASSERT_EQ(distill.exit_code, 0) << distill.err;
+  EXPECT_THAT(distill.err, HasSubstr("at " + address));
+  EXPECT_THAT(distill.err, HasSubstr("top-3 bf16"));
+  EXPECT_TRUE(PathExists(Path("s_remote/best.pt")));
+
+  ASSERT_TRUE((*server)->Signal(SIGTERM).ok());
+  absl::StatusOr<int> exit = (*server)->Wait(absl::Seconds(60));
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(*exit, 0);
+  std::string log = *ReadFile(Path("serve.log"));
+  EXPECT_THAT(log, HasSubstr("SIGTERM: draining"));
+  EXPECT_THAT(log, HasSubstr("every accepted request was answered"));
 }
 
 TEST_F(CliTest, FlagfileHoldsAWholeJob) {
