@@ -3,6 +3,7 @@
 #
 #   ./run.sh demo [retort demo flags]   install what is missing, build, run the demo
 #   ./run.sh test [--sanitize]          install what is missing, build, run the tests
+#   ./run.sh fuzz [seconds]             build the libFuzzer targets with clang, fuzz each (60 s)
 #   ./run.sh build                      install what is missing and build
 #   ./run.sh retort <command> [flags]   build, then run any retort command
 #
@@ -22,9 +23,12 @@ PACKAGES=(
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 
+# Only `./run.sh fuzz` needs these.
+FUZZ_PACKAGES=(clang libclang-rt-14-dev libfuzzer-14-dev)
+
 install_missing() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$p")
     fi
@@ -70,6 +74,20 @@ case "$cmd" in
     build "$dir" "${flags[@]}"
     exec ctest --test-dir "$dir" --output-on-failure -j "${RETORT_JOBS:-2}"
     ;;
+  fuzz)
+    install_missing "${FUZZ_PACKAGES[@]}"
+    seconds=${1:-60}
+    if [ ! -f build-fuzz/build.ninja ]; then
+      log "configuring build-fuzz (clang, libFuzzer + ASan + UBSan)"
+      CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DRETORT_FUZZ=ON >/dev/null
+    fi
+    cmake --build build-fuzz -j "${RETORT_JOBS:-2}" --target distill_request_fuzzer distill_request_seeds
+    mkdir -p build-fuzz/corpus/distill_request
+    log "fuzzing request parsing and validation for ${seconds}s"
+    build-fuzz/tests/fuzz/distill_request_fuzzer -max_len=16384 -max_total_time="$seconds" \
+      -print_final_stats=1 build-fuzz/corpus/distill_request build-fuzz/tests/fuzz/seeds
+    ;;
   build)
     install_missing
     build build
@@ -80,7 +98,7 @@ case "$cmd" in
     exec ./build/retort "$@"
     ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2
     ;;
 esac

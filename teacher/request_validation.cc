@@ -234,10 +234,11 @@ absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::Dist
   v1::DistillRequest& head = it->second;
   // Parts arrive in order: part i is the i-th after part 0.
   const uint32_t expected = head.part() + 1;
-  if (part.part() != expected || part.part() >= head.part_count()) {
+  const uint32_t head_count = head.part_count();
+  if (part.part() != expected || part.part() >= head_count) {
     pending_.erase(it);
     return Invalid(seq, absl::StrCat("part ", part.part(), " arrived where part ", expected,
-                                     " of ", head.part_count(), " was expected"));
+                                     " of ", head_count, " was expected"));
   }
   std::string* data = head.mutable_inputs()->mutable_data();
   if (static_cast<int64_t>(data->size() + part.inputs().data().size()) > max_request_bytes_) {

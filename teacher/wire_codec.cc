@@ -293,6 +293,14 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
   positions_ += response.log_probs().positions();
   ++next_part_;
   if (next_part_ < count) return std::optional<Answer>();
+  for (const auto& [name, parts] : hidden_) {
+    int64_t rows = 0;
+    for (const torch::Tensor& t : parts) rows += t.size(0);
+    if (rows != positions_) {
+      return absl::DataLossError(absl::StrCat("hidden layer ", name, " covers ", rows,
+                                              " positions of ", positions_));
+    }
+  }
   Answer answer;
   return TorchCall("joining response parts", [&] {
     answer.log_probs = log_probs_.size() == 1 ? log_probs_[0] : torch::cat(log_probs_, 0);

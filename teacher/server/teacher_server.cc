@@ -161,11 +161,14 @@ bool TeacherServer::Drain(absl::Duration timeout) {
   metrics_.GetGauge("retort_teacher_up", "1 while the teacher serves, 0 once draining.")->Set(0);
   service_->StartDraining();
   const bool answered = service_->WaitForInFlight(deadline);
+  // Fail what is still queued (UNAVAILABLE) before shutting the server down:
+  // each stream's handler waits for its queued work, and the batcher would
+  // only look at it again after max_delay, however long that is.
+  batcher_->Shutdown();
   // Open streams are cancelled once the deadline passes; give them a moment
   // to see their last answers.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server_->Wait();
-  batcher_->Shutdown();
   return answered;
 }
 
@@ -173,6 +176,7 @@ TeacherServer::~TeacherServer() {
   if (!stopped_ && server_ != nullptr) {
     stopped_ = true;
     service_->StartDraining();
+    batcher_->Shutdown();  // as in Drain: handlers wait for their queued work
     server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
   }

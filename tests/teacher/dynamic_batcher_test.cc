@@ -29,10 +29,8 @@ constexpr absl::Duration kWait = absl::Seconds(20);
 class LinearTeacher : public Teacher {
  public:
   LinearTeacher()
-      : weights_(torch::tensor({{1.0f, -2.0f, 0.5f},
-                                {0.0f, 3.0f, -1.0f},
-                                {2.0f, 1.0f, 1.5f},
-                                {-0.5f, 0.25f, 4.0f}})),
+      : weights_(torch::tensor(
+            {{1.0f, -2.0f, 0.5f}, {0.0f, 3.0f, -1.0f}, {2.0f, 1.0f, 1.5f}, {-0.5f, 0.25f, 4.0f}})),
         bias_(torch::tensor({0.1f, -0.2f, 0.3f})) {
     fingerprint_.set_architecture("linear 4->3");
     fingerprint_.add_input_shape(4);
@@ -189,9 +187,8 @@ TEST(DynamicBatcherTest, MergesQueuedItemsUpToMaxBatchRowsAtTheirOwnTemperatures
     double temperature;
     std::shared_ptr<Outcome> outcome = std::make_shared<Outcome>();
   };
-  std::vector<Item> items = {{torch::randn({3, 4}), 2.0},
-                             {torch::randn({1, 4}), 0.5},
-                             {torch::randn({4, 4}), 1.0}};
+  std::vector<Item> items = {
+      {torch::randn({3, 4}), 2.0}, {torch::randn({1, 4}), 0.5}, {torch::randn({4, 4}), 1.0}};
   for (Item& item : items) {
     ASSERT_TRUE((*batcher)->Submit(MakeWork(item.x, item.temperature, item.outcome)).ok());
   }
@@ -208,7 +205,9 @@ TEST(DynamicBatcherTest, MergesQueuedItemsUpToMaxBatchRowsAtTheirOwnTemperatures
     torch::Tensor expected = torch::log_softmax(linear->Logits(item.x) / item.temperature, 1);
     ASSERT_EQ(answer.log_probs.sizes(), expected.sizes());
     EXPECT_TRUE(torch::allclose(answer.log_probs, expected, 1e-6, 1e-6))
-        << "T=" << item.temperature << "\n" << answer.log_probs << "\n" << expected;
+        << "T=" << item.temperature << "\n"
+        << answer.log_probs << "\n"
+        << expected;
     EXPECT_THAT(answer.hidden, IsEmpty());
   }
   // The first item alone, then 3 + 1 rows (the next 4 would pass 6), then 4.
@@ -449,7 +448,8 @@ TEST(DynamicBatcherTest, BatchedCnnResultsEqualUnbatchedOnes) {
   models::ModelSpec spec;
   spec.architecture = models::Architecture::kCnn;
   spec.hidden = {4, 8, 16};
-  std::shared_ptr<NativeTeacher> native = NativeTeacher::FromModel(*models::CreateClassifier(spec, 6));
+  std::shared_ptr<NativeTeacher> native =
+      NativeTeacher::FromModel(*models::CreateClassifier(spec, 6));
   auto gate = std::make_shared<GatedTeacher>(native, /*hold_first=*/true);
   DynamicBatcher::Options options = ImmediateOptions();
   options.max_batch_rows = 64;
@@ -473,7 +473,8 @@ TEST(DynamicBatcherTest, BatchedCnnResultsEqualUnbatchedOnes) {
     ASSERT_TRUE(outcomes[i]->answer.ok()) << outcomes[i]->answer.status();
     absl::StatusOr<torch::Tensor> alone = native->LogProbs(inputs[i], temperatures[i]);
     ASSERT_TRUE(alone.ok()) << alone.status();
-    EXPECT_TRUE(torch::allclose(outcomes[i]->answer->log_probs, *alone, 1e-5, 1e-5)) << "item " << i;
+    EXPECT_TRUE(torch::allclose(outcomes[i]->answer->log_probs, *alone, 1e-5, 1e-5))
+        << "item " << i;
   }
   EXPECT_THAT(gate->batch_rows(), ElementsAre(1, 9));
 }

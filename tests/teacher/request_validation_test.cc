@@ -112,10 +112,10 @@ absl::Status ValidateTokens(const v1::DistillRequest& r) {
 
 // INVALID_ARGUMENT, prefixed with the request's sequence number, and
 // containing every one of `parts`.
-#define EXPECT_INVALID(status_expr, ...)                                              \
-  do {                                                                                \
-    const absl::Status status_ = (status_expr);                                       \
-    EXPECT_EQ(status_.code(), absl::StatusCode::kInvalidArgument) << status_;         \
+#define EXPECT_INVALID(status_expr, ...)                                                     \
+  do {                                                                                       \
+    const absl::Status status_ = (status_expr);                                              \
+    EXPECT_EQ(status_.code(), absl::StatusCode::kInvalidArgument) << status_;                \
     EXPECT_THAT(std::string(status_.message()), AllOf(StartsWith("request "), __VA_ARGS__)); \
   } while (false)
 
@@ -149,7 +149,8 @@ TEST(ValidateDistillRequestTest, WrongInputShape) {
   flat.mutable_inputs()->clear_shape();
   flat.mutable_inputs()->add_shape(2);
   flat.mutable_inputs()->add_shape(784);
-  EXPECT_INVALID(ValidateImage(flat), HasSubstr("shape [2,784]"), HasSubstr("expected [rows,1,28,28]"));
+  EXPECT_INVALID(ValidateImage(flat), HasSubstr("shape [2,784]"),
+                 HasSubstr("expected [rows,1,28,28]"));
   v1::DistillRequest transposed = ImageRequest(2);
   transposed.mutable_inputs()->set_shape(1, 28);
   transposed.mutable_inputs()->set_shape(3, 1);
@@ -200,7 +201,8 @@ TEST(ValidateDistillRequestTest, TemperatureOutOfRange) {
 TEST(ValidateDistillRequestTest, OutputUnspecified) {
   v1::DistillRequest r = ImageRequest(1);
   r.set_output(v1::OUTPUT_UNSPECIFIED);
-  EXPECT_INVALID(ValidateImage(r), HasSubstr("output kind 0"), HasSubstr("OUTPUT_DENSE or OUTPUT_TOP_K"));
+  EXPECT_INVALID(ValidateImage(r), HasSubstr("output kind 0"),
+                 HasSubstr("OUTPUT_DENSE or OUTPUT_TOP_K"));
   r.set_output(static_cast<v1::OutputKind>(9));
   EXPECT_INVALID(ValidateImage(r), HasSubstr("output kind 9"));
 }
@@ -259,7 +261,8 @@ TEST(ValidateDistillRequestTest, TokenIdsOutsideTheVocabulary) {
     std::vector<int32_t> ids(10, 7);
     ids[5 + 3] = bad;  // row 1, position 3
     SetInts(ids, r.mutable_inputs());
-    EXPECT_INVALID(ValidateTokens(r), HasSubstr(absl::StrCat("token id ", bad, " at row 1 position 3")),
+    EXPECT_INVALID(ValidateTokens(r),
+                   HasSubstr(absl::StrCat("token id ", bad, " at row 1 position 3")),
                    HasSubstr("outside the vocabulary [0, 1000)"));
   }
   v1::DistillRequest last = TokenRequest(1, 2);
@@ -332,7 +335,8 @@ TEST(RequestAssemblerTest, JoinsPartsInOrder) {
   ASSERT_TRUE(got->has_value());
   EXPECT_EQ(assembler.pending(), 0);
   v1::DistillRequest joined = **got;
-  EXPECT_EQ(joined.SerializeAsString(), whole.SerializeAsString());
+  whole.set_part_count(1);  // the joined request says it is whole
+  EXPECT_TRUE(joined.SerializeAsString() == whole.SerializeAsString());
   EXPECT_TRUE(ValidateImage(joined).ok());
   // A single-part request passes straight through.
   got = assembler.Add(ImageRequest(1));
@@ -345,7 +349,8 @@ TEST(RequestAssemblerTest, PartWithoutPartZero) {
   v1::DistillRequest stray;
   stray.set_sequence(8);
   stray.set_part(1);
-  EXPECT_INVALID(assembler.Add(stray).status(), HasSubstr("request 8: part 1 arrived without part 0"));
+  EXPECT_INVALID(assembler.Add(stray).status(),
+                 HasSubstr("request 8: part 1 arrived without part 0"));
 }
 
 TEST(RequestAssemblerTest, DuplicatePartZero) {

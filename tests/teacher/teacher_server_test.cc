@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -27,6 +29,7 @@
 
 #include <gmock/gmock.h>
 #include <google/protobuf/util/message_differencer.h>
+#include <grpc/grpc.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
@@ -55,6 +58,16 @@ using trainer::RemoteTeacherClient;
 using Health = ::grpc::health::v1::Health;
 using HealthCheckRequest = ::grpc::health::v1::HealthCheckRequest;
 using HealthCheckResponse = ::grpc::health::v1::HealthCheckResponse;
+
+// Keeps gRPC initialized for the whole run. Otherwise the last gRPC object a
+// test destroys runs grpc_shutdown, which in gRPC 1.51 sometimes waits about
+// 10 s for an executor thread's poll to time out.
+class GrpcEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override { grpc_init(); }
+};
+::testing::Environment* const kGrpcEnvironment =
+    ::testing::AddGlobalTestEnvironment(new GrpcEnvironment);
 
 // The bound on every wait in this file (a failing test fails, never hangs).
 constexpr absl::Duration kBound = absl::Seconds(10);
@@ -355,7 +368,7 @@ TEST_F(TeacherServerTest, GetInfoReportsFingerprintProtocolVersionAndLimits) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(MessageDifferencer::Equals(info.fingerprint(), native_->fingerprint()))
       << info.fingerprint().DebugString();
-  EXPECT_EQ(info.fingerprint().architecture(), "mlp 784-32-10 dropout=0");
+  EXPECT_EQ(info.fingerprint().architecture(), "mlp 784-32-10");
   EXPECT_EQ(info.fingerprint().num_classes(), 10);
   ASSERT_EQ(info.fingerprint().hidden_layers_size(), 1);
   EXPECT_EQ(info.fingerprint().hidden_layers(0).name(), "fc0");
@@ -470,7 +483,7 @@ TEST_F(TeacherServerTest, HiddenStatesComeBackWithTheLogProbs) {
 TEST_F(TeacherServerTest, LargeRequestTravelsInPartsUnderTheMessageLimit) {
   ASSERT_TRUE(StartServer());
   const torch::Tensor x = Images(2000);  // 6.3 MB of float32
-  ASSERT_GT(x.nbytes(), 6 * kDefaultMaxMessageBytes);
+  ASSERT_GT(x.nbytes(), 5 * kDefaultMaxMessageBytes);
   const torch::Tensor expected = Expected(x, 2.0);
 
   // Through the client.
@@ -772,12 +785,22 @@ TEST_F(TeacherServerTest, QueueAndRowLimitsAreEnforced) {
   ASSERT_TRUE(StartServer(options));
   RawStream stream(PlainChannel(server_->port()));
 
+  // More rows than a request may hold: refused by its size before it is
+  // even joined (16 rows * 784 floats = 50176 bytes).
   ASSERT_TRUE(stream.Write(Request(1, Images(17))));
   std::optional<v1::DistillResponse> r = stream.Read();
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->sequence(), 1u);
   EXPECT_EQ(r->error_code(), kInvalidArgument);
-  EXPECT_THAT(r->error_message(), HasSubstr("a request of 17 rows is not in [1, 16]"));
+  EXPECT_THAT(r->error_message(),
+              HasSubstr("request 1: part 0 carries 53312 bytes of inputs, more than the 50176 a "
+                        "request may hold"));
+  ASSERT_TRUE(stream.Write(Request(4, Images(0))));
+  r = stream.Read();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->sequence(), 4u);
+  EXPECT_EQ(r->error_code(), kInvalidArgument);
+  EXPECT_THAT(r->error_message(), HasSubstr("request 4: a request of 0 rows is not in [1, 16]"));
 
   ASSERT_TRUE(stream.Write(Request(2, Images(9))));
   r = stream.Read();
@@ -930,12 +953,33 @@ TEST_F(TeacherServerTest, DrainTimesOutOnARequestThatDoesNotFinish) {
   std::vector<v1::DistillResponse> first = stream.ReadAnswer();
   ASSERT_FALSE(first.empty());
   EXPECT_EQ(first[0].sequence(), 1u);
-  EXPECT_FALSE(server_->Drain(absl::Milliseconds(300)));
+  // The drain gives up on it after its timeout and fails it, instead of
+  // waiting for the batcher's minute.
+  std::future<bool> drained =
+      std::async(std::launch::async, [&] { return server_->Drain(absl::Milliseconds(300)); });
+  ASSERT_EQ(drained.wait_for(absl::ToChronoSeconds(kBound)), std::future_status::ready)
+      << "Drain(300ms) still waits for a request queued for a minute";
+  EXPECT_FALSE(drained.get());
   // The queued request got an answer (UNAVAILABLE) or its stream was closed.
   if (std::optional<v1::DistillResponse> r = stream.Read()) {
     EXPECT_EQ(r->sequence(), 2u);
     EXPECT_EQ(r->error_code(), kUnavailable);
+    EXPECT_THAT(r->error_message(), HasSubstr("shutting down"));
   }
+}
+
+TEST_F(TeacherServerTest, DestroyingTheServerDoesNotWaitForQueuedWork) {
+  TeacherServer::Options options;
+  options.batcher.max_delay = absl::Seconds(60);
+  ASSERT_TRUE(StartServer(options));
+  RawStream stream(PlainChannel(server_->port()));
+  ASSERT_TRUE(stream.Write(Request(1, Images(1))));
+  EXPECT_TRUE(Eventually([&] { return GaugeValue("retort_teacher_queue_rows") == 1; }));
+  std::future<void> destroyed = std::async(std::launch::async, [&] { server_.reset(); });
+  ASSERT_EQ(destroyed.wait_for(absl::ToChronoSeconds(kBound)), std::future_status::ready)
+      << "~TeacherServer still waits for a request queued for a minute";
+  grpc::Status status = stream.Finish();
+  EXPECT_FALSE(status.ok());
 }
 
 // --- 9. Metrics ------------------------------------------------------------------
@@ -961,7 +1005,8 @@ TEST_F(TeacherServerTest, MetricsAreServedInPrometheusFormat) {
     const size_t end = response.find("\r\n\r\n");
     body = end == std::string::npos ? "" : response.substr(end + 4);
     return absl::StrContains(body, "retort_teacher_requests_total{code=\"OK\"} 2\n") &&
-           absl::StrContains(body, "retort_teacher_requests_total{code=\"INVALID_ARGUMENT\"} 1\n");
+           absl::StrContains(body, "retort_teacher_requests_total{code=\"INVALID_ARGUMENT\"} 1\n") &&
+           absl::StrContains(body, "retort_teacher_request_latency_seconds_count 2\n");
   })) << response;
   EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 200 OK")) << response;
   EXPECT_THAT(body, HasSubstr("# TYPE retort_teacher_requests_total counter"));
@@ -1065,9 +1110,9 @@ class TeacherServerSecurityTest : public TeacherServerTest {
  protected:
   static void SetUpTestSuite() {
     dir_ = new std::string(MakeTempDir("teacher_server_certs"));
-    absl::StatusOr<testing::TestCerts> certs = testing::GenerateTestCerts(*dir_);
+    absl::StatusOr<retort::testing::TestCerts> certs = retort::testing::GenerateTestCerts(*dir_);
     if (certs.ok()) {
-      certs_ = new testing::TestCerts(*std::move(certs));
+      certs_ = new retort::testing::TestCerts(*std::move(certs));
     } else {
       std::fprintf(stderr, "GenerateTestCerts: %s\n", std::string(certs.status().message()).c_str());
     }
@@ -1117,11 +1162,11 @@ class TeacherServerSecurityTest : public TeacherServerTest {
   }
 
   static std::string* dir_;
-  static testing::TestCerts* certs_;
+  static retort::testing::TestCerts* certs_;
 };
 
 std::string* TeacherServerSecurityTest::dir_ = nullptr;
-testing::TestCerts* TeacherServerSecurityTest::certs_ = nullptr;
+retort::testing::TestCerts* TeacherServerSecurityTest::certs_ = nullptr;
 
 TEST_F(TeacherServerSecurityTest, PlaintextServesPlaintextClients) {
   ASSERT_TRUE(StartServer());
@@ -1195,7 +1240,7 @@ TEST_F(TeacherServerSecurityTest, BearerTokenIsRequired) {
   {
     SCOPED_TRACE("Distill checks the token too");
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = testing::ReadFileOrDie(certs_->ca_cert);
+    ssl.pem_root_certs = retort::testing::ReadFileOrDie(certs_->ca_cert);
     RawStream stream(grpc::CreateChannel(Address(), grpc::SslCredentials(ssl)), kBound,
                      "Bearer wrong");
     stream.Write(Request(1, Images(1)));
@@ -1236,7 +1281,7 @@ TEST_F(TeacherServerSecurityTest, InconsistentTlsOptionsAreRefused) {
   EXPECT_THAT(status.message(), HasSubstr("--tls_client_ca (mutual TLS) needs TLS"));
 
   server = TlsServer();
-  server.security.tls_key_path = dir_->c_str() + std::string("/missing.key");
+  server.security.tls_key_path = *dir_ + "/missing.key";
   status = TeacherServer::Create(server, gate_).status();
   EXPECT_FALSE(status.ok());
   EXPECT_THAT(status.message(), HasSubstr("--tls_key"));

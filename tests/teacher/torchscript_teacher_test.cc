@@ -91,8 +91,7 @@ TEST_F(TorchScriptTeacherTest, WeightsHashIsStableAndFollowsTheWeights) {
   ASSERT_TRUE(first.ok() && again.ok() && copy.ok() && different.ok());
   EXPECT_EQ((*first)->fingerprint().weights_sha256(), (*again)->fingerprint().weights_sha256());
   EXPECT_EQ((*first)->fingerprint().weights_sha256(), (*copy)->fingerprint().weights_sha256());
-  EXPECT_NE((*first)->fingerprint().weights_sha256(),
-            (*different)->fingerprint().weights_sha256());
+  EXPECT_NE((*first)->fingerprint().weights_sha256(), (*different)->fingerprint().weights_sha256());
 }
 
 TEST_F(TorchScriptTeacherTest, ForwardAndLogProbsMatchTheModuleMath) {

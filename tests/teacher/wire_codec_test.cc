@@ -96,8 +96,8 @@ TEST(WireCodecTest, BFloat16RoundTripIsWithinHalfAnUlp) {
 }
 
 TEST(WireCodecTest, Int32RoundTripIsExact) {
-  torch::Tensor ids = torch::tensor({0, 1, -1, 999, 2147483647, -2147483647 - 1}, torch::kInt64)
-                          .reshape({2, 3});
+  torch::Tensor ids =
+      torch::tensor({0, 1, -1, 999, 2147483647, -2147483647 - 1}, torch::kInt64).reshape({2, 3});
   torch::Tensor back = RoundTrip(ids, v1::DTYPE_INT32);
   EXPECT_EQ(back.scalar_type(), torch::kInt64);
   EXPECT_TRUE(torch::equal(back, ids));
@@ -148,7 +148,9 @@ TEST(TopKTest, ValuesIndicesAndTailMassMatchDirectComputation) {
       ASSERT_LT(c, classes);
       EXPECT_TRUE(chosen.insert(c).second) << "row " << r << " repeats class " << c;
       EXPECT_EQ(val_a[r][j], lp_a[r][c]);
-      if (j > 0) EXPECT_GE(val_a[r][j - 1], val_a[r][j]) << "row " << r;
+      if (j > 0) {
+        EXPECT_GE(val_a[r][j - 1], val_a[r][j]) << "row " << r;
+      }
     }
     double tail = 0;
     for (int64_t c = 0; c < classes; ++c) {
@@ -215,25 +217,25 @@ struct LossCase {
   double gradient_bound;  // on |g_topk - g_dense| / |g_dense| (Frobenius)
 };
 
-// Measured with seed 7, 256 rows (teacher and student logits randn * 3):
-//   classes  k   values  loss rel. diff  gradient rel. diff
-//   10       5   fp32    4.0e-3          1.2e-2
-//   10       5   bf16    4.2e-3          1.2e-2
-//   1000     64  fp32    6.6e-3          9.6e-2
-//   1000     64  bf16    6.6e-3          9.6e-2
-// The bounds leave about 2.5x margin. The gradient differs more than the
-// loss because the tail classes, spread evenly, lose their shape: for 1000
-// classes the top 64 hold about half of the student's gradient norm.
+// Measured with seed 7, 256 rows, teacher and student logits randn * 3
+// (in parentheses: the largest over seeds 7..26):
+//   classes  k   values  loss rel. diff       gradient rel. diff
+//   10       5   fp32    3.99e-3 (3.99e-3)    1.60e-2 (1.79e-2)
+//   10       5   bf16    3.99e-3 (3.99e-3)    1.60e-2 (1.79e-2)
+//   1000     64  fp32    1.66e-2 (1.74e-2)    1.39e-2 (1.56e-2)
+//   1000     64  bf16    1.65e-2 (1.74e-2)    1.41e-2 (1.57e-2)
+// The bounds leave 2.2x to 2.5x margin over the worst seed. bf16 values add
+// almost nothing: the error is the tail spread evenly, not the rounding.
 TEST(WireCodecLossTest, TopKTeacherGivesNearlyTheSameSoftLossAndGradient) {
   const LossCase cases[] = {
-      {10, 5, v1::DTYPE_FLOAT32, 1e-2, 3e-2},
-      {10, 5, v1::DTYPE_BFLOAT16, 1e-2, 3e-2},
-      {1000, 64, v1::DTYPE_FLOAT32, 1.7e-2, 0.25},
-      {1000, 64, v1::DTYPE_BFLOAT16, 1.7e-2, 0.25},
+      {10, 5, v1::DTYPE_FLOAT32, 1e-2, 4e-2},
+      {10, 5, v1::DTYPE_BFLOAT16, 1e-2, 4e-2},
+      {1000, 64, v1::DTYPE_FLOAT32, 4e-2, 4e-2},
+      {1000, 64, v1::DTYPE_BFLOAT16, 4e-2, 4e-2},
   };
   for (const LossCase& c : cases) {
-    SCOPED_TRACE(::testing::Message() << c.classes << " classes, top-" << c.k << " "
-                                      << DTypeName(c.value_dtype));
+    SCOPED_TRACE(::testing::Message()
+                 << c.classes << " classes, top-" << c.k << " " << DTypeName(c.value_dtype));
     torch::manual_seed(7);
     const int64_t rows = 256;
     torch::Tensor teacher_lp = torch::log_softmax(torch::randn({rows, c.classes}) * 3, 1);
@@ -271,8 +273,10 @@ TEST(WireCodecLossTest, DenseHalfPrecisionValuesBarelyMoveTheSoftLoss) {
     torch::Tensor decoded = ThroughTheWire(teacher_lp, {v1::OUTPUT_DENSE, 0, dtype});
     ASSERT_TRUE(decoded.defined());
     const double loss = SoftLoss(decoded, student_logits).item<double>();
-    // Measured: fp32 0, fp16 3e-5, bf16 2.6e-4 relative.
-    EXPECT_NEAR(loss, dense, 1e-3 * dense) << DTypeName(dtype);
+    RecordProperty(absl::StrCat("dense_loss_rel_", DTypeName(dtype)),
+                   std::to_string(std::abs(loss - dense) / dense));
+    // Measured (seed 8): fp32 0, fp16 9e-6, bf16 3.8e-5 relative.
+    EXPECT_NEAR(loss, dense, 2e-4 * dense) << DTypeName(dtype);
   }
 }
 
@@ -348,7 +352,8 @@ TEST(EncodeAnswerTest, Bfloat16DenseValuesAreRounded) {
   ExpectBoundedParts(parts, kSmallMessage);
   absl::StatusOr<Answer> back = Reassemble(parts);
   ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_TRUE(torch::equal(back->log_probs, answer.log_probs.to(torch::kBFloat16).to(torch::kFloat32)));
+  EXPECT_TRUE(
+      torch::equal(back->log_probs, answer.log_probs.to(torch::kBFloat16).to(torch::kFloat32)));
   EXPECT_TRUE(torch::equal(back->hidden.at("fc0"),
                            answer.hidden.at("fc0").to(torch::kBFloat16).to(torch::kFloat32)));
 }
@@ -456,6 +461,17 @@ TEST(AnswerAssemblerTest, TopKIndicesOutOfRangeAreDataLoss) {
   EXPECT_TRUE(AnswerAssembler().Add(parts[0]).ok());
 }
 
+TEST(AnswerAssemblerTest, HiddenStatesMissingFromAPartAreDataLoss) {
+  Answer answer = BigAnswer(100, 1000, /*with_hidden=*/true);
+  std::vector<v1::DistillResponse> parts =
+      EncodeAnswer(42, answer, {v1::OUTPUT_DENSE, 0, v1::DTYPE_FLOAT32}, kSmallMessage);
+  ASSERT_GE(parts.size(), 2u);
+  parts[1].clear_hidden();
+  absl::Status status = Reassemble(parts).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_THAT(status.message(), HasSubstr("positions of 100"));
+}
+
 TEST(AnswerAssemblerTest, DenseValuesOfTheWrongShapeAreDataLoss) {
   Answer answer = BigAnswer(4, 10, /*with_hidden=*/false);
   std::vector<v1::DistillResponse> parts =
@@ -497,8 +513,9 @@ TEST(EncodeRequestTest, SplitsBigInputsAndReassemblesThemByteForByte) {
   }
   ASSERT_TRUE(joined.has_value());
   EXPECT_EQ(assembler.pending(), 0);
-  EXPECT_EQ(joined->SerializeAsString(), whole[0].SerializeAsString());
-  EXPECT_EQ(joined->inputs().data(), whole[0].inputs().data());
+  // Compared without EXPECT_EQ, whose failure would print megabytes.
+  EXPECT_TRUE(joined->SerializeAsString() == whole[0].SerializeAsString());
+  EXPECT_TRUE(joined->inputs().data() == whole[0].inputs().data());
   EXPECT_EQ(joined->temperature(), 4.0);
   EXPECT_EQ(joined->output(), v1::OUTPUT_TOP_K);
   EXPECT_EQ(joined->top_k(), 5);
@@ -512,8 +529,7 @@ TEST(EncodeRequestTest, SplitsBigInputsAndReassemblesThemByteForByte) {
 TEST(EncodeRequestTest, TokenIdsTravelAsInt32) {
   torch::manual_seed(11);
   torch::Tensor ids = torch::randint(0, 50000, {100, 700}, torch::kInt64);
-  std::vector<v1::DistillRequest> parts =
-      EncodeRequest(5, ids, 1.0, {}, {}, kSmallMessage);
+  std::vector<v1::DistillRequest> parts = EncodeRequest(5, ids, 1.0, {}, {}, kSmallMessage);
   ASSERT_GT(parts.size(), 1u);
   EXPECT_EQ(parts[0].inputs().dtype(), v1::DTYPE_INT32);
   EXPECT_EQ(parts[0].top_k(), 0);
@@ -539,9 +555,9 @@ TEST(EncodeRequestTest, SmallRequestsTakeOnePart) {
   EXPECT_EQ(parts[0].part_count(), 1u);
   EXPECT_EQ(parts[0].output(), v1::OUTPUT_DENSE);
   EXPECT_EQ(parts[0].value_dtype(), v1::DTYPE_FLOAT32);
-  EXPECT_EQ(std::vector<int64_t>(parts[0].inputs().shape().begin(),
-                                 parts[0].inputs().shape().end()),
-            (std::vector<int64_t>{2, 1, 28, 28}));
+  EXPECT_EQ(
+      std::vector<int64_t>(parts[0].inputs().shape().begin(), parts[0].inputs().shape().end()),
+      (std::vector<int64_t>{2, 1, 28, 28}));
   absl::StatusOr<torch::Tensor> back = RequestInputs(parts[0]);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_TRUE(torch::equal(*back, inputs));
@@ -577,11 +593,11 @@ TEST(OutputSpecTest, RefusesBadFlagValuesNamingTheFlag) {
     std::string flag;
   };
   for (const Bad& bad : std::vector<Bad>{{"sparse", 5, "fp32", "--teacher_output"},
-                                          {"", 0, "fp32", "--teacher_output"},
-                                          {"topk", 0, "fp32", "--teacher_top_k"},
-                                          {"topk", -3, "bf16", "--teacher_top_k"},
-                                          {"dense", 0, "fp64", "--teacher_value_dtype"},
-                                          {"topk", 5, "BF16", "--teacher_value_dtype"}}) {
+                                         {"", 0, "fp32", "--teacher_output"},
+                                         {"topk", 0, "fp32", "--teacher_top_k"},
+                                         {"topk", -3, "bf16", "--teacher_top_k"},
+                                         {"dense", 0, "fp64", "--teacher_value_dtype"},
+                                         {"topk", 5, "BF16", "--teacher_value_dtype"}}) {
     absl::Status status = OutputSpec::Parse(bad.kind, bad.k, bad.dtype).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad.kind << " " << bad.dtype;
     EXPECT_THAT(status.message(), HasSubstr(bad.flag));
@@ -592,8 +608,7 @@ TEST(TorchDTypeTest, MapsWireTypes) {
   EXPECT_EQ(*TorchDType(v1::DTYPE_FLOAT32), torch::kFloat32);
   EXPECT_EQ(*TorchDType(v1::DTYPE_BFLOAT16), torch::kBFloat16);
   EXPECT_EQ(*TorchDType(v1::DTYPE_INT64), torch::kInt64);
-  EXPECT_EQ(TorchDType(v1::DTYPE_UNSPECIFIED).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TorchDType(v1::DTYPE_UNSPECIFIED).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
