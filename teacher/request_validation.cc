@@ -207,7 +207,9 @@ RequestAssembler::RequestAssembler(int64_t max_request_bytes, int max_pending)
 absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::DistillRequest part) {
   const uint64_t seq = part.sequence();
   const uint32_t count = std::max<uint32_t>(part.part_count(), 1);
-  if (part.inputs().data().size() > static_cast<size_t>(max_request_bytes_)) {
+  // A single-part request is bounded by the transport's message limit and
+  // checked row by row in ValidateDistillRequest, whose message says more.
+  if (count > 1 && part.inputs().data().size() > static_cast<size_t>(max_request_bytes_)) {
     pending_.erase(seq);
     return Invalid(seq, absl::StrCat("part ", part.part(), " carries ", part.inputs().data().size(),
                                      " bytes of inputs, more than the ", max_request_bytes_,

@@ -41,8 +41,10 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
 // thread-safe (one stream reader owns it).
 class RequestAssembler {
  public:
-  // A request whose parts total more than `max_request_bytes` of input data,
-  // or more than `max_pending` requests with missing parts, is refused.
+  // A multi-part request whose parts total more than `max_request_bytes` of
+  // input data, or more than `max_pending` requests with missing parts, is
+  // refused. Single-part requests pass through (their size is the
+  // transport's to bound; ValidateDistillRequest checks their rows).
   RequestAssembler(int64_t max_request_bytes, int max_pending);
 
   // Adds one part. Returns the whole request once its last part arrived,

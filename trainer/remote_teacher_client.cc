@@ -296,8 +296,10 @@ void RemoteTeacherClient::ReaderLoop() {
       stream = stream_.get();
     }
     v1::DistillResponse response;
+    bool delivered = false;
     while (stream->Read(&response)) {
       Deliver(response);
+      delivered = true;
       broken_since = absl::InfiniteFuture();
       backoff = absl::Milliseconds(50);
     }
@@ -321,6 +323,24 @@ void RemoteTeacherClient::ReaderLoop() {
     if (!broken.ok() && IsPermanent(broken.code())) {
       FailAll(broken);
       broken_since = absl::InfiniteFuture();
+      continue;
+    }
+    if (!delivered) {
+      // The stream ended before answering anything (e.g. refused past the
+      // server's --max_streams while GetInfo still works): back off and give
+      // up after reconnect_timeout, as when connecting fails, instead of
+      // reconnecting in a tight loop.
+      if (absl::Now() - broken_since >= options_.reconnect_timeout) {
+        FailAll(absl::UnavailableError(absl::StrCat(
+            "teacher at ", options_.address, " unreachable for ",
+            absl::FormatDuration(absl::Now() - broken_since), ": ",
+            broken.ok() ? "the stream ended without answers" : broken.message())));
+        broken_since = absl::InfiniteFuture();
+        continue;
+      }
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&shutdown_), backoff);
+      backoff = std::min(2 * backoff, absl::Seconds(2));
     }
   }
 }

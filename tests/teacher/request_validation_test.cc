@@ -385,10 +385,15 @@ TEST(RequestAssemblerTest, OutOfOrderPart) {
 }
 
 TEST(RequestAssemblerTest, OversizeRequests) {
-  // One part alone above the limit.
   RequestAssembler assembler(/*max_request_bytes=*/4000, 2);
-  EXPECT_INVALID(assembler.Add(ImageRequest(2)).status(),
-                 HasSubstr("part 0 carries 6272 bytes of inputs, more than the 4000"));
+  // A single part passes through: validation reports its rows.
+  ASSERT_TRUE(assembler.Add(ImageRequest(2)).ok());
+  // The first of several parts alone above the limit.
+  {
+    std::vector<v1::DistillRequest> big = Split(ImageRequest(4), 2);
+    EXPECT_INVALID(assembler.Add(big[0]).status(),
+                   HasSubstr("part 0 carries 6272 bytes of inputs, more than the 4000"));
+  }
   // Parts each below it, together above.
   std::vector<v1::DistillRequest> parts = Split(ImageRequest(2), 2);
   ASSERT_TRUE(assembler.Add(parts[0]).ok());

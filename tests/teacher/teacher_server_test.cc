@@ -116,12 +116,11 @@ class GatedTeacher : public Teacher {
     {
       absl::MutexLock lock(&mu_);
       ++entered_;
-      mu_.AwaitWithTimeout(absl::Condition(
-                               +[](GatedTeacher* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
-                                 return !t->closed_;
-                               },
-                               this),
-                           absl::Seconds(30));
+      mu_.AwaitWithTimeout(
+          absl::Condition(
+              +[](GatedTeacher* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) { return !t->closed_; },
+              this),
+          absl::Seconds(30));
     }
     return inner_->Forward(inputs, hidden_layers);
   }
@@ -145,12 +144,10 @@ class GatedTeacher : public Teacher {
       GatedTeacher* t;
       int n;
     } arg{this, n};
-    return mu_.AwaitWithTimeout(absl::Condition(
-                                    +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                                      return a->t->entered_ >= a->n;
-                                    },
-                                    &arg),
-                                kBound);
+    return mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS { return a->t->entered_ >= a->n; }, &arg),
+        kBound);
   }
 
  private:
@@ -453,8 +450,8 @@ TEST_F(TeacherServerTest, TopKHalfPrecisionDecodesCloseToDense) {
     torch::Tensor expected = Expected(x, 2.0);
     ASSERT_TRUE(decoded->sizes().equals(expected.sizes()));
     torch::Tensor top = std::get<1>(expected.topk(k, 1));
-    EXPECT_TRUE(torch::allclose(decoded->gather(1, top), expected.gather(1, top), c.tolerance,
-                                c.tolerance))
+    EXPECT_TRUE(
+        torch::allclose(decoded->gather(1, top), expected.gather(1, top), c.tolerance, c.tolerance))
         << decoded->gather(1, top) << expected.gather(1, top);
     // The mass outside the top k is sent in float32: exact to rounding.
     torch::Tensor outside = torch::ones_like(expected, torch::kBool).scatter(1, top, false);
@@ -569,8 +566,8 @@ TEST_F(TeacherServerTest, ConcurrentRequestsGetTheirOwnAnswersAndBatchesMerge) {
   TeacherServer::Options options;
   options.batcher.max_delay = absl::Milliseconds(20);
   ASSERT_TRUE(StartServer(options));
-  Histogram* batch_requests = server_->metrics().GetHistogram(
-      "retort_teacher_batch_requests", "", ExponentialBuckets(1, 2, 8));
+  Histogram* batch_requests = server_->metrics().GetHistogram("retort_teacher_batch_requests", "",
+                                                              ExponentialBuckets(1, 2, 8));
 
   // Hold one request in the forward pass; three more queue up behind it and
   // must then run as one batch.
@@ -669,7 +666,8 @@ TEST_F(TeacherServerTest, MalformedRequestsAreAnsweredAndTheStreamCarriesOn) {
     std::string what;
   };
   std::vector<Bad> bad;
-  bad.push_back({"wrong shape", {Request(10, torch::randn({2, 784}))},
+  bad.push_back({"wrong shape",
+                 {Request(10, torch::randn({2, 784}))},
                  "inputs have shape [2,784], expected [rows,1,28,28]"});
   {
     torch::Tensor x = Images(3);
@@ -688,7 +686,8 @@ TEST_F(TeacherServerTest, MalformedRequestsAreAnsweredAndTheStreamCarriesOn) {
     std::vector<v1::DistillRequest> parts =
         EncodeRequest(15, Images(3), 1.0, OutputSpec(), {}, 4096 + 784 * 4);
     ASSERT_EQ(parts.size(), 3u);
-    bad.push_back({"out-of-order part", {parts[0], parts[2]},
+    bad.push_back({"out-of-order part",
+                   {parts[0], parts[2]},
                    "part 2 arrived where part 1 of 3 was expected"});
     bad.push_back({"part without part 0", {parts[1]}, "part 1 arrived without part 0"});
   }
@@ -748,6 +747,35 @@ TEST_F(TeacherServerTest, StreamsBeyondMaxStreamsAreRefused) {
   EXPECT_EQ(r->error_code(), 0) << r->error_message();
 }
 
+TEST_F(TeacherServerTest, ClientRefusedAStreamBacksOffAndGivesUp) {
+  TeacherServer::Options options;
+  options.max_streams = 1;
+  ASSERT_TRUE(StartServer(options));
+  auto holder = std::make_unique<RawStream>(PlainChannel(server_->port()));
+  ASSERT_TRUE(holder->Write(Request(1, Images(1))));
+  ASSERT_TRUE(holder->Read().has_value());  // holds the only stream
+
+  // GetInfo works, but every Distill stream is refused: the client retries
+  // with backoff (not in a tight loop) and fails the request after
+  // reconnect_timeout with the server's reason.
+  RemoteTeacherClient::Options client_options = ClientOptions();
+  client_options.reconnect_timeout = absl::Seconds(1);
+  std::unique_ptr<RemoteTeacherClient> client = NewClient(client_options);
+  ASSERT_NE(client, nullptr);
+  absl::StatusOr<torch::Tensor> refused = client->LogProbs(Images(1), 1.0);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_THAT(refused.status().message(), HasSubstr("already serves 1 streams"));
+  EXPECT_LT(client->stats().reconnects, 50);
+
+  // Once the stream is free the same client is served.
+  EXPECT_TRUE(holder->Finish().ok());
+  holder.reset();
+  torch::Tensor x = Images(2);
+  absl::StatusOr<torch::Tensor> served = client->LogProbs(x, 1.0);
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_LE(MaxAbsDiff(*served, Expected(x, 1.0)), 1e-6);
+}
+
 TEST_F(TeacherServerTest, RequestsBeyondMaxInFlightPerStreamAreRefused) {
   TeacherServer::Options options;
   options.max_in_flight_per_stream = 1;
@@ -785,16 +813,14 @@ TEST_F(TeacherServerTest, QueueAndRowLimitsAreEnforced) {
   ASSERT_TRUE(StartServer(options));
   RawStream stream(PlainChannel(server_->port()));
 
-  // More rows than a request may hold: refused by its size before it is
-  // even joined (16 rows * 784 floats = 50176 bytes).
+  // More rows than a request may hold.
   ASSERT_TRUE(stream.Write(Request(1, Images(17))));
   std::optional<v1::DistillResponse> r = stream.Read();
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->sequence(), 1u);
   EXPECT_EQ(r->error_code(), kInvalidArgument);
   EXPECT_THAT(r->error_message(),
-              HasSubstr("request 1: part 0 carries 53312 bytes of inputs, more than the 50176 a "
-                        "request may hold"));
+              HasSubstr("request 1: a request of 17 rows is not in [1, 16]"));
   ASSERT_TRUE(stream.Write(Request(4, Images(0))));
   r = stream.Read();
   ASSERT_TRUE(r.has_value());
@@ -1005,7 +1031,8 @@ TEST_F(TeacherServerTest, MetricsAreServedInPrometheusFormat) {
     const size_t end = response.find("\r\n\r\n");
     body = end == std::string::npos ? "" : response.substr(end + 4);
     return absl::StrContains(body, "retort_teacher_requests_total{code=\"OK\"} 2\n") &&
-           absl::StrContains(body, "retort_teacher_requests_total{code=\"INVALID_ARGUMENT\"} 1\n") &&
+           absl::StrContains(body,
+                             "retort_teacher_requests_total{code=\"INVALID_ARGUMENT\"} 1\n") &&
            absl::StrContains(body, "retort_teacher_request_latency_seconds_count 2\n");
   })) << response;
   EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 200 OK")) << response;
@@ -1028,7 +1055,8 @@ TEST_F(TeacherServerTest, MetricsAreServedInPrometheusFormat) {
     ASSERT_TRUE(file.good());
   }
   std::string output;
-  const int code = RunShell(absl::StrCat("/usr/bin/promtool check metrics < '", path, "'"), &output);
+  const int code =
+      RunShell(absl::StrCat("/usr/bin/promtool check metrics < '", path, "'"), &output);
   EXPECT_EQ(code, 0) << "promtool check metrics said:\n" << output << "\nfor:\n" << body;
   std::filesystem::remove_all(dir);
 }
@@ -1114,7 +1142,8 @@ class TeacherServerSecurityTest : public TeacherServerTest {
     if (certs.ok()) {
       certs_ = new retort::testing::TestCerts(*std::move(certs));
     } else {
-      std::fprintf(stderr, "GenerateTestCerts: %s\n", std::string(certs.status().message()).c_str());
+      std::fprintf(stderr, "GenerateTestCerts: %s\n",
+                   std::string(certs.status().message()).c_str());
     }
   }
   static void TearDownTestSuite() {
