@@ -84,6 +84,16 @@ absl::Status DynamicBatcher::Submit(Work work) {
   return absl::OkStatus();
 }
 
+bool DynamicBatcher::FrontCancelled() const {
+  return !queue_.empty() && queue_.front().work.cancelled != nullptr &&
+         queue_.front().work.cancelled->load();
+}
+
+void DynamicBatcher::Wake() {
+  // Releasing the mutex makes waiting workers re-check their conditions.
+  absl::MutexLock lock(&mu_);
+}
+
 int64_t DynamicBatcher::queued_rows() const {
   absl::MutexLock lock(&mu_);
   return queued_rows_;
@@ -113,14 +123,27 @@ std::vector<DynamicBatcher::Item> DynamicBatcher::NextBatch() {
         auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return shutdown_ || queued_rows_ >= options_.max_batch_rows;
         };
-        while (!full() && absl::Now() < due) {
+        while (!full() && !FrontCancelled() && absl::Now() < due) {
           mu_.AwaitWithDeadline(
               absl::Condition(
                   +[](DynamicBatcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-                    return b->shutdown_ || b->queued_rows_ >= b->options_.max_batch_rows;
+                    return b->shutdown_ || b->queued_rows_ >= b->options_.max_batch_rows ||
+                           b->FrontCancelled();
                   },
                   this),
               due);
+        }
+        if (FrontCancelled()) {
+          // Hand back cancelled requests now; the rest wait for their turn.
+          while (FrontCancelled()) {
+            queued_rows_ -= queue_.front().rows;
+            cancelled.push_back(std::move(queue_.front()));
+            queue_.pop_front();
+          }
+          if (queue_rows_gauge_ != nullptr) {
+            queue_rows_gauge_->Set(static_cast<double>(queued_rows_));
+          }
+          break;
         }
         if (queue_.empty()) continue;  // another worker took it
       }

@@ -65,6 +65,10 @@ class DynamicBatcher {
   // Fails queued work with UNAVAILABLE and stops the workers. Idempotent.
   void Shutdown();
 
+  // Call after setting a queued item's `cancelled` flag: a worker waiting
+  // for its batch to fill drops it now rather than after max_delay.
+  void Wake();
+
   int64_t queued_rows() const;
   int64_t in_flight_rows() const;
 
@@ -80,6 +84,7 @@ class DynamicBatcher {
   // Takes the next batch from the queue; empty when shutting down.
   std::vector<Item> NextBatch();
   void Run(std::vector<Item> batch);
+  bool FrontCancelled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const std::shared_ptr<Teacher> teacher_;

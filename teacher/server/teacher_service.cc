@@ -81,7 +81,10 @@ grpc::Status TeacherService::Stream::Serve(grpc::ServerContext* context) {
     }
     Accept(std::move(request), received);
   }
-  if (context->IsCancelled()) cancelled_->store(true);
+  if (context->IsCancelled()) {
+    cancelled_->store(true);
+    service_->batcher_->Wake();
+  }
   {
     absl::MutexLock lock(&mu_);
     reading_done_ = true;
@@ -174,6 +177,7 @@ bool TeacherService::Stream::WriteResponse(const v1::DistillResponse& response) 
   if (!rw_->Write(response)) {
     write_failed_ = true;
     cancelled_->store(true);  // the client is gone: drop its queued work
+    service_->batcher_->Wake();
     return false;
   }
   if (service_->bytes_out_ != nullptr) {

@@ -351,6 +351,25 @@ TEST(DynamicBatcherTest, ShutdownFailsQueuedWorkAndRefusesMore) {
   EXPECT_THAT(gate->batch_rows(), ElementsAre(1));
 }
 
+TEST(DynamicBatcherTest, WakeHandsBackCancelledWorkWithoutWaitingForTheDelay) {
+  auto gate = std::make_shared<GatedTeacher>(std::make_shared<LinearTeacher>(), false);
+  DynamicBatcher::Options options;
+  options.max_delay = absl::Hours(1);
+  auto batcher = DynamicBatcher::Create(options, gate);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  auto cancelled = std::make_shared<Outcome>();
+  ASSERT_TRUE((*batcher)->Submit(MakeWork(torch::randn({2, 4}), 1.0, cancelled, {}, flag)).ok());
+  flag->store(true);
+  (*batcher)->Wake();
+  // Without Wake the worker would sleep until the hour passed.
+  ASSERT_TRUE(cancelled->Wait());
+  EXPECT_EQ(cancelled->answer.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ((*batcher)->queued_rows(), 0);
+  (*batcher)->Shutdown();
+  EXPECT_THAT(gate->batch_rows(), IsEmpty());
+}
+
 TEST(DynamicBatcherTest, ShutdownFailsWorkWaitingForItsDelay) {
   auto gate = std::make_shared<GatedTeacher>(std::make_shared<LinearTeacher>(), false);
   DynamicBatcher::Options options;
