@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/intra_op_threads.h"
 #include "common/torch_status.h"
 
 namespace retort::teacher {
@@ -177,6 +178,7 @@ std::vector<DynamicBatcher::Item> DynamicBatcher::NextBatch() {
 }
 
 void DynamicBatcher::WorkerLoop() {
+  InheritIntraOpThreads();
   while (true) {
     std::vector<Item> batch = NextBatch();
     if (batch.empty()) {

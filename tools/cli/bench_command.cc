@@ -252,6 +252,9 @@ absl::Status RunBench() {
     serve.checkpoint = checkpoint;
     serve.scratch_dir = scratch;
     if (bf16) serve.extra_flags.push_back("--bf16");
+    // Same batch on both sides: the server must not merge pipelined
+    // requests into larger (faster) forward passes.
+    serve.extra_flags.push_back(absl::StrCat("--max_batch_rows=", batch));
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TeacherProcess> server, TeacherProcess::Start(serve));
     Log(absl::StrCat("over gRPC, ", precision, ", batch ", batch, ", ", depth, " in flight"));
     RETORT_ASSIGN_OR_RETURN(StreamResult remote,

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/file_util.h"
+#include "common/intra_op_threads.h"
 #include "common/status_macros.h"
 
 // Data.
@@ -135,7 +136,7 @@ absl::Status ApplyThreadsFlag() {
   }
   if (threads == 0)
     threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads);
+  SetIntraOpThreads(threads);
   return absl::OkStatus();
 }
 

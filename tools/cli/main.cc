@@ -12,6 +12,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/allocator_tuning.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 
@@ -105,6 +106,7 @@ bool WantsHelp(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   using retort::cli::Command;
+  retort::TuneAllocatorForTensors();
   absl::SetProgramUsageMessage("retort <command> [flags]; see `retort help`");
   if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
       !std::strcmp(argv[1], "-h")) {
