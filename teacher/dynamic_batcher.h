@@ -36,7 +36,10 @@ class DynamicBatcher {
  public:
   struct Options {
     int64_t max_batch_rows = 512;  // rows (or tokens) in one forward pass
-    absl::Duration max_delay = absl::Milliseconds(2);
+    // How long the oldest queued item may wait for others. 0 (measured best
+    // on CPU, docs/performance.md): a free worker takes whatever is queued at
+    // once, and batches form from what arrives while a forward pass runs.
+    absl::Duration max_delay = absl::ZeroDuration();
     int64_t max_queue_rows = 16384;  // beyond this Submit is RESOURCE_EXHAUSTED
     bool deterministic = false;
     int workers = 1;

@@ -27,8 +27,10 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port for Prometheus metrics at /metrics (e.g. 127.0.0.1:9090); empty: off.");
 ABSL_FLAG(int64_t, max_batch_rows, 512, "Rows merged into one forward pass at most.");
-ABSL_FLAG(double, max_delay_ms, 2.0,
-          "How long the first queued request may wait for others to join its batch.");
+ABSL_FLAG(double, max_delay_ms, 0.0,
+          "How long the first queued request may wait for others to join its batch. 0: a "
+          "free worker runs whatever is queued at once, and batches form from what arrives "
+          "during a forward pass (measured best on CPU; a GPU may gain from a few ms).");
 ABSL_FLAG(int64_t, max_queue_rows, 16384,
           "Rows queued at most; requests beyond are answered RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int32_t, batch_workers, 1, "Threads running forward passes.");
