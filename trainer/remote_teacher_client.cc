@@ -149,10 +149,29 @@ RemoteTeacherClient::AnswerFuture RemoteTeacherClient::Send(
     return failed.get_future().share();
   }
   std::vector<v1::DistillRequest> parts = *std::move(encoded);
+  // Never more requests outstanding than the server accepts on a stream:
+  // wait for answers (up to request_timeout) before adding one.
+  {
+    const size_t limit =
+        static_cast<size_t>(std::max(1, info_.limits().max_in_flight_per_stream()));
+    absl::MutexLock lock(&mu_);
+    auto has_room = [this, limit]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return shutdown_ || pending_.size() + reserved_ < limit;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&has_room), options_.request_timeout)) {
+      std::promise<absl::StatusOr<teacher::Answer>> failed;
+      failed.set_value(absl::DeadlineExceededError(absl::StrCat(
+          "teacher at ", options_.address, " left ", limit, " requests unanswered for ",
+          absl::FormatDuration(options_.request_timeout))));
+      return failed.get_future().share();
+    }
+    ++reserved_;
+  }
   absl::MutexLock write_lock(&write_mu_);
   AnswerFuture future;
   {
     absl::MutexLock lock(&mu_);
+    --reserved_;
     if (shutdown_) {
       std::promise<absl::StatusOr<teacher::Answer>> failed;
       failed.set_value(absl::CancelledError("the teacher client was closed"));
@@ -266,7 +285,12 @@ void RemoteTeacherClient::ReaderLoop() {
     }
     absl::Status connected = Connect();
     if (!connected.ok()) {
-      if (connected.code() == absl::StatusCode::kCancelled) return;
+      {
+        // Only our own shutdown ends the loop; a CANCELLED from a server
+        // that is going away is a failure like any other.
+        absl::MutexLock lock(&mu_);
+        if (shutdown_) return;
+      }
       if (broken_since == absl::InfiniteFuture()) broken_since = absl::Now();
       if (IsPermanent(connected.code())) {
         FailAll(connected);

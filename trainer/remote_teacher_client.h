@@ -70,7 +70,9 @@ class RemoteTeacherClient : public TeacherClient {
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override;
   absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
 
-  // Sends a request without waiting; the future holds the decoded answer.
+  // Sends a request; the future holds the decoded answer. Waits (up to
+  // request_timeout) while the server's max_in_flight_per_stream requests
+  // are unanswered.
   AnswerFuture Send(const torch::Tensor& inputs, double temperature,
                     const std::vector<std::string>& hidden_layers = {});
   // Waits up to request_timeout for a future from Send.
@@ -111,6 +113,7 @@ class RemoteTeacherClient : public TeacherClient {
   mutable absl::Mutex mu_;
   std::map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  size_t reserved_ ABSL_GUARDED_BY(mu_) = 0;  // Send calls past the in-flight wait
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* cancellable_ ABSL_GUARDED_BY(mu_) = nullptr;  // the call to cancel on shutdown
   Stats stats_ ABSL_GUARDED_BY(mu_);

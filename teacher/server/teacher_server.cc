@@ -1,5 +1,7 @@
 #include "teacher/server/teacher_server.h"
 
+#include <algorithm>
+
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
@@ -50,6 +52,7 @@ absl::StatusOr<std::unique_ptr<TeacherServer>> TeacherServer::Create(
   std::unique_ptr<TeacherServer> server(new TeacherServer());
   server->teacher_ = teacher;
 
+  options.batcher.max_batch_rows = std::min(options.batcher.max_batch_rows, teacher->max_batch());
   // Warm up before anyone can connect: the first forward pass allocates.
   {
     std::vector<int64_t> shape = {

@@ -61,8 +61,20 @@ grpc::Status TeacherService::Stream::Serve(grpc::ServerContext* context) {
   }
   RequestAssembler assembler(example * limits.max_rows_per_request(),
                              limits.max_in_flight_per_stream());
+  // Replies wait in the outbox while the client does not read; stop reading
+  // its requests once that many are waiting, so one client that never
+  // reads cannot grow the server's memory without bound.
+  const size_t max_outbox = 2 * static_cast<size_t>(limits.max_in_flight_per_stream()) + 16;
+  auto room = [this, max_outbox]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return outbox_.size() < max_outbox || cancelled_->load();
+  };
   v1::DistillRequest part;
-  while (rw_->Read(&part)) {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(&room));
+    }
+    if (!rw_->Read(&part)) break;
     const absl::Time received = absl::Now();
     const uint64_t sequence = part.sequence();
     absl::StatusOr<std::optional<v1::DistillRequest>> whole = assembler.Add(std::move(part));
@@ -102,14 +114,6 @@ void TeacherService::Stream::Reply(uint64_t sequence, const absl::Status& error)
 
 void TeacherService::Stream::Accept(v1::DistillRequest request, absl::Time received) {
   const uint64_t sequence = request.sequence();
-  {
-    absl::MutexLock lock(&service_->mu_);
-    if (service_->draining_) {
-      Reply(sequence, absl::UnavailableError(
-                          "this teacher is draining (shutting down); send the request to another"));
-      return;
-    }
-  }
   const int max_in_flight = service_->options_.limits.max_in_flight_per_stream();
   bool over_limit = false;
   {
@@ -123,12 +127,26 @@ void TeacherService::Stream::Accept(v1::DistillRequest request, absl::Time recei
                         " requests in flight, the server's limit; wait for answers")));
     return;
   }
+  // Checked and counted in one step, so a drain that starts now waits for it.
+  bool draining = false;
   {
     absl::MutexLock lock(&service_->mu_);
-    ++service_->in_flight_;
-    if (service_->in_flight_gauge_ != nullptr) {
-      service_->in_flight_gauge_->Set(static_cast<double>(service_->in_flight_));
+    draining = service_->draining_;
+    if (!draining) {
+      ++service_->in_flight_;
+      if (service_->in_flight_gauge_ != nullptr) {
+        service_->in_flight_gauge_->Set(static_cast<double>(service_->in_flight_));
+      }
     }
+  }
+  if (draining) {
+    {
+      absl::MutexLock lock(&mu_);
+      --in_flight_;
+    }
+    Reply(sequence, absl::UnavailableError(
+                        "this teacher is draining (shutting down); send the request to another"));
+    return;
   }
   Outgoing pending;
   pending.sequence = sequence;

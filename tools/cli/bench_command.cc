@@ -28,6 +28,9 @@
 #include "tools/cli/teacher_process.h"
 #include "trainer/remote_teacher_client.h"
 
+// Without --checkpoint the bench serves a freshly initialised teacher of
+// --teacher_arch/--teacher_hidden (throughput does not depend on what the
+// weights learned).
 ABSL_FLAG(double, bench_seconds, 5, "Seconds each throughput or latency measurement runs.");
 ABSL_FLAG(int64_t, bench_batch, 256, "Rows per request for the throughput comparison.");
 ABSL_FLAG(int32_t, bench_pipeline, 4, "Requests in flight per stream for the throughput test.");
@@ -37,9 +40,9 @@ ABSL_FLAG(int64_t, bench_small_batch, 8, "Rows per request for the batching on/o
 namespace retort::cli {
 
 const std::vector<std::string> kBenchFlags = {
-    "checkpoint",          "work_dir",          "bench_seconds",     "bench_batch",
-    "bench_pipeline",      "bench_latency_batch", "bench_small_batch", "json_out",
-    "threads"};
+    "checkpoint",        "teacher_arch",        "teacher_hidden",    "work_dir",
+    "bench_seconds",     "bench_batch",         "bench_pipeline",    "bench_latency_batch",
+    "bench_small_batch", "json_out",            "threads"};
 
 namespace {
 

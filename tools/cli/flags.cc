@@ -85,7 +85,8 @@ ABSL_FLAG(double, teacher_connect_timeout, 60,
           "Seconds to wait for the teacher server to answer at start.");
 
 // Eval.
-ABSL_FLAG(std::string, checkpoint, "", "Checkpoint to evaluate.");
+ABSL_FLAG(std::string, checkpoint, "",
+          "Checkpoint to evaluate (eval), serve (teacher serve) or benchmark (bench serve).");
 ABSL_FLAG(std::string, split, "test", "Which data to evaluate on: validation or test.");
 ABSL_FLAG(std::string, json_out, "", "Also write the result as JSON to this file.");
 

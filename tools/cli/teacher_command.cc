@@ -1,7 +1,11 @@
 // retort teacher serve: a teacher model behind gRPC until SIGTERM/SIGINT.
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
@@ -65,6 +69,16 @@ const std::vector<std::string> kTeacherServeFlags = {
     "auth_token_file", "allow_insecure_token", "threads"};
 
 namespace {
+
+// Where the signal handler writes. A handler can reach no object, so this one
+// descriptor is process state; it is set once, before the handler is installed.
+int signal_pipe_write = -1;
+
+extern "C" void OnStopSignal(int signo) {
+  const unsigned char byte = static_cast<unsigned char>(signo);
+  const ssize_t written = write(signal_pipe_write, &byte, 1);
+  (void)written;  // nothing useful to do in a handler if the pipe is full
+}
 
 absl::StatusOr<std::shared_ptr<teacher::Teacher>> LoadTeacher() {
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
@@ -142,13 +156,20 @@ absl::Status RunTeacherServe() {
     return absl::InvalidArgumentError(
         absl::StrCat("--drain_timeout must be >= 0 seconds, got ", drain_seconds));
   }
-  // Every thread started from here on (gRPC's, the batcher's) inherits the
-  // blocked signals, so only sigwait below sees SIGTERM and SIGINT.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGTERM and SIGINT may arrive on any thread (OpenBLAS starts its pool
+  // before main): a handler turns each into a byte on a pipe that this
+  // thread waits on, so neither one ever kills the process mid-drain.
+  int signal_pipe[2];
+  if (pipe2(signal_pipe, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe2: ", std::strerror(errno)));
+  }
+  signal_pipe_write = signal_pipe[1];
+  struct sigaction action = {};
+  action.sa_handler = &OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 
   RETORT_ASSIGN_OR_RETURN(teacher::TeacherServer::Options options, ServerOptionsFromFlags());
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<teacher::Teacher> model, LoadTeacher());
@@ -167,8 +188,9 @@ absl::Status RunTeacherServe() {
   if (!port_file.empty()) {
     RETORT_RETURN_IF_ERROR(WriteFileAtomically(port_file, absl::StrCat(server->port(), "\n")));
   }
-  int signo = 0;
-  sigwait(&signals, &signo);
+  unsigned char signo = 0;
+  while (read(signal_pipe[0], &signo, 1) < 0 && errno == EINTR) {
+  }
   std::fprintf(stderr, "[teacher] %s: draining (up to %gs)\n",
                signo == SIGTERM ? "SIGTERM" : "SIGINT", drain_seconds);
   const bool answered = server->Drain(absl::Seconds(drain_seconds));

@@ -58,7 +58,8 @@ absl::StatusOr<int> TeacherProcess::Stop(absl::Duration timeout) {
 
 TeacherProcess::~TeacherProcess() {
   if (child_ == nullptr) return;
-  absl::StatusOr<int> exit = Stop(absl::Seconds(30));
+  // Longer than the server's default --drain_timeout (30 s).
+  absl::StatusOr<int> exit = Stop(absl::Seconds(45));
   if (!exit.ok()) {
     child_->Signal(SIGKILL).IgnoreError();
     child_->Wait(absl::Seconds(5)).IgnoreError();
