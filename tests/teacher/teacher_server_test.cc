@@ -806,6 +806,31 @@ TEST_F(TeacherServerTest, RequestsBeyondMaxInFlightPerStreamAreRefused) {
   EXPECT_LE(MaxAbsDiff(answer->log_probs, Expected(x, 1.0)), 1e-6);
 }
 
+TEST_F(TeacherServerTest, ClientKeepsWithinTheServersInFlightLimit) {
+  TeacherServer::Options options;
+  options.max_in_flight_per_stream = 2;
+  ASSERT_TRUE(StartServer(options));
+  std::unique_ptr<RemoteTeacherClient> client = NewClient();
+  ASSERT_NE(client, nullptr);
+  const int warm = gate_->entered();
+  gate_->Close();
+  // Two requests fill the stream's allowance; a third Send must wait for
+  // room instead of sending and being refused RESOURCE_EXHAUSTED.
+  std::vector<torch::Tensor> inputs = {Images(1), Images(2), Images(3)};
+  std::vector<RemoteTeacherClient::AnswerFuture> futures;
+  futures.push_back(client->Send(inputs[0], 1.0));
+  futures.push_back(client->Send(inputs[1], 1.0));
+  ASSERT_TRUE(gate_->WaitEntered(warm + 1));
+  std::thread third([&] { futures.push_back(client->Send(inputs[2], 1.0)); });
+  gate_->Open();
+  third.join();
+  for (size_t i = 0; i < futures.size(); ++i) {
+    absl::StatusOr<Answer> answer = client->Wait(futures[i]);
+    ASSERT_TRUE(answer.ok()) << "request " << i << ": " << answer.status();
+    EXPECT_LE(MaxAbsDiff(answer->log_probs, Expected(inputs[i], 1.0)), 1e-5);
+  }
+}
+
 TEST_F(TeacherServerTest, QueueAndRowLimitsAreEnforced) {
   TeacherServer::Options options;
   options.batcher.max_queue_rows = 8;
