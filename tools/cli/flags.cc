@@ -179,6 +179,20 @@ absl::StatusOr<models::ModelSpec> ModelSpecFrom(const std::string& flag_prefix,
   return spec;
 }
 
+absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path) {
+  if (path.empty()) return std::string();
+  absl::StatusOr<std::string> contents = ReadFile(path);
+  if (!contents.ok()) {
+    return absl::Status(contents.status().code(),
+                        absl::StrCat("--", flag, ": ", contents.status().message()));
+  }
+  std::string token(absl::StripAsciiWhitespace(*contents));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, " is empty"));
+  }
+  return token;
+}
+
 absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(
     const std::string& address) {
   trainer::RemoteTeacherClient::Options o;
@@ -192,15 +206,9 @@ absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFl
   o.channel.tls_key_path = absl::GetFlag(FLAGS_teacher_tls_key);
   o.channel.tls_server_name = absl::GetFlag(FLAGS_teacher_tls_server_name);
   o.channel.allow_insecure_token = absl::GetFlag(FLAGS_teacher_insecure_token);
-  const std::string token_file = absl::GetFlag(FLAGS_teacher_token_file);
-  if (!token_file.empty()) {
-    RETORT_ASSIGN_OR_RETURN(std::string token, ReadFile(token_file));
-    o.channel.auth_token = std::string(absl::StripAsciiWhitespace(token));
-    if (o.channel.auth_token.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--teacher_token_file ", token_file, " is empty"));
-    }
-  }
+  RETORT_ASSIGN_OR_RETURN(
+      o.channel.auth_token,
+      ReadTokenFile("teacher_token_file", absl::GetFlag(FLAGS_teacher_token_file)));
   const double connect = absl::GetFlag(FLAGS_teacher_connect_timeout);
   if (!(connect > 0)) {
     return absl::InvalidArgumentError(

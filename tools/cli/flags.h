@@ -68,6 +68,10 @@ absl::StatusOr<models::ModelSpec> ModelSpecFrom(const std::string& flag_prefix,
                                                 const std::vector<std::string>& hidden,
                                                 double dropout, double input_dropout);
 
+// A bearer token from the file named by --`flag` (whitespace trimmed); empty
+// when `path` is. Errors name the flag: unreadable or empty files.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path);
+
 // The remote-teacher client flags (--teacher_output, --teacher_tls_ca, ...)
 // for a teacher server at `address`.
 absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(

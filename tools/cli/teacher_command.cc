@@ -10,7 +10,6 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "teacher/native_teacher.h"
@@ -135,15 +134,9 @@ absl::StatusOr<teacher::TeacherServer::Options> ServerOptionsFromFlags() {
   o.security.tls_key_path = absl::GetFlag(FLAGS_tls_key);
   o.security.tls_client_ca_path = absl::GetFlag(FLAGS_tls_client_ca);
   o.security.allow_insecure_token = absl::GetFlag(FLAGS_allow_insecure_token);
-  const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
-  if (!token_file.empty()) {
-    RETORT_ASSIGN_OR_RETURN(std::string token, ReadFile(token_file));
-    o.security.auth_token = std::string(absl::StripAsciiWhitespace(token));
-    if (o.security.auth_token.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("--auth_token_file ", token_file,
-                                                     " is empty"));
-    }
-  }
+  RETORT_ASSIGN_OR_RETURN(
+      o.security.auth_token,
+      ReadTokenFile("auth_token_file", absl::GetFlag(FLAGS_auth_token_file)));
   return o;
 }
 
