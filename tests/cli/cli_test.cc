@@ -10,6 +10,7 @@
 #include <random>
 
 #include <nlohmann/json.hpp>
+#include <torch/script.h>
 
 #include "common/file_util.h"
 #include "common/subprocess.h"
@@ -300,6 +301,49 @@ TEST_F(CliTest, DistillOverGrpcFromATeacherServerThatDrainsOnSigterm) {
   std::string log = *ReadFile(Path("serve.log"));
   EXPECT_THAT(log, HasSubstr("SIGTERM: draining"));
   EXPECT_THAT(log, HasSubstr("every accepted request was answered"));
+}
+
+TEST_F(CliTest, ServesAUsersTorchScriptModule) {
+  // What a user exports with torch.jit.script(...).save(): forward maps
+  // images to logits.
+  torch::jit::Module module("UserNet");
+  module.register_parameter("w", torch::randn({784, 10}) * 0.05, /*is_buffer=*/false);
+  module.define(R"(
+def forward(self, x):
+    return x.flatten(1).matmul(self.w)
+)");
+  module.save(Path("user_net.pt"));
+  ASSERT_TRUE(WriteFileAtomically(Path("not_torchscript.pt"), "garbage").ok());
+  ExpectOneCleanErrorLine(Run("teacher serve --torchscript=" + Path("not_torchscript.pt")),
+                          "not_torchscript.pt");
+  ExpectOneCleanErrorLine(
+      Run("teacher serve --torchscript=" + Path("user_net.pt") + " --input_shape=1,28,27"),
+      "warm-up forward");
+
+  Subprocess::Options serve;
+  serve.argv = {RETORT_BINARY,
+                "teacher",
+                "serve",
+                "--torchscript=" + Path("user_net.pt"),
+                "--input_shape=1,28,28",
+                "--listen=127.0.0.1:0",
+                "--port_file=" + Path("ts.port"),
+                "--threads=1"};
+  serve.stderr_path = Path("ts.log");
+  absl::StatusOr<std::unique_ptr<Subprocess>> server = Subprocess::Start(serve);
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<std::string> port = WaitForFile(Path("ts.port"), server->get(), absl::Seconds(60));
+  ASSERT_TRUE(port.ok()) << port.status() << *ReadFile(Path("ts.log"));
+  Result distill = Run("distill --teacher_address=127.0.0.1:" + *port +
+                       " --hidden=8 --epochs=1 --batch_size=25 --out_dir=" + Path("s_ts") + " " +
+                       Data());
+  ASSERT_EQ(distill.exit_code, 0) << distill.err;
+  EXPECT_THAT(distill.err, HasSubstr("torchscript"));
+  EXPECT_THAT(distill.err, HasSubstr("UserNet"));
+  ASSERT_TRUE((*server)->Signal(SIGTERM).ok());
+  absl::StatusOr<int> exit = (*server)->Wait(absl::Seconds(60));
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(*exit, 0);
 }
 
 TEST_F(CliTest, FlagfileHoldsAWholeJob) {
