@@ -24,6 +24,9 @@ absl::Status MakeDirs(const std::string& path);
 
 bool PathExists(const std::string& path);
 
+// fsyncs a file or a directory, so its data (or its entries) survive a crash.
+absl::Status SyncPath(const std::string& path);
+
 // Returns the size of a regular file in bytes.
 absl::StatusOr<int64_t> FileSize(const std::string& path);
 

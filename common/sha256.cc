@@ -1,5 +1,10 @@
 #include "common/sha256.h"
 
+#include <fstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
 #include <openssl/evp.h>
 
 #include <cstdio>
@@ -35,6 +40,19 @@ std::string Sha256::HexDigest() {
 std::string Sha256Hex(absl::string_view data) {
   Sha256 hasher;
   hasher.Update(data);
+  return hasher.HexDigest();
+}
+
+absl::StatusOr<std::string> FileSha256Hex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  Sha256 hasher;
+  std::vector<char> buffer(1 << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    hasher.Update(absl::string_view(buffer.data(), static_cast<size_t>(in.gcount())));
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
   return hasher.HexDigest();
 }
 

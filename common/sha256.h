@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace retort {
@@ -26,6 +27,10 @@ class Sha256 {
 };
 
 std::string Sha256Hex(absl::string_view data);
+
+// The hex sha256 of a file's bytes, read in chunks. NOT_FOUND (naming the
+// file) when it cannot be opened.
+absl::StatusOr<std::string> FileSha256Hex(const std::string& path);
 
 }  // namespace retort
 
