@@ -217,6 +217,10 @@ void TeacherService::Stream::WriterLoop() {
       if (outbox_.empty()) return;
       out = std::move(outbox_.front());
       outbox_.pop_front();
+      // The stream's slot frees before the answer is written: a client may
+      // send its next request the moment the answer arrives, and must not
+      // find the slot still taken.
+      if (out.accepted) --in_flight_;
     }
     absl::StatusCode code = out.answer.ok() ? absl::StatusCode::kOk : out.answer.status().code();
     if (out.answer.ok()) {
@@ -239,10 +243,6 @@ void TeacherService::Stream::WriterLoop() {
     if (out.accepted) {
       if (service_->latency_ != nullptr && code == absl::StatusCode::kOk) {
         service_->latency_->Observe(absl::ToDoubleSeconds(absl::Now() - out.received));
-      }
-      {
-        absl::MutexLock lock(&mu_);
-        --in_flight_;
       }
       absl::MutexLock lock(&service_->mu_);
       --service_->in_flight_;
