@@ -58,6 +58,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return buffer.str();
 }
 
+absl::StatusOr<std::string> ReadFileForFlag(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> contents = ReadFile(path);
+  if (!contents.ok()) {
+    return absl::Status(contents.status().code(),
+                        absl::StrCat("--", flag, ": ", contents.status().message()));
+  }
+  return contents;
+}
+
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
   std::filesystem::path target(path);
   std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";

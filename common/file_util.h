@@ -13,6 +13,9 @@ namespace retort {
 // Reads a whole file. NOT_FOUND when it does not exist.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
+// ReadFile for a path given by a flag: errors start with "--<flag>: ".
+absl::StatusOr<std::string> ReadFileForFlag(const std::string& flag, const std::string& path);
+
 // Writes `contents` to `path` so that readers see either the old file or the
 // complete new one, even across a crash: the data goes to a temporary file in
 // the same directory, is fsynced, renamed over `path`, and the directory is

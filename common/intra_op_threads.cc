@@ -6,7 +6,6 @@
 
 #include <ATen/Parallel.h>
 
-
 namespace retort {
 namespace {
 

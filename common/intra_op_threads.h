@@ -2,12 +2,12 @@
 // kernels.
 //
 // torch::set_num_threads covers the calling thread, but OpenMP keeps its
-// thread count per thread: a std::thread started later (a batcher worker, a
-// server stream) runs oneDNN's OpenMP kernels on every core regardless. On
-// the 2-vCPU build machines that made a teacher server's forward pass use
-// two cores while `--threads=1` said one (measured: 5,400 vs 3,300 rows/s
-// for the demo's CNN), which silently skews benchmarks and starves a trainer
-// on the same machine.
+// thread count per thread (a std::thread started later, such as a batcher
+// worker, starts from the default), and Debian's OpenBLAS keeps its own pool
+// sized to every core. On the 2-vCPU build machines a teacher server started
+// with `--threads=1` showed two threads busy at 100 % each in per-thread CPU
+// accounting (about 190 % for the process); with these settings the
+// in-process forward pass ran on one busy thread.
 #ifndef RETORT_COMMON_INTRA_OP_THREADS_H_
 #define RETORT_COMMON_INTRA_OP_THREADS_H_
 

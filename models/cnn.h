@@ -13,7 +13,8 @@ class Cnn : public Classifier {
   explicit Cnn(const ModelSpec& spec);
   torch::Tensor forward(const torch::Tensor& inputs) override;
   std::vector<HiddenLayer> HiddenLayers() const override;
-  torch::Tensor ForwardWithHidden(const torch::Tensor& inputs, const std::vector<std::string>& names,
+  torch::Tensor ForwardWithHidden(const torch::Tensor& inputs,
+                                  const std::vector<std::string>& names,
                                   HiddenStates* hidden) override;
 
  private:

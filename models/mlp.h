@@ -13,7 +13,8 @@ class Mlp : public Classifier {
   explicit Mlp(const ModelSpec& spec);
   torch::Tensor forward(const torch::Tensor& inputs) override;
   std::vector<HiddenLayer> HiddenLayers() const override;
-  torch::Tensor ForwardWithHidden(const torch::Tensor& inputs, const std::vector<std::string>& names,
+  torch::Tensor ForwardWithHidden(const torch::Tensor& inputs,
+                                  const std::vector<std::string>& names,
                                   HiddenStates* hidden) override;
 
  private:

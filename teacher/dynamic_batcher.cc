@@ -14,9 +14,9 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
   if (teacher == nullptr) return absl::InvalidArgumentError("DynamicBatcher needs a teacher");
   if (options.max_batch_rows < 1 || options.max_queue_rows < 1 || options.workers < 1 ||
       options.max_delay < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "batcher limits must be positive: max_batch_rows=", options.max_batch_rows,
-        " max_queue_rows=", options.max_queue_rows, " workers=", options.workers));
+    return absl::InvalidArgumentError(
+        absl::StrCat("batcher limits must be positive: max_batch_rows=", options.max_batch_rows,
+                     " max_queue_rows=", options.max_queue_rows, " workers=", options.workers));
   }
   return std::unique_ptr<DynamicBatcher>(new DynamicBatcher(options, std::move(teacher)));
 }
@@ -26,9 +26,9 @@ DynamicBatcher::DynamicBatcher(Options options, std::shared_ptr<Teacher> teacher
   if (MetricsRegistry* m = options_.metrics) {
     batch_rows_ = m->GetHistogram("retort_teacher_batch_rows", "Rows in each forward pass.",
                                   ExponentialBuckets(1, 2, 14));
-    batch_requests_ = m->GetHistogram("retort_teacher_batch_requests",
-                                      "Requests merged into each forward pass.",
-                                      ExponentialBuckets(1, 2, 8));
+    batch_requests_ =
+        m->GetHistogram("retort_teacher_batch_requests", "Requests merged into each forward pass.",
+                        ExponentialBuckets(1, 2, 8));
     forward_seconds_ =
         m->GetHistogram("retort_teacher_forward_seconds", "Time of each batched forward pass.",
                         ExponentialBuckets(0.0001, 2, 16));
@@ -75,9 +75,10 @@ absl::Status DynamicBatcher::Submit(Work work) {
   absl::MutexLock lock(&mu_);
   if (shutdown_) return absl::UnavailableError("teacher is shutting down");
   if (queued_rows_ + rows > options_.max_queue_rows) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the teacher's queue holds ", queued_rows_, " rows; ", rows, " more would pass its limit of ",
-        options_.max_queue_rows, "; retry later or add teachers"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the teacher's queue holds ", queued_rows_, " rows; ", rows,
+                     " more would pass its limit of ", options_.max_queue_rows,
+                     "; retry later or add teachers"));
   }
   queued_rows_ += rows;
   if (queue_rows_gauge_ != nullptr) queue_rows_gauge_->Set(static_cast<double>(queued_rows_));
@@ -113,9 +114,8 @@ std::vector<DynamicBatcher::Item> DynamicBatcher::NextBatch() {
     while (true) {
       // Wait for work.
       mu_.Await(absl::Condition(
-          +[](DynamicBatcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-            return b->shutdown_ || !b->queue_.empty();
-          },
+          +[](DynamicBatcher* b)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) { return b->shutdown_ || !b->queue_.empty(); },
           this));
       if (queue_.empty()) return batch;  // shutting down
       // Wait until the batch is full or the oldest item is due.
@@ -125,14 +125,14 @@ std::vector<DynamicBatcher::Item> DynamicBatcher::NextBatch() {
           return shutdown_ || queued_rows_ >= options_.max_batch_rows;
         };
         while (!full() && !FrontCancelled() && absl::Now() < due) {
-          mu_.AwaitWithDeadline(
-              absl::Condition(
-                  +[](DynamicBatcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-                    return b->shutdown_ || b->queued_rows_ >= b->options_.max_batch_rows ||
-                           b->FrontCancelled();
-                  },
-                  this),
-              due);
+          mu_.AwaitWithDeadline(absl::Condition(
+                                    +[](DynamicBatcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
+                                      return b->shutdown_ ||
+                                             b->queued_rows_ >= b->options_.max_batch_rows ||
+                                             b->FrontCancelled();
+                                    },
+                                    this),
+                                due);
         }
         if (FrontCancelled()) {
           // Hand back cancelled requests now; the rest wait for their turn.
@@ -201,12 +201,12 @@ void DynamicBatcher::Run(std::vector<Item> batch) {
     for (const std::string& name : item.work.hidden_layers) {
       if (std::find(layers.begin(), layers.end(), name) == layers.end()) layers.push_back(name);
     }
-    if (queue_seconds_ != nullptr) queue_seconds_->Observe(absl::ToDoubleSeconds(start - item.enqueued));
+    if (queue_seconds_ != nullptr)
+      queue_seconds_->Observe(absl::ToDoubleSeconds(start - item.enqueued));
   }
   absl::StatusOr<TeacherOutput> out = [&]() -> absl::StatusOr<TeacherOutput> {
-    absl::StatusOr<torch::Tensor> joined = TorchCall("joining a batch", [&] {
-      return inputs.size() == 1 ? inputs[0] : torch::cat(inputs, 0);
-    });
+    absl::StatusOr<torch::Tensor> joined = TorchCall(
+        "joining a batch", [&] { return inputs.size() == 1 ? inputs[0] : torch::cat(inputs, 0); });
     if (!joined.ok()) return joined.status();
     return teacher_->Forward(*joined, layers);
   }();
@@ -226,9 +226,9 @@ void DynamicBatcher::Run(std::vector<Item> batch) {
     absl::StatusOr<Answer> answer = TorchCall("splitting a batch", [&] {
       torch::InferenceMode guard;
       Answer a;
-      a.log_probs = torch::log_softmax(out->logits.narrow(0, offset, item.rows) /
-                                           item.work.temperature,
-                                       /*dim=*/1);
+      a.log_probs =
+          torch::log_softmax(out->logits.narrow(0, offset, item.rows) / item.work.temperature,
+                             /*dim=*/1);
       for (const std::string& name : item.work.hidden_layers) {
         a.hidden[name] = out->hidden.at(name).narrow(0, offset, item.rows);
       }

@@ -113,8 +113,8 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
     case v1::OUTPUT_TOP_K: {
       const int64_t max_k = std::min<int64_t>(fingerprint.num_classes(), limits.max_top_k());
       if (request.top_k() < 1 || request.top_k() > max_k) {
-        return Invalid(seq, absl::StrCat("top_k ", request.top_k(), " is not in [1, ", max_k,
-                                         "] (", fingerprint.num_classes(), " classes)"));
+        return Invalid(seq, absl::StrCat("top_k ", request.top_k(), " is not in [1, ", max_k, "] (",
+                                         fingerprint.num_classes(), " classes)"));
       }
       break;
     }
@@ -192,9 +192,9 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
       int32_t id;
       std::memcpy(&id, data + 4 * i, 4);
       if (id < 0 || id >= fingerprint.num_classes()) {
-        return Invalid(seq, absl::StrCat("token id ", id, " at row ", i / per_row, " position ",
-                                         i % per_row, " is outside the vocabulary [0, ",
-                                         fingerprint.num_classes(), ")"));
+        return Invalid(
+            seq, absl::StrCat("token id ", id, " at row ", i / per_row, " position ", i % per_row,
+                              " is outside the vocabulary [0, ", fingerprint.num_classes(), ")"));
       }
     }
   }
@@ -218,8 +218,9 @@ absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::Dist
   if (part.part() == 0) {
     if (pending_.count(seq) != 0) {
       pending_.erase(seq);
-      return Invalid(seq, "part 0 arrived twice; sequence numbers must not be reused while "
-                          "a request is in flight");
+      return Invalid(seq,
+                     "part 0 arrived twice; sequence numbers must not be reused while "
+                     "a request is in flight");
     }
     if (count == 1) return std::optional<v1::DistillRequest>(std::move(part));
     if (static_cast<int>(pending_.size()) >= max_pending_) {
@@ -239,8 +240,8 @@ absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::Dist
   const uint32_t head_count = head.part_count();
   if (part.part() != expected || part.part() >= head_count) {
     pending_.erase(it);
-    return Invalid(seq, absl::StrCat("part ", part.part(), " arrived where part ", expected,
-                                     " of ", head_count, " was expected"));
+    return Invalid(seq, absl::StrCat("part ", part.part(), " arrived where part ", expected, " of ",
+                                     head_count, " was expected"));
   }
   std::string* data = head.mutable_inputs()->mutable_data();
   if (static_cast<int64_t>(data->size() + part.inputs().data().size()) > max_request_bytes_) {

@@ -16,23 +16,6 @@ absl::StatusOr<torch::Tensor> Teacher::LogProbs(const torch::Tensor& inputs, dou
                    [&] { return torch::log_softmax(out.logits / temperature, /*dim=*/1); });
 }
 
-absl::Status ValidateHiddenLayers(const v1::TeacherFingerprint& fingerprint,
-                                  const std::vector<std::string>& names) {
-  for (const std::string& name : names) {
-    bool found = false;
-    for (const auto& layer : fingerprint.hidden_layers()) found = found || layer.name() == name;
-    if (!found) {
-      std::vector<std::string> known;
-      for (const auto& layer : fingerprint.hidden_layers()) known.push_back(layer.name());
-      return absl::InvalidArgumentError(
-          absl::StrCat("hidden layer '", name, "' is not exposed by this teacher (",
-                       fingerprint.architecture(), "); it exposes: ",
-                       known.empty() ? "none" : absl::StrJoin(known, ", ")));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ValidateTeacherInput(const v1::TeacherFingerprint& fingerprint,
                                   const torch::Tensor& inputs, double temperature,
                                   int64_t max_batch) {

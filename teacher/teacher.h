@@ -54,11 +54,6 @@ absl::Status ValidateTeacherInput(const v1::TeacherFingerprint& fingerprint,
                                   const torch::Tensor& inputs, double temperature,
                                   int64_t max_batch);
 
-// Checks that every name is one of the fingerprint's hidden layers; the error
-// lists the ones it has.
-absl::Status ValidateHiddenLayers(const v1::TeacherFingerprint& fingerprint,
-                                  const std::vector<std::string>& names);
-
 }  // namespace retort::teacher
 
 #endif  // RETORT_TEACHER_TEACHER_H_

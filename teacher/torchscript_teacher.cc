@@ -30,8 +30,8 @@ absl::StatusOr<TeacherOutput> Unpack(const torch::jit::IValue& result, const std
     out.logits = elements[0].toTensor();
     for (const auto& entry : elements[1].toGenericDict()) {
       if (!entry.key().isString() || !entry.value().isTensor()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ": the hidden-state dict must map str to Tensor"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": the hidden-state dict must map str to Tensor"));
       }
       out.hidden[entry.key().toStringRef()] = entry.value().toTensor();
     }
@@ -41,9 +41,9 @@ absl::StatusOr<TeacherOutput> Unpack(const torch::jit::IValue& result, const std
                      result.tagKind()));
   }
   if (out.logits.dim() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": forward returned logits of shape [", absl::StrJoin(out.logits.sizes(), ","),
-        "], expected [batch, classes]"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": forward returned logits of shape [",
+                                                   absl::StrJoin(out.logits.sizes(), ","),
+                                                   "], expected [batch, classes]"));
   }
   return out;
 }
@@ -62,21 +62,20 @@ absl::StatusOr<std::unique_ptr<TorchScriptTeacher>> TorchScriptTeacher::Create(
   // Warm-up: two rows of zeros find the output width and hidden layers.
   std::vector<int64_t> shape = {2};
   shape.insert(shape.end(), options.input_shape.begin(), options.input_shape.end());
-  absl::StatusOr<torch::jit::IValue> result =
-      TorchCall(absl::StrCat(options.path, ": warm-up forward on inputs [",
-                             absl::StrJoin(shape, ","), "]"),
-                [&] {
-                  torch::InferenceMode guard;
-                  torch::Tensor x = torch::zeros(shape);
-                  if (options.bf16) x = x.to(torch::kBFloat16);
-                  return teacher->module_->module.forward({x});
-                });
+  absl::StatusOr<torch::jit::IValue> result = TorchCall(
+      absl::StrCat(options.path, ": warm-up forward on inputs [", absl::StrJoin(shape, ","), "]"),
+      [&] {
+        torch::InferenceMode guard;
+        torch::Tensor x = torch::zeros(shape);
+        if (options.bf16) x = x.to(torch::kBFloat16);
+        return teacher->module_->module.forward({x});
+      });
   if (!result.ok()) return result.status();
   RETORT_ASSIGN_OR_RETURN(TeacherOutput out, Unpack(*result, options.path));
   if (out.logits.size(0) != 2 || out.logits.size(1) < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        options.path, ": forward on 2 rows returned logits [",
-        absl::StrJoin(out.logits.sizes(), ","), "], expected [2, classes >= 2]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.path, ": forward on 2 rows returned logits [",
+                     absl::StrJoin(out.logits.sizes(), ","), "], expected [2, classes >= 2]"));
   }
   v1::TeacherFingerprint& fp = teacher->fingerprint_;
   fp.set_num_classes(out.logits.size(1));
@@ -85,9 +84,9 @@ absl::StatusOr<std::unique_ptr<TorchScriptTeacher>> TorchScriptTeacher::Create(
     info->set_name(name);
     for (int64_t i = 1; i < h.dim(); ++i) info->add_shape(h.size(i));
   }
-  fp.set_architecture(absl::StrCat("torchscript ", teacher->module_->module.type()->name()->qualifiedName(),
-                                   " ", absl::StrJoin(options.input_shape, "x"), "->",
-                                   out.logits.size(1)));
+  fp.set_architecture(
+      absl::StrCat("torchscript ", teacher->module_->module.type()->name()->qualifiedName(), " ",
+                   absl::StrJoin(options.input_shape, "x"), "->", out.logits.size(1)));
   return teacher;
 }
 

@@ -51,8 +51,8 @@ absl::StatusOr<OutputSpec> OutputSpec::Parse(const std::string& kind, int32_t to
   } else if (value_dtype == "bf16") {
     spec.value_dtype = v1::DTYPE_BFLOAT16;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--teacher_value_dtype must be fp32, fp16 or bf16, got '", value_dtype, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--teacher_value_dtype must be fp32, fp16 or bf16, got '", value_dtype, "'"));
   }
   return spec;
 }
@@ -188,8 +188,7 @@ torch::Tensor TopKLogProbs::ToDense(int64_t num_classes) const {
 }
 
 std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& answer,
-                                              const OutputSpec& output,
-                                              int64_t max_message_bytes) {
+                                              const OutputSpec& output, int64_t max_message_bytes) {
   const int64_t positions = answer.log_probs.size(0);
   const int64_t classes = answer.log_probs.size(1);
   const int64_t value_bytes = DTypeSize(output.value_dtype);
@@ -241,7 +240,8 @@ absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
   if (block.has_dense()) {
     RETORT_ASSIGN_OR_RETURN(torch::Tensor dense, TensorFromWire(block.dense(), "dense values"));
     if (dense.dim() != 2 || dense.size(0) != n || dense.size(1) != num_classes) {
-      return absl::DataLossError(absl::StrCat("dense values have shape [", absl::StrJoin(dense.sizes(), ","), "]",
+      return absl::DataLossError(absl::StrCat("dense values have shape [",
+                                              absl::StrJoin(dense.sizes(), ","), "]",
                                               ", expected [", n, ",", num_classes, "]"));
     }
     return dense;
@@ -252,15 +252,13 @@ absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
   RETORT_ASSIGN_OR_RETURN(sparse.tail_log_mass,
                           TensorFromWire(block.tail_log_mass(), "tail log mass"));
   if (sparse.indices.dim() != 2 || sparse.indices.size(0) != n ||
-      !sparse.values.sizes().equals(sparse.indices.sizes()) ||
-      sparse.tail_log_mass.dim() != 1 || sparse.tail_log_mass.size(0) != n ||
-      sparse.indices.size(1) > num_classes) {
+      !sparse.values.sizes().equals(sparse.indices.sizes()) || sparse.tail_log_mass.dim() != 1 ||
+      sparse.tail_log_mass.size(0) != n || sparse.indices.size(1) > num_classes) {
     return absl::DataLossError(absl::StrCat("top-k block for ", n, " positions is inconsistent"));
   }
   if (n > 0 && (sparse.indices.min().item<int64_t>() < 0 ||
                 sparse.indices.max().item<int64_t>() >= num_classes)) {
-    return absl::DataLossError(
-        absl::StrCat("top-k indices fall outside [0, ", num_classes, ")"));
+    return absl::DataLossError(absl::StrCat("top-k indices fall outside [0, ", num_classes, ")"));
   }
   return sparse.ToDense(num_classes);
 }
@@ -283,10 +281,9 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
     RETORT_ASSIGN_OR_RETURN(torch::Tensor values,
                             TensorFromWire(h.values(), absl::StrCat("hidden ", h.layer())));
     if (values.dim() < 1 || values.size(0) != response.log_probs().positions()) {
-      return absl::DataLossError(absl::StrCat("hidden layer ", h.layer(), " has ",
-                                              values.dim() ? values.size(0) : 0,
-                                              " positions, expected ",
-                                              response.log_probs().positions()));
+      return absl::DataLossError(
+          absl::StrCat("hidden layer ", h.layer(), " has ", values.dim() ? values.size(0) : 0,
+                       " positions, expected ", response.log_probs().positions()));
     }
     hidden_[h.layer()].push_back(std::move(values));
   }
@@ -297,8 +294,8 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
     int64_t rows = 0;
     for (const torch::Tensor& t : parts) rows += t.size(0);
     if (rows != positions_) {
-      return absl::DataLossError(absl::StrCat("hidden layer ", name, " covers ", rows,
-                                              " positions of ", positions_));
+      return absl::DataLossError(
+          absl::StrCat("hidden layer ", name, " covers ", rows, " positions of ", positions_));
     }
   }
   Answer answer;

@@ -64,8 +64,7 @@ struct Answer {
 // Splits an answer into responses of at most about `max_message_bytes`
 // (a single position larger than that gets a message of its own).
 std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& answer,
-                                              const OutputSpec& output,
-                                              int64_t max_message_bytes);
+                                              const OutputSpec& output, int64_t max_message_bytes);
 
 // The top-k form of log-probabilities, as sent.
 struct TopKLogProbs {

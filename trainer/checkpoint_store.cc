@@ -5,10 +5,10 @@
 #include <filesystem>
 #include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -25,7 +25,8 @@ constexpr char kFormat[] = "retort-checkpoint-manifest";
 
 std::string StepName(int64_t step) { return absl::StrFormat("%012d", step); }
 
-absl::Status FsError(const std::error_code& error, absl::string_view what, const std::string& path) {
+absl::Status FsError(const std::error_code& error, absl::string_view what,
+                     const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", error.message()));
 }
 
@@ -56,8 +57,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore::Pending>> CheckpointStore::Begin
     }
   }
   if (error) return FsError(error, "cannot list", options_.dir);
-  const std::string staging =
-      (fs::path(options_.dir) / (kStagingPrefix + StepName(step))).string();
+  const std::string staging = (fs::path(options_.dir) / (kStagingPrefix + StepName(step))).string();
   RETORT_RETURN_IF_ERROR(MakeDirs(staging));
   return std::unique_ptr<Pending>(new Pending(this, step, staging));
 }
@@ -86,11 +86,12 @@ absl::Status CheckpointStore::Pending::Commit(const nlohmann::json& metadata) {
     RETORT_ASSIGN_OR_RETURN(std::string sha, FileSha256Hex(path.string()));
     files[path.filename().string()] = {{"bytes", size}, {"sha256", sha}};
   }
-  nlohmann::json manifest = {
-      {"format", kFormat}, {"version", 1}, {"step", step_}, {"files", files},
-      {"metadata", metadata}};
-  RETORT_RETURN_IF_ERROR(
-      WriteFileAtomically(Path(kManifest), manifest.dump(2) + "\n"));
+  nlohmann::json manifest = {{"format", kFormat},
+                             {"version", 1},
+                             {"step", step_},
+                             {"files", files},
+                             {"metadata", metadata}};
+  RETORT_RETURN_IF_ERROR(WriteFileAtomically(Path(kManifest), manifest.dump(2) + "\n"));
   const std::string final_dir = store_->StepDir(step_);
   fs::remove_all(final_dir, error);  // a checkpoint of the same step, rewritten
   if (error) return FsError(error, "cannot replace", final_dir);
@@ -106,8 +107,8 @@ absl::StatusOr<CheckpointStore::Checkpoint> CheckpointStore::Verify(
   const std::string manifest_path = (fs::path(checkpoint_dir) / kManifest).string();
   absl::StatusOr<std::string> text = ReadFile(manifest_path);
   if (!text.ok()) {
-    return absl::DataLossError(absl::StrCat(checkpoint_dir, " has no ", kManifest,
-                                            " (interrupted while being written?)"));
+    return absl::DataLossError(
+        absl::StrCat(checkpoint_dir, " has no ", kManifest, " (interrupted while being written?)"));
   }
   nlohmann::json manifest = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!manifest.is_object() || manifest.value("format", "") != kFormat ||
@@ -160,8 +161,8 @@ absl::StatusOr<std::optional<CheckpointStore::Checkpoint>> CheckpointStore::Late
     absl::StatusOr<Checkpoint> checkpoint = Verify(StepDir(step));
     if (checkpoint.ok()) return std::optional<Checkpoint>(*std::move(checkpoint));
     if (warnings != nullptr) {
-      warnings->push_back(absl::StrCat("skipping checkpoint of step ", step, ": ",
-                                       checkpoint.status().message()));
+      warnings->push_back(
+          absl::StrCat("skipping checkpoint of step ", step, ": ", checkpoint.status().message()));
     }
   }
   return std::optional<Checkpoint>();

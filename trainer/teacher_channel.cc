@@ -9,18 +9,6 @@
 #include "common/status_macros.h"
 
 namespace retort::trainer {
-namespace {
-
-absl::StatusOr<std::string> ReadFlagFile(const std::string& path, const std::string& flag) {
-  absl::StatusOr<std::string> contents = ReadFile(path);
-  if (!contents.ok()) {
-    return absl::Status(contents.status().code(),
-                        absl::StrCat("--", flag, ": ", contents.status().message()));
-  }
-  return contents;
-}
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateTeacherChannel(
     const std::string& address, const TeacherChannelOptions& options) {
@@ -47,12 +35,13 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateTeacherChannel(
   grpc::ChannelArguments args;
   if (tls) {
     grpc::SslCredentialsOptions ssl;
-    RETORT_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFlagFile(options.tls_ca_path, "teacher_tls_ca"));
+    RETORT_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                            ReadFileForFlag("teacher_tls_ca", options.tls_ca_path));
     if (!options.tls_cert_path.empty()) {
       RETORT_ASSIGN_OR_RETURN(ssl.pem_cert_chain,
-                              ReadFlagFile(options.tls_cert_path, "teacher_tls_cert"));
+                              ReadFileForFlag("teacher_tls_cert", options.tls_cert_path));
       RETORT_ASSIGN_OR_RETURN(ssl.pem_private_key,
-                              ReadFlagFile(options.tls_key_path, "teacher_tls_key"));
+                              ReadFileForFlag("teacher_tls_key", options.tls_key_path));
     }
     credentials = grpc::SslCredentials(ssl);
     if (!options.tls_server_name.empty()) {

@@ -10,12 +10,8 @@ namespace retort::teacher {
 namespace {
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const std::string& flag) {
-  absl::StatusOr<std::string> pem = ReadFile(path);
-  if (!pem.ok()) {
-    return absl::Status(pem.status().code(),
-                        absl::StrCat("--", flag, ": ", pem.status().message()));
-  }
-  if (pem->find("-----BEGIN") == std::string::npos) {
+  RETORT_ASSIGN_OR_RETURN(std::string pem, ReadFileForFlag(flag, path));
+  if (pem.find("-----BEGIN") == std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, ": ", path, " is not a PEM file (no -----BEGIN line)"));
   }

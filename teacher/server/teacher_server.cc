@@ -97,8 +97,9 @@ absl::StatusOr<std::unique_ptr<TeacherServer>> TeacherServer::Create(
   builder.RegisterService(server->service_.get());
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_time)));
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                             static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_timeout)));
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_timeout)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(kMinClientPingInterval)));
@@ -127,15 +128,7 @@ absl::StatusOr<std::unique_ptr<TeacherServer>> TeacherServer::Create(
     http.host = metrics_host;
     http.port = metrics_port;
     MetricsRegistry* registry = &server->metrics_;
-    TeacherService* service = server->service_.get();
-    DynamicBatcher* batcher = server->batcher_.get();
-    http.render = [registry, service, batcher] {
-      registry->GetGauge("retort_teacher_queue_rows", "Rows waiting in the batcher's queue.")
-          ->Set(static_cast<double>(batcher->queued_rows()));
-      registry->GetGauge("retort_teacher_open_streams", "Open Distill streams.")
-          ->Set(service->open_streams());
-      return registry->RenderText();
-    };
+    http.render = [registry] { return registry->RenderText(); };
     RETORT_ASSIGN_OR_RETURN(server->metrics_server_, MetricsHttpServer::Create(http));
   }
 

@@ -179,8 +179,8 @@ void TeacherService::Stream::Accept(v1::DistillRequest request, absl::Time recei
   };
   absl::Status queued = service_->batcher_->Submit(std::move(work));
   if (!queued.ok()) {
-    pending.answer = absl::Status(queued.code(), absl::StrCat("request ", sequence, ": ",
-                                                              queued.message()));
+    pending.answer =
+        absl::Status(queued.code(), absl::StrCat("request ", sequence, ": ", queued.message()));
     Push(std::move(pending));
   }
 }
@@ -257,8 +257,8 @@ TeacherService::TeacherService(Options options, DynamicBatcher* batcher)
     : options_(std::move(options)), batcher_(batcher) {
   if (MetricsRegistry* m = options_.metrics) {
     streams_gauge_ = m->GetGauge("retort_teacher_open_streams", "Open Distill streams.");
-    in_flight_gauge_ = m->GetGauge("retort_teacher_in_flight_requests",
-                                   "Requests accepted and not yet answered.");
+    in_flight_gauge_ =
+        m->GetGauge("retort_teacher_in_flight_requests", "Requests accepted and not yet answered.");
     rows_total_ = m->GetCounter("retort_teacher_rows_total", "Rows (positions) answered.");
     bytes_out_ =
         m->GetCounter("retort_teacher_response_bytes_total", "Bytes of Distill responses sent.");
@@ -322,23 +322,17 @@ void TeacherService::StartDraining() {
 
 bool TeacherService::WaitForInFlight(absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithDeadline(
-      absl::Condition(
-          +[](TeacherService* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-            return s->in_flight_ == 0;
-          },
-          this),
-      deadline);
+  return mu_.AwaitWithDeadline(absl::Condition(
+                                   +[](TeacherService* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+                                     return s->in_flight_ == 0;
+                                   },
+                                   this),
+                               deadline);
 }
 
 int64_t TeacherService::in_flight_requests() const {
   absl::MutexLock lock(&mu_);
   return in_flight_;
-}
-
-int TeacherService::open_streams() const {
-  absl::MutexLock lock(&mu_);
-  return open_streams_;
 }
 
 }  // namespace retort::teacher

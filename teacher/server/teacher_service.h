@@ -50,7 +50,6 @@ class TeacherService final : public v1::Teacher::Service {
   bool WaitForInFlight(absl::Time deadline);
 
   int64_t in_flight_requests() const;
-  int open_streams() const;
 
  private:
   class Stream;

@@ -9,8 +9,8 @@
 #include <fstream>
 #include <random>
 
-#include <nlohmann/json.hpp>
 #include <torch/script.h>
+#include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
 #include "common/subprocess.h"
@@ -243,14 +243,16 @@ TEST_F(CliTest, TeacherServeBadFlagsGiveOneErrorLine) {
   ExpectOneCleanErrorLine(Run("teacher serve --max_delay_ms=-1 --checkpoint=x.pt"),
                           "--max_delay_ms");
   ExpectOneCleanErrorLine(Run("distill --teacher_address=127.0.0.1:1 --teacher_output=sparse "
-                              "--out_dir=" + Path("s9") + " " + Data()),
+                              "--out_dir=" +
+                              Path("s9") + " " + Data()),
                           "--teacher_output must be dense or topk");
   ExpectOneCleanErrorLine(Run("distill --teacher_address=127.0.0.1:1 --teacher_token_file=" +
                               Path("token") + " --out_dir=" + Path("s9") + " " + Data()),
                           "--teacher_insecure_token");
   // Nothing listens on port 1: the error names the address.
   ExpectOneCleanErrorLine(Run("distill --teacher_address=127.0.0.1:1 --teacher_connect_timeout=1 "
-                              "--out_dir=" + Path("s9") + " " + Data()),
+                              "--out_dir=" +
+                              Path("s9") + " " + Data()),
                           "teacher at 127.0.0.1:1 did not answer");
 }
 
@@ -279,9 +281,9 @@ TEST_F(CliTest, DistillOverGrpcFromATeacherServerThatDrainsOnSigterm) {
   const std::string address = "127.0.0.1:" + *port;
 
   // Without the token the teacher refuses, and says why.
-  ExpectOneCleanErrorLine(Run("distill --teacher_address=" + address + " --out_dir=" +
-                              Path("s_noauth") + " " + Data()),
-                          "bearer token");
+  ExpectOneCleanErrorLine(
+      Run("distill --teacher_address=" + address + " --out_dir=" + Path("s_noauth") + " " + Data()),
+      "bearer token");
   Result distill =
       Run("distill --teacher_address=" + address + " --teacher_token_file=" + Path("serve_token") +
           " --teacher_insecure_token --teacher_output=topk --teacher_top_k=3 "
@@ -334,9 +336,9 @@ def forward(self, x):
   ASSERT_TRUE(server.ok()) << server.status();
   absl::StatusOr<std::string> port = WaitForFile(Path("ts.port"), server->get(), absl::Seconds(60));
   ASSERT_TRUE(port.ok()) << port.status() << *ReadFile(Path("ts.log"));
-  Result distill = Run("distill --teacher_address=127.0.0.1:" + *port +
-                       " --hidden=8 --epochs=1 --batch_size=25 --out_dir=" + Path("s_ts") + " " +
-                       Data());
+  Result distill =
+      Run("distill --teacher_address=127.0.0.1:" + *port +
+          " --hidden=8 --epochs=1 --batch_size=25 --out_dir=" + Path("s_ts") + " " + Data());
   ASSERT_EQ(distill.exit_code, 0) << distill.err;
   EXPECT_THAT(distill.err, HasSubstr("torchscript"));
   EXPECT_THAT(distill.err, HasSubstr("UserNet"));

@@ -844,8 +844,7 @@ TEST_F(TeacherServerTest, QueueAndRowLimitsAreEnforced) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->sequence(), 1u);
   EXPECT_EQ(r->error_code(), kInvalidArgument);
-  EXPECT_THAT(r->error_message(),
-              HasSubstr("request 1: a request of 17 rows is not in [1, 16]"));
+  EXPECT_THAT(r->error_message(), HasSubstr("request 1: a request of 17 rows is not in [1, 16]"));
   ASSERT_TRUE(stream.Write(Request(4, Images(0))));
   r = stream.Read();
   ASSERT_TRUE(r.has_value());

@@ -40,9 +40,9 @@ ABSL_FLAG(int64_t, bench_small_batch, 8, "Rows per request for the batching on/o
 namespace retort::cli {
 
 const std::vector<std::string> kBenchFlags = {
-    "checkpoint",        "teacher_arch",        "teacher_hidden",    "work_dir",
-    "bench_seconds",     "bench_batch",         "bench_pipeline",    "bench_latency_batch",
-    "bench_small_batch", "json_out",            "threads"};
+    "checkpoint",        "teacher_arch", "teacher_hidden", "work_dir",
+    "bench_seconds",     "bench_batch",  "bench_pipeline", "bench_latency_batch",
+    "bench_small_batch", "json_out",     "threads"};
 
 namespace {
 
@@ -204,11 +204,11 @@ absl::StatusOr<std::string> BenchTeacherCheckpoint(const std::string& scratch) {
   if (!given.empty()) return given;
   // Throughput does not depend on what the weights learned: a freshly
   // initialised teacher of the demo's architecture serves as well.
-  RETORT_ASSIGN_OR_RETURN(models::ModelSpec spec,
-                          ModelSpecFrom("teacher_", absl::GetFlag(FLAGS_teacher_arch),
-                                        absl::GetFlag(FLAGS_teacher_hidden),
-                                        absl::GetFlag(FLAGS_teacher_dropout),
-                                        absl::GetFlag(FLAGS_teacher_input_dropout)));
+  RETORT_ASSIGN_OR_RETURN(
+      models::ModelSpec spec,
+      ModelSpecFrom("teacher_", absl::GetFlag(FLAGS_teacher_arch),
+                    absl::GetFlag(FLAGS_teacher_hidden), absl::GetFlag(FLAGS_teacher_dropout),
+                    absl::GetFlag(FLAGS_teacher_input_dropout)));
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::Classifier> model,
                           models::CreateClassifier(spec, 1));
   const std::string path = scratch + "/bench_teacher.pt";
@@ -260,9 +260,8 @@ absl::Status RunBench() {
     serve.extra_flags.push_back(absl::StrCat("--max_batch_rows=", batch));
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TeacherProcess> server, TeacherProcess::Start(serve));
     Log(absl::StrCat("over gRPC, ", precision, ", batch ", batch, ", ", depth, " in flight"));
-    RETORT_ASSIGN_OR_RETURN(StreamResult remote,
-                            RunStream(server->address(), teacher::OutputSpec(), batch, depth,
-                                      duration));
+    RETORT_ASSIGN_OR_RETURN(StreamResult remote, RunStream(server->address(), teacher::OutputSpec(),
+                                                           batch, depth, duration));
     const double seconds = absl::ToDoubleSeconds(duration);
     const double grpc_rows = static_cast<double>(remote.rows) / seconds;
     throughput.push_back({{"precision", precision},
@@ -275,11 +274,10 @@ absl::Status RunBench() {
     if (!bf16) {
       // 2. Bytes per row on this model.
       nlohmann::json wire = nlohmann::json::array();
-      const std::vector<teacher::OutputSpec> specs = {
-          {v1::OUTPUT_DENSE, 0, v1::DTYPE_FLOAT32},
-          {v1::OUTPUT_DENSE, 0, v1::DTYPE_FLOAT16},
-          {v1::OUTPUT_TOP_K, 5, v1::DTYPE_FLOAT16},
-          {v1::OUTPUT_TOP_K, 5, v1::DTYPE_BFLOAT16}};
+      const std::vector<teacher::OutputSpec> specs = {{v1::OUTPUT_DENSE, 0, v1::DTYPE_FLOAT32},
+                                                      {v1::OUTPUT_DENSE, 0, v1::DTYPE_FLOAT16},
+                                                      {v1::OUTPUT_TOP_K, 5, v1::DTYPE_FLOAT16},
+                                                      {v1::OUTPUT_TOP_K, 5, v1::DTYPE_BFLOAT16}};
       for (const teacher::OutputSpec& spec : specs) {
         RETORT_ASSIGN_OR_RETURN(nlohmann::json row, WireBytes(server->address(), spec, batch));
         wire.push_back(row);
@@ -290,10 +288,9 @@ absl::Status RunBench() {
       for (int streams : {1, 4, 16}) {
         Log(absl::StrCat("latency, ", streams, " streams of ",
                          absl::GetFlag(FLAGS_bench_latency_batch), "-row requests"));
-        RETORT_ASSIGN_OR_RETURN(
-            ConcurrentResult r,
-            RunConcurrent(server->address(), streams, absl::GetFlag(FLAGS_bench_latency_batch),
-                          duration));
+        RETORT_ASSIGN_OR_RETURN(ConcurrentResult r,
+                                RunConcurrent(server->address(), streams,
+                                              absl::GetFlag(FLAGS_bench_latency_batch), duration));
         latency.push_back(r.ToJson());
       }
       report["latency"] = latency;
@@ -316,9 +313,9 @@ absl::Status RunBench() {
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TeacherProcess> server, TeacherProcess::Start(serve));
     Log(absl::StrCat("8 streams of ", absl::GetFlag(FLAGS_bench_small_batch),
                      "-row requests, dynamic batching ", on ? "on" : "off"));
-    RETORT_ASSIGN_OR_RETURN(ConcurrentResult r,
-                            RunConcurrent(server->address(), 8,
-                                          absl::GetFlag(FLAGS_bench_small_batch), duration));
+    RETORT_ASSIGN_OR_RETURN(
+        ConcurrentResult r,
+        RunConcurrent(server->address(), 8, absl::GetFlag(FLAGS_bench_small_batch), duration));
     nlohmann::json row = r.ToJson();
     row["dynamic_batching"] = on;
     batching.push_back(row);

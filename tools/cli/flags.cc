@@ -125,9 +125,9 @@ const std::vector<std::string> kTrainingFlags = {"epochs",          "batch_size"
 const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
                                                 "teacher_cache_mb"};
 const std::vector<std::string> kRemoteTeacherFlags = {
-    "teacher_address",  "teacher_output",          "teacher_top_k",
-    "teacher_value_dtype", "teacher_tls_ca",       "teacher_tls_cert",
-    "teacher_tls_key",  "teacher_tls_server_name", "teacher_token_file",
+    "teacher_address",        "teacher_output",          "teacher_top_k",
+    "teacher_value_dtype",    "teacher_tls_ca",          "teacher_tls_cert",
+    "teacher_tls_key",        "teacher_tls_server_name", "teacher_token_file",
     "teacher_insecure_token", "teacher_connect_timeout"};
 
 absl::Status ApplyThreadsFlag() {
@@ -181,12 +181,8 @@ absl::StatusOr<models::ModelSpec> ModelSpecFrom(const std::string& flag_prefix,
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path) {
   if (path.empty()) return std::string();
-  absl::StatusOr<std::string> contents = ReadFile(path);
-  if (!contents.ok()) {
-    return absl::Status(contents.status().code(),
-                        absl::StrCat("--", flag, ": ", contents.status().message()));
-  }
-  std::string token(absl::StripAsciiWhitespace(*contents));
+  RETORT_ASSIGN_OR_RETURN(std::string contents, ReadFileForFlag(flag, path));
+  std::string token(absl::StripAsciiWhitespace(contents));
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, " is empty"));
   }
@@ -197,10 +193,10 @@ absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFl
     const std::string& address) {
   trainer::RemoteTeacherClient::Options o;
   o.address = address;
-  RETORT_ASSIGN_OR_RETURN(o.output, teacher::OutputSpec::Parse(
-                                        absl::GetFlag(FLAGS_teacher_output),
-                                        absl::GetFlag(FLAGS_teacher_top_k),
-                                        absl::GetFlag(FLAGS_teacher_value_dtype)));
+  RETORT_ASSIGN_OR_RETURN(o.output,
+                          teacher::OutputSpec::Parse(absl::GetFlag(FLAGS_teacher_output),
+                                                     absl::GetFlag(FLAGS_teacher_top_k),
+                                                     absl::GetFlag(FLAGS_teacher_value_dtype)));
   o.channel.tls_ca_path = absl::GetFlag(FLAGS_teacher_tls_ca);
   o.channel.tls_cert_path = absl::GetFlag(FLAGS_teacher_tls_cert);
   o.channel.tls_key_path = absl::GetFlag(FLAGS_teacher_tls_key);

@@ -41,8 +41,9 @@ const std::vector<Command>& Commands() {
       {"demo",
        "Teacher, scratch student and distilled student end to end; prints a table and "
        "writes summary.json.",
-       Concat({{"work_dir", "quick", "teacher_mode", "teacher_arch", "teacher_hidden", "teacher_dropout",
-                "teacher_input_dropout", "teacher_jitter", "teacher_epochs", "teacher_lr"},
+       Concat({{"work_dir", "quick", "teacher_mode", "teacher_arch", "teacher_hidden",
+                "teacher_dropout", "teacher_input_dropout", "teacher_jitter", "teacher_epochs",
+                "teacher_lr"},
                kDistillFlags,
                kModelFlags,
                kTrainingFlags,

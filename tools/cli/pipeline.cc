@@ -37,8 +37,8 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
   return result;
 }
 
-absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(
-    const std::string& checkpoint, const std::string& address) {
+absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& checkpoint,
+                                                                    const std::string& address) {
   const int64_t cache_mb = absl::GetFlag(FLAGS_teacher_cache_mb);
   if (cache_mb < 0) {
     return absl::InvalidArgumentError(

@@ -23,8 +23,8 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
 // A TeacherClient for a teacher server at `address` (with the remote-teacher
 // flags), or, when `address` is empty, for the checkpoint at `checkpoint` in
 // this process; wrapped in the per-row cache unless --teacher_cache_mb=0.
-absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(
-    const std::string& checkpoint, const std::string& address);
+absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& checkpoint,
+                                                                    const std::string& address);
 
 struct CheckpointReport {
   std::string architecture;

@@ -52,20 +52,35 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA: require client certificates signed by it (mutual TLS).");
-ABSL_FLAG(std::string, auth_token_file, "",
-          "File holding a bearer token every call must present.");
+ABSL_FLAG(std::string, auth_token_file, "", "File holding a bearer token every call must present.");
 ABSL_FLAG(bool, allow_insecure_token, false,
           "Allow --auth_token_file without TLS (the token then travels in the clear).");
 
 namespace retort::cli {
 
-const std::vector<std::string> kTeacherServeFlags = {
-    "checkpoint",     "torchscript",   "input_shape",          "listen",
-    "port_file",      "metrics_listen", "max_batch_rows",      "max_delay_ms",
-    "max_queue_rows", "batch_workers", "deterministic",        "bf16",
-    "max_rows_per_request", "max_top_k", "max_streams",        "max_in_flight",
-    "drain_timeout",  "tls_cert",      "tls_key",              "tls_client_ca",
-    "auth_token_file", "allow_insecure_token", "threads"};
+const std::vector<std::string> kTeacherServeFlags = {"checkpoint",
+                                                     "torchscript",
+                                                     "input_shape",
+                                                     "listen",
+                                                     "port_file",
+                                                     "metrics_listen",
+                                                     "max_batch_rows",
+                                                     "max_delay_ms",
+                                                     "max_queue_rows",
+                                                     "batch_workers",
+                                                     "deterministic",
+                                                     "bf16",
+                                                     "max_rows_per_request",
+                                                     "max_top_k",
+                                                     "max_streams",
+                                                     "max_in_flight",
+                                                     "drain_timeout",
+                                                     "tls_cert",
+                                                     "tls_key",
+                                                     "tls_client_ca",
+                                                     "auth_token_file",
+                                                     "allow_insecure_token",
+                                                     "threads"};
 
 namespace {
 
@@ -134,9 +149,8 @@ absl::StatusOr<teacher::TeacherServer::Options> ServerOptionsFromFlags() {
   o.security.tls_key_path = absl::GetFlag(FLAGS_tls_key);
   o.security.tls_client_ca_path = absl::GetFlag(FLAGS_tls_client_ca);
   o.security.allow_insecure_token = absl::GetFlag(FLAGS_allow_insecure_token);
-  RETORT_ASSIGN_OR_RETURN(
-      o.security.auth_token,
-      ReadTokenFile("auth_token_file", absl::GetFlag(FLAGS_auth_token_file)));
+  RETORT_ASSIGN_OR_RETURN(o.security.auth_token,
+                          ReadTokenFile("auth_token_file", absl::GetFlag(FLAGS_auth_token_file)));
   return o;
 }
 
@@ -169,14 +183,13 @@ absl::Status RunTeacherServe() {
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::TeacherServer> server,
                           teacher::TeacherServer::Create(options, model));
   const v1::TeacherFingerprint& fp = server->fingerprint();
-  std::fprintf(stderr, "[teacher] serving %s (weights %s, %s%s) on port %d%s\n",
-               fp.architecture().c_str(), fp.weights_sha256().substr(0, 12).c_str(),
-               options.compute_dtype.c_str(),
-               options.batcher.deterministic ? ", deterministic" : ", dynamic batching",
-               server->port(),
-               server->metrics_port() != 0
-                   ? absl::StrCat("; metrics on port ", server->metrics_port()).c_str()
-                   : "");
+  std::fprintf(
+      stderr, "[teacher] serving %s (weights %s, %s%s) on port %d%s\n", fp.architecture().c_str(),
+      fp.weights_sha256().substr(0, 12).c_str(), options.compute_dtype.c_str(),
+      options.batcher.deterministic ? ", deterministic" : ", dynamic batching", server->port(),
+      server->metrics_port() != 0
+          ? absl::StrCat("; metrics on port ", server->metrics_port()).c_str()
+          : "");
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty()) {
     RETORT_RETURN_IF_ERROR(WriteFileAtomically(port_file, absl::StrCat(server->port(), "\n")));
