@@ -301,7 +301,9 @@ TEST_F(CliTest, DistillOverGrpcFromATeacherServerThatDrainsOnSigterm) {
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(*exit, 0);
   std::string log = *ReadFile(Path("serve.log"));
-  EXPECT_THAT(log, HasSubstr("SIGTERM: draining"));
+  // Both signals may be pending at once; the kernel then delivers the
+  // lower-numbered SIGINT first, so either may name the drain.
+  EXPECT_THAT(log, ::testing::ContainsRegex("(SIGTERM|SIGINT): draining"));
   EXPECT_THAT(log, HasSubstr("every accepted request was answered"));
 }
 
