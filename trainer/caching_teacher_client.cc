@@ -29,6 +29,11 @@ CachingTeacherClient::Key CachingTeacherClient::RowKey(const char* data, size_t 
 
 absl::StatusOr<torch::Tensor> CachingTeacherClient::LogProbs(const torch::Tensor& inputs,
                                                              double temperature) {
+  return Submit(inputs, temperature).get();
+}
+
+TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& inputs,
+                                                           double temperature) {
   torch::Tensor rows = inputs.contiguous();
   const int64_t n = rows.size(0);
   const size_t row_bytes =
@@ -54,24 +59,37 @@ absl::StatusOr<torch::Tensor> CachingTeacherClient::LogProbs(const torch::Tensor
     stats_.hits += n - static_cast<int64_t>(missing.size());
     stats_.misses += static_cast<int64_t>(missing.size());
   }
+  LogProbsFuture inner;
   if (!missing.empty()) {
     torch::Tensor subset = missing.size() == static_cast<size_t>(n)
                                ? rows
                                : rows.index_select(0, torch::tensor(missing, torch::kLong));
-    RETORT_ASSIGN_OR_RETURN(torch::Tensor answered, inner_->LogProbs(subset, temperature));
-    absl::MutexLock lock(&mu_);
-    for (size_t j = 0; j < missing.size(); ++j) {
-      torch::Tensor row = answered[static_cast<int64_t>(j)].clone();
-      found[static_cast<size_t>(missing[j])] = row;
-      const int64_t cost = static_cast<int64_t>(row.nbytes()) + 64;
-      if (bytes_ + cost <= options_.capacity_bytes &&
-          rows_.emplace(keys[static_cast<size_t>(missing[j])], row).second) {
-        bytes_ += cost;
-      }
-    }
-    stats_.entries = static_cast<int64_t>(rows_.size());
+    inner = inner_->Submit(subset, temperature);
   }
-  return torch::stack(found);
+  // The misses are asked for now; joining them with the hits (and
+  // remembering them) happens in the caller's wait.
+  return std::async(std::launch::deferred,
+                    [this, keys = std::move(keys), found = std::move(found),
+                     missing = std::move(missing),
+                     inner]() mutable -> absl::StatusOr<torch::Tensor> {
+                      if (!missing.empty()) {
+                        const absl::StatusOr<torch::Tensor>& answered = inner.get();
+                        if (!answered.ok()) return answered.status();
+                        absl::MutexLock lock(&mu_);
+                        for (size_t j = 0; j < missing.size(); ++j) {
+                          torch::Tensor row = (*answered)[static_cast<int64_t>(j)].clone();
+                          found[static_cast<size_t>(missing[j])] = row;
+                          const int64_t cost = static_cast<int64_t>(row.nbytes()) + 64;
+                          if (bytes_ + cost <= options_.capacity_bytes &&
+                              rows_.emplace(keys[static_cast<size_t>(missing[j])], row).second) {
+                            bytes_ += cost;
+                          }
+                        }
+                        stats_.entries = static_cast<int64_t>(rows_.size());
+                      }
+                      return torch::stack(found);
+                    })
+      .share();
 }
 
 CachingTeacherClient::Stats CachingTeacherClient::stats() const {

@@ -41,6 +41,10 @@ class CachingTeacherClient : public TeacherClient {
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return inner_->Fingerprint(); }
   absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
+  // Looks the rows up now and asks the wrapped client for the misses at
+  // once; the answer is assembled when the future is waited on. The future
+  // must not outlive this client.
+  LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override;
   Stats stats() const;
 
  private:

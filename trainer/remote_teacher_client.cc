@@ -7,6 +7,7 @@
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace retort::trainer {
 namespace {
@@ -65,13 +66,41 @@ absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> RemoteTeacherClient::Create
 RemoteTeacherClient::RemoteTeacherClient(Options options) : options_(std::move(options)) {}
 
 RemoteTeacherClient::~RemoteTeacherClient() {
+  Shutdown();
+  if (reader_.joinable()) reader_.join();
+  FailAll(absl::CancelledError("the teacher client was closed"));
+}
+
+void RemoteTeacherClient::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
     if (cancellable_ != nullptr) cancellable_->TryCancel();
   }
-  if (reader_.joinable()) reader_.join();
-  FailAll(absl::CancelledError("the teacher client was closed"));
+  FailAll(absl::CancelledError(absl::StrCat("the client of teacher ", options_.address,
+                                            " was shut down")));
+}
+
+absl::Status RemoteTeacherClient::CheckServing(absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(Deadline(timeout));
+  AddCallCredentials(options_.channel, &context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service("retort.v1.Teacher");
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status =
+      grpc::health::v1::Health::NewStub(channel_)->Check(&context, request, &response);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat("teacher at ", options_.address,
+                                               " failed its health check: ",
+                                               FromGrpcStatus(status, "").message()));
+  }
+  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError(absl::StrCat(
+        "teacher at ", options_.address, " reports ",
+        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::GetInfoResponse> RemoteTeacherClient::CallGetInfo(absl::Duration timeout) {
@@ -135,57 +164,84 @@ absl::StatusOr<torch::Tensor> RemoteTeacherClient::LogProbs(const torch::Tensor&
   return answer.log_probs;
 }
 
-RemoteTeacherClient::AnswerFuture RemoteTeacherClient::Send(
+std::optional<std::vector<v1::DistillRequest>> RemoteTeacherClient::Encode(
     const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
+    const std::vector<std::string>& hidden_layers, const AnswerCallback& done) {
   absl::StatusOr<std::vector<v1::DistillRequest>> encoded =
       TorchCall("encoding a teacher request", [&] {
         return teacher::EncodeRequest(0, inputs.contiguous(), temperature, options_.output,
                                       hidden_layers, options_.max_message_bytes);
       });
   if (!encoded.ok()) {
-    std::promise<absl::StatusOr<teacher::Answer>> failed;
-    failed.set_value(encoded.status());
-    return failed.get_future().share();
+    done(encoded.status());
+    return std::nullopt;
   }
-  std::vector<v1::DistillRequest> parts = *std::move(encoded);
+  return *std::move(encoded);
+}
+
+RemoteTeacherClient::AnswerFuture RemoteTeacherClient::Send(
+    const torch::Tensor& inputs, double temperature,
+    const std::vector<std::string>& hidden_layers) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<teacher::Answer>>>();
+  AnswerFuture future = promise->get_future().share();
+  AnswerCallback done = [promise](absl::StatusOr<teacher::Answer> answer) {
+    promise->set_value(std::move(answer));
+  };
+  std::optional<std::vector<v1::DistillRequest>> parts =
+      Encode(inputs, temperature, hidden_layers, done);
+  if (!parts.has_value()) return future;
   // Never more requests outstanding than the server accepts on a stream:
   // wait for answers (up to request_timeout) before adding one.
   {
-    const size_t limit =
-        static_cast<size_t>(std::max(1, info_.limits().max_in_flight_per_stream()));
+    const size_t limit = static_cast<size_t>(in_flight_limit());
     absl::MutexLock lock(&mu_);
     auto has_room = [this, limit]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return shutdown_ || pending_.size() + reserved_ < limit;
     };
     if (!mu_.AwaitWithTimeout(absl::Condition(&has_room), options_.request_timeout)) {
-      std::promise<absl::StatusOr<teacher::Answer>> failed;
-      failed.set_value(absl::DeadlineExceededError(absl::StrCat(
+      done(absl::DeadlineExceededError(absl::StrCat(
           "teacher at ", options_.address, " left ", limit, " requests unanswered for ",
           absl::FormatDuration(options_.request_timeout))));
-      return failed.get_future().share();
+      return future;
     }
     ++reserved_;
   }
-  absl::MutexLock write_lock(&write_mu_);
-  AnswerFuture future;
-  {
-    absl::MutexLock lock(&mu_);
-    --reserved_;
-    if (shutdown_) {
-      std::promise<absl::StatusOr<teacher::Answer>> failed;
-      failed.set_value(absl::CancelledError("the teacher client was closed"));
-      return failed.get_future().share();
-    }
-    const uint64_t sequence = next_sequence_++;
-    for (v1::DistillRequest& part : parts) part.set_sequence(sequence);
-    Pending& pending = pending_[sequence];
-    pending.parts = parts;
-    future = pending.promise.get_future().share();
-    ++stats_.requests;
-  }
-  if (stream_ != nullptr) WriteParts(stream_.get(), parts);
+  Enqueue(*std::move(parts), std::move(done), /*reserved=*/true);
   return future;
+}
+
+void RemoteTeacherClient::SendAsync(const torch::Tensor& inputs, double temperature,
+                                    const std::vector<std::string>& hidden_layers,
+                                    AnswerCallback done) {
+  std::optional<std::vector<v1::DistillRequest>> parts =
+      Encode(inputs, temperature, hidden_layers, done);
+  if (parts.has_value()) Enqueue(*std::move(parts), std::move(done), /*reserved=*/false);
+}
+
+void RemoteTeacherClient::Enqueue(std::vector<v1::DistillRequest> parts, AnswerCallback done,
+                                  bool reserved) {
+  {
+    absl::MutexLock write_lock(&write_mu_);
+    bool closed;
+    {
+      absl::MutexLock lock(&mu_);
+      if (reserved) --reserved_;
+      closed = shutdown_;
+      if (!closed) {
+        const uint64_t sequence = next_sequence_++;
+        for (v1::DistillRequest& part : parts) part.set_sequence(sequence);
+        Pending& pending = pending_[sequence];
+        pending.parts = parts;
+        pending.done = std::move(done);
+        ++stats_.requests;
+      }
+    }
+    if (!closed) {
+      if (stream_ != nullptr) WriteParts(stream_.get(), parts);
+      return;
+    }
+  }
+  done(absl::CancelledError("the teacher client was closed"));
 }
 
 absl::StatusOr<teacher::Answer> RemoteTeacherClient::Wait(const AnswerFuture& future) {
@@ -247,13 +303,13 @@ void RemoteTeacherClient::Deliver(const v1::DistillResponse& response) {
   }
   absl::StatusOr<std::optional<teacher::Answer>> added = node.mapped().assembler.Add(response);
   if (!added.ok()) {
-    node.mapped().promise.set_value(
+    node.mapped().done(
         absl::Status(added.status().code(), absl::StrCat("teacher at ", options_.address, ": ",
                                                          added.status().message())));
     return;
   }
   if (added->has_value()) {
-    node.mapped().promise.set_value(std::move(**added));
+    node.mapped().done(std::move(**added));
     return;
   }
   absl::MutexLock lock(&mu_);
@@ -266,7 +322,7 @@ void RemoteTeacherClient::FailAll(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
     failed.swap(pending_);
   }
-  for (auto& [sequence, pending] : failed) pending.promise.set_value(status);
+  for (auto& [sequence, pending] : failed) pending.done(status);
 }
 
 void RemoteTeacherClient::ReaderLoop() {
@@ -294,6 +350,12 @@ void RemoteTeacherClient::ReaderLoop() {
       if (broken_since == absl::InfiniteFuture()) broken_since = absl::Now();
       if (IsPermanent(connected.code())) {
         FailAll(connected);
+        broken_since = absl::InfiniteFuture();
+        continue;
+      }
+      if (!options_.resend_after_break) {
+        FailAll(absl::UnavailableError(absl::StrCat("teacher at ", options_.address,
+                                                    " unreachable: ", connected.message())));
         broken_since = absl::InfiniteFuture();
         continue;
       }
@@ -346,6 +408,13 @@ void RemoteTeacherClient::ReaderLoop() {
     absl::Status broken = FromGrpcStatus(status, absl::StrCat("teacher at ", options_.address));
     if (!broken.ok() && IsPermanent(broken.code())) {
       FailAll(broken);
+      broken_since = absl::InfiniteFuture();
+      continue;
+    }
+    if (!options_.resend_after_break) {
+      FailAll(absl::UnavailableError(absl::StrCat(
+          "teacher at ", options_.address, ": the stream ended",
+          broken.ok() ? std::string() : absl::StrCat(" (", broken.message(), ")"))));
       broken_since = absl::InfiniteFuture();
       continue;
     }

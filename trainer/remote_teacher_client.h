@@ -7,7 +7,10 @@
 // When the stream breaks (the server restarts, a keepalive ping goes
 // unanswered), the client reconnects with backoff and re-sends every
 // unanswered request, for up to `reconnect_timeout`; only then do the waiting
-// calls fail, with UNAVAILABLE naming the address. On every connection it
+// calls fail, with UNAVAILABLE naming the address. With `resend_after_break`
+// off (how TeacherPoolClient uses it) a break fails every unanswered request
+// at once with UNAVAILABLE, so the pool can re-send it to another teacher; the
+// next request reconnects. On every connection it
 // checks the server's fingerprint against the first one it saw (and against
 // `expected_weights_sha256` when set), so a run never mixes two teachers.
 //
@@ -15,8 +18,11 @@
 #ifndef RETORT_TRAINER_REMOTE_TEACHER_CLIENT_H_
 #define RETORT_TRAINER_REMOTE_TEACHER_CLIENT_H_
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <future>
+#include <optional>
 #include <map>
 #include <memory>
 #include <string>
@@ -47,6 +53,7 @@ class RemoteTeacherClient : public TeacherClient {
     absl::Duration connect_timeout = absl::Seconds(30);    // first GetInfo
     absl::Duration request_timeout = absl::Seconds(120);   // one answer
     absl::Duration reconnect_timeout = absl::Seconds(30);  // re-sending after a break
+    bool resend_after_break = true;  // false: fail unanswered requests when the stream breaks
     int64_t max_message_bytes = teacher::kDefaultMaxMessageBytes;
   };
 
@@ -58,6 +65,10 @@ class RemoteTeacherClient : public TeacherClient {
   };
 
   using AnswerFuture = std::shared_future<absl::StatusOr<teacher::Answer>>;
+  // Called once per request with its answer or error, on the client's reader
+  // thread (or inline when the request fails before it is sent). Must not
+  // block for long and must not destroy the client.
+  using AnswerCallback = std::function<void(absl::StatusOr<teacher::Answer>)>;
 
   // Connects and reads the server's fingerprint and limits (waiting up to
   // connect_timeout for the server to come up). UNAVAILABLE naming the
@@ -78,13 +89,30 @@ class RemoteTeacherClient : public TeacherClient {
   // Waits up to request_timeout for a future from Send.
   absl::StatusOr<teacher::Answer> Wait(const AnswerFuture& future);
 
+  // Sends a request without waiting for room: the caller keeps at most
+  // in_flight_limit() requests unanswered (the server refuses more).
+  void SendAsync(const torch::Tensor& inputs, double temperature,
+                 const std::vector<std::string>& hidden_layers, AnswerCallback done);
+  int in_flight_limit() const { return std::max(1, info_.limits().max_in_flight_per_stream()); }
+
+  // Asks the server's gRPC health service about retort.v1.Teacher: OK when
+  // SERVING; UNAVAILABLE with the reason otherwise (NOT_SERVING while it
+  // drains or warms up, or no answer within `timeout`).
+  absl::Status CheckServing(absl::Duration timeout);
+
+  // Cancels the stream and fails every unanswered request with CANCELLED;
+  // later requests fail at once. Safe while other threads use the client;
+  // unblocks a Send stuck writing to a frozen server.
+  void Shutdown();
+
   const v1::GetInfoResponse& info() const { return info_; }
+  const std::string& address() const { return options_.address; }
   Stats stats() const;
 
  private:
   struct Pending {
     std::vector<v1::DistillRequest> parts;
-    std::promise<absl::StatusOr<teacher::Answer>> promise;
+    AnswerCallback done;
     teacher::AnswerAssembler assembler;
   };
   using Stream = grpc::ClientReaderWriter<v1::DistillRequest, v1::DistillResponse>;
@@ -92,6 +120,13 @@ class RemoteTeacherClient : public TeacherClient {
   explicit RemoteTeacherClient(Options options);
   absl::StatusOr<v1::GetInfoResponse> CallGetInfo(absl::Duration timeout);
   absl::Status CheckInfo(const v1::GetInfoResponse& info) const;
+  // Encodes; on failure calls `done` and returns nullopt.
+  std::optional<std::vector<v1::DistillRequest>> Encode(
+      const torch::Tensor& inputs, double temperature,
+      const std::vector<std::string>& hidden_layers, const AnswerCallback& done);
+  // Registers and writes an encoded request (`reserved` when the caller
+  // reserved room in Send).
+  void Enqueue(std::vector<v1::DistillRequest> parts, AnswerCallback done, bool reserved);
   void ReaderLoop();
   // Opens a stream and re-sends everything pending; false if it could not.
   absl::Status Connect();

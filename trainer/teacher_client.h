@@ -1,8 +1,16 @@
 // TeacherClient: how a trainer asks a teacher for soft targets. The trainer
 // sees teachers only through this interface; implementations live in-process
-// (InProcessTeacherClient), behind gRPC (later), or in tests (FakeTeacherClient).
+// (InProcessTeacherClient), behind gRPC (TeacherPoolClient over one or many
+// servers), or in tests (FakeTeacherClient).
+//
+// Submit lets a caller ask ahead: it returns at once with a future, and the
+// caller consumes futures in its own order, so answers can arrive in any
+// order while training stays deterministic. Clients that cannot work
+// asynchronously answer Submit synchronously (the default).
 #ifndef RETORT_TRAINER_TEACHER_CLIENT_H_
 #define RETORT_TRAINER_TEACHER_CLIENT_H_
+
+#include <future>
 
 #include <torch/torch.h>
 
@@ -22,6 +30,15 @@ class TeacherClient {
   // log_softmax(teacher_logits(inputs) / temperature), float32 [B, classes].
   virtual absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs,
                                                  double temperature) = 0;
+
+  using LogProbsFuture = std::shared_future<absl::StatusOr<torch::Tensor>>;
+  // Like LogProbs, but may return before the answer is there. `inputs` must
+  // not be modified until the future is ready.
+  virtual LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) {
+    std::promise<absl::StatusOr<torch::Tensor>> promise;
+    promise.set_value(LogProbs(inputs, temperature));
+    return promise.get_future().share();
+  }
 };
 
 }  // namespace retort::trainer

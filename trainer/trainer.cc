@@ -1,6 +1,9 @@
 #include "trainer/trainer.h"
 
 #include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <system_error>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -10,13 +13,15 @@
 #include "common/progress.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
-#include "data/augment.h"
+#include "models/checkpoint_file.h"
 
 namespace retort::trainer {
 namespace {
 
-std::string LastPath(const std::string& dir) { return dir + "/last.pt"; }
+constexpr char kTrainingFile[] = "training.pt";
+
 std::string BestPath(const std::string& dir) { return dir + "/best.pt"; }
+std::string CheckpointsDir(const std::string& dir) { return dir + "/checkpoints"; }
 
 // Keys of the stored configuration whose values differ from `now`.
 std::vector<std::string> DifferingKeys(const nlohmann::json& stored, const nlohmann::json& now) {
@@ -50,6 +55,16 @@ absl::Status TrainerOptions::Validate() const {
   }
   if (checkpoint_every_steps < 0 || log_every_steps < 0 || stop_after_steps < 0) {
     return absl::InvalidArgumentError("step intervals must be >= 0");
+  }
+  if (keep_checkpoints < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--keep_checkpoints must be at least 2 (a crash while writing one must leave another), "
+        "got ",
+        keep_checkpoints));
+  }
+  if (teacher_prefetch < 0 || teacher_prefetch > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--teacher_prefetch must be in [0, 64] steps, got ", teacher_prefetch));
   }
   return absl::OkStatus();
 }
@@ -113,16 +128,26 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   }
 
   RETORT_RETURN_IF_ERROR(MakeDirs(o.out_dir));
-  const std::string last = LastPath(o.out_dir);
-  if (PathExists(last)) {
-    if (o.resume) {
-      RETORT_RETURN_IF_ERROR(t->Resume(last));
-    } else if (!o.overwrite) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          o.out_dir, " already holds a checkpoint (", last,
-          "); pass --resume to continue it, --overwrite to start afresh, or choose another "
-          "--out_dir"));
+  if (o.overwrite && !o.resume) {
+    // Starting afresh: checkpoints of the old run must not be resumed later.
+    std::error_code error;
+    std::filesystem::remove_all(CheckpointsDir(o.out_dir), error);
+    if (error) {
+      return absl::InternalError(absl::StrCat("--overwrite: cannot remove ",
+                                              CheckpointsDir(o.out_dir), ": ", error.message()));
     }
+  }
+  RETORT_ASSIGN_OR_RETURN(t->checkpoints_,
+                          CheckpointStore::Create({.dir = CheckpointsDir(o.out_dir),
+                                                   .keep_last = o.keep_checkpoints}));
+  RETORT_ASSIGN_OR_RETURN(std::vector<int64_t> complete, t->checkpoints_->CompleteSteps());
+  if (o.resume) {
+    RETORT_RETURN_IF_ERROR(t->Resume());
+  } else if (!complete.empty() && !o.overwrite) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        o.out_dir, " already holds checkpoints (the newest of step ", complete.back(),
+        "); pass --resume=auto to continue, --overwrite to start afresh, or choose another "
+        "--out_dir"));
   }
   if (t->state_.step == 0) {
     // A fresh run truncates any old metrics so the file describes this run.
@@ -132,7 +157,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   return t;
 }
 
-absl::Status Trainer::Resume(const std::string& path) {
+absl::Status Trainer::Resume() {
+  std::vector<std::string> warnings;
+  RETORT_ASSIGN_OR_RETURN(std::optional<CheckpointStore::Checkpoint> latest,
+                          checkpoints_->Latest(&warnings));
+  for (const std::string& warning : warnings) {
+    std::fprintf(stderr, "[%s] warning: %s\n", options_.label.c_str(), warning.c_str());
+  }
+  if (!latest.has_value()) return absl::OkStatus();  // nothing to resume: a fresh start
+  const std::string path = latest->dir + "/" + kTrainingFile;
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
   RETORT_ASSIGN_OR_RETURN(TrainingState loaded, LoadTrainingCheckpoint(path, *model_, *optimizer_));
@@ -152,30 +185,43 @@ absl::Status Trainer::Resume(const std::string& path) {
                                               : state_.teacher_weights_sha256.substr(0, 12)));
   }
   RETORT_RETURN_IF_ERROR(sampler_->Restore(loaded.sampler));
-  if (loaded.step !=
-      sampler_->state().epoch * sampler_->batches_per_epoch() + sampler_->state().next_batch) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": step ", loaded.step, " disagrees with the sampler position"));
+  if (loaded.step != latest->step ||
+      loaded.step !=
+          sampler_->state().epoch * sampler_->batches_per_epoch() + sampler_->state().next_batch) {
+    return absl::DataLossError(absl::StrCat(path, ": step ", loaded.step,
+                                            " disagrees with its manifest or sampler position"));
   }
   state_ = std::move(loaded);
-  std::fprintf(stderr, "[%s] resuming from %s at step %lld\n", options_.label.c_str(), path.c_str(),
-               static_cast<long long>(state_.step));
+  checkpointed_step_ = state_.step;
+  last_checkpoint_dir_ = latest->dir;
+  std::fprintf(stderr, "[%s] resuming from %s at step %lld\n", options_.label.c_str(),
+               latest->dir.c_str(), static_cast<long long>(state_.step));
   return absl::OkStatus();
 }
 
-absl::Status Trainer::TrainStep(const std::vector<int64_t>& indices) {
-  data::Batch batch = train_->GetBatch(indices);
-  torch::Tensor inputs = data::JitterImages(batch.inputs, options_.jitter_pixels,
-                                            at::detail::getDefaultCPUGenerator());
+absl::Status Trainer::TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed) {
+  *teacher_failed = false;
   torch::Tensor teacher_log_probs;
-  if (teacher_ != nullptr && options_.loss.alpha > 0) {
-    RETORT_ASSIGN_OR_RETURN(teacher_log_probs,
-                            teacher_->LogProbs(inputs, options_.loss.temperature));
+  if (prepared.teacher.valid()) {
+    const absl::Time t0 = absl::Now();
+    const absl::StatusOr<torch::Tensor>& answer = prepared.teacher.get();
+    last_teacher_wait_ = absl::ToDoubleSeconds(absl::Now() - t0);
+    teacher_wait_seconds_ += last_teacher_wait_;
+    if (!answer.ok()) {
+      *teacher_failed = true;
+      return answer.status();
+    }
+    teacher_log_probs = *answer;
+  }
+  // The pipeline drew the same batch from its own copy of the sampler.
+  const std::vector<int64_t> indices = sampler_->Next();
+  if (indices != prepared.indices) {
+    return absl::InternalError(absl::StrCat("batch pipeline out of step at step ", state_.step));
   }
   SetLearningRate(*optimizer_, LearningRateAt(options_.optimizer, state_.step, total_steps_));
   optimizer_->zero_grad();
-  LossTerms terms =
-      DistillationLoss(model_->forward(inputs), teacher_log_probs, batch.labels, options_.loss);
+  LossTerms terms = DistillationLoss(model_->forward(prepared.inputs), teacher_log_probs,
+                                     prepared.labels, options_.loss);
   terms.total.backward();
   if (options_.clip_grad_norm > 0) {
     torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.clip_grad_norm);
@@ -188,15 +234,35 @@ absl::Status Trainer::TrainStep(const std::vector<int64_t>& indices) {
                      "; training diverged: lower --lr or set --clip_grad_norm"));
   }
   ++state_.step;
-  ++epoch_steps_;
-  epoch_loss_sum_ += loss;
-  epoch_hard_sum_ += terms.hard.item<double>();
-  if (terms.soft.defined()) epoch_soft_sum_ += terms.soft.item<double>();
+  ++state_.epoch_steps;
+  last_step_loss_ = loss;
+  state_.epoch_loss_sum += loss;
+  state_.epoch_hard_sum += terms.hard.item<double>();
+  if (terms.soft.defined()) state_.epoch_soft_sum += terms.soft.item<double>();
   return absl::OkStatus();
 }
 
-absl::Status Trainer::WriteLast() {
-  return SaveTrainingCheckpoint(LastPath(options_.out_dir), *model_, *optimizer_, state_);
+absl::Status Trainer::WriteCheckpoint() {
+  if (checkpointed_step_ == state_.step) return absl::OkStatus();
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore::Pending> pending,
+                          checkpoints_->Begin(state_.step));
+  RETORT_RETURN_IF_ERROR(
+      SaveTrainingCheckpoint(pending->Path(kTrainingFile), *model_, *optimizer_, state_));
+  if (options_.crash_while_checkpointing_step > 0 &&
+      state_.step == options_.crash_while_checkpointing_step) {
+    std::fprintf(stderr, "[%s] crashing while writing the checkpoint of step %lld (testing)\n",
+                 options_.label.c_str(), static_cast<long long>(state_.step));
+    std::raise(SIGKILL);
+  }
+  RETORT_RETURN_IF_ERROR(
+      pending->Commit({{"step", state_.step},
+                       {"epoch", sampler_->state().epoch},
+                       {"teacher_weights_sha256", state_.teacher_weights_sha256},
+                       {"config", state_.config}}));
+  checkpointed_step_ = state_.step;
+  last_checkpoint_dir_ = absl::StrCat(CheckpointsDir(options_.out_dir), "/ckpt-",
+                                      absl::StrFormat("%012d", state_.step));
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
@@ -207,56 +273,100 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
     state_.best_validation_accuracy = validation.accuracy();
     state_.best_epoch = epoch;
   }
-  RETORT_RETURN_IF_ERROR(WriteLast());
-  if (best) {
-    RETORT_RETURN_IF_ERROR(
-        SaveTrainingCheckpoint(BestPath(options_.out_dir), *model_, *optimizer_, state_));
-  }
-  const double steps = static_cast<double>(std::max<int64_t>(epoch_steps_, 1));
+  const double steps = static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1));
   const double samples_per_second =
-      epoch_seconds > 0 ? static_cast<double>(epoch_steps_ * options_.batch_size) / epoch_seconds
+      epoch_seconds > 0 ? static_cast<double>(state_.epoch_steps * options_.batch_size) /
+                              epoch_seconds
                         : 0.0;
   nlohmann::json record = {{"event", "epoch"},
                            {"epoch", epoch},
                            {"step", state_.step},
-                           {"train_loss", epoch_loss_sum_ / steps},
-                           {"train_hard_loss", epoch_hard_sum_ / steps},
+                           {"train_loss", state_.epoch_loss_sum / steps},
+                           {"train_hard_loss", state_.epoch_hard_sum / steps},
                            {"validation", state_.last_validation},
                            {"best_validation_accuracy", state_.best_validation_accuracy},
                            {"learning_rate", optimizer_->param_groups()[0].options().get_lr()},
                            {"samples_per_second", samples_per_second},
                            {"train_seconds", state_.train_seconds}};
-  if (teacher_ != nullptr) record["train_soft_loss"] = epoch_soft_sum_ / steps;
+  if (teacher_ != nullptr) {
+    record["train_soft_loss"] = state_.epoch_soft_sum / steps;
+    record["teacher_wait_seconds"] = teacher_wait_seconds_;
+  }
   RETORT_RETURN_IF_ERROR(metrics_->Write(record));
   std::fprintf(stderr,
                "[%s] epoch %lld/%lld | train loss %.4f | val acc %.4f (%lld errors)%s | "
                "%.0f samples/s\n",
                options_.label.c_str(), static_cast<long long>(epoch) + 1,
-               static_cast<long long>(options_.epochs), epoch_loss_sum_ / steps,
+               static_cast<long long>(options_.epochs), state_.epoch_loss_sum / steps,
                validation.accuracy(), static_cast<long long>(validation.errors()),
                best ? " best" : "", samples_per_second);
-  epoch_loss_sum_ = epoch_soft_sum_ = epoch_hard_sum_ = 0;
-  epoch_steps_ = 0;
+  state_.epoch_loss_sum = state_.epoch_soft_sum = state_.epoch_hard_sum = 0;
+  state_.epoch_steps = 0;
+  RETORT_RETURN_IF_ERROR(WriteCheckpoint());
+  if (best) {
+    RETORT_RETURN_IF_ERROR(
+        SaveTrainingCheckpoint(BestPath(options_.out_dir), *model_, *optimizer_, state_));
+  }
   return absl::OkStatus();
+}
+
+nlohmann::json TrainResult::ToJson() const {
+  return {{"steps", steps},
+          {"epochs", epochs},
+          {"best_validation_accuracy", best_validation_accuracy},
+          {"best_epoch", best_epoch},
+          {"final_validation", final_validation.ToJson()},
+          {"train_seconds", train_seconds},
+          {"samples_per_second", samples_per_second},
+          {"teacher_wait_seconds", teacher_wait_seconds},
+          {"resumed_from_step", resumed_from_step},
+          {"parameters_sha256", parameters_sha256},
+          {"best_checkpoint", best_checkpoint},
+          {"last_checkpoint", last_checkpoint}};
 }
 
 absl::StatusOr<TrainResult> Trainer::Run() {
   const Clock& clock = *options_.clock;
   const int64_t start_step = state_.step;
   const int64_t batches = sampler_->batches_per_epoch();
+  const int64_t end_step =
+      options_.stop_after_steps > 0 ? std::min(options_.stop_after_steps, total_steps_)
+                                    : total_steps_;
+  BatchPipeline pipeline(
+      {.depth = options_.teacher_prefetch,
+       .jitter_pixels = options_.jitter_pixels,
+       .seed = options_.seed,
+       .temperature = options_.loss.temperature,
+       .ask_teacher = teacher_ != nullptr && options_.loss.alpha > 0},
+      train_, teacher_, *sampler_, state_.step, std::max(end_step, state_.step));
   ProgressLine progress({.label = absl::StrCat("[", options_.label, "]"),
                          .total_units = total_steps_,
                          .clock = options_.clock});
   model_->train();
   double work_seconds = 0;  // this process's optimizer time
   double epoch_seconds = 0;
-  while (state_.step < total_steps_) {
+  while (state_.step < end_step) {
     const int64_t epoch = sampler_->state().epoch;
     const absl::Time t0 = clock.Now();
-    absl::Status step = TorchCall("training step", [&] { return TrainStep(sampler_->Next()); });
+    BatchPipeline::Prepared prepared;
+    bool teacher_failed = false;
+    absl::Status step = TorchCall("training step", [&] {
+      prepared = pipeline.Next();
+      return TrainStep(prepared, &teacher_failed);
+    });
     if (!step.ok()) {
       progress.Finish();
-      return step;
+      if (!teacher_failed) return step;
+      // Nothing of the failed step was applied: keep what was done.
+      absl::Status saved = WriteCheckpoint();
+      return absl::Status(
+          step.code(),
+          absl::StrCat(step.message(), "; ",
+                       saved.ok() ? absl::StrCat("training state of step ", state_.step,
+                                                 " is in ", last_checkpoint_dir_,
+                                                 ": continue with --resume=auto")
+                                  : absl::StrCat("and writing a checkpoint failed too: ",
+                                                 saved.message())));
     }
     state_.sampler = sampler_->state();
     const double dt = absl::ToDoubleSeconds(clock.Now() - t0);
@@ -265,36 +375,41 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     state_.train_seconds += dt;
 
     if (progress.Due()) {
-      progress.Update(state_.step, (state_.step - start_step) * options_.batch_size,
-                      absl::StrFormat("epoch %d/%d loss %.4f", epoch + 1, options_.epochs,
-                                      epoch_loss_sum_ / std::max<int64_t>(epoch_steps_, 1)));
+      const int64_t done = state_.step - start_step;
+      std::string detail = absl::StrFormat(
+          "epoch %d/%d loss %.4f", epoch + 1, options_.epochs,
+          state_.epoch_loss_sum / static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1)));
+      if (teacher_ != nullptr) {
+        absl::StrAppendFormat(&detail, " teacher wait %.1f ms/step",
+                              1e3 * teacher_wait_seconds_ / static_cast<double>(done));
+      }
+      progress.Update(state_.step, done * options_.batch_size, detail);
     }
     if (options_.log_every_steps > 0 && state_.step % options_.log_every_steps == 0) {
-      RETORT_RETURN_IF_ERROR(
-          metrics_->Write({{"event", "step"},
-                           {"step", state_.step},
-                           {"epoch", epoch},
-                           {"loss", epoch_loss_sum_ / std::max<int64_t>(epoch_steps_, 1)},
-                           {"learning_rate", optimizer_->param_groups()[0].options().get_lr()}}));
+      nlohmann::json line = {
+          {"event", "step"},
+          {"step", state_.step},
+          {"epoch", epoch},
+          {"step_loss", last_step_loss_},
+          {"loss", state_.epoch_loss_sum /
+                       static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1))},
+          {"learning_rate", optimizer_->param_groups()[0].options().get_lr()}};
+      if (teacher_ != nullptr) line["teacher_wait_ms"] = 1e3 * last_teacher_wait_;
+      RETORT_RETURN_IF_ERROR(metrics_->Write(line));
     }
-    const bool epoch_done = state_.step % batches == 0;
-    if (epoch_done) {
+    if (state_.step % batches == 0) {
       progress.Finish();
       RETORT_RETURN_IF_ERROR(
           TorchCall("end of epoch", [&] { return EndEpoch(epoch, epoch_seconds); }));
       epoch_seconds = 0;
     } else if (options_.checkpoint_every_steps > 0 &&
                state_.step % options_.checkpoint_every_steps == 0) {
-      RETORT_RETURN_IF_ERROR(WriteLast());
-    }
-    if (options_.stop_after_steps > 0 && state_.step >= options_.stop_after_steps &&
-        state_.step < total_steps_) {
-      progress.Finish();
-      if (!epoch_done) RETORT_RETURN_IF_ERROR(WriteLast());
-      break;
+      RETORT_RETURN_IF_ERROR(WriteCheckpoint());
     }
   }
   progress.Finish();
+  // Stopped early (--stop_after_steps): keep where it stopped.
+  RETORT_RETURN_IF_ERROR(WriteCheckpoint());
 
   TrainResult result;
   result.steps = state_.step;
@@ -305,8 +420,13 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.train_seconds = state_.train_seconds;
   const int64_t samples = (state_.step - start_step) * options_.batch_size;
   result.samples_per_second = work_seconds > 0 ? static_cast<double>(samples) / work_seconds : 0;
+  result.teacher_wait_seconds = teacher_wait_seconds_;
+  result.resumed_from_step = start_step;
+  result.parameters_sha256 = models::WeightsSha256(*model_);
   result.best_checkpoint = BestPath(options_.out_dir);
-  result.last_checkpoint = LastPath(options_.out_dir);
+  result.last_checkpoint = last_checkpoint_dir_;
+  RETORT_RETURN_IF_ERROR(WriteFileAtomically(options_.out_dir + "/result.json",
+                                             result.ToJson().dump(2) + "\n"));
   return result;
 }
 

@@ -2,13 +2,21 @@
 // distilled from a teacher through a TeacherClient.
 //
 // Files in `out_dir`:
-//   last.pt        the latest training checkpoint (every epoch end, and every
-//                  `checkpoint_every_steps`); `resume` continues from it
+//   checkpoints/ckpt-<step>/  training checkpoints (CheckpointStore: written
+//                  atomically, the newest `keep_checkpoints` kept) at every
+//                  epoch end, every `checkpoint_every_steps`, when stopped
+//                  early, and when the teacher pool gives out; `resume`
+//                  continues from the newest complete one
 //   best.pt        the checkpoint with the best validation accuracy so far
 //   metrics.jsonl  one JSON object per logged step and per epoch
+//   result.json    the TrainResult of the last Run, with a hash of the
+//                  final parameters
 //
-// A resumed run follows exactly the course of an uninterrupted one: same
-// batches, same dropout and jitter draws, same parameters.
+// Teacher requests for the next `teacher_prefetch` steps are in flight while
+// a step trains (BatchPipeline). A resumed run follows exactly the course of
+// an uninterrupted one whatever the prefetch depth: same batches, same
+// dropout and jitter draws, same parameters, bit for bit (given a teacher
+// whose answers are deterministic).
 //
 // Not thread-safe: one thread calls Run().
 #ifndef RETORT_TRAINER_TRAINER_H_
@@ -26,6 +34,8 @@
 #include "data/dataset.h"
 #include "data/sampler.h"
 #include "models/classifier.h"
+#include "trainer/batch_pipeline.h"
+#include "trainer/checkpoint_store.h"
 #include "trainer/distillation_loss.h"
 #include "trainer/evaluate.h"
 #include "trainer/optimizer.h"
@@ -44,12 +54,17 @@ struct TrainerOptions {
   int64_t jitter_pixels = 0;    // random translation of inputs, per example
   double clip_grad_norm = 0.0;  // 0 disables clipping
   std::string out_dir;
-  bool resume = false;                 // continue from out_dir/last.pt when it exists
-  bool overwrite = false;              // start afresh even if out_dir holds a checkpoint
+  bool resume = false;     // continue from the newest complete checkpoint, if any
+  bool overwrite = false;  // start afresh even if out_dir holds checkpoints
   int64_t checkpoint_every_steps = 0;  // 0: only at epoch ends
+  int keep_checkpoints = 3;            // at least 2
+  int64_t teacher_prefetch = 4;        // steps whose teacher answers are requested ahead
+  // Testing only: SIGKILL this process while writing the checkpoint of this
+  // step, after its data file and before its manifest (0: never).
+  int64_t crash_while_checkpointing_step = 0;
   int64_t log_every_steps = 100;       // metrics lines; 0 disables step lines
-  // Stop (after writing last.pt) once this many steps are done; 0 runs to the
-  // end. Lets tests interrupt a run at a chosen step.
+  // Stop (after writing a checkpoint) once this many steps are done; 0 runs
+  // to the end. Lets tests interrupt a run at a chosen step.
   int64_t stop_after_steps = 0;
   std::string label = "train";  // prefix of progress lines
   const Clock* clock = Clock::Real();
@@ -68,8 +83,12 @@ struct TrainResult {
   EvalResult final_validation;
   double train_seconds = 0;       // optimizer work only, summed over resumes
   double samples_per_second = 0;  // of this process's training work
+  double teacher_wait_seconds = 0;  // of this process: steps waiting for the teacher
+  int64_t resumed_from_step = 0;
+  std::string parameters_sha256;  // of the final parameters
   std::string best_checkpoint;
-  std::string last_checkpoint;
+  std::string last_checkpoint;  // the newest checkpoint directory
+  nlohmann::json ToJson() const;
 };
 
 class Trainer {
@@ -77,7 +96,8 @@ class Trainer {
   // `teacher` may be null: then training uses hard labels only. Errors:
   // INVALID_ARGUMENT for bad options; FAILED_PRECONDITION when out_dir holds a
   // checkpoint and neither resume nor overwrite is set, or when the checkpoint
-  // to resume does not match this run.
+  // to resume does not match this run. Run fails with the teacher's error
+  // when the teacher gives out, after checkpointing the last completed step.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(
       TrainerOptions options, std::shared_ptr<const data::Dataset> train,
       std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher);
@@ -89,10 +109,12 @@ class Trainer {
 
  private:
   Trainer() = default;
-  absl::Status Resume(const std::string& path);
-  absl::Status TrainStep(const std::vector<int64_t>& indices);
+  absl::Status Resume();
+  // Trains one prepared step. Sets *teacher_failed (and changes nothing)
+  // when the teacher's answer is an error.
+  absl::Status TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed);
   absl::Status EndEpoch(int64_t epoch, double epoch_seconds);
-  absl::Status WriteLast();
+  absl::Status WriteCheckpoint();
 
   TrainerOptions options_;
   std::shared_ptr<const data::Dataset> train_;
@@ -102,11 +124,14 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<data::ShuffleSampler> sampler_;
   std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<CheckpointStore> checkpoints_;
   TrainingState state_;
   int64_t total_steps_ = 0;
-  // Sums over the current epoch, for its summary line.
-  double epoch_loss_sum_ = 0, epoch_soft_sum_ = 0, epoch_hard_sum_ = 0;
-  int64_t epoch_steps_ = 0;
+  int64_t checkpointed_step_ = -1;
+  std::string last_checkpoint_dir_;
+  double last_step_loss_ = 0;
+  double teacher_wait_seconds_ = 0;  // this process
+  double last_teacher_wait_ = 0;     // the latest step's
 };
 
 }  // namespace retort::trainer

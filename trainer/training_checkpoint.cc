@@ -29,7 +29,10 @@ absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier&
                            {"best_epoch", state.best_epoch},
                            {"train_seconds", state.train_seconds},
                            {"teacher_weights_sha256", state.teacher_weights_sha256},
-                           {"last_validation", state.last_validation}}},
+                           {"last_validation", state.last_validation},
+                           {"epoch_sums",
+                            {state.epoch_loss_sum, state.epoch_soft_sum, state.epoch_hard_sum,
+                             state.epoch_steps}}}},
                          {"config", state.config}};
   return models::WriteCheckpoint(path, model, meta, [&](torch::serialize::OutputArchive& archive) {
     torch::serialize::OutputArchive optimizer_archive;
@@ -84,6 +87,13 @@ absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
     state.teacher_weights_sha256 = t.at("teacher_weights_sha256").get<std::string>();
     state.last_validation = t.value("last_validation", nlohmann::json());
     state.config = meta.value("config", nlohmann::json());
+    if (t.contains("epoch_sums")) {
+      const nlohmann::json& sums = t.at("epoch_sums");
+      state.epoch_loss_sum = sums.at(0).get<double>();
+      state.epoch_soft_sum = sums.at(1).get<double>();
+      state.epoch_hard_sum = sums.at(2).get<double>();
+      state.epoch_steps = sums.at(3).get<int64_t>();
+    }
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat(path, ": malformed training state: ", e.what()));
   }

@@ -27,6 +27,9 @@ struct TrainingState {
   std::string teacher_weights_sha256;  // empty when training without a teacher
   nlohmann::json config;               // the resolved run configuration
   nlohmann::json last_validation;      // EvalResult JSON of the latest validation
+  // Sums over the current epoch so far, for its summary line.
+  double epoch_loss_sum = 0, epoch_soft_sum = 0, epoch_hard_sum = 0;
+  int64_t epoch_steps = 0;
 };
 
 // Writes model, optimizer, state and the current default-generator state.

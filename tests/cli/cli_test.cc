@@ -173,7 +173,7 @@ TEST_F(CliTest, TrainEvalDistillAndCheckpointMismatch) {
   EXPECT_GT(json["accuracy"].get<double>(), 0.5);  // the bands are easy; chance is 0.1
 
   // Resuming with another architecture names both.
-  ExpectOneCleanErrorLine(Run("train --hidden=16 --epochs=2 --batch_size=25 --resume --out_dir=" +
+  ExpectOneCleanErrorLine(Run("train --hidden=16 --epochs=2 --batch_size=25 --resume=auto --out_dir=" +
                               teacher_dir + " " + Data()),
                           "holds a mlp 784-64-10 but this run builds a mlp 784-16-10");
   // Re-running into a directory with a checkpoint is refused, not clobbered.

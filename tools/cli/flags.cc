@@ -43,11 +43,18 @@ ABSL_FLAG(double, min_lr_ratio, 0.0, "The cosine schedule ends at lr * this.");
 ABSL_FLAG(double, clip_grad_norm, 0.0, "Clip the global gradient norm to this; 0 disables.");
 ABSL_FLAG(int64_t, jitter, 0, "Shift training images by up to this many pixels (augmentation).");
 ABSL_FLAG(std::string, out_dir, "",
-          "Directory for checkpoints (last.pt, best.pt) and metrics.jsonl.");
-ABSL_FLAG(bool, resume, false, "Continue from out_dir/last.pt if it exists.");
+          "Directory for checkpoints (checkpoints/ckpt-<step>/, best.pt), metrics.jsonl and "
+          "result.json.");
+ABSL_FLAG(std::string, resume, "never",
+          "auto: continue from the newest complete checkpoint in --out_dir (skipping partial or "
+          "corrupt ones with a warning), or start afresh if there is none; never: refuse an "
+          "--out_dir that holds checkpoints unless --overwrite.");
 ABSL_FLAG(bool, overwrite, false, "Start afresh even if out_dir holds a checkpoint.");
 ABSL_FLAG(int64_t, checkpoint_every_steps, 0,
-          "Also write last.pt every this many steps; 0: only at epoch ends.");
+          "Also checkpoint every this many steps; 0: only at epoch ends.");
+ABSL_FLAG(int32_t, keep_checkpoints, 3, "Keep the newest this many checkpoints (at least 2).");
+ABSL_FLAG(int64_t, testonly_crash_while_checkpointing_step, 0,
+          "Testing only: SIGKILL the trainer while it writes the checkpoint of this step.");
 ABSL_FLAG(int64_t, log_every_steps, 100, "Write a metrics line every this many steps.");
 ABSL_FLAG(int64_t, stop_after_steps, 0,
           "Stop after this many steps, checkpointed, as if interrupted; 0 runs to the end.");
@@ -63,9 +70,22 @@ ABSL_FLAG(double, alpha, 0.5,
           "Weight of the soft (T^2-scaled KL) term; 1 - alpha weights the hard-label term.");
 
 // Remote teachers.
-ABSL_FLAG(std::string, teacher_address, "",
-          "host:port of a teacher server (retort teacher serve) to distill from over gRPC; "
-          "used instead of --teacher.");
+ABSL_FLAG(std::string, teachers, "",
+          "Teacher servers (retort teacher serve) to distill from over gRPC, used instead of "
+          "--teacher: host:port,host:port, or dns:///name:port for every address a DNS name "
+          "resolves to (re-resolved during the run).");
+ABSL_FLAG(std::string, teacher_address, "", "One teacher server, host:port (as --teachers).");
+ABSL_FLAG(double, teacher_wait, 300,
+          "Seconds the trainer keeps retrying when no teacher answers; then it checkpoints and "
+          "exits non-zero.");
+ABSL_FLAG(double, teacher_attempt_timeout, 60,
+          "Seconds a teacher may hold a request before it counts as hung and its work is sent "
+          "to another.");
+ABSL_FLAG(double, teacher_keepalive, 10,
+          "Seconds between keepalive pings on teacher streams (at least 5); a teacher that does "
+          "not answer one within half this time is dropped.");
+ABSL_FLAG(int64_t, teacher_prefetch, 4,
+          "Steps whose teacher answers are requested ahead of training (0: ask when needed).");
 ABSL_FLAG(std::string, teacher_output, "dense",
           "What the teacher sends per row: dense (every class) or topk (the k largest "
           "log-probabilities plus the tail mass).");
@@ -121,11 +141,13 @@ const std::vector<std::string> kTrainingFlags = {"epochs",          "batch_size"
                                                  "clip_grad_norm",  "jitter",
                                                  "out_dir",         "resume",
                                                  "overwrite",       "checkpoint_every_steps",
-                                                 "log_every_steps", "stop_after_steps"};
+                                                 "keep_checkpoints", "log_every_steps",
+                                                 "stop_after_steps"};
 const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
                                                 "teacher_cache_mb"};
 const std::vector<std::string> kRemoteTeacherFlags = {
-    "teacher_address",        "teacher_output",          "teacher_top_k",
+    "teachers",               "teacher_wait",            "teacher_attempt_timeout",
+    "teacher_keepalive",      "teacher_prefetch",        "teacher_address",        "teacher_output",          "teacher_top_k",
     "teacher_value_dtype",    "teacher_tls_ca",          "teacher_tls_cert",
     "teacher_tls_key",        "teacher_tls_server_name", "teacher_token_file",
     "teacher_insecure_token", "teacher_connect_timeout"};
@@ -211,7 +233,43 @@ absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFl
         absl::StrCat("--teacher_connect_timeout must be positive, got ", connect));
   }
   o.connect_timeout = absl::Seconds(connect);
+  const double keepalive = absl::GetFlag(FLAGS_teacher_keepalive);
+  if (!(keepalive >= 5)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--teacher_keepalive must be at least 5 seconds (servers drop clients that ping more "
+        "often), got ",
+        keepalive));
+  }
+  o.channel.keepalive_time = absl::Seconds(keepalive);
+  o.channel.keepalive_timeout = absl::Seconds(keepalive / 2);
   return o;
+}
+
+absl::StatusOr<trainer::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
+    const std::string& target) {
+  trainer::TeacherPoolClient::Options o;
+  RETORT_ASSIGN_OR_RETURN(o.resolver, trainer::CreateEndpointResolver(target, "teachers"));
+  RETORT_ASSIGN_OR_RETURN(o.endpoint, RemoteTeacherOptionsFromFlags(target));
+  o.connect_timeout = o.endpoint.connect_timeout;
+  const double wait = absl::GetFlag(FLAGS_teacher_wait);
+  const double attempt = absl::GetFlag(FLAGS_teacher_attempt_timeout);
+  if (!(wait > 0) || !(attempt > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--teacher_wait and --teacher_attempt_timeout must be positive, got ", wait,
+                     " and ", attempt));
+  }
+  o.teacher_wait = absl::Seconds(wait);
+  o.attempt_timeout = absl::Seconds(attempt);
+  return o;
+}
+
+absl::StatusOr<std::string> TeacherTargetFromFlags() {
+  const std::string teachers = absl::GetFlag(FLAGS_teachers);
+  const std::string address = absl::GetFlag(FLAGS_teacher_address);
+  if (!teachers.empty() && !address.empty()) {
+    return absl::InvalidArgumentError("give --teachers or --teacher_address, not both");
+  }
+  return teachers.empty() ? address : teachers;
 }
 
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
@@ -233,7 +291,15 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   o.jitter_pixels = absl::GetFlag(FLAGS_jitter);
   o.clip_grad_norm = absl::GetFlag(FLAGS_clip_grad_norm);
   o.out_dir = absl::GetFlag(FLAGS_out_dir);
-  o.resume = absl::GetFlag(FLAGS_resume);
+  const std::string resume = absl::GetFlag(FLAGS_resume);
+  if (resume != "auto" && resume != "never") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--resume must be auto or never, got '", resume, "'"));
+  }
+  o.resume = resume == "auto";
+  o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  o.teacher_prefetch = absl::GetFlag(FLAGS_teacher_prefetch);
+  o.crash_while_checkpointing_step = absl::GetFlag(FLAGS_testonly_crash_while_checkpointing_step);
   o.overwrite = absl::GetFlag(FLAGS_overwrite);
   o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);
   o.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);

@@ -11,6 +11,7 @@
 #include "data/fashion_mnist.h"
 #include "models/model_spec.h"
 #include "trainer/remote_teacher_client.h"
+#include "trainer/teacher_pool_client.h"
 #include "trainer/trainer.h"
 
 ABSL_DECLARE_FLAG(std::string, data_dir);
@@ -43,6 +44,7 @@ ABSL_DECLARE_FLAG(int64_t, teacher_jitter);
 ABSL_DECLARE_FLAG(int64_t, teacher_epochs);
 ABSL_DECLARE_FLAG(double, teacher_lr);
 ABSL_DECLARE_FLAG(std::string, teacher_address);
+ABSL_DECLARE_FLAG(std::string, teachers);
 ABSL_DECLARE_FLAG(std::string, teacher_mode);
 
 namespace retort::cli {
@@ -76,6 +78,14 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::st
 // for a teacher server at `address`.
 absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(
     const std::string& address);
+
+// The pool flags (--teacher_wait, ...) and the client flags for the teachers
+// at `target` (--teachers syntax).
+absl::StatusOr<trainer::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
+    const std::string& target);
+
+// --teachers or --teacher_address (not both); empty when neither is set.
+absl::StatusOr<std::string> TeacherTargetFromFlags();
 
 // The model and training flags (--arch, --hidden, --epochs, --lr, ...).
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags();

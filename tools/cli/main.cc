@@ -32,7 +32,7 @@ const std::vector<Command>& Commands() {
       {"train", "Train a classifier on Fashion-MNIST with hard labels (e.g. a teacher).",
        Concat({kModelFlags, kTrainingFlags, kDataFlags}), &RunTrain},
       {"distill",
-       "Train a student from a teacher (a checkpoint, or a server with --teacher_address) with "
+       "Train a student from a teacher (a checkpoint, or servers with --teachers) with "
        "the distillation loss.",
        Concat({kDistillFlags, kRemoteTeacherFlags, kModelFlags, kTrainingFlags, kDataFlags}),
        &RunDistill},

@@ -11,7 +11,7 @@
 #include "tools/cli/flags.h"
 #include "trainer/caching_teacher_client.h"
 #include "trainer/in_process_teacher_client.h"
-#include "trainer/remote_teacher_client.h"
+#include "trainer/teacher_pool_client.h"
 
 namespace retort::cli {
 
@@ -46,20 +46,20 @@ absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::s
   }
   std::shared_ptr<trainer::TeacherClient> client;
   if (!address.empty()) {
-    RETORT_ASSIGN_OR_RETURN(trainer::RemoteTeacherClient::Options options,
-                            RemoteTeacherOptionsFromFlags(address));
-    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::RemoteTeacherClient> remote,
-                            trainer::RemoteTeacherClient::Create(options));
-    const v1::TeacherFingerprint& fp = remote->info().fingerprint();
+    RETORT_ASSIGN_OR_RETURN(trainer::TeacherPoolClient::Options options,
+                            TeacherPoolOptionsFromFlags(address));
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::TeacherPoolClient> pool,
+                            trainer::TeacherPoolClient::Create(options));
+    const v1::GetInfoResponse info = pool->info();
+    const v1::TeacherFingerprint& fp = info.fingerprint();
     std::fprintf(stderr, "[teacher] %s at %s (weights %s, %s, %s)\n", fp.architecture().c_str(),
                  address.c_str(), fp.weights_sha256().substr(0, 12).c_str(),
-                 remote->info().limits().compute_dtype().c_str(),
-                 options.output.Describe().c_str());
-    client = std::move(remote);
+                 info.limits().compute_dtype().c_str(), options.endpoint.output.Describe().c_str());
+    client = std::move(pool);
   } else {
     if (checkpoint.empty()) {
       return absl::InvalidArgumentError(
-          "give --teacher (a teacher checkpoint) or --teacher_address (a teacher server)");
+          "give --teacher (a teacher checkpoint) or --teachers (teacher servers)");
     }
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::NativeTeacher> native,
                             teacher::NativeTeacher::Create({.checkpoint_path = checkpoint}));

@@ -20,9 +20,10 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
                                                 const data::TrainValidationSplit& data,
                                                 std::shared_ptr<trainer::TeacherClient> teacher);
 
-// A TeacherClient for a teacher server at `address` (with the remote-teacher
-// flags), or, when `address` is empty, for the checkpoint at `checkpoint` in
-// this process; wrapped in the per-row cache unless --teacher_cache_mb=0.
+// A TeacherClient for the teacher servers at `address` (--teachers syntax,
+// with the pool and remote-teacher flags), or, when `address` is empty, for
+// the checkpoint at `checkpoint` in this process; wrapped in the per-row
+// cache unless --teacher_cache_mb=0.
 absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& checkpoint,
                                                                     const std::string& address);
 

@@ -22,8 +22,8 @@ absl::Status Train(bool distill) {
   }
   std::shared_ptr<trainer::TeacherClient> teacher;
   if (distill) {
-    RETORT_ASSIGN_OR_RETURN(
-        teacher, OpenTeacher(absl::GetFlag(FLAGS_teacher), absl::GetFlag(FLAGS_teacher_address)));
+    RETORT_ASSIGN_OR_RETURN(std::string target, TeacherTargetFromFlags());
+    RETORT_ASSIGN_OR_RETURN(teacher, OpenTeacher(absl::GetFlag(FLAGS_teacher), target));
   }
   RETORT_ASSIGN_OR_RETURN(data::TrainValidationSplit data,
                           data::LoadFashionMnistTrain(DataOptionsFromFlags()));
