@@ -71,12 +71,14 @@ RemoteTeacherClient::~RemoteTeacherClient() {
   FailAll(absl::CancelledError("the teacher client was closed"));
 }
 
+void RemoteTeacherClient::Cancel() {
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
+  if (cancellable_ != nullptr) cancellable_->TryCancel();
+}
+
 void RemoteTeacherClient::Shutdown() {
-  {
-    absl::MutexLock lock(&mu_);
-    shutdown_ = true;
-    if (cancellable_ != nullptr) cancellable_->TryCancel();
-  }
+  Cancel();
   FailAll(absl::CancelledError(absl::StrCat("the client of teacher ", options_.address,
                                             " was shut down")));
 }

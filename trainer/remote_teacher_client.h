@@ -102,8 +102,13 @@ class RemoteTeacherClient : public TeacherClient {
 
   // Cancels the stream and fails every unanswered request with CANCELLED;
   // later requests fail at once. Safe while other threads use the client;
-  // unblocks a Send stuck writing to a frozen server.
+  // unblocks a Send stuck writing to a frozen server. Runs the callbacks of
+  // unanswered requests on this thread.
   void Shutdown();
+  // Like Shutdown, but runs no callback on this thread (so it may be called
+  // under a lock the callbacks take): unanswered requests fail when the
+  // client is destroyed.
+  void Cancel();
 
   const v1::GetInfoResponse& info() const { return info_; }
   const std::string& address() const { return options_.address; }

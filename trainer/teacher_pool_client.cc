@@ -195,9 +195,10 @@ bool TeacherPoolClient::MarkDown(Endpoint& endpoint, State state, const std::str
   endpoint.state = state;
   endpoint.last_error = why;
   if (endpoint.client != nullptr) {
-    // Shutdown cancels the stream and unblocks writers; the client is
-    // destroyed later, outside the lock, by the prober.
-    endpoint.client->Shutdown();
+    // Cancel ends the stream and unblocks writers; the client is destroyed
+    // (failing its requests into OnAnswer, which ignores them) later, outside
+    // the lock, by the prober.
+    endpoint.client->Cancel();
     retired_.push_back(std::move(endpoint.client));
     endpoint.client = nullptr;
   }
@@ -323,7 +324,7 @@ void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
     return;
   }
   if (client != nullptr && client != endpoint->client) {
-    client->Shutdown();
+    client->Cancel();
     retired_.push_back(std::move(client));
   }
   const State state = refused ? State::kRefused : State::kDown;

@@ -14,6 +14,7 @@
 
 #include "common/file_util.h"
 #include "common/subprocess.h"
+#include "tests/cli/cli_test_util.h"
 
 namespace retort {
 namespace {
@@ -21,11 +22,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct Result {
-  int exit_code;
-  std::string out, err;
-  int ErrLines() const { return static_cast<int>(std::count(err.begin(), err.end(), '\n')); }
-};
+using clitest::Result;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -34,57 +31,17 @@ class CliTest : public ::testing::Test {
                                      ("retort_cli_test_" + std::to_string(::getpid())));
     std::filesystem::create_directories(*dir_ / "data");
     // A small Fashion-MNIST look-alike: 300 training and 100 test images.
-    WriteDataset(*dir_ / "data", 300, 100);
+    clitest::WriteDataset(*dir_ / "data", 300, 100);
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*dir_);
     delete dir_;
   }
 
-  static void WriteIdx(const std::filesystem::path& path, std::vector<uint32_t> dims,
-                       const std::vector<uint8_t>& values) {
-    std::string bytes = {0, 0, 8, static_cast<char>(dims.size())};
-    for (uint32_t d : dims) {
-      for (int s = 24; s >= 0; s -= 8) bytes += static_cast<char>((d >> s) & 0xff);
-    }
-    bytes.append(values.begin(), values.end());
-    gzFile f = gzopen(path.c_str(), "wb");
-    gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
-    gzclose(f);
-  }
-
-  // Class c images are bright in row band c, so the task is learnable.
-  static void WriteSplit(const std::filesystem::path& dir, const std::string& prefix, int n,
-                         uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::vector<uint8_t> images(static_cast<size_t>(n) * 784), labels(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      int label = static_cast<int>(rng() % 10);
-      labels[static_cast<size_t>(i)] = static_cast<uint8_t>(label);
-      for (int p = 0; p < 784; ++p) {
-        int row = p / 28;
-        bool band = row >= label * 2 + 4 && row < label * 2 + 7;
-        images[static_cast<size_t>(i) * 784 + static_cast<size_t>(p)] =
-            static_cast<uint8_t>((band ? 150 : 0) + rng() % 100);
-      }
-    }
-    WriteIdx(dir / (prefix + "-images-idx3-ubyte.gz"), {static_cast<uint32_t>(n), 28, 28}, images);
-    WriteIdx(dir / (prefix + "-labels-idx1-ubyte.gz"), {static_cast<uint32_t>(n)}, labels);
-  }
-
-  static void WriteDataset(const std::filesystem::path& dir, int train, int test) {
-    WriteSplit(dir, "train", train, 1);
-    WriteSplit(dir, "t10k", test, 2);
-  }
-
   static std::string Path(const std::string& name) { return (*dir_ / name).string(); }
 
   static Result Run(const std::string& args) {
-    std::string out = Path("stdout.txt"), err = Path("stderr.txt");
-    std::string command = std::string(RETORT_BINARY) + " " + args + " >" + out + " 2>" + err;
-    int status = std::system(command.c_str());
-    Result r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, *ReadFile(out), *ReadFile(err)};
-    return r;
+    return clitest::RunBinary(RETORT_BINARY, args, *dir_);
   }
 
   static std::string Data() {
@@ -152,7 +109,7 @@ TEST_F(CliTest, MissingAndCorruptDataGiveOneErrorLineNamingTheFile) {
   ExpectOneCleanErrorLine(Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
                           "bad/train-images-idx3-ubyte.gz: not a valid gzip file");
   // A well-formed gzip holding a wrong IDX header.
-  WriteIdx(*dir_ / "bad" / "train-images-idx3-ubyte.gz", {10, 28}, std::vector<uint8_t>(280));
+  clitest::WriteIdx(*dir_ / "bad" / "train-images-idx3-ubyte.gz", {10, 28}, std::vector<uint8_t>(280));
   ExpectOneCleanErrorLine(Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
                           "expected 3 dimensions");
 }

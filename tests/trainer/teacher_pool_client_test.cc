@@ -1,0 +1,739 @@
+// Tests of how the trainer reaches a pool of teachers, and of the batch
+// pipeline that asks them ahead:
+//
+//   - EndpointResolver: static lists (sorted, deduplicated), dns:/// targets,
+//     and the INVALID_ARGUMENT / UNAVAILABLE errors for bad or unknown names.
+//   - TeacherPoolClient against real TeacherServers on 127.0.0.1 (in this
+//     process): work spread over deterministic teachers with bit-identical
+//     answers, failover when a teacher dies or drains mid-run, refusal of a
+//     teacher with other weights, --teacher_wait, and teachers joining and
+//     leaving through a FakeEndpointResolver.
+//   - BatchPipeline: steps come out in data order whatever order the teacher
+//     answers in, and a step's batch does not depend on the pipeline's depth.
+//
+// Every wait is bounded (kBound); no test asserts on how long anything took.
+// A pool that stops answering fails its test and is abandoned (leaked, with
+// its servers) so the rest of the suite still runs.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <grpc/grpc.h>
+#include <gtest/gtest.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "data/augment.h"
+#include "data/dataset.h"
+#include "data/sampler.h"
+#include "models/classifier.h"
+#include "teacher/native_teacher.h"
+#include "teacher/server/teacher_server.h"
+#include "teacher/teacher.h"
+#include "trainer/batch_pipeline.h"
+#include "trainer/endpoint_resolver.h"
+#include "trainer/fake_teacher_client.h"
+#include "trainer/teacher_client.h"
+#include "trainer/teacher_pool_client.h"
+
+namespace retort::trainer {
+namespace {
+
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using teacher::TeacherServer;
+
+// Keeps gRPC initialized for the whole run (see teacher_server_test.cc: the
+// last gRPC object destroyed otherwise runs grpc_shutdown, which can stall).
+class GrpcEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override { grpc_init(); }
+};
+::testing::Environment* const kGrpcEnvironment =
+    ::testing::AddGlobalTestEnvironment(new GrpcEnvironment);
+
+// The bound on every wait in this file (a failing test fails, never hangs).
+constexpr absl::Duration kBound = absl::Seconds(15);
+constexpr double kTemperature = 2.0;
+
+// Polls `condition` every few milliseconds for up to `timeout`.
+bool Eventually(const std::function<bool()>& condition, absl::Duration timeout = kBound) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!condition()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+// An MLP 784-32-10 with weights drawn from `seed`.
+std::shared_ptr<models::Classifier> MakeModel(uint64_t seed) {
+  models::ModelSpec spec;
+  spec.hidden = {32};
+  absl::StatusOr<std::shared_ptr<models::Classifier>> model = models::CreateClassifier(spec, seed);
+  if (!model.ok()) {
+    ADD_FAILURE() << model.status();
+    return nullptr;
+  }
+  return *std::move(model);
+}
+
+torch::Tensor Images(int64_t rows) { return torch::randn({rows, 1, 28, 28}); }
+
+// A port on 127.0.0.1 that nothing listens on (bound, then released).
+int UnusedPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = 0;
+  ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// A teacher whose every Forward takes at least `delay`, so requests stay in
+// flight long enough to kill or drain a server under them.
+class SlowTeacher : public teacher::Teacher {
+ public:
+  SlowTeacher(std::shared_ptr<teacher::Teacher> inner, absl::Duration delay)
+      : inner_(std::move(inner)), delay_(delay) {}
+
+  const v1::TeacherFingerprint& fingerprint() const override { return inner_->fingerprint(); }
+  int64_t max_batch() const override { return inner_->max_batch(); }
+  absl::StatusOr<teacher::TeacherOutput> Forward(
+      const torch::Tensor& inputs, const std::vector<std::string>& hidden_layers) override {
+    absl::SleepFor(delay_);
+    return inner_->Forward(inputs, hidden_layers);
+  }
+
+ private:
+  const std::shared_ptr<teacher::Teacher> inner_;
+  const absl::Duration delay_;
+};
+
+// --- EndpointResolver ------------------------------------------------------------------
+
+TEST(EndpointResolverTest, StaticListIsSortedAndDeduplicated) {
+  absl::StatusOr<std::unique_ptr<EndpointResolver>> resolver =
+      CreateEndpointResolver(" b.example:2, a.example:1 ,a.example:1,[::1]:3");
+  ASSERT_TRUE(resolver.ok()) << resolver.status();
+  EXPECT_FALSE((*resolver)->IsDynamic());
+  EXPECT_EQ((*resolver)->Describe(), " b.example:2, a.example:1 ,a.example:1,[::1]:3");
+  absl::StatusOr<std::vector<std::string>> addresses = (*resolver)->Resolve();
+  ASSERT_TRUE(addresses.ok()) << addresses.status();
+  EXPECT_THAT(*addresses, ElementsAre("[::1]:3", "a.example:1", "b.example:2"));
+}
+
+TEST(EndpointResolverTest, BadTargetsAreInvalidArgumentsNamingTheFlag) {
+  for (const std::string target : {"nohost", "h:0", "h:70000", "", "http://x:1", "dns:///a:1,b:2",
+                                   ":5", "h:", "h:port", "a:1,nohost", "dns:///nohost"}) {
+    SCOPED_TRACE(absl::StrCat("target '", target, "'"));
+    absl::StatusOr<std::unique_ptr<EndpointResolver>> resolver =
+        CreateEndpointResolver(target, "pool_teachers");
+    EXPECT_EQ(resolver.status().code(), absl::StatusCode::kInvalidArgument) << resolver.status();
+    EXPECT_THAT(resolver.status().message(), HasSubstr("--pool_teachers"));
+  }
+  // The flag defaults to --teachers.
+  EXPECT_THAT(CreateEndpointResolver("nohost").status().message(), HasSubstr("--teachers"));
+}
+
+TEST(EndpointResolverTest, DnsTargetResolvesLocalhostAndIsDynamic) {
+  absl::StatusOr<std::unique_ptr<EndpointResolver>> resolver =
+      CreateEndpointResolver("dns:///localhost:4321");
+  ASSERT_TRUE(resolver.ok()) << resolver.status();
+  EXPECT_TRUE((*resolver)->IsDynamic());
+  EXPECT_EQ((*resolver)->Describe(), "dns:///localhost:4321");
+  absl::StatusOr<std::vector<std::string>> addresses = (*resolver)->Resolve();
+  ASSERT_TRUE(addresses.ok()) << addresses.status();
+  EXPECT_THAT(*addresses, Contains("127.0.0.1:4321"));
+  EXPECT_TRUE(std::is_sorted(addresses->begin(), addresses->end()));
+}
+
+TEST(EndpointResolverTest, UnresolvableDnsNameIsUnavailable) {
+  absl::StatusOr<std::unique_ptr<EndpointResolver>> resolver =
+      CreateEndpointResolver("dns:///no-such-host.invalid:1");
+  ASSERT_TRUE(resolver.ok()) << resolver.status();
+  absl::StatusOr<std::vector<std::string>> addresses = (*resolver)->Resolve();
+  EXPECT_EQ(addresses.status().code(), absl::StatusCode::kUnavailable) << addresses.status();
+  EXPECT_THAT(addresses.status().message(), HasSubstr("no-such-host.invalid"));
+}
+
+TEST(EndpointResolverTest, FakeResolverAnswersWhatItWasLastSet) {
+  FakeEndpointResolver resolver({"b:2", "a:1", "b:2"});
+  EXPECT_TRUE(resolver.IsDynamic());
+  EXPECT_THAT(*resolver.Resolve(), ElementsAre("a:1", "b:2"));
+  resolver.Set({"c:3"});
+  EXPECT_THAT(*resolver.Resolve(), ElementsAre("c:3"));
+}
+
+// --- TeacherPoolClient -----------------------------------------------------------------
+
+// One request sent through the pool and what it was sent with.
+struct Sent {
+  torch::Tensor inputs;
+  TeacherPoolClient::AnswerFuture future;
+};
+
+class TeacherPoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::manual_seed(7);
+    model_ = MakeModel(1);
+    ASSERT_NE(model_, nullptr);
+    reference_ = std::shared_ptr<teacher::Teacher>(teacher::NativeTeacher::FromModel(model_));
+  }
+
+  void TearDown() override {
+    if (abandoned_) {
+      // Something in the pool stopped answering: destroying it (or a server
+      // whose streams it holds) could hang the whole suite.
+      (void)pool_.release();
+      for (auto& server : servers_) (void)server.release();
+      return;
+    }
+    pool_.reset();
+    servers_.clear();
+  }
+
+  // Gives up on the pool and its servers after a failed bounded wait.
+  void Abandon() {
+    ADD_FAILURE() << "the pool stopped answering; abandoning it and its servers";
+    abandoned_ = true;
+  }
+
+  // Starts a deterministic server whose teacher has the weights of `seed`
+  // (each server gets its own model and teacher), each Forward taking at
+  // least `delay`. Returns its index in servers_, or -1 with a failure.
+  int StartServer(uint64_t seed = 1, absl::Duration delay = absl::ZeroDuration()) {
+    std::shared_ptr<models::Classifier> model = MakeModel(seed);
+    if (model == nullptr) return -1;
+    std::shared_ptr<teacher::Teacher> native(teacher::NativeTeacher::FromModel(model));
+    if (delay > absl::ZeroDuration()) native = std::make_shared<SlowTeacher>(native, delay);
+    TeacherServer::Options options;
+    options.batcher.deterministic = true;
+    options.max_in_flight_per_stream = kInFlightLimit;
+    absl::StatusOr<std::unique_ptr<TeacherServer>> server =
+        TeacherServer::Create(std::move(options), native);
+    if (!server.ok()) {
+      ADD_FAILURE() << server.status();
+      return -1;
+    }
+    servers_.push_back(*std::move(server));
+    return static_cast<int>(servers_.size()) - 1;
+  }
+
+  std::string Address(int server) const {
+    return absl::StrCat("127.0.0.1:", servers_[server]->port());
+  }
+
+  static TeacherPoolClient::Options PoolOptions(std::shared_ptr<EndpointResolver> resolver) {
+    TeacherPoolClient::Options options;
+    options.resolver = std::move(resolver);
+    options.connect_timeout = absl::Seconds(20);
+    options.teacher_wait = absl::Seconds(20);
+    options.health_interval = absl::Milliseconds(100);
+    options.health_timeout = absl::Milliseconds(500);
+    options.resolve_interval = absl::Milliseconds(100);
+    options.verbose = false;
+    return options;
+  }
+
+  // Static pool options over the given servers.
+  TeacherPoolClient::Options StaticPoolOptions(const std::vector<int>& servers) const {
+    std::vector<std::string> addresses;
+    for (int server : servers) addresses.push_back(Address(server));
+    absl::StatusOr<std::unique_ptr<EndpointResolver>> resolver =
+        CreateEndpointResolver(absl::StrJoin(addresses, ","));
+    EXPECT_TRUE(resolver.ok()) << resolver.status();
+    return PoolOptions(resolver.ok() ? std::shared_ptr<EndpointResolver>(*std::move(resolver))
+                                     : nullptr);
+  }
+
+  // Creates pool_; false (with a failure) if Create fails.
+  bool CreatePool(TeacherPoolClient::Options options) {
+    absl::StatusOr<std::unique_ptr<TeacherPoolClient>> pool =
+        TeacherPoolClient::Create(std::move(options));
+    if (!pool.ok()) {
+      ADD_FAILURE() << pool.status();
+      return false;
+    }
+    pool_ = *std::move(pool);
+    return true;
+  }
+
+  // The pool's view of `address`; state "absent" when it is not in the pool.
+  TeacherPoolClient::EndpointStatus Endpoint(const std::string& address) const {
+    for (const TeacherPoolClient::EndpointStatus& e : pool_->endpoints()) {
+      if (e.address == address) return e;
+    }
+    TeacherPoolClient::EndpointStatus absent;
+    absent.address = address;
+    absent.state = "absent";
+    return absent;
+  }
+
+  bool WaitForState(const std::string& address, const std::string& state) {
+    const bool reached = Eventually([&] { return Endpoint(address).state == state; });
+    EXPECT_TRUE(reached) << address << " is " << Endpoint(address).state << " ("
+                         << Endpoint(address).last_error << "), not " << state;
+    return reached;
+  }
+
+  // Sends `count` requests of 1..5 rows through SubmitAnswer.
+  std::vector<Sent> SendMany(int count) {
+    std::vector<Sent> sent;
+    for (int i = 0; i < count; ++i) {
+      torch::Tensor inputs = Images(1 + i % 5);
+      sent.push_back({inputs, pool_->SubmitAnswer(inputs, kTemperature)});
+    }
+    return sent;
+  }
+
+  // Waits (up to kBound) for every answer; abandons the pool if one is late.
+  bool WaitAll(const std::vector<Sent>& sent) {
+    const absl::Time deadline = absl::Now() + kBound;
+    for (size_t i = 0; i < sent.size(); ++i) {
+      if (sent[i].future.wait_until(absl::ToChronoTime(deadline)) != std::future_status::ready) {
+        ADD_FAILURE() << "request " << i << " of " << sent.size() << " unanswered after "
+                      << kBound << "; stats: resent " << pool_->stats().resent
+                      << ", endpoints_down " << pool_->stats().endpoints_down;
+        Abandon();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // The teacher's own answer, computed in this process.
+  torch::Tensor Expected(const torch::Tensor& inputs) {
+    absl::StatusOr<torch::Tensor> log_probs = reference_->LogProbs(inputs, kTemperature);
+    EXPECT_TRUE(log_probs.ok()) << log_probs.status();
+    return log_probs.ok() ? *log_probs : torch::Tensor();
+  }
+
+  // Every request answered without error, bit-identical to the teacher.
+  void ExpectAllCorrect(const std::vector<Sent>& sent) {
+    for (size_t i = 0; i < sent.size(); ++i) {
+      const absl::StatusOr<teacher::Answer>& answer = sent[i].future.get();
+      ASSERT_TRUE(answer.ok()) << "request " << i << ": " << answer.status();
+      EXPECT_TRUE(torch::equal(answer->log_probs, Expected(sent[i].inputs))) << "request " << i;
+    }
+  }
+
+  static constexpr int kInFlightLimit = 4;  // each server's per-stream limit
+
+  std::shared_ptr<models::Classifier> model_;
+  std::shared_ptr<teacher::Teacher> reference_;  // the weights of seed 1
+  std::vector<std::unique_ptr<TeacherServer>> servers_;
+  std::unique_ptr<TeacherPoolClient> pool_;
+  bool abandoned_ = false;
+};
+
+// Waits up to `timeout` for a Submit future (whose conversion may be deferred
+// to the caller's wait, so it is waited for on another thread).
+absl::StatusOr<torch::Tensor> GetWithin(const TeacherClient::LogProbsFuture& future,
+                                        absl::Duration timeout) {
+  auto result = std::make_shared<std::promise<absl::StatusOr<torch::Tensor>>>();
+  std::future<absl::StatusOr<torch::Tensor>> got = result->get_future();
+  std::thread([future, result] { result->set_value(future.get()); }).detach();
+  if (got.wait_for(absl::ToChronoSeconds(timeout)) != std::future_status::ready) {
+    return absl::DeadlineExceededError(absl::StrCat("no answer within ", absl::FormatDuration(timeout)));
+  }
+  return got.get();
+}
+
+TEST_F(TeacherPoolTest, TwoDeterministicTeachersShareTheWorkWithBitIdenticalAnswers) {
+  const int a = StartServer(), b = StartServer();
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  ASSERT_EQ(servers_[a]->fingerprint().weights_sha256(),
+            servers_[b]->fingerprint().weights_sha256());
+  ASSERT_TRUE(CreatePool(StaticPoolOptions({a, b})));
+  ASSERT_TRUE(WaitForState(Address(a), "serving"));
+  ASSERT_TRUE(WaitForState(Address(b), "serving"));
+  EXPECT_TRUE(pool_->info().limits().deterministic());
+  absl::StatusOr<v1::TeacherFingerprint> fingerprint = pool_->Fingerprint();
+  ASSERT_TRUE(fingerprint.ok()) << fingerprint.status();
+  EXPECT_EQ(fingerprint->weights_sha256(), reference_->fingerprint().weights_sha256());
+
+  // Many more requests than both servers take at once, through both calls.
+  constexpr int kAnswers = 8 * kInFlightLimit;
+  constexpr int kLogProbs = 2 * kInFlightLimit;
+  std::vector<Sent> sent = SendMany(kAnswers);
+  std::vector<torch::Tensor> inputs;
+  std::vector<TeacherClient::LogProbsFuture> futures;
+  for (int i = 0; i < kLogProbs; ++i) {
+    inputs.push_back(Images(1 + i % 3));
+    futures.push_back(pool_->Submit(inputs.back(), kTemperature));
+  }
+  ASSERT_TRUE(WaitAll(sent));
+  ExpectAllCorrect(sent);
+  for (int i = 0; i < kLogProbs; ++i) {
+    absl::StatusOr<torch::Tensor> log_probs = GetWithin(futures[i], kBound);
+    ASSERT_TRUE(log_probs.ok()) << "Submit " << i << ": " << log_probs.status();
+    EXPECT_TRUE(torch::equal(*log_probs, Expected(inputs[i]))) << "Submit " << i;
+  }
+  absl::StatusOr<torch::Tensor> direct = pool_->LogProbs(inputs[0], kTemperature);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_TRUE(torch::equal(*direct, Expected(inputs[0])));
+
+  for (int server : {a, b}) {
+    const TeacherPoolClient::EndpointStatus endpoint = Endpoint(Address(server));
+    EXPECT_EQ(endpoint.state, "serving");
+    EXPECT_GT(endpoint.answered, 0) << endpoint.address << " got no work";
+  }
+  const TeacherPoolClient::Stats stats = pool_->stats();
+  EXPECT_EQ(stats.requests, kAnswers + kLogProbs + 1);
+  EXPECT_EQ(stats.answered, kAnswers + kLogProbs + 1);
+}
+
+TEST_F(TeacherPoolTest, RequestsSurviveATeacherDyingUnderThem) {
+  const int a = StartServer(1, absl::Milliseconds(10)), b = StartServer(1, absl::Milliseconds(10));
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  ASSERT_TRUE(CreatePool(StaticPoolOptions({a, b})));
+  ASSERT_TRUE(WaitForState(Address(a), "serving"));
+  ASSERT_TRUE(WaitForState(Address(b), "serving"));
+  const std::string dying = Address(a);
+
+  std::vector<Sent> sent = SendMany(12 * kInFlightLimit);
+  ASSERT_TRUE(Eventually([&] { return Endpoint(dying).outstanding > 0; }));
+  servers_[a].reset();  // at once: its streams are cancelled mid-request
+  std::vector<Sent> after = SendMany(2 * kInFlightLimit);
+
+  ASSERT_TRUE(WaitAll(sent));
+  ASSERT_TRUE(WaitAll(after));
+  ExpectAllCorrect(sent);
+  ExpectAllCorrect(after);
+  const TeacherPoolClient::Stats stats = pool_->stats();
+  EXPECT_TRUE(stats.resent > 0 || stats.endpoints_down > 0)
+      << "resent " << stats.resent << ", endpoints_down " << stats.endpoints_down;
+  EXPECT_EQ(stats.answered, stats.requests);
+  EXPECT_TRUE(Eventually([&] { return Endpoint(dying).state == "down"; }))
+      << Endpoint(dying).state;
+  EXPECT_EQ(Endpoint(Address(b)).state, "serving");
+}
+
+TEST_F(TeacherPoolTest, RequestsSurviveATeacherDrainingUnderThem) {
+  const int a = StartServer(1, absl::Milliseconds(10)), b = StartServer(1, absl::Milliseconds(10));
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  ASSERT_TRUE(CreatePool(StaticPoolOptions({a, b})));
+  ASSERT_TRUE(WaitForState(Address(a), "serving"));
+  ASSERT_TRUE(WaitForState(Address(b), "serving"));
+  const std::string draining = Address(a);
+
+  std::vector<Sent> sent = SendMany(12 * kInFlightLimit);
+  ASSERT_TRUE(Eventually([&] { return Endpoint(draining).outstanding > 0; }));
+  // On a detached thread, so a Drain that never returns fails the test
+  // instead of blocking it.
+  auto drain = std::make_shared<std::promise<bool>>();
+  std::future<bool> drained = drain->get_future();
+  TeacherServer* server = servers_[a].get();
+  std::thread([server, drain] { drain->set_value(server->Drain(kBound)); }).detach();
+  std::vector<Sent> after = SendMany(2 * kInFlightLimit);
+
+  const bool answered = WaitAll(sent) && WaitAll(after);
+  if (drained.wait_for(absl::ToChronoSeconds(2 * kBound)) != std::future_status::ready) {
+    ADD_FAILURE() << "Drain did not return";
+    Abandon();
+    return;
+  }
+  EXPECT_TRUE(drained.get()) << "Drain left requests unanswered";
+  ASSERT_TRUE(answered);
+  ExpectAllCorrect(sent);
+  ExpectAllCorrect(after);
+  EXPECT_EQ(pool_->stats().answered, pool_->stats().requests);
+  EXPECT_TRUE(Eventually([&] { return Endpoint(draining).state == "down"; }))
+      << Endpoint(draining).state;
+}
+
+TEST_F(TeacherPoolTest, RefusesATeacherWithOtherWeightsAndKeepsServingWithTheFirst) {
+  const int same = StartServer(1), other = StartServer(2);
+  ASSERT_GE(same, 0);
+  ASSERT_GE(other, 0);
+  const std::string other_sha = servers_[other]->fingerprint().weights_sha256();
+  const std::string same_sha = servers_[same]->fingerprint().weights_sha256();
+  ASSERT_NE(other_sha, same_sha);
+
+  // The first teacher admitted sets the pool's fingerprint; the other joins
+  // later and is refused.
+  auto resolver = std::make_shared<FakeEndpointResolver>(std::vector<std::string>{Address(same)});
+  ASSERT_TRUE(CreatePool(PoolOptions(resolver)));
+  resolver->Set({Address(same), Address(other)});
+  ASSERT_TRUE(WaitForState(Address(other), "refused"));
+
+  std::vector<Sent> sent = SendMany(4 * kInFlightLimit);
+  ASSERT_TRUE(WaitAll(sent));
+  ExpectAllCorrect(sent);
+  const TeacherPoolClient::EndpointStatus refused = Endpoint(Address(other));
+  EXPECT_EQ(refused.state, "refused");
+  EXPECT_EQ(refused.answered, 0);
+  EXPECT_THAT(refused.last_error, HasSubstr(Address(other)));
+  EXPECT_THAT(refused.last_error, HasSubstr(other_sha.substr(0, 12)));
+  EXPECT_THAT(refused.last_error, HasSubstr(same_sha.substr(0, 12)));
+  EXPECT_THAT(refused.last_error, HasSubstr("refusing"));
+  EXPECT_EQ(Endpoint(Address(same)).answered, static_cast<int64_t>(sent.size()));
+}
+
+TEST_F(TeacherPoolTest, CreateFailsWhenTheOnlyTeacherHasUnexpectedWeights) {
+  const int other = StartServer(2);
+  ASSERT_GE(other, 0);
+  TeacherPoolClient::Options options = StaticPoolOptions({other});
+  options.endpoint.expected_weights_sha256 = reference_->fingerprint().weights_sha256();
+  absl::StatusOr<std::unique_ptr<TeacherPoolClient>> pool = TeacherPoolClient::Create(options);
+  EXPECT_EQ(pool.status().code(), absl::StatusCode::kFailedPrecondition) << pool.status();
+  EXPECT_THAT(pool.status().message(), HasSubstr(Address(other)));
+}
+
+TEST_F(TeacherPoolTest, RequestFailsAfterTeacherWaitWithNoTeacherLeft) {
+  const int only = StartServer();
+  ASSERT_GE(only, 0);
+  const std::string address = Address(only);
+  TeacherPoolClient::Options options = StaticPoolOptions({only});
+  options.teacher_wait = absl::Seconds(1);
+  ASSERT_TRUE(CreatePool(options));
+  std::vector<Sent> before = SendMany(2);
+  ASSERT_TRUE(WaitAll(before));
+  ExpectAllCorrect(before);
+
+  servers_[only].reset();
+  ASSERT_TRUE(WaitForState(address, "down"));
+  TeacherPoolClient::AnswerFuture late = pool_->SubmitAnswer(Images(2), kTemperature);
+  if (late.wait_for(absl::ToChronoSeconds(kBound)) != std::future_status::ready) {
+    Abandon();
+    return;
+  }
+  const absl::StatusOr<teacher::Answer>& answer = late.get();
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable) << answer.status();
+  EXPECT_THAT(answer.status().message(), HasSubstr(address));
+  EXPECT_THAT(answer.status().message(), HasSubstr("--teacher_wait"));
+}
+
+TEST_F(TeacherPoolTest, CreateFailsWhenNothingListens) {
+  const int port = UnusedPort();
+  ASSERT_GT(port, 0);
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  absl::StatusOr<std::unique_ptr<EndpointResolver>> resolver = CreateEndpointResolver(address);
+  ASSERT_TRUE(resolver.ok()) << resolver.status();
+  TeacherPoolClient::Options options = PoolOptions(*std::move(resolver));
+  options.connect_timeout = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<TeacherPoolClient>> pool = TeacherPoolClient::Create(options);
+  EXPECT_EQ(pool.status().code(), absl::StatusCode::kUnavailable) << pool.status();
+  EXPECT_THAT(pool.status().message(), HasSubstr(address));
+}
+
+TEST_F(TeacherPoolTest, TeachersJoinAndLeaveThroughTheResolver) {
+  const int a = StartServer(), b = StartServer();
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  const std::string first = Address(a), second = Address(b);
+  auto resolver = std::make_shared<FakeEndpointResolver>(std::vector<std::string>{first});
+  ASSERT_TRUE(CreatePool(PoolOptions(resolver)));
+  EXPECT_EQ(Endpoint(second).state, "absent");
+
+  // B joins and gets work.
+  resolver->Set({first, second});
+  ASSERT_TRUE(WaitForState(second, "serving"));
+  std::vector<Sent> joined = SendMany(6 * kInFlightLimit);
+  ASSERT_TRUE(WaitAll(joined));
+  ExpectAllCorrect(joined);
+  EXPECT_GT(Endpoint(second).answered, 0);
+
+  // A leaves DNS and then dies, with work outstanding; B answers everything.
+  std::vector<Sent> leaving = SendMany(6 * kInFlightLimit);
+  resolver->Set({second});
+  ASSERT_TRUE(WaitForState(first, "absent"));
+  servers_[a].reset();
+  std::vector<Sent> after = SendMany(4 * kInFlightLimit);
+  ASSERT_TRUE(WaitAll(leaving));
+  ASSERT_TRUE(WaitAll(after));
+  ExpectAllCorrect(leaving);
+  ExpectAllCorrect(after);
+  EXPECT_EQ(Endpoint(second).state, "serving");
+  EXPECT_EQ(pool_->stats().answered, pool_->stats().requests);
+}
+
+// --- BatchPipeline ---------------------------------------------------------------------
+
+// A teacher client whose answers the test hands out, in any order it likes.
+class ManualTeacherClient : public TeacherClient {
+ public:
+  struct Call {
+    torch::Tensor inputs;
+    std::shared_ptr<std::promise<absl::StatusOr<torch::Tensor>>> promise;
+  };
+
+  absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return v1::TeacherFingerprint(); }
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override {
+    return Submit(inputs, temperature).get();
+  }
+  LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override {
+    auto promise = std::make_shared<std::promise<absl::StatusOr<torch::Tensor>>>();
+    calls_.push_back({inputs, promise});
+    return promise->get_future().share();
+  }
+
+  std::vector<Call>& calls() { return calls_; }
+
+ private:
+  std::vector<Call> calls_;
+};
+
+torch::Tensor FakeLogits(const torch::Tensor& inputs) {
+  return inputs.flatten(1).narrow(1, 0, 10) * 3.0;
+}
+
+class BatchPipelineTest : public ::testing::Test {
+ protected:
+  static constexpr int64_t kExamples = 64;
+  static constexpr int64_t kBatch = 8;  // 8 steps an epoch
+
+  void SetUp() override {
+    torch::manual_seed(11);
+    dataset_ = std::make_shared<data::TensorDataset>(torch::rand({kExamples, 1, 28, 28}),
+                                                     torch::randint(0, 10, {kExamples}), 10);
+  }
+
+  static data::ShuffleSampler Sampler() {
+    absl::StatusOr<data::ShuffleSampler> sampler =
+        data::ShuffleSampler::Create({.dataset_size = kExamples, .batch_size = kBatch, .seed = 5});
+    EXPECT_TRUE(sampler.ok()) << sampler.status();
+    return *std::move(sampler);
+  }
+
+  static BatchPipeline::Options PipelineOptions(int64_t depth) {
+    BatchPipeline::Options options;
+    options.depth = depth;
+    options.jitter_pixels = 2;
+    options.seed = 9;
+    options.temperature = kTemperature;
+    options.ask_teacher = true;
+    return options;
+  }
+
+  // Runs steps [first, end) through a pipeline of `depth` whose sampler was
+  // advanced to `first`.
+  std::vector<BatchPipeline::Prepared> Run(int64_t depth, int64_t first, int64_t end,
+                                           std::shared_ptr<TeacherClient> teacher) {
+    data::ShuffleSampler sampler = Sampler();
+    for (int64_t i = 0; i < first; ++i) sampler.Next();
+    BatchPipeline pipeline(PipelineOptions(depth), dataset_, std::move(teacher),
+                           std::move(sampler), first, end);
+    std::vector<BatchPipeline::Prepared> steps;
+    for (int64_t step = first; step < end; ++step) steps.push_back(pipeline.Next());
+    return steps;
+  }
+
+  std::shared_ptr<data::TensorDataset> dataset_;
+};
+
+TEST_F(BatchPipelineTest, StepsComeOutInDataOrderWhateverOrderTheTeacherAnswers) {
+  constexpr int64_t kDepth = 3, kSteps = 12;
+  auto teacher = std::make_shared<ManualTeacherClient>();
+  data::ShuffleSampler sampler = Sampler();
+  BatchPipeline pipeline(PipelineOptions(kDepth), dataset_, teacher, Sampler(), 0, kSteps);
+
+  std::vector<BatchPipeline::Prepared> steps;
+  for (int64_t step = 0; step < kSteps; ++step) {
+    steps.push_back(pipeline.Next());
+    // The requests for the next `depth` steps are out before this one trains.
+    EXPECT_EQ(static_cast<int64_t>(teacher->calls().size()), std::min(step + 1 + kDepth, kSteps));
+  }
+  ASSERT_EQ(teacher->calls().size(), static_cast<size_t>(kSteps));
+  for (const BatchPipeline::Prepared& p : steps) {
+    ASSERT_TRUE(p.teacher.valid());
+    EXPECT_EQ(p.teacher.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+        << "step " << p.step << " answered before the teacher did";
+  }
+
+  // The teacher answers newest first.
+  for (auto it = teacher->calls().rbegin(); it != teacher->calls().rend(); ++it) {
+    it->promise->set_value(torch::log_softmax(FakeLogits(it->inputs) / kTemperature, 1));
+  }
+  for (int64_t step = 0; step < kSteps; ++step) {
+    SCOPED_TRACE(absl::StrCat("step ", step));
+    const BatchPipeline::Prepared& p = steps[step];
+    EXPECT_EQ(p.step, step);
+    const std::vector<int64_t> indices = sampler.Next();
+    EXPECT_EQ(p.indices, indices);
+    EXPECT_TRUE(torch::equal(p.labels, dataset_->GetBatch(indices).labels));
+    EXPECT_TRUE(torch::equal(p.inputs, teacher->calls()[step].inputs));
+    const absl::StatusOr<torch::Tensor>& answer = p.teacher.get();
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_TRUE(torch::equal(*answer, torch::log_softmax(FakeLogits(p.inputs) / kTemperature, 1)));
+  }
+}
+
+TEST_F(BatchPipelineTest, BatchesDependOnlyOnSeedAndStepNotOnDepthOrResumePoint) {
+  constexpr int64_t kSteps = 12;  // across an epoch boundary
+  auto teacher = std::make_shared<FakeTeacherClient>(FakeLogits);
+  const std::vector<BatchPipeline::Prepared> serial = Run(0, 0, kSteps, teacher);
+  // LibTorch's default generator (which dropout draws from) moves on between
+  // the runs; the jitter must not notice.
+  torch::manual_seed(12345);
+  torch::randn({100});
+  const std::vector<BatchPipeline::Prepared> deep = Run(5, 0, kSteps, teacher);
+  const std::vector<BatchPipeline::Prepared> resumed = Run(5, 5, kSteps, teacher);
+  ASSERT_EQ(serial.size(), static_cast<size_t>(kSteps));
+  ASSERT_EQ(deep.size(), static_cast<size_t>(kSteps));
+  ASSERT_EQ(resumed.size(), static_cast<size_t>(kSteps - 5));
+
+  bool jittered = false;
+  for (int64_t step = 0; step < kSteps; ++step) {
+    SCOPED_TRACE(absl::StrCat("step ", step));
+    const BatchPipeline::Prepared& s = serial[step];
+    const BatchPipeline::Prepared& d = deep[step];
+    EXPECT_EQ(s.step, step);
+    EXPECT_EQ(d.step, step);
+    EXPECT_EQ(s.indices, d.indices);
+    EXPECT_TRUE(torch::equal(s.inputs, d.inputs));
+    EXPECT_TRUE(torch::equal(s.labels, d.labels));
+    const absl::StatusOr<torch::Tensor>& s_answer = s.teacher.get();
+    const absl::StatusOr<torch::Tensor>& d_answer = d.teacher.get();
+    ASSERT_TRUE(s_answer.ok() && d_answer.ok());
+    EXPECT_TRUE(torch::equal(*s_answer, *d_answer));
+    if (step >= 5) {
+      const BatchPipeline::Prepared& r = resumed[step - 5];
+      EXPECT_EQ(r.step, step);
+      EXPECT_EQ(r.indices, s.indices);
+      EXPECT_TRUE(torch::equal(r.inputs, s.inputs));
+    }
+    jittered |= !torch::equal(s.inputs, dataset_->GetBatch(s.indices).inputs);
+  }
+  EXPECT_TRUE(jittered) << "no step's inputs were jittered";
+  // Neighbouring steps draw different jitter.
+  const torch::Tensor images = dataset_->GetBatch(serial[0].indices).inputs;
+  EXPECT_FALSE(torch::equal(data::JitterImages(images, 2, JitterGenerator(9, 0)),
+                            data::JitterImages(images, 2, JitterGenerator(9, 1))));
+  EXPECT_TRUE(torch::equal(data::JitterImages(images, 2, JitterGenerator(9, 0)), serial[0].inputs));
+}
+
+}  // namespace
+}  // namespace retort::trainer
