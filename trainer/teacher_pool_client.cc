@@ -93,7 +93,14 @@ absl::StatusOr<std::unique_ptr<TeacherPoolClient>> TeacherPoolClient::Create(Opt
           "every teacher in ", pool->options_.resolver->Describe(),
           " was refused: ", pool->DescribeEndpoints()));
     }
-    if (absl::Now() >= deadline) {
+    // At the deadline, let first probes still under way finish, so the error
+    // says why each endpoint failed.
+    bool first_probes_running = false;
+    for (const auto& [address, endpoint] : pool->endpoints_) {
+      first_probes_running |= endpoint->probing && endpoint->last_error.empty();
+    }
+    if (absl::Now() >= deadline &&
+        (!first_probes_running || absl::Now() >= deadline + pool->ProbeConnectTimeout())) {
       return absl::UnavailableError(absl::StrCat(
           "no teacher in ", pool->options_.resolver->Describe(), " became ready within ",
           absl::FormatDuration(pool->options_.connect_timeout), ": ",
@@ -111,6 +118,11 @@ absl::StatusOr<std::unique_ptr<TeacherPoolClient>> TeacherPoolClient::Create(Opt
 }
 
 TeacherPoolClient::TeacherPoolClient(Options options) : options_(std::move(options)) {}
+
+absl::Duration TeacherPoolClient::ProbeConnectTimeout() const {
+  return std::min(std::max(2 * options_.health_timeout, absl::Seconds(1)),
+                  options_.connect_timeout);
+}
 
 TeacherPoolClient::~TeacherPoolClient() {
   {
@@ -276,7 +288,7 @@ void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
     RemoteTeacherClient::Options o = options_.endpoint;
     o.address = endpoint->address;
     o.resend_after_break = false;
-    o.connect_timeout = std::max(2 * options_.health_timeout, absl::Seconds(1));
+    o.connect_timeout = ProbeConnectTimeout();
     o.reconnect_timeout = o.connect_timeout;
     o.expected_weights_sha256 = expected_sha;
     absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> created = RemoteTeacherClient::Create(o);

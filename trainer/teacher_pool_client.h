@@ -103,6 +103,8 @@ class TeacherPoolClient : public TeacherClient {
   struct Endpoint;
 
   explicit TeacherPoolClient(Options options);
+  // How long a probe waits for a new endpoint's GetInfo.
+  absl::Duration ProbeConnectTimeout() const;
   void ProberLoop();
   void DispatcherLoop();
   // Brings the endpoint set in line with the resolver.

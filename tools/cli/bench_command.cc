@@ -23,6 +23,7 @@
 #include "models/checkpoint_file.h"
 #include "teacher/native_teacher.h"
 #include "teacher/wire_codec.h"
+#include "tools/cli/bench_common.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/teacher_process.h"
@@ -199,6 +200,10 @@ nlohmann::json CodecBytesPerToken(int64_t vocab, int64_t positions) {
   return rows;
 }
 
+void Log(const std::string& line) { std::fprintf(stderr, "[bench] %s\n", line.c_str()); }
+
+}  // namespace
+
 absl::StatusOr<std::string> BenchTeacherCheckpoint(const std::string& scratch) {
   const std::string given = absl::GetFlag(FLAGS_checkpoint);
   if (!given.empty()) return given;
@@ -215,10 +220,6 @@ absl::StatusOr<std::string> BenchTeacherCheckpoint(const std::string& scratch) {
   RETORT_RETURN_IF_ERROR(models::WriteCheckpoint(path, *model, nlohmann::json::object()));
   return path;
 }
-
-void Log(const std::string& line) { std::fprintf(stderr, "[bench] %s\n", line.c_str()); }
-
-}  // namespace
 
 absl::Status RunBench() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());

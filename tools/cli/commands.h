@@ -23,6 +23,7 @@ absl::Status RunEval();
 absl::Status RunDemo();
 absl::Status RunTeacherServe();
 absl::Status RunBench();
+absl::Status RunBenchPool();
 
 // Every command, in the order `retort help` lists them.
 const std::vector<Command>& Commands();

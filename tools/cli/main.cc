@@ -56,6 +56,10 @@ const std::vector<Command>& Commands() {
        "Benchmark a teacher server: gRPC vs in-process rows/s, bytes per row, latency under "
        "concurrent streams, dynamic batching on vs off.",
        kBenchFlags, &RunBench},
+      {"bench pool",
+       "Benchmark distillation against a teacher pool: student samples/s vs hard labels and "
+       "the in-process teacher, prefetch on/off, stall per step, failover times.",
+       kBenchPoolFlags, &RunBenchPool},
   };
   return *commands;
 }

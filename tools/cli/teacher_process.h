@@ -32,6 +32,8 @@ class TeacherProcess {
 
   const std::string& address() const { return address_; }
   const std::string& log_path() const { return log_path_; }
+  // Sends a signal (benchmarks kill or freeze teachers on purpose).
+  absl::Status Signal(int signo) { return child_->Signal(signo); }
   // SIGTERM and wait for the child's exit status (DEADLINE_EXCEEDED if it
   // does not exit within `timeout`).
   absl::StatusOr<int> Stop(absl::Duration timeout);
