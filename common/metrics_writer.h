@@ -3,6 +3,7 @@
 #ifndef RETORT_COMMON_METRICS_WRITER_H_
 #define RETORT_COMMON_METRICS_WRITER_H_
 
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -28,6 +29,12 @@ class MetricsWriter {
   std::string path_;
   FILE* file_;
 };
+
+// Rewrites a JSON-lines file (atomically) without the records whose "step"
+// is above `step`, and without a torn last line: a run resumed from the
+// checkpoint of `step` then logs each later step once. A missing file is
+// fine.
+absl::Status DropRecordsAfterStep(const std::string& path, int64_t step);
 
 }  // namespace retort
 

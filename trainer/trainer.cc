@@ -149,11 +149,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
         "); pass --resume=auto to continue, --overwrite to start afresh, or choose another "
         "--out_dir"));
   }
+  const std::string metrics = o.out_dir + "/metrics.jsonl";
   if (t->state_.step == 0) {
     // A fresh run truncates any old metrics so the file describes this run.
-    std::remove((o.out_dir + "/metrics.jsonl").c_str());
+    std::remove(metrics.c_str());
+  } else {
+    // Steps after the checkpoint will be trained (and logged) again.
+    RETORT_RETURN_IF_ERROR(DropRecordsAfterStep(metrics, t->state_.step));
   }
-  RETORT_ASSIGN_OR_RETURN(t->metrics_, MetricsWriter::Create(o.out_dir + "/metrics.jsonl"));
+  RETORT_ASSIGN_OR_RETURN(t->metrics_, MetricsWriter::Create(metrics));
   return t;
 }
 

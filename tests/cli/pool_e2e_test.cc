@@ -245,6 +245,8 @@ TEST_F(PoolE2ETest, TrainerKilledAtARandomStepResumesBitForBit) {
   EXPECT_GT(from, 0);
   EXPECT_LE(from, last_logged);
   ExpectMatchesReference(run, 0);  // steps before the kill matched too
+  // The resume dropped the log lines of steps it trained again.
+  for (const auto& [step, times] : run.times_logged) EXPECT_EQ(times, 1) << "step " << step;
 }
 
 // 2. One of two teachers SIGKILLed mid-run: nothing lost, nothing repeated.

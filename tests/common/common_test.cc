@@ -110,6 +110,18 @@ TEST_F(FileUtilTest, MetricsWriterAppendsJsonLines) {
   EXPECT_EQ(*ReadFile(path), "{\"step\":1}\n{\"loss\":0.5,\"step\":2}\n");
 }
 
+TEST_F(FileUtilTest, DropRecordsAfterStepKeepsEarlierRecordsAndDropsATornLine) {
+  std::string path = (dir_ / "resumed.jsonl").string();
+  EXPECT_TRUE(DropRecordsAfterStep(path, 3).ok());  // no file yet: nothing to do
+  ASSERT_TRUE(WriteFileAtomically(path,
+                                  "{\"step\":1}\n{\"event\":\"epoch\",\"step\":3}\n"
+                                  "{\"note\":\"no step\"}\n{\"step\":4}\n{\"step\":5}\n{\"st")
+                  .ok());
+  ASSERT_TRUE(DropRecordsAfterStep(path, 3).ok());
+  EXPECT_EQ(*ReadFile(path),
+            "{\"step\":1}\n{\"event\":\"epoch\",\"step\":3}\n{\"note\":\"no step\"}\n");
+}
+
 TEST(Sha256Test, KnownVectors) {
   EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
