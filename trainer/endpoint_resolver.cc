@@ -35,6 +35,9 @@ absl::Status SplitHostPort(const std::string& address, const std::string& flag, 
   *host = address.substr(0, colon);
   if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
     *host = host->substr(1, host->size() - 2);
+  } else if (host->find(':') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, ": '", address, "': write an IPv6 address in brackets, [addr]:port"));
   }
   *port = address.substr(colon + 1);
   return absl::OkStatus();

@@ -33,7 +33,8 @@ class TeacherClient {
 
   using LogProbsFuture = std::shared_future<absl::StatusOr<torch::Tensor>>;
   // Like LogProbs, but may return before the answer is there. `inputs` must
-  // not be modified until the future is ready.
+  // not be modified until the future is ready. The future may be deferred
+  // (its get() finishes the work): wait on it with get(), not wait_for().
   virtual LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) {
     std::promise<absl::StatusOr<torch::Tensor>> promise;
     promise.set_value(LogProbs(inputs, temperature));

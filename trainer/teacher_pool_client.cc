@@ -275,12 +275,9 @@ void TeacherPoolClient::ProberLoop() {
 
 void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
   std::shared_ptr<RemoteTeacherClient> client;
-  std::string expected_sha;
   {
     absl::MutexLock lock(&mu_);
     client = endpoint->client;
-    expected_sha = have_reference_ ? reference_.fingerprint().weights_sha256()
-                                   : options_.endpoint.expected_weights_sha256;
   }
   absl::Status status;
   bool refused = false;
@@ -290,7 +287,9 @@ void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
     o.resend_after_break = false;
     o.connect_timeout = ProbeConnectTimeout();
     o.reconnect_timeout = o.connect_timeout;
-    o.expected_weights_sha256 = expected_sha;
+    // Only the user's expectation here: a mismatch with the pool's reference
+    // is for the pool to refuse, in its own words, below.
+    o.expected_weights_sha256 = options_.endpoint.expected_weights_sha256;
     absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> created = RemoteTeacherClient::Create(o);
     if (created.ok()) {
       client = std::move(*created);

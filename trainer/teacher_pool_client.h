@@ -14,10 +14,11 @@
 // its per-stream in-flight limit) or wait in a queue. When a teacher's stream
 // breaks (the process died; keepalive found it frozen), it starts draining,
 // fails its health check, or leaves DNS, its unanswered requests are re-sent
-// to the others; a request outstanding longer than `attempt_timeout` is also
-// sent again elsewhere. The first answer wins and later ones are dropped, so
-// no result is used twice. A request that finds no teacher for
-// `teacher_wait` fails with UNAVAILABLE naming every endpoint tried and why.
+// to the others; a teacher holding a request longer than `attempt_timeout`
+// counts as hung and is treated the same. The first answer wins and later
+// ones are dropped, so no result is used twice. Once the pool has had no
+// serving teacher for `teacher_wait`, waiting requests (and new ones, until a
+// teacher serves again) fail with UNAVAILABLE naming every endpoint and why.
 //
 // Answers are deterministic per request when the teachers run in
 // deterministic mode with the same weights, whichever teacher answers.

@@ -5,15 +5,17 @@
 //     and the INVALID_ARGUMENT / UNAVAILABLE errors for bad or unknown names.
 //   - TeacherPoolClient against real TeacherServers on 127.0.0.1 (in this
 //     process): work spread over deterministic teachers with bit-identical
-//     answers, failover when a teacher dies or drains mid-run, refusal of a
-//     teacher with other weights, --teacher_wait, and teachers joining and
-//     leaving through a FakeEndpointResolver.
+//     answers, failover when a teacher dies, drains or stops serving with
+//     requests in its queue, refusal of a teacher with other weights,
+//     --teacher_wait, and teachers joining and leaving through a
+//     FakeEndpointResolver.
 //   - BatchPipeline: steps come out in data order whatever order the teacher
 //     answers in, and a step's batch does not depend on the pipeline's depth.
 //
 // Every wait is bounded (kBound); no test asserts on how long anything took.
 // A pool that stops answering fails its test and is abandoned (leaked, with
-// its servers) so the rest of the suite still runs.
+// its servers) so the rest of the suite still runs. POOL_VERBOSE=1 in the
+// environment makes the pools log their endpoint changes to stderr.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -22,6 +24,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <future>
 #include <memory>
@@ -57,10 +60,10 @@
 namespace retort::trainer {
 namespace {
 
+using teacher::TeacherServer;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using teacher::TeacherServer;
 
 // Keeps gRPC initialized for the whole run (see teacher_server_test.cc: the
 // last gRPC object destroyed otherwise runs grpc_shutdown, which can stall).
@@ -137,6 +140,48 @@ class SlowTeacher : public teacher::Teacher {
   const absl::Duration delay_;
 };
 
+// A teacher whose Forward blocks while its gate is closed (for at most 30 s,
+// so a broken test cannot hang), so requests stay in flight until the test
+// lets them go.
+class GatedTeacher : public teacher::Teacher {
+ public:
+  explicit GatedTeacher(std::shared_ptr<teacher::Teacher> inner) : inner_(std::move(inner)) {}
+
+  const v1::TeacherFingerprint& fingerprint() const override { return inner_->fingerprint(); }
+  int64_t max_batch() const override { return inner_->max_batch(); }
+  absl::StatusOr<teacher::TeacherOutput> Forward(
+      const torch::Tensor& inputs, const std::vector<std::string>& hidden_layers) override {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&open_), absl::Seconds(30));
+    }
+    return inner_->Forward(inputs, hidden_layers);
+  }
+
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    open_ = false;
+  }
+  void Open() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+
+ private:
+  const std::shared_ptr<teacher::Teacher> inner_;
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = true;
+};
+
+// Runs `drain` on a detached thread; the future says when it returned (a
+// Drain that never returns then fails a bounded wait instead of blocking).
+std::future<bool> DrainDetached(TeacherServer* server, absl::Duration timeout) {
+  auto drained = std::make_shared<std::promise<bool>>();
+  std::future<bool> future = drained->get_future();
+  std::thread([server, timeout, drained] { drained->set_value(server->Drain(timeout)); }).detach();
+  return future;
+}
+
 // --- EndpointResolver ------------------------------------------------------------------
 
 TEST(EndpointResolverTest, StaticListIsSortedAndDeduplicated) {
@@ -152,7 +197,7 @@ TEST(EndpointResolverTest, StaticListIsSortedAndDeduplicated) {
 
 TEST(EndpointResolverTest, BadTargetsAreInvalidArgumentsNamingTheFlag) {
   for (const std::string target : {"nohost", "h:0", "h:70000", "", "http://x:1", "dns:///a:1,b:2",
-                                   ":5", "h:", "h:port", "a:1,nohost", "dns:///nohost"}) {
+                                   ":5", "h:", "h:port", "a:1,nohost", "dns:///nohost", "::1:80"}) {
     SCOPED_TRACE(absl::StrCat("target '", target, "'"));
     absl::StatusOr<std::unique_ptr<EndpointResolver>> resolver =
         CreateEndpointResolver(target, "pool_teachers");
@@ -161,6 +206,11 @@ TEST(EndpointResolverTest, BadTargetsAreInvalidArgumentsNamingTheFlag) {
   }
   // The flag defaults to --teachers.
   EXPECT_THAT(CreateEndpointResolver("nohost").status().message(), HasSubstr("--teachers"));
+  // IPv6 addresses need brackets.
+  EXPECT_THAT(CreateEndpointResolver("::1:80").status().message(), HasSubstr("[addr]:port"));
+  absl::StatusOr<std::unique_ptr<EndpointResolver>> v6 = CreateEndpointResolver("[::1]:80");
+  ASSERT_TRUE(v6.ok()) << v6.status();
+  EXPECT_THAT(*(*v6)->Resolve(), ElementsAre("[::1]:80"));
 }
 
 TEST(EndpointResolverTest, DnsTargetResolvesLocalhostAndIsDynamic) {
@@ -210,6 +260,7 @@ class TeacherPoolTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    if (gate_ != nullptr) gate_->Open();
     if (abandoned_) {
       // Something in the pool stopped answering: destroying it (or a server
       // whose streams it holds) could hang the whole suite.
@@ -223,6 +274,7 @@ class TeacherPoolTest : public ::testing::Test {
 
   // Gives up on the pool and its servers after a failed bounded wait.
   void Abandon() {
+    if (abandoned_) return;
     ADD_FAILURE() << "the pool stopped answering; abandoning it and its servers";
     abandoned_ = true;
   }
@@ -235,11 +287,24 @@ class TeacherPoolTest : public ::testing::Test {
     if (model == nullptr) return -1;
     std::shared_ptr<teacher::Teacher> native(teacher::NativeTeacher::FromModel(model));
     if (delay > absl::ZeroDuration()) native = std::make_shared<SlowTeacher>(native, delay);
+    return StartServer(std::move(native));
+  }
+
+  // Starts a server with the weights of seed 1 behind gate_.
+  int StartGatedServer() {
+    std::shared_ptr<models::Classifier> model = MakeModel(1);
+    if (model == nullptr) return -1;
+    gate_ = std::make_shared<GatedTeacher>(
+        std::shared_ptr<teacher::Teacher>(teacher::NativeTeacher::FromModel(model)));
+    return StartServer(gate_);
+  }
+
+  int StartServer(std::shared_ptr<teacher::Teacher> teacher) {
     TeacherServer::Options options;
     options.batcher.deterministic = true;
     options.max_in_flight_per_stream = kInFlightLimit;
     absl::StatusOr<std::unique_ptr<TeacherServer>> server =
-        TeacherServer::Create(std::move(options), native);
+        TeacherServer::Create(std::move(options), std::move(teacher));
     if (!server.ok()) {
       ADD_FAILURE() << server.status();
       return -1;
@@ -260,7 +325,7 @@ class TeacherPoolTest : public ::testing::Test {
     options.health_interval = absl::Milliseconds(100);
     options.health_timeout = absl::Milliseconds(500);
     options.resolve_interval = absl::Milliseconds(100);
-    options.verbose = false;
+    options.verbose = std::getenv("POOL_VERBOSE") != nullptr;
     return options;
   }
 
@@ -305,6 +370,22 @@ class TeacherPoolTest : public ::testing::Test {
     return reached;
   }
 
+  // After `count` requests were sent to a pool that had answered
+  // `answered_before`: waits until every one of them is answered except those
+  // held by `address` (behind its closed gate), and returns how many it holds
+  // (at least one), or -1 with a failure.
+  int WaitUntilOnlyHeldRemain(const std::string& address, int64_t answered_before, int count) {
+    int64_t held = 0;
+    const bool settled = Eventually([&] {
+      const int64_t answered = pool_->stats().answered;  // read first: both only grow
+      held = Endpoint(address).outstanding;
+      return held > 0 && answered + held == answered_before + count;
+    });
+    EXPECT_TRUE(settled) << address << " holds " << held << "; answered "
+                         << pool_->stats().answered - answered_before << " of " << count;
+    return settled ? static_cast<int>(held) : -1;
+  }
+
   // Sends `count` requests of 1..5 rows through SubmitAnswer.
   std::vector<Sent> SendMany(int count) {
     std::vector<Sent> sent;
@@ -320,9 +401,9 @@ class TeacherPoolTest : public ::testing::Test {
     const absl::Time deadline = absl::Now() + kBound;
     for (size_t i = 0; i < sent.size(); ++i) {
       if (sent[i].future.wait_until(absl::ToChronoTime(deadline)) != std::future_status::ready) {
-        ADD_FAILURE() << "request " << i << " of " << sent.size() << " unanswered after "
-                      << kBound << "; stats: resent " << pool_->stats().resent
-                      << ", endpoints_down " << pool_->stats().endpoints_down;
+        ADD_FAILURE() << "request " << i << " of " << sent.size() << " unanswered after " << kBound
+                      << "; stats: resent " << pool_->stats().resent << ", endpoints_down "
+                      << pool_->stats().endpoints_down;
         Abandon();
         return false;
       }
@@ -351,6 +432,7 @@ class TeacherPoolTest : public ::testing::Test {
   std::shared_ptr<models::Classifier> model_;
   std::shared_ptr<teacher::Teacher> reference_;  // the weights of seed 1
   std::vector<std::unique_ptr<TeacherServer>> servers_;
+  std::shared_ptr<GatedTeacher> gate_;  // set by StartGatedServer
   std::unique_ptr<TeacherPoolClient> pool_;
   bool abandoned_ = false;
 };
@@ -363,7 +445,8 @@ absl::StatusOr<torch::Tensor> GetWithin(const TeacherClient::LogProbsFuture& fut
   std::future<absl::StatusOr<torch::Tensor>> got = result->get_future();
   std::thread([future, result] { result->set_value(future.get()); }).detach();
   if (got.wait_for(absl::ToChronoSeconds(timeout)) != std::future_status::ready) {
-    return absl::DeadlineExceededError(absl::StrCat("no answer within ", absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(
+        absl::StrCat("no answer within ", absl::FormatDuration(timeout)));
   }
   return got.get();
 }
@@ -435,8 +518,7 @@ TEST_F(TeacherPoolTest, RequestsSurviveATeacherDyingUnderThem) {
   EXPECT_TRUE(stats.resent > 0 || stats.endpoints_down > 0)
       << "resent " << stats.resent << ", endpoints_down " << stats.endpoints_down;
   EXPECT_EQ(stats.answered, stats.requests);
-  EXPECT_TRUE(Eventually([&] { return Endpoint(dying).state == "down"; }))
-      << Endpoint(dying).state;
+  EXPECT_TRUE(Eventually([&] { return Endpoint(dying).state == "down"; })) << Endpoint(dying).state;
   EXPECT_EQ(Endpoint(Address(b)).state, "serving");
 }
 
@@ -451,12 +533,7 @@ TEST_F(TeacherPoolTest, RequestsSurviveATeacherDrainingUnderThem) {
 
   std::vector<Sent> sent = SendMany(12 * kInFlightLimit);
   ASSERT_TRUE(Eventually([&] { return Endpoint(draining).outstanding > 0; }));
-  // On a detached thread, so a Drain that never returns fails the test
-  // instead of blocking it.
-  auto drain = std::make_shared<std::promise<bool>>();
-  std::future<bool> drained = drain->get_future();
-  TeacherServer* server = servers_[a].get();
-  std::thread([server, drain] { drain->set_value(server->Drain(kBound)); }).detach();
+  std::future<bool> drained = DrainDetached(servers_[a].get(), kBound);
   std::vector<Sent> after = SendMany(2 * kInFlightLimit);
 
   const bool answered = WaitAll(sent) && WaitAll(after);
@@ -472,6 +549,43 @@ TEST_F(TeacherPoolTest, RequestsSurviveATeacherDrainingUnderThem) {
   EXPECT_EQ(pool_->stats().answered, pool_->stats().requests);
   EXPECT_TRUE(Eventually([&] { return Endpoint(draining).state == "down"; }))
       << Endpoint(draining).state;
+}
+
+// The teacher holding requests stops answering its health check while they
+// are still in its queue: the pool takes it out of service (cancelling its
+// stream with requests unanswered) and another teacher answers them.
+TEST_F(TeacherPoolTest, RequestsHeldByATeacherThatStopsServingAreAnsweredElsewhere) {
+  const int held = StartGatedServer(), other = StartServer();
+  ASSERT_GE(held, 0);
+  ASSERT_GE(other, 0);
+  ASSERT_TRUE(CreatePool(StaticPoolOptions({held, other})));
+  ASSERT_TRUE(WaitForState(Address(held), "serving"));
+  ASSERT_TRUE(WaitForState(Address(other), "serving"));
+  const std::string address = Address(held);
+
+  gate_->Close();
+  const int64_t answered_before = pool_->stats().answered;
+  std::vector<Sent> sent = SendMany(4 * kInFlightLimit);
+  // The held teacher keeps the requests it got; the other answers the rest.
+  const int held_requests =
+      WaitUntilOnlyHeldRemain(address, answered_before, static_cast<int>(sent.size()));
+  ASSERT_GT(held_requests, 0);
+  std::future<bool> drained = DrainDetached(servers_[held].get(), kBound);
+  const bool answered = WaitAll(sent);
+  gate_->Open();
+  if (drained.wait_for(absl::ToChronoSeconds(2 * kBound)) != std::future_status::ready) {
+    ADD_FAILURE() << "Drain did not return";
+    Abandon();
+    return;
+  }
+  ASSERT_TRUE(answered);
+  ExpectAllCorrect(sent);
+  const TeacherPoolClient::Stats stats = pool_->stats();
+  EXPECT_GE(stats.resent, held_requests);
+  EXPECT_GE(stats.endpoints_down, 1);
+  EXPECT_EQ(stats.answered, stats.requests);
+  EXPECT_EQ(Endpoint(address).state, "down");
+  EXPECT_EQ(Endpoint(Address(other)).answered, static_cast<int64_t>(sent.size()));
 }
 
 TEST_F(TeacherPoolTest, RefusesATeacherWithOtherWeightsAndKeepsServingWithTheFirst) {
@@ -550,7 +664,7 @@ TEST_F(TeacherPoolTest, CreateFailsWhenNothingListens) {
 }
 
 TEST_F(TeacherPoolTest, TeachersJoinAndLeaveThroughTheResolver) {
-  const int a = StartServer(), b = StartServer();
+  const int a = StartGatedServer(), b = StartServer();
   ASSERT_GE(a, 0);
   ASSERT_GE(b, 0);
   const std::string first = Address(a), second = Address(b);
@@ -564,19 +678,30 @@ TEST_F(TeacherPoolTest, TeachersJoinAndLeaveThroughTheResolver) {
   std::vector<Sent> joined = SendMany(6 * kInFlightLimit);
   ASSERT_TRUE(WaitAll(joined));
   ExpectAllCorrect(joined);
+  EXPECT_GT(Endpoint(first).answered, 0);
   EXPECT_GT(Endpoint(second).answered, 0);
 
-  // A leaves DNS and then dies, with work outstanding; B answers everything.
-  std::vector<Sent> leaving = SendMany(6 * kInFlightLimit);
+  // A leaves while holding requests (its gate closed); B answers them.
+  gate_->Close();
+  const int64_t answered_before = pool_->stats().answered;
+  std::vector<Sent> leaving = SendMany(4 * kInFlightLimit);
+  const int held_requests =
+      WaitUntilOnlyHeldRemain(first, answered_before, static_cast<int>(leaving.size()));
+  ASSERT_GT(held_requests, 0);
   resolver->Set({second});
   ASSERT_TRUE(WaitForState(first, "absent"));
+  ASSERT_TRUE(WaitAll(leaving));
+  ExpectAllCorrect(leaving);
+  EXPECT_GE(pool_->stats().resent, held_requests);
+
+  // Then A goes away for good; the pool carries on with B.
+  gate_->Open();
   servers_[a].reset();
   std::vector<Sent> after = SendMany(4 * kInFlightLimit);
-  ASSERT_TRUE(WaitAll(leaving));
   ASSERT_TRUE(WaitAll(after));
-  ExpectAllCorrect(leaving);
   ExpectAllCorrect(after);
   EXPECT_EQ(Endpoint(second).state, "serving");
+  EXPECT_EQ(pool_->endpoints().size(), 1u);
   EXPECT_EQ(pool_->stats().answered, pool_->stats().requests);
 }
 
@@ -644,8 +769,8 @@ class BatchPipelineTest : public ::testing::Test {
                                            std::shared_ptr<TeacherClient> teacher) {
     data::ShuffleSampler sampler = Sampler();
     for (int64_t i = 0; i < first; ++i) sampler.Next();
-    BatchPipeline pipeline(PipelineOptions(depth), dataset_, std::move(teacher),
-                           std::move(sampler), first, end);
+    BatchPipeline pipeline(PipelineOptions(depth), dataset_, std::move(teacher), std::move(sampler),
+                           first, end);
     std::vector<BatchPipeline::Prepared> steps;
     for (int64_t step = first; step < end; ++step) steps.push_back(pipeline.Next());
     return steps;
