@@ -414,9 +414,13 @@ void RemoteTeacherClient::ReaderLoop() {
       continue;
     }
     if (!options_.resend_after_break) {
-      FailAll(absl::UnavailableError(absl::StrCat(
+      const absl::Status ended = absl::UnavailableError(absl::StrCat(
           "teacher at ", options_.address, ": the stream ended",
-          broken.ok() ? std::string() : absl::StrCat(" (", broken.message(), ")"))));
+          broken.ok() ? std::string() : absl::StrCat(" (", broken.message(), ")")));
+      // Tell the owner even when nothing was waiting: a dead teacher is
+      // news before its next request.
+      if (options_.on_stream_broken) options_.on_stream_broken(ended);
+      FailAll(ended);
       broken_since = absl::InfiniteFuture();
       continue;
     }

@@ -54,6 +54,9 @@ class RemoteTeacherClient : public TeacherClient {
     absl::Duration request_timeout = absl::Seconds(120);   // one answer
     absl::Duration reconnect_timeout = absl::Seconds(30);  // re-sending after a break
     bool resend_after_break = true;  // false: fail unanswered requests when the stream breaks
+    // With resend_after_break off: called on the reader thread (no lock
+    // held) each time the stream ends, before the unanswered requests fail.
+    std::function<void(const absl::Status&)> on_stream_broken;
     int64_t max_message_bytes = teacher::kDefaultMaxMessageBytes;
   };
 

@@ -37,6 +37,7 @@ struct TeacherPoolClient::Endpoint {
   absl::Time next_probe = absl::InfinitePast();
   absl::Duration backoff = absl::Milliseconds(100);
   bool probing = false;
+  uint64_t generation = 0;  // counts the clients created for this endpoint
 };
 
 namespace {
@@ -275,9 +276,11 @@ void TeacherPoolClient::ProberLoop() {
 
 void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
   std::shared_ptr<RemoteTeacherClient> client;
+  uint64_t generation;  // of the client this probe may create
   {
     absl::MutexLock lock(&mu_);
     client = endpoint->client;
+    generation = client == nullptr ? ++endpoint->generation : endpoint->generation;
   }
   absl::Status status;
   bool refused = false;
@@ -290,6 +293,17 @@ void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
     // Only the user's expectation here: a mismatch with the pool's reference
     // is for the pool to refuse, in its own words, below.
     o.expected_weights_sha256 = options_.endpoint.expected_weights_sha256;
+    // A stream that ends takes the teacher out at once, even with nothing in
+    // flight (else the next health check would).
+    o.on_stream_broken = [this, weak = std::weak_ptr<Endpoint>(endpoint),
+                          generation](const absl::Status& why) {
+      std::shared_ptr<Endpoint> e = weak.lock();
+      if (e == nullptr) return;
+      absl::MutexLock lock(&mu_);
+      if (e->generation == generation && e->client != nullptr) {
+        MarkDown(*e, State::kDown, std::string(why.message()));
+      }
+    };
     absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> created = RemoteTeacherClient::Create(o);
     if (created.ok()) {
       client = std::move(*created);

@@ -522,6 +522,30 @@ TEST_F(TeacherPoolTest, RequestsSurviveATeacherDyingUnderThem) {
   EXPECT_EQ(Endpoint(Address(b)).state, "serving");
 }
 
+// With health checks far apart, only the broken stream can tell the pool
+// that an idle teacher died: it must be taken out before the next request.
+TEST_F(TeacherPoolTest, IdleTeacherThatDiesIsTakenOutByItsBrokenStream) {
+  const int a = StartServer(), b = StartServer();
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  TeacherPoolClient::Options options = StaticPoolOptions({a, b});
+  options.health_interval = absl::Hours(1);  // the first probe only
+  ASSERT_TRUE(CreatePool(std::move(options)));
+  ASSERT_TRUE(WaitForState(Address(a), "serving"));
+  ASSERT_TRUE(WaitForState(Address(b), "serving"));
+  std::vector<Sent> sent = SendMany(4 * kInFlightLimit);  // opens a stream to each
+  ASSERT_TRUE(WaitAll(sent));
+  ASSERT_GT(Endpoint(Address(a)).answered, 0);
+  const std::string dying = Address(a);
+  servers_[a].reset();
+  ASSERT_TRUE(WaitForState(dying, "down"));
+  EXPECT_THAT(Endpoint(dying).last_error, HasSubstr("stream ended"));
+  std::vector<Sent> after = SendMany(2 * kInFlightLimit);
+  ASSERT_TRUE(WaitAll(after));
+  ExpectAllCorrect(after);
+  EXPECT_EQ(pool_->stats().resent, 0);  // nothing was sent to the dead teacher
+}
+
 TEST_F(TeacherPoolTest, RequestsSurviveATeacherDrainingUnderThem) {
   const int a = StartServer(1, absl::Milliseconds(10)), b = StartServer(1, absl::Milliseconds(10));
   ASSERT_GE(a, 0);

@@ -29,7 +29,9 @@ ABSL_FLAG(std::string, port_file, "",
           "Write the chosen port here (atomically) once the teacher is SERVING.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port for Prometheus metrics at /metrics (e.g. 127.0.0.1:9090); empty: off.");
-ABSL_FLAG(int64_t, max_batch_rows, 512, "Rows merged into one forward pass at most.");
+ABSL_FLAG(int64_t, max_batch_rows, 128,
+          "Rows merged into one forward pass at most (requests larger than this run alone). "
+          "128 measured best on CPU (docs/performance.md); raise it on a GPU.");
 ABSL_FLAG(double, max_delay_ms, 0.0,
           "How long the first queued request may wait for others to join its batch. 0: a "
           "free worker runs whatever is queued at once, and batches form from what arrives "
