@@ -147,12 +147,19 @@ TeacherPoolClient::~TeacherPoolClient() {
     retired_.clear();
   }
   for (auto& client : clients) client->Shutdown();
-  clients.clear();
-  for (auto& request : unanswered) {
-    if (!request->done) {
-      request->done = true;
-      request->promise.set_value(absl::CancelledError("the teacher pool was closed"));
+  clients.clear();  // joins their reader threads: no OnAnswer runs after this
+  std::vector<std::shared_ptr<Request>> cancelled;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& request : unanswered) {
+      if (!request->done) {
+        request->done = true;
+        cancelled.push_back(request);
+      }
     }
+  }
+  for (auto& request : cancelled) {
+    request->promise.set_value(absl::CancelledError("the teacher pool was closed"));
   }
 }
 
