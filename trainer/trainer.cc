@@ -168,7 +168,11 @@ absl::Status Trainer::Resume() {
   for (const std::string& warning : warnings) {
     std::fprintf(stderr, "[%s] warning: %s\n", options_.label.c_str(), warning.c_str());
   }
-  if (!latest.has_value()) return absl::OkStatus();  // nothing to resume: a fresh start
+  if (!latest.has_value()) {
+    std::fprintf(stderr, "[%s] no complete checkpoint in %s; starting afresh\n",
+                 options_.label.c_str(), CheckpointsDir(options_.out_dir).c_str());
+    return absl::OkStatus();
+  }
   const std::string path = latest->dir + "/" + kTrainingFile;
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
