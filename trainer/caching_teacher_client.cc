@@ -32,8 +32,22 @@ absl::StatusOr<torch::Tensor> CachingTeacherClient::LogProbs(const torch::Tensor
   return Submit(inputs, temperature).get();
 }
 
+int64_t CachingTeacherClient::RowCost() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (row_cost_ >= 0) return row_cost_;
+  }
+  // float32 log-probabilities per class, plus bookkeeping.
+  absl::StatusOr<v1::TeacherFingerprint> fingerprint = inner_->Fingerprint();
+  const int64_t classes = fingerprint.ok() ? std::max<int64_t>(0, fingerprint->num_classes()) : 0;
+  absl::MutexLock lock(&mu_);
+  row_cost_ = 64 + 4 * classes;
+  return row_cost_;
+}
+
 TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& inputs,
                                                            double temperature) {
+  const int64_t cost = RowCost();
   torch::Tensor rows = inputs.contiguous();
   const int64_t n = rows.size(0);
   const size_t row_bytes =
@@ -45,13 +59,16 @@ TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& 
     keys.push_back(RowKey(base + i * row_bytes, row_bytes, temperature));
 
   std::vector<torch::Tensor> found(static_cast<size_t>(n));
+  std::vector<std::pair<size_t, PendingRow>> from_pending;  // (row, where its answer comes)
   std::vector<int64_t> missing;
   {
     absl::MutexLock lock(&mu_);
     for (int64_t i = 0; i < n; ++i) {
-      auto it = rows_.find(keys[static_cast<size_t>(i)]);
-      if (it != rows_.end()) {
+      const Key& key = keys[static_cast<size_t>(i)];
+      if (auto it = rows_.find(key); it != rows_.end()) {
         found[static_cast<size_t>(i)] = it->second;
+      } else if (auto p = pending_.find(key); p != pending_.end()) {
+        from_pending.emplace_back(static_cast<size_t>(i), p->second);
       } else {
         missing.push_back(i);
       }
@@ -60,35 +77,59 @@ TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& 
     stats_.misses += static_cast<int64_t>(missing.size());
   }
   LogProbsFuture inner;
+  std::vector<size_t> admitted;  // indices into `missing` this batch will cache
   if (!missing.empty()) {
     torch::Tensor subset = missing.size() == static_cast<size_t>(n)
                                ? rows
                                : rows.index_select(0, torch::tensor(missing, torch::kLong));
     inner = inner_->Submit(subset, temperature);
+    // Rows asked for now count as cached from now on (answered when this
+    // batch's answer is there), so the hit pattern, and with it every
+    // request, is the same however far ahead the caller submits.
+    absl::MutexLock lock(&mu_);
+    for (size_t j = 0; j < missing.size(); ++j) {
+      const Key& key = keys[static_cast<size_t>(missing[j])];
+      if (bytes_ + cost > options_.capacity_bytes || rows_.count(key) > 0 ||
+          pending_.count(key) > 0) {
+        continue;
+      }
+      pending_.emplace(key, PendingRow{inner, static_cast<int64_t>(j)});
+      bytes_ += cost;
+      admitted.push_back(j);
+    }
+    stats_.entries = static_cast<int64_t>(rows_.size() + pending_.size());
   }
-  // The misses are asked for now; joining them with the hits (and
-  // remembering them) happens in the caller's wait.
-  return std::async(std::launch::deferred,
-                    [this, keys = std::move(keys), found = std::move(found),
-                     missing = std::move(missing),
-                     inner]() mutable -> absl::StatusOr<torch::Tensor> {
-                      if (!missing.empty()) {
-                        const absl::StatusOr<torch::Tensor>& answered = inner.get();
-                        if (!answered.ok()) return answered.status();
-                        absl::MutexLock lock(&mu_);
-                        for (size_t j = 0; j < missing.size(); ++j) {
-                          torch::Tensor row = (*answered)[static_cast<int64_t>(j)].clone();
-                          found[static_cast<size_t>(missing[j])] = row;
-                          const int64_t cost = static_cast<int64_t>(row.nbytes()) + 64;
-                          if (bytes_ + cost <= options_.capacity_bytes &&
-                              rows_.emplace(keys[static_cast<size_t>(missing[j])], row).second) {
-                            bytes_ += cost;
-                          }
-                        }
-                        stats_.entries = static_cast<int64_t>(rows_.size());
-                      }
-                      return torch::stack(found);
-                    })
+  // Joining the answers with the hits happens in the caller's wait.
+  return std::async(
+             std::launch::deferred,
+             [this, cost, keys = std::move(keys), found = std::move(found),
+              from_pending = std::move(from_pending), missing = std::move(missing),
+              admitted = std::move(admitted), inner]() mutable -> absl::StatusOr<torch::Tensor> {
+               if (!missing.empty()) {
+                 const absl::StatusOr<torch::Tensor>& answered = inner.get();
+                 absl::MutexLock lock(&mu_);
+                 for (size_t j : admitted) {
+                   const Key& key = keys[static_cast<size_t>(missing[j])];
+                   pending_.erase(key);
+                   if (answered.ok()) {
+                     rows_.emplace(key, (*answered)[static_cast<int64_t>(j)].clone());
+                   } else {
+                     bytes_ -= cost;  // not cached after all
+                   }
+                 }
+                 stats_.entries = static_cast<int64_t>(rows_.size() + pending_.size());
+                 if (!answered.ok()) return answered.status();
+                 for (size_t j = 0; j < missing.size(); ++j) {
+                   found[static_cast<size_t>(missing[j])] = (*answered)[static_cast<int64_t>(j)];
+                 }
+               }
+               for (auto& [row, pending] : from_pending) {
+                 const absl::StatusOr<torch::Tensor>& answered = pending.batch.get();
+                 if (!answered.ok()) return answered.status();
+                 found[row] = (*answered)[pending.index];
+               }
+               return torch::stack(found);
+             })
       .share();
 }
 

@@ -3,9 +3,11 @@
 // without a separate precompute step).
 //
 // Rows are keyed by a 128-bit hash of their bytes and the temperature. Misses
-// in a batch are sent to the wrapped client as one smaller batch. When the
-// cache reaches its capacity it stops adding entries (it never evicts, so a
-// run's hit pattern is deterministic).
+// in a batch are sent to the wrapped client as one smaller batch. A row asked
+// for counts as cached from the moment it is asked (a later batch with the
+// same row waits for that answer), so the hit pattern does not depend on how
+// far ahead the trainer submits. When the cache reaches its capacity it stops
+// adding entries (it never evicts, so a run's hit pattern is deterministic).
 //
 // Caveat: a row answered from the cache was computed inside another batch
 // than it would be otherwise; on CPU kernels that can change the last bits.
@@ -55,12 +57,20 @@ class CachingTeacherClient : public TeacherClient {
   struct KeyHash {
     size_t operator()(const Key& k) const { return static_cast<size_t>(k.a ^ (k.b * 31)); }
   };
+  struct PendingRow {
+    LogProbsFuture batch;  // the answer to the batch that asked for the row
+    int64_t index;         // the row's place in it
+  };
   static Key RowKey(const char* data, size_t bytes, double temperature);
+  // Bytes one cached row is charged (from the teacher's class count).
+  int64_t RowCost();
 
   std::shared_ptr<TeacherClient> inner_;
   Options options_;
   mutable absl::Mutex mu_;
   std::unordered_map<Key, torch::Tensor, KeyHash> rows_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<Key, PendingRow, KeyHash> pending_ ABSL_GUARDED_BY(mu_);
+  int64_t row_cost_ ABSL_GUARDED_BY(mu_) = -1;  // set by the first Submit
   int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   Stats stats_ ABSL_GUARDED_BY(mu_);
 };

@@ -44,6 +44,28 @@ TEST(CachingTeacherClientTest, AnswersRepeatsFromTheCacheAndOnlyAsksForMisses) {
   EXPECT_EQ(cache.stats().entries, 20);
 }
 
+// A row asked for by a batch still in flight is not asked for again: the hit
+// pattern (and so every request the teacher sees) is the same whether the
+// caller waits for each batch or submits ahead.
+TEST(CachingTeacherClientTest, RowsAskedForAheadCountAsCachedBeforeTheyAreAnswered) {
+  auto recorder = std::make_shared<Recorder>();
+  CachingTeacherClient cache(Inner(recorder), {});
+  torch::Tensor x = torch::randn({6, 1, 2, 2});
+  torch::Tensor overlap = torch::cat({x.narrow(0, 2, 2), torch::randn({3, 1, 2, 2})});
+  TeacherClient::LogProbsFuture first = cache.Submit(x, 1.0);
+  TeacherClient::LogProbsFuture second = cache.Submit(overlap, 1.0);  // before `first` is waited on
+  EXPECT_EQ(recorder->batch_sizes, (std::vector<int64_t>{6, 3}));
+  const absl::StatusOr<torch::Tensor>& a = first.get();
+  const absl::StatusOr<torch::Tensor>& b = second.get();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(torch::equal(b->narrow(0, 0, 2), a->narrow(0, 2, 2)));
+  EXPECT_EQ(cache.stats().hits, 2);
+  EXPECT_EQ(cache.stats().entries, 9);
+  // Waiting in the other order gives the same answers.
+  TeacherClient::LogProbsFuture third = cache.Submit(overlap, 1.0);
+  EXPECT_TRUE(torch::equal(*third.get(), *b));
+}
+
 TEST(CachingTeacherClientTest, StopsAddingAtCapacityAndPassesErrorsThrough) {
   auto recorder = std::make_shared<Recorder>();
   auto inner = Inner(recorder);
