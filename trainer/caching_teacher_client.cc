@@ -45,6 +45,20 @@ int64_t CachingTeacherClient::RowCost() {
   return row_cost_;
 }
 
+void CachingTeacherClient::Settle(const Key& key, const PendingRow& pending,
+                                  const absl::StatusOr<torch::Tensor>& answered, int64_t cost) {
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(key);
+  if (it == pending_.end() || it->second.index != pending.index) return;  // settled already
+  if (answered.ok()) {
+    rows_.emplace(key, (*answered)[pending.index].clone());
+  } else {
+    bytes_ -= cost;  // not cached after all: the next batch asks again
+  }
+  pending_.erase(it);
+  stats_.entries = static_cast<int64_t>(rows_.size() + pending_.size());
+}
+
 TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& inputs,
                                                            double temperature) {
   const int64_t cost = RowCost();
@@ -107,17 +121,10 @@ TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& 
               admitted = std::move(admitted), inner]() mutable -> absl::StatusOr<torch::Tensor> {
                if (!missing.empty()) {
                  const absl::StatusOr<torch::Tensor>& answered = inner.get();
-                 absl::MutexLock lock(&mu_);
                  for (size_t j : admitted) {
-                   const Key& key = keys[static_cast<size_t>(missing[j])];
-                   pending_.erase(key);
-                   if (answered.ok()) {
-                     rows_.emplace(key, (*answered)[static_cast<int64_t>(j)].clone());
-                   } else {
-                     bytes_ -= cost;  // not cached after all
-                   }
+                   Settle(keys[static_cast<size_t>(missing[j])],
+                          PendingRow{inner, static_cast<int64_t>(j)}, answered, cost);
                  }
-                 stats_.entries = static_cast<int64_t>(rows_.size() + pending_.size());
                  if (!answered.ok()) return answered.status();
                  for (size_t j = 0; j < missing.size(); ++j) {
                    found[static_cast<size_t>(missing[j])] = (*answered)[static_cast<int64_t>(j)];
@@ -125,6 +132,9 @@ TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& 
                }
                for (auto& [row, pending] : from_pending) {
                  const absl::StatusOr<torch::Tensor>& answered = pending.batch.get();
+                 // Settle the entry here too, in case the batch that asked
+                 // for it is never waited on.
+                 Settle(keys[row], pending, answered, cost);
                  if (!answered.ok()) return answered.status();
                  found[row] = (*answered)[pending.index];
                }

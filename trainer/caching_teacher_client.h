@@ -64,6 +64,10 @@ class CachingTeacherClient : public TeacherClient {
   static Key RowKey(const char* data, size_t bytes, double temperature);
   // Bytes one cached row is charged (from the teacher's class count).
   int64_t RowCost();
+  // Moves a pending row into the cache (or drops it if its batch failed),
+  // unless that was done already.
+  void Settle(const Key& key, const PendingRow& pending,
+              const absl::StatusOr<torch::Tensor>& answered, int64_t cost);
 
   std::shared_ptr<TeacherClient> inner_;
   Options options_;

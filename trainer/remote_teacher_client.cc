@@ -108,7 +108,7 @@ absl::Status RemoteTeacherClient::CheckServing(absl::Duration timeout) {
 absl::StatusOr<v1::GetInfoResponse> RemoteTeacherClient::CallGetInfo(absl::Duration timeout) {
   grpc::ClientContext context;
   context.set_deadline(Deadline(timeout));
-  context.set_wait_for_ready(true);
+  context.set_wait_for_ready(options_.wait_for_ready);
   AddCallCredentials(options_.channel, &context);
   {
     absl::MutexLock lock(&mu_);
@@ -154,6 +154,13 @@ absl::Status RemoteTeacherClient::CheckInfo(const v1::GetInfoResponse& info) con
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status RemoteTeacherClient::ConnectionError(const absl::Status& status) const {
+  if (options_.resend_after_break || absl::IsFailedPrecondition(status)) return status;
+  // The connection failed, not the request: another teacher may take it.
+  return absl::FailedPreconditionError(absl::StrCat(
+      absl::StatusCodeToString(status.code()), ": ", status.message()));
 }
 
 absl::StatusOr<v1::TeacherFingerprint> RemoteTeacherClient::Fingerprint() {
@@ -351,7 +358,7 @@ void RemoteTeacherClient::ReaderLoop() {
       }
       if (broken_since == absl::InfiniteFuture()) broken_since = absl::Now();
       if (IsPermanent(connected.code())) {
-        FailAll(connected);
+        FailAll(ConnectionError(connected));
         broken_since = absl::InfiniteFuture();
         continue;
       }
@@ -409,7 +416,7 @@ void RemoteTeacherClient::ReaderLoop() {
     if (broken_since == absl::InfiniteFuture()) broken_since = absl::Now();
     absl::Status broken = FromGrpcStatus(status, absl::StrCat("teacher at ", options_.address));
     if (!broken.ok() && IsPermanent(broken.code())) {
-      FailAll(broken);
+      FailAll(ConnectionError(broken));
       broken_since = absl::InfiniteFuture();
       continue;
     }

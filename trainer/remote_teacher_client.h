@@ -53,7 +53,13 @@ class RemoteTeacherClient : public TeacherClient {
     absl::Duration connect_timeout = absl::Seconds(30);    // first GetInfo
     absl::Duration request_timeout = absl::Seconds(120);   // one answer
     absl::Duration reconnect_timeout = absl::Seconds(30);  // re-sending after a break
-    bool resend_after_break = true;  // false: fail unanswered requests when the stream breaks
+    // false: fail unanswered requests when the stream breaks. Connection
+    // errors then reach requests as UNAVAILABLE or FAILED_PRECONDITION (never
+    // INVALID_ARGUMENT, which is kept for errors about a request itself).
+    bool resend_after_break = true;
+    // GetInfo waits for the server to come up (up to connect_timeout); off,
+    // a refused connection fails at once (the pool's prober retries itself).
+    bool wait_for_ready = true;
     // With resend_after_break off: called on the reader thread (no lock
     // held) each time the stream ends, before the unanswered requests fail.
     std::function<void(const absl::Status&)> on_stream_broken;
@@ -128,6 +134,9 @@ class RemoteTeacherClient : public TeacherClient {
   explicit RemoteTeacherClient(Options options);
   absl::StatusOr<v1::GetInfoResponse> CallGetInfo(absl::Duration timeout);
   absl::Status CheckInfo(const v1::GetInfoResponse& info) const;
+  // A permanent connection error as the requests see it (see
+  // resend_after_break).
+  absl::Status ConnectionError(const absl::Status& status) const;
   // Encodes; on failure calls `done` and returns nullopt.
   std::optional<std::vector<v1::DistillRequest>> Encode(
       const torch::Tensor& inputs, double temperature,

@@ -20,6 +20,8 @@ struct TeacherPoolClient::Request {
   bool queued = false;
   int live_attempts = 0;
   int attempts = 0;
+  absl::Time created;
+  std::string last_error;  // of the latest failed attempt
 };
 
 struct TeacherPoolClient::Endpoint {
@@ -38,6 +40,8 @@ struct TeacherPoolClient::Endpoint {
   absl::Duration backoff = absl::Milliseconds(100);
   bool probing = false;
   uint64_t generation = 0;  // counts the clients created for this endpoint
+  absl::Time busy_until = absl::InfinitePast();  // after RESOURCE_EXHAUSTED
+  absl::Duration busy_backoff = absl::Milliseconds(50);
 };
 
 namespace {
@@ -129,6 +133,11 @@ TeacherPoolClient::~TeacherPoolClient() {
   {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
+    // Unblocks any thread stuck writing to a frozen teacher, so the joins
+    // below do not wait for keepalive.
+    for (auto& [address, endpoint] : endpoints_) {
+      if (endpoint->client != nullptr) endpoint->client->Cancel();
+    }
   }
   if (prober_.joinable()) prober_.join();
   if (dispatcher_.joinable()) dispatcher_.join();
@@ -291,10 +300,12 @@ void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
   }
   absl::Status status;
   bool refused = false;
-  if (client == nullptr) {
+  const bool created_here = client == nullptr;
+  if (created_here) {
     RemoteTeacherClient::Options o = options_.endpoint;
     o.address = endpoint->address;
     o.resend_after_break = false;
+    o.wait_for_ready = false;  // a refused connection fails now; the prober retries
     o.connect_timeout = ProbeConnectTimeout();
     o.reconnect_timeout = o.connect_timeout;
     // Only the user's expectation here: a mismatch with the pool's reference
@@ -338,6 +349,11 @@ void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
     if (client != nullptr && client != endpoint->client) retired_.push_back(std::move(client));
     return;
   }
+  if (!created_here && endpoint->client != client) {
+    // The client this probe checked was taken out meanwhile (its stream
+    // broke): its result says nothing about the endpoint now.
+    return;
+  }
   const absl::Time now = absl::Now();
   if (status.ok()) {
     if (endpoint->client == nullptr) {
@@ -370,9 +386,11 @@ void TeacherPoolClient::Probe(const std::shared_ptr<Endpoint>& endpoint) {
 }
 
 std::shared_ptr<TeacherPoolClient::Endpoint> TeacherPoolClient::PickEndpoint() {
+  const absl::Time now = absl::Now();
   std::shared_ptr<Endpoint> best;
   for (auto& [address, endpoint] : endpoints_) {
     if (endpoint->state != State::kServing || endpoint->client == nullptr) continue;
+    if (endpoint->busy_until > now) continue;
     const int64_t load = static_cast<int64_t>(endpoint->in_flight.size());
     if (load >= endpoint->limit) continue;
     // Least outstanding work; ties go to the one that has answered least, so
@@ -393,6 +411,7 @@ TeacherPoolClient::AnswerFuture TeacherPoolClient::SubmitAnswer(
   request->inputs = inputs.contiguous();
   request->temperature = temperature;
   request->hidden_layers = hidden_layers;
+  request->created = absl::Now();
   AnswerFuture future = request->promise.get_future().share();
   {
     absl::MutexLock lock(&mu_);
@@ -457,6 +476,7 @@ void TeacherPoolClient::OnAnswer(const std::shared_ptr<Endpoint>& endpoint,
     }
     if (answer.ok()) {
       ++endpoint->answered;
+      endpoint->busy_backoff = absl::Milliseconds(50);
       ++stats_.answered;
       request->done = true;
       queue_.erase(request->id);
@@ -466,7 +486,12 @@ void TeacherPoolClient::OnAnswer(const std::shared_ptr<Endpoint>& endpoint,
       queue_.erase(request->id);
       request->queued = false;
     } else {
-      if (live && !absl::IsResourceExhausted(answer.status())) {
+      request->last_error = std::string(answer.status().message());
+      if (live && absl::IsResourceExhausted(answer.status())) {
+        // Overloaded, not broken: give it a moment before more work.
+        endpoint->busy_until = absl::Now() + endpoint->busy_backoff;
+        endpoint->busy_backoff = std::min(2 * endpoint->busy_backoff, absl::Seconds(2));
+      } else if (live) {
         MarkDown(*endpoint,
                  absl::IsFailedPrecondition(answer.status()) ? State::kRefused : State::kDown,
                  std::string(answer.status().message()));
@@ -495,6 +520,7 @@ void TeacherPoolClient::DispatcherLoop() {
     DispatchQueued();
 
     std::vector<std::shared_ptr<Request>> expired;
+    std::vector<std::pair<std::shared_ptr<Request>, std::string>> failed_repeatedly;
     std::string why;
     {
       absl::MutexLock lock(&mu_);
@@ -520,6 +546,24 @@ void TeacherPoolClient::DispatcherLoop() {
       } else if (no_teacher_since == absl::InfiniteFuture()) {
         no_teacher_since = now;
       }
+      // A request that keeps failing, even while teachers look healthy in
+      // between (they crash on it, or refuse its stream, again and again),
+      // gives up after teacher_wait as well.
+      for (auto it = queue_.begin(); it != queue_.end();) {
+        Request& r = *it->second;
+        if (r.attempts > 0 && now - r.created > options_.teacher_wait) {
+          r.done = true;
+          r.queued = false;
+          failed_repeatedly.emplace_back(
+              it->second, absl::StrCat("a teacher request failed ", r.attempts,
+                                       " times over ", absl::FormatDuration(now - r.created),
+                                       " (--teacher_wait); the last error: ", r.last_error,
+                                       "; teachers: ", DescribeEndpoints()));
+          it = queue_.erase(it);
+        } else {
+          ++it;
+        }
+      }
       if (!queue_.empty() && now - no_teacher_since > options_.teacher_wait) {
         why = absl::StrCat("no teacher in ", options_.resolver->Describe(), " answered for ",
                            absl::FormatDuration(options_.teacher_wait),
@@ -533,6 +577,9 @@ void TeacherPoolClient::DispatcherLoop() {
       }
     }
     for (auto& request : expired) request->promise.set_value(absl::UnavailableError(why));
+    for (auto& [request, message] : failed_repeatedly) {
+      request->promise.set_value(absl::UnavailableError(message));
+    }
   }
 }
 

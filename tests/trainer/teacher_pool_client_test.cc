@@ -674,6 +674,40 @@ TEST_F(TeacherPoolTest, RequestFailsAfterTeacherWaitWithNoTeacherLeft) {
   EXPECT_THAT(answer.status().message(), HasSubstr("--teacher_wait"));
 }
 
+// A teacher that passes its health checks but refuses every stream (its one
+// stream is taken) must not keep a request bouncing forever.
+TEST_F(TeacherPoolTest, RequestThatKeepsFailingOnAHealthyLookingTeacherGivesUp) {
+  TeacherServer::Options server_options;
+  server_options.batcher.deterministic = true;
+  server_options.max_streams = 1;
+  absl::StatusOr<std::unique_ptr<TeacherServer>> server =
+      TeacherServer::Create(server_options, reference_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  servers_.push_back(*std::move(server));
+  const std::string address = Address(0);
+  // Another client holds the only stream.
+  trainer::RemoteTeacherClient::Options holder_options;
+  holder_options.address = address;
+  absl::StatusOr<std::unique_ptr<trainer::RemoteTeacherClient>> holder =
+      trainer::RemoteTeacherClient::Create(holder_options);
+  ASSERT_TRUE(holder.ok()) << holder.status();
+  ASSERT_TRUE((*holder)->Wait((*holder)->Send(Images(1), kTemperature)).ok());
+
+  TeacherPoolClient::Options options = StaticPoolOptions({0});
+  options.teacher_wait = absl::Seconds(1);
+  ASSERT_TRUE(CreatePool(options));
+  TeacherPoolClient::AnswerFuture refused = pool_->SubmitAnswer(Images(2), kTemperature);
+  if (refused.wait_for(absl::ToChronoSeconds(kBound)) != std::future_status::ready) {
+    Abandon();
+    return;
+  }
+  const absl::StatusOr<teacher::Answer>& answer = refused.get();
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable) << answer.status();
+  EXPECT_THAT(answer.status().message(), HasSubstr("--teacher_wait"));
+  EXPECT_THAT(answer.status().message(), HasSubstr(address));
+  EXPECT_GE(pool_->stats().resent, 1);
+}
+
 TEST_F(TeacherPoolTest, CreateFailsWhenNothingListens) {
   const int port = UnusedPort();
   ASSERT_GT(port, 0);
