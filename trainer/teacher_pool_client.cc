@@ -132,6 +132,12 @@ absl::Duration TeacherPoolClient::ProbeConnectTimeout() const {
 TeacherPoolClient::~TeacherPoolClient() {
   {
     absl::MutexLock lock(&mu_);
+    if (stats_.requests > 0) {
+      Log(absl::StrCat(stats_.requests, " requests, ", stats_.answered, " answered, ",
+                       stats_.resent, " re-sent, ", stats_.late_answers,
+                       " late answers dropped, ", stats_.endpoints_down,
+                       " times a teacher was taken out of service"));
+    }
     shutdown_ = true;
     // Unblocks any thread stuck writing to a frozen teacher, so the joins
     // below do not wait for keepalive.
