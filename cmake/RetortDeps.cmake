@@ -23,3 +23,13 @@ target_precompile_headers(retort_torch_pch PRIVATE
   <absl/strings/str_cat.h>
   <nlohmann/json.hpp>)
 target_link_libraries(retort_torch_pch PUBLIC nlohmann_json::nlohmann_json absl::status absl::statusor absl::strings)
+
+# c10d's reducer.hpp includes a distributed-autograd header that Debian's
+# libtorch-dev lacks; a two-type stand-in (cmake/shims) fills in for it.
+find_path(RETORT_TORCH_DIST_AUTOGRAD_CONTEXT torch/csrc/distributed/autograd/context/context.h
+  PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
+if(RETORT_TORCH_DIST_AUTOGRAD_CONTEXT)
+  set(RETORT_C10D_SHIMS "")
+else()
+  set(RETORT_C10D_SHIMS ${PROJECT_SOURCE_DIR}/cmake/shims)
+endif()

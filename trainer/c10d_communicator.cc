@@ -1,0 +1,116 @@
+#include "trainer/c10d_communicator.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
+
+#include <chrono>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
+
+namespace retort::trainer {
+
+struct C10dCommunicator::State {
+  Rendezvous rendezvous;
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+namespace {
+
+class ReducerSync : public GradientSync {
+ public:
+  explicit ReducerSync(std::shared_ptr<c10d::Reducer> reducer) : reducer_(std::move(reducer)) {}
+  absl::Status PrepareForBackward(const torch::Tensor& output) override {
+    return TorchCall("preparing the gradient all-reduce",
+                     [&] { reducer_->prepare_for_backward({output}); });
+  }
+
+ private:
+  std::shared_ptr<c10d::Reducer> reducer_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(
+    const Options& options) {
+  const Rendezvous& r = options.rendezvous;
+  auto state = std::make_unique<State>();
+  state->rendezvous = r;
+  const auto timeout = std::chrono::milliseconds(absl::ToInt64Milliseconds(options.timeout));
+  absl::Status joined = TorchCall("joining the trainer group", [&] {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<uint16_t>(r.master_port);
+    store_options.isServer = r.rank == 0;
+    store_options.numWorkers = r.world_size;
+    store_options.waitWorkers = true;
+    store_options.timeout = timeout;
+    state->store = c10::make_intrusive<c10d::TCPStore>(r.master_addr, store_options);
+    auto group_options = c10d::ProcessGroupGloo::Options::create(timeout);
+    const std::string host =
+        options.interface_host.empty() ? r.master_addr : options.interface_host;
+    group_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+    state->group =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(state->store, r.rank, r.world_size,
+                                                    group_options);
+  });
+  if (!joined.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "rank ", r.rank, " of ", r.world_size, " could not join the group at ", r.master_addr,
+        ":", r.master_port, " (", r.source, " rendezvous): ", joined.message()));
+  }
+  return std::unique_ptr<C10dCommunicator>(new C10dCommunicator(std::move(state)));
+}
+
+C10dCommunicator::C10dCommunicator(std::unique_ptr<State> state) : state_(std::move(state)) {}
+C10dCommunicator::~C10dCommunicator() = default;
+
+int C10dCommunicator::rank() const { return state_->rendezvous.rank; }
+int C10dCommunicator::world_size() const { return state_->rendezvous.world_size; }
+
+absl::Status C10dCommunicator::Broadcast(const std::vector<torch::Tensor>& tensors, int root) {
+  return TorchCall("broadcast", [&] {
+    torch::NoGradGuard no_grad;
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    for (const torch::Tensor& t : tensors) {
+      std::vector<at::Tensor> one = {t};
+      state_->group->broadcast(one, options)->wait();
+    }
+  });
+}
+
+absl::Status C10dCommunicator::AllReduceMean(const std::vector<torch::Tensor>& tensors) {
+  return TorchCall("all-reduce", [&] {
+    torch::NoGradGuard no_grad;
+    for (const torch::Tensor& t : tensors) {
+      std::vector<at::Tensor> one = {t};
+      state_->group->allreduce(one)->wait();
+      t.div_(world_size());
+    }
+  });
+}
+
+absl::Status C10dCommunicator::Barrier() {
+  return TorchCall("barrier", [&] { state_->group->barrier()->wait(); });
+}
+
+absl::StatusOr<std::unique_ptr<GradientSync>> C10dCommunicator::CreateGradientSync(
+    const std::vector<torch::Tensor>& parameters, int64_t bucket_bytes) {
+  std::shared_ptr<c10d::Reducer> reducer;
+  RETORT_RETURN_IF_ERROR(TorchCall("building the gradient buckets", [&] {
+    const std::vector<bool> dense(parameters.size(), false);
+    auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
+        parameters, {static_cast<size_t>(bucket_bytes)}, dense);
+    reducer = std::make_shared<c10d::Reducer>(
+        parameters, buckets, limits, state_->group, dense, bucket_bytes,
+        /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false,
+        std::unordered_map<size_t, std::string>(), /*first_bucket_bytes_cap=*/bucket_bytes);
+  }));
+  return std::unique_ptr<GradientSync>(new ReducerSync(std::move(reducer)));
+}
+
+}  // namespace retort::trainer
