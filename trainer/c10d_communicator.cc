@@ -1,5 +1,6 @@
 #include "trainer/c10d_communicator.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
@@ -44,11 +45,13 @@ absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(
   absl::Status joined = TorchCall("joining the trainer group", [&] {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<uint16_t>(r.master_port);
-    store_options.isServer = r.rank == 0;
+    store_options.isServer = r.rank == 0 && !r.agent_hosts_store;
     store_options.numWorkers = r.world_size;
-    store_options.waitWorkers = true;
+    store_options.waitWorkers = store_options.isServer;
     store_options.timeout = timeout;
-    state->store = c10::make_intrusive<c10d::TCPStore>(r.master_addr, store_options);
+    // Our keys under their own prefix: a launcher's store holds its own.
+    state->store = c10::make_intrusive<c10d::PrefixStore>(
+        "retort", c10::make_intrusive<c10d::TCPStore>(r.master_addr, store_options));
     auto group_options = c10d::ProcessGroupGloo::Options::create(timeout);
     const std::string host =
         options.interface_host.empty() ? r.master_addr : options.interface_host;

@@ -62,6 +62,10 @@ absl::StatusOr<std::unique_ptr<CheckpointStore::Pending>> CheckpointStore::Begin
   return std::unique_ptr<Pending>(new Pending(this, step, staging));
 }
 
+std::string CheckpointStore::StagingPath(int64_t step, const std::string& name) const {
+  return (fs::path(options_.dir) / (kStagingPrefix + StepName(step)) / name).string();
+}
+
 std::string CheckpointStore::Pending::Path(const std::string& name) const {
   return (fs::path(staging_) / name).string();
 }

@@ -74,6 +74,10 @@ class CheckpointStore {
   // newer, incomplete or corrupt one adds a line to `warnings`.
   absl::StatusOr<std::optional<Checkpoint>> Latest(std::vector<std::string>* warnings) const;
 
+  // Where checkpoint `step`'s data file `name` goes while it is written, for
+  // other writers (trainer ranks) of a checkpoint one writer began.
+  std::string StagingPath(int64_t step, const std::string& name) const;
+
   // Steps of the checkpoints that verify, oldest first.
   absl::StatusOr<std::vector<int64_t>> CompleteSteps() const;
 

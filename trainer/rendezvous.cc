@@ -59,6 +59,7 @@ absl::StatusOr<Rendezvous> Rendezvous::FromEnvironment(const GetEnv& getenv_in) 
   Rendezvous r;
   if (getenv("RANK").has_value()) {
     r.source = "torchrun";
+    r.agent_hosts_store = getenv("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
     std::optional<std::string> addr = getenv("MASTER_ADDR");
     if (!addr.has_value() || addr->empty()) {
       return absl::InvalidArgumentError(

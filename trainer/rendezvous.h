@@ -29,6 +29,9 @@ struct Rendezvous {
   int local_rank = 0;
   int local_world_size = 1;
   std::string source = "single";  // torchrun, slurm or single
+  // torchrun's agent already hosts the TCPStore at master_addr:master_port
+  // (TORCHELASTIC_USE_AGENT_STORE=True): rank 0 joins it instead of hosting.
+  bool agent_hosts_store = false;
 
   // Reads the variables through `getenv` (the process environment by
   // default). INVALID_ARGUMENT naming the variable for values that are not

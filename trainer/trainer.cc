@@ -110,25 +110,46 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   t->teacher_ = std::move(teacher);
   const TrainerOptions& o = t->options_;
 
+  if (o.communicator != nullptr) {
+    t->rank_ = o.communicator->rank();
+    t->world_size_ = o.communicator->world_size();
+  }
+  if (o.batch_size % t->world_size_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch_size=", o.batch_size,
+                                                   " must divide among the ", t->world_size_,
+                                                   " ranks (it is the global batch)"));
+  }
   RETORT_ASSIGN_OR_RETURN(t->model_, models::CreateClassifier(o.model, o.seed));
+  if (t->world_size_ > 1) {
+    // Every rank starts from rank 0's weights, and draws its own dropout
+    // masks (rank 0 keeps the single-process stream).
+    RETORT_RETURN_IF_ERROR(o.communicator->Broadcast(t->model_->parameters(), 0));
+    if (t->rank_ > 0) torch::manual_seed(o.seed * 1000003 + static_cast<uint64_t>(t->rank_));
+    RETORT_ASSIGN_OR_RETURN(t->gradient_sync_, o.communicator->CreateGradientSync(
+                                                   t->model_->parameters(), o.bucket_bytes));
+  }
   RETORT_ASSIGN_OR_RETURN(t->optimizer_, CreateOptimizer(o.optimizer, t->model_->parameters()));
   RETORT_ASSIGN_OR_RETURN(
       data::ShuffleSampler sampler,
-      data::ShuffleSampler::Create(
-          {.dataset_size = t->train_->size(), .batch_size = o.batch_size, .seed = o.seed}));
+      data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
+                                    .batch_size = o.batch_size / t->world_size_,
+                                    .seed = o.seed,
+                                    .rank = t->rank_,
+                                    .world_size = t->world_size_}));
   t->sampler_ = std::make_unique<data::ShuffleSampler>(std::move(sampler));
   t->total_steps_ = o.epochs * t->sampler_->batches_per_epoch();
 
   t->state_.config = o.ToJson();
   t->state_.config["train_examples"] = t->train_->size();
   t->state_.config["validation_examples"] = t->validation_->size();
+  t->state_.config["world_size"] = t->world_size_;
   if (t->teacher_ != nullptr) {
     RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
     t->state_.teacher_weights_sha256 = fingerprint.weights_sha256();
   }
 
   RETORT_RETURN_IF_ERROR(MakeDirs(o.out_dir));
-  if (o.overwrite && !o.resume) {
+  if (o.overwrite && !o.resume && t->Leader()) {
     // Starting afresh: checkpoints of the old run must not be resumed later.
     std::error_code error;
     std::filesystem::remove_all(CheckpointsDir(o.out_dir), error);
@@ -149,7 +170,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
         "); pass --resume=auto to continue, --overwrite to start afresh, or choose another "
         "--out_dir"));
   }
-  const std::string metrics = o.out_dir + "/metrics.jsonl";
+  if (o.communicator != nullptr) RETORT_RETURN_IF_ERROR(o.communicator->Barrier());
+  const std::string metrics =
+      t->Leader() ? o.out_dir + "/metrics.jsonl" : absl::StrCat(o.out_dir, "/.metrics-rank", t->rank_);
   if (t->state_.step == 0) {
     // A fresh run truncates any old metrics so the file describes this run.
     std::remove(metrics.c_str());
@@ -173,7 +196,7 @@ absl::Status Trainer::Resume() {
                  options_.label.c_str(), CheckpointsDir(options_.out_dir).c_str());
     return absl::OkStatus();
   }
-  const std::string path = latest->dir + "/" + kTrainingFile;
+  const std::string path = latest->dir + "/" + RankFile();
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
   RETORT_ASSIGN_OR_RETURN(TrainingState loaded, LoadTrainingCheckpoint(path, *model_, *optimizer_));
@@ -202,8 +225,10 @@ absl::Status Trainer::Resume() {
   state_ = std::move(loaded);
   checkpointed_step_ = state_.step;
   last_checkpoint_dir_ = latest->dir;
-  std::fprintf(stderr, "[%s] resuming from %s at step %lld\n", options_.label.c_str(),
-               latest->dir.c_str(), static_cast<long long>(state_.step));
+  if (Leader()) {
+    std::fprintf(stderr, "[%s] resuming from %s at step %lld\n", options_.label.c_str(),
+                 latest->dir.c_str(), static_cast<long long>(state_.step));
+  }
   return absl::OkStatus();
 }
 
@@ -228,8 +253,9 @@ absl::Status Trainer::TrainStep(BatchPipeline::Prepared& prepared, bool* teacher
   }
   SetLearningRate(*optimizer_, LearningRateAt(options_.optimizer, state_.step, total_steps_));
   optimizer_->zero_grad();
-  LossTerms terms = DistillationLoss(model_->forward(prepared.inputs), teacher_log_probs,
-                                     prepared.labels, options_.loss);
+  torch::Tensor output = model_->forward(prepared.inputs);
+  LossTerms terms = DistillationLoss(output, teacher_log_probs, prepared.labels, options_.loss);
+  if (gradient_sync_ != nullptr) RETORT_RETURN_IF_ERROR(gradient_sync_->PrepareForBackward(output));
   terms.total.backward();
   if (options_.clip_grad_norm > 0) {
     torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.clip_grad_norm);
@@ -250,23 +276,39 @@ absl::Status Trainer::TrainStep(BatchPipeline::Prepared& prepared, bool* teacher
   return absl::OkStatus();
 }
 
+std::string Trainer::RankFile() const {
+  return world_size_ == 1 ? kTrainingFile : absl::StrCat("training-rank", rank_, ".pt");
+}
+
 absl::Status Trainer::WriteCheckpoint() {
   if (checkpointed_step_ == state_.step) return absl::OkStatus();
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore::Pending> pending,
-                          checkpoints_->Begin(state_.step));
-  RETORT_RETURN_IF_ERROR(
-      SaveTrainingCheckpoint(pending->Path(kTrainingFile), *model_, *optimizer_, state_));
+  // Rank 0 opens the staging directory, every rank writes its file (its own
+  // generator state; model and optimizer are the same on all), rank 0
+  // commits once all have written.
+  Communicator* comm = options_.communicator.get();
+  std::unique_ptr<CheckpointStore::Pending> pending;
+  if (Leader()) {
+    RETORT_ASSIGN_OR_RETURN(pending, checkpoints_->Begin(state_.step));
+  }
+  if (comm != nullptr) RETORT_RETURN_IF_ERROR(comm->Barrier());
+  RETORT_RETURN_IF_ERROR(SaveTrainingCheckpoint(
+      checkpoints_->StagingPath(state_.step, RankFile()), *model_, *optimizer_, state_));
   if (options_.crash_while_checkpointing_step > 0 &&
       state_.step == options_.crash_while_checkpointing_step) {
     std::fprintf(stderr, "[%s] crashing while writing the checkpoint of step %lld (testing)\n",
                  options_.label.c_str(), static_cast<long long>(state_.step));
     std::raise(SIGKILL);
   }
-  RETORT_RETURN_IF_ERROR(
-      pending->Commit({{"step", state_.step},
-                       {"epoch", sampler_->state().epoch},
-                       {"teacher_weights_sha256", state_.teacher_weights_sha256},
-                       {"config", state_.config}}));
+  if (comm != nullptr) RETORT_RETURN_IF_ERROR(comm->Barrier());
+  if (Leader()) {
+    RETORT_RETURN_IF_ERROR(
+        pending->Commit({{"step", state_.step},
+                         {"epoch", sampler_->state().epoch},
+                         {"world_size", world_size_},
+                         {"teacher_weights_sha256", state_.teacher_weights_sha256},
+                         {"config", state_.config}}));
+  }
+  if (comm != nullptr) RETORT_RETURN_IF_ERROR(comm->Barrier());
   checkpointed_step_ = state_.step;
   last_checkpoint_dir_ = absl::StrCat(CheckpointsDir(options_.out_dir), "/ckpt-",
                                       absl::StrFormat("%012d", state_.step));
@@ -301,7 +343,7 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
     record["teacher_wait_seconds"] = teacher_wait_seconds_;
   }
   RETORT_RETURN_IF_ERROR(metrics_->Write(record));
-  std::fprintf(stderr,
+  if (Leader()) std::fprintf(stderr,
                "[%s] epoch %lld/%lld | train loss %.4f | val acc %.4f (%lld errors)%s | "
                "%.0f samples/s\n",
                options_.label.c_str(), static_cast<long long>(epoch) + 1,
@@ -311,7 +353,7 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
   state_.epoch_loss_sum = state_.epoch_soft_sum = state_.epoch_hard_sum = 0;
   state_.epoch_steps = 0;
   RETORT_RETURN_IF_ERROR(WriteCheckpoint());
-  if (best) {
+  if (best && Leader()) {
     RETORT_RETURN_IF_ERROR(
         SaveTrainingCheckpoint(BestPath(options_.out_dir), *model_, *optimizer_, state_));
   }
@@ -364,7 +406,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     });
     if (!step.ok()) {
       progress.Finish();
-      if (!teacher_failed) return step;
+      if (!teacher_failed || world_size_ > 1) return step;  // a lone checkpoint would hang the others
       // Nothing of the failed step was applied: keep what was done.
       absl::Status saved = WriteCheckpoint();
       return absl::Status(
@@ -382,7 +424,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     epoch_seconds += dt;
     state_.train_seconds += dt;
 
-    if (progress.Due()) {
+    if (Leader() && progress.Due()) {
       const int64_t done = state_.step - start_step;
       std::string detail = absl::StrFormat(
           "epoch %d/%d loss %.4f", epoch + 1, options_.epochs,
@@ -433,8 +475,10 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.parameters_sha256 = models::WeightsSha256(*model_);
   result.best_checkpoint = BestPath(options_.out_dir);
   result.last_checkpoint = last_checkpoint_dir_;
-  RETORT_RETURN_IF_ERROR(WriteFileAtomically(options_.out_dir + "/result.json",
-                                             result.ToJson().dump(2) + "\n"));
+  if (Leader()) {
+    RETORT_RETURN_IF_ERROR(WriteFileAtomically(options_.out_dir + "/result.json",
+                                               result.ToJson().dump(2) + "\n"));
+  }
   return result;
 }
 

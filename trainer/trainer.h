@@ -36,6 +36,7 @@
 #include "models/classifier.h"
 #include "trainer/batch_pipeline.h"
 #include "trainer/checkpoint_store.h"
+#include "trainer/communicator.h"
 #include "trainer/distillation_loss.h"
 #include "trainer/evaluate.h"
 #include "trainer/optimizer.h"
@@ -59,6 +60,13 @@ struct TrainerOptions {
   int64_t checkpoint_every_steps = 0;  // 0: only at epoch ends
   int keep_checkpoints = 3;            // at least 2
   int64_t teacher_prefetch = 4;        // steps whose teacher answers are requested ahead
+  // Data parallelism: the ranks' communicator (null: this process alone).
+  // Each rank trains on its own share of every global batch (batch_size
+  // rows), gradients are averaged by the communicator's GradientSync, rank 0
+  // writes logs, metrics and best.pt, every rank writes its own file of each
+  // checkpoint and rank 0 commits it.
+  std::shared_ptr<Communicator> communicator;
+  int64_t bucket_bytes = int64_t{25} << 20;  // gradient all-reduce buckets
   // Testing only: SIGKILL this process while writing the checkpoint of this
   // step, after its data file and before its manifest (0: never).
   int64_t crash_while_checkpointing_step = 0;
@@ -115,6 +123,9 @@ class Trainer {
   absl::Status TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed);
   absl::Status EndEpoch(int64_t epoch, double epoch_seconds);
   absl::Status WriteCheckpoint();
+  // This rank's file in a checkpoint directory.
+  std::string RankFile() const;
+  bool Leader() const { return rank_ == 0; }
 
   TrainerOptions options_;
   std::shared_ptr<const data::Dataset> train_;
@@ -125,6 +136,9 @@ class Trainer {
   std::unique_ptr<data::ShuffleSampler> sampler_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<CheckpointStore> checkpoints_;
+  std::unique_ptr<GradientSync> gradient_sync_;  // with a communicator of world size > 1
+  int rank_ = 0;
+  int world_size_ = 1;
   TrainingState state_;
   int64_t total_steps_ = 0;
   int64_t checkpointed_step_ = -1;

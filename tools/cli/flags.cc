@@ -11,6 +11,7 @@
 #include "common/file_util.h"
 #include "common/intra_op_threads.h"
 #include "common/status_macros.h"
+#include "trainer/c10d_communicator.h"
 
 // Data.
 ABSL_FLAG(std::string, data_dir, retort::data::kDefaultFashionMnistDir,
@@ -53,6 +54,12 @@ ABSL_FLAG(bool, overwrite, false, "Start afresh even if out_dir holds a checkpoi
 ABSL_FLAG(int64_t, checkpoint_every_steps, 0,
           "Also checkpoint every this many steps; 0: only at epoch ends.");
 ABSL_FLAG(int32_t, keep_checkpoints, 3, "Keep the newest this many checkpoints (at least 2).");
+ABSL_FLAG(std::string, backend, "auto",
+          "Data parallelism across the ranks a launcher started (torchrun's or Slurm's "
+          "environment): auto or gloo (c10d Gloo, CPU); nccl needs a CUDA LibTorch.");
+ABSL_FLAG(double, dist_timeout, 300,
+          "Seconds a rank waits for the others (rendezvous, every collective) before failing.");
+ABSL_FLAG(int64_t, bucket_mb, 25, "Gradient all-reduce bucket size in MB.");
 ABSL_FLAG(int64_t, testonly_crash_while_checkpointing_step, 0,
           "Testing only: SIGKILL the trainer while it writes the checkpoint of this step.");
 ABSL_FLAG(int64_t, log_every_steps, 100, "Write a metrics line every this many steps.");
@@ -142,7 +149,8 @@ const std::vector<std::string> kTrainingFlags = {"epochs",          "batch_size"
                                                  "out_dir",         "resume",
                                                  "overwrite",       "checkpoint_every_steps",
                                                  "keep_checkpoints", "log_every_steps",
-                                                 "stop_after_steps"};
+                                                 "stop_after_steps", "backend",
+                                                 "dist_timeout",    "bucket_mb"};
 const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
                                                 "teacher_cache_mb"};
 const std::vector<std::string> kRemoteTeacherFlags = {
@@ -263,6 +271,32 @@ absl::StatusOr<trainer::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
   return o;
 }
 
+absl::StatusOr<std::shared_ptr<trainer::Communicator>> CommunicatorFromFlags() {
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend != "auto" && backend != "gloo" && backend != "nccl") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend must be auto, gloo or nccl, got '", backend, "'"));
+  }
+  RETORT_ASSIGN_OR_RETURN(trainer::Rendezvous rendezvous, trainer::Rendezvous::FromEnvironment());
+  if (rendezvous.world_size == 1) return std::shared_ptr<trainer::Communicator>();
+  if (backend == "nccl") {
+    return absl::FailedPreconditionError(
+        "--backend=nccl needs a LibTorch built with CUDA; this build's LibTorch is CPU-only: "
+        "use --backend=gloo");
+  }
+  const double timeout = absl::GetFlag(FLAGS_dist_timeout);
+  if (!(timeout > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dist_timeout must be positive, got ", timeout));
+  }
+  trainer::C10dCommunicator::Options options;
+  options.rendezvous = rendezvous;
+  options.timeout = absl::Seconds(timeout);
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::C10dCommunicator> communicator,
+                          trainer::C10dCommunicator::Create(options));
+  return std::shared_ptr<trainer::Communicator>(std::move(communicator));
+}
+
 absl::StatusOr<std::string> TeacherTargetFromFlags() {
   const std::string teachers = absl::GetFlag(FLAGS_teachers);
   const std::string address = absl::GetFlag(FLAGS_teacher_address);
@@ -300,6 +334,11 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   o.teacher_prefetch = absl::GetFlag(FLAGS_teacher_prefetch);
   o.crash_while_checkpointing_step = absl::GetFlag(FLAGS_testonly_crash_while_checkpointing_step);
+  const int64_t bucket_mb = absl::GetFlag(FLAGS_bucket_mb);
+  if (bucket_mb < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--bucket_mb must be >= 1, got ", bucket_mb));
+  }
+  o.bucket_bytes = bucket_mb << 20;
   o.overwrite = absl::GetFlag(FLAGS_overwrite);
   o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);
   o.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);

@@ -85,6 +85,10 @@ absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFl
 absl::StatusOr<trainer::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
     const std::string& target);
 
+// The communicator of the ranks a launcher started (torchrun or Slurm
+// environment, --backend, --dist_timeout); null when this process is alone.
+absl::StatusOr<std::shared_ptr<trainer::Communicator>> CommunicatorFromFlags();
+
 // --teachers or --teacher_address (not both); empty when neither is set.
 absl::StatusOr<std::string> TeacherTargetFromFlags();
 

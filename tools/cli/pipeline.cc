@@ -20,20 +20,28 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
                                                 std::shared_ptr<trainer::TeacherClient> teacher) {
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::Trainer> t,
                           trainer::Trainer::Create(options, data.train, data.validation, teacher));
-  std::fprintf(stderr, "[%s] %s on %lld examples, %lld epochs, %s lr %g%s\n", options.label.c_str(),
-               options.model.Describe().c_str(), static_cast<long long>(data.train->size()),
-               static_cast<long long>(options.epochs), options.optimizer.kind.c_str(),
-               options.optimizer.learning_rate,
-               teacher != nullptr ? absl::StrCat(", distilled at T=", options.loss.temperature,
-                                                 " alpha=", options.loss.alpha)
-                                        .c_str()
-                                  : ", hard labels");
+  const int world = options.communicator == nullptr ? 1 : options.communicator->world_size();
+  const bool leader = options.communicator == nullptr || options.communicator->rank() == 0;
+  if (leader) {
+    std::fprintf(stderr, "[%s] %s on %lld examples, %lld epochs, %s lr %g%s%s\n",
+                 options.label.c_str(), options.model.Describe().c_str(),
+                 static_cast<long long>(data.train->size()),
+                 static_cast<long long>(options.epochs), options.optimizer.kind.c_str(),
+                 options.optimizer.learning_rate,
+                 teacher != nullptr ? absl::StrCat(", distilled at T=", options.loss.temperature,
+                                                   " alpha=", options.loss.alpha)
+                                          .c_str()
+                                    : ", hard labels",
+                 world > 1 ? absl::StrCat(", ", world, " ranks (c10d gloo)").c_str() : "");
+  }
   RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, t->Run());
-  std::fprintf(stderr,
-               "[%s] done: best validation accuracy %.4f (epoch %lld), %.0f samples/s; %s\n",
-               options.label.c_str(), result.best_validation_accuracy,
-               static_cast<long long>(result.best_epoch) + 1, result.samples_per_second,
-               result.best_checkpoint.c_str());
+  if (leader) {
+    std::fprintf(stderr,
+                 "[%s] done: best validation accuracy %.4f (epoch %lld), %.0f samples/s; %s\n",
+                 options.label.c_str(), result.best_validation_accuracy,
+                 static_cast<long long>(result.best_epoch) + 1, result.samples_per_second,
+                 result.best_checkpoint.c_str());
+  }
   return result;
 }
 

@@ -20,6 +20,7 @@ absl::Status Train(bool distill) {
     return absl::InvalidArgumentError(absl::StrCat("--out_dir must be set (where retort ",
                                                    options.label, " writes checkpoints)"));
   }
+  RETORT_ASSIGN_OR_RETURN(options.communicator, CommunicatorFromFlags());
   std::shared_ptr<trainer::TeacherClient> teacher;
   if (distill) {
     RETORT_ASSIGN_OR_RETURN(std::string target, TeacherTargetFromFlags());
