@@ -47,7 +47,9 @@ absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(
     store_options.port = static_cast<uint16_t>(r.master_port);
     store_options.isServer = r.rank == 0 && !r.agent_hosts_store;
     store_options.numWorkers = r.world_size;
-    store_options.waitWorkers = store_options.isServer;
+    // Every rank checks in when we host the store; torchrun's agent keeps
+    // its own count.
+    store_options.waitWorkers = !r.agent_hosts_store;
     store_options.timeout = timeout;
     // Our keys under their own prefix: a launcher's store holds its own.
     state->store = c10::make_intrusive<c10d::PrefixStore>(
