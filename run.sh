@@ -18,7 +18,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev zlib1g-dev libssl-dev
   dataset-fashion-mnist
-  openssl prometheus yamllint
+  openssl prometheus yamllint python3-torch
 )
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
