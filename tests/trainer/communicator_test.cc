@@ -151,11 +151,16 @@ TEST(C10dCommunicatorTest, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch)
   const torch::Tensor y = torch::randint(0, 10, {40});
   constexpr int kSteps = 5;
 
-  auto train = [&](Communicator& c, int seed_offset) {
+  // Built before any thread starts: initialisation draws from LibTorch's
+  // process-wide generator.
+  auto make = [&](uint64_t seed) {
     absl::StatusOr<std::shared_ptr<models::Classifier>> model =
-        models::CreateClassifier(spec, 11 + seed_offset);  // ranks start different...
+        models::CreateClassifier(spec, seed);
     EXPECT_TRUE(model.ok());
-    std::vector<torch::Tensor> params = (*model)->parameters();
+    return *model;
+  };
+  auto train = [&](Communicator& c, std::shared_ptr<models::Classifier> model) {
+    std::vector<torch::Tensor> params = model->parameters();
     EXPECT_TRUE(c.Broadcast(params, 0).ok());  // ...until rank 0's weights are broadcast
     absl::StatusOr<std::unique_ptr<GradientSync>> sync = c.CreateGradientSync(params, 1 << 20);
     EXPECT_TRUE(sync.ok()) << sync.status();
@@ -163,7 +168,7 @@ TEST(C10dCommunicatorTest, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch)
     const int64_t per_rank = x.size(0) / c.world_size();
     for (int step = 0; step < kSteps; ++step) {
       sgd.zero_grad();
-      torch::Tensor out = (*model)->forward(x.narrow(0, c.rank() * per_rank, per_rank));
+      torch::Tensor out = model->forward(x.narrow(0, c.rank() * per_rank, per_rank));
       torch::Tensor loss =
           torch::nn::functional::cross_entropy(out, y.narrow(0, c.rank() * per_rank, per_rank));
       EXPECT_TRUE((*sync)->PrepareForBackward(out).ok());
@@ -175,11 +180,12 @@ TEST(C10dCommunicatorTest, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch)
     return result;
   };
 
-  std::vector<torch::Tensor> alone;
   FakeCommunicator fake;
-  alone = train(fake, 0);
+  const std::vector<torch::Tensor> alone = train(fake, make(11));
+  // The ranks start from different weights until rank 0's are broadcast.
+  std::vector<std::shared_ptr<models::Classifier>> models = {make(11), make(16)};
   std::vector<std::vector<torch::Tensor>> ranks(2);
-  RunRanks(2, [&](Communicator& c) { ranks[c.rank()] = train(c, c.rank() == 0 ? 0 : 5); });
+  RunRanks(2, [&](Communicator& c) { ranks[c.rank()] = train(c, models[c.rank()]); });
   ASSERT_EQ(ranks[0].size(), alone.size());
   for (size_t i = 0; i < alone.size(); ++i) {
     EXPECT_TRUE(torch::equal(ranks[0][i], ranks[1][i])) << "parameter " << i;
