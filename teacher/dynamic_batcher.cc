@@ -217,13 +217,17 @@ void DynamicBatcher::Run(std::vector<Item> batch) {
     batch_requests_->Observe(static_cast<double>(batch.size()));
     forward_seconds_->Observe(forward_seconds);
   }
+  // Answers are split first and handed out after the rows leave the
+  // in-flight count, so a caller holding its answer sees the batcher idle.
+  std::vector<absl::StatusOr<Answer>> answers;
+  answers.reserve(batch.size());
   int64_t offset = 0;
   for (Item& item : batch) {
     if (!out.ok()) {
-      item.work.done(out.status());
+      answers.push_back(out.status());
       continue;
     }
-    absl::StatusOr<Answer> answer = TorchCall("splitting a batch", [&] {
+    answers.push_back(TorchCall("splitting a batch", [&] {
       torch::InferenceMode guard;
       Answer a;
       a.log_probs =
@@ -233,12 +237,14 @@ void DynamicBatcher::Run(std::vector<Item> batch) {
         a.hidden[name] = out->hidden.at(name).narrow(0, offset, item.rows);
       }
       return a;
-    });
+    }));
     offset += item.rows;
-    item.work.done(std::move(answer));
   }
-  absl::MutexLock lock(&mu_);
-  in_flight_rows_ -= rows;
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_rows_ -= rows;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].work.done(std::move(answers[i]));
 }
 
 }  // namespace retort::teacher
