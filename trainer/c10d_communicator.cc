@@ -36,8 +36,7 @@ class ReducerSync : public GradientSync {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(
-    const Options& options) {
+absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(const Options& options) {
   const Rendezvous& r = options.rendezvous;
   auto state = std::make_unique<State>();
   state->rendezvous = r;
@@ -58,14 +57,13 @@ absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(
     const std::string host =
         options.interface_host.empty() ? r.master_addr : options.interface_host;
     group_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
-    state->group =
-        c10::make_intrusive<c10d::ProcessGroupGloo>(state->store, r.rank, r.world_size,
-                                                    group_options);
+    state->group = c10::make_intrusive<c10d::ProcessGroupGloo>(state->store, r.rank, r.world_size,
+                                                               group_options);
   });
   if (!joined.ok()) {
     return absl::UnavailableError(absl::StrCat(
-        "rank ", r.rank, " of ", r.world_size, " could not join the group at ", r.master_addr,
-        ":", r.master_port, " (", r.source, " rendezvous): ", joined.message()));
+        "rank ", r.rank, " of ", r.world_size, " could not join the group at ", r.master_addr, ":",
+        r.master_port, " (", r.source, " rendezvous): ", joined.message()));
   }
   return std::unique_ptr<C10dCommunicator>(new C10dCommunicator(std::move(state)));
 }

@@ -29,8 +29,8 @@ absl::Status SplitHostPort(const std::string& address, const std::string& flag, 
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(address.substr(colon + 1), &port_number) || port_number < 1 ||
       port_number > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", flag, ": '", address, "' is not host:port (a port in 1..65535)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": '", address, "' is not host:port (a port in 1..65535)"));
   }
   *host = address.substr(0, colon);
   if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
@@ -81,8 +81,7 @@ class DnsResolver : public EndpointResolver {
     std::vector<std::string> addresses;
     for (addrinfo* a = result; a != nullptr; a = a->ai_next) {
       char ip[NI_MAXHOST];
-      if (getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof(ip), nullptr, 0, NI_NUMERICHOST) !=
-          0) {
+      if (getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof(ip), nullptr, 0, NI_NUMERICHOST) != 0) {
         continue;
       }
       addresses.push_back(a->ai_family == AF_INET6 ? absl::StrCat("[", ip, "]:", port_)
@@ -103,8 +102,8 @@ class DnsResolver : public EndpointResolver {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<EndpointResolver>> CreateEndpointResolver(
-    const std::string& target, const std::string& flag) {
+absl::StatusOr<std::unique_ptr<EndpointResolver>> CreateEndpointResolver(const std::string& target,
+                                                                         const std::string& flag) {
   std::string host, port;
   if (absl::StartsWith(target, kDnsScheme)) {
     const std::string name = target.substr(sizeof(kDnsScheme) - 1);
@@ -116,9 +115,9 @@ absl::StatusOr<std::unique_ptr<EndpointResolver>> CreateEndpointResolver(
     return std::unique_ptr<EndpointResolver>(new DnsResolver(target, host, port));
   }
   if (absl::StrContains(target, "://")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", flag, ": unknown scheme in '", target,
-        "'; give host:port,host:port or dns:///name:port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": unknown scheme in '", target,
+                     "'; give host:port,host:port or dns:///name:port"));
   }
   std::vector<std::string> addresses;
   for (absl::string_view item : absl::StrSplit(target, ',', absl::SkipWhitespace())) {
@@ -129,8 +128,8 @@ absl::StatusOr<std::unique_ptr<EndpointResolver>> CreateEndpointResolver(
     addresses.push_back(address);
   }
   if (addresses.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", flag, " is empty; give host:port,host:port or dns:///name:port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " is empty; give host:port,host:port or dns:///name:port"));
   }
   return std::unique_ptr<EndpointResolver>(new StaticResolver(target, std::move(addresses)));
 }

@@ -31,8 +31,7 @@ std::chrono::system_clock::time_point Deadline(absl::Duration timeout) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> RemoteTeacherClient::Create(
-    Options options) {
+absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> RemoteTeacherClient::Create(Options options) {
   if (options.address.empty()) {
     return absl::InvalidArgumentError("--teacher_address must be host:port");
   }
@@ -44,9 +43,9 @@ absl::StatusOr<std::unique_ptr<RemoteTeacherClient>> RemoteTeacherClient::Create
   if (!info.ok()) {
     if (info.status().code() == absl::StatusCode::kUnavailable ||
         info.status().code() == absl::StatusCode::kDeadlineExceeded) {
-      return absl::UnavailableError(absl::StrCat("teacher at ", o.address, " did not answer within ",
-                                                 absl::FormatDuration(o.connect_timeout), ": ",
-                                                 info.status().message()));
+      return absl::UnavailableError(
+          absl::StrCat("teacher at ", o.address, " did not answer within ",
+                       absl::FormatDuration(o.connect_timeout), ": ", info.status().message()));
     }
     return info.status();
   }
@@ -79,8 +78,8 @@ void RemoteTeacherClient::Cancel() {
 
 void RemoteTeacherClient::Shutdown() {
   Cancel();
-  FailAll(absl::CancelledError(absl::StrCat("the client of teacher ", options_.address,
-                                            " was shut down")));
+  FailAll(absl::CancelledError(
+      absl::StrCat("the client of teacher ", options_.address, " was shut down")));
 }
 
 absl::Status RemoteTeacherClient::CheckServing(absl::Duration timeout) {
@@ -93,14 +92,14 @@ absl::Status RemoteTeacherClient::CheckServing(absl::Duration timeout) {
   grpc::Status status =
       grpc::health::v1::Health::NewStub(channel_)->Check(&context, request, &response);
   if (!status.ok()) {
-    return absl::UnavailableError(absl::StrCat("teacher at ", options_.address,
-                                               " failed its health check: ",
-                                               FromGrpcStatus(status, "").message()));
+    return absl::UnavailableError(
+        absl::StrCat("teacher at ", options_.address,
+                     " failed its health check: ", FromGrpcStatus(status, "").message()));
   }
   if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    return absl::UnavailableError(absl::StrCat(
-        "teacher at ", options_.address, " reports ",
-        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+    return absl::UnavailableError(
+        absl::StrCat("teacher at ", options_.address, " reports ",
+                     grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
   }
   return absl::OkStatus();
 }
@@ -136,21 +135,21 @@ absl::Status RemoteTeacherClient::CheckInfo(const v1::GetInfoResponse& info) con
   const v1::TeacherFingerprint& fp = info.fingerprint();
   if (!options_.expected_weights_sha256.empty() &&
       fp.weights_sha256() != options_.expected_weights_sha256) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "teacher at ", options_.address, " serves weights ", fp.weights_sha256().substr(0, 12),
-        " (", fp.architecture(), ") but this run expects ",
-        options_.expected_weights_sha256.substr(0, 12)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("teacher at ", options_.address, " serves weights ",
+                     fp.weights_sha256().substr(0, 12), " (", fp.architecture(),
+                     ") but this run expects ", options_.expected_weights_sha256.substr(0, 12)));
   }
   if (info_.has_fingerprint()) {
     const v1::TeacherFingerprint& first = info_.fingerprint();
-    if (fp.weights_sha256() != first.weights_sha256() || fp.architecture() != first.architecture() ||
-        fp.num_classes() != first.num_classes() ||
+    if (fp.weights_sha256() != first.weights_sha256() ||
+        fp.architecture() != first.architecture() || fp.num_classes() != first.num_classes() ||
         fp.tokenizer_sha256() != first.tokenizer_sha256()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "teacher at ", options_.address, " now serves weights ",
-          fp.weights_sha256().substr(0, 12), " (", fp.architecture(),
-          ") but this run started with ", first.weights_sha256().substr(0, 12), " (",
-          first.architecture(), "); refusing to mix teachers"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("teacher at ", options_.address, " now serves weights ",
+                       fp.weights_sha256().substr(0, 12), " (", fp.architecture(),
+                       ") but this run started with ", first.weights_sha256().substr(0, 12), " (",
+                       first.architecture(), "); refusing to mix teachers"));
     }
   }
   return absl::OkStatus();
@@ -159,8 +158,8 @@ absl::Status RemoteTeacherClient::CheckInfo(const v1::GetInfoResponse& info) con
 absl::Status RemoteTeacherClient::ConnectionError(const absl::Status& status) const {
   if (options_.resend_after_break || absl::IsFailedPrecondition(status)) return status;
   // The connection failed, not the request: another teacher may take it.
-  return absl::FailedPreconditionError(absl::StrCat(
-      absl::StatusCodeToString(status.code()), ": ", status.message()));
+  return absl::FailedPreconditionError(
+      absl::StrCat(absl::StatusCodeToString(status.code()), ": ", status.message()));
 }
 
 absl::StatusOr<v1::TeacherFingerprint> RemoteTeacherClient::Fingerprint() {
@@ -174,8 +173,8 @@ absl::StatusOr<torch::Tensor> RemoteTeacherClient::LogProbs(const torch::Tensor&
 }
 
 std::optional<std::vector<v1::DistillRequest>> RemoteTeacherClient::Encode(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers, const AnswerCallback& done) {
+    const torch::Tensor& inputs, double temperature, const std::vector<std::string>& hidden_layers,
+    const AnswerCallback& done) {
   absl::StatusOr<std::vector<v1::DistillRequest>> encoded =
       TorchCall("encoding a teacher request", [&] {
         return teacher::EncodeRequest(0, inputs.contiguous(), temperature, options_.output,
@@ -279,9 +278,8 @@ bool RemoteTeacherClient::WriteParts(Stream* stream, const std::vector<v1::Disti
 }
 
 absl::Status RemoteTeacherClient::Connect() {
-  RETORT_ASSIGN_OR_RETURN(
-      v1::GetInfoResponse info,
-      CallGetInfo(std::min(options_.reconnect_timeout, absl::Seconds(5))));
+  RETORT_ASSIGN_OR_RETURN(v1::GetInfoResponse info,
+                          CallGetInfo(std::min(options_.reconnect_timeout, absl::Seconds(5))));
   RETORT_RETURN_IF_ERROR(CheckInfo(info));
   absl::MutexLock write_lock(&write_mu_);
   context_ = std::make_unique<grpc::ClientContext>();
@@ -312,9 +310,9 @@ void RemoteTeacherClient::Deliver(const v1::DistillResponse& response) {
   }
   absl::StatusOr<std::optional<teacher::Answer>> added = node.mapped().assembler.Add(response);
   if (!added.ok()) {
-    node.mapped().done(
-        absl::Status(added.status().code(), absl::StrCat("teacher at ", options_.address, ": ",
-                                                         added.status().message())));
+    node.mapped().done(absl::Status(
+        added.status().code(),
+        absl::StrCat("teacher at ", options_.address, ": ", added.status().message())));
     return;
   }
   if (added->has_value()) {
@@ -363,8 +361,8 @@ void RemoteTeacherClient::ReaderLoop() {
         continue;
       }
       if (!options_.resend_after_break) {
-        FailAll(absl::UnavailableError(absl::StrCat("teacher at ", options_.address,
-                                                    " unreachable: ", connected.message())));
+        FailAll(absl::UnavailableError(
+            absl::StrCat("teacher at ", options_.address, " unreachable: ", connected.message())));
         broken_since = absl::InfiniteFuture();
         continue;
       }
@@ -421,9 +419,9 @@ void RemoteTeacherClient::ReaderLoop() {
       continue;
     }
     if (!options_.resend_after_break) {
-      const absl::Status ended = absl::UnavailableError(absl::StrCat(
-          "teacher at ", options_.address, ": the stream ended",
-          broken.ok() ? std::string() : absl::StrCat(" (", broken.message(), ")")));
+      const absl::Status ended = absl::UnavailableError(
+          absl::StrCat("teacher at ", options_.address, ": the stream ended",
+                       broken.ok() ? std::string() : absl::StrCat(" (", broken.message(), ")")));
       // Tell the owner even when nothing was waiting: a dead teacher is
       // news before its next request.
       if (options_.on_stream_broken) options_.on_stream_broken(ended);
@@ -437,10 +435,10 @@ void RemoteTeacherClient::ReaderLoop() {
       // up after reconnect_timeout, as when connecting fails, instead of
       // reconnecting in a tight loop.
       if (absl::Now() - broken_since >= options_.reconnect_timeout) {
-        FailAll(absl::UnavailableError(absl::StrCat(
-            "teacher at ", options_.address, " unreachable for ",
-            absl::FormatDuration(absl::Now() - broken_since), ": ",
-            broken.ok() ? "the stream ended without answers" : broken.message())));
+        FailAll(absl::UnavailableError(
+            absl::StrCat("teacher at ", options_.address, " unreachable for ",
+                         absl::FormatDuration(absl::Now() - broken_since), ": ",
+                         broken.ok() ? "the stream ended without answers" : broken.message())));
         broken_since = absl::InfiniteFuture();
         continue;
       }

@@ -22,9 +22,9 @@
 #include <cstdint>
 #include <functional>
 #include <future>
-#include <optional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,7 +49,7 @@ class RemoteTeacherClient : public TeacherClient {
     std::string address;  // host:port
     TeacherChannelOptions channel;
     teacher::OutputSpec output;
-    std::string expected_weights_sha256;  // empty: accept the first teacher seen
+    std::string expected_weights_sha256;                   // empty: accept the first teacher seen
     absl::Duration connect_timeout = absl::Seconds(30);    // first GetInfo
     absl::Duration request_timeout = absl::Seconds(120);   // one answer
     absl::Duration reconnect_timeout = absl::Seconds(30);  // re-sending after a break
@@ -167,7 +167,8 @@ class RemoteTeacherClient : public TeacherClient {
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   size_t reserved_ ABSL_GUARDED_BY(mu_) = 0;  // Send calls past the in-flight wait
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::ClientContext* cancellable_ ABSL_GUARDED_BY(mu_) = nullptr;  // the call to cancel on shutdown
+  grpc::ClientContext* cancellable_ ABSL_GUARDED_BY(mu_) =
+      nullptr;  // the call to cancel on shutdown
   Stats stats_ ABSL_GUARDED_BY(mu_);
 
   std::thread reader_;

@@ -39,7 +39,7 @@ struct TeacherPoolClient::Endpoint {
   absl::Time next_probe = absl::InfinitePast();
   absl::Duration backoff = absl::Milliseconds(100);
   bool probing = false;
-  uint64_t generation = 0;  // counts the clients created for this endpoint
+  uint64_t generation = 0;                       // counts the clients created for this endpoint
   absl::Time busy_until = absl::InfinitePast();  // after RESOURCE_EXHAUSTED
   absl::Duration busy_backoff = absl::Milliseconds(50);
 };
@@ -94,9 +94,9 @@ absl::StatusOr<std::unique_ptr<TeacherPoolClient>> TeacherPoolClient::Create(Opt
       all_refused &= endpoint->state == State::kRefused;
     }
     if (all_refused) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "every teacher in ", pool->options_.resolver->Describe(),
-          " was refused: ", pool->DescribeEndpoints()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("every teacher in ", pool->options_.resolver->Describe(),
+                       " was refused: ", pool->DescribeEndpoints()));
     }
     // At the deadline, let first probes still under way finish, so the error
     // says why each endpoint failed.
@@ -108,8 +108,7 @@ absl::StatusOr<std::unique_ptr<TeacherPoolClient>> TeacherPoolClient::Create(Opt
         (!first_probes_running || absl::Now() >= deadline + pool->ProbeConnectTimeout())) {
       return absl::UnavailableError(absl::StrCat(
           "no teacher in ", pool->options_.resolver->Describe(), " became ready within ",
-          absl::FormatDuration(pool->options_.connect_timeout), ": ",
-          pool->DescribeEndpoints()));
+          absl::FormatDuration(pool->options_.connect_timeout), ": ", pool->DescribeEndpoints()));
     }
     pool->mu_.AwaitWithDeadline(absl::Condition(&ready),
                                 std::min(deadline, absl::Now() + absl::Milliseconds(100)));
@@ -134,9 +133,8 @@ TeacherPoolClient::~TeacherPoolClient() {
     absl::MutexLock lock(&mu_);
     if (stats_.requests > 0) {
       Log(absl::StrCat(stats_.requests, " requests, ", stats_.answered, " answered, ",
-                       stats_.resent, " re-sent, ", stats_.late_answers,
-                       " late answers dropped, ", stats_.endpoints_down,
-                       " times a teacher was taken out of service"));
+                       stats_.resent, " re-sent, ", stats_.late_answers, " late answers dropped, ",
+                       stats_.endpoints_down, " times a teacher was taken out of service"));
     }
     shutdown_ = true;
     // Unblocks any thread stuck writing to a frozen teacher, so the joins
@@ -247,9 +245,9 @@ bool TeacherPoolClient::MarkDown(Endpoint& endpoint, State state, const std::str
   if (was_serving) {
     ++stats_.endpoints_down;
     stats_.last_down = absl::Now();
-    Log(absl::StrCat(endpoint.address, " out of service (", why, ")",
-                     moved.empty() ? "" : absl::StrCat("; re-sending ", moved.size(),
-                                                       " unanswered requests")));
+    Log(absl::StrCat(
+        endpoint.address, " out of service (", why, ")",
+        moved.empty() ? "" : absl::StrCat("; re-sending ", moved.size(), " unanswered requests")));
   }
   wake_dispatcher_ = true;
   return was_serving;
@@ -536,9 +534,9 @@ void TeacherPoolClient::DispatcherLoop() {
       for (auto& [address, endpoint] : endpoints_) {
         for (const auto& [attempt, a] : endpoint->in_flight) {
           if (!a.request->done && now - a.sent > options_.attempt_timeout) {
-            MarkDown(*endpoint, State::kDown,
-                     absl::StrCat("no answer within ",
-                                  absl::FormatDuration(options_.attempt_timeout)));
+            MarkDown(
+                *endpoint, State::kDown,
+                absl::StrCat("no answer within ", absl::FormatDuration(options_.attempt_timeout)));
             break;
           }
         }
@@ -561,8 +559,8 @@ void TeacherPoolClient::DispatcherLoop() {
           r.done = true;
           r.queued = false;
           failed_repeatedly.emplace_back(
-              it->second, absl::StrCat("a teacher request failed ", r.attempts,
-                                       " times over ", absl::FormatDuration(now - r.created),
+              it->second, absl::StrCat("a teacher request failed ", r.attempts, " times over ",
+                                       absl::FormatDuration(now - r.created),
                                        " (--teacher_wait); the last error: ", r.last_error,
                                        "; teachers: ", DescribeEndpoints()));
           it = queue_.erase(it);
@@ -572,8 +570,8 @@ void TeacherPoolClient::DispatcherLoop() {
       }
       if (!queue_.empty() && now - no_teacher_since > options_.teacher_wait) {
         why = absl::StrCat("no teacher in ", options_.resolver->Describe(), " answered for ",
-                           absl::FormatDuration(options_.teacher_wait),
-                           " (--teacher_wait); tried ", DescribeEndpoints());
+                           absl::FormatDuration(options_.teacher_wait), " (--teacher_wait); tried ",
+                           DescribeEndpoints());
         for (auto& [id, request] : queue_) {
           request->done = true;
           request->queued = false;

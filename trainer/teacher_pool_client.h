@@ -63,10 +63,10 @@ class TeacherPoolClient : public TeacherClient {
   struct Stats {
     int64_t requests = 0;
     int64_t answered = 0;
-    int64_t resent = 0;          // attempts beyond the first
-    int64_t late_answers = 0;    // answers to requests already answered (dropped)
-    int64_t endpoints_down = 0;  // times an endpoint was taken out of service
-    absl::Time last_down = absl::InfinitePast();    // when the last one was
+    int64_t resent = 0;                           // attempts beyond the first
+    int64_t late_answers = 0;                     // answers to requests already answered (dropped)
+    int64_t endpoints_down = 0;                   // times an endpoint was taken out of service
+    absl::Time last_down = absl::InfinitePast();  // when the last one was
     absl::Time last_resend = absl::InfinitePast();  // when work was last re-sent
   };
 
@@ -123,8 +123,7 @@ class TeacherPoolClient : public TeacherClient {
   // longer than teacher_wait; re-sends attempts past attempt_timeout.
   void DispatchQueued() ABSL_LOCKS_EXCLUDED(mu_);
   void OnAnswer(const std::shared_ptr<Endpoint>& endpoint, const std::shared_ptr<Request>& request,
-                uint64_t attempt, absl::StatusOr<teacher::Answer> answer)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                uint64_t attempt, absl::StatusOr<teacher::Answer> answer) ABSL_LOCKS_EXCLUDED(mu_);
   std::string DescribeEndpoints() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Endpoint state changes, once Create has returned (its errors say the rest).
   void Log(const std::string& line) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -2,9 +2,9 @@
 
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <system_error>
-#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -129,13 +129,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                                                    t->model_->parameters(), o.bucket_bytes));
   }
   RETORT_ASSIGN_OR_RETURN(t->optimizer_, CreateOptimizer(o.optimizer, t->model_->parameters()));
-  RETORT_ASSIGN_OR_RETURN(
-      data::ShuffleSampler sampler,
-      data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
-                                    .batch_size = o.batch_size / t->world_size_,
-                                    .seed = o.seed,
-                                    .rank = t->rank_,
-                                    .world_size = t->world_size_}));
+  RETORT_ASSIGN_OR_RETURN(data::ShuffleSampler sampler,
+                          data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
+                                                        .batch_size = o.batch_size / t->world_size_,
+                                                        .seed = o.seed,
+                                                        .rank = t->rank_,
+                                                        .world_size = t->world_size_}));
   t->sampler_ = std::make_unique<data::ShuffleSampler>(std::move(sampler));
   t->total_steps_ = o.epochs * t->sampler_->batches_per_epoch();
 
@@ -158,9 +157,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                                               CheckpointsDir(o.out_dir), ": ", error.message()));
     }
   }
-  RETORT_ASSIGN_OR_RETURN(t->checkpoints_,
-                          CheckpointStore::Create({.dir = CheckpointsDir(o.out_dir),
-                                                   .keep_last = o.keep_checkpoints}));
+  RETORT_ASSIGN_OR_RETURN(
+      t->checkpoints_,
+      CheckpointStore::Create({.dir = CheckpointsDir(o.out_dir), .keep_last = o.keep_checkpoints}));
   RETORT_ASSIGN_OR_RETURN(std::vector<int64_t> complete, t->checkpoints_->CompleteSteps());
   if (o.resume) {
     RETORT_RETURN_IF_ERROR(t->Resume());
@@ -171,8 +170,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
         "--out_dir"));
   }
   if (o.communicator != nullptr) RETORT_RETURN_IF_ERROR(o.communicator->Barrier());
-  const std::string metrics =
-      t->Leader() ? o.out_dir + "/metrics.jsonl" : absl::StrCat(o.out_dir, "/.metrics-rank", t->rank_);
+  const std::string metrics = t->Leader() ? o.out_dir + "/metrics.jsonl"
+                                          : absl::StrCat(o.out_dir, "/.metrics-rank", t->rank_);
   if (t->state_.step == 0) {
     // A fresh run truncates any old metrics so the file describes this run.
     std::remove(metrics.c_str());
@@ -291,8 +290,8 @@ absl::Status Trainer::WriteCheckpoint() {
     RETORT_ASSIGN_OR_RETURN(pending, checkpoints_->Begin(state_.step));
   }
   if (comm != nullptr) RETORT_RETURN_IF_ERROR(comm->Barrier());
-  RETORT_RETURN_IF_ERROR(SaveTrainingCheckpoint(
-      checkpoints_->StagingPath(state_.step, RankFile()), *model_, *optimizer_, state_));
+  RETORT_RETURN_IF_ERROR(SaveTrainingCheckpoint(checkpoints_->StagingPath(state_.step, RankFile()),
+                                                *model_, *optimizer_, state_));
   if (options_.crash_while_checkpointing_step > 0 &&
       state_.step == options_.crash_while_checkpointing_step) {
     std::fprintf(stderr, "[%s] crashing while writing the checkpoint of step %lld (testing)\n",
@@ -325,9 +324,9 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
   }
   const double steps = static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1));
   const double samples_per_second =
-      epoch_seconds > 0 ? static_cast<double>(state_.epoch_steps * options_.batch_size) /
-                              epoch_seconds
-                        : 0.0;
+      epoch_seconds > 0
+          ? static_cast<double>(state_.epoch_steps * options_.batch_size) / epoch_seconds
+          : 0.0;
   nlohmann::json record = {{"event", "epoch"},
                            {"epoch", epoch},
                            {"step", state_.step},
@@ -343,13 +342,14 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
     record["teacher_wait_seconds"] = teacher_wait_seconds_;
   }
   RETORT_RETURN_IF_ERROR(metrics_->Write(record));
-  if (Leader()) std::fprintf(stderr,
-               "[%s] epoch %lld/%lld | train loss %.4f | val acc %.4f (%lld errors)%s | "
-               "%.0f samples/s\n",
-               options_.label.c_str(), static_cast<long long>(epoch) + 1,
-               static_cast<long long>(options_.epochs), state_.epoch_loss_sum / steps,
-               validation.accuracy(), static_cast<long long>(validation.errors()),
-               best ? " best" : "", samples_per_second);
+  if (Leader())
+    std::fprintf(stderr,
+                 "[%s] epoch %lld/%lld | train loss %.4f | val acc %.4f (%lld errors)%s | "
+                 "%.0f samples/s\n",
+                 options_.label.c_str(), static_cast<long long>(epoch) + 1,
+                 static_cast<long long>(options_.epochs), state_.epoch_loss_sum / steps,
+                 validation.accuracy(), static_cast<long long>(validation.errors()),
+                 best ? " best" : "", samples_per_second);
   state_.epoch_loss_sum = state_.epoch_soft_sum = state_.epoch_hard_sum = 0;
   state_.epoch_steps = 0;
   RETORT_RETURN_IF_ERROR(WriteCheckpoint());
@@ -379,16 +379,15 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   const Clock& clock = *options_.clock;
   const int64_t start_step = state_.step;
   const int64_t batches = sampler_->batches_per_epoch();
-  const int64_t end_step =
-      options_.stop_after_steps > 0 ? std::min(options_.stop_after_steps, total_steps_)
-                                    : total_steps_;
-  BatchPipeline pipeline(
-      {.depth = options_.teacher_prefetch,
-       .jitter_pixels = options_.jitter_pixels,
-       .seed = options_.seed,
-       .temperature = options_.loss.temperature,
-       .ask_teacher = teacher_ != nullptr && options_.loss.alpha > 0},
-      train_, teacher_, *sampler_, state_.step, std::max(end_step, state_.step));
+  const int64_t end_step = options_.stop_after_steps > 0
+                               ? std::min(options_.stop_after_steps, total_steps_)
+                               : total_steps_;
+  BatchPipeline pipeline({.depth = options_.teacher_prefetch,
+                          .jitter_pixels = options_.jitter_pixels,
+                          .seed = options_.seed,
+                          .temperature = options_.loss.temperature,
+                          .ask_teacher = teacher_ != nullptr && options_.loss.alpha > 0},
+                         train_, teacher_, *sampler_, state_.step, std::max(end_step, state_.step));
   ProgressLine progress({.label = absl::StrCat("[", options_.label, "]"),
                          .total_units = total_steps_,
                          .clock = options_.clock});
@@ -406,17 +405,17 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     });
     if (!step.ok()) {
       progress.Finish();
-      if (!teacher_failed || world_size_ > 1) return step;  // a lone checkpoint would hang the others
+      if (!teacher_failed || world_size_ > 1)
+        return step;  // a lone checkpoint would hang the others
       // Nothing of the failed step was applied: keep what was done.
       absl::Status saved = WriteCheckpoint();
       return absl::Status(
           step.code(),
-          absl::StrCat(step.message(), "; ",
-                       saved.ok() ? absl::StrCat("training state of step ", state_.step,
-                                                 " is in ", last_checkpoint_dir_,
-                                                 ": continue with --resume=auto")
-                                  : absl::StrCat("and writing a checkpoint failed too: ",
-                                                 saved.message())));
+          absl::StrCat(
+              step.message(), "; ",
+              saved.ok() ? absl::StrCat("training state of step ", state_.step, " is in ",
+                                        last_checkpoint_dir_, ": continue with --resume=auto")
+                         : absl::StrCat("and writing a checkpoint failed too: ", saved.message())));
     }
     state_.sampler = sampler_->state();
     const double dt = absl::ToDoubleSeconds(clock.Now() - t0);
@@ -436,14 +435,13 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       progress.Update(state_.step, done * options_.batch_size, detail);
     }
     if (options_.log_every_steps > 0 && state_.step % options_.log_every_steps == 0) {
-      nlohmann::json line = {
-          {"event", "step"},
-          {"step", state_.step},
-          {"epoch", epoch},
-          {"step_loss", last_step_loss_},
-          {"loss", state_.epoch_loss_sum /
-                       static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1))},
-          {"learning_rate", optimizer_->param_groups()[0].options().get_lr()}};
+      nlohmann::json line = {{"event", "step"},
+                             {"step", state_.step},
+                             {"epoch", epoch},
+                             {"step_loss", last_step_loss_},
+                             {"loss", state_.epoch_loss_sum / static_cast<double>(std::max<int64_t>(
+                                                                  state_.epoch_steps, 1))},
+                             {"learning_rate", optimizer_->param_groups()[0].options().get_lr()}};
       if (teacher_ != nullptr) line["teacher_wait_ms"] = 1e3 * last_teacher_wait_;
       RETORT_RETURN_IF_ERROR(metrics_->Write(line));
     }
@@ -476,8 +474,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.best_checkpoint = BestPath(options_.out_dir);
   result.last_checkpoint = last_checkpoint_dir_;
   if (Leader()) {
-    RETORT_RETURN_IF_ERROR(WriteFileAtomically(options_.out_dir + "/result.json",
-                                               result.ToJson().dump(2) + "\n"));
+    RETORT_RETURN_IF_ERROR(
+        WriteFileAtomically(options_.out_dir + "/result.json", result.ToJson().dump(2) + "\n"));
   }
   return result;
 }

@@ -55,8 +55,8 @@ struct TrainerOptions {
   int64_t jitter_pixels = 0;    // random translation of inputs, per example
   double clip_grad_norm = 0.0;  // 0 disables clipping
   std::string out_dir;
-  bool resume = false;     // continue from the newest complete checkpoint, if any
-  bool overwrite = false;  // start afresh even if out_dir holds checkpoints
+  bool resume = false;                 // continue from the newest complete checkpoint, if any
+  bool overwrite = false;              // start afresh even if out_dir holds checkpoints
   int64_t checkpoint_every_steps = 0;  // 0: only at epoch ends
   int keep_checkpoints = 3;            // at least 2
   int64_t teacher_prefetch = 4;        // steps whose teacher answers are requested ahead
@@ -70,7 +70,7 @@ struct TrainerOptions {
   // Testing only: SIGKILL this process while writing the checkpoint of this
   // step, after its data file and before its manifest (0: never).
   int64_t crash_while_checkpointing_step = 0;
-  int64_t log_every_steps = 100;       // metrics lines; 0 disables step lines
+  int64_t log_every_steps = 100;  // metrics lines; 0 disables step lines
   // Stop (after writing a checkpoint) once this many steps are done; 0 runs
   // to the end. Lets tests interrupt a run at a chosen step.
   int64_t stop_after_steps = 0;
@@ -89,8 +89,8 @@ struct TrainResult {
   double best_validation_accuracy = 0;
   int64_t best_epoch = 0;
   EvalResult final_validation;
-  double train_seconds = 0;       // optimizer work only, summed over resumes
-  double samples_per_second = 0;  // of this process's training work
+  double train_seconds = 0;         // optimizer work only, summed over resumes
+  double samples_per_second = 0;    // of this process's training work
   double teacher_wait_seconds = 0;  // of this process: steps waiting for the teacher
   int64_t resumed_from_step = 0;
   std::string parameters_sha256;  // of the final parameters

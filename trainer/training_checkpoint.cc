@@ -22,18 +22,18 @@ at::Generator DefaultGenerator() { return at::detail::getDefaultCPUGenerator(); 
 absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
                                     torch::optim::Optimizer& optimizer,
                                     const TrainingState& state) {
-  nlohmann::json meta = {{"training",
-                          {{"step", state.step},
-                           {"sampler", state.sampler.ToJson()},
-                           {"best_validation_accuracy", state.best_validation_accuracy},
-                           {"best_epoch", state.best_epoch},
-                           {"train_seconds", state.train_seconds},
-                           {"teacher_weights_sha256", state.teacher_weights_sha256},
-                           {"last_validation", state.last_validation},
-                           {"epoch_sums",
-                            {state.epoch_loss_sum, state.epoch_soft_sum, state.epoch_hard_sum,
-                             state.epoch_steps}}}},
-                         {"config", state.config}};
+  nlohmann::json meta = {
+      {"training",
+       {{"step", state.step},
+        {"sampler", state.sampler.ToJson()},
+        {"best_validation_accuracy", state.best_validation_accuracy},
+        {"best_epoch", state.best_epoch},
+        {"train_seconds", state.train_seconds},
+        {"teacher_weights_sha256", state.teacher_weights_sha256},
+        {"last_validation", state.last_validation},
+        {"epoch_sums",
+         {state.epoch_loss_sum, state.epoch_soft_sum, state.epoch_hard_sum, state.epoch_steps}}}},
+      {"config", state.config}};
   return models::WriteCheckpoint(path, model, meta, [&](torch::serialize::OutputArchive& archive) {
     torch::serialize::OutputArchive optimizer_archive;
     optimizer.save(optimizer_archive);

@@ -109,7 +109,8 @@ TEST_F(CliTest, MissingAndCorruptDataGiveOneErrorLineNamingTheFile) {
   ExpectOneCleanErrorLine(Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
                           "bad/train-images-idx3-ubyte.gz: not a valid gzip file");
   // A well-formed gzip holding a wrong IDX header.
-  clitest::WriteIdx(*dir_ / "bad" / "train-images-idx3-ubyte.gz", {10, 28}, std::vector<uint8_t>(280));
+  clitest::WriteIdx(*dir_ / "bad" / "train-images-idx3-ubyte.gz", {10, 28},
+                    std::vector<uint8_t>(280));
   ExpectOneCleanErrorLine(Run("train --data_dir=" + Path("bad") + " --out_dir=" + Path("m")),
                           "expected 3 dimensions");
 }
@@ -130,9 +131,10 @@ TEST_F(CliTest, TrainEvalDistillAndCheckpointMismatch) {
   EXPECT_GT(json["accuracy"].get<double>(), 0.5);  // the bands are easy; chance is 0.1
 
   // Resuming with another architecture names both.
-  ExpectOneCleanErrorLine(Run("train --hidden=16 --epochs=2 --batch_size=25 --resume=auto --out_dir=" +
-                              teacher_dir + " " + Data()),
-                          "holds a mlp 784-64-10 but this run builds a mlp 784-16-10");
+  ExpectOneCleanErrorLine(
+      Run("train --hidden=16 --epochs=2 --batch_size=25 --resume=auto --out_dir=" + teacher_dir +
+          " " + Data()),
+      "holds a mlp 784-64-10 but this run builds a mlp 784-16-10");
   // Re-running into a directory with a checkpoint is refused, not clobbered.
   ExpectOneCleanErrorLine(
       Run("train --hidden=64 --epochs=2 --batch_size=25 --out_dir=" + teacher_dir + " " + Data()),

@@ -2,11 +2,11 @@
 // torchrun (Debian's python3-torch, `python3 -m torch.distributed.run`) as
 // two ranks on c10d Gloo, against the same run as one process with the same
 // global batch.
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/socket.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -16,6 +16,7 @@
 #include "common/file_util.h"
 #include "models/checkpoint_file.h"
 #include "tests/cli/cli_test_util.h"
+#include "tests/teacher/test_teachers.h"
 
 namespace retort {
 namespace {
@@ -23,17 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using testutil::FreePort;
 
 std::map<std::string, torch::Tensor> Parameters(const std::string& path) {
   absl::StatusOr<models::LoadedCheckpoint> loaded = models::ReadCheckpoint(path);
@@ -56,8 +47,8 @@ class DataParallelTest : public ::testing::Test {
   std::string Args(const std::string& out) const {
     // No dropout or jitter: the ranks' random streams differ by design.
     return "train --arch=mlp --hidden=32 --epochs=2 --batch_size=50 --log_every_steps=0 "
-           "--data_dir=" + Path("data") + " --validation_size=50 --threads=1 --out_dir=" +
-           Path(out);
+           "--data_dir=" +
+           Path("data") + " --validation_size=50 --threads=1 --out_dir=" + Path(out);
   }
   fs::path dir_;
 };
@@ -71,21 +62,19 @@ TEST_F(DataParallelTest, TwoRanksUnderTorchrunMatchOneProcessWithTheSameGlobalBa
 
   // Python 3.11 drops the 0 flag value that torchrun's --redirects/--tee
   // default to (Debian's torch 1.13): name stderr explicitly.
-  const std::string torchrun = "/usr/bin/python3 -m torch.distributed.run --no_python "
-                               "--nproc_per_node=2 --redirects=2 --tee=2 --log_dir=" +
-                               Path("torchrun_logs") + " --master_port=" +
-                               std::to_string(FreePort()) + " " + RETORT_BINARY + " " +
-                               Args("two") + " >" + Path("two.out") + " 2>&1";
+  const std::string torchrun =
+      "/usr/bin/python3 -m torch.distributed.run --no_python "
+      "--nproc_per_node=2 --redirects=2 --tee=2 --log_dir=" +
+      Path("torchrun_logs") + " --master_port=" + std::to_string(FreePort()) + " " + RETORT_BINARY +
+      " " + Args("two") + " >" + Path("two.out") + " 2>&1";
   ASSERT_EQ(std::system(torchrun.c_str()), 0) << ReadFile(Path("two.out")).value_or("");
   EXPECT_THAT(*ReadFile(Path("two.out")), HasSubstr("2 ranks (c10d gloo)"));
 
   // 500 examples, global batch 50: 20 steps; the last checkpoint is step 20.
   const std::string last = "/checkpoints/ckpt-000000000020/";
   std::map<std::string, torch::Tensor> alone = Parameters(Path("one") + last + "training.pt");
-  std::map<std::string, torch::Tensor> rank0 =
-      Parameters(Path("two") + last + "training-rank0.pt");
-  std::map<std::string, torch::Tensor> rank1 =
-      Parameters(Path("two") + last + "training-rank1.pt");
+  std::map<std::string, torch::Tensor> rank0 = Parameters(Path("two") + last + "training-rank0.pt");
+  std::map<std::string, torch::Tensor> rank1 = Parameters(Path("two") + last + "training-rank1.pt");
   ASSERT_FALSE(alone.empty());
   ASSERT_EQ(rank0.size(), alone.size());
   for (const auto& [name, value] : alone) {

@@ -45,13 +45,13 @@ struct Teacher {
 class PoolE2ETest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fs::temp_directory_path() /
-                        ("retort_pool_e2e_" + std::to_string(::getpid())));
+    dir_ =
+        new fs::path(fs::temp_directory_path() / ("retort_pool_e2e_" + std::to_string(::getpid())));
     fs::create_directories(*dir_ / "data");
     clitest::WriteDataset(*dir_ / "data", 1250, 100);
-    clitest::Result teacher = RunSync(
-        "train --arch=cnn --hidden=8,16,32 --epochs=1 --batch_size=50 --out_dir=" +
-        Path("teacher") + " " + Data());
+    clitest::Result teacher =
+        RunSync("train --arch=cnn --hidden=8,16,32 --epochs=1 --batch_size=50 --out_dir=" +
+                Path("teacher") + " " + Data());
     ASSERT_EQ(teacher.exit_code, 0) << teacher.err;
 
     Teacher t = StartTeacher("reference_teacher");
@@ -78,8 +78,7 @@ class PoolE2ETest : public ::testing::Test {
 
   // The student run every test repeats: dropout and jitter exercise both
   // random streams, checkpoints every 10 steps and at epoch ends.
-  static std::vector<std::string> StudentArgs(const std::string& teachers,
-                                              const std::string& out) {
+  static std::vector<std::string> StudentArgs(const std::string& teachers, const std::string& out) {
     return {"distill",
             "--teachers=" + teachers,
             "--arch=mlp",
@@ -191,7 +190,8 @@ class PoolE2ETest : public ::testing::Test {
     EXPECT_EQ(compared, kTotalSteps - from);
   }
 
-  static std::vector<std::string> CheckpointDirs(const std::string& out, const std::string& prefix) {
+  static std::vector<std::string> CheckpointDirs(const std::string& out,
+                                                 const std::string& prefix) {
     std::vector<std::string> names;
     std::error_code error;
     for (const auto& entry : fs::directory_iterator(Path(out) + "/checkpoints", error)) {

@@ -46,6 +46,7 @@
 #include "teacher/server/teacher_server.h"
 #include "teacher/wire_codec.h"
 #include "tests/teacher/test_certs.h"
+#include "tests/teacher/test_teachers.h"
 #include "trainer/remote_teacher_client.h"
 #include "trainer/teacher_channel.h"
 
@@ -76,28 +77,11 @@ constexpr int kResourceExhausted = static_cast<int>(absl::StatusCode::kResourceE
 constexpr int kUnavailable = static_cast<int>(absl::StatusCode::kUnavailable);
 
 // Polls `condition` every few milliseconds for up to `timeout`.
+using testutil::Images;
+using testutil::MakeModel;
 bool Eventually(const std::function<bool()>& condition, absl::Duration timeout = kBound) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!condition()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
+  return testutil::Eventually(condition, timeout);
 }
-
-// An MLP 784-32-10 with weights drawn from `seed`.
-std::shared_ptr<models::Classifier> MakeModel(uint64_t seed) {
-  models::ModelSpec spec;
-  spec.hidden = {32};
-  absl::StatusOr<std::shared_ptr<models::Classifier>> model = models::CreateClassifier(spec, seed);
-  if (!model.ok()) {
-    ADD_FAILURE() << model.status();
-    return nullptr;
-  }
-  return *std::move(model);
-}
-
-torch::Tensor Images(int64_t rows) { return torch::randn({rows, 1, 28, 28}); }
 
 double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>();

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "models/classifier.h"
+#include "tests/teacher/test_teachers.h"
 #include "trainer/c10d_communicator.h"
 #include "trainer/communicator.h"
 #include "trainer/rendezvous.h"
@@ -32,9 +33,12 @@ std::function<std::optional<std::string>(const std::string&)> Env(
 }
 
 TEST(RendezvousTest, ReadsTorchrunsContract) {
-  absl::StatusOr<Rendezvous> r = Rendezvous::FromEnvironment(
-      Env({{"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29400"}, {"RANK", "3"},
-           {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"}}));
+  absl::StatusOr<Rendezvous> r = Rendezvous::FromEnvironment(Env({{"MASTER_ADDR", "10.0.0.1"},
+                                                                  {"MASTER_PORT", "29400"},
+                                                                  {"RANK", "3"},
+                                                                  {"WORLD_SIZE", "4"},
+                                                                  {"LOCAL_RANK", "1"},
+                                                                  {"LOCAL_WORLD_SIZE", "2"}}));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->source, "torchrun");
   EXPECT_EQ(r->master_addr, "10.0.0.1");
@@ -46,9 +50,12 @@ TEST(RendezvousTest, ReadsTorchrunsContract) {
 }
 
 TEST(RendezvousTest, FallsBackToSlurmsAndToOneRank) {
-  absl::StatusOr<Rendezvous> r = Rendezvous::FromEnvironment(
-      Env({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "1"},
-           {"SLURM_TASKS_PER_NODE", "2(x2)"}, {"SLURM_JOB_NODELIST", "gpu[07-08],cpu1"}}));
+  absl::StatusOr<Rendezvous> r =
+      Rendezvous::FromEnvironment(Env({{"SLURM_PROCID", "1"},
+                                       {"SLURM_NTASKS", "4"},
+                                       {"SLURM_LOCALID", "1"},
+                                       {"SLURM_TASKS_PER_NODE", "2(x2)"},
+                                       {"SLURM_JOB_NODELIST", "gpu[07-08],cpu1"}}));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->source, "slurm");
   EXPECT_EQ(r->master_addr, "gpu07");
@@ -64,20 +71,21 @@ TEST(RendezvousTest, FallsBackToSlurmsAndToOneRank) {
 }
 
 TEST(RendezvousTest, BadEnvironmentsNameTheVariable) {
-  EXPECT_THAT(Rendezvous::FromEnvironment(Env({{"RANK", "0"}, {"WORLD_SIZE", "2"}}))
-                  .status()
-                  .message(),
-              HasSubstr("MASTER_ADDR"));
-  EXPECT_THAT(Rendezvous::FromEnvironment(Env({{"MASTER_ADDR", "h"}, {"MASTER_PORT", "x"},
-                                               {"RANK", "0"}, {"WORLD_SIZE", "2"}}))
-                  .status()
-                  .message(),
-              HasSubstr("MASTER_PORT='x'"));
-  EXPECT_THAT(Rendezvous::FromEnvironment(Env({{"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"},
-                                               {"RANK", "2"}, {"WORLD_SIZE", "2"}}))
-                  .status()
-                  .message(),
-              HasSubstr("outside world size"));
+  EXPECT_THAT(
+      Rendezvous::FromEnvironment(Env({{"RANK", "0"}, {"WORLD_SIZE", "2"}})).status().message(),
+      HasSubstr("MASTER_ADDR"));
+  EXPECT_THAT(
+      Rendezvous::FromEnvironment(
+          Env({{"MASTER_ADDR", "h"}, {"MASTER_PORT", "x"}, {"RANK", "0"}, {"WORLD_SIZE", "2"}}))
+          .status()
+          .message(),
+      HasSubstr("MASTER_PORT='x'"));
+  EXPECT_THAT(
+      Rendezvous::FromEnvironment(
+          Env({{"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}, {"RANK", "2"}, {"WORLD_SIZE", "2"}}))
+          .status()
+          .message(),
+      HasSubstr("outside world size"));
 }
 
 TEST(RendezvousTest, FirstSlurmHost) {
@@ -88,18 +96,7 @@ TEST(RendezvousTest, FirstSlurmHost) {
   EXPECT_EQ(FirstSlurmHost("c1,node[1-2]"), "c1");
 }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using testutil::FreePort;
 
 // Runs `body(communicator)` on `world` ranks, each a thread.
 void RunRanks(int world, const std::function<void(Communicator&)>& body) {

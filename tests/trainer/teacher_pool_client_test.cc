@@ -51,6 +51,7 @@
 #include "teacher/native_teacher.h"
 #include "teacher/server/teacher_server.h"
 #include "teacher/teacher.h"
+#include "tests/teacher/test_teachers.h"
 #include "trainer/batch_pipeline.h"
 #include "trainer/endpoint_resolver.h"
 #include "trainer/fake_teacher_client.h"
@@ -79,28 +80,11 @@ constexpr absl::Duration kBound = absl::Seconds(15);
 constexpr double kTemperature = 2.0;
 
 // Polls `condition` every few milliseconds for up to `timeout`.
+using testutil::Images;
+using testutil::MakeModel;
 bool Eventually(const std::function<bool()>& condition, absl::Duration timeout = kBound) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!condition()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
+  return testutil::Eventually(condition, timeout);
 }
-
-// An MLP 784-32-10 with weights drawn from `seed`.
-std::shared_ptr<models::Classifier> MakeModel(uint64_t seed) {
-  models::ModelSpec spec;
-  spec.hidden = {32};
-  absl::StatusOr<std::shared_ptr<models::Classifier>> model = models::CreateClassifier(spec, seed);
-  if (!model.ok()) {
-    ADD_FAILURE() << model.status();
-    return nullptr;
-  }
-  return *std::move(model);
-}
-
-torch::Tensor Images(int64_t rows) { return torch::randn({rows, 1, 28, 28}); }
 
 // A port on 127.0.0.1 that nothing listens on (bound, then released).
 int UnusedPort() {

@@ -94,8 +94,8 @@ class PoolBench {
     m.name = name;
     m.samples_per_second = result.samples_per_second;
     m.stall_ms_per_step = 1e3 * result.teacher_wait_seconds / static_cast<double>(steps_);
-    Log(absl::StrFormat("%s: %.0f samples/s, teacher wait %.2f ms/step", name,
-                        m.samples_per_second, m.stall_ms_per_step));
+    Log(absl::StrFormat("%s: %.0f samples/s, teacher wait %.2f ms/step", name, m.samples_per_second,
+                        m.stall_ms_per_step));
     return m;
   }
 
@@ -160,9 +160,8 @@ class PoolBench {
     if (stats.resent > 0 && stats.last_resend >= signalled) {
       row["resent_after_ms"] = absl::ToDoubleMilliseconds(stats.last_resend - signalled);
     }
-    Log(absl::StrCat(name, ": out of service after ",
-                     row["out_of_service_after_ms"].get<double>(), " ms, ", stats.resent,
-                     " requests re-sent"));
+    Log(absl::StrCat(name, ": out of service after ", row["out_of_service_after_ms"].get<double>(),
+                     " ms, ", stats.resent, " requests re-sent"));
     pool.reset();
     for (auto& t : teachers) t->Signal(SIGKILL).IgnoreError();
     return row;
@@ -202,8 +201,8 @@ absl::Status RunBenchPool() {
   {
     teacher::NativeTeacher::Options native;
     native.checkpoint_path = checkpoint;
-    native.bf16 = std::find(teacher_flags.begin(), teacher_flags.end(), "--bf16") !=
-                  teacher_flags.end();
+    native.bf16 =
+        std::find(teacher_flags.begin(), teacher_flags.end(), "--bf16") != teacher_flags.end();
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::NativeTeacher> local,
                             teacher::NativeTeacher::Create(native));
     RETORT_ASSIGN_OR_RETURN(
@@ -223,7 +222,8 @@ absl::Status RunBenchPool() {
       RETORT_ASSIGN_OR_RETURN(Measurement a, bench.Train("pool of 1, no prefetch", pool, 0));
       rows.push_back(a);
       RETORT_ASSIGN_OR_RETURN(
-          Measurement b, bench.Train(absl::StrCat("pool of 1, prefetch ", prefetch), pool, prefetch));
+          Measurement b,
+          bench.Train(absl::StrCat("pool of 1, prefetch ", prefetch), pool, prefetch));
       rows.push_back(b);
     }
     teachers[0] = std::move(one[0]);

@@ -141,24 +141,34 @@ namespace retort::cli {
 const std::vector<std::string> kDataFlags = {"data_dir", "validation_size", "train_limit",
                                              "threads", "seed"};
 const std::vector<std::string> kModelFlags = {"arch", "hidden", "dropout", "input_dropout"};
-const std::vector<std::string> kTrainingFlags = {"epochs",          "batch_size",
-                                                 "optimizer",       "lr",
-                                                 "momentum",        "weight_decay",
-                                                 "warmup",          "min_lr_ratio",
-                                                 "clip_grad_norm",  "jitter",
-                                                 "out_dir",         "resume",
-                                                 "overwrite",       "checkpoint_every_steps",
+const std::vector<std::string> kTrainingFlags = {"epochs",           "batch_size",
+                                                 "optimizer",        "lr",
+                                                 "momentum",         "weight_decay",
+                                                 "warmup",           "min_lr_ratio",
+                                                 "clip_grad_norm",   "jitter",
+                                                 "out_dir",          "resume",
+                                                 "overwrite",        "checkpoint_every_steps",
                                                  "keep_checkpoints", "log_every_steps",
                                                  "stop_after_steps", "backend",
-                                                 "dist_timeout",    "bucket_mb"};
+                                                 "dist_timeout",     "bucket_mb"};
 const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
                                                 "teacher_cache_mb"};
-const std::vector<std::string> kRemoteTeacherFlags = {
-    "teachers",               "teacher_wait",            "teacher_attempt_timeout",
-    "teacher_keepalive",      "teacher_prefetch",        "teacher_address",        "teacher_output",          "teacher_top_k",
-    "teacher_value_dtype",    "teacher_tls_ca",          "teacher_tls_cert",
-    "teacher_tls_key",        "teacher_tls_server_name", "teacher_token_file",
-    "teacher_insecure_token", "teacher_connect_timeout"};
+const std::vector<std::string> kRemoteTeacherFlags = {"teachers",
+                                                      "teacher_wait",
+                                                      "teacher_attempt_timeout",
+                                                      "teacher_keepalive",
+                                                      "teacher_prefetch",
+                                                      "teacher_address",
+                                                      "teacher_output",
+                                                      "teacher_top_k",
+                                                      "teacher_value_dtype",
+                                                      "teacher_tls_ca",
+                                                      "teacher_tls_cert",
+                                                      "teacher_tls_key",
+                                                      "teacher_tls_server_name",
+                                                      "teacher_token_file",
+                                                      "teacher_insecure_token",
+                                                      "teacher_connect_timeout"};
 
 absl::Status ApplyThreadsFlag() {
   int32_t threads = absl::GetFlag(FLAGS_threads);

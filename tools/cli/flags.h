@@ -57,7 +57,7 @@ extern const std::vector<std::string> kDistillFlags;
 extern const std::vector<std::string> kRemoteTeacherFlags;  // --teacher_address and its client
 extern const std::vector<std::string> kTeacherServeFlags;   // retort teacher serve
 extern const std::vector<std::string> kBenchFlags;          // retort bench serve
-extern const std::vector<std::string> kBenchPoolFlags;  // retort bench pool
+extern const std::vector<std::string> kBenchPoolFlags;      // retort bench pool
 
 // Sets LibTorch's intra-op thread count from --threads (0: all cores).
 absl::Status ApplyThreadsFlag();

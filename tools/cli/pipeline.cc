@@ -25,9 +25,8 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
   if (leader) {
     std::fprintf(stderr, "[%s] %s on %lld examples, %lld epochs, %s lr %g%s%s\n",
                  options.label.c_str(), options.model.Describe().c_str(),
-                 static_cast<long long>(data.train->size()),
-                 static_cast<long long>(options.epochs), options.optimizer.kind.c_str(),
-                 options.optimizer.learning_rate,
+                 static_cast<long long>(data.train->size()), static_cast<long long>(options.epochs),
+                 options.optimizer.kind.c_str(), options.optimizer.learning_rate,
                  teacher != nullptr ? absl::StrCat(", distilled at T=", options.loss.temperature,
                                                    " alpha=", options.loss.alpha)
                                           .c_str()

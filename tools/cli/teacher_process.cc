@@ -42,10 +42,10 @@ absl::StatusOr<std::unique_ptr<TeacherProcess>> TeacherProcess::Start(const Opti
   absl::StatusOr<std::string> port =
       WaitForFile(port_file, process->child_.get(), options.start_timeout);
   if (!port.ok()) {
-    return absl::Status(port.status().code(),
-                        absl::StrCat("the teacher server did not start: ", port.status().message(),
-                                     "\n--- ", process->log_path_, " ---\n",
-                                     LogTail(process->log_path_)));
+    return absl::Status(
+        port.status().code(),
+        absl::StrCat("the teacher server did not start: ", port.status().message(), "\n--- ",
+                     process->log_path_, " ---\n", LogTail(process->log_path_)));
   }
   process->address_ = absl::StrCat("127.0.0.1:", *port);
   return process;
