@@ -62,6 +62,10 @@ absl::Status TrainerOptions::Validate() const {
         "got ",
         keep_checkpoints));
   }
+  if (accumulation_steps < 1 || accumulation_steps > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--grad_accum_steps must be in [1, 1024], got ", accumulation_steps));
+  }
   if (teacher_prefetch < 0 || teacher_prefetch > 64) {
     return absl::InvalidArgumentError(
         absl::StrCat("--teacher_prefetch must be in [0, 64] steps, got ", teacher_prefetch));
@@ -118,6 +122,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     return absl::InvalidArgumentError(absl::StrCat("--batch_size=", o.batch_size,
                                                    " must divide among the ", t->world_size_,
                                                    " ranks (it is the global batch)"));
+  }
+  if (o.batch_size / t->world_size_ < o.accumulation_steps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--grad_accum_steps=", o.accumulation_steps, " splits each rank's ",
+        o.batch_size / t->world_size_, " rows of a step into more micro-batches than rows; "
+        "lower it or raise --batch_size"));
   }
   RETORT_ASSIGN_OR_RETURN(t->model_, models::CreateClassifier(o.model, o.seed));
   if (t->world_size_ > 1) {
@@ -252,15 +262,38 @@ absl::Status Trainer::TrainStep(BatchPipeline::Prepared& prepared, bool* teacher
   }
   SetLearningRate(*optimizer_, LearningRateAt(options_.optimizer, state_.step, total_steps_));
   optimizer_->zero_grad();
-  torch::Tensor output = model_->forward(prepared.inputs);
-  LossTerms terms = DistillationLoss(output, teacher_log_probs, prepared.labels, options_.loss);
-  if (gradient_sync_ != nullptr) RETORT_RETURN_IF_ERROR(gradient_sync_->PrepareForBackward(output));
-  terms.total.backward();
+  // Micro-batches of as equal size as can be; each one's loss is weighted by
+  // its share of the rows, so the summed gradients are those of the mean
+  // over the whole batch.
+  const int64_t rows = prepared.inputs.size(0);
+  const int64_t micro = options_.accumulation_steps;
+  double total = 0, hard = 0, soft = 0;
+  for (int64_t i = 0; i < micro; ++i) {
+    const int64_t begin = i * rows / micro;
+    const int64_t end = (i + 1) * rows / micro;
+    auto rows_of = [&](const torch::Tensor& t) {
+      return micro == 1 || !t.defined() ? t : t.slice(0, begin, end);
+    };
+    torch::Tensor output = model_->forward(rows_of(prepared.inputs));
+    LossTerms terms = DistillationLoss(output, rows_of(teacher_log_probs),
+                                       rows_of(prepared.labels), options_.loss);
+    const double share = static_cast<double>(end - begin) / static_cast<double>(rows);
+    torch::Tensor objective = micro == 1 ? terms.total : terms.total * share;
+    // Only the last micro-batch's backward all-reduces; the others
+    // accumulate into .grad locally.
+    if (gradient_sync_ != nullptr && i == micro - 1) {
+      RETORT_RETURN_IF_ERROR(gradient_sync_->PrepareForBackward(output));
+    }
+    objective.backward();
+    total += share * terms.total.item<double>();
+    hard += share * terms.hard.item<double>();
+    if (terms.soft.defined()) soft += share * terms.soft.item<double>();
+  }
   if (options_.clip_grad_norm > 0) {
     torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.clip_grad_norm);
   }
   optimizer_->step();
-  const double loss = terms.total.item<double>();
+  const double loss = total;
   if (!std::isfinite(loss)) {
     return absl::OutOfRangeError(
         absl::StrCat("the loss became ", loss, " at step ", state_.step,
@@ -270,8 +303,8 @@ absl::Status Trainer::TrainStep(BatchPipeline::Prepared& prepared, bool* teacher
   ++state_.epoch_steps;
   last_step_loss_ = loss;
   state_.epoch_loss_sum += loss;
-  state_.epoch_hard_sum += terms.hard.item<double>();
-  if (terms.soft.defined()) state_.epoch_soft_sum += terms.soft.item<double>();
+  state_.epoch_hard_sum += hard;
+  state_.epoch_soft_sum += soft;
   return absl::OkStatus();
 }
 
@@ -322,7 +355,7 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
     state_.best_validation_accuracy = validation.accuracy();
     state_.best_epoch = epoch;
   }
-  const double steps = static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1));
+  RETORT_ASSIGN_OR_RETURN(EpochMeans means, AggregateEpochMeans());
   const double samples_per_second =
       epoch_seconds > 0
           ? static_cast<double>(state_.epoch_steps * options_.batch_size) / epoch_seconds
@@ -330,15 +363,15 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
   nlohmann::json record = {{"event", "epoch"},
                            {"epoch", epoch},
                            {"step", state_.step},
-                           {"train_loss", state_.epoch_loss_sum / steps},
-                           {"train_hard_loss", state_.epoch_hard_sum / steps},
+                           {"train_loss", means.loss},
+                           {"train_hard_loss", means.hard},
                            {"validation", state_.last_validation},
                            {"best_validation_accuracy", state_.best_validation_accuracy},
                            {"learning_rate", optimizer_->param_groups()[0].options().get_lr()},
                            {"samples_per_second", samples_per_second},
                            {"train_seconds", state_.train_seconds}};
   if (teacher_ != nullptr) {
-    record["train_soft_loss"] = state_.epoch_soft_sum / steps;
+    record["train_soft_loss"] = means.soft;
     record["teacher_wait_seconds"] = teacher_wait_seconds_;
   }
   RETORT_RETURN_IF_ERROR(metrics_->Write(record));
@@ -347,7 +380,7 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
                  "[%s] epoch %lld/%lld | train loss %.4f | val acc %.4f (%lld errors)%s | "
                  "%.0f samples/s\n",
                  options_.label.c_str(), static_cast<long long>(epoch) + 1,
-                 static_cast<long long>(options_.epochs), state_.epoch_loss_sum / steps,
+                 static_cast<long long>(options_.epochs), means.loss,
                  validation.accuracy(), static_cast<long long>(validation.errors()),
                  best ? " best" : "", samples_per_second);
   state_.epoch_loss_sum = state_.epoch_soft_sum = state_.epoch_hard_sum = 0;
@@ -375,7 +408,36 @@ nlohmann::json TrainResult::ToJson() const {
           {"last_checkpoint", last_checkpoint}};
 }
 
+absl::StatusOr<Trainer::EpochMeans> Trainer::AggregateEpochMeans() {
+  const double steps = static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1));
+  EpochMeans means{.loss = state_.epoch_loss_sum / steps,
+                   .hard = state_.epoch_hard_sum / steps,
+                   .soft = state_.epoch_soft_sum / steps,
+                   .step_loss = last_step_loss_,
+                   .teacher_wait_ms = 1e3 * last_teacher_wait_};
+  if (world_size_ == 1) return means;
+  torch::Tensor values = torch::tensor(
+      {means.loss, means.hard, means.soft, means.step_loss, means.teacher_wait_ms}, torch::kFloat64);
+  RETORT_RETURN_IF_ERROR(options_.communicator->AllReduceMean({values}));
+  const auto v = values.accessor<double, 1>();
+  return EpochMeans{.loss = v[0], .hard = v[1], .soft = v[2], .step_loss = v[3],
+                    .teacher_wait_ms = v[4]};
+}
+
 absl::StatusOr<TrainResult> Trainer::Run() {
+  absl::StatusOr<TrainResult> result = RunSteps();
+  if (result.ok() || world_size_ == 1) return result;
+  const absl::Status& error = result.status();
+  return absl::Status(
+      error.code(),
+      absl::StrCat("rank ", rank_, " of ", world_size_, ": ", error.message(),
+                   "; if a rank died or was stopped, every rank fails like this within "
+                   "--dist_timeout: restart them all with --resume=auto to continue from ",
+                   last_checkpoint_dir_.empty() ? std::string("the newest complete checkpoint")
+                                                : last_checkpoint_dir_));
+}
+
+absl::StatusOr<TrainResult> Trainer::RunSteps() {
   const Clock& clock = *options_.clock;
   const int64_t start_step = state_.step;
   const int64_t batches = sampler_->batches_per_epoch();
@@ -435,14 +497,14 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       progress.Update(state_.step, done * options_.batch_size, detail);
     }
     if (options_.log_every_steps > 0 && state_.step % options_.log_every_steps == 0) {
+      RETORT_ASSIGN_OR_RETURN(EpochMeans means, AggregateEpochMeans());
       nlohmann::json line = {{"event", "step"},
                              {"step", state_.step},
                              {"epoch", epoch},
-                             {"step_loss", last_step_loss_},
-                             {"loss", state_.epoch_loss_sum / static_cast<double>(std::max<int64_t>(
-                                                                  state_.epoch_steps, 1))},
+                             {"step_loss", means.step_loss},
+                             {"loss", means.loss},
                              {"learning_rate", optimizer_->param_groups()[0].options().get_lr()}};
-      if (teacher_ != nullptr) line["teacher_wait_ms"] = 1e3 * last_teacher_wait_;
+      if (teacher_ != nullptr) line["teacher_wait_ms"] = means.teacher_wait_ms;
       RETORT_RETURN_IF_ERROR(metrics_->Write(line));
     }
     if (state_.step % batches == 0) {

@@ -67,6 +67,13 @@ struct TrainerOptions {
   // checkpoint and rank 0 commits it.
   std::shared_ptr<Communicator> communicator;
   int64_t bucket_bytes = int64_t{25} << 20;  // gradient all-reduce buckets
+  // Gradient accumulation: each rank splits its share of a step's batch into
+  // this many micro-batches, runs forward and backward on each in turn
+  // (activations of one micro-batch alive at a time) and steps the optimizer
+  // once. Gradients are all-reduced only during the last micro-batch's
+  // backward. The same parameters as one pass over the whole batch, up to
+  // float rounding (models with batch statistics excepted).
+  int64_t accumulation_steps = 1;
   // Testing only: SIGKILL this process while writing the checkpoint of this
   // step, after its data file and before its manifest (0: never).
   int64_t crash_while_checkpointing_step = 0;
@@ -110,6 +117,9 @@ class Trainer {
       TrainerOptions options, std::shared_ptr<const data::Dataset> train,
       std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher);
 
+  // With several ranks, an error names this rank and says how to restart
+  // (a peer that died makes the others' collectives fail within the
+  // communicator's timeout).
   absl::StatusOr<TrainResult> Run();
 
   models::Classifier& model() { return *model_; }
@@ -118,6 +128,13 @@ class Trainer {
  private:
   Trainer() = default;
   absl::Status Resume();
+  absl::StatusOr<TrainResult> RunSteps();
+  // Sums of this epoch so far, averaged over the ranks (a collective: every
+  // rank calls it at the same step).
+  struct EpochMeans {
+    double loss = 0, hard = 0, soft = 0, step_loss = 0, teacher_wait_ms = 0;
+  };
+  absl::StatusOr<EpochMeans> AggregateEpochMeans();
   // Trains one prepared step. Sets *teacher_failed (and changes nothing)
   // when the teacher's answer is an error.
   absl::Status TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed);

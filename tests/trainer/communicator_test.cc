@@ -190,6 +190,30 @@ TEST(C10dCommunicatorTest, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch)
   }
 }
 
+// Gradient accumulation: backward passes without PrepareForBackward leave
+// each rank's gradients its own; the pass after PrepareForBackward averages
+// the accumulated sums.
+TEST(C10dCommunicatorTest, OnlyThePreparedBackwardAllReduces) {
+  std::vector<torch::Tensor> local(2), averaged(2);
+  RunRanks(2, [&](Communicator& c) {
+    torch::Tensor w = torch::zeros({4}, torch::requires_grad());
+    absl::StatusOr<std::unique_ptr<GradientSync>> sync = c.CreateGradientSync({w}, 1 << 20);
+    ASSERT_TRUE(sync.ok()) << sync.status();
+    const float scale = static_cast<float>(c.rank() + 1);  // rank 0: 1, rank 1: 2
+    (w * scale).sum().backward();                          // not prepared: stays local
+    local[c.rank()] = w.grad().clone();
+    torch::Tensor out = w * (10 * scale);
+    ASSERT_TRUE((*sync)->PrepareForBackward(out).ok());
+    out.sum().backward();  // grad = 11 * scale locally, then the mean over ranks
+    averaged[c.rank()] = w.grad().clone();
+  });
+  EXPECT_TRUE(torch::equal(local[0], torch::full({4}, 1.0f)));
+  EXPECT_TRUE(torch::equal(local[1], torch::full({4}, 2.0f)));
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_TRUE(torch::allclose(averaged[rank], torch::full({4}, 16.5f))) << averaged[rank];
+  }
+}
+
 TEST(C10dCommunicatorTest, AMissingPeerFailsTheRendezvousWithinTheTimeout) {
   C10dCommunicator::Options options;
   options.rendezvous.master_port = FreePort();

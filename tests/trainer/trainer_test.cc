@@ -170,6 +170,41 @@ TEST_F(TrainerTest, RefusesToClobberOrResumeAMismatchedRun) {
   EXPECT_TRUE(Train(fresh, LinearTeacher()).ok());
 }
 
+// Micro-batches weighted by their share of the rows give the whole batch's
+// gradient: the same parameters up to float rounding, with and without a
+// teacher, also when the micro-batches are of unequal size (32 rows in 3).
+TEST_F(TrainerTest, GradientAccumulationMatchesTheWholeBatch) {
+  for (int64_t micro : {2, 3}) {
+    TrainerOptions whole_options = Options("whole" + std::to_string(micro));
+    whole_options.model.dropout = 0;  // masks would be drawn per micro-batch
+    whole_options.epochs = 1;
+    std::unique_ptr<Trainer> whole;
+    ASSERT_TRUE(Train(whole_options, LinearTeacher(), &whole).ok());
+
+    TrainerOptions accumulated_options = whole_options;
+    accumulated_options.out_dir = (dir_ / ("accumulated" + std::to_string(micro))).string();
+    accumulated_options.accumulation_steps = micro;
+    std::unique_ptr<Trainer> accumulated;
+    auto result = Train(accumulated_options, LinearTeacher(), &accumulated);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->steps, 20);
+
+    auto a = whole->model().named_parameters();
+    auto b = accumulated->model().named_parameters();
+    double worst = 0;
+    for (const auto& item : a) {
+      worst = std::max(worst, (item.value() - b[item.key()]).abs().max().item<double>());
+    }
+    EXPECT_LT(worst, 1e-5) << micro << " micro-batches";
+    EXPECT_GT(worst, 0.0) << "the run did not split its batches (bit-identical)";
+  }
+  TrainerOptions o = Options("too_many");
+  o.accumulation_steps = 33;  // 32 rows a step
+  EXPECT_THAT(Train(o).status().message(), HasSubstr("more micro-batches than rows"));
+  o.accumulation_steps = 0;
+  EXPECT_THAT(Train(o).status().message(), HasSubstr("--grad_accum_steps"));
+}
+
 TEST_F(TrainerTest, RejectsBadOptionsAndMismatchedData) {
   TrainerOptions o = Options("bad");
   o.epochs = 0;

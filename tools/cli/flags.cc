@@ -60,6 +60,10 @@ ABSL_FLAG(std::string, backend, "auto",
 ABSL_FLAG(double, dist_timeout, 300,
           "Seconds a rank waits for the others (rendezvous, every collective) before failing.");
 ABSL_FLAG(int64_t, bucket_mb, 25, "Gradient all-reduce bucket size in MB.");
+ABSL_FLAG(int64_t, grad_accum_steps, 1,
+          "Split each rank's share of a step's batch into this many micro-batches, "
+          "accumulating gradients (all-reduced once, during the last); saves activation "
+          "memory, same update.");
 ABSL_FLAG(int64_t, testonly_crash_while_checkpointing_step, 0,
           "Testing only: SIGKILL the trainer while it writes the checkpoint of this step.");
 ABSL_FLAG(int64_t, log_every_steps, 100, "Write a metrics line every this many steps.");
@@ -150,7 +154,8 @@ const std::vector<std::string> kTrainingFlags = {"epochs",           "batch_size
                                                  "overwrite",        "checkpoint_every_steps",
                                                  "keep_checkpoints", "log_every_steps",
                                                  "stop_after_steps", "backend",
-                                                 "dist_timeout",     "bucket_mb"};
+                                                 "dist_timeout",     "bucket_mb",
+                                                 "grad_accum_steps"};
 const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
                                                 "teacher_cache_mb"};
 const std::vector<std::string> kRemoteTeacherFlags = {"teachers",
@@ -349,6 +354,7 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
     return absl::InvalidArgumentError(absl::StrCat("--bucket_mb must be >= 1, got ", bucket_mb));
   }
   o.bucket_bytes = bucket_mb << 20;
+  o.accumulation_steps = absl::GetFlag(FLAGS_grad_accum_steps);
   o.overwrite = absl::GetFlag(FLAGS_overwrite);
   o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);
   o.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);
