@@ -135,8 +135,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     // masks (rank 0 keeps the single-process stream).
     RETORT_RETURN_IF_ERROR(o.communicator->Broadcast(t->model_->parameters(), 0));
     if (t->rank_ > 0) torch::manual_seed(o.seed * 1000003 + static_cast<uint64_t>(t->rank_));
-    RETORT_ASSIGN_OR_RETURN(t->gradient_sync_, o.communicator->CreateGradientSync(
-                                                   t->model_->parameters(), o.bucket_bytes));
   }
   RETORT_ASSIGN_OR_RETURN(t->optimizer_, CreateOptimizer(o.optimizer, t->model_->parameters()));
   RETORT_ASSIGN_OR_RETURN(data::ShuffleSampler sampler,
@@ -178,6 +176,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
         o.out_dir, " already holds checkpoints (the newest of step ", complete.back(),
         "); pass --resume=auto to continue, --overwrite to start afresh, or choose another "
         "--out_dir"));
+  }
+  if (t->world_size_ > 1) {
+    // Built on the final weights: loading a checkpoint replaces the
+    // parameters' storage, and a Reducer built before that would no longer
+    // see their gradients (the ranks would drift apart unsynchronised).
+    RETORT_ASSIGN_OR_RETURN(t->gradient_sync_, o.communicator->CreateGradientSync(
+                                                   t->model_->parameters(), o.bucket_bytes));
   }
   if (o.communicator != nullptr) RETORT_RETURN_IF_ERROR(o.communicator->Barrier());
   const std::string metrics = t->Leader() ? o.out_dir + "/metrics.jsonl"
@@ -312,12 +317,31 @@ std::string Trainer::RankFile() const {
   return world_size_ == 1 ? kTrainingFile : absl::StrCat("training-rank", rank_, ".pt");
 }
 
+absl::Status Trainer::CheckRanksAgree() {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> sums;
+  for (const torch::Tensor& p : model_->parameters()) {
+    sums.push_back(p.to(torch::kFloat64).sum());
+    sums.push_back(p.to(torch::kFloat64).abs().sum());
+  }
+  const torch::Tensor mine = torch::stack(sums);
+  torch::Tensor leaders = mine.clone();
+  RETORT_RETURN_IF_ERROR(options_.communicator->Broadcast({leaders}, 0));
+  if (!torch::equal(mine, leaders)) {
+    return absl::InternalError(absl::StrCat(
+        "rank ", rank_, "'s parameters differ from rank 0's at step ", state_.step,
+        " (the gradient all-reduce did not cover them): not checkpointing a diverged model"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::WriteCheckpoint() {
   if (checkpointed_step_ == state_.step) return absl::OkStatus();
   // Rank 0 opens the staging directory, every rank writes its file (its own
   // generator state; model and optimizer are the same on all), rank 0
   // commits once all have written.
   Communicator* comm = options_.communicator.get();
+  if (comm != nullptr) RETORT_RETURN_IF_ERROR(CheckRanksAgree());
   std::unique_ptr<CheckpointStore::Pending> pending;
   if (Leader()) {
     RETORT_ASSIGN_OR_RETURN(pending, checkpoints_->Begin(state_.step));

@@ -140,6 +140,9 @@ class Trainer {
   absl::Status TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed);
   absl::Status EndEpoch(int64_t epoch, double epoch_seconds);
   absl::Status WriteCheckpoint();
+  // INTERNAL unless this rank's parameters equal rank 0's (a checksum of
+  // each tensor, compared bit for bit). A collective.
+  absl::Status CheckRanksAgree();
   // This rank's file in a checkpoint directory.
   std::string RankFile() const;
   bool Leader() const { return rank_ == 0; }

@@ -9,11 +9,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
+#include "common/subprocess.h"
 #include "models/checkpoint_file.h"
 #include "tests/cli/cli_test_util.h"
 #include "tests/teacher/test_teachers.h"
@@ -83,6 +86,101 @@ TEST_F(DataParallelTest, TwoRanksUnderTorchrunMatchOneProcessWithTheSameGlobalBa
   }
   nlohmann::json result = nlohmann::json::parse(*ReadFile(Path("two/result.json")));
   EXPECT_EQ(result["steps"], 20);
+}
+
+// Ranks started directly, the way Slurm's srun or a Kubernetes Indexed Job
+// starts them: no launcher agent that would tear the others down, so each
+// rank must notice a dead or frozen peer on its own.
+class RankFailureTest : public DataParallelTest {
+ protected:
+  std::string Args(const std::string& out) const {
+    // Dropout: every rank's own generator must come back on resume.
+    return "train --arch=mlp --hidden=256,256 --dropout=0.1 --epochs=3 --batch_size=20 "
+           "--log_every_steps=1 --checkpoint_every_steps=10 --dist_timeout=8 --data_dir=" +
+           Path("data") + " --validation_size=50 --threads=1 --out_dir=" + Path(out);
+  }
+  std::vector<std::unique_ptr<Subprocess>> StartRanks(const std::string& out, const std::string& extra = "") {
+    const int port = FreePort();
+    std::vector<std::unique_ptr<Subprocess>> ranks;
+    for (int rank = 0; rank < 2; ++rank) {
+      Subprocess::Options o;
+      o.argv = {"/bin/sh", "-c", "exec " + std::string(RETORT_BINARY) + " " + Args(out) + " " + extra};
+      o.env_overrides = {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)},
+                         {"RANK", std::to_string(rank)}, {"WORLD_SIZE", "2"},
+                         {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", "2"}};
+      o.stderr_path = Path(out + ".rank" + std::to_string(rank) + ".err");
+      o.stdout_path = Path(out + ".rank" + std::to_string(rank) + ".out");
+      absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start(o);
+      EXPECT_TRUE(child.ok()) << child.status();
+      if (child.ok()) ranks.push_back(std::move(*child));
+    }
+    return ranks;
+  }
+  // The newest step in rank 0's metrics (0 before the first).
+  int64_t LoggedStep(const std::string& out) const {
+    std::ifstream in(Path(out + "/metrics.jsonl"));
+    int64_t step = 0;
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (record.is_object() && record.contains("step")) step = record["step"].get<int64_t>();
+    }
+    return step;
+  }
+  void WaitForStep(const std::string& out, int64_t step, Subprocess& rank0) {
+    for (int i = 0; i < 6000 && LoggedStep(out) < step && rank0.Running(); ++i) {
+      ::usleep(10000);
+    }
+    ASSERT_GE(LoggedStep(out), step) << ReadFile(Path(out + ".rank0.err")).value_or("");
+  }
+  std::string ResultSha(const std::string& out) const {
+    absl::StatusOr<std::string> text = ReadFile(Path(out + "/result.json"));
+    if (!text.ok()) return "(no result.json)";
+    return nlohmann::json::parse(*text)["parameters_sha256"].get<std::string>();
+  }
+  void ExpectBothSucceed(std::vector<std::unique_ptr<Subprocess>>& ranks, const std::string& out) {
+    ASSERT_EQ(ranks.size(), 2u);
+    for (int rank = 0; rank < 2; ++rank) {
+      absl::StatusOr<int> exit = ranks[rank]->Wait(absl::Seconds(300));
+      ASSERT_TRUE(exit.ok()) << exit.status();
+      EXPECT_EQ(*exit, 0) << ReadFile(Path(out + ".rank" + std::to_string(rank) + ".err")).value_or("");
+    }
+  }
+};
+
+TEST_F(RankFailureTest, AKilledRankFailsTheOtherAndARestartResumesBitForBit) {
+  std::vector<std::unique_ptr<Subprocess>> reference = StartRanks("reference");
+  ExpectBothSucceed(reference, "reference");
+
+  std::vector<std::unique_ptr<Subprocess>> ranks = StartRanks("run");
+  ASSERT_EQ(ranks.size(), 2u);
+  WaitForStep("run", 25, *ranks[0]);
+  ASSERT_TRUE(ranks[1]->Signal(SIGKILL).ok());
+  // The survivor's next collective fails (the peer's connections close); the
+  // bound is far above --dist_timeout so only a hang fails it.
+  absl::StatusOr<int> exit = ranks[0]->Wait(absl::Seconds(120));
+  ASSERT_TRUE(exit.ok()) << "rank 0 hangs after its peer died";
+  EXPECT_EQ(*exit, 1);
+  const std::string err = ReadFile(Path("run.rank0.err")).value_or("");
+  EXPECT_THAT(err, HasSubstr("rank 0 of 2: "));
+  EXPECT_THAT(err, HasSubstr("restart them all with --resume=auto"));
+  ranks.clear();
+
+  std::vector<std::unique_ptr<Subprocess>> resumed = StartRanks("run", "--resume=auto");
+  ExpectBothSucceed(resumed, "run");
+  EXPECT_THAT(ReadFile(Path("run.rank0.err")).value_or(""), HasSubstr("resuming from"));
+  EXPECT_EQ(ResultSha("run"), ResultSha("reference"));
+}
+
+TEST_F(RankFailureTest, AFrozenRankFailsTheOtherWithinTheTimeout) {
+  std::vector<std::unique_ptr<Subprocess>> ranks = StartRanks("frozen");
+  ASSERT_EQ(ranks.size(), 2u);
+  WaitForStep("frozen", 15, *ranks[0]);
+  ASSERT_TRUE(ranks[1]->Signal(SIGSTOP).ok());
+  absl::StatusOr<int> exit = ranks[0]->Wait(absl::Seconds(120));  // --dist_timeout=8
+  ASSERT_TRUE(exit.ok()) << "rank 0 hangs behind a frozen peer";
+  EXPECT_EQ(*exit, 1);
+  EXPECT_THAT(ReadFile(Path("frozen.rank0.err")).value_or(""), HasSubstr("rank 0 of 2: "));
+  ranks[1]->Signal(SIGKILL).IgnoreError();
 }
 
 }  // namespace
