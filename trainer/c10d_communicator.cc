@@ -5,6 +5,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <unordered_map>
 
@@ -22,12 +23,19 @@ struct C10dCommunicator::State {
 
 namespace {
 
+constexpr int64_t kFirstBucketBytes = int64_t{1} << 20;  // PyTorch DDP's default
+
 class ReducerSync : public GradientSync {
  public:
   explicit ReducerSync(std::shared_ptr<c10d::Reducer> reducer) : reducer_(std::move(reducer)) {}
   absl::Status PrepareForBackward(const torch::Tensor& output) override {
-    return TorchCall("preparing the gradient all-reduce",
-                     [&] { reducer_->prepare_for_backward({output}); });
+    return TorchCall("preparing the gradient all-reduce", [&] {
+      // After the first backward, the buckets are rebuilt (once, agreed with
+      // rank 0) in the order the gradients actually became ready, so each
+      // bucket's all-reduce starts while backward computes the next.
+      reducer_->rebuild_buckets();
+      reducer_->prepare_for_backward({output});
+    });
   }
 
  private:
@@ -106,12 +114,20 @@ absl::StatusOr<std::unique_ptr<GradientSync>> C10dCommunicator::CreateGradientSy
   std::shared_ptr<c10d::Reducer> reducer;
   RETORT_RETURN_IF_ERROR(TorchCall("building the gradient buckets", [&] {
     const std::vector<bool> dense(parameters.size(), false);
+    // As PyTorch's DDP: a small first bucket (the last layers' gradients,
+    // ready first) so communication starts early, then buckets of
+    // `bucket_bytes`; listed last layer first, the order backward produces
+    // them in.
+    const int64_t first_bucket = std::min<int64_t>(bucket_bytes, kFirstBucketBytes);
     auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
-        parameters, {static_cast<size_t>(bucket_bytes)}, dense);
+        parameters, {static_cast<size_t>(first_bucket), static_cast<size_t>(bucket_bytes)},
+        dense);
+    std::reverse(buckets.begin(), buckets.end());
+    std::reverse(limits.begin(), limits.end());
     reducer = std::make_shared<c10d::Reducer>(
         parameters, buckets, limits, state_->group, dense, bucket_bytes,
         /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false,
-        std::unordered_map<size_t, std::string>(), /*first_bucket_bytes_cap=*/bucket_bytes);
+        std::unordered_map<size_t, std::string>(), first_bucket);
   }));
   return std::unique_ptr<GradientSync>(new ReducerSync(std::move(reducer)));
 }

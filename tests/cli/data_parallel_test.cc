@@ -88,6 +88,57 @@ TEST_F(DataParallelTest, TwoRanksUnderTorchrunMatchOneProcessWithTheSameGlobalBa
   EXPECT_EQ(result["steps"], 20);
 }
 
+// retort launch: a pool of two teacher servers and two distilling ranks,
+// all on this machine; the ranks find the pool through --teachers.
+TEST_F(DataParallelTest, LaunchStartsATeacherPoolAndTwoRanks) {
+  clitest::Result teacher = clitest::RunBinary(
+      RETORT_BINARY,
+      "train --arch=mlp --hidden=64 --epochs=1 --batch_size=50 --log_every_steps=0 --data_dir=" +
+          Path("data") + " --validation_size=50 --threads=1 --out_dir=" + Path("teacher"),
+      dir_);
+  ASSERT_EQ(teacher.exit_code, 0) << teacher.err;
+  clitest::Result launched = clitest::RunBinary(
+      RETORT_BINARY,
+      "launch --nproc=2 --launch_teachers=2 --teacher=" + Path("teacher/best.pt") +
+          " --launch_dir=" + Path("launch") +
+          " -- distill --arch=mlp --hidden=16 --epochs=2 --batch_size=50 --log_every_steps=1 "
+          "--data_dir=" + Path("data") + " --validation_size=50 --threads=1 --out_dir=" +
+          Path("student"),
+      dir_);
+  ASSERT_EQ(launched.exit_code, 0) << launched.err;
+  EXPECT_THAT(launched.err, HasSubstr("[launch] teacher 1 serving"));
+  EXPECT_THAT(launched.err, HasSubstr("2 ranks (c10d gloo)"));
+  EXPECT_THAT(launched.err, HasSubstr("[launch] all 2 ranks finished"));
+  nlohmann::json result = nlohmann::json::parse(*ReadFile(Path("student/result.json")));
+  EXPECT_EQ(result["steps"], 20);
+  EXPECT_TRUE(fs::exists(Path("launch/rank-1.log")));
+  EXPECT_TRUE(fs::exists(Path("student/checkpoints/ckpt-000000000020/training-rank1.pt")));
+
+  clitest::Result no_command = clitest::RunBinary(RETORT_BINARY, "launch --nproc=2", dir_);
+  EXPECT_EQ(no_command.exit_code, 1);
+  EXPECT_THAT(no_command.err, HasSubstr("needs the ranks' command after `--`"));
+  clitest::Result twice = clitest::RunBinary(
+      RETORT_BINARY, "launch --launch_teachers=1 --teacher=x -- distill --teachers=a:1", dir_);
+  EXPECT_THAT(twice.err, HasSubstr("drop --teachers=a:1"));
+}
+
+// retort bench ddp end to end on a tiny model (the figures themselves are
+// for docs/performance.md, not for tests).
+TEST_F(DataParallelTest, BenchDdpWritesItsReport) {
+  clitest::Result bench = clitest::RunBinary(
+      RETORT_BINARY,
+      "bench ddp --arch=mlp --hidden=16 --batch_size=20 --bench_steps=10 --validation_size=50 "
+      "--data_dir=" +
+          Path("data") + " --work_dir=" + Path("bench") + " --json_out=" + Path("ddp.json"),
+      dir_);
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  nlohmann::json report = nlohmann::json::parse(*ReadFile(Path("ddp.json")));
+  ASSERT_EQ(report["runs"].size(), 1u);
+  EXPECT_GT(report["runs"][0]["two_ranks_samples_per_second"].get<double>(), 0);
+  EXPECT_GE(report["median_communication_share"].get<double>(), 0);
+  EXPECT_LE(report["median_communication_share"].get<double>(), 1);
+}
+
 // Ranks started directly, the way Slurm's srun or a Kubernetes Indexed Job
 // starts them: no launcher agent that would tear the others down, so each
 // rank must notice a dead or frozen peer on its own.

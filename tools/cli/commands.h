@@ -14,7 +14,9 @@ struct Command {
   std::string name;
   std::string summary;
   std::vector<std::string> flags;  // shown by `retort help <name>`
-  absl::Status (*run)();
+  absl::Status (*run)() = nullptr;
+  // Commands that take a command line of their own after `--` (launch).
+  absl::Status (*run_with_args)(const std::vector<std::string>& args) = nullptr;
 };
 
 absl::Status RunTrain();
@@ -24,6 +26,8 @@ absl::Status RunDemo();
 absl::Status RunTeacherServe();
 absl::Status RunBench();
 absl::Status RunBenchPool();
+absl::Status RunBenchDdp();
+absl::Status RunLaunch(const std::vector<std::string>& args);
 
 // Every command, in the order `retort help` lists them.
 const std::vector<Command>& Commands();

@@ -59,7 +59,9 @@ ABSL_FLAG(std::string, backend, "auto",
           "environment): auto or gloo (c10d Gloo, CPU); nccl needs a CUDA LibTorch.");
 ABSL_FLAG(double, dist_timeout, 300,
           "Seconds a rank waits for the others (rendezvous, every collective) before failing.");
-ABSL_FLAG(int64_t, bucket_mb, 25, "Gradient all-reduce bucket size in MB.");
+ABSL_FLAG(double, bucket_mb, 25,
+          "Gradient all-reduce bucket size in MB (the first bucket is at most 1 MB, as in "
+          "PyTorch's DDP); fractions allowed for small models.");
 ABSL_FLAG(int64_t, grad_accum_steps, 1,
           "Split each rank's share of a step's batch into this many micro-batches, "
           "accumulating gradients (all-reduced once, during the last); saves activation "
@@ -349,11 +351,12 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   o.teacher_prefetch = absl::GetFlag(FLAGS_teacher_prefetch);
   o.crash_while_checkpointing_step = absl::GetFlag(FLAGS_testonly_crash_while_checkpointing_step);
-  const int64_t bucket_mb = absl::GetFlag(FLAGS_bucket_mb);
-  if (bucket_mb < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--bucket_mb must be >= 1, got ", bucket_mb));
+  const double bucket_mb = absl::GetFlag(FLAGS_bucket_mb);
+  if (!(bucket_mb >= 0.01 && bucket_mb <= 4096)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--bucket_mb must be in [0.01, 4096], got ", bucket_mb));
   }
-  o.bucket_bytes = bucket_mb << 20;
+  o.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
   o.accumulation_steps = absl::GetFlag(FLAGS_grad_accum_steps);
   o.overwrite = absl::GetFlag(FLAGS_overwrite);
   o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);

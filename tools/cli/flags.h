@@ -58,6 +58,8 @@ extern const std::vector<std::string> kRemoteTeacherFlags;  // --teacher_address
 extern const std::vector<std::string> kTeacherServeFlags;   // retort teacher serve
 extern const std::vector<std::string> kBenchFlags;          // retort bench serve
 extern const std::vector<std::string> kBenchPoolFlags;      // retort bench pool
+extern const std::vector<std::string> kBenchDdpFlags;       // retort bench ddp
+extern const std::vector<std::string> kLaunchFlags;         // retort launch
 
 // Sets LibTorch's intra-op thread count from --threads (0: all cores).
 absl::Status ApplyThreadsFlag();

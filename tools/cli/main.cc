@@ -60,6 +60,14 @@ const std::vector<Command>& Commands() {
        "Benchmark distillation against a teacher pool: student samples/s vs hard labels and "
        "the in-process teacher, prefetch on/off, stall per step, failover times.",
        kBenchPoolFlags, &RunBenchPool},
+      {"bench ddp",
+       "Benchmark data-parallel ranks: 2 ranks vs 1 rank samples/s on this machine and the "
+       "share of step time spent communicating.",
+       kBenchDdpFlags, &RunBenchDdp},
+      {"launch",
+       "Start a teacher pool and --nproc trainer ranks on this machine: retort launch "
+       "[flags] -- distill [flags].",
+       kLaunchFlags, nullptr, &RunLaunch},
   };
   return *commands;
 }
@@ -151,12 +159,17 @@ int main(int argc, char** argv) {
   for (int i = 1 + words; i < argc; ++i) args.push_back(argv[i]);
   std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  if (positional.size() > 1) {
+  absl::Status status;
+  if (command->run_with_args != nullptr) {
+    // Everything after `--` is the command it runs.
+    status = command->run_with_args(std::vector<std::string>(positional.begin() + 1, positional.end()));
+  } else if (positional.size() > 1) {
     std::fprintf(stderr, "retort %s: unexpected argument '%s'; flags look like --name=value\n",
                  command->name.c_str(), positional[1]);
     return 2;
+  } else {
+    status = command->run();
   }
-  absl::Status status = command->run();
   if (!status.ok()) {
     std::fprintf(stderr, "retort %s: error: %s\n", command->name.c_str(),
                  std::string(status.message()).c_str());
