@@ -1,9 +1,7 @@
 #include "trainer/c10d_communicator.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -12,13 +10,14 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
+#include "trainer/c10d_compat.h"
 
 namespace retort::trainer {
 
 struct C10dCommunicator::State {
   Rendezvous rendezvous;
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
 };
 
 namespace {
@@ -65,8 +64,10 @@ absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(const
     const std::string host =
         options.interface_host.empty() ? r.master_addr : options.interface_host;
     group_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
-    state->group = c10::make_intrusive<c10d::ProcessGroupGloo>(state->store, r.rank, r.world_size,
-                                                               group_options);
+    state->group = c10d_compat::GlooProcessGroup(
+        state->store, r.rank, r.world_size,
+        c10::make_intrusive<c10d::ProcessGroupGloo>(state->store, r.rank, r.world_size,
+                                                    group_options));
   });
   if (!joined.ok()) {
     return absl::UnavailableError(absl::StrCat(
@@ -124,10 +125,8 @@ absl::StatusOr<std::unique_ptr<GradientSync>> C10dCommunicator::CreateGradientSy
         dense);
     std::reverse(buckets.begin(), buckets.end());
     std::reverse(limits.begin(), limits.end());
-    reducer = std::make_shared<c10d::Reducer>(
-        parameters, buckets, limits, state_->group, dense, bucket_bytes,
-        /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false,
-        std::unordered_map<size_t, std::string>(), first_bucket);
+    reducer = c10d_compat::MakeReducer(parameters, buckets, limits, state_->group, bucket_bytes,
+                                       first_bucket);
   }));
   return std::unique_ptr<GradientSync>(new ReducerSync(std::move(reducer)));
 }
