@@ -27,10 +27,25 @@ def fail(message):
 
 def containers(doc):
     spec = doc.get("spec", {})
-    template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template")
-    if not template:
-        return []
-    return template.get("spec", {}).get("containers", [])
+    templates = [spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template")]
+    # Kubeflow's PyTorchJob: one template per replica type.
+    for replica in spec.get("pytorchReplicaSpecs", {}).values():
+        templates.append(replica.get("template"))
+    return [c for t in templates if t for c in t.get("spec", {}).get("containers", [])]
+
+
+def check_launcher(f, c):
+    """A container whose command starts ranks must do it through torchrun
+    running the retort binary itself (--no_python)."""
+    command = " ".join(c.get("command", []))
+    if not command:
+        return
+    if "torch.distributed.run" not in command and "torchrun" not in command:
+        fail(f"{f}: container {c['name']} runs `{command}`, not torchrun")
+    if "--no_python" not in command and "--no-python" not in command:
+        fail(f"{f}: torchrun in container {c['name']} needs --no_python to run retort")
+    if not re.search(r"(^|\s)retort($|\s)", command):
+        fail(f"{f}: torchrun in container {c['name']} does not start retort")
 
 
 def main():
@@ -53,6 +68,7 @@ def main():
         for c in containers(doc):
             if not c.get("image", "").startswith("retort"):
                 continue
+            check_launcher(f, c)
             args = c.get("args", [])
             words = args[:2] if args and args[0] in TWO_WORD else args[:1]
             command = " ".join(words)
