@@ -18,7 +18,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev zlib1g-dev libssl-dev
   dataset-fashion-mnist
-  openssl prometheus yamllint python3-torch
+  openssl prometheus yamllint python3-torch slurm-wlm munge
 )
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
