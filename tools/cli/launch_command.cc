@@ -1,8 +1,9 @@
 // retort launch: a teacher pool and W trainer ranks on this machine, the
 // way a cluster launcher would start them.
 //
-//   retort launch --nproc=2 --launch_teachers=2 --teacher=teacher.pt \
+//   retort launch --nproc=2 --launch_teachers=2 --teacher=teacher.pt
 //       -- distill --epochs=5 --out_dir=runs/student
+//   (one command line)
 //
 // Starts --launch_teachers `retort teacher serve` processes on loopback
 // (serving --teacher), waits until each is SERVING, then --nproc ranks of
