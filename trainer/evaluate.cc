@@ -2,6 +2,7 @@
 
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
 #include "common/torch_status.h"
 
 namespace retort::trainer {
@@ -16,16 +17,26 @@ nlohmann::json EvalResult::ToJson() const {
 
 absl::StatusOr<EvalResult> Evaluate(models::Classifier& model, const data::Dataset& dataset,
                                     int64_t batch_size) {
+  return EvaluateRange(model, dataset, 0, dataset.size(), batch_size);
+}
+
+absl::StatusOr<EvalResult> EvaluateRange(models::Classifier& model, const data::Dataset& dataset,
+                                         int64_t first, int64_t last, int64_t batch_size) {
+  if (first < 0 || first > last || last > dataset.size() || batch_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot evaluate examples [", first, ", ", last,
+                                                   ") of ", dataset.size(), " in batches of ",
+                                                   batch_size));
+  }
   return TorchCall("evaluating", [&] {
     const bool was_training = model.is_training();
     model.eval();
     torch::InferenceMode guard;
     EvalResult result;
     double loss_sum = 0;
-    const int64_t n = dataset.size();
+    const int64_t n = last - first;
     std::vector<int64_t> indices;
-    for (int64_t start = 0; start < n; start += batch_size) {
-      const int64_t end = std::min(n, start + batch_size);
+    for (int64_t start = first; start < last; start += batch_size) {
+      const int64_t end = std::min(last, start + batch_size);
       indices.resize(static_cast<size_t>(end - start));
       std::iota(indices.begin(), indices.end(), start);
       data::Batch batch = dataset.GetBatch(indices);

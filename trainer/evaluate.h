@@ -29,6 +29,10 @@ struct EvalResult {
 absl::StatusOr<EvalResult> Evaluate(models::Classifier& model, const data::Dataset& dataset,
                                     int64_t batch_size = 1000);
 
+// The same over examples [begin, end) of `dataset` (one rank's share).
+absl::StatusOr<EvalResult> EvaluateRange(models::Classifier& model, const data::Dataset& dataset,
+                                         int64_t begin, int64_t end, int64_t batch_size = 1000);
+
 }  // namespace retort::trainer
 
 #endif  // RETORT_TRAINER_EVALUATE_H_

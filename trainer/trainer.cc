@@ -371,8 +371,28 @@ absl::Status Trainer::WriteCheckpoint() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<EvalResult> Trainer::EvaluateValidation() {
+  if (world_size_ == 1) return Evaluate(*model_, *validation_);
+  const int64_t n = validation_->size();
+  RETORT_ASSIGN_OR_RETURN(EvalResult mine,
+                          EvaluateRange(*model_, *validation_, n * rank_ / world_size_,
+                                        n * (rank_ + 1) / world_size_));
+  torch::Tensor sums = torch::tensor({static_cast<double>(mine.examples),
+                                      static_cast<double>(mine.correct),
+                                      mine.mean_loss * static_cast<double>(mine.examples)},
+                                     torch::kFloat64);
+  RETORT_RETURN_IF_ERROR(options_.communicator->AllReduceMean({sums}));
+  sums.mul_(world_size_);
+  const auto v = sums.accessor<double, 1>();
+  EvalResult all;
+  all.examples = std::llround(v[0]);
+  all.correct = std::llround(v[1]);
+  all.mean_loss = all.examples > 0 ? v[2] / static_cast<double>(all.examples) : 0.0;
+  return all;
+}
+
 absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
-  RETORT_ASSIGN_OR_RETURN(EvalResult validation, Evaluate(*model_, *validation_));
+  RETORT_ASSIGN_OR_RETURN(EvalResult validation, EvaluateValidation());
   state_.last_validation = validation.ToJson();
   const bool best = validation.accuracy() > state_.best_validation_accuracy;
   if (best) {
@@ -550,7 +570,7 @@ absl::StatusOr<TrainResult> Trainer::RunSteps() {
   result.epochs = state_.step / batches;
   result.best_validation_accuracy = state_.best_validation_accuracy;
   result.best_epoch = state_.best_epoch;
-  RETORT_ASSIGN_OR_RETURN(result.final_validation, Evaluate(*model_, *validation_));
+  RETORT_ASSIGN_OR_RETURN(result.final_validation, EvaluateValidation());
   result.train_seconds = state_.train_seconds;
   const int64_t samples = (state_.step - start_step) * options_.batch_size;
   result.samples_per_second = work_seconds > 0 ? static_cast<double>(samples) / work_seconds : 0;

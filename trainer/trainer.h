@@ -139,6 +139,9 @@ class Trainer {
   // when the teacher's answer is an error.
   absl::Status TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed);
   absl::Status EndEpoch(int64_t epoch, double epoch_seconds);
+  // The validation set, each rank evaluating its 1/W of it and the counts
+  // summed over the ranks (a collective).
+  absl::StatusOr<EvalResult> EvaluateValidation();
   absl::Status WriteCheckpoint();
   // INTERNAL unless this rank's parameters equal rank 0's (a checksum of
   // each tensor, compared bit for bit). A collective.

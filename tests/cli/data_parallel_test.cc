@@ -86,6 +86,13 @@ TEST_F(DataParallelTest, TwoRanksUnderTorchrunMatchOneProcessWithTheSameGlobalBa
   }
   nlohmann::json result = nlohmann::json::parse(*ReadFile(Path("two/result.json")));
   EXPECT_EQ(result["steps"], 20);
+  // Each rank evaluated half the validation set; the counts are summed.
+  nlohmann::json alone_result = nlohmann::json::parse(*ReadFile(Path("one/result.json")));
+  EXPECT_EQ(result["final_validation"]["examples"], 50);
+  EXPECT_NEAR(result["final_validation"]["accuracy"].get<double>(),
+              alone_result["final_validation"]["accuracy"].get<double>(), 0.021);
+  EXPECT_NEAR(result["final_validation"]["loss"].get<double>(),
+              alone_result["final_validation"]["loss"].get<double>(), 1e-3);
 }
 
 // retort launch: a pool of two teacher servers and two distilling ranks,
