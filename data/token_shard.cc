@@ -45,8 +45,9 @@ uint32_t Crc(uint32_t crc, const unsigned char* data, size_t n) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TokenShardWriter>> TokenShardWriter::Create(const std::string& path,
-                                                                          uint32_t vocab_size) {
-  if (vocab_size == 0) return absl::InvalidArgumentError("a token shard needs a vocabulary size > 0");
+                                                                           uint32_t vocab_size) {
+  if (vocab_size == 0)
+    return absl::InvalidArgumentError("a token shard needs a vocabulary size > 0");
   std::unique_ptr<TokenShardWriter> w(new TokenShardWriter());
   w->path_ = path;
   w->temp_path_ = absl::StrCat(path, ".tmp.", ::getpid());
@@ -77,15 +78,17 @@ absl::Status TokenShardWriter::Append(absl::Span<const uint32_t> tokens) {
   std::vector<unsigned char> bytes(tokens.size() * width_);
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] >= vocab_size_) {
-      return absl::InvalidArgumentError(absl::StrCat("token ", tokens[i], " at position ", count_ + i,
-                                                     " is outside the vocabulary of ", vocab_size_));
+      return absl::InvalidArgumentError(absl::StrCat("token ", tokens[i], " at position ",
+                                                     count_ + i, " is outside the vocabulary of ",
+                                                     vocab_size_));
     }
     for (uint32_t b = 0; b < width_; ++b) {
       bytes[i * width_ + b] = static_cast<unsigned char>(tokens[i] >> (8 * b));
     }
   }
   if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size()) {
-    return absl::DataLossError(absl::StrCat("writing ", temp_path_, " failed: ", std::strerror(errno)));
+    return absl::DataLossError(
+        absl::StrCat("writing ", temp_path_, " failed: ", std::strerror(errno)));
   }
   crc_ = Crc(crc_, bytes.data(), bytes.size());
   count_ += tokens.size();
@@ -108,12 +111,13 @@ absl::Status TokenShardWriter::Finish() {
   file_ = nullptr;
   if (!ok || !closed) {
     std::remove(temp_path_.c_str());
-    return absl::DataLossError(absl::StrCat("writing ", temp_path_, " failed: ", std::strerror(errno)));
+    return absl::DataLossError(
+        absl::StrCat("writing ", temp_path_, " failed: ", std::strerror(errno)));
   }
   if (std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
     std::remove(temp_path_.c_str());
-    return absl::DataLossError(absl::StrCat("renaming ", temp_path_, " to ", path_, ": ",
-                                            std::strerror(errno)));
+    return absl::DataLossError(
+        absl::StrCat("renaming ", temp_path_, " to ", path_, ": ", std::strerror(errno)));
   }
   const size_t slash = path_.rfind('/');
   return SyncPath(slash == std::string::npos ? "." : path_.substr(0, slash));
@@ -126,7 +130,8 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
   };
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat("cannot open token shard ", path, ": ", std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("cannot open token shard ", path, ": ", std::strerror(errno)));
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -140,7 +145,8 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
-  if (map == MAP_FAILED) return absl::InternalError(absl::StrCat("mmap ", path, ": ", std::strerror(errno)));
+  if (map == MAP_FAILED)
+    return absl::InternalError(absl::StrCat("mmap ", path, ": ", std::strerror(errno)));
   std::unique_ptr<TokenShard> shard(new TokenShard());
   shard->path_ = path;
   shard->map_ = static_cast<const unsigned char*>(map);
@@ -149,9 +155,9 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
   if (std::memcmp(h, kTokenShardMagic, 8) != 0) return bad("wrong magic (not RTTOKENS)");
   const uint32_t version = GetU32(h + 8);
   if (version != kTokenShardVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, ": token shard version ", version, " is not supported (this build reads version ",
-        kTokenShardVersion, ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": token shard version ", version,
+                     " is not supported (this build reads version ", kTokenShardVersion, ")"));
   }
   shard->width_ = GetU32(h + 12);
   if (shard->width_ != 2 && shard->width_ != 4) {
@@ -163,7 +169,8 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
   const uint64_t payload = size - kTokenShardHeaderBytes;
   if (shard->count_ > payload / shard->width_ || shard->count_ * shard->width_ != payload) {
     return bad(absl::StrCat("the header says ", shard->count_, " tokens of ", shard->width_,
-                            " bytes but the file holds ", payload, " bytes of tokens (truncated?)"));
+                            " bytes but the file holds ", payload,
+                            " bytes of tokens (truncated?)"));
   }
   const uint32_t crc =
       Crc(static_cast<uint32_t>(crc32(0, nullptr, 0)), h + kTokenShardHeaderBytes, payload);
@@ -188,8 +195,8 @@ uint32_t TokenShard::at(uint64_t i) const {
 
 absl::StatusOr<std::vector<int64_t>> TokenShard::Read(uint64_t begin, uint64_t n) const {
   if (begin > count_ || n > count_ - begin) {
-    return absl::OutOfRangeError(absl::StrCat("tokens [", begin, ", ", begin + n, ") of ", path_,
-                                              " which holds ", count_));
+    return absl::OutOfRangeError(
+        absl::StrCat("tokens [", begin, ", ", begin + n, ") of ", path_, " which holds ", count_));
   }
   std::vector<int64_t> out(n);
   for (uint64_t i = 0; i < n; ++i) out[i] = at(begin + i);

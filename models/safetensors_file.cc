@@ -81,7 +81,9 @@ absl::StatusOr<NamedTensors> ReadSafetensors(const std::string& path) {
                   static_cast<size_t>(e.end - e.begin));
     }
     if (e.dtype == SafetensorsDtype::kBool &&
-        !torch::logical_or(t.view(torch::kUInt8) == 0, t.view(torch::kUInt8) == 1).all().item<bool>()) {
+        !torch::logical_or(t.view(torch::kUInt8) == 0, t.view(torch::kUInt8) == 1)
+             .all()
+             .item<bool>()) {
       return absl::DataLossError(
           absl::StrCat(path, ": tensor '", e.name, "' is BOOL but holds bytes other than 0 and 1"));
     }

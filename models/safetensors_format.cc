@@ -18,11 +18,11 @@ struct DtypeInfo {
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {SafetensorsDtype::kF64, "F64", 8},  {SafetensorsDtype::kF32, "F32", 4},
-    {SafetensorsDtype::kF16, "F16", 2},  {SafetensorsDtype::kBF16, "BF16", 2},
-    {SafetensorsDtype::kI64, "I64", 8},  {SafetensorsDtype::kI32, "I32", 4},
-    {SafetensorsDtype::kI16, "I16", 2},  {SafetensorsDtype::kI8, "I8", 1},
-    {SafetensorsDtype::kU8, "U8", 1},    {SafetensorsDtype::kBool, "BOOL", 1},
+    {SafetensorsDtype::kF64, "F64", 8}, {SafetensorsDtype::kF32, "F32", 4},
+    {SafetensorsDtype::kF16, "F16", 2}, {SafetensorsDtype::kBF16, "BF16", 2},
+    {SafetensorsDtype::kI64, "I64", 8}, {SafetensorsDtype::kI32, "I32", 4},
+    {SafetensorsDtype::kI16, "I16", 2}, {SafetensorsDtype::kI8, "I8", 1},
+    {SafetensorsDtype::kU8, "U8", 1},   {SafetensorsDtype::kBool, "BOOL", 1},
 };
 
 const DtypeInfo& Info(SafetensorsDtype dtype) {
@@ -60,8 +60,8 @@ int SafetensorsDtypeSize(SafetensorsDtype dtype) { return Info(dtype).size; }
 absl::StatusOr<SafetensorsIndex> ParseSafetensorsHeader(absl::string_view prefix,
                                                         uint64_t file_size) {
   if (file_size < 8 || prefix.size() < 8) {
-    return Bad(absl::StrCat("the file has ", file_size,
-                            " bytes, fewer than the 8-byte header length"));
+    return Bad(
+        absl::StrCat("the file has ", file_size, " bytes, fewer than the 8-byte header length"));
   }
   uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) {
@@ -109,7 +109,8 @@ absl::StatusOr<SafetensorsIndex> ParseSafetensorsHeader(absl::string_view prefix
         ParseSafetensorsDtype(value["dtype"].get<std::string>());
     if (!dtype.ok()) return Bad(where + std::string(dtype.status().message()));
     entry.dtype = *dtype;
-    if (!value.contains("shape") || !value["shape"].is_array()) return Bad(where + "no shape array");
+    if (!value.contains("shape") || !value["shape"].is_array())
+      return Bad(where + "no shape array");
     uint64_t elements = 1;
     for (const nlohmann::json& d : value["shape"]) {
       if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0)) {
@@ -122,8 +123,8 @@ absl::StatusOr<SafetensorsIndex> ParseSafetensorsHeader(absl::string_view prefix
       }
       entry.shape.push_back(static_cast<int64_t>(extent));
     }
-    const nlohmann::json& offsets = value.contains("data_offsets") ? value["data_offsets"]
-                                                                   : nlohmann::json();
+    const nlohmann::json& offsets =
+        value.contains("data_offsets") ? value["data_offsets"] : nlohmann::json();
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
         !offsets[1].is_number_unsigned()) {
       return Bad(where + "data_offsets is not [begin, end] of non-negative integers");
@@ -137,8 +138,8 @@ absl::StatusOr<SafetensorsIndex> ParseSafetensorsHeader(absl::string_view prefix
     uint64_t bytes = 0;
     if (!MulOk(elements, static_cast<uint64_t>(SafetensorsDtypeSize(entry.dtype)), &bytes) ||
         bytes != entry.end - entry.begin) {
-      return Bad(absl::StrCat(where, "shape and dtype need ", bytes, " bytes but data_offsets span ",
-                              entry.end - entry.begin));
+      return Bad(absl::StrCat(where, "shape and dtype need ", bytes,
+                              " bytes but data_offsets span ", entry.end - entry.begin));
     }
     index.tensors.push_back(std::move(entry));
   }
@@ -149,9 +150,9 @@ absl::StatusOr<SafetensorsIndex> ParseSafetensorsHeader(absl::string_view prefix
   uint64_t next = 0;
   for (const SafetensorsEntry& t : index.tensors) {
     if (t.begin != next) {
-      return Bad(absl::StrCat("tensor '", t.name, "' starts at byte ", t.begin, " of the data but ",
-                              t.begin < next ? "the previous tensor ends at " : "there is a hole from ",
-                              next));
+      return Bad(absl::StrCat(
+          "tensor '", t.name, "' starts at byte ", t.begin, " of the data but ",
+          t.begin < next ? "the previous tensor ends at " : "there is a hole from ", next));
     }
     next = t.end;
   }
@@ -189,7 +190,8 @@ absl::StatusOr<std::string> SerializeSafetensorsHeader(
   json.append((8 - json.size() % 8) % 8, ' ');
   std::string out(8, '\0');
   uint64_t n = json.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
   return out + json;
 }
 

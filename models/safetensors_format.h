@@ -22,8 +22,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
 
@@ -45,7 +45,7 @@ struct SafetensorsEntry {
 };
 
 struct SafetensorsIndex {
-  uint64_t data_start = 0;  // 8 + header length: where the data region begins
+  uint64_t data_start = 0;                // 8 + header length: where the data region begins
   std::vector<SafetensorsEntry> tensors;  // in data order
   std::map<std::string, std::string> metadata;
 };

@@ -64,10 +64,10 @@ absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(const
     const std::string host =
         options.interface_host.empty() ? r.master_addr : options.interface_host;
     group_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
-    state->group = c10d_compat::GlooProcessGroup(
-        state->store, r.rank, r.world_size,
-        c10::make_intrusive<c10d::ProcessGroupGloo>(state->store, r.rank, r.world_size,
-                                                    group_options));
+    state->group =
+        c10d_compat::GlooProcessGroup(state->store, r.rank, r.world_size,
+                                      c10::make_intrusive<c10d::ProcessGroupGloo>(
+                                          state->store, r.rank, r.world_size, group_options));
   });
   if (!joined.ok()) {
     return absl::UnavailableError(absl::StrCat(
@@ -121,8 +121,7 @@ absl::StatusOr<std::unique_ptr<GradientSync>> C10dCommunicator::CreateGradientSy
     // them in.
     const int64_t first_bucket = std::min<int64_t>(bucket_bytes, kFirstBucketBytes);
     auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
-        parameters, {static_cast<size_t>(first_bucket), static_cast<size_t>(bucket_bytes)},
-        dense);
+        parameters, {static_cast<size_t>(first_bucket), static_cast<size_t>(bucket_bytes)}, dense);
     std::reverse(buckets.begin(), buckets.end());
     std::reverse(limits.begin(), limits.end());
     reducer = c10d_compat::MakeReducer(parameters, buckets, limits, state_->group, bucket_bytes,

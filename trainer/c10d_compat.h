@@ -11,9 +11,9 @@
 #ifndef RETORT_TRAINER_C10D_COMPAT_H_
 #define RETORT_TRAINER_C10D_COMPAT_H_
 
+#include <torch/version.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
-#include <torch/version.h>
 
 #include <memory>
 #include <string>

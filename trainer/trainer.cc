@@ -63,8 +63,8 @@ absl::Status TrainerOptions::Validate() const {
         keep_checkpoints));
   }
   if (accumulation_steps < 1 || accumulation_steps > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--grad_accum_steps must be in [1, 1024], got ", accumulation_steps));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--grad_accum_steps must be in [1, 1024], got ", accumulation_steps));
   }
   if (teacher_prefetch < 0 || teacher_prefetch > 64) {
     return absl::InvalidArgumentError(
@@ -124,10 +124,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                                                    " ranks (it is the global batch)"));
   }
   if (o.batch_size / t->world_size_ < o.accumulation_steps) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--grad_accum_steps=", o.accumulation_steps, " splits each rank's ",
-        o.batch_size / t->world_size_, " rows of a step into more micro-batches than rows; "
-        "lower it or raise --batch_size"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--grad_accum_steps=", o.accumulation_steps, " splits each rank's ",
+                     o.batch_size / t->world_size_,
+                     " rows of a step into more micro-batches than rows; "
+                     "lower it or raise --batch_size"));
   }
   RETORT_ASSIGN_OR_RETURN(t->model_, models::CreateClassifier(o.model, o.seed));
   if (t->world_size_ > 1) {
@@ -280,8 +281,8 @@ absl::Status Trainer::TrainStep(BatchPipeline::Prepared& prepared, bool* teacher
       return micro == 1 || !t.defined() ? t : t.slice(0, begin, end);
     };
     torch::Tensor output = model_->forward(rows_of(prepared.inputs));
-    LossTerms terms = DistillationLoss(output, rows_of(teacher_log_probs),
-                                       rows_of(prepared.labels), options_.loss);
+    LossTerms terms = DistillationLoss(output, rows_of(teacher_log_probs), rows_of(prepared.labels),
+                                       options_.loss);
     const double share = static_cast<double>(end - begin) / static_cast<double>(rows);
     torch::Tensor objective = micro == 1 ? terms.total : terms.total * share;
     // Only the last micro-batch's backward all-reduces; the others
@@ -374,13 +375,13 @@ absl::Status Trainer::WriteCheckpoint() {
 absl::StatusOr<EvalResult> Trainer::EvaluateValidation() {
   if (world_size_ == 1) return Evaluate(*model_, *validation_);
   const int64_t n = validation_->size();
-  RETORT_ASSIGN_OR_RETURN(EvalResult mine,
-                          EvaluateRange(*model_, *validation_, n * rank_ / world_size_,
-                                        n * (rank_ + 1) / world_size_));
-  torch::Tensor sums = torch::tensor({static_cast<double>(mine.examples),
-                                      static_cast<double>(mine.correct),
-                                      mine.mean_loss * static_cast<double>(mine.examples)},
-                                     torch::kFloat64);
+  RETORT_ASSIGN_OR_RETURN(
+      EvalResult mine,
+      EvaluateRange(*model_, *validation_, n * rank_ / world_size_, n * (rank_ + 1) / world_size_));
+  torch::Tensor sums =
+      torch::tensor({static_cast<double>(mine.examples), static_cast<double>(mine.correct),
+                     mine.mean_loss * static_cast<double>(mine.examples)},
+                    torch::kFloat64);
   RETORT_RETURN_IF_ERROR(options_.communicator->AllReduceMean({sums}));
   sums.mul_(world_size_);
   const auto v = sums.accessor<double, 1>();
@@ -424,9 +425,9 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
                  "[%s] epoch %lld/%lld | train loss %.4f | val acc %.4f (%lld errors)%s | "
                  "%.0f samples/s\n",
                  options_.label.c_str(), static_cast<long long>(epoch) + 1,
-                 static_cast<long long>(options_.epochs), means.loss,
-                 validation.accuracy(), static_cast<long long>(validation.errors()),
-                 best ? " best" : "", samples_per_second);
+                 static_cast<long long>(options_.epochs), means.loss, validation.accuracy(),
+                 static_cast<long long>(validation.errors()), best ? " best" : "",
+                 samples_per_second);
   state_.epoch_loss_sum = state_.epoch_soft_sum = state_.epoch_hard_sum = 0;
   state_.epoch_steps = 0;
   RETORT_RETURN_IF_ERROR(WriteCheckpoint());
@@ -460,12 +461,13 @@ absl::StatusOr<Trainer::EpochMeans> Trainer::AggregateEpochMeans() {
                    .step_loss = last_step_loss_,
                    .teacher_wait_ms = 1e3 * last_teacher_wait_};
   if (world_size_ == 1) return means;
-  torch::Tensor values = torch::tensor(
-      {means.loss, means.hard, means.soft, means.step_loss, means.teacher_wait_ms}, torch::kFloat64);
+  torch::Tensor values =
+      torch::tensor({means.loss, means.hard, means.soft, means.step_loss, means.teacher_wait_ms},
+                    torch::kFloat64);
   RETORT_RETURN_IF_ERROR(options_.communicator->AllReduceMean({values}));
   const auto v = values.accessor<double, 1>();
-  return EpochMeans{.loss = v[0], .hard = v[1], .soft = v[2], .step_loss = v[3],
-                    .teacher_wait_ms = v[4]};
+  return EpochMeans{
+      .loss = v[0], .hard = v[1], .soft = v[2], .step_loss = v[3], .teacher_wait_ms = v[4]};
 }
 
 absl::StatusOr<TrainResult> Trainer::Run() {

@@ -109,8 +109,8 @@ TEST_F(DataParallelTest, LaunchStartsATeacherPoolAndTwoRanks) {
       "launch --nproc=2 --launch_teachers=2 --teacher=" + Path("teacher/best.pt") +
           " --launch_dir=" + Path("launch") +
           " -- distill --arch=mlp --hidden=16 --epochs=2 --batch_size=50 --log_every_steps=1 "
-          "--data_dir=" + Path("data") + " --validation_size=50 --threads=1 --out_dir=" +
-          Path("student"),
+          "--data_dir=" +
+          Path("data") + " --validation_size=50 --threads=1 --out_dir=" + Path("student"),
       dir_);
   ASSERT_EQ(launched.exit_code, 0) << launched.err;
   EXPECT_THAT(launched.err, HasSubstr("[launch] teacher 1 serving"));
@@ -157,15 +157,18 @@ class RankFailureTest : public DataParallelTest {
            "--log_every_steps=1 --checkpoint_every_steps=10 --dist_timeout=8 --data_dir=" +
            Path("data") + " --validation_size=50 --threads=1 --out_dir=" + Path(out);
   }
-  std::vector<std::unique_ptr<Subprocess>> StartRanks(const std::string& out, const std::string& extra = "") {
+  std::vector<std::unique_ptr<Subprocess>> StartRanks(const std::string& out,
+                                                      const std::string& extra = "") {
     const int port = FreePort();
     std::vector<std::unique_ptr<Subprocess>> ranks;
     for (int rank = 0; rank < 2; ++rank) {
       Subprocess::Options o;
-      o.argv = {"/bin/sh", "-c", "exec " + std::string(RETORT_BINARY) + " " + Args(out) + " " + extra};
-      o.env_overrides = {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)},
-                         {"RANK", std::to_string(rank)}, {"WORLD_SIZE", "2"},
-                         {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", "2"}};
+      o.argv = {"/bin/sh", "-c",
+                "exec " + std::string(RETORT_BINARY) + " " + Args(out) + " " + extra};
+      o.env_overrides = {
+          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", std::to_string(port)},
+          {"RANK", std::to_string(rank)},       {"WORLD_SIZE", "2"},
+          {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", "2"}};
       o.stderr_path = Path(out + ".rank" + std::to_string(rank) + ".err");
       o.stdout_path = Path(out + ".rank" + std::to_string(rank) + ".out");
       absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start(o);
@@ -200,7 +203,8 @@ class RankFailureTest : public DataParallelTest {
     for (int rank = 0; rank < 2; ++rank) {
       absl::StatusOr<int> exit = ranks[rank]->Wait(absl::Seconds(300));
       ASSERT_TRUE(exit.ok()) << exit.status();
-      EXPECT_EQ(*exit, 0) << ReadFile(Path(out + ".rank" + std::to_string(rank) + ".err")).value_or("");
+      EXPECT_EQ(*exit, 0)
+          << ReadFile(Path(out + ".rank" + std::to_string(rank) + ".err")).value_or("");
     }
   }
 };

@@ -66,7 +66,8 @@ TEST_F(TokenShardTest, RejectsDamagedFilesWithTheReason) {
   const std::string good = *ReadFile(Write("good.tokens", 100, {1, 2, 3, 4, 99}));
   ASSERT_TRUE(OpenError(good).ok());
   EXPECT_THAT(OpenError(good.substr(0, good.size() - 1)).message(), HasSubstr("truncated"));
-  EXPECT_THAT(OpenError(good.substr(0, 20)).message(), HasSubstr("shorter than the 32-byte header"));
+  EXPECT_THAT(OpenError(good.substr(0, 20)).message(),
+              HasSubstr("shorter than the 32-byte header"));
   std::string magic = good;
   magic[0] = 'X';
   EXPECT_THAT(OpenError(magic).message(), HasSubstr("wrong magic"));
@@ -85,7 +86,8 @@ TEST_F(TokenShardTest, RejectsDamagedFilesWithTheReason) {
   vocab[24] = 50;
   const absl::Status outside = OpenError(vocab);
   EXPECT_EQ(outside.code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(outside.message(), HasSubstr("token 99 at position 4 is outside the vocabulary of 50"));
+  EXPECT_THAT(outside.message(),
+              HasSubstr("token 99 at position 4 is outside the vocabulary of 50"));
   EXPECT_THAT(outside.message(), HasSubstr("bad.tokens: not a valid token shard"));
   EXPECT_EQ(TokenShard::Open(Path("missing")).status().code(), absl::StatusCode::kNotFound);
 

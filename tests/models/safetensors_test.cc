@@ -89,15 +89,19 @@ TEST_F(SafetensorsTest, MatchesAnIndependentReferenceBothWays) {
   if (std::system("/usr/bin/python3 -c 'import torch' 2>/dev/null") != 0) {
     GTEST_SKIP() << "Debian's python3-torch is not installed";
   }
-  const std::string script = std::string(RETORT_SOURCE_DIR) + "/tests/models/safetensors_reference.py";
-  ASSERT_EQ(std::system(("/usr/bin/python3 " + script + " write " + Path("ref.safetensors")).c_str()), 0);
+  const std::string script =
+      std::string(RETORT_SOURCE_DIR) + "/tests/models/safetensors_reference.py";
+  ASSERT_EQ(
+      std::system(("/usr/bin/python3 " + script + " write " + Path("ref.safetensors")).c_str()), 0);
   absl::StatusOr<NamedTensors> read = ReadSafetensors(Path("ref.safetensors"));
   ASSERT_TRUE(read.ok()) << read.status();
   ExpectSame(Reference(), *read);
   EXPECT_EQ(read->metadata.at("source"), "reference");
 
   ASSERT_TRUE(WriteSafetensors(Path("ours.safetensors"), Reference()).ok());
-  EXPECT_EQ(std::system(("/usr/bin/python3 " + script + " check " + Path("ours.safetensors")).c_str()), 0);
+  EXPECT_EQ(
+      std::system(("/usr/bin/python3 " + script + " check " + Path("ours.safetensors")).c_str()),
+      0);
 }
 
 TEST_F(SafetensorsTest, RejectsHostileFilesWithTheReason) {
@@ -125,26 +129,30 @@ TEST_F(SafetensorsTest, RejectsHostileFilesWithTheReason) {
               HasSubstr("fall outside"));
   // Overlapping tensors, and a hole between tensors.
   EXPECT_THAT(ParseError(Hostile(R"({"a":{)" + f32 + R"(,"data_offsets":[0,8]},"b":{)" + f32 +
-                                 R"(,"data_offsets":[4,12]}})",
+                                     R"(,"data_offsets":[4,12]}})",
                                  12))
                   .message(),
               HasSubstr("previous tensor ends"));
   EXPECT_THAT(ParseError(Hostile(R"({"a":{)" + f32 + R"(,"data_offsets":[0,8]},"b":{)" + f32 +
-                                 R"(,"data_offsets":[12,20]}})",
+                                     R"(,"data_offsets":[12,20]}})",
                                  20))
                   .message(),
               HasSubstr("hole"));
   // Unknown dtype, bad shape, not JSON, missing fields.
-  const absl::Status dtype = ParseError(
-      Hostile(R"({"a":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}})", 1));
+  const absl::Status dtype =
+      ParseError(Hostile(R"({"a":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}})", 1));
   EXPECT_EQ(dtype.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(dtype.message(), HasSubstr("unknown safetensors dtype 'F8_E4M3'"));
   EXPECT_THAT(ParseError(Hostile(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", 0))
                   .message(),
               HasSubstr("non-negative integer"));
-  EXPECT_THAT(ParseError(Hostile(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,0]}})", 0))
-                  .message(),
-              HasSubstr("overflows"));
+  EXPECT_THAT(
+      ParseError(
+          Hostile(
+              R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,0]}})",
+              0))
+          .message(),
+      HasSubstr("overflows"));
   EXPECT_THAT(ParseError(Hostile("[1,2]", 0)).message(), HasSubstr("not a JSON object"));
   EXPECT_THAT(ParseError(Hostile("{\"a\":", 0)).message(), HasSubstr("not a JSON object"));
   EXPECT_THAT(ParseError(Hostile(R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4)).message(),
@@ -159,7 +167,8 @@ TEST_F(SafetensorsTest, RejectsHostileFilesWithTheReason) {
   absl::StatusOr<NamedTensors> lie = ReadSafetensors(Path("lie.safetensors"));
   EXPECT_EQ(lie.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(lie.status().message(), HasSubstr("lie.safetensors: not a valid safetensors file"));
-  std::string bools = Hostile(R"({"m":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", 0) + "\x01\x05";
+  std::string bools =
+      Hostile(R"({"m":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", 0) + "\x01\x05";
   ASSERT_TRUE(WriteFileAtomically(Path("bool.safetensors"), bools).ok());
   EXPECT_THAT(ReadSafetensors(Path("bool.safetensors")).status().message(),
               HasSubstr("other than 0 and 1"));

@@ -3,11 +3,6 @@
 #ifndef RETORT_TESTS_TEACHER_TEST_TEACHERS_H_
 #define RETORT_TESTS_TEACHER_TEST_TEACHERS_H_
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <functional>
 #include <memory>
 
@@ -16,6 +11,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/free_port.h"
 #include "models/classifier.h"
 
 namespace retort::testutil {
@@ -46,15 +42,12 @@ inline torch::Tensor Images(int64_t rows) { return torch::randn({rows, 1, 28, 28
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 inline int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  if (!port.ok()) {
+    ADD_FAILURE() << port.status();
+    return 0;
+  }
+  return *port;
 }
 
 }  // namespace retort::testutil

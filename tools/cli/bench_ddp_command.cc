@@ -29,13 +29,14 @@ ABSL_DECLARE_FLAG(int64_t, bench_steps);
 ABSL_DECLARE_FLAG(double, bucket_mb);
 ABSL_DECLARE_FLAG(int64_t, validation_size);
 ABSL_DECLARE_FLAG(int64_t, batch_size);
-ABSL_FLAG(int32_t, bench_repeats, 1, "Measure each configuration this many times (retort bench ddp).");
+ABSL_FLAG(int32_t, bench_repeats, 1,
+          "Measure each configuration this many times (retort bench ddp).");
 
 namespace retort::cli {
 
 const std::vector<std::string> kBenchDdpFlags = {
-    "arch",       "hidden",      "batch_size",   "bench_steps", "bench_repeats", "bucket_mb",
-    "data_dir",   "train_limit", "validation_size", "work_dir",     "json_out"};
+    "arch",     "hidden",      "batch_size",      "bench_steps", "bench_repeats", "bucket_mb",
+    "data_dir", "train_limit", "validation_size", "work_dir",    "json_out"};
 
 namespace {
 
@@ -43,8 +44,7 @@ void Log(const std::string& line) { std::fprintf(stderr, "[bench] %s\n", line.c_
 
 class DdpBench {
  public:
-  DdpBench(std::string scratch, int64_t batch, int64_t steps)
-      : scratch_(std::move(scratch)), batch_(batch), steps_(steps) {}
+  DdpBench(std::string scratch, int64_t steps) : scratch_(std::move(scratch)), steps_(steps) {}
 
   std::vector<std::string> TrainArgs(const std::string& out, int64_t batch) const {
     return {"train",
@@ -72,14 +72,13 @@ class DdpBench {
     const int processes = independent ? world : 1;
     for (int i = 0; i < processes; ++i) {
       const std::string out = absl::StrCat(scratch_, "/", name, "-", i);
-      RETORT_ASSIGN_OR_RETURN(
-          std::unique_ptr<RankGroup> group,
-          RankGroup::Start({.world_size = independent ? 1 : world,
-                            .args = TrainArgs(out, batch),
-                            .log_dir = out + ".logs",
-                            .master_port = 0,
-                            .env = {{"OMP_NUM_THREADS", "1"}},
-                            .rank0_to_stderr = false}));
+      RETORT_ASSIGN_OR_RETURN(std::unique_ptr<RankGroup> group,
+                              RankGroup::Start({.world_size = independent ? 1 : world,
+                                                .args = TrainArgs(out, batch),
+                                                .log_dir = out + ".logs",
+                                                .master_port = 0,
+                                                .env = {{"OMP_NUM_THREADS", "1"}},
+                                                .rank0_to_stderr = false}));
       groups.push_back(std::move(group));
     }
     std::vector<double> rates;
@@ -100,7 +99,6 @@ class DdpBench {
 
  private:
   std::string scratch_;
-  int64_t batch_;
   int64_t steps_;
 };
 
@@ -116,7 +114,7 @@ absl::Status RunBenchDdp() {
   }
   const std::string scratch = absl::GetFlag(FLAGS_work_dir) + "/bench_ddp";
   RETORT_RETURN_IF_ERROR(MakeDirs(scratch));
-  DdpBench bench(scratch, batch, steps);
+  DdpBench bench(scratch, steps);
 
   nlohmann::json runs = nlohmann::json::array();
   std::vector<double> speedups, shares;
@@ -125,20 +123,21 @@ absl::Status RunBenchDdp() {
     RETORT_ASSIGN_OR_RETURN(std::vector<double> one, bench.Run("one-rank", 1, batch, false));
     Log(absl::StrCat("repeat ", r + 1, "/", repeats, ": 2 ranks, batch ", batch / 2, " each"));
     RETORT_ASSIGN_OR_RETURN(std::vector<double> two, bench.Run("two-ranks", 2, batch, false));
-    Log(absl::StrCat("repeat ", r + 1, "/", repeats, ": 2 independent processes, batch ",
-                     batch / 2, " each"));
+    Log(absl::StrCat("repeat ", r + 1, "/", repeats, ": 2 independent processes, batch ", batch / 2,
+                     " each"));
     RETORT_ASSIGN_OR_RETURN(std::vector<double> alone,
                             bench.Run("independent", 2, batch / 2, true));
     const double speedup = two[0] / one[0];
     // Step times: a 2-rank step moves `batch` samples; an independent
     // process's step moves batch / 2.
     const double ddp_step = static_cast<double>(batch) / two[0];
-    const double compute_step =
-        0.5 * (static_cast<double>(batch / 2) / alone[0] + static_cast<double>(batch / 2) / alone[1]);
+    const double compute_step = 0.5 * (static_cast<double>(batch / 2) / alone[0] +
+                                       static_cast<double>(batch / 2) / alone[1]);
     const double share = std::max(0.0, 1.0 - compute_step / ddp_step);
     speedups.push_back(speedup);
     shares.push_back(share);
-    Log(absl::StrFormat("1 rank %.0f samples/s, 2 ranks %.0f samples/s (x%.2f), independent "
+    Log(
+        absl::StrFormat("1 rank %.0f samples/s, 2 ranks %.0f samples/s (x%.2f), independent "
                         "%.0f + %.0f samples/s; communication %.1f%% of a step",
                         one[0], two[0], speedup, alone[0], alone[1], 100 * share));
     runs.push_back({{"one_rank_samples_per_second", one[0]},
@@ -153,17 +152,16 @@ absl::Status RunBenchDdp() {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  nlohmann::json report = {
-      {"model", absl::StrCat(absl::GetFlag(FLAGS_arch), " ",
-                             absl::StrJoin(absl::GetFlag(FLAGS_hidden), ","))},
-      {"global_batch", batch},
-      {"steps", steps},
-      {"bucket_mb", absl::GetFlag(FLAGS_bucket_mb)},
-      {"intra_op_threads_per_process", 1},
-      {"hardware_threads", std::thread::hardware_concurrency()},
-      {"runs", runs},
-      {"median_speedup", median(speedups)},
-      {"median_communication_share", median(shares)}};
+  nlohmann::json report = {{"model", absl::StrCat(absl::GetFlag(FLAGS_arch), " ",
+                                                  absl::StrJoin(absl::GetFlag(FLAGS_hidden), ","))},
+                           {"global_batch", batch},
+                           {"steps", steps},
+                           {"bucket_mb", absl::GetFlag(FLAGS_bucket_mb)},
+                           {"intra_op_threads_per_process", 1},
+                           {"hardware_threads", std::thread::hardware_concurrency()},
+                           {"runs", runs},
+                           {"median_speedup", median(speedups)},
+                           {"median_communication_share", median(shares)}};
   std::printf("\n%s, global batch %lld, %lld steps, 1 intra-op thread per process, %u cores\n",
               report["model"].get<std::string>().c_str(), static_cast<long long>(batch),
               static_cast<long long>(steps), std::thread::hardware_concurrency());

@@ -13,9 +13,9 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/match.h"
 #include "common/status_macros.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
@@ -50,12 +50,12 @@ absl::Status RunLaunch(const std::vector<std::string>& args) {
   }
   std::vector<std::string> rank_args = args;
   for (const std::string& arg : rank_args) {
-    if (teachers > 0 && (absl::StartsWith(arg, "--teachers=") ||
-                         absl::StartsWith(arg, "--teacher_address=") ||
-                         absl::StartsWith(arg, "--teacher="))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "with --launch_teachers the ranks distill from the launched pool: drop ", arg,
-          " after `--`"));
+    if (teachers > 0 &&
+        (absl::StartsWith(arg, "--teachers=") || absl::StartsWith(arg, "--teacher_address=") ||
+         absl::StartsWith(arg, "--teacher="))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("with --launch_teachers the ranks distill from the launched pool: drop ",
+                       arg, " after `--`"));
     }
   }
   const std::string dir = absl::GetFlag(FLAGS_launch_dir);
@@ -77,8 +77,8 @@ absl::Status RunLaunch(const std::vector<std::string>& args) {
       serve.extra_flags = absl::GetFlag(FLAGS_launch_teacher_flags);
       RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TeacherProcess> teacher,
                               TeacherProcess::Start(serve));
-      std::fprintf(stderr, "[launch] teacher %d serving %s at %s (log %s)\n", i,
-                   checkpoint.c_str(), teacher->address().c_str(), teacher->log_path().c_str());
+      std::fprintf(stderr, "[launch] teacher %d serving %s at %s (log %s)\n", i, checkpoint.c_str(),
+                   teacher->address().c_str(), teacher->log_path().c_str());
       addresses.push_back(teacher->address());
       pool.push_back(std::move(teacher));
     }
@@ -91,7 +91,8 @@ absl::Status RunLaunch(const std::vector<std::string>& args) {
                                             .master_port = 0,
                                             .env = {},
                                             .rank0_to_stderr = true}));
-  std::fprintf(stderr, "[launch] %d ranks of `retort %s`, rendezvous 127.0.0.1:%d, logs of ranks "
+  std::fprintf(stderr,
+               "[launch] %d ranks of `retort %s`, rendezvous 127.0.0.1:%d, logs of ranks "
                ">0 in %s/rank-<r>.log\n",
                nproc, args[0].c_str(), group->master_port(), dir.c_str());
   RETORT_ASSIGN_OR_RETURN(std::vector<int> exits, group->Wait(absl::InfiniteDuration()));

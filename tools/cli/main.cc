@@ -162,7 +162,8 @@ int main(int argc, char** argv) {
   absl::Status status;
   if (command->run_with_args != nullptr) {
     // Everything after `--` is the command it runs.
-    status = command->run_with_args(std::vector<std::string>(positional.begin() + 1, positional.end()));
+    status =
+        command->run_with_args(std::vector<std::string>(positional.begin() + 1, positional.end()));
   } else if (positional.size() > 1) {
     std::fprintf(stderr, "retort %s: unexpected argument '%s'; flags look like --name=value\n",
                  command->name.c_str(), positional[1]);

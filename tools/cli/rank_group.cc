@@ -1,35 +1,12 @@
 #include "tools/cli/rank_group.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/free_port.h"
 #include "common/status_macros.h"
 
 namespace retort::cli {
-
-absl::StatusOr<int> FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    const std::string error = std::strerror(errno);
-    ::close(fd);
-    return absl::InternalError(absl::StrCat("finding a free port on 127.0.0.1: ", error));
-  }
-  ::close(fd);
-  return static_cast<int>(ntohs(address.sin_port));
-}
 
 absl::StatusOr<std::unique_ptr<RankGroup>> RankGroup::Start(const Options& options) {
   if (options.world_size < 1 || options.world_size > 256) {
@@ -73,7 +50,8 @@ absl::StatusOr<std::vector<int>> RankGroup::Wait(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   std::vector<int> exits;
   for (auto& rank : ranks_) {
-    RETORT_ASSIGN_OR_RETURN(int exit, rank->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration())));
+    RETORT_ASSIGN_OR_RETURN(int exit,
+                            rank->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration())));
     exits.push_back(exit);
   }
   return exits;

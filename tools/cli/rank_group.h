@@ -62,10 +62,6 @@ class RankGroup {
   std::vector<std::unique_ptr<Subprocess>> ranks_;
 };
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-absl::StatusOr<int> FreeLoopbackPort();
-
-
 }  // namespace retort::cli
 
 #endif  // RETORT_TOOLS_CLI_RANK_GROUP_H_
