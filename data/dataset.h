@@ -13,9 +13,12 @@
 
 namespace retort::data {
 
+// inputs: [B, ...example_shape]: float32 for image data, int64 token ids for
+// language data (TokenSequenceDataset). labels: int64, [B] class labels, or
+// [B, T] next-token targets for language data.
 struct Batch {
-  torch::Tensor inputs;  // [B, ...example_shape], float32
-  torch::Tensor labels;  // [B], int64
+  torch::Tensor inputs;
+  torch::Tensor labels;
 };
 
 class Dataset {

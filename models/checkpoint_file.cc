@@ -47,7 +47,6 @@ absl::StatusOr<absl::string_view> VerifiedArchive(const std::string& path,
 struct OpenedArchive {
   torch::serialize::InputArchive archive;
   nlohmann::json meta;
-  ModelSpec spec;
 };
 
 absl::Status OpenArchive(const std::string& path, OpenedArchive& opened) {
@@ -83,15 +82,18 @@ absl::Status OpenArchive(const std::string& path, OpenedArchive& opened) {
                                                       opened.meta.value("version", 0),
                                                       "; this build reads version ", kVersion));
   }
-  absl::StatusOr<ModelSpec> spec = ModelSpec::FromJson(opened.meta["model"]);
-  if (!spec.ok()) {
-    return absl::DataLossError(absl::StrCat(path, ": ", spec.status().message()));
-  }
-  opened.spec = *spec;
   return absl::OkStatus();
 }
 
-absl::Status LoadModel(const std::string& path, OpenedArchive& opened, Classifier& model) {
+absl::StatusOr<ModelSpec> SpecOf(const std::string& path, const OpenedArchive& opened) {
+  absl::StatusOr<ModelSpec> spec = ModelSpec::FromJson(opened.meta.value("model", nlohmann::json()));
+  if (!spec.ok()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", spec.status().message()));
+  }
+  return spec;
+}
+
+absl::Status LoadModel(const std::string& path, OpenedArchive& opened, torch::nn::Module& model) {
   absl::Status status = TorchCall("", [&] {
     torch::serialize::InputArchive model_archive;
     opened.archive.read(kModelKey, model_archive);
@@ -108,10 +110,16 @@ absl::Status LoadModel(const std::string& path, OpenedArchive& opened, Classifie
 
 absl::Status WriteCheckpoint(const std::string& path, Classifier& model, nlohmann::json meta,
                              const ArchiveWriter& write_extra) {
+  return WriteModuleCheckpoint(path, model, model.spec().ToJson(), std::move(meta), write_extra);
+}
+
+absl::Status WriteModuleCheckpoint(const std::string& path, torch::nn::Module& model,
+                                   const nlohmann::json& model_json, nlohmann::json meta,
+                                   const ArchiveWriter& write_extra) {
   if (!meta.is_object()) meta = nlohmann::json::object();
   meta["format"] = kFormat;
   meta["version"] = kVersion;
-  meta["model"] = model.spec().ToJson();
+  meta["model"] = model_json;
   absl::StatusOr<std::string> bytes = TorchCall("serialising checkpoint", [&] {
     torch::serialize::OutputArchive archive;
     archive.write(kMetaKey, c10::IValue(meta.dump()));
@@ -132,7 +140,8 @@ absl::Status WriteCheckpoint(const std::string& path, Classifier& model, nlohman
 absl::StatusOr<LoadedCheckpoint> ReadCheckpoint(const std::string& path) {
   OpenedArchive opened;
   RETORT_RETURN_IF_ERROR(OpenArchive(path, opened));
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<Classifier> model, CreateClassifier(opened.spec));
+  RETORT_ASSIGN_OR_RETURN(ModelSpec spec, SpecOf(path, opened));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<Classifier> model, CreateClassifier(spec));
   RETORT_RETURN_IF_ERROR(LoadModel(path, opened, *model));
   return LoadedCheckpoint{std::move(model), std::move(opened.meta)};
 }
@@ -141,12 +150,31 @@ absl::StatusOr<nlohmann::json> ReadCheckpointInto(const std::string& path, Class
                                                   const ArchiveReader& read_extra) {
   OpenedArchive opened;
   RETORT_RETURN_IF_ERROR(OpenArchive(path, opened));
-  if (opened.spec != model.spec()) {
+  RETORT_ASSIGN_OR_RETURN(ModelSpec spec, SpecOf(path, opened));
+  if (spec != model.spec()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("checkpoint ", path, " holds a ", opened.spec.Describe(),
+        absl::StrCat("checkpoint ", path, " holds a ", spec.Describe(),
                      " but this run builds a ", model.spec().Describe(),
                      "; use a checkpoint of the same architecture or change "
                      "the model flags"));
+  }
+  RETORT_RETURN_IF_ERROR(LoadModel(path, opened, model));
+  if (read_extra) RETORT_RETURN_IF_ERROR(read_extra(opened.archive));
+  return std::move(opened.meta);
+}
+
+absl::StatusOr<nlohmann::json> ReadModuleCheckpointInto(const std::string& path,
+                                                        torch::nn::Module& model,
+                                                        const nlohmann::json& model_json,
+                                                        const ArchiveReader& read_extra) {
+  OpenedArchive opened;
+  RETORT_RETURN_IF_ERROR(OpenArchive(path, opened));
+  const nlohmann::json held = opened.meta.value("model", nlohmann::json());
+  if (held != model_json) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", path, " holds the model ", held.dump(),
+                     " but this run builds ", model_json.dump(),
+                     "; use a checkpoint of the same architecture or change the model flags"));
   }
   RETORT_RETURN_IF_ERROR(LoadModel(path, opened, model));
   if (read_extra) RETORT_RETURN_IF_ERROR(read_extra(opened.archive));

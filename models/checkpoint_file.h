@@ -36,6 +36,12 @@ using ArchiveReader = std::function<absl::Status(torch::serialize::InputArchive&
 absl::Status WriteCheckpoint(const std::string& path, Classifier& model, nlohmann::json meta,
                              const ArchiveWriter& write_extra = {});
 
+// The same for any module: `model_json` describes its architecture and is
+// stored as the metadata's "model".
+absl::Status WriteModuleCheckpoint(const std::string& path, torch::nn::Module& model,
+                                   const nlohmann::json& model_json, nlohmann::json meta,
+                                   const ArchiveWriter& write_extra = {});
+
 struct LoadedCheckpoint {
   std::shared_ptr<Classifier> model;
   nlohmann::json meta;
@@ -49,6 +55,13 @@ absl::StatusOr<LoadedCheckpoint> ReadCheckpoint(const std::string& path);
 // caller-defined entries. Returns the metadata.
 absl::StatusOr<nlohmann::json> ReadCheckpointInto(const std::string& path, Classifier& model,
                                                   const ArchiveReader& read_extra = {});
+
+// Reads a checkpoint written by WriteModuleCheckpoint into `model`;
+// FAILED_PRECONDITION when its "model" is not `model_json`.
+absl::StatusOr<nlohmann::json> ReadModuleCheckpointInto(const std::string& path,
+                                                        torch::nn::Module& model,
+                                                        const nlohmann::json& model_json,
+                                                        const ArchiveReader& read_extra = {});
 
 // sha256 over the module's parameters and buffers (name, shape, dtype and
 // bytes, in name order): the weights part of a teacher fingerprint.

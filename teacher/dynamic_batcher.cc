@@ -152,8 +152,11 @@ std::vector<DynamicBatcher::Item> DynamicBatcher::NextBatch() {
       while (!queue_.empty()) {
         Item& front = queue_.front();
         const bool is_cancelled = front.work.cancelled != nullptr && front.work.cancelled->load();
+        // Only inputs of one shape share a forward pass (token requests of
+        // different lengths run apart).
         if (!is_cancelled && !batch.empty() &&
-            (options_.deterministic || rows + front.rows > options_.max_batch_rows)) {
+            (options_.deterministic || rows + front.rows > options_.max_batch_rows ||
+             front.work.inputs.sizes().slice(1) != batch.front().work.inputs.sizes().slice(1))) {
           break;
         }
         queued_rows_ -= front.rows;
@@ -230,11 +233,17 @@ void DynamicBatcher::Run(std::vector<Item> batch) {
     answers.push_back(TorchCall("splitting a batch", [&] {
       torch::InferenceMode guard;
       Answer a;
+      // One position per row (classifiers) or per (row, token) (language
+      // models, whose logits are [rows, T, vocab]).
+      const int64_t classes = out->logits.size(-1);
       a.log_probs =
           torch::log_softmax(out->logits.narrow(0, offset, item.rows) / item.work.temperature,
-                             /*dim=*/1);
+                             /*dim=*/-1)
+              .reshape({-1, classes});
+      const int64_t positions = a.log_probs.size(0);
       for (const std::string& name : item.work.hidden_layers) {
-        a.hidden[name] = out->hidden.at(name).narrow(0, offset, item.rows);
+        const torch::Tensor h = out->hidden.at(name).narrow(0, offset, item.rows);
+        a.hidden[name] = out->logits.dim() == 3 ? h.reshape({positions, -1}) : h;
       }
       return a;
     }));

@@ -246,6 +246,24 @@ absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
     }
     return dense;
   }
+  RETORT_ASSIGN_OR_RETURN(TopKLogProbs sparse, DecodeTopKBlock(block, num_classes));
+  return sparse.ToDense(num_classes);
+}
+
+TopKLogProbs DenseAsTopK(const torch::Tensor& log_probs) {
+  TopKLogProbs out;
+  const int64_t n = log_probs.size(0), c = log_probs.size(1);
+  out.indices = torch::arange(c, torch::kInt64).unsqueeze(0).expand({n, c});
+  out.values = log_probs;
+  out.tail_log_mass = torch::full({n}, -std::numeric_limits<float>::infinity());
+  return out;
+}
+
+absl::StatusOr<TopKLogProbs> DecodeTopKBlock(const v1::LogProbBlock& block, int64_t num_classes) {
+  const int64_t n = block.positions();
+  if (block.has_dense()) {
+    return absl::DataLossError("expected a top-k block, got dense values");
+  }
   TopKLogProbs sparse;
   RETORT_ASSIGN_OR_RETURN(sparse.indices, TensorFromWire(block.top_k_indices(), "top-k indices"));
   RETORT_ASSIGN_OR_RETURN(sparse.values, TensorFromWire(block.top_k_values(), "top-k values"));
@@ -260,7 +278,7 @@ absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
                 sparse.indices.max().item<int64_t>() >= num_classes)) {
     return absl::DataLossError(absl::StrCat("top-k indices fall outside [0, ", num_classes, ")"));
   }
-  return sparse.ToDense(num_classes);
+  return sparse;
 }
 
 absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResponse& response) {
@@ -274,9 +292,15 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
     return absl::DataLossError(absl::StrCat("response ", response.sequence(), " part ",
                                             response.part(), " is out of order or inconsistent"));
   }
-  RETORT_ASSIGN_OR_RETURN(torch::Tensor lp,
-                          DecodeLogProbBlock(response.log_probs(), response.num_classes()));
-  log_probs_.push_back(std::move(lp));
+  if (keep_top_k_ && !response.log_probs().has_dense()) {
+    RETORT_ASSIGN_OR_RETURN(TopKLogProbs sparse,
+                            DecodeTopKBlock(response.log_probs(), response.num_classes()));
+    top_k_.push_back(std::move(sparse));
+  } else {
+    RETORT_ASSIGN_OR_RETURN(torch::Tensor lp,
+                            DecodeLogProbBlock(response.log_probs(), response.num_classes()));
+    log_probs_.push_back(std::move(lp));
+  }
   for (const v1::HiddenStateBlock& h : response.hidden()) {
     RETORT_ASSIGN_OR_RETURN(torch::Tensor values,
                             TensorFromWire(h.values(), absl::StrCat("hidden ", h.layer())));
@@ -300,7 +324,22 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
   }
   Answer answer;
   return TorchCall("joining response parts", [&] {
-    answer.log_probs = log_probs_.size() == 1 ? log_probs_[0] : torch::cat(log_probs_, 0);
+    if (!log_probs_.empty() && !top_k_.empty()) {
+      throw std::runtime_error("a response mixes dense and top-k parts");
+    }
+    if (!top_k_.empty()) {
+      std::vector<torch::Tensor> indices, values, tails;
+      for (const TopKLogProbs& t : top_k_) {
+        indices.push_back(t.indices);
+        values.push_back(t.values);
+        tails.push_back(t.tail_log_mass);
+      }
+      answer.top_k.indices = torch::cat(indices, 0);
+      answer.top_k.values = torch::cat(values, 0);
+      answer.top_k.tail_log_mass = torch::cat(tails, 0);
+    } else {
+      answer.log_probs = log_probs_.size() == 1 ? log_probs_[0] : torch::cat(log_probs_, 0);
+    }
     for (auto& [name, parts] : hidden_) {
       answer.hidden[name] = parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
     }

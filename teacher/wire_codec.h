@@ -31,6 +31,10 @@ struct OutputSpec {
   v1::OutputKind kind = v1::OUTPUT_DENSE;
   int32_t top_k = 0;  // OUTPUT_TOP_K only
   v1::DType value_dtype = v1::DTYPE_FLOAT32;
+  // Client side only: keep top-k answers in their sparse form (Answer::top_k)
+  // instead of decoding them into dense distributions. Language-model
+  // trainers use it: a dense [tokens, vocabulary] tensor is what top-k saves.
+  bool keep_top_k = false;
 
   // Parses "dense", "topk" and "fp32", "fp16", "bf16" (flag values).
   static absl::StatusOr<OutputSpec> Parse(const std::string& kind, int32_t top_k,
@@ -55,17 +59,6 @@ std::vector<v1::DistillRequest> EncodeRequest(uint64_t sequence, const torch::Te
 // Inputs of a validated request as a tensor (float32, or int64 token ids).
 absl::StatusOr<torch::Tensor> RequestInputs(const v1::DistillRequest& request);
 
-// The answer to one request, before encoding or after decoding.
-struct Answer {
-  torch::Tensor log_probs;                      // float32 [positions, num_classes]
-  std::map<std::string, torch::Tensor> hidden;  // float32 [positions, ...]
-};
-
-// Splits an answer into responses of at most about `max_message_bytes`
-// (a single position larger than that gets a message of its own).
-std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& answer,
-                                              const OutputSpec& output, int64_t max_message_bytes);
-
 // The top-k form of log-probabilities, as sent.
 struct TopKLogProbs {
   torch::Tensor indices;        // int64 [positions, k]
@@ -75,25 +68,51 @@ struct TopKLogProbs {
   torch::Tensor ToDense(int64_t num_classes) const;
 };
 
+// The answer to one request, before encoding or after decoding.
+struct Answer {
+  // float32 [positions, num_classes]; undefined when the answer was decoded
+  // by an assembler that keeps top-k answers sparse (then top_k is set).
+  torch::Tensor log_probs;
+  TopKLogProbs top_k;
+  std::map<std::string, torch::Tensor> hidden;  // float32 [positions, ...]
+};
+
+// Splits an answer into responses of at most about `max_message_bytes`
+// (a single position larger than that gets a message of its own).
+std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& answer,
+                                              const OutputSpec& output, int64_t max_message_bytes);
+
 // Top-k of dense log-probabilities, with the exact tail mass.
 TopKLogProbs TopK(const torch::Tensor& log_probs, int64_t k);
 
 // Decodes one response's block into dense float32 log-probabilities.
 absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
                                                  int64_t num_classes);
+// Decodes a top-k block, checking its shapes and indices.
+absl::StatusOr<TopKLogProbs> DecodeTopKBlock(const v1::LogProbBlock& block, int64_t num_classes);
+
+// Dense log-probabilities [positions, C] in top-k form with k = C (indices
+// 0..C-1 in order, tail -inf), for code that consumes top-k answers.
+TopKLogProbs DenseAsTopK(const torch::Tensor& log_probs);
 
 // Joins the responses to one request (one assembler per request). Checks
 // that parts arrive in order, cover every position once and agree.
 class AnswerAssembler {
  public:
+  // With `keep_top_k`, top-k responses are assembled into Answer::top_k and
+  // not decoded into dense log-probabilities.
+  explicit AnswerAssembler(bool keep_top_k = false) : keep_top_k_(keep_top_k) {}
+
   // Adds one response part. Returns the answer after the last part,
   // std::nullopt before; a response that carries an error returns it.
   absl::StatusOr<std::optional<Answer>> Add(const v1::DistillResponse& response);
 
  private:
+  bool keep_top_k_ = false;
   uint32_t next_part_ = 0;
   int64_t positions_ = 0;
   std::vector<torch::Tensor> log_probs_;
+  std::vector<TopKLogProbs> top_k_;
   std::map<std::string, std::vector<torch::Tensor>> hidden_;
 };
 

@@ -239,6 +239,7 @@ void RemoteTeacherClient::Enqueue(std::vector<v1::DistillRequest> parts, AnswerC
         const uint64_t sequence = next_sequence_++;
         for (v1::DistillRequest& part : parts) part.set_sequence(sequence);
         Pending& pending = pending_[sequence];
+        pending.assembler = teacher::AnswerAssembler(options_.output.keep_top_k);
         pending.parts = parts;
         pending.done = std::move(done);
         ++stats_.requests;
@@ -290,7 +291,7 @@ absl::Status RemoteTeacherClient::Connect() {
     if (shutdown_) return absl::CancelledError("the teacher client was closed");
     cancellable_ = context_.get();
     for (auto& [sequence, pending] : pending_) {
-      pending.assembler = teacher::AnswerAssembler();  // parts of a dead stream do not count
+      pending.assembler = teacher::AnswerAssembler(options_.output.keep_top_k);  // parts of a dead stream do not count
       resend.push_back(pending.parts);
     }
   }

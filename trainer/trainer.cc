@@ -23,15 +23,6 @@ constexpr char kTrainingFile[] = "training.pt";
 std::string BestPath(const std::string& dir) { return dir + "/best.pt"; }
 std::string CheckpointsDir(const std::string& dir) { return dir + "/checkpoints"; }
 
-// Keys of the stored configuration whose values differ from `now`.
-std::vector<std::string> DifferingKeys(const nlohmann::json& stored, const nlohmann::json& now) {
-  std::vector<std::string> keys;
-  for (auto it = now.begin(); it != now.end(); ++it) {
-    if (!stored.contains(it.key()) || stored[it.key()] != it.value()) keys.push_back(it.key());
-  }
-  return keys;
-}
-
 }  // namespace
 
 absl::Status TrainerOptions::Validate() const {
@@ -215,7 +206,7 @@ absl::Status Trainer::Resume() {
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
   RETORT_ASSIGN_OR_RETURN(TrainingState loaded, LoadTrainingCheckpoint(path, *model_, *optimizer_));
-  std::vector<std::string> differing = DifferingKeys(loaded.config, state_.config);
+  std::vector<std::string> differing = ConfigDifferences(loaded.config, state_.config);
   if (!differing.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot resume ", path, ": this run's settings differ from the checkpoint's in: ",

@@ -17,12 +17,8 @@ constexpr char kRngKey[] = "rng_state";
 
 at::Generator DefaultGenerator() { return at::detail::getDefaultCPUGenerator(); }
 
-}  // namespace
-
-absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
-                                    torch::optim::Optimizer& optimizer,
-                                    const TrainingState& state) {
-  nlohmann::json meta = {
+nlohmann::json TrainingMeta(const TrainingState& state) {
+  return {
       {"training",
        {{"step", state.step},
         {"sampler", state.sampler.ToJson()},
@@ -34,44 +30,47 @@ absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier&
         {"epoch_sums",
          {state.epoch_loss_sum, state.epoch_soft_sum, state.epoch_hard_sum, state.epoch_steps}}}},
       {"config", state.config}};
-  return models::WriteCheckpoint(path, model, meta, [&](torch::serialize::OutputArchive& archive) {
+}
+
+models::ArchiveWriter TrainingWriter(torch::optim::Optimizer& optimizer) {
+  return [&optimizer](torch::serialize::OutputArchive& archive) {
     torch::serialize::OutputArchive optimizer_archive;
     optimizer.save(optimizer_archive);
     archive.write(kOptimizerKey, optimizer_archive);
     at::Generator generator = DefaultGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
     archive.write(kRngKey, generator.get_state());
-  });
+  };
 }
 
-absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
-                                                     models::Classifier& model,
-                                                     torch::optim::Optimizer& optimizer,
-                                                     bool restore_rng) {
-  RETORT_ASSIGN_OR_RETURN(
-      nlohmann::json meta,
-      models::ReadCheckpointInto(path, model, [&](torch::serialize::InputArchive& archive) {
-        absl::Status status = TorchCall("", [&] {
-          torch::serialize::InputArchive optimizer_archive;
-          archive.read(kOptimizerKey, optimizer_archive);
-          optimizer.load(optimizer_archive);
-          if (restore_rng) {
-            torch::Tensor rng;
-            archive.read(kRngKey, rng);
-            at::Generator generator = DefaultGenerator();
-            std::lock_guard<std::mutex> lock(generator.mutex());
-            generator.set_state(rng);
-          }
-        });
-        if (!status.ok()) {
-          return absl::FailedPreconditionError(
-              absl::StrCat(path,
-                           " cannot resume training (was it written with another --optimizer, or "
-                           "is it a final export?): ",
-                           status.message()));
-        }
-        return absl::OkStatus();
-      }));
+models::ArchiveReader TrainingReader(const std::string& path, torch::optim::Optimizer& optimizer,
+                                     bool restore_rng) {
+  return [&path, &optimizer, restore_rng](torch::serialize::InputArchive& archive) {
+    absl::Status status = TorchCall("", [&] {
+      torch::serialize::InputArchive optimizer_archive;
+      archive.read(kOptimizerKey, optimizer_archive);
+      optimizer.load(optimizer_archive);
+      if (restore_rng) {
+        torch::Tensor rng;
+        archive.read(kRngKey, rng);
+        at::Generator generator = DefaultGenerator();
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        generator.set_state(rng);
+      }
+    });
+    if (!status.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path,
+                       " cannot resume training (was it written with another --optimizer, or "
+                       "is it a final export?): ",
+                       status.message()));
+    }
+    return absl::OkStatus();
+  };
+}
+
+absl::StatusOr<TrainingState> ParseTrainingMeta(const std::string& path,
+                                                const nlohmann::json& meta) {
   if (!meta.contains("training") || !meta["training"].is_object()) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, " holds no training state and cannot be resumed"));
@@ -98,6 +97,52 @@ absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
     return absl::DataLossError(absl::StrCat(path, ": malformed training state: ", e.what()));
   }
   return state;
+}
+
+}  // namespace
+
+std::vector<std::string> ConfigDifferences(const nlohmann::json& stored,
+                                           const nlohmann::json& now) {
+  std::vector<std::string> keys;
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    if (!stored.contains(it.key()) || stored[it.key()] != it.value()) keys.push_back(it.key());
+  }
+  return keys;
+}
+
+absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
+                                    torch::optim::Optimizer& optimizer,
+                                    const TrainingState& state) {
+  return models::WriteCheckpoint(path, model, TrainingMeta(state), TrainingWriter(optimizer));
+}
+
+absl::Status SaveTrainingCheckpoint(const std::string& path, torch::nn::Module& model,
+                                    const nlohmann::json& model_json,
+                                    torch::optim::Optimizer& optimizer,
+                                    const TrainingState& state) {
+  return models::WriteModuleCheckpoint(path, model, model_json, TrainingMeta(state),
+                                       TrainingWriter(optimizer));
+}
+
+absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
+                                                     models::Classifier& model,
+                                                     torch::optim::Optimizer& optimizer,
+                                                     bool restore_rng) {
+  RETORT_ASSIGN_OR_RETURN(
+      nlohmann::json meta,
+      models::ReadCheckpointInto(path, model, TrainingReader(path, optimizer, restore_rng)));
+  return ParseTrainingMeta(path, meta);
+}
+
+absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
+                                                     torch::nn::Module& model,
+                                                     const nlohmann::json& model_json,
+                                                     torch::optim::Optimizer& optimizer,
+                                                     bool restore_rng) {
+  RETORT_ASSIGN_OR_RETURN(nlohmann::json meta,
+                          models::ReadModuleCheckpointInto(
+                              path, model, model_json, TrainingReader(path, optimizer, restore_rng)));
+  return ParseTrainingMeta(path, meta);
 }
 
 }  // namespace retort::trainer

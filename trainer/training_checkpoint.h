@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
@@ -32,6 +33,10 @@ struct TrainingState {
   int64_t epoch_steps = 0;
 };
 
+// Keys of `now` (a run configuration) whose values differ in `stored` or are
+// missing there: why a checkpoint cannot be resumed by this run.
+std::vector<std::string> ConfigDifferences(const nlohmann::json& stored, const nlohmann::json& now);
+
 // Writes model, optimizer, state and the current default-generator state.
 absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
                                     torch::optim::Optimizer& optimizer, const TrainingState& state);
@@ -41,6 +46,18 @@ absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier&
 // what does not match (architecture, missing optimizer state).
 absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
                                                      models::Classifier& model,
+                                                     torch::optim::Optimizer& optimizer,
+                                                     bool restore_rng = true);
+
+// The same for any module whose architecture `model_json` describes (the
+// language-model trainer's LlamaModel); a checkpoint of another architecture
+// is FAILED_PRECONDITION.
+absl::Status SaveTrainingCheckpoint(const std::string& path, torch::nn::Module& model,
+                                    const nlohmann::json& model_json,
+                                    torch::optim::Optimizer& optimizer, const TrainingState& state);
+absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
+                                                     torch::nn::Module& model,
+                                                     const nlohmann::json& model_json,
                                                      torch::optim::Optimizer& optimizer,
                                                      bool restore_rng = true);
 

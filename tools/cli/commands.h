@@ -27,6 +27,11 @@ absl::Status RunTeacherServe();
 absl::Status RunBench();
 absl::Status RunBenchPool();
 absl::Status RunBenchDdp();
+absl::Status RunBenchLm();
+absl::Status RunDataPrepare();
+absl::Status RunLmTrain();
+absl::Status RunLmEval();
+absl::Status RunGenerate();
 absl::Status RunLaunch(const std::vector<std::string>& args);
 
 // Every command, in the order `retort help` lists them.

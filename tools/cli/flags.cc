@@ -323,17 +323,32 @@ absl::StatusOr<std::string> TeacherTargetFromFlags() {
   return teachers.empty() ? address : teachers;
 }
 
+trainer::OptimizerOptions OptimizerOptionsFromFlags() {
+  trainer::OptimizerOptions o;
+  o.kind = absl::GetFlag(FLAGS_optimizer);
+  o.learning_rate = absl::GetFlag(FLAGS_lr);
+  o.momentum = absl::GetFlag(FLAGS_momentum);
+  o.weight_decay = absl::GetFlag(FLAGS_weight_decay);
+  o.warmup_fraction = absl::GetFlag(FLAGS_warmup);
+  o.min_lr_ratio = absl::GetFlag(FLAGS_min_lr_ratio);
+  return o;
+}
+
+absl::StatusOr<bool> ResumeFromFlags() {
+  const std::string resume = absl::GetFlag(FLAGS_resume);
+  if (resume != "auto" && resume != "never") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--resume must be auto or never, got '", resume, "'"));
+  }
+  return resume == "auto";
+}
+
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   trainer::TrainerOptions o;
   RETORT_ASSIGN_OR_RETURN(
       o.model, ModelSpecFrom("", absl::GetFlag(FLAGS_arch), absl::GetFlag(FLAGS_hidden),
                              absl::GetFlag(FLAGS_dropout), absl::GetFlag(FLAGS_input_dropout)));
-  o.optimizer.kind = absl::GetFlag(FLAGS_optimizer);
-  o.optimizer.learning_rate = absl::GetFlag(FLAGS_lr);
-  o.optimizer.momentum = absl::GetFlag(FLAGS_momentum);
-  o.optimizer.weight_decay = absl::GetFlag(FLAGS_weight_decay);
-  o.optimizer.warmup_fraction = absl::GetFlag(FLAGS_warmup);
-  o.optimizer.min_lr_ratio = absl::GetFlag(FLAGS_min_lr_ratio);
+  o.optimizer = OptimizerOptionsFromFlags();
   o.loss.temperature = absl::GetFlag(FLAGS_temperature);
   o.loss.alpha = absl::GetFlag(FLAGS_alpha);
   o.epochs = absl::GetFlag(FLAGS_epochs);
@@ -342,12 +357,7 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   o.jitter_pixels = absl::GetFlag(FLAGS_jitter);
   o.clip_grad_norm = absl::GetFlag(FLAGS_clip_grad_norm);
   o.out_dir = absl::GetFlag(FLAGS_out_dir);
-  const std::string resume = absl::GetFlag(FLAGS_resume);
-  if (resume != "auto" && resume != "never") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--resume must be auto or never, got '", resume, "'"));
-  }
-  o.resume = resume == "auto";
+  RETORT_ASSIGN_OR_RETURN(o.resume, ResumeFromFlags());
   o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   o.teacher_prefetch = absl::GetFlag(FLAGS_teacher_prefetch);
   o.crash_while_checkpointing_step = absl::GetFlag(FLAGS_testonly_crash_while_checkpointing_step);

@@ -46,6 +46,15 @@ ABSL_DECLARE_FLAG(double, teacher_lr);
 ABSL_DECLARE_FLAG(std::string, teacher_address);
 ABSL_DECLARE_FLAG(std::string, teachers);
 ABSL_DECLARE_FLAG(std::string, teacher_mode);
+ABSL_DECLARE_FLAG(int64_t, batch_size);
+ABSL_DECLARE_FLAG(double, clip_grad_norm);
+ABSL_DECLARE_FLAG(bool, overwrite);
+ABSL_DECLARE_FLAG(int32_t, keep_checkpoints);
+ABSL_DECLARE_FLAG(int64_t, checkpoint_every_steps);
+ABSL_DECLARE_FLAG(int64_t, log_every_steps);
+ABSL_DECLARE_FLAG(int64_t, stop_after_steps);
+ABSL_DECLARE_FLAG(int64_t, teacher_prefetch);
+ABSL_DECLARE_FLAG(std::string, teacher_value_dtype);
 
 namespace retort::cli {
 
@@ -59,6 +68,7 @@ extern const std::vector<std::string> kTeacherServeFlags;   // retort teacher se
 extern const std::vector<std::string> kBenchFlags;          // retort bench serve
 extern const std::vector<std::string> kBenchPoolFlags;      // retort bench pool
 extern const std::vector<std::string> kBenchDdpFlags;       // retort bench ddp
+extern const std::vector<std::string> kBenchLmFlags;        // retort bench lm
 extern const std::vector<std::string> kLaunchFlags;         // retort launch
 
 // Sets LibTorch's intra-op thread count from --threads (0: all cores).
@@ -93,6 +103,12 @@ absl::StatusOr<std::shared_ptr<trainer::Communicator>> CommunicatorFromFlags();
 
 // --teachers or --teacher_address (not both); empty when neither is set.
 absl::StatusOr<std::string> TeacherTargetFromFlags();
+
+// --optimizer, --lr, --momentum, --weight_decay, --warmup, --min_lr_ratio.
+trainer::OptimizerOptions OptimizerOptionsFromFlags();
+
+// --resume: true for auto, false for never, an error otherwise.
+absl::StatusOr<bool> ResumeFromFlags();
 
 // The model and training flags (--arch, --hidden, --epochs, --lr, ...).
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags();

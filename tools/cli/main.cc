@@ -36,8 +36,32 @@ const std::vector<Command>& Commands() {
        "the distillation loss.",
        Concat({kDistillFlags, kRemoteTeacherFlags, kModelFlags, kTrainingFlags, kDataFlags}),
        &RunDistill},
-      {"eval", "Evaluate a checkpoint on the validation or test set.",
-       Concat({{"checkpoint", "split", "json_out"}, kDataFlags}), &RunEval},
+      {"eval",
+       "Evaluate a checkpoint on the validation or test set; a language model (a Llama "
+       "directory) on --data's validation tokens: perplexity, top-1, teacher agreement.",
+       Concat({{"checkpoint", "split", "json_out", "data", "seq_len", "eval_sequences",
+                "batch_size", "teacher", "teachers", "top_k"},
+               kDataFlags}),
+       &RunEval},
+      {"data prepare",
+       "Train a SentencePiece tokenizer on text (default: the King James Bible) and write "
+       "train/validation token shards.",
+       {"text", "out_dir", "vocab_size", "validation_fraction", "seed"}, &RunDataPrepare},
+      {"lm train",
+       "Train a Llama-family language model on prepared tokens, from scratch or distilled "
+       "from a teacher (--teacher DIR in process, or --teachers servers) with top-k targets.",
+       Concat({{"data", "seq_len", "model", "init_from", "init_layers", "steps", "batch_size",
+                "lr", "warmup", "min_lr_ratio", "weight_decay", "clip_grad_norm", "seed",
+                "teacher", "top_k", "temperature", "alpha", "divergence", "skew",
+                "eval_every", "eval_sequences",
+                "out_dir", "resume", "overwrite", "checkpoint_every_steps", "keep_checkpoints",
+                "log_every_steps", "stop_after_steps", "threads"},
+               kRemoteTeacherFlags}),
+       &RunLmTrain},
+      {"generate", "Sample text from a language-model checkpoint (a Llama directory).",
+       {"checkpoint", "prompt", "max_new_tokens", "sample_temperature", "sample_top_k", "seed",
+        "threads"},
+       &RunGenerate},
       {"demo",
        "Teacher, scratch student and distilled student end to end; prints a table and "
        "writes summary.json.",
@@ -64,6 +88,11 @@ const std::vector<Command>& Commands() {
        "Benchmark data-parallel ranks: 2 ranks vs 1 rank samples/s on this machine and the "
        "share of step time spent communicating.",
        kBenchDdpFlags, &RunBenchDdp},
+      {"bench lm",
+       "Benchmark language-model throughput: the matmul peak, the teacher's forward pass and "
+       "server (tokens/s, MFU, bytes per token), the student's training step with and without "
+       "a teacher.",
+       kBenchLmFlags, &RunBenchLm},
       {"launch",
        "Start a teacher pool and --nproc trainer ranks on this machine: retort launch "
        "[flags] -- distill [flags].",

@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "models/llama_checkpoint.h"
+#include "teacher/llama_teacher.h"
 #include "teacher/native_teacher.h"
 #include "teacher/server/teacher_server.h"
 #include "teacher/torchscript_teacher.h"
@@ -103,6 +105,14 @@ absl::StatusOr<std::shared_ptr<teacher::Teacher>> LoadTeacher() {
     return absl::InvalidArgumentError(
         "give exactly one of --checkpoint (a retort checkpoint) or --torchscript (a module)");
   }
+  if (!checkpoint.empty() && models::IsLlamaCheckpoint(checkpoint)) {
+    teacher::LlamaTeacher::Options o;
+    o.checkpoint_dir = checkpoint;
+    o.bf16 = absl::GetFlag(FLAGS_bf16);
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
+                            teacher::LlamaTeacher::Create(o));
+    return std::shared_ptr<teacher::Teacher>(std::move(t));
+  }
   if (!checkpoint.empty()) {
     teacher::NativeTeacher::Options o;
     o.checkpoint_path = checkpoint;
@@ -182,6 +192,9 @@ absl::Status RunTeacherServe() {
 
   RETORT_ASSIGN_OR_RETURN(teacher::TeacherServer::Options options, ServerOptionsFromFlags());
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<teacher::Teacher> model, LoadTeacher());
+  if (auto* llama = dynamic_cast<teacher::LlamaTeacher*>(model.get())) {
+    options.max_sequence_length = llama->model().config().max_position_embeddings;
+  }
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::TeacherServer> server,
                           teacher::TeacherServer::Create(options, model));
   const v1::TeacherFingerprint& fp = server->fingerprint();

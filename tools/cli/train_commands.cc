@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "models/llama_checkpoint.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/pipeline.h"
@@ -40,6 +41,7 @@ absl::Status RunEval() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
   const std::string path = absl::GetFlag(FLAGS_checkpoint);
   if (path.empty()) return absl::InvalidArgumentError("--checkpoint must name a checkpoint");
+  if (models::IsLlamaCheckpoint(path)) return RunLmEval();
   const std::string split = absl::GetFlag(FLAGS_split);
   std::shared_ptr<const data::Dataset> dataset;
   if (split == "test") {

@@ -1,0 +1,235 @@
+#include "models/llama.h"
+
+#include <cmath>
+#include <utility>
+
+#include <torch/version.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace retort::models {
+namespace {
+
+torch::nn::Linear Projection(int64_t in, int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+}
+
+// cat(-x2, x1) for x = cat(x1, x2) along the last dimension.
+torch::Tensor RotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
+                          const torch::Tensor& sin) {
+  return x * cos + RotateHalf(x) * sin;
+}
+
+// [B, kv, T, d] -> [B, kv * repeats, T, d], each head repeated in place
+// (transformers' repeat_kv).
+torch::Tensor RepeatKv(const torch::Tensor& x, int64_t repeats) {
+  if (repeats == 1) return x;
+  return x.repeat_interleave(repeats, /*dim=*/1);
+}
+
+}  // namespace
+
+RmsNormImpl::RmsNormImpl(int64_t width, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({width}));
+}
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor x32 = x.to(torch::kFloat32);
+  const torch::Tensor normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return weight * normed.to(x.scalar_type());
+}
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config)
+    : heads_(config.num_attention_heads),
+      kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim()) {
+  q_proj = register_module("q_proj", Projection(config.hidden_size, heads_ * head_dim_));
+  k_proj = register_module("k_proj", Projection(config.hidden_size, kv_heads_ * head_dim_));
+  v_proj = register_module("v_proj", Projection(config.hidden_size, kv_heads_ * head_dim_));
+  o_proj = register_module("o_proj", Projection(heads_ * head_dim_, config.hidden_size));
+}
+
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                          const torch::Tensor& sin) {
+  const int64_t b = x.size(0), t = x.size(1);
+  torch::Tensor q = q_proj(x).view({b, t, heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor k = k_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor v = v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  const torch::Tensor c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
+  q = ApplyRotary(q, c, s);
+  k = RepeatKv(ApplyRotary(k, c, s), heads_ / kv_heads_);
+  v = RepeatKv(v, heads_ / kv_heads_);
+#if TORCH_VERSION_MAJOR >= 2
+  torch::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
+                                                       /*dropout_p=*/0.0, /*is_causal=*/true);
+#else
+  // LibTorch 1.13 has no fused attention on the CPU: scores, a causal mask
+  // and a float32 softmax, as transformers' eager path.
+  const torch::Tensor scores =
+      torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
+  const torch::Tensor future = torch::ones({t, t}, torch::dtype(torch::kBool)).triu(1);
+  const torch::Tensor weights =
+      torch::softmax(scores.to(torch::kFloat32).masked_fill(future, -INFINITY), -1)
+          .to(q.scalar_type());
+  torch::Tensor out = torch::matmul(weights, v);
+#endif
+  return o_proj(out.transpose(1, 2).reshape({b, t, heads_ * head_dim_}));
+}
+
+LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config) {
+  gate_proj = register_module("gate_proj", Projection(config.hidden_size, config.intermediate_size));
+  up_proj = register_module("up_proj", Projection(config.hidden_size, config.intermediate_size));
+  down_proj = register_module("down_proj", Projection(config.intermediate_size, config.hidden_size));
+}
+
+torch::Tensor LlamaMlpImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config) {
+  self_attn = register_module("self_attn", LlamaAttention(config));
+  mlp = register_module("mlp", LlamaMlp(config));
+  input_layernorm =
+      register_module("input_layernorm", RmsNorm(config.hidden_size, config.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm",
+                                             RmsNorm(config.hidden_size, config.rms_norm_eps));
+}
+
+torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                             const torch::Tensor& sin) {
+  const torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaBackboneImpl::LlamaBackboneImpl(const LlamaConfig& config) {
+  embed_tokens = register_module("embed_tokens",
+                                 torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(config));
+  norm = register_module("norm", RmsNorm(config.hidden_size, config.rms_norm_eps));
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& config) : config_(config) {
+  model = register_module("model", LlamaBackbone(config));
+  if (!config.tie_word_embeddings) {
+    lm_head = register_module("lm_head", Projection(config.hidden_size, config.vocab_size));
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : named_parameters()) {
+      if (p.key().find("norm") == std::string::npos) p.value().normal_(0.0, 0.02);
+    }
+  }
+  const int64_t d = config.head_dim();
+  const torch::Tensor inv_freq =
+      1.0 / torch::pow(config.rope_theta,
+                       torch::arange(0, d, 2, torch::kFloat64) / static_cast<double>(d));
+  const torch::Tensor positions =
+      torch::arange(config.max_position_embeddings, torch::kFloat64).unsqueeze(1);
+  const torch::Tensor freqs = positions * inv_freq.unsqueeze(0);
+  const torch::Tensor angles = torch::cat({freqs, freqs}, -1);
+  cos_ = angles.cos().to(torch::kFloat32);
+  sin_ = angles.sin().to(torch::kFloat32);
+}
+
+torch::Tensor LlamaModel::OutputWeight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) {
+  return ForwardWithHidden(tokens, {}, nullptr);
+}
+
+torch::Tensor LlamaModel::ForwardWithHidden(const torch::Tensor& tokens,
+                                            const std::vector<std::string>& names,
+                                            HiddenStates* hidden) {
+  auto want = [&](const std::string& name) {
+    return hidden != nullptr && std::find(names.begin(), names.end(), name) != names.end();
+  };
+  const int64_t t = tokens.size(1);
+  const torch::Tensor cos = cos_.narrow(0, 0, t), sin = sin_.narrow(0, 0, t);
+  torch::Tensor x = model->embed_tokens(tokens);
+  if (want("embed")) (*hidden)["embed"] = x;
+  for (size_t i = 0; i < model->layers->size(); ++i) {
+    x = model->layers[i]->as<LlamaDecoderLayer>()->forward(x, cos, sin);
+    const std::string name = absl::StrCat("block.", i);
+    if (want(name)) (*hidden)[name] = x;
+  }
+  x = model->norm(x);
+  if (want("final_norm")) (*hidden)["final_norm"] = x;
+  return torch::matmul(x, OutputWeight().t());
+}
+
+std::vector<HiddenLayer> LlamaModel::HiddenLayers() const {
+  std::vector<HiddenLayer> out;
+  out.push_back({"embed", {config_.hidden_size}});
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    out.push_back({absl::StrCat("block.", i), {config_.hidden_size}});
+  }
+  out.push_back({"final_norm", {config_.hidden_size}});
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& source,
+                                                           const LlamaConfig& config,
+                                                           std::vector<int64_t> layers) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  const LlamaConfig& from = source.config();
+  struct Width {
+    const char* name;
+    int64_t student, teacher;
+  };
+  for (const Width& w :
+       {Width{"hidden_size", config.hidden_size, from.hidden_size},
+        Width{"intermediate_size", config.intermediate_size, from.intermediate_size},
+        Width{"num_attention_heads", config.num_attention_heads, from.num_attention_heads},
+        Width{"num_key_value_heads", config.num_key_value_heads, from.num_key_value_heads},
+        Width{"vocab_size", config.vocab_size, from.vocab_size}}) {
+    if (w.student != w.teacher) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot initialise from the teacher's layers: ", w.name, " is ", w.student,
+          " in the student but ", w.teacher,
+          " in the teacher; widths must match (or initialise from scratch)"));
+    }
+  }
+  const int64_t n = config.num_hidden_layers;
+  if (layers.empty()) {
+    for (int64_t j = 0; j < n; ++j) {
+      layers.push_back(n == 1 ? 0
+                              : static_cast<int64_t>(std::llround(
+                                    static_cast<double>(j) * (from.num_hidden_layers - 1) /
+                                    static_cast<double>(n - 1))));
+    }
+  }
+  if (static_cast<int64_t>(layers.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat(layers.size(), " teacher layers named for a ", n,
+                                                   "-layer student; name one per student layer"));
+  }
+  for (int64_t l : layers) {
+    if (l < 0 || l >= from.num_hidden_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("teacher layer ", l, " does not exist; the teacher has layers 0..",
+                                                     from.num_hidden_layers - 1));
+    }
+  }
+  auto out = std::make_shared<LlamaModel>(config);
+  auto& src = const_cast<LlamaModel&>(source);  // read only; ModuleList has no const access
+  torch::NoGradGuard no_grad;
+  auto copy = [](const torch::nn::Module& src, torch::nn::Module& dst) {
+    auto s = src.named_parameters();
+    for (auto& p : dst.named_parameters()) p.value().copy_(s[p.key()]);
+  };
+  copy(*src.model->embed_tokens, *out->model->embed_tokens);
+  copy(*src.model->norm, *out->model->norm);
+  for (int64_t j = 0; j < n; ++j) {
+    copy(*src.model->layers[static_cast<size_t>(layers[j])], *out->model->layers[j]);
+  }
+  if (out->lm_head) out->lm_head->weight.copy_(source.OutputWeight());
+  return out;
+}
+
+}  // namespace retort::models

@@ -1,0 +1,126 @@
+// LlamaModel: a decoder-only transformer in the Llama family, laid out like
+// Hugging Face transformers' LlamaForCausalLM so that named_parameters() are
+// exactly its tensor names ("model.embed_tokens.weight",
+// "model.layers.0.self_attn.q_proj.weight", ..., "lm_head.weight" unless the
+// embeddings are tied) and the arithmetic is the same: pre-norm blocks with
+// RMSNorm, rotary position embeddings in the rotate-half convention,
+// grouped-query causal attention (LibTorch's fused scaled_dot_product_attention
+// on LibTorch 2.x, a masked matmul with a float32 softmax on 1.13), and a
+// SwiGLU MLP, all without biases.
+//
+// Modules are not thread-safe for training; concurrent inference in eval
+// mode (under torch::InferenceMode) is safe.
+#ifndef RETORT_MODELS_LLAMA_H_
+#define RETORT_MODELS_LLAMA_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "models/classifier.h"
+#include "models/llama_config.h"
+
+namespace retort::models {
+
+class RmsNormImpl : public torch::nn::Module {
+ public:
+  RmsNormImpl(int64_t width, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RmsNorm);
+
+class LlamaAttentionImpl : public torch::nn::Module {
+ public:
+  explicit LlamaAttentionImpl(const LlamaConfig& config);
+  // x [B, T, hidden]; cos/sin [T, head_dim] (float32).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t heads_, kv_heads_, head_dim_;
+};
+TORCH_MODULE(LlamaAttention);
+
+class LlamaMlpImpl : public torch::nn::Module {
+ public:
+  explicit LlamaMlpImpl(const LlamaConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(LlamaMlp);
+
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  LlamaAttention self_attn{nullptr};
+  LlamaMlp mlp{nullptr};
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+// The body ("model." in the tensor names): embeddings, blocks, final norm.
+class LlamaBackboneImpl : public torch::nn::Module {
+ public:
+  explicit LlamaBackboneImpl(const LlamaConfig& config);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RmsNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaBackbone);
+
+class LlamaModel : public torch::nn::Module {
+ public:
+  // Fresh weights as transformers initialises them (normal, std 0.02; norm
+  // scales 1), drawn from LibTorch's default generator: seed it first
+  // (torch::manual_seed) for reproducible weights. `config` must be valid.
+  explicit LlamaModel(const LlamaConfig& config);
+
+  // tokens int64 [B, T] with 1 <= T <= max_position_embeddings, every id in
+  // the vocabulary (callers validate) -> logits float [B, T, vocab]. Position
+  // t sees tokens 0..t only.
+  torch::Tensor forward(const torch::Tensor& tokens);
+
+  // forward(), also storing in `hidden` the residual streams named in
+  // `names` as [B, T, hidden_size]: "embed" (the embeddings), "block.<i>"
+  // (after block i), "final_norm" (what the output head reads). Names not in
+  // HiddenLayers() are ignored; callers validate them.
+  torch::Tensor ForwardWithHidden(const torch::Tensor& tokens,
+                                  const std::vector<std::string>& names, HiddenStates* hidden);
+  // The residual streams ForwardWithHidden can record; each shape is one
+  // token's: {hidden_size}.
+  std::vector<HiddenLayer> HiddenLayers() const;
+
+  const LlamaConfig& config() const { return config_; }
+  // The output projection: lm_head, or the embedding matrix when tied.
+  torch::Tensor OutputWeight() const;
+
+  LlamaBackbone model{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // null when the embeddings are tied
+
+ private:
+  LlamaConfig config_;
+  torch::Tensor cos_, sin_;  // float32 [max_position_embeddings, head_dim], not parameters
+};
+
+// A model of `config`'s shape whose embeddings, final norm, output head and
+// blocks are copies of `source`'s; block j of the result is source block
+// layers[j]. Initialising a student from a teacher by dropping layers needs
+// every width to match (hidden, intermediate, heads, vocabulary):
+// INVALID_ARGUMENT names the first that differs, or a layer index out of
+// range. Empty `layers` picks config.num_hidden_layers blocks spread evenly
+// from the first to the last.
+absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& source,
+                                                           const LlamaConfig& config,
+                                                           std::vector<int64_t> layers);
+
+}  // namespace retort::models
+
+#endif  // RETORT_MODELS_LLAMA_H_

@@ -1,0 +1,67 @@
+// LlamaConfig: the shape of a decoder-only transformer in the Llama family
+// (RMSNorm, rotary position embeddings, SwiGLU MLP, grouped-query attention,
+// optionally tied input and output embeddings), stored as the config.json of
+// Hugging Face's LlamaForCausalLM so our checkpoints and theirs describe
+// themselves the same way.
+#ifndef RETORT_MODELS_LLAMA_CONFIG_H_
+#define RETORT_MODELS_LLAMA_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace retort::models {
+
+struct LlamaConfig {
+  int64_t vocab_size = 4096;
+  int64_t hidden_size = 256;
+  int64_t intermediate_size = 688;
+  int64_t num_hidden_layers = 4;
+  int64_t num_attention_heads = 4;
+  int64_t num_key_value_heads = 4;  // < num_attention_heads: grouped-query attention
+  int64_t max_position_embeddings = 512;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-5;
+  bool tie_word_embeddings = false;
+  int64_t bos_token_id = 1;
+  int64_t eos_token_id = 2;
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+
+  // OK, or INVALID_ARGUMENT naming the field and what it must be (positive
+  // sizes, heads dividing the width into an even head_dim, query heads a
+  // multiple of key/value heads, ...).
+  absl::Status Validate() const;
+
+  // Parameters of the model this config builds (tied embeddings counted once).
+  int64_t ParameterCount() const;
+  // Multiply-accumulate pairs of one token's forward pass, as 2 * FLOPs:
+  // the weight matmuls (2 * non-embedding parameters + the output head) plus
+  // attention's scores and weighted sum at `context` tokens of context.
+  int64_t ForwardFlopsPerToken(int64_t context) const;
+
+  // "llama d256 L4 h4/kv4 ffn688 V4096 (5.3M params)".
+  std::string Describe() const;
+
+  // The config.json of Hugging Face transformers' LlamaForCausalLM.
+  nlohmann::json ToHuggingFaceJson() const;
+  // Reads such a config.json; INVALID_ARGUMENT for a model type other than
+  // llama, a missing size, or a feature we do not implement (biases, rope
+  // scaling, an activation other than silu), saying which.
+  static absl::StatusOr<LlamaConfig> FromHuggingFaceJson(const nlohmann::json& json);
+
+  // Parses "d=256,layers=4,heads=4,kv_heads=2,ffn=688,vocab=4096,ctx=512,tied"
+  // (every key optional; defaults from `base`). For command-line flags.
+  static absl::StatusOr<LlamaConfig> Parse(const std::string& text, const LlamaConfig& base);
+
+  bool operator==(const LlamaConfig& other) const;
+  bool operator!=(const LlamaConfig& other) const { return !(*this == other); }
+};
+
+}  // namespace retort::models
+
+#endif  // RETORT_MODELS_LLAMA_CONFIG_H_

@@ -1,0 +1,369 @@
+// The Llama model against an independent reference (tests/models/
+// llama_reference.py, float64, written from transformers' modeling_llama.py
+// with Debian's python3-torch), its checkpoint layout in both directions,
+// its config.json, layer-subset initialisation and sampling.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "common/file_util.h"
+#include "models/llama.h"
+#include "models/llama_checkpoint.h"
+#include "models/llama_config.h"
+#include "models/llama_sampling.h"
+#include "models/safetensors_file.h"
+
+namespace retort::models {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+LlamaConfig Small() {
+  LlamaConfig c;
+  c.vocab_size = 97;
+  c.hidden_size = 64;
+  c.intermediate_size = 172;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+bool HaveReferencePython() {
+  return std::system("/usr/bin/python3 -c 'import torch' 2>/dev/null") == 0;
+}
+
+std::string ReferenceScript() {
+  return std::string(RETORT_SOURCE_DIR) + "/tests/models/llama_reference.py";
+}
+
+class LlamaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("retort_llama_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string Path(const std::string& name) { return (dir_ / name).string(); }
+
+  // The reference's float64 logits for `tokens` with the weights in `dir`.
+  torch::Tensor ReferenceLogits(const std::string& dir,
+                                const std::vector<std::vector<int64_t>>& tokens) {
+    const std::string in = Path("tokens.json"), out = Path("logits.json");
+    std::ofstream(in) << nlohmann::json(tokens).dump();
+    const std::string cmd =
+        "/usr/bin/python3 " + ReferenceScript() + " logits " + dir + " " + in + " " + out;
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    std::ifstream f(out);
+    const nlohmann::json j = nlohmann::json::parse(f);
+    std::vector<double> flat;
+    for (const auto& b : j["logits"]) {
+      for (const auto& t : b) {
+        for (const auto& v : t) flat.push_back(v.get<double>());
+      }
+    }
+    std::vector<int64_t> shape = j["shape"].get<std::vector<int64_t>>();
+    return torch::tensor(flat, torch::kFloat64).reshape(shape);
+  }
+
+  fs::path dir_;
+};
+
+torch::Tensor Tokens(const std::vector<std::vector<int64_t>>& rows) {
+  std::vector<int64_t> flat;
+  for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+  return torch::tensor(flat, torch::kInt64).reshape({static_cast<int64_t>(rows.size()), -1});
+}
+
+const std::vector<std::vector<int64_t>> kBatch = {{1, 5, 17, 42, 96, 3, 8, 8, 50},
+                                                  {2, 0, 11, 11, 60, 7, 33, 90, 4}};
+
+TEST_F(LlamaTest, ParameterNamesAreTransformersNames) {
+  LlamaModel model(Small());
+  std::set<std::string> names;
+  for (const auto& p : model.named_parameters()) names.insert(p.key());
+  EXPECT_TRUE(names.count("model.embed_tokens.weight"));
+  EXPECT_TRUE(names.count("model.norm.weight"));
+  EXPECT_TRUE(names.count("lm_head.weight"));
+  for (const char* n : {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                        "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+                        "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+                        "input_layernorm.weight", "post_attention_layernorm.weight"}) {
+    EXPECT_TRUE(names.count(std::string("model.layers.1.") + n)) << n;
+  }
+  EXPECT_EQ(names.size(), 3u + 2u * 9u);
+  int64_t count = 0;
+  for (const auto& p : model.parameters()) count += p.numel();
+  EXPECT_EQ(count, Small().ParameterCount());
+  // grouped-query: k and v have kv_heads * head_dim rows
+  EXPECT_EQ(model.model->layers[0]->as<LlamaDecoderLayer>()->self_attn->k_proj->weight.size(0),
+            2 * 16);
+
+  LlamaConfig tied = Small();
+  tied.tie_word_embeddings = true;
+  LlamaModel t(tied);
+  int64_t tied_count = 0;
+  for (const auto& p : t.named_parameters()) {
+    EXPECT_NE(p.key(), "lm_head.weight");
+    tied_count += p.value().numel();
+  }
+  EXPECT_EQ(tied_count, tied.ParameterCount());
+  EXPECT_EQ(tied_count, count - 97 * 64);
+}
+
+TEST_F(LlamaTest, IsCausal) {
+  torch::manual_seed(3);
+  LlamaModel model(Small());
+  model.eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor a = model.forward(Tokens(kBatch));
+  std::vector<std::vector<int64_t>> changed = kBatch;
+  for (auto& r : changed) r[6] = r[7] = r[8] = 9;
+  const torch::Tensor b = model.forward(Tokens(changed));
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{2, 9, 97}));
+  EXPECT_TRUE(torch::allclose(a.narrow(1, 0, 6), b.narrow(1, 0, 6), 0, 0));
+  EXPECT_FALSE(torch::allclose(a.narrow(1, 6, 3), b.narrow(1, 6, 3)));
+}
+
+// Weights the reference wrote (its own safetensors writer, transformers'
+// names) load into our model and give the reference's logits; this covers
+// RMSNorm, rotary embeddings (rotate-half), grouped-query attention,
+// SwiGLU and the config.json parser.
+TEST_F(LlamaTest, MatchesTheIndependentReferenceOnItsWeights) {
+  if (!HaveReferencePython()) GTEST_SKIP() << "Debian's python3-torch is not installed";
+  struct Case {
+    const char* config;
+    const char* dtype;
+    double tolerance;
+  };
+  for (const Case& c : {Case{"{}", "f32", 1e-4}, Case{R"({"num_key_value_heads": 1})", "f32", 1e-4},
+                        Case{R"({"num_key_value_heads": 4, "tie_word_embeddings": true})", "f32", 1e-4},
+                        Case{R"({"rope_theta": 500000.0, "num_hidden_layers": 3})", "f32", 1e-4},
+                        // bf16 weights: both sides read the same rounded values
+                        Case{"{}", "bf16", 1e-4}}) {
+    SCOPED_TRACE(std::string(c.config) + " " + c.dtype);
+    const std::string dir = Path("ref");
+    fs::remove_all(dir);
+    const std::string cmd = "/usr/bin/python3 " + ReferenceScript() + " write " + dir +
+                            " --seed 11 --dtype " + c.dtype + " --config '" + c.config + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    absl::StatusOr<std::shared_ptr<LlamaModel>> model = LoadLlamaCheckpoint(dir);
+    ASSERT_TRUE(model.ok()) << model.status();
+    (*model)->eval();
+    torch::NoGradGuard no_grad;
+    const torch::Tensor ours = (*model)->forward(Tokens(kBatch)).to(torch::kFloat64);
+    const torch::Tensor ref = ReferenceLogits(dir, kBatch);
+    ASSERT_EQ(ours.sizes(), ref.sizes());
+    const double diff = (ours - ref).abs().max().item<double>();
+    EXPECT_LT(diff, c.tolerance);
+    EXPECT_GT(ref.abs().max().item<double>(), 1e-2);  // not trivially zero
+  }
+}
+
+// What we save, the reference loads (its own parser) and computes the same
+// logits from.
+TEST_F(LlamaTest, OurCheckpointLoadsInTheReference) {
+  if (!HaveReferencePython()) GTEST_SKIP() << "Debian's python3-torch is not installed";
+  torch::manual_seed(5);
+  LlamaModel model(Small());
+  model.eval();
+  const std::string dir = Path("ours");
+  ASSERT_TRUE(SaveLlamaCheckpoint(model, dir).ok());
+
+  std::ifstream f(dir + "/config.json");
+  const nlohmann::json config = nlohmann::json::parse(f);
+  EXPECT_EQ(config["model_type"], "llama");
+  EXPECT_EQ(config["architectures"][0], "LlamaForCausalLM");
+  EXPECT_EQ(config["hidden_act"], "silu");
+  EXPECT_EQ(config["num_key_value_heads"], 2);
+  EXPECT_EQ(config["vocab_size"], 97);
+  absl::StatusOr<NamedTensors> tensors = ReadSafetensors(dir + "/model.safetensors");
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  EXPECT_EQ(tensors->metadata.at("format"), "pt");
+
+  torch::NoGradGuard no_grad;
+  const torch::Tensor ours = model.forward(Tokens(kBatch)).to(torch::kFloat64);
+  const torch::Tensor ref = ReferenceLogits(dir, kBatch);
+  EXPECT_LT((ours - ref).abs().max().item<double>(), 1e-4);
+}
+
+TEST_F(LlamaTest, CheckpointRoundTripsExactlyAndInBf16) {
+  LlamaConfig c = Small();
+  c.tie_word_embeddings = true;
+  torch::manual_seed(2);
+  LlamaModel model(c);
+  model.eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor before = model.forward(Tokens(kBatch));
+  ASSERT_TRUE(SaveLlamaCheckpoint(model, Path("f32")).ok());
+  absl::StatusOr<std::shared_ptr<LlamaModel>> back = LoadLlamaCheckpoint(Path("f32"));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->config(), c);
+  (*back)->eval();
+  EXPECT_TRUE(torch::equal((*back)->forward(Tokens(kBatch)), before));
+
+  LlamaSaveOptions bf16;
+  bf16.dtype = torch::kBFloat16;
+  ASSERT_TRUE(SaveLlamaCheckpoint(model, Path("bf16"), bf16).ok());
+  absl::StatusOr<NamedTensors> t = ReadSafetensors(Path("bf16") + "/model.safetensors");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->tensors.front().second.scalar_type(), torch::kBFloat16);
+  back = LoadLlamaCheckpoint(Path("bf16"));
+  ASSERT_TRUE(back.ok()) << back.status();
+  (*back)->eval();
+  const torch::Tensor after = (*back)->forward(Tokens(kBatch));
+  EXPECT_TRUE(torch::allclose(after, before, 0, 0.05));
+  EXPECT_FALSE(torch::equal(after, before));
+}
+
+TEST_F(LlamaTest, RejectsCheckpointsThatDoNotFitWithTheReason) {
+  torch::manual_seed(2);
+  LlamaModel model(Small());
+  ASSERT_TRUE(SaveLlamaCheckpoint(model, Path("ok")).ok());
+
+  absl::StatusOr<std::shared_ptr<LlamaModel>> missing = LoadLlamaCheckpoint(Path("nope"));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+
+  // A tensor left out.
+  fs::create_directories(Path("short"));
+  fs::copy(Path("ok") + "/config.json", Path("short") + "/config.json");
+  NamedTensors t = *ReadSafetensors(Path("ok") + "/model.safetensors");
+  std::vector<std::pair<std::string, torch::Tensor>> kept;
+  for (auto& p : t.tensors) {
+    if (p.first != "model.layers.1.mlp.up_proj.weight") kept.push_back(p);
+  }
+  t.tensors = kept;
+  ASSERT_TRUE(WriteSafetensors(Path("short") + "/model.safetensors", t).ok());
+  absl::StatusOr<std::shared_ptr<LlamaModel>> s = LoadLlamaCheckpoint(Path("short"));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.status().message(), HasSubstr("model.layers.1.mlp.up_proj.weight"));
+
+  // A config the weights do not fit.
+  std::ifstream f(Path("ok") + "/config.json");
+  nlohmann::json config = nlohmann::json::parse(f);
+  config["intermediate_size"] = 100;
+  fs::create_directories(Path("wide"));
+  fs::copy(Path("ok") + "/model.safetensors", Path("wide") + "/model.safetensors");
+  std::ofstream(Path("wide") + "/config.json") << config.dump();
+  s = LoadLlamaCheckpoint(Path("wide"));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.status().message(), HasSubstr("mlp"));
+
+  // Features we do not implement are named.
+  config = nlohmann::json::parse(std::ifstream(Path("ok") + "/config.json"));
+  config["hidden_act"] = "gelu";
+  EXPECT_THAT(LlamaConfig::FromHuggingFaceJson(config).status().message(),
+              HasSubstr("hidden_act"));
+  config = nlohmann::json::parse(std::ifstream(Path("ok") + "/config.json"));
+  config["model_type"] = "gpt2";
+  EXPECT_FALSE(LlamaConfig::FromHuggingFaceJson(config).ok());
+}
+
+TEST_F(LlamaTest, ConfigParsesFlagsAndValidates) {
+  absl::StatusOr<LlamaConfig> c =
+      LlamaConfig::Parse("d=128,layers=3,heads=4,kv_heads=2,ffn=344,vocab=500,ctx=96,tied", {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->hidden_size, 128);
+  EXPECT_EQ(c->num_hidden_layers, 3);
+  EXPECT_EQ(c->num_key_value_heads, 2);
+  EXPECT_EQ(c->intermediate_size, 344);
+  EXPECT_EQ(c->vocab_size, 500);
+  EXPECT_EQ(c->max_position_embeddings, 96);
+  EXPECT_TRUE(c->tie_word_embeddings);
+  EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(c->ToHuggingFaceJson()), *c);
+
+  EXPECT_FALSE(LlamaConfig::Parse("d=100,heads=3", {}).ok());      // heads do not divide d
+  EXPECT_FALSE(LlamaConfig::Parse("heads=4,kv_heads=3", {}).ok());  // not a multiple
+  EXPECT_FALSE(LlamaConfig::Parse("depth=3", {}).ok());             // unknown key
+  EXPECT_FALSE(LlamaConfig::Parse("layers=x", {}).ok());
+  EXPECT_FALSE(LlamaConfig::Parse("layers=0", {}).ok());
+}
+
+TEST_F(LlamaTest, StudentFromTeacherLayersCopiesThemAndChecksWidths) {
+  LlamaConfig teacher_config = Small();
+  teacher_config.num_hidden_layers = 4;
+  torch::manual_seed(4);
+  LlamaModel teacher(teacher_config);
+  LlamaConfig student_config = teacher_config;
+  student_config.num_hidden_layers = 2;
+
+  absl::StatusOr<std::shared_ptr<LlamaModel>> s = LlamaFromLayers(teacher, student_config, {});
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto tp = teacher.named_parameters();
+  auto sp = (*s)->named_parameters();
+  // Spread evenly: teacher layers 0 and 3.
+  EXPECT_TRUE(torch::equal(sp["model.layers.0.self_attn.q_proj.weight"],
+                           tp["model.layers.0.self_attn.q_proj.weight"]));
+  EXPECT_TRUE(torch::equal(sp["model.layers.1.mlp.down_proj.weight"],
+                           tp["model.layers.3.mlp.down_proj.weight"]));
+  EXPECT_TRUE(torch::equal(sp["lm_head.weight"], tp["lm_head.weight"]));
+  EXPECT_TRUE(torch::equal(sp["model.embed_tokens.weight"], tp["model.embed_tokens.weight"]));
+  // A copy, not shared storage.
+  EXPECT_NE(sp["lm_head.weight"].data_ptr(), tp["lm_head.weight"].data_ptr());
+
+  s = LlamaFromLayers(teacher, student_config, {2, 1});
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(torch::equal((*s)->named_parameters()["model.layers.0.mlp.up_proj.weight"],
+                           tp["model.layers.2.mlp.up_proj.weight"]));
+
+  EXPECT_THAT(LlamaFromLayers(teacher, student_config, {0, 4}).status().message(),
+              HasSubstr("teacher layer 4 does not exist"));
+  EXPECT_FALSE(LlamaFromLayers(teacher, student_config, {0}).ok());
+  LlamaConfig narrow = student_config;
+  narrow.hidden_size = 32;
+  narrow.intermediate_size = 86;
+  EXPECT_THAT(LlamaFromLayers(teacher, narrow, {}).status().message(),
+              HasSubstr("hidden_size"));
+}
+
+TEST_F(LlamaTest, HiddenStatesAreTheResidualStream) {
+  torch::manual_seed(6);
+  LlamaModel model(Small());
+  model.eval();
+  torch::NoGradGuard no_grad;
+  HiddenStates hidden;
+  const torch::Tensor logits =
+      model.ForwardWithHidden(Tokens(kBatch), {"embed", "block.1", "final_norm"}, &hidden);
+  ASSERT_EQ(hidden.size(), 3u);
+  EXPECT_EQ(hidden["block.1"].sizes(), (std::vector<int64_t>{2, 9, 64}));
+  EXPECT_TRUE(torch::allclose(logits, torch::matmul(hidden["final_norm"], model.OutputWeight().t())));
+  EXPECT_TRUE(torch::allclose(hidden["final_norm"], model.model->norm(hidden["block.1"])));
+  EXPECT_EQ(model.HiddenLayers().size(), 4u);
+}
+
+TEST_F(LlamaTest, SamplingIsSeededAndGreedyFollowsTheArgmax) {
+  torch::manual_seed(7);
+  LlamaModel model(Small());
+  SamplingOptions o;
+  o.max_new_tokens = 12;
+  o.seed = 3;
+  absl::StatusOr<std::vector<int64_t>> a = SampleContinuation(model, {1, 5, 17}, o);
+  absl::StatusOr<std::vector<int64_t>> b = SampleContinuation(model, {1, 5, 17}, o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->size(), 12u);
+  EXPECT_EQ(*a, *b);
+  for (int64_t t : *a) EXPECT_TRUE(t >= 0 && t < 97);
+
+  o.temperature = 0;
+  absl::StatusOr<std::vector<int64_t>> g = SampleContinuation(model, {1, 5, 17}, o);
+  ASSERT_TRUE(g.ok());
+  model.eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor first = model.forward(Tokens({{1, 5, 17}})).select(1, 2).argmax(-1);
+  EXPECT_EQ((*g)[0], first.item<int64_t>());
+
+  EXPECT_FALSE(SampleContinuation(model, {}, o).ok());
+  EXPECT_FALSE(SampleContinuation(model, {97}, o).ok());
+}
+
+}  // namespace
+}  // namespace retort::models

@@ -1,0 +1,205 @@
+// LmTrainer on synthetic token shards (no tokenizer needed, so it also runs
+// in sanitizer builds): learning, distillation from an in-process Llama
+// teacher, exact resume, and the teacher checks.
+#include "trainer/lm_trainer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "common/file_util.h"
+#include "data/token_sequences.h"
+#include "data/token_shard.h"
+#include "models/checkpoint_file.h"
+#include "models/llama_checkpoint.h"
+#include "teacher/llama_teacher.h"
+
+namespace retort::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr uint32_t kVocab = 40;
+
+class LmTrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("retort_lm_trainer_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    train_ = Shard("train.tokens", 6000, 1);
+    valid_ = Shard("valid.tokens", 1200, 2);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string Path(const std::string& name) { return (dir_ / name).string(); }
+
+  // A learnable stream: counting runs (t, t+1, t+2, ...) of random length
+  // from random starts, so the next token is mostly the current one plus 1.
+  std::shared_ptr<data::TokenSequenceDataset> Shard(const std::string& name, int n,
+                                                    uint32_t seed) {
+    auto writer = data::TokenShardWriter::Create(Path(name), kVocab);
+    EXPECT_TRUE(writer.ok());
+    uint32_t x = seed, t = 0;
+    std::vector<uint32_t> tokens;
+    for (int i = 0; i < n; ++i) {
+      x = x * 1664525u + 1013904223u;
+      t = (x >> 24) % 8 == 0 ? (x >> 16) % kVocab : (t + 1) % kVocab;
+      tokens.push_back(t);
+    }
+    EXPECT_TRUE((*writer)->Append(tokens).ok());
+    EXPECT_TRUE((*writer)->Finish().ok());
+    auto d = data::TokenSequenceDataset::Open(Path(name), 16);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return *d;
+  }
+
+  LmTrainerOptions Options(const std::string& out) {
+    LmTrainerOptions o;
+    o.model.vocab_size = kVocab;
+    o.model.hidden_size = 32;
+    o.model.intermediate_size = 64;
+    o.model.num_hidden_layers = 1;
+    o.model.num_attention_heads = 2;
+    o.model.num_key_value_heads = 2;
+    o.model.max_position_embeddings = 16;
+    o.optimizer.kind = "adamw";
+    o.optimizer.learning_rate = 3e-3;
+    o.steps = 60;
+    o.batch_size = 8;
+    o.seed = 4;
+    o.log_every_steps = 1;
+    o.out_dir = Path(out);
+    return o;
+  }
+
+  // A 2-layer teacher trained briefly on the same data.
+  std::shared_ptr<LmTeacherClient> Teacher(int64_t top_k) {
+    if (teacher_model_ == nullptr) {
+      LmTrainerOptions o = Options("teacher");
+      o.model.hidden_size = 64;
+      o.model.intermediate_size = 128;
+      o.model.num_hidden_layers = 2;
+      o.steps = 80;
+      auto t = LmTrainer::Create(o, train_, valid_, nullptr);
+      EXPECT_TRUE(t.ok()) << t.status();
+      auto r = (*t)->Run();
+      EXPECT_TRUE(r.ok()) << r.status();
+      auto loaded = models::LoadLlamaCheckpoint(r->model_dir);
+      EXPECT_TRUE(loaded.ok()) << loaded.status();
+      teacher_model_ = *loaded;
+    }
+    return std::make_shared<InProcessLmTeacher>(
+        teacher::LlamaTeacher::FromModel(teacher_model_, "tok-sha"), top_k);
+  }
+
+  fs::path dir_;
+  std::shared_ptr<data::TokenSequenceDataset> train_, valid_;
+  std::shared_ptr<models::LlamaModel> teacher_model_;
+};
+
+TEST_F(LmTrainerTest, LearnsFromScratchAndExportsTheModel) {
+  auto t = LmTrainer::Create(Options("scratch"), train_, valid_, nullptr);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto before = EvaluateLm((*t)->model(), *valid_, {});
+  ASSERT_TRUE(before.ok());
+  auto r = (*t)->Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->steps, 60);
+  EXPECT_EQ(r->tokens, 60 * 8 * 16);
+  // Random init is about uniform (perplexity ~40); the counting rule is
+  // right 7 times in 8.
+  EXPECT_GT(before->perplexity, 30);
+  EXPECT_LT(r->final_validation.perplexity, 0.5 * before->perplexity);
+  EXPECT_LT(r->final_validation.teacher_agreement, 0);  // no teacher
+  auto exported = models::LoadLlamaCheckpoint(r->model_dir);
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  EXPECT_EQ(models::WeightsSha256(**exported), r->parameters_sha256);
+  EXPECT_TRUE(PathExists(Path("scratch/result.json")));
+}
+
+TEST_F(LmTrainerTest, DistilledStudentAgreesWithItsTeacher) {
+  for (int64_t k : {int64_t{0}, int64_t{4}}) {
+    SCOPED_TRACE(k);
+    LmTrainerOptions o = Options("distilled_" + std::to_string(k));
+    o.loss.alpha = 1.0;  // soft targets only
+    o.loss.temperature = 2.0;
+    auto t = LmTrainer::Create(o, train_, valid_, Teacher(k));
+    ASSERT_TRUE(t.ok()) << t.status();
+    auto r = (*t)->Run();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_GT(r->final_validation.teacher_agreement, 0.6);
+    EXPECT_LT(r->final_validation.perplexity, 20);
+  }
+}
+
+TEST_F(LmTrainerTest, ResumesBitForBitWithATeacher) {
+  LmTrainerOptions o = Options("whole");
+  o.checkpoint_every_steps = 10;
+  o.teacher_prefetch = 3;
+  auto whole = LmTrainer::Create(o, train_, valid_, Teacher(8));
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto expected = (*whole)->Run();
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  LmTrainerOptions part = o;
+  part.out_dir = Path("parts");
+  part.stop_after_steps = 35;  // checkpoints at 30 and 35
+  auto first = LmTrainer::Create(part, train_, valid_, Teacher(8));
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(absl::IsCancelled((*first)->Run().status()));
+
+  part.stop_after_steps = 0;
+  part.resume = true;
+  auto second = LmTrainer::Create(part, train_, valid_, Teacher(8));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->step(), 35);
+  auto got = (*second)->Run();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->parameters_sha256, expected->parameters_sha256);
+  EXPECT_EQ(got->resumed_from_step, 35);
+
+  // Other settings, or no teacher, refuse to resume.
+  LmTrainerOptions other = part;
+  other.loss.alpha = 0.9;
+  auto refused = LmTrainer::Create(other, train_, valid_, Teacher(8));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("loss"));
+  auto no_teacher = LmTrainer::Create(part, train_, valid_, nullptr);
+  EXPECT_FALSE(no_teacher.ok());
+
+  // Without resume or overwrite the checkpoints are not clobbered.
+  part.resume = false;
+  auto clobber = LmTrainer::Create(part, train_, valid_, Teacher(8));
+  ASSERT_FALSE(clobber.ok());
+  EXPECT_THAT(clobber.status().message(), HasSubstr("--resume=auto"));
+}
+
+// A teacher answering for another vocabulary or tokenizer is refused.
+TEST_F(LmTrainerTest, RefusesATeacherOfAnotherVocabularyOrTokenizer) {
+  LmTrainerOptions o = Options("wrong");
+  models::LlamaConfig bigger = o.model;
+  bigger.vocab_size = kVocab + 10;
+  auto other = std::make_shared<InProcessLmTeacher>(
+      teacher::LlamaTeacher::FromModel(std::make_shared<models::LlamaModel>(bigger), ""), 4);
+  auto t = LmTrainer::Create(o, train_, valid_, other);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(t.status().message(), HasSubstr("vocabulary"));
+
+  o.tokenizer_sha256 = "another-sha";
+  t = LmTrainer::Create(o, train_, valid_, Teacher(4));
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), HasSubstr("tokenizer"));
+
+  o = Options("long");
+  o.model.max_position_embeddings = 8;  // the data's sequences are 16
+  EXPECT_FALSE(LmTrainer::Create(o, train_, valid_, nullptr).ok());
+}
+
+}  // namespace
+}  // namespace retort::trainer

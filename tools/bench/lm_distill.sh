@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Reproduces the language-model distillation figures of docs/results.md.
+#
+#   tools/bench/lm_distill.sh [OUT_DIR]     (default: bench_out/lm)
+#
+# 1. `retort data prepare`: the King James Bible, a 4096-piece SentencePiece
+#    tokenizer, train/validation shards;
+# 2. the teacher (TEACHER_MODEL) trained on next-token cross-entropy;
+# 3. the student (STUDENT_MODEL, 4-8x fewer parameters) on the same tokens
+#    and steps: from scratch, and distilled (forward KL at T=1, alpha=0.5)
+#    with top-k 64 targets plus the tail mass, over SEEDS; then dense targets,
+#    top-16 and top-8 at seed 1;
+# 4. `retort eval` of every model on the whole validation split (perplexity,
+#    top-1, agreement with the teacher).
+# Every run's summary is a line of OUT_DIR/results.jsonl; tools/bench/lm_table.py
+# writes OUT_DIR/table.md and the loss-curve plot. Runs already in
+# results.jsonl are skipped, so an interrupted sweep continues.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-bench_out/lm}
+RETORT=${RETORT:-./build/retort}
+TEACHER_MODEL=${TEACHER_MODEL:-"d=256,layers=4,heads=4,ffn=688"}
+STUDENT_MODEL=${STUDENT_MODEL:-"d=128,layers=2,heads=4,ffn=344,tied"}
+TEACHER_STEPS=${TEACHER_STEPS:-1200}
+STEPS=${STEPS:-400}
+SEEDS=${SEEDS:-"1 2"}
+EXTRA=${EXTRA:-"dense:0 top16:16 top8:8"}
+COMMON="--seq_len=128 --batch_size=16 --threads=${THREADS:-2} --log_every_steps=10"
+mkdir -p "$OUT/runs"
+RESULTS=$OUT/results.jsonl
+DATA=$OUT/corpus
+
+$RETORT data prepare --out_dir="$DATA" --vocab_size=4096 >"$OUT/corpus.log" 2>&1 || {
+  cat "$OUT/corpus.log" >&2; exit 1; }
+
+# run NAME FLAGS...: trains unless already in results.jsonl, evaluates the
+# exported model on all validation tokens, appends one JSON line.
+run() {
+  local name=$1; shift
+  local dir=$OUT/runs/$name
+  grep -q "\"name\":\"$name\"" "$RESULTS" 2>/dev/null && return 0
+  echo "[lm_distill] $name" >&2
+  $RETORT lm train $COMMON --data="$DATA" --overwrite --out_dir="$dir" "$@" 2>"$dir.log" || {
+    echo "run $name failed; see $dir.log" >&2; exit 1; }
+  $RETORT eval --checkpoint="$dir/model" --data="$DATA" --seq_len=128 --batch_size=16 \
+    --threads="${THREADS:-2}" --teacher="$OUT/runs/teacher/model" --json_out="$dir/eval.json" >/dev/null
+  /usr/bin/python3 - "$name" "$dir" "$*" >>"$RESULTS" <<'PY'
+import json, sys
+name, d, flags = sys.argv[1:]
+r = json.load(open(d + "/result.json")); e = json.load(open(d + "/eval.json"))
+print(json.dumps({"name": name, "flags": flags, "steps": r["steps"], "tokens": r["tokens"],
+                  "tokens_per_second": r["tokens_per_second"], "train_seconds": r["train_seconds"],
+                  "perplexity": e["perplexity"], "loss": e["loss"], "top1": e["top1_accuracy"],
+                  "teacher_agreement": e["teacher_agreement"], "eval_tokens": e["tokens"]},
+                 separators=(",", ":")))
+PY
+}
+
+run teacher --model="$TEACHER_MODEL" --steps="$TEACHER_STEPS" --lr=2e-3 --seed=1 \
+  --eval_every=200 --eval_sequences=96
+TEACHER="--teacher=$OUT/runs/teacher/model --temperature=1 --alpha=0.5 --divergence=fkl"
+for seed in $SEEDS; do
+  run "scratch_s$seed" --model="$STUDENT_MODEL" --steps="$STEPS" --lr=3e-3 --seed="$seed" \
+    --eval_every=50 --eval_sequences=96
+  run "top64_s$seed" --model="$STUDENT_MODEL" --steps="$STEPS" --lr=3e-3 --seed="$seed" \
+    --eval_every=50 --eval_sequences=96 $TEACHER --top_k=64
+done
+for spec in $EXTRA; do
+  run "${spec%%:*}_s1" --model="$STUDENT_MODEL" --steps="$STEPS" --lr=3e-3 --seed=1 \
+    --eval_every=50 --eval_sequences=96 $TEACHER --top_k="${spec##*:}"
+done
+/usr/bin/python3 tools/bench/lm_table.py "$OUT"

