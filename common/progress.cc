@@ -37,7 +37,8 @@ std::string ProgressLine::Format(int64_t done_units, int64_t samples,
   }
   if (!detail.empty()) absl::StrAppend(&text, " | ", detail);
   if (seconds > 0) {
-    absl::StrAppendFormat(&text, " | %.0f samples/s", static_cast<double>(samples) / seconds);
+    absl::StrAppendFormat(&text, " | %.0f %s/s", static_cast<double>(samples) / seconds,
+                          options_.rate_unit);
   }
   if (options_.total_units > 0 && done_units > 0 && seconds > 0) {
     double remaining = seconds * static_cast<double>(options_.total_units - done_units) /

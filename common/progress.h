@@ -25,6 +25,8 @@ class ProgressLine {
     // Whether to redraw in place with '\r'. Defaults to isatty(out).
     int redraw = -1;
     absl::Duration min_interval = absl::Seconds(10);  // when not redrawing
+    // What Update's `samples` count, for the rate: "samples/s", "tokens/s".
+    std::string rate_unit = "samples";
   };
 
   explicit ProgressLine(Options options);

@@ -256,6 +256,7 @@ absl::StatusOr<PreparedCorpus> PrepareTokenCorpus(const PrepareOptions& options)
     p.label = "[data] encode";
     p.total_units = c.lines;
     p.out = options.log;
+    p.rate_unit = "lines";
     progress.emplace(std::move(p));
   }
   int64_t text_bytes = 0;

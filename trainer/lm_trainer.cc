@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/progress.h"
 #include "common/status_macros.h"
@@ -188,17 +187,10 @@ absl::Status LmTrainer::Resume() {
   const std::string path = latest->dir + "/" + kCheckpointFile;
   RETORT_ASSIGN_OR_RETURN(TrainingState loaded,
                           LoadTrainingCheckpoint(path, *model_, ModelJson(), *optimizer_));
-  std::vector<std::string> differing = ConfigDifferences(loaded.config, state_.config);
-  if (!differing.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot resume ", path, ": this run's settings differ from the checkpoint's in: ",
-        absl::StrJoin(differing, ", "), "; resume with the original flags or use --overwrite"));
-  }
-  if (loaded.teacher_weights_sha256 != state_.teacher_weights_sha256) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot resume ", path, ": it was distilled from teacher weights '",
-        loaded.teacher_weights_sha256.substr(0, 12), "' but this run's teacher is '",
-        state_.teacher_weights_sha256.substr(0, 12), "'"));
+  RETORT_RETURN_IF_ERROR(CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
+  if (loaded.step != latest->step) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": step ", loaded.step, " disagrees with its manifest's ", latest->step));
   }
   RETORT_RETURN_IF_ERROR(sampler_->Restore(loaded.sampler));
   state_ = std::move(loaded);
@@ -248,7 +240,8 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
   result.resumed_from_step = state_.step;
   ProgressLine progress({.label = absl::StrCat("[", options_.label, "]"),
                          .total_units = options_.steps,
-                         .clock = options_.clock});
+                         .clock = options_.clock,
+                         .rate_unit = "tokens"});
   double run_seconds = 0, teacher_wait = 0;
   int64_t run_tokens = 0;
   double last_loss = 0;
@@ -314,7 +307,7 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
     }
     if (progress.Due() || state_.step == options_.steps) {
       progress.Update(state_.step, run_tokens,
-                      absl::StrFormat("loss %.3f (ce %.3f) | %.0f tok/s", last_loss, hard, rate),
+                      absl::StrFormat("loss %.3f (ce %.3f)", last_loss, hard),
                       state_.step == options_.steps);
     }
     if (options_.eval_every_steps > 0 && state_.step % options_.eval_every_steps == 0 &&

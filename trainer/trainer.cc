@@ -206,21 +206,7 @@ absl::Status Trainer::Resume() {
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
   RETORT_ASSIGN_OR_RETURN(TrainingState loaded, LoadTrainingCheckpoint(path, *model_, *optimizer_));
-  std::vector<std::string> differing = ConfigDifferences(loaded.config, state_.config);
-  if (!differing.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot resume ", path, ": this run's settings differ from the checkpoint's in: ",
-        absl::StrJoin(differing, ", "), "; resume with the original flags or use --overwrite"));
-  }
-  if (loaded.teacher_weights_sha256 != state_.teacher_weights_sha256) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot resume ", path, ": it was distilled from teacher weights ",
-        loaded.teacher_weights_sha256.empty() ? "(none)"
-                                              : loaded.teacher_weights_sha256.substr(0, 12),
-        " but this run's teacher is ",
-        state_.teacher_weights_sha256.empty() ? "(none)"
-                                              : state_.teacher_weights_sha256.substr(0, 12)));
-  }
+  RETORT_RETURN_IF_ERROR(CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
   RETORT_RETURN_IF_ERROR(sampler_->Restore(loaded.sampler));
   if (loaded.step != latest->step ||
       loaded.step !=

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
 #include "models/checkpoint_file.h"
@@ -108,6 +109,25 @@ std::vector<std::string> ConfigDifferences(const nlohmann::json& stored,
     if (!stored.contains(it.key()) || stored[it.key()] != it.value()) keys.push_back(it.key());
   }
   return keys;
+}
+
+absl::Status CheckResumable(const std::string& path, const TrainingState& loaded,
+                            const nlohmann::json& config,
+                            const std::string& teacher_weights_sha256) {
+  const std::vector<std::string> differing = ConfigDifferences(loaded.config, config);
+  if (!differing.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume ", path, ": this run's settings differ from the checkpoint's in: ",
+        absl::StrJoin(differing, ", "), "; resume with the original flags or use --overwrite"));
+  }
+  if (loaded.teacher_weights_sha256 != teacher_weights_sha256) {
+    auto name = [](const std::string& sha) { return sha.empty() ? "(none)" : sha.substr(0, 12); };
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot resume ", path, ": it was distilled from teacher weights ",
+                     name(loaded.teacher_weights_sha256), " but this run's teacher is ",
+                     name(teacher_weights_sha256)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,

@@ -37,6 +37,14 @@ struct TrainingState {
 // missing there: why a checkpoint cannot be resumed by this run.
 std::vector<std::string> ConfigDifferences(const nlohmann::json& stored, const nlohmann::json& now);
 
+// OK when `loaded` (read from `path`) can be continued by a run of `config`
+// distilling from teacher weights `teacher_weights_sha256` (empty: no
+// teacher); FAILED_PRECONDITION listing the settings that differ, or naming
+// both teachers, otherwise.
+absl::Status CheckResumable(const std::string& path, const TrainingState& loaded,
+                            const nlohmann::json& config,
+                            const std::string& teacher_weights_sha256);
+
 // Writes model, optimizer, state and the current default-generator state.
 absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
                                     torch::optim::Optimizer& optimizer, const TrainingState& state);

@@ -5,13 +5,14 @@
 //      denominator of model FLOPs utilisation);
 //   2. the teacher's forward pass in process, fp32 and bf16: tokens/s and
 //      MFU against the peak of its precision;
-//   3. a teacher server (`retort teacher serve` child, top-k bf16 answers):
+//   3. a teacher server (`retort teacher serve` child, fp32 forward, top-k
+//      bf16 answers):
 //      tokens/s served to pipelined requests, and the bytes per token on the
 //      wire for dense and top-k answers on this model;
 //   4. the student's training step: tokens/s and MFU trained on labels
-//      alone, distilled from the teacher in process, and distilled from the
-//      teacher server (requests for the next steps in flight while a step
-//      trains).
+//      alone, distilled from the fp32 teacher in process, and distilled from
+//      the teacher server (requests for the next steps in flight while a
+//      step trains).
 //
 // Model FLOPs per token are LlamaConfig::ForwardFlopsPerToken at the full
 // sequence length (a training step counts three forward passes). Tokens are
@@ -266,7 +267,7 @@ absl::Status RunBenchLm() {
   TeacherProcess::Options serve;
   serve.checkpoint = checkpoint;
   serve.scratch_dir = scratch;
-  serve.extra_flags = {"--bf16", absl::StrCat("--max_batch_rows=", batch)};
+  serve.extra_flags = {absl::StrCat("--max_batch_rows=", batch)};
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TeacherProcess> server, TeacherProcess::Start(serve));
   const teacher::OutputSpec topk{v1::OUTPUT_TOP_K, top_k > 0 ? top_k : 64, v1::DTYPE_BFLOAT16};
   {
@@ -289,7 +290,7 @@ absl::Status RunBenchLm() {
     }
     report["server"] = {{"output", topk.Describe()},
                         {"tokens_per_second", rate},
-                        {"mfu_bf16", rate * teacher_flops / 1e9 / peak["bf16"]}};
+                        {"mfu", rate * teacher_flops / 1e9 / peak["fp32"]}};
   }
   nlohmann::json wire = nlohmann::json::array();
   for (const teacher::OutputSpec& spec :
@@ -327,7 +328,7 @@ absl::Status RunBenchLm() {
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
                             teacher::LlamaTeacher::Create({.checkpoint_dir = checkpoint,
                                                            .max_batch = batch,
-                                                           .bf16 = true}));
+                                                           .bf16 = false}));
     trainer::InProcessLmTeacher local(std::move(t), topk.top_k);
     RETORT_ASSIGN_OR_RETURN(double rate, StudentTokensPerSecond(student_config, &local, batch,
                                                                 length, 1, duration));
@@ -360,10 +361,10 @@ absl::Status RunBenchLm() {
                 f["tokens_per_second"].get<double>(), f["gflops"].get<double>(),
                 100 * f["mfu"].get<double>());
   }
-  std::printf("%-28s %12.0f %10.1f %7.1f%%\n", ("server bf16, " + topk.Describe()).c_str(),
+  std::printf("%-28s %12.0f %10.1f %7.1f%%\n", ("server fp32, " + topk.Describe()).c_str(),
               report["server"]["tokens_per_second"].get<double>(),
               report["server"]["tokens_per_second"].get<double>() * teacher_flops / 1e9,
-              100 * report["server"]["mfu_bf16"].get<double>());
+              100 * report["server"]["mfu"].get<double>());
   std::printf("\n%-16s %22s %22s\n", "output", "response bytes/token", "request bytes/token");
   for (const auto& w : wire) {
     std::printf("%-16s %22.1f %22.1f\n", w["output"].get<std::string>().c_str(),
