@@ -84,14 +84,17 @@ case "$cmd" in
         -DRETORT_FUZZ=ON >/dev/null
     fi
     cmake --build build-fuzz -j "${RETORT_JOBS:-2}" --target distill_request_fuzzer distill_request_seeds \
-      safetensors_fuzzer
-    mkdir -p build-fuzz/corpus/distill_request build-fuzz/corpus/safetensors
+      safetensors_fuzzer gguf_fuzzer
+    mkdir -p build-fuzz/corpus/distill_request build-fuzz/corpus/safetensors build-fuzz/corpus/gguf
     log "fuzzing request parsing and validation for ${seconds}s"
     build-fuzz/tests/fuzz/distill_request_fuzzer -max_len=16384 -max_total_time="$seconds" \
       -print_final_stats=1 build-fuzz/corpus/distill_request build-fuzz/tests/fuzz/seeds
     log "fuzzing the safetensors header parser for ${seconds}s"
     build-fuzz/tests/fuzz/safetensors_fuzzer -max_len=4096 -max_total_time="$seconds" \
       -print_final_stats=1 build-fuzz/corpus/safetensors tests/fuzz/safetensors_seeds
+    log "fuzzing the GGUF parser for ${seconds}s"
+    build-fuzz/tests/fuzz/gguf_fuzzer -max_len=8192 -max_total_time="$seconds" \
+      -print_final_stats=1 build-fuzz/corpus/gguf tests/fuzz/gguf_seeds
     ;;
   build)
     install_missing

@@ -10,10 +10,6 @@
 namespace retort::models {
 namespace {
 
-torch::nn::Linear Projection(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-}
-
 // cat(-x2, x1) for x = cat(x1, x2) along the last dimension.
 torch::Tensor RotateHalf(const torch::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
@@ -137,8 +133,24 @@ LlamaModel::LlamaModel(const LlamaConfig& config) : config_(config) {
   sin_ = angles.sin().to(torch::kFloat32);
 }
 
+std::string WeightQuantization::Describe() const {
+  if (!quantized()) return "float32";
+  return absl::StrCat("int", bits, group_size == 0 ? " per-channel" : absl::StrCat(" g", group_size),
+                      embeddings ? " (+ embeddings)" : "");
+}
+
+std::vector<std::pair<std::string, Projection>> LlamaModel::Projections() {
+  std::vector<std::pair<std::string, Projection>> out;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (auto p = std::dynamic_pointer_cast<ProjectionImpl>(item.value())) {
+      out.emplace_back(item.key(), Projection(p));
+    }
+  }
+  return out;
+}
+
 torch::Tensor LlamaModel::OutputWeight() const {
-  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+  return lm_head ? lm_head->EffectiveWeight() : model->embed_tokens->weight;
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) {

@@ -16,12 +16,14 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include <utility>
 
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
 #include "models/classifier.h"
 #include "models/llama_config.h"
+#include "models/projection.h"
 
 namespace retort::models {
 
@@ -41,7 +43,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
   explicit LlamaAttentionImpl(const LlamaConfig& config);
   // x [B, T, hidden]; cos/sin [T, head_dim] (float32).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
@@ -52,7 +54,7 @@ class LlamaMlpImpl : public torch::nn::Module {
  public:
   explicit LlamaMlpImpl(const LlamaConfig& config);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(LlamaMlp);
 
@@ -75,6 +77,20 @@ class LlamaBackboneImpl : public torch::nn::Module {
   RmsNorm norm{nullptr};
 };
 TORCH_MODULE(LlamaBackbone);
+
+// How a LlamaModel's weights are held: float (bits 0), or block-quantized
+// (models/block_quant.h) projections, dequantized on the fly, with
+// `embeddings` saying whether the embedding matrix was quantized too (it is
+// then held as its dequantized values).
+struct WeightQuantization {
+  int bits = 0;             // 0 (float), 8 or 4
+  int64_t group_size = 0;   // columns per scale; 0 = one scale per output row
+  bool embeddings = false;
+
+  bool quantized() const { return bits != 0; }
+  // "float32", "int8 per-channel", "int4 g64 (+ embeddings)".
+  std::string Describe() const;
+};
 
 class LlamaModel : public torch::nn::Module {
  public:
@@ -99,11 +115,17 @@ class LlamaModel : public torch::nn::Module {
   std::vector<HiddenLayer> HiddenLayers() const;
 
   const LlamaConfig& config() const { return config_; }
-  // The output projection: lm_head, or the embedding matrix when tied.
+  // The output projection: lm_head (dequantized when quantized), or the
+  // embedding matrix when tied.
   torch::Tensor OutputWeight() const;
 
+  // Every projection (attention, MLP, and lm_head when untied) under its
+  // module name, "model.layers.0.self_attn.q_proj" ... "lm_head".
+  std::vector<std::pair<std::string, Projection>> Projections();
+
   LlamaBackbone model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // null when the embeddings are tied
+  Projection lm_head{nullptr};  // null when the embeddings are tied
+  WeightQuantization quantization;  // set by whoever quantizes the projections
 
  private:
   LlamaConfig config_;

@@ -16,6 +16,30 @@ std::string ShapeString(const torch::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]");
 }
 
+nlohmann::json QuantizationJson(const WeightQuantization& q) {
+  return {{"bits", q.bits},
+          {"group_size", q.group_size},
+          {"embeddings", q.embeddings},
+          {"scheme", "symmetric block, see docs/compaction.md"}};
+}
+
+absl::StatusOr<WeightQuantization> QuantizationFromJson(const nlohmann::json& json,
+                                                        const std::string& source) {
+  WeightQuantization q;
+  if (!json.is_object() || !json.contains("bits") || !json["bits"].is_number_integer()) {
+    return absl::DataLossError(absl::StrCat(source, ": retort_quantization needs integer 'bits'"));
+  }
+  q.bits = json["bits"].get<int>();
+  q.group_size = json.value("group_size", int64_t{0});
+  q.embeddings = json.value("embeddings", false);
+  if ((q.bits != 4 && q.bits != 8) || q.group_size < 0) {
+    return absl::DataLossError(absl::StrCat(source, ": retort_quantization bits ", q.bits,
+                                            " / group_size ", q.group_size,
+                                            " (bits 4 or 8, group_size >= 0)"));
+  }
+  return q;
+}
+
 }  // namespace
 
 bool IsLlamaCheckpoint(const std::string& path) {
@@ -25,11 +49,115 @@ bool IsLlamaCheckpoint(const std::string& path) {
 NamedTensors LlamaTensors(LlamaModel& model, torch::ScalarType dtype) {
   NamedTensors out;
   torch::NoGradGuard no_grad;
+  std::map<std::string, Projection> quantized;
+  for (auto& [name, p] : model.Projections()) {
+    if (p->is_quantized()) quantized.emplace(name + ".weight", p);
+  }
+  const WeightQuantization& q = model.quantization;
+  auto emit = [&](const std::string& name, const BlockQuantized& b) {
+    out.tensors.emplace_back(name, b.bits == 4 ? PackInt4(b.codes) : b.codes);
+    out.tensors.emplace_back(name + "_scale", b.scales.to(torch::kCPU, torch::kFloat32));
+  };
   for (const auto& p : model.named_parameters()) {
-    out.tensors.emplace_back(p.key(), p.value().detach().to(torch::kCPU, dtype).contiguous());
+    auto it = quantized.find(p.key());
+    if (it != quantized.end()) {
+      emit(p.key(), it->second->Quantized());
+    } else if (q.quantized() && q.embeddings && p.key() == "model.embed_tokens.weight") {
+      // Held dequantized; quantizing it again gives back the same codes.
+      emit(p.key(), QuantizeWithFallback(p.value(), q.bits, q.group_size).value());
+    } else {
+      out.tensors.emplace_back(p.key(), p.value().detach().to(torch::kCPU, dtype).contiguous());
+    }
   }
   out.metadata["format"] = "pt";
+  if (q.quantized()) out.metadata["retort.quantization"] = QuantizationJson(q).dump();
   return out;
+}
+
+namespace {
+
+// Loads a quantized tensor pair `name` (codes) and `name`_scale for a weight
+// shaped like `like`. Each pair describes itself: int8 codes are 8-bit,
+// uint8 codes 4-bit packed, and the scales' columns give the group.
+absl::StatusOr<BlockQuantized> ReadQuantized(const std::map<std::string, const torch::Tensor*>& by_name,
+                                             const std::string& name, const std::string& source,
+                                             const torch::Tensor& like) {
+  auto codes = by_name.find(name);
+  auto scales = by_name.find(name + "_scale");
+  if (codes == by_name.end() || scales == by_name.end()) {
+    return absl::DataLossError(absl::StrCat(source, ": quantized tensor ", name,
+                                            " or its ", name, "_scale is missing"));
+  }
+  const int64_t rows = like.size(0), cols = like.size(1);
+  const torch::Tensor& c = *codes->second;
+  const torch::Tensor& s = *scales->second;
+  const int bits = c.scalar_type() == torch::kInt8 ? 8 : c.scalar_type() == torch::kUInt8 ? 4 : 0;
+  const bool codes_ok = bits != 0 && c.dim() == 2 && c.size(0) == rows &&
+                        c.size(1) == (bits == 8 ? cols : cols / 2) && (bits == 8 || cols % 2 == 0);
+  const bool scales_ok = s.scalar_type() == torch::kFloat32 && s.dim() == 2 && s.size(0) == rows &&
+                         s.size(1) > 0 && cols % s.size(1) == 0 &&
+                         (bits == 8 || (cols / s.size(1)) % 2 == 0);
+  if (!codes_ok || !scales_ok) {
+    return absl::DataLossError(absl::StrCat(
+        source, ": quantized tensor ", name, " is ", c10::toString(c.scalar_type()), " ",
+        ShapeString(c), " with scales ", c10::toString(s.scalar_type()), " ", ShapeString(s),
+        "; a [", rows, ",", cols, "] weight needs Char [", rows, ",", cols, "] (int8) or Byte [",
+        rows, ",", cols / 2, "] (int4) codes and Float [", rows, ", groups] scales"));
+  }
+  if (!torch::isfinite(s).all().item<bool>()) {
+    return absl::DataLossError(absl::StrCat(source, ": ", name, "_scale holds NaN or infinity"));
+  }
+  BlockQuantized b;
+  b.bits = bits;
+  b.block_size = cols / s.size(1);
+  b.codes = bits == 4 ? UnpackInt4(c) : c.clone();
+  b.scales = s.clone();
+  if (bits == 8 && (b.codes == -128).any().item<bool>()) {
+    return absl::DataLossError(
+        absl::StrCat(source, ": ", name, " holds the code -128 (int8 codes are -127..127)"));
+  }
+  return b;
+}
+
+}  // namespace
+
+absl::Status LoadQuantizedLlamaTensors(const NamedTensors& tensors, const std::string& source,
+                                       const WeightQuantization& q, LlamaModel* model) {
+  std::map<std::string, const torch::Tensor*> by_name;
+  for (const auto& [name, t] : tensors.tensors) by_name[name] = &t;
+  // Float tensors (norms, and the embeddings when they were not quantized)
+  // load as usual; the quantized ones are put in place below.
+  NamedTensors plain;
+  std::set<std::string> quantized_names;
+  for (auto& [name, p] : model->Projections()) quantized_names.insert(name + ".weight");
+  if (q.embeddings) quantized_names.insert("model.embed_tokens.weight");
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->named_parameters()) {
+    if (quantized_names.count(p.key()) != 0) continue;
+    auto it = by_name.find(p.key());
+    if (it == by_name.end()) {
+      return absl::DataLossError(absl::StrCat(source, ": tensor ", p.key(), " is missing"));
+    }
+    if (it->second->sizes() != p.value().sizes() || !it->second->is_floating_point()) {
+      return absl::DataLossError(absl::StrCat(source, ": tensor ", p.key(), " is ",
+                                              ShapeString(*it->second), " but the config needs ",
+                                              ShapeString(p.value())));
+    }
+    p.value().copy_(it->second->to(torch::kFloat32));
+  }
+  if (q.embeddings) {
+    torch::Tensor& w = model->model->embed_tokens->weight;
+    RETORT_ASSIGN_OR_RETURN(BlockQuantized b,
+                            ReadQuantized(by_name, "model.embed_tokens.weight", source, w));
+    w.copy_(b.Dequantize());
+  }
+  for (auto& [name, p] : model->Projections()) {
+    RETORT_ASSIGN_OR_RETURN(BlockQuantized b,
+                            ReadQuantized(by_name, name + ".weight", source, p->weight));
+    p->SetQuantized(std::move(b));
+  }
+  model->quantization = q;
+  return absl::OkStatus();
 }
 
 absl::Status LoadLlamaTensors(const NamedTensors& tensors, const std::string& source,
@@ -81,6 +209,9 @@ absl::Status SaveLlamaCheckpoint(LlamaModel& model, const std::string& dir,
   for (const auto& [k, v] : options.metadata) tensors.metadata[k] = v;
   RETORT_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", tensors));
   nlohmann::json config = model.config().ToHuggingFaceJson();
+  if (model.quantization.quantized()) {
+    config["retort_quantization"] = QuantizationJson(model.quantization);
+  }
   config["torch_dtype"] = options.dtype == torch::kFloat32    ? "float32"
                           : options.dtype == torch::kBFloat16 ? "bfloat16"
                                                               : "float16";
@@ -127,7 +258,15 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::strin
   }
   RETORT_ASSIGN_OR_RETURN(NamedTensors tensors, ReadSafetensors(weights));
   auto model = std::make_shared<LlamaModel>(config);
-  RETORT_RETURN_IF_ERROR(LoadLlamaTensors(tensors, weights, model.get()));
+  RETORT_ASSIGN_OR_RETURN(std::string config_text, ReadFile(dir + "/config.json"));
+  const nlohmann::json json = nlohmann::json::parse(config_text, nullptr, false);
+  if (json.contains("retort_quantization")) {
+    RETORT_ASSIGN_OR_RETURN(WeightQuantization q,
+                            QuantizationFromJson(json["retort_quantization"], dir + "/config.json"));
+    RETORT_RETURN_IF_ERROR(LoadQuantizedLlamaTensors(tensors, weights, q, model.get()));
+  } else {
+    RETORT_RETURN_IF_ERROR(LoadLlamaTensors(tensors, weights, model.get()));
+  }
   model->eval();
   return model;
 }

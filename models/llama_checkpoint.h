@@ -36,8 +36,18 @@ struct LlamaSaveOptions {
 // True when `path` is a directory holding a config.json.
 bool IsLlamaCheckpoint(const std::string& path);
 
-// The parameters under their transformers names, in `dtype`.
+// The parameters under their transformers names, in `dtype`. A quantized
+// model (model.quantization) stores each quantized weight W as "W" (int8
+// codes [out, in], or for 4 bits uint8 [out, in / 2], two codes a byte, low
+// nibble first, each + 8) and "W_scale" (float32 [out, in / group]), and
+// says how in the metadata "retort.quantization" (docs/compaction.md).
 NamedTensors LlamaTensors(LlamaModel& model, torch::ScalarType dtype = torch::kFloat32);
+
+// Loads tensors in that quantized layout into `model` (float): projections
+// become quantized, the embeddings (when quantized) their dequantized
+// values. DATA_LOSS naming the file and tensor for anything that does not fit.
+absl::Status LoadQuantizedLlamaTensors(const NamedTensors& tensors, const std::string& source,
+                                       const WeightQuantization& q, LlamaModel* model);
 
 // Copies `tensors` into `model`'s parameters: every parameter must be there
 // with its shape (DATA_LOSS naming the tensor otherwise); `source` names the
@@ -48,6 +58,8 @@ absl::Status LoadLlamaTensors(const NamedTensors& tensors, const std::string& so
 absl::Status SaveLlamaCheckpoint(LlamaModel& model, const std::string& dir,
                                  const LlamaSaveOptions& options = {});
 
+// Quantized models are saved in the quantized layout, with
+// "retort_quantization" in config.json; loading reads either.
 // NOT_FOUND for a missing directory or file, INVALID_ARGUMENT for a config
 // we cannot build, DATA_LOSS for weights that do not fit it.
 absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::string& dir);

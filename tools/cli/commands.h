@@ -32,6 +32,8 @@ absl::Status RunDataPrepare();
 absl::Status RunLmTrain();
 absl::Status RunLmEval();
 absl::Status RunGenerate();
+absl::Status RunQuantize();
+absl::Status RunExport();
 absl::Status RunLaunch(const std::vector<std::string>& args);
 
 // Every command, in the order `retort help` lists them.

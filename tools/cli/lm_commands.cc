@@ -48,6 +48,9 @@ ABSL_FLAG(int64_t, eval_sequences, 0, "Validation sequences per evaluation (0: a
 ABSL_FLAG(std::string, prompt, "And God said", "Text to continue (generate).");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "Tokens to sample (generate).");
 ABSL_FLAG(double, sample_temperature, 0.8, "Sampling temperature (generate); 0: greedy.");
+ABSL_FLAG(std::string, logits_out, "",
+          "generate: also write the prompt's token ids and the model's logits at every prompt "
+          "position to this JSON file (for checking other runtimes against ours).");
 ABSL_FLAG(int64_t, sample_top_k, 40, "Sample among the k most likely tokens (generate); 0: all.");
 
 namespace retort::cli {
@@ -244,6 +247,17 @@ absl::Status RunGenerate() {
                           data::Tokenizer::Load(checkpoint + "/tokenizer.model"));
   std::vector<int64_t> prompt;
   for (int32_t id : tokenizer->Encode(absl::GetFlag(FLAGS_prompt))) prompt.push_back(id);
+  if (const std::string path = absl::GetFlag(FLAGS_logits_out); !path.empty()) {
+    torch::InferenceMode guard;
+    const torch::Tensor logits =
+        model->forward(torch::tensor(prompt, torch::kInt64).unsqueeze(0))[0].contiguous();
+    nlohmann::json j = {{"checkpoint", checkpoint}, {"tokens", prompt}, {"logits", nlohmann::json::array()}};
+    for (int64_t t = 0; t < logits.size(0); ++t) {
+      const float* row = logits[t].data_ptr<float>();
+      j["logits"].push_back(std::vector<float>(row, row + logits.size(1)));
+    }
+    RETORT_RETURN_IF_ERROR(WriteFileAtomically(path, j.dump() + "\n"));
+  }
   models::SamplingOptions s;
   s.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   s.temperature = absl::GetFlag(FLAGS_sample_temperature);

@@ -59,9 +59,20 @@ const std::vector<Command>& Commands() {
                kRemoteTeacherFlags}),
        &RunLmTrain},
       {"generate", "Sample text from a language-model checkpoint (a Llama directory).",
-       {"checkpoint", "prompt", "max_new_tokens", "sample_temperature", "sample_top_k", "seed",
+       {"checkpoint", "prompt", "max_new_tokens", "sample_temperature", "sample_top_k", "seed", "logits_out",
         "threads"},
        &RunGenerate},
+      {"quantize",
+       "Quantize a checkpoint's weights (int8 per-channel, int4 groups) and print a before/after "
+       "table: parameters, bytes, perplexity or test accuracy, inference speed.",
+       Concat({{"checkpoint", "quantize", "group_size", "quantize_embeddings", "out_dir", "data",
+                "seq_len", "eval_sequences", "batch_size", "bench_tokens", "threads"},
+               kDataFlags}),
+       &RunQuantize},
+      {"export",
+       "Export a language-model checkpoint: GGUF for llama.cpp (f32, f16, q8_0, q4_0) or "
+       "safetensors + config.json for transformers.",
+       {"checkpoint", "format", "gguf_type", "weights_dtype", "out", "threads"}, &RunExport},
       {"demo",
        "Teacher, scratch student and distilled student end to end; prints a table and "
        "writes summary.json.",

@@ -1,0 +1,50 @@
+#include "models/projection.h"
+
+#include <cmath>
+#include <utility>
+
+namespace retort::models {
+
+ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features)
+    : in_features_(in_features), out_features_(out_features) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  // torch::nn::Linear's reset_parameters(), so seeded models draw the same.
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+}
+
+torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
+  return torch::linear(x, quantized_ ? EffectiveWeight().to(x.scalar_type()) : weight);
+}
+
+void ProjectionImpl::SetQuantized(BlockQuantized quantized) {
+  torch::NoGradGuard no_grad;
+  Held held;
+  held.bits = quantized.bits;
+  held.block_size = quantized.block_size;
+  held.codes = quantized.bits == 4 ? PackInt4(quantized.codes) : quantized.codes;
+  held.scales = quantized.scales.to(torch::kFloat32).contiguous();
+  quantized_ = std::move(held);
+  weight.set_data(torch::empty({0}, weight.options()));
+  weight.set_requires_grad(false);
+}
+
+BlockQuantized ProjectionImpl::Quantized() const {
+  BlockQuantized out;
+  out.bits = quantized_->bits;
+  out.block_size = quantized_->block_size;
+  out.codes = quantized_->bits == 4 ? UnpackInt4(quantized_->codes) : quantized_->codes;
+  out.scales = quantized_->scales;
+  return out;
+}
+
+torch::Tensor ProjectionImpl::EffectiveWeight() const {
+  if (!quantized_) return weight;
+  return Quantized().Dequantize();
+}
+
+int64_t ProjectionImpl::WeightBytes() const {
+  if (!quantized_) return weight.numel() * static_cast<int64_t>(weight.element_size());
+  return quantized_->codes.numel() + quantized_->scales.numel() * 4;
+}
+
+}  // namespace retort::models

@@ -1,0 +1,315 @@
+#include "student/gguf_export.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "data/sentencepiece_model.h"
+#include "models/block_quant.h"
+
+namespace retort::student {
+namespace {
+
+using models::GgmlType;
+using models::GgufValue;
+
+std::string Bytes(const torch::Tensor& t) {
+  const torch::Tensor c = t.contiguous();
+  return std::string(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.nbytes()));
+}
+
+// transformers' rotate-half head layout -> ggml's interleaved pairs (and back).
+torch::Tensor PermuteForGgml(const torch::Tensor& w, int64_t heads) {
+  const int64_t rows = w.size(0), cols = w.size(1), half = rows / heads / 2;
+  return w.reshape({heads, 2, half, cols}).transpose(1, 2).reshape({rows, cols});
+}
+torch::Tensor UnpermuteFromGgml(const torch::Tensor& w, int64_t heads) {
+  const int64_t rows = w.size(0), cols = w.size(1), half = rows / heads / 2;
+  return w.reshape({heads, half, 2, cols}).transpose(1, 2).reshape({rows, cols});
+}
+
+// Block bytes: the float16 scale, then the block's codes.
+absl::StatusOr<std::string> EncodeQuantized(const torch::Tensor& w, GgmlType type) {
+  const int bits = type == GgmlType::kQ8_0 ? 8 : 4;
+  RETORT_ASSIGN_OR_RETURN(models::BlockQuantized q, models::QuantizeBlocks(w, bits, 32));
+  const int64_t rows = q.rows(), blocks = q.cols() / 32;
+  const torch::Tensor scale = q.scales.to(torch::kHalf).contiguous().view(torch::kUInt8).view(
+      {rows, blocks, 2});
+  const torch::Tensor codes = q.codes.view({rows, blocks, 32});
+  torch::Tensor payload;
+  if (bits == 8) {
+    payload = codes.view(torch::kUInt8);
+  } else {
+    // Byte j of a Q4_0 block: code j in the low nibble, code j + 16 in the high.
+    const torch::Tensor u = (codes.to(torch::kInt16) + 8).to(torch::kUInt8);
+    payload = u.narrow(-1, 0, 16) | (u.narrow(-1, 16, 16) * 16);
+  }
+  return Bytes(torch::cat({scale, payload}, -1));
+}
+
+torch::Tensor DecodeQuantized(const char* data, int64_t rows, int64_t cols, GgmlType type) {
+  const int64_t blocks = cols / 32, block_bytes = models::GgmlBlockBytes(type);
+  torch::Tensor raw = torch::empty({rows, blocks, block_bytes}, torch::kUInt8);
+  std::memcpy(raw.data_ptr(), data, static_cast<size_t>(raw.nbytes()));
+  const torch::Tensor scale =
+      raw.narrow(-1, 0, 2).contiguous().view(torch::kHalf).to(torch::kFloat32);  // [rows, blocks, 1]
+  torch::Tensor codes;
+  if (type == GgmlType::kQ8_0) {
+    codes = raw.narrow(-1, 2, 32).contiguous().view(torch::kInt8).to(torch::kFloat32);
+  } else {
+    const torch::Tensor b = raw.narrow(-1, 2, 16);
+    codes = torch::cat({(b & 15), torch::div(b, 16, "floor")}, -1).to(torch::kFloat32) - 8;
+  }
+  return (codes * scale).reshape({rows, cols});
+}
+
+absl::StatusOr<models::GgufTensorBytes> Encode(const std::string& name, const torch::Tensor& value,
+                                               GgmlType type, GgufExportReport* report) {
+  torch::Tensor w = value.detach().to(torch::kFloat32).contiguous();
+  models::GgufTensorBytes out;
+  out.name = name;
+  for (int64_t d = w.dim() - 1; d >= 0; --d) out.dims.push_back(static_cast<uint64_t>(w.size(d)));
+  if (w.dim() == 1) type = GgmlType::kF32;
+  if ((type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0) && w.size(-1) % 32 != 0) {
+    type = GgmlType::kF16;
+    report->fallback_tensors += 1;
+  }
+  out.type = type;
+  switch (type) {
+    case GgmlType::kF32: out.data = Bytes(w); break;
+    case GgmlType::kF16: out.data = Bytes(w.to(torch::kHalf)); break;
+    case GgmlType::kBF16: out.data = Bytes(w.to(torch::kBFloat16)); break;
+    default: {
+      RETORT_ASSIGN_OR_RETURN(out.data, EncodeQuantized(w, type));
+    }
+  }
+  report->tensors += 1;
+  return out;
+}
+
+// The GGUF name of each transformers tensor of a `layers`-block model, with
+// the head count to permute by (0: no permutation).
+struct NameMap {
+  std::string hf, gguf;
+  int64_t permute_heads = 0;
+};
+
+std::vector<NameMap> TensorNames(const models::LlamaConfig& c) {
+  std::vector<NameMap> names = {{"model.embed_tokens.weight", "token_embd.weight"}};
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string hf = absl::StrCat("model.layers.", i, ".");
+    const std::string g = absl::StrCat("blk.", i, ".");
+    names.push_back({hf + "input_layernorm.weight", g + "attn_norm.weight"});
+    names.push_back({hf + "self_attn.q_proj.weight", g + "attn_q.weight", c.num_attention_heads});
+    names.push_back({hf + "self_attn.k_proj.weight", g + "attn_k.weight", c.num_key_value_heads});
+    names.push_back({hf + "self_attn.v_proj.weight", g + "attn_v.weight"});
+    names.push_back({hf + "self_attn.o_proj.weight", g + "attn_output.weight"});
+    names.push_back({hf + "post_attention_layernorm.weight", g + "ffn_norm.weight"});
+    names.push_back({hf + "mlp.gate_proj.weight", g + "ffn_gate.weight"});
+    names.push_back({hf + "mlp.up_proj.weight", g + "ffn_up.weight"});
+    names.push_back({hf + "mlp.down_proj.weight", g + "ffn_down.weight"});
+  }
+  names.push_back({"model.norm.weight", "output_norm.weight"});
+  if (!c.tie_word_embeddings) names.push_back({"lm_head.weight", "output.weight"});
+  return names;
+}
+
+// llama.cpp's llama_ftype for a file whose matrices are `type`.
+uint32_t FileType(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return 0;
+    case GgmlType::kF16: return 1;
+    case GgmlType::kQ4_0: return 2;
+    case GgmlType::kQ8_0: return 7;
+    case GgmlType::kBF16: return 32;
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<GgmlType> ParseGgufType(const std::string& name) {
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (lower == "f32") return GgmlType::kF32;
+  if (lower == "f16") return GgmlType::kF16;
+  if (lower == "q8_0") return GgmlType::kQ8_0;
+  if (lower == "q4_0") return GgmlType::kQ4_0;
+  return absl::InvalidArgumentError(
+      absl::StrCat("GGUF type '", name, "' is not one we write; use f32, f16, q8_0 or q4_0"));
+}
+
+absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, const std::string& path,
+                                                 const GgufExportOptions& options) {
+  const models::LlamaConfig& c = model.config();
+  if (options.tokenizer_model.empty()) {
+    return absl::InvalidArgumentError(
+        "a GGUF file needs the tokenizer's vocabulary: the checkpoint has no tokenizer.model");
+  }
+  RETORT_ASSIGN_OR_RETURN(std::string spm_bytes, ReadFile(options.tokenizer_model));
+  RETORT_ASSIGN_OR_RETURN(data::SentencePieceVocabulary vocab,
+                          data::ParseSentencePieceModel(spm_bytes, options.tokenizer_model));
+  if (static_cast<int64_t>(vocab.pieces.size()) != c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.tokenizer_model, " has ", vocab.pieces.size(), " pieces but the model's vocabulary is ",
+        c.vocab_size, "; export with the tokenizer the model was trained with"));
+  }
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+  for (const auto& p : vocab.pieces) {
+    tokens.push_back(p.text);
+    scores.push_back(p.score);
+    types.push_back(p.type);
+  }
+  std::vector<std::pair<std::string, GgufValue>> meta = {
+      {"general.architecture", GgufValue::String("llama")},
+      {"general.name", GgufValue::String(options.name)},
+      {"general.file_type", GgufValue::U32(FileType(options.type))},
+      {"general.quantization_version", GgufValue::U32(2)},
+      {"llama.context_length", GgufValue::U32(static_cast<uint32_t>(c.max_position_embeddings))},
+      {"llama.embedding_length", GgufValue::U32(static_cast<uint32_t>(c.hidden_size))},
+      {"llama.block_count", GgufValue::U32(static_cast<uint32_t>(c.num_hidden_layers))},
+      {"llama.feed_forward_length", GgufValue::U32(static_cast<uint32_t>(c.intermediate_size))},
+      {"llama.rope.dimension_count", GgufValue::U32(static_cast<uint32_t>(c.head_dim()))},
+      {"llama.attention.head_count", GgufValue::U32(static_cast<uint32_t>(c.num_attention_heads))},
+      {"llama.attention.head_count_kv",
+       GgufValue::U32(static_cast<uint32_t>(c.num_key_value_heads))},
+      {"llama.attention.layer_norm_rms_epsilon", GgufValue::F32(static_cast<float>(c.rms_norm_eps))},
+      {"llama.rope.freq_base", GgufValue::F32(static_cast<float>(c.rope_theta))},
+      {"llama.vocab_size", GgufValue::U32(static_cast<uint32_t>(c.vocab_size))},
+      {"tokenizer.ggml.model", GgufValue::String("llama")},
+      {"tokenizer.ggml.tokens", GgufValue::Strings(tokens)},
+      {"tokenizer.ggml.scores", GgufValue::F32s(scores)},
+      {"tokenizer.ggml.token_type", GgufValue::I32s(types)},
+      {"tokenizer.ggml.bos_token_id", GgufValue::U32(static_cast<uint32_t>(c.bos_token_id))},
+      {"tokenizer.ggml.eos_token_id", GgufValue::U32(static_cast<uint32_t>(c.eos_token_id))},
+      {"tokenizer.ggml.add_bos_token", GgufValue::Bool(true)},
+      {"tokenizer.ggml.add_eos_token", GgufValue::Bool(false)},
+      {"tokenizer.ggml.add_space_prefix", GgufValue::Bool(vocab.add_dummy_prefix)},
+  };
+  if (const int32_t unk = vocab.FirstOfType(2); unk >= 0) {
+    meta.push_back({"tokenizer.ggml.unknown_token_id", GgufValue::U32(static_cast<uint32_t>(unk))});
+  }
+
+  std::map<std::string, torch::Tensor> weights;
+  torch::NoGradGuard no_grad;
+  for (const auto& p : model.named_parameters()) weights[p.key()] = p.value();
+  for (auto& [name, projection] : model.Projections()) {
+    weights[name + ".weight"] = projection->EffectiveWeight();
+  }
+  GgufExportReport report;
+  std::vector<models::GgufTensorBytes> tensors;
+  for (const NameMap& n : TensorNames(c)) {
+    torch::Tensor w = weights.at(n.hf);
+    if (n.permute_heads > 0) w = PermuteForGgml(w, n.permute_heads);
+    RETORT_ASSIGN_OR_RETURN(models::GgufTensorBytes t, Encode(n.gguf, w, options.type, &report));
+    tensors.push_back(std::move(t));
+  }
+  RETORT_ASSIGN_OR_RETURN(std::string bytes, models::SerializeGguf(meta, tensors));
+  report.bytes = static_cast<int64_t>(bytes.size());
+  RETORT_RETURN_IF_ERROR(WriteFileAtomically(path, bytes));
+  return report;
+}
+
+absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::string& path) {
+  RETORT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  absl::StatusOr<models::GgufFile> file = models::ParseGguf(bytes);
+  if (!file.ok()) {
+    return absl::Status(file.status().code(), absl::StrCat(path, ": ", file.status().message()));
+  }
+  auto bad = [&](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat(path, ": ", what));
+  };
+  const GgufValue* arch = file->Find("general.architecture");
+  if (arch == nullptr || arch->type != models::GgufValueType::kString) {
+    return bad("general.architecture is missing");
+  }
+  if (arch->string != "llama") {
+    return absl::UnimplementedError(absl::StrCat(path, ": architecture '", arch->string,
+                                                 "'; only llama models are imported"));
+  }
+  auto integer = [&](const std::string& key, int64_t* out) -> absl::Status {
+    const GgufValue* v = file->Find(key);
+    if (v == nullptr || v->type == models::GgufValueType::kString ||
+        v->type == models::GgufValueType::kArray || v->type == models::GgufValueType::kF32 ||
+        v->type == models::GgufValueType::kF64) {
+      return bad(absl::StrCat(key, " is missing or not an integer"));
+    }
+    *out = v->integer;
+    return absl::OkStatus();
+  };
+  auto real = [&](const std::string& key, double* out) {
+    const GgufValue* v = file->Find(key);
+    if (v != nullptr && (v->type == models::GgufValueType::kF32 ||
+                         v->type == models::GgufValueType::kF64)) {
+      *out = v->real;
+    }
+  };
+  models::LlamaConfig c;
+  RETORT_RETURN_IF_ERROR(integer("llama.embedding_length", &c.hidden_size));
+  RETORT_RETURN_IF_ERROR(integer("llama.block_count", &c.num_hidden_layers));
+  RETORT_RETURN_IF_ERROR(integer("llama.feed_forward_length", &c.intermediate_size));
+  RETORT_RETURN_IF_ERROR(integer("llama.attention.head_count", &c.num_attention_heads));
+  RETORT_RETURN_IF_ERROR(integer("llama.context_length", &c.max_position_embeddings));
+  c.num_key_value_heads = c.num_attention_heads;
+  if (file->Find("llama.attention.head_count_kv") != nullptr) {
+    RETORT_RETURN_IF_ERROR(integer("llama.attention.head_count_kv", &c.num_key_value_heads));
+  }
+  real("llama.rope.freq_base", &c.rope_theta);
+  real("llama.attention.layer_norm_rms_epsilon", &c.rms_norm_eps);
+  std::map<std::string, const models::GgufTensorInfo*> infos;
+  for (const auto& t : file->tensors) infos[t.name] = &t;
+  auto embd = infos.find("token_embd.weight");
+  if (embd == infos.end() || embd->second->dims.size() != 2) {
+    return bad("token_embd.weight is missing or not a matrix");
+  }
+  c.vocab_size = static_cast<int64_t>(embd->second->dims[1]);
+  c.tie_word_embeddings = infos.count("output.weight") == 0;
+  if (absl::Status s = c.Validate(); !s.ok()) {
+    return bad(absl::StrCat("its hyper-parameters do not make a model: ", s.message()));
+  }
+  auto model = std::make_shared<models::LlamaModel>(c);
+  std::map<std::string, torch::Tensor> params;
+  for (auto& p : model->named_parameters()) params[p.key()] = p.value();
+  for (const NameMap& n : TensorNames(c)) {
+    auto it = infos.find(n.gguf);
+    if (it == infos.end()) return bad(absl::StrCat("tensor ", n.gguf, " is missing"));
+    const models::GgufTensorInfo& info = *it->second;
+    torch::Tensor& param = params.at(n.hf);
+    std::vector<uint64_t> want;
+    for (int64_t d = param.dim() - 1; d >= 0; --d) want.push_back(static_cast<uint64_t>(param.size(d)));
+    if (info.dims != want) {
+      return bad(absl::StrCat("tensor ", n.gguf, " has the wrong shape for this config"));
+    }
+    const char* data = bytes.data() + file->data_start + info.offset;
+    const int64_t cols = param.size(-1), rows = param.numel() / cols;
+    torch::Tensor w;
+    if (info.type == GgmlType::kQ8_0 || info.type == GgmlType::kQ4_0) {
+      w = DecodeQuantized(data, rows, cols, info.type);
+    } else {
+      const torch::ScalarType st = info.type == GgmlType::kF32   ? torch::kFloat32
+                                   : info.type == GgmlType::kF16 ? torch::kHalf
+                                                                 : torch::kBFloat16;
+      w = torch::empty({rows, cols}, st);
+      std::memcpy(w.data_ptr(), data, static_cast<size_t>(w.nbytes()));
+      w = w.to(torch::kFloat32);
+    }
+    if (!torch::isfinite(w).all().item<bool>()) {
+      return bad(absl::StrCat("tensor ", n.gguf, " holds NaN or infinity"));
+    }
+    if (n.permute_heads > 0) w = UnpermuteFromGgml(w, n.permute_heads);
+    torch::NoGradGuard no_grad;
+    param.copy_(w.view(param.sizes()));
+  }
+  model->eval();
+  return model;
+}
+
+}  // namespace retort::student

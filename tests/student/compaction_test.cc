@@ -1,0 +1,266 @@
+// Quantizing students and exporting them as GGUF: scheme parsing, what
+// QuantizeLlama / QuantizeClassifier change, the GGUF layout (tensor names,
+// the rotary permutation, hyper-parameters, vocabulary) and round trips
+// through our own reader for every type. llama.cpp itself reads our files in
+// tests/student/llama_cpp_check.sh.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "common/file_util.h"
+#include "data/sentencepiece_model.h"
+#include "models/block_quant.h"
+#include "models/classifier.h"
+#include "models/gguf_format.h"
+#include "models/llama.h"
+#include "student/gguf_export.h"
+#include "student/quantize.h"
+
+namespace retort::student {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+TEST(QuantizeOptionsTest, ParsesSchemes) {
+  EXPECT_EQ(QuantizeOptions::Parse("int8", 0)->group_size, 0);
+  EXPECT_EQ(QuantizeOptions::Parse("int8-g32", 0)->group_size, 32);
+  EXPECT_EQ(QuantizeOptions::Parse("int4", 0)->bits, 4);
+  EXPECT_EQ(QuantizeOptions::Parse("int4", 0)->group_size, 64);
+  EXPECT_EQ(QuantizeOptions::Parse("int4", 128)->group_size, 128);
+  EXPECT_EQ(QuantizeOptions::Parse("q4-g32", 0)->Describe(), "int4 g32");
+  EXPECT_THAT(QuantizeOptions::Parse("int3", 0).status().message(), HasSubstr("not a scheme"));
+  EXPECT_THAT(QuantizeOptions::Parse("int4-gx", 0).status().message(), HasSubstr("positive"));
+}
+
+// Protobuf wire bytes of a SentencePiece ModelProto: pieces, then a
+// normalizer spec with add_dummy_prefix = false.
+std::string Varint(uint64_t v) {
+  std::string out;
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+  return out;
+}
+std::string Field(int field, const std::string& payload) {
+  return Varint(static_cast<uint64_t>(field) << 3 | 2) + Varint(payload.size()) + payload;
+}
+std::string SentencePieceModel(int pieces) {
+  std::string out;
+  for (int i = 0; i < pieces; ++i) {
+    const std::string text = i == 0 ? "<unk>" : i == 1 ? "<s>" : i == 2 ? "</s>" : "p" + std::to_string(i);
+    const int type = i == 0 ? 2 : i < 3 ? 3 : 1;
+    const float score = -static_cast<float>(i);
+    std::string piece = Field(1, text);
+    piece += Varint(2 << 3 | 5);
+    piece.append(reinterpret_cast<const char*>(&score), 4);
+    piece += Varint(3 << 3 | 0) + Varint(type);
+    out += Field(1, piece);
+  }
+  out += Field(2, Field(1, "ignored trainer spec"));
+  out += Field(3, Varint(3 << 3 | 0) + Varint(0));
+  return out;
+}
+
+TEST(SentencePieceModelTest, ReadsPiecesScoresTypesAndTheDummyPrefix) {
+  auto vocab = data::ParseSentencePieceModel(SentencePieceModel(5), "m.model");
+  ASSERT_TRUE(vocab.ok()) << vocab.status();
+  ASSERT_EQ(vocab->pieces.size(), 5u);
+  EXPECT_EQ(vocab->pieces[0].text, "<unk>");
+  EXPECT_EQ(vocab->pieces[0].type, 2);
+  EXPECT_EQ(vocab->pieces[4].text, "p4");
+  EXPECT_EQ(vocab->pieces[4].score, -4.0f);
+  EXPECT_FALSE(vocab->add_dummy_prefix);
+  EXPECT_EQ(vocab->FirstOfType(3), 1);
+  const std::string bytes = SentencePieceModel(5);
+  EXPECT_THAT(data::ParseSentencePieceModel(bytes.substr(0, 7), "m.model").status().message(),
+              HasSubstr("m.model: not a SentencePiece model"));
+  EXPECT_FALSE(data::ParseSentencePieceModel("", "m.model").ok());
+}
+
+class CompactionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("retort_compact_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    config_.vocab_size = 64;
+    config_.hidden_size = 64;
+    config_.intermediate_size = 96;  // 96 % 64 != 0: down_proj falls back for int4 g64
+    config_.num_hidden_layers = 2;
+    config_.num_attention_heads = 4;
+    config_.num_key_value_heads = 2;
+    config_.max_position_embeddings = 32;
+    tokenizer_ = Path("tokenizer.model");
+    ASSERT_TRUE(WriteFileAtomically(tokenizer_, SentencePieceModel(64)).ok());
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string Path(const std::string& name) { return (dir_ / name).string(); }
+
+  std::shared_ptr<models::LlamaModel> Model(bool tied, uint64_t seed = 4) {
+    models::LlamaConfig c = config_;
+    c.tie_word_embeddings = tied;
+    torch::manual_seed(seed);
+    auto m = std::make_shared<models::LlamaModel>(c);
+    m->eval();
+    return m;
+  }
+
+  models::LlamaConfig config_;
+  fs::path dir_;
+  std::string tokenizer_;
+};
+
+TEST_F(CompactionTest, QuantizeLlamaQuantizesEveryProjectionAndTheEmbeddings) {
+  auto model = Model(/*tied=*/true);
+  const torch::Tensor tokens = torch::randint(64, {2, 12}, torch::kInt64);
+  const torch::Tensor before = model->forward(tokens);
+  auto q = QuantizeOptions::Parse("int4", 0);
+  auto report = QuantizeLlama(*q, model.get());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->quantized_tensors, 2 * 7 + 1);
+  EXPECT_EQ(report->fallback_tensors, 2);  // the two down_proj (96 columns)
+  EXPECT_LT(report->quantized_bytes, report->float_bytes / 4);
+  EXPECT_GT(report->max_relative_error, 0);
+  EXPECT_LT(report->max_relative_error, 0.2);
+  for (auto& [name, p] : model->Projections()) EXPECT_TRUE(p->is_quantized()) << name;
+  EXPECT_EQ(model->quantization.bits, 4);
+  // Close to the float model, not equal to it.
+  const torch::Tensor after = model->forward(tokens);
+  EXPECT_FALSE(torch::equal(before, after));
+  EXPECT_LT((after - before).abs().max().item<double>(), 0.1 * before.abs().max().item<double>() + 0.05);
+  EXPECT_THAT(QuantizeLlama(*q, model.get()).status().message(), HasSubstr("already quantized"));
+}
+
+TEST_F(CompactionTest, QuantizeClassifierReplacesWeightsNotBiases) {
+  models::ModelSpec spec;
+  spec.hidden = {32};
+  auto model = *models::CreateClassifier(spec, 1);
+  const torch::Tensor w = model->named_parameters()["fc0.weight"].clone();
+  const torch::Tensor b = model->named_parameters()["fc0.bias"].clone();
+  auto report = QuantizeClassifier(*QuantizeOptions::Parse("int8", 0), model.get());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->quantized_tensors, 2);
+  const torch::Tensor expected = models::QuantizeBlocks(w, 8, 0)->Dequantize();
+  EXPECT_TRUE(torch::equal(model->named_parameters()["fc0.weight"], expected));
+  EXPECT_TRUE(torch::equal(model->named_parameters()["fc0.bias"], b));
+}
+
+// `model`'s weights as llama.cpp will compute with them for `type`: rounded
+// to float16, or quantized in 32-blocks with float16 scales.
+void RoundLikeGguf(models::LlamaModel& model, models::GgmlType type) {
+  torch::NoGradGuard g;
+  for (auto& p : model.named_parameters()) {
+    torch::Tensor& w = p.value();
+    if (w.dim() == 1 || type == models::GgmlType::kF32) continue;
+    if (type == models::GgmlType::kF16 || w.size(1) % 32 != 0) {
+      w.copy_(w.to(torch::kHalf).to(torch::kFloat32));
+      continue;
+    }
+    models::BlockQuantized q =
+        *models::QuantizeBlocks(w, type == models::GgmlType::kQ8_0 ? 8 : 4, 32);
+    q.scales = q.scales.to(torch::kHalf).to(torch::kFloat32);
+    w.copy_(q.Dequantize());
+  }
+}
+
+TEST_F(CompactionTest, GgufRoundTripsEveryTypeAndBothHeadLayouts) {
+  const torch::Tensor tokens = torch::randint(64, {2, 10}, torch::kInt64);
+  for (bool tied : {true, false}) {
+    for (models::GgmlType type : {models::GgmlType::kF32, models::GgmlType::kF16,
+                                  models::GgmlType::kQ8_0, models::GgmlType::kQ4_0}) {
+      auto model = Model(tied);
+      const std::string path = Path("m.gguf");
+      auto report = ExportLlamaGguf(*model, path, {.type = type, .tokenizer_model = tokenizer_});
+      ASSERT_TRUE(report.ok()) << report.status();
+      EXPECT_EQ(report->tensors, 1 + 2 * 9 + 1 + (tied ? 0 : 1));
+      auto imported = ImportLlamaGguf(path);
+      ASSERT_TRUE(imported.ok()) << imported.status();
+      EXPECT_EQ((*imported)->config(), model->config());
+      RoundLikeGguf(*model, type);
+      EXPECT_TRUE(torch::allclose((*imported)->forward(tokens), model->forward(tokens), 1e-5, 1e-5))
+          << models::GgmlTypeName(type) << (tied ? " tied" : " untied");
+    }
+  }
+}
+
+TEST_F(CompactionTest, GgufHoldsWhatLlamaCppReads) {
+  auto model = Model(/*tied=*/false);
+  const std::string path = Path("m.gguf");
+  auto report = ExportLlamaGguf(*model, path,
+                                {.type = models::GgmlType::kQ8_0, .name = "tiny", .tokenizer_model = tokenizer_});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->fallback_tensors, 0);  // rows of 64 and 96: whole 32-blocks
+  const std::string bytes = *ReadFile(path);
+  auto file = models::ParseGguf(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->Find("general.architecture")->string, "llama");
+  EXPECT_EQ(file->Find("general.name")->string, "tiny");
+  EXPECT_EQ(file->Find("general.file_type")->integer, 7);
+  EXPECT_EQ(file->Find("llama.attention.head_count")->integer, 4);
+  EXPECT_EQ(file->Find("llama.attention.head_count_kv")->integer, 2);
+  EXPECT_EQ(file->Find("llama.rope.dimension_count")->integer, 16);
+  EXPECT_EQ(file->Find("llama.feed_forward_length")->integer, 96);
+  EXPECT_EQ(file->Find("tokenizer.ggml.model")->string, "llama");
+  EXPECT_EQ(file->Find("tokenizer.ggml.tokens")->array.size(), 64u);
+  EXPECT_EQ(file->Find("tokenizer.ggml.tokens")->array[5].string, "p5");
+  EXPECT_EQ(file->Find("tokenizer.ggml.token_type")->array[0].integer, 2);
+  EXPECT_EQ(file->Find("tokenizer.ggml.unknown_token_id")->integer, 0);
+  EXPECT_EQ(file->Find("tokenizer.ggml.add_space_prefix")->integer, 0);
+  std::map<std::string, models::GgufTensorInfo> t;
+  for (const auto& info : file->tensors) t[info.name] = info;
+  EXPECT_EQ(t.count("output.weight"), 1u);
+  EXPECT_EQ(t["blk.1.attn_norm.weight"].type, models::GgmlType::kF32);
+  EXPECT_EQ(t["blk.1.ffn_up.weight"].type, models::GgmlType::kQ8_0);
+  EXPECT_EQ(t["blk.0.attn_k.weight"].dims, (std::vector<uint64_t>{64, 32}));  // {in, out}
+  // The rotary permutation, checked row by row on an F32 export: GGUF row
+  // 2i of head h is transformers' row i, row 2i + 1 is row i + head_dim / 2.
+  ASSERT_TRUE(ExportLlamaGguf(*model, path, {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_}).ok());
+  const std::string f32 = *ReadFile(path);
+  auto f = models::ParseGguf(f32);
+  ASSERT_TRUE(f.ok());
+  for (const auto& info : f->tensors) {
+    if (info.name != "blk.0.attn_q.weight") continue;
+    torch::Tensor g = torch::empty({64, 64});
+    std::memcpy(g.data_ptr(), f32.data() + f->data_start + info.offset, info.bytes);
+    const torch::Tensor hf =
+        model->model->layers[0]->as<models::LlamaDecoderLayer>()->self_attn->q_proj->weight;
+    for (int64_t h = 0; h < 4; ++h) {
+      for (int64_t i = 0; i < 8; ++i) {
+        EXPECT_TRUE(torch::equal(g[h * 16 + 2 * i], hf[h * 16 + i]));
+        EXPECT_TRUE(torch::equal(g[h * 16 + 2 * i + 1], hf[h * 16 + i + 8]));
+      }
+    }
+  }
+}
+
+TEST_F(CompactionTest, ExportAndImportRefuseBadInput) {
+  auto model = Model(true);
+  ASSERT_TRUE(WriteFileAtomically(Path("small.model"), SentencePieceModel(10)).ok());
+  EXPECT_THAT(ExportLlamaGguf(*model, Path("x.gguf"), {.tokenizer_model = Path("small.model")})
+                  .status()
+                  .message(),
+              HasSubstr("has 10 pieces but the model's vocabulary is 64"));
+  EXPECT_THAT(ExportLlamaGguf(*model, Path("x.gguf"), {}).status().message(),
+              HasSubstr("tokenizer"));
+  EXPECT_THAT(ParseGgufType("q5_k").status().message(), HasSubstr("f32, f16, q8_0 or q4_0"));
+  // Another architecture, and a file missing a tensor.
+  auto other = models::SerializeGguf({{"general.architecture", models::GgufValue::String("gpt2")}}, {});
+  ASSERT_TRUE(WriteFileAtomically(Path("gpt2.gguf"), *other).ok());
+  EXPECT_EQ(ImportLlamaGguf(Path("gpt2.gguf")).status().code(), absl::StatusCode::kUnimplemented);
+  ASSERT_TRUE(ExportLlamaGguf(*model, Path("m.gguf"), {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_}).ok());
+  std::string bytes = *ReadFile(Path("m.gguf"));
+  const size_t at = bytes.find("blk.1.ffn_up.weight");
+  bytes[at] = 'x';
+  ASSERT_TRUE(WriteFileAtomically(Path("m.gguf"), bytes).ok());
+  EXPECT_THAT(ImportLlamaGguf(Path("m.gguf")).status().message(),
+              HasSubstr("tensor blk.1.ffn_up.weight is missing"));
+  EXPECT_THAT(ImportLlamaGguf(Path("absent.gguf")).status().message(), HasSubstr("absent.gguf"));
+}
+
+}  // namespace
+}  // namespace retort::student

@@ -1,0 +1,285 @@
+// Compaction commands: quantize a checkpoint (with a before/after table) and
+// export one in the formats other tools load (safetensors + config.json,
+// GGUF).
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "data/fashion_mnist.h"
+#include "data/token_sequences.h"
+#include "models/checkpoint_file.h"
+#include "models/llama_checkpoint.h"
+#include "student/gguf_export.h"
+#include "student/quantize.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/flags.h"
+#include "trainer/evaluate.h"
+#include "trainer/lm_evaluate.h"
+
+// Defined with the language-model commands (lm_commands.cc).
+ABSL_DECLARE_FLAG(std::string, data);
+ABSL_DECLARE_FLAG(int64_t, seq_len);
+ABSL_DECLARE_FLAG(int64_t, eval_sequences);
+
+ABSL_FLAG(std::string, quantize, "int8",
+          "Weight quantization: int8 (per output channel), int8-g32, int4 (groups of 64), "
+          "int4-g32, int4-g128.");
+ABSL_FLAG(int64_t, group_size, 0, "Columns per scale (0: the scheme's default).");
+ABSL_FLAG(bool, quantize_embeddings, true,
+          "Quantize a language model's embedding matrix (and so a tied output head) too.");
+ABSL_FLAG(std::string, format, "gguf", "Export format: gguf, or safetensors (a Llama directory).");
+ABSL_FLAG(std::string, gguf_type, "f16", "GGUF matrix type: f32, f16, q8_0, q4_0.");
+ABSL_FLAG(std::string, weights_dtype, "float32",
+          "safetensors export: float32, bfloat16 or float16 weights.");
+ABSL_FLAG(std::string, out, "", "The file (gguf) or directory (safetensors) to write.");
+ABSL_FLAG(int64_t, bench_tokens, 16384,
+          "Tokens (or samples) of inference timed for each row of the quantize table.");
+
+namespace retort::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One row of the before/after table.
+struct Row {
+  std::string name;
+  int64_t parameters = 0;
+  int64_t bytes = 0;        // of the weights as stored
+  std::string metric;       // "perplexity" or "test accuracy"
+  double value = 0;
+  double per_second = 0;    // tokens/s or samples/s of inference
+  nlohmann::json ToJson() const {
+    return {{"name", name},         {"parameters", parameters}, {"bytes", bytes},
+            {metric, value},        {"per_second", per_second}};
+  }
+};
+
+void PrintTable(const std::vector<Row>& rows, const std::string& rate_unit) {
+  std::printf("%-28s %10s %12s %14s %14s\n", "model", "params", "bytes", rows[0].metric.c_str(),
+              rate_unit.c_str());
+  for (const Row& r : rows) {
+    std::printf("%-28s %10lld %12lld %14.4f %14.0f\n", r.name.c_str(),
+                static_cast<long long>(r.parameters), static_cast<long long>(r.bytes), r.value,
+                r.per_second);
+  }
+  const Row& a = rows.front();
+  const Row& b = rows.back();
+  std::printf("\n%s: %.2fx smaller, %s %+.4f (%+.2f%%), inference %.2fx the speed\n",
+              b.name.c_str(), static_cast<double>(a.bytes) / static_cast<double>(b.bytes),
+              a.metric.c_str(), b.value - a.value, 100.0 * (b.value - a.value) / a.value,
+              b.per_second / a.per_second);
+}
+
+// Forward passes over random tokens in eval mode: tokens per second.
+double LmTokensPerSecond(models::LlamaModel& model, int64_t seq_len, int64_t tokens) {
+  torch::InferenceMode guard;
+  model.eval();
+  const int64_t batch = 8;
+  const torch::Tensor input =
+      torch::randint(model.config().vocab_size, {batch, seq_len}, torch::kInt64);
+  model.forward(input);  // warm-up
+  const int64_t passes = std::max<int64_t>(1, tokens / (batch * seq_len));
+  const auto start = Clock::now();
+  for (int64_t i = 0; i < passes; ++i) model.forward(input);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return static_cast<double>(passes * batch * seq_len) / seconds;
+}
+
+double ClassifierSamplesPerSecond(models::Classifier& model, int64_t samples) {
+  torch::InferenceMode guard;
+  model.eval();
+  std::vector<int64_t> shape = {256};
+  for (int64_t d : model.spec().input_shape) shape.push_back(d);
+  const torch::Tensor input = torch::rand(shape);
+  model.forward(input);
+  const int64_t passes = std::max<int64_t>(1, samples / 256);
+  const auto start = Clock::now();
+  for (int64_t i = 0; i < passes; ++i) model.forward(input);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return static_cast<double>(passes * 256) / seconds;
+}
+
+absl::Status WriteReport(const std::string& path, const std::string& checkpoint,
+                         const student::QuantizeOptions& q, const student::QuantizeReport& report,
+                         const std::vector<Row>& rows) {
+  nlohmann::json j = {{"checkpoint", checkpoint},
+                      {"scheme", q.Describe()},
+                      {"quantized_tensors", report.quantized_tensors},
+                      {"fallback_tensors", report.fallback_tensors},
+                      {"max_relative_error", report.max_relative_error},
+                      {"rows", nlohmann::json::array()}};
+  for (const Row& r : rows) j["rows"].push_back(r.ToJson());
+  return WriteFileAtomically(path, j.dump(2) + "\n");
+}
+
+absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOptions& q,
+                        const std::string& out_dir) {
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
+                          models::LoadLlamaCheckpoint(checkpoint));
+  const std::string data_dir = absl::GetFlag(FLAGS_data);
+  std::shared_ptr<data::TokenSequenceDataset> validation;
+  const int64_t seq_len = absl::GetFlag(FLAGS_seq_len);
+  if (!data_dir.empty()) {
+    RETORT_ASSIGN_OR_RETURN(validation,
+                            data::TokenSequenceDataset::Open(data_dir + "/valid.tokens", seq_len));
+  }
+  const trainer::LmEvalOptions eval{.batch_size = absl::GetFlag(FLAGS_batch_size),
+                                    .max_sequences = absl::GetFlag(FLAGS_eval_sequences)};
+  auto measure = [&](const std::string& name, int64_t bytes) -> absl::StatusOr<Row> {
+    Row row;
+    row.name = name;
+    row.parameters = model->config().ParameterCount();
+    row.bytes = bytes;
+    row.metric = "perplexity";
+    if (validation) {
+      RETORT_ASSIGN_OR_RETURN(trainer::LmEvalResult r, trainer::EvaluateLm(*model, *validation, eval));
+      row.value = r.perplexity;
+    }
+    row.per_second = LmTokensPerSecond(*model, seq_len, absl::GetFlag(FLAGS_bench_tokens));
+    std::fprintf(stderr, "[quantize] %s: %lld bytes, perplexity %.3f, %.0f tokens/s\n",
+                 name.c_str(), static_cast<long long>(bytes), row.value, row.per_second);
+    return row;
+  };
+  RETORT_ASSIGN_OR_RETURN(int64_t float_bytes, FileSize(checkpoint + "/model.safetensors"));
+  std::vector<Row> rows;
+  RETORT_ASSIGN_OR_RETURN(Row before, measure(model->quantization.Describe(), float_bytes));
+  rows.push_back(before);
+  RETORT_ASSIGN_OR_RETURN(student::QuantizeReport report, student::QuantizeLlama(q, model.get()));
+  models::LlamaSaveOptions save;
+  if (PathExists(checkpoint + "/tokenizer.model")) save.tokenizer_model = checkpoint + "/tokenizer.model";
+  RETORT_RETURN_IF_ERROR(models::SaveLlamaCheckpoint(*model, out_dir, save));
+  RETORT_ASSIGN_OR_RETURN(int64_t quantized_bytes, FileSize(out_dir + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(Row after, measure(model->quantization.Describe(), quantized_bytes));
+  rows.push_back(after);
+  std::printf("%s -> %s (%s; %lld tensors quantized, %lld fell back to int8 per-channel; "
+              "max relative weight error %.4f)\n\n",
+              checkpoint.c_str(), out_dir.c_str(), model->config().Describe().c_str(),
+              static_cast<long long>(report.quantized_tensors),
+              static_cast<long long>(report.fallback_tensors), report.max_relative_error);
+  PrintTable(rows, "tokens/s");
+  if (!validation) std::printf("(no --data: perplexity not measured)\n");
+  return WriteReport(out_dir + "/quantize.json", checkpoint, q, report, rows);
+}
+
+absl::Status QuantizeClassifier(const std::string& checkpoint, const student::QuantizeOptions& q,
+                                const std::string& out_dir) {
+  RETORT_ASSIGN_OR_RETURN(models::LoadedCheckpoint loaded, models::ReadCheckpoint(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<const data::Dataset> test,
+                          data::LoadFashionMnistTest(DataOptionsFromFlags()));
+  models::Classifier& model = *loaded.model;
+  auto measure = [&](const std::string& name, int64_t bytes) -> absl::StatusOr<Row> {
+    Row row;
+    row.name = name;
+    for (const auto& p : model.parameters()) row.parameters += p.numel();
+    row.bytes = bytes;
+    row.metric = "test accuracy";
+    RETORT_ASSIGN_OR_RETURN(trainer::EvalResult r, trainer::Evaluate(model, *test));
+    row.value = r.accuracy();
+    row.per_second = ClassifierSamplesPerSecond(model, absl::GetFlag(FLAGS_bench_tokens));
+    std::fprintf(stderr, "[quantize] %s: accuracy %.4f\n", name.c_str(), row.value);
+    return row;
+  };
+  int64_t float_bytes = 0;
+  for (const auto& p : model.parameters()) float_bytes += p.numel() * 4;
+  std::vector<Row> rows;
+  RETORT_ASSIGN_OR_RETURN(Row before, measure("float32", float_bytes));
+  rows.push_back(before);
+  RETORT_ASSIGN_OR_RETURN(student::QuantizeReport report,
+                          student::QuantizeClassifier(q, &model));
+  RETORT_RETURN_IF_ERROR(MakeDirs(out_dir));
+  nlohmann::json meta = loaded.meta;
+  meta["quantization"] = q.Describe();
+  RETORT_RETURN_IF_ERROR(models::WriteCheckpoint(out_dir + "/model.pt", model, meta));
+  RETORT_ASSIGN_OR_RETURN(Row after, measure(q.Describe(), report.quantized_bytes));
+  rows.push_back(after);
+  std::printf("%s -> %s/model.pt (%s; weights stored as their dequantized float32 values, the "
+              "bytes column counts them quantized; %lld tensors fell back to int8 per-channel)\n\n",
+              checkpoint.c_str(), out_dir.c_str(), model.spec().Describe().c_str(),
+              static_cast<long long>(report.fallback_tensors));
+  PrintTable(rows, "samples/s");
+  return WriteReport(out_dir + "/quantize.json", checkpoint, q, report, rows);
+}
+
+}  // namespace
+
+absl::Status RunQuantize() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
+  if (checkpoint.empty()) {
+    return absl::InvalidArgumentError(
+        "--checkpoint is required: a Llama directory or a classifier checkpoint (.pt)");
+  }
+  if (out_dir.empty()) return absl::InvalidArgumentError("--out_dir is required");
+  if (!PathExists(checkpoint)) {
+    return absl::NotFoundError(absl::StrCat("--checkpoint: ", checkpoint, " does not exist"));
+  }
+  RETORT_ASSIGN_OR_RETURN(
+      student::QuantizeOptions q,
+      student::QuantizeOptions::Parse(absl::GetFlag(FLAGS_quantize), absl::GetFlag(FLAGS_group_size)));
+  q.embeddings = absl::GetFlag(FLAGS_quantize_embeddings);
+  if (models::IsLlamaCheckpoint(checkpoint)) return QuantizeLm(checkpoint, q, out_dir);
+  return QuantizeClassifier(checkpoint, q, out_dir);
+}
+
+absl::Status RunExport() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  const std::string out = absl::GetFlag(FLAGS_out);
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (checkpoint.empty() || !models::IsLlamaCheckpoint(checkpoint)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--checkpoint must be a Llama checkpoint directory (config.json + model.safetensors), got '",
+        checkpoint, "'"));
+  }
+  if (out.empty()) return absl::InvalidArgumentError("--out is required (a file for gguf, a directory for safetensors)");
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
+                          models::LoadLlamaCheckpoint(checkpoint));
+  const std::string tokenizer =
+      PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : "";
+  if (format == "gguf") {
+    student::GgufExportOptions o;
+    RETORT_ASSIGN_OR_RETURN(o.type, student::ParseGgufType(absl::GetFlag(FLAGS_gguf_type)));
+    o.tokenizer_model = tokenizer;
+    RETORT_ASSIGN_OR_RETURN(student::GgufExportReport r, student::ExportLlamaGguf(*model, out, o));
+    std::printf("%s: GGUF %s, %lld tensors (%lld matrices F16 where 32-blocks do not fit), "
+                "%lld bytes\n",
+                out.c_str(), std::string(models::GgmlTypeName(o.type)).c_str(),
+                static_cast<long long>(r.tensors), static_cast<long long>(r.fallback_tensors),
+                static_cast<long long>(r.bytes));
+    return absl::OkStatus();
+  }
+  if (format == "safetensors") {
+    const std::string dtype = absl::GetFlag(FLAGS_weights_dtype);
+    models::LlamaSaveOptions o;
+    o.tokenizer_model = tokenizer;
+    if (dtype == "float32") {
+      o.dtype = torch::kFloat32;
+    } else if (dtype == "bfloat16") {
+      o.dtype = torch::kBFloat16;
+    } else if (dtype == "float16") {
+      o.dtype = torch::kFloat16;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--weights_dtype=", dtype, ": use float32, bfloat16 or float16"));
+    }
+    RETORT_RETURN_IF_ERROR(models::SaveLlamaCheckpoint(*model, out, o));
+    RETORT_ASSIGN_OR_RETURN(int64_t bytes, FileSize(out + "/model.safetensors"));
+    std::printf("%s: config.json + model.safetensors (%s, %lld bytes)%s\n", out.c_str(),
+                model->quantization.Describe().c_str(), static_cast<long long>(bytes),
+                tokenizer.empty() ? "" : " + tokenizer.model");
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--format=", format, " is not a format we write; use gguf or safetensors"));
+}
+
+}  // namespace retort::cli
