@@ -30,24 +30,32 @@ torch::Tensor RepeatKv(const torch::Tensor& x, int64_t repeats) {
 
 }  // namespace
 
-RmsNormImpl::RmsNormImpl(int64_t width, double eps) : eps_(eps) {
+RmsNormImpl::RmsNormImpl(int64_t width, double eps, int64_t mean_dim)
+    : eps_(eps), width_(width), mean_dim_(mean_dim == 0 ? width : mean_dim) {
   weight = register_parameter("weight", torch::ones({width}));
 }
 
 torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
   const torch::Tensor x32 = x.to(torch::kFloat32);
-  const torch::Tensor normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  const torch::Tensor mean_square =
+      mean_dim_ == width_ ? x32.pow(2).mean(-1, /*keepdim=*/true)
+                          : x32.pow(2).sum(-1, /*keepdim=*/true) / static_cast<double>(mean_dim_);
+  const torch::Tensor normed = x32 * torch::rsqrt(mean_square + eps_);
   return weight * normed.to(x.scalar_type());
 }
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config)
+    : LlamaAttentionImpl(config, config.hidden_size, config.hidden_size) {}
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, int64_t in_width,
+                                       int64_t out_width)
     : heads_(config.num_attention_heads),
       kv_heads_(config.num_key_value_heads),
       head_dim_(config.head_dim()) {
-  q_proj = register_module("q_proj", Projection(config.hidden_size, heads_ * head_dim_));
-  k_proj = register_module("k_proj", Projection(config.hidden_size, kv_heads_ * head_dim_));
-  v_proj = register_module("v_proj", Projection(config.hidden_size, kv_heads_ * head_dim_));
-  o_proj = register_module("o_proj", Projection(heads_ * head_dim_, config.hidden_size));
+  q_proj = register_module("q_proj", Projection(in_width, heads_ * head_dim_));
+  k_proj = register_module("k_proj", Projection(in_width, kv_heads_ * head_dim_));
+  v_proj = register_module("v_proj", Projection(in_width, kv_heads_ * head_dim_));
+  o_proj = register_module("o_proj", Projection(heads_ * head_dim_, out_width));
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
@@ -77,10 +85,13 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   return o_proj(out.transpose(1, 2).reshape({b, t, heads_ * head_dim_}));
 }
 
-LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config) {
-  gate_proj = register_module("gate_proj", Projection(config.hidden_size, config.intermediate_size));
-  up_proj = register_module("up_proj", Projection(config.hidden_size, config.intermediate_size));
-  down_proj = register_module("down_proj", Projection(config.intermediate_size, config.hidden_size));
+LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config)
+    : LlamaMlpImpl(config, config.hidden_size, config.hidden_size) {}
+
+LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width) {
+  gate_proj = register_module("gate_proj", Projection(in_width, config.intermediate_size));
+  up_proj = register_module("up_proj", Projection(in_width, config.intermediate_size));
+  down_proj = register_module("down_proj", Projection(config.intermediate_size, out_width));
 }
 
 torch::Tensor LlamaMlpImpl::forward(const torch::Tensor& x) {
@@ -121,6 +132,10 @@ LlamaModel::LlamaModel(const LlamaConfig& config) : config_(config) {
       if (p.key().find("norm") == std::string::npos) p.value().normal_(0.0, 0.02);
     }
   }
+  RotaryTables(config, &cos_, &sin_);
+}
+
+void RotaryTables(const LlamaConfig& config, torch::Tensor* cos, torch::Tensor* sin) {
   const int64_t d = config.head_dim();
   const torch::Tensor inv_freq =
       1.0 / torch::pow(config.rope_theta,
@@ -129,8 +144,8 @@ LlamaModel::LlamaModel(const LlamaConfig& config) : config_(config) {
       torch::arange(config.max_position_embeddings, torch::kFloat64).unsqueeze(1);
   const torch::Tensor freqs = positions * inv_freq.unsqueeze(0);
   const torch::Tensor angles = torch::cat({freqs, freqs}, -1);
-  cos_ = angles.cos().to(torch::kFloat32);
-  sin_ = angles.sin().to(torch::kFloat32);
+  *cos = angles.cos().to(torch::kFloat32);
+  *sin = angles.sin().to(torch::kFloat32);
 }
 
 std::string WeightQuantization::Describe() const {

@@ -27,20 +27,27 @@
 
 namespace retort::models {
 
+// weight * x / sqrt(sum(x^2) / mean_dim + eps): the mean over the width
+// unless `mean_dim` says otherwise (a SliceGPT-sliced stream keeps dividing
+// by the original width).
 class RmsNormImpl : public torch::nn::Module {
  public:
-  RmsNormImpl(int64_t width, double eps);
+  RmsNormImpl(int64_t width, double eps, int64_t mean_dim = 0);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
 
  private:
   double eps_;
+  int64_t width_, mean_dim_;
 };
 TORCH_MODULE(RmsNorm);
 
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
   explicit LlamaAttentionImpl(const LlamaConfig& config);
+  // Reading an `in_width` stream and writing an `out_width` one (heads and
+  // head_dim from `config`), as in a sliced model.
+  LlamaAttentionImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width);
   // x [B, T, hidden]; cos/sin [T, head_dim] (float32).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
@@ -53,6 +60,7 @@ TORCH_MODULE(LlamaAttention);
 class LlamaMlpImpl : public torch::nn::Module {
  public:
   explicit LlamaMlpImpl(const LlamaConfig& config);
+  LlamaMlpImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
@@ -131,6 +139,10 @@ class LlamaModel : public torch::nn::Module {
   LlamaConfig config_;
   torch::Tensor cos_, sin_;  // float32 [max_position_embeddings, head_dim], not parameters
 };
+
+// The rotary tables, float32 [max_position_embeddings, head_dim]: cos and
+// sin of position times each frequency, the halves repeated (rotate-half).
+void RotaryTables(const LlamaConfig& config, torch::Tensor* cos, torch::Tensor* sin);
 
 // A model of `config`'s shape whose embeddings, final norm, output head and
 // blocks are copies of `source`'s; block j of the result is source block

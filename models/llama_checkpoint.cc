@@ -260,6 +260,11 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::strin
   auto model = std::make_shared<LlamaModel>(config);
   RETORT_ASSIGN_OR_RETURN(std::string config_text, ReadFile(dir + "/config.json"));
   const nlohmann::json json = nlohmann::json::parse(config_text, nullptr, false);
+  if (json.contains("retort_slicing")) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " holds a SliceGPT-sliced model (retort_slicing in config.json): `retort eval` "
+             "reads it; other commands take an unsliced Llama checkpoint"));
+  }
   if (json.contains("retort_quantization")) {
     RETORT_ASSIGN_OR_RETURN(WeightQuantization q,
                             QuantizationFromJson(json["retort_quantization"], dir + "/config.json"));

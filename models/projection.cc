@@ -13,7 +13,20 @@ ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features)
 }
 
 torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
+  if (input_sq_sums_.defined()) {
+    input_sq_sums_ += x.detach().to(torch::kFloat64).pow(2).reshape({-1, in_features_}).sum(0);
+  }
   return torch::linear(x, quantized_ ? EffectiveWeight().to(x.scalar_type()) : weight);
+}
+
+void ProjectionImpl::StartInputStats() {
+  input_sq_sums_ = torch::zeros({in_features_}, torch::kFloat64);
+}
+
+torch::Tensor ProjectionImpl::StopInputStats() {
+  torch::Tensor out = input_sq_sums_;
+  input_sq_sums_ = torch::Tensor();
+  return out;
 }
 
 void ProjectionImpl::SetQuantized(BlockQuantized quantized) {

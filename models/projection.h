@@ -41,6 +41,13 @@ class ProjectionImpl : public torch::nn::Module {
   // Bytes of the weight as held: float weight, or packed codes + float32 scales.
   int64_t WeightBytes() const;
 
+  // Calibration statistics for pruning: after StartInputStats(), every
+  // forward() adds each input column's sum of squares (over all tokens or
+  // examples) to a float64 [in] accumulator; StopInputStats() returns it
+  // and stops recording.
+  void StartInputStats();
+  torch::Tensor StopInputStats();
+
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
 
@@ -55,6 +62,7 @@ class ProjectionImpl : public torch::nn::Module {
   };
   int64_t in_features_, out_features_;
   std::optional<Held> quantized_;
+  torch::Tensor input_sq_sums_;  // defined while recording
 };
 TORCH_MODULE(Projection);
 

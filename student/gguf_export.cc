@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <utility>
@@ -117,6 +119,19 @@ std::vector<NameMap> TensorNames(const models::LlamaConfig& c) {
   names.push_back({"model.norm.weight", "output_norm.weight"});
   if (!c.tie_word_embeddings) names.push_back({"lm_head.weight", "output.weight"});
   return names;
+}
+
+// The shortest decimal that is the same float32 as `v`: GGUF stores
+// rms_norm_eps and rope_theta as float32, and 1e-5 should read back as 1e-5.
+double ShortestFloat32(double v) {
+  const float f = static_cast<float>(v);
+  for (int digits = 1; digits <= 9; ++digits) {
+    char buffer[40];
+    std::snprintf(buffer, sizeof(buffer), "%.*g", digits, static_cast<double>(f));
+    const double parsed = std::strtod(buffer, nullptr);
+    if (static_cast<float>(parsed) == f) return parsed;
+  }
+  return f;
 }
 
 // llama.cpp's llama_ftype for a file whose matrices are `type`.
@@ -249,7 +264,7 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
     const GgufValue* v = file->Find(key);
     if (v != nullptr && (v->type == models::GgufValueType::kF32 ||
                          v->type == models::GgufValueType::kF64)) {
-      *out = v->real;
+      *out = ShortestFloat32(v->real);
     }
   };
   models::LlamaConfig c;

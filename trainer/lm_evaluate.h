@@ -5,6 +5,7 @@
 #define RETORT_TRAINER_LM_EVALUATE_H_
 
 #include <cstdint>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -35,6 +36,13 @@ struct LmEvalOptions {
 // `teacher` may be null.
 absl::StatusOr<LmEvalResult> EvaluateLm(models::LlamaModel& model, const data::Dataset& dataset,
                                         const LmEvalOptions& options,
+                                        LmTeacherClient* teacher = nullptr);
+
+// The same for any causal language model (a sliced one, say): `module` is
+// switched to eval mode, `forward` maps tokens [B, T] to logits [B, T, V].
+using LmForward = std::function<torch::Tensor(const torch::Tensor&)>;
+absl::StatusOr<LmEvalResult> EvaluateLm(torch::nn::Module& module, const LmForward& forward,
+                                        const data::Dataset& dataset, const LmEvalOptions& options,
                                         LmTeacherClient* teacher = nullptr);
 
 }  // namespace retort::trainer

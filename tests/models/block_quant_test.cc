@@ -54,7 +54,12 @@ TEST(BlockQuantTest, ErrorIsAtMostHalfAStepPerElement) {
     const int64_t b = q.block_size;
     const torch::Tensor step = q.scales.abs().repeat_interleave(b, 1);
     const torch::Tensor error = (w - q.Dequantize()).abs();
-    EXPECT_TRUE((error <= step * 0.5 + 1e-6).all().item<bool>()) << bits << " bits, block " << b;
+    // Codes reach -8 on the extreme's side but only 7 on the other: a value
+    // beyond 7.5 steps there (up to 8) is clamped, at most one step off.
+    const torch::Tensor in_range = (w.abs() <= step * 7.5) | (bits == 8);
+    EXPECT_TRUE((error <= step * 0.5 + 1e-6).logical_or(~in_range).all().item<bool>())
+        << bits << " bits, block " << b;
+    EXPECT_TRUE((error <= step + 1e-6).all().item<bool>()) << bits << " bits, block " << b;
     EXPECT_EQ(q.codes.min().item<int>() >= (bits == 8 ? -127 : -8), true);
     EXPECT_EQ(q.codes.max().item<int>() <= (bits == 8 ? 127 : 7), true);
     // Quantizing the dequantized matrix again gives the same codes.

@@ -27,7 +27,7 @@ fi
 mkdir -p "$NPM_DIR"
 if ! cmp -s "$SRC/npm/package-lock.json" "$NPM_DIR/package-lock.json" || [ ! -d "$NPM_DIR/node_modules" ]; then
   cp "$SRC/npm/package.json" "$SRC/npm/package-lock.json" "$NPM_DIR/"
-  (cd "$NPM_DIR" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund)
+  (cd "$NPM_DIR" && npm install --omit=optional --ignore-scripts --no-audit --no-fund)
 fi
 cp "$SRC/gguf_check.mjs" "$NPM_DIR/"
 

@@ -32,7 +32,9 @@ absl::Status RunDataPrepare();
 absl::Status RunLmTrain();
 absl::Status RunLmEval();
 absl::Status RunGenerate();
+absl::Status RunPrune();
 absl::Status RunQuantize();
+absl::Status RunSlice();
 absl::Status RunExport();
 absl::Status RunLaunch(const std::vector<std::string>& args);
 

@@ -1,6 +1,7 @@
-// Compaction commands: quantize a checkpoint (with a before/after table) and
+// Compaction commands: prune or quantize a checkpoint (with a before/after table) and
 // export one in the formats other tools load (safetensors + config.json,
 // GGUF).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -18,6 +19,9 @@
 #include "models/checkpoint_file.h"
 #include "models/llama_checkpoint.h"
 #include "student/gguf_export.h"
+#include "student/prune.h"
+#include "student/slice.h"
+#include "models/sliced_llama.h"
 #include "student/quantize.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
@@ -40,6 +44,17 @@ ABSL_FLAG(std::string, gguf_type, "f16", "GGUF matrix type: f32, f16, q8_0, q4_0
 ABSL_FLAG(std::string, weights_dtype, "float32",
           "safetensors export: float32, bfloat16 or float16 weights.");
 ABSL_FLAG(std::string, out, "", "The file (gguf) or directory (safetensors) to write.");
+ABSL_FLAG(std::string, method, "magnitude",
+          "Pruning scores: magnitude (|W|) or activation (|W| times calibration input norms).");
+ABSL_FLAG(double, sparsity, 0.5, "Unstructured pruning: share of each matrix's weights zeroed.");
+ABSL_FLAG(bool, structured, false,
+          "Remove whole MLP neurons (a smaller dense model) instead of zeroing weights.");
+ABSL_FLAG(double, fraction, 0.25,
+          "Structured pruning: share of each layer's MLP neurons removed; slice: share of the "
+          "residual width deleted.");
+ABSL_FLAG(int64_t, multiple_of, 16, "Structured pruning: neurons kept round to a multiple of this.");
+ABSL_FLAG(int64_t, calibration_sequences, 64,
+          "Training sequences (or examples x 100 for classifiers) run to collect input norms.");
 ABSL_FLAG(int64_t, bench_tokens, 16384,
           "Tokens (or samples) of inference timed for each row of the quantize table.");
 
@@ -51,24 +66,25 @@ using Clock = std::chrono::steady_clock;
 // One row of the before/after table.
 struct Row {
   std::string name;
-  int64_t parameters = 0;
+  int64_t parameters = 0;   // of the architecture
+  int64_t nonzero = 0;      // parameters (or quantization codes) that are not zero
   int64_t bytes = 0;        // of the weights as stored
   std::string metric;       // "perplexity" or "test accuracy"
   double value = 0;
   double per_second = 0;    // tokens/s or samples/s of inference
   nlohmann::json ToJson() const {
-    return {{"name", name},         {"parameters", parameters}, {"bytes", bytes},
-            {metric, value},        {"per_second", per_second}};
+    return {{"name", name},     {"parameters", parameters}, {"nonzero", nonzero},
+            {"bytes", bytes},   {metric, value},            {"per_second", per_second}};
   }
 };
 
 void PrintTable(const std::vector<Row>& rows, const std::string& rate_unit) {
-  std::printf("%-28s %10s %12s %14s %14s\n", "model", "params", "bytes", rows[0].metric.c_str(),
-              rate_unit.c_str());
+  std::printf("%-34s %10s %10s %12s %14s %14s\n", "model", "params", "nonzero", "bytes",
+              rows[0].metric.c_str(), rate_unit.c_str());
   for (const Row& r : rows) {
-    std::printf("%-28s %10lld %12lld %14.4f %14.0f\n", r.name.c_str(),
-                static_cast<long long>(r.parameters), static_cast<long long>(r.bytes), r.value,
-                r.per_second);
+    std::printf("%-34s %10lld %10lld %12lld %14.4f %14.0f\n", r.name.c_str(),
+                static_cast<long long>(r.parameters), static_cast<long long>(r.nonzero),
+                static_cast<long long>(r.bytes), r.value, r.per_second);
   }
   const Row& a = rows.front();
   const Row& b = rows.back();
@@ -79,16 +95,16 @@ void PrintTable(const std::vector<Row>& rows, const std::string& rate_unit) {
 }
 
 // Forward passes over random tokens in eval mode: tokens per second.
-double LmTokensPerSecond(models::LlamaModel& model, int64_t seq_len, int64_t tokens) {
+double LmTokensPerSecond(const trainer::LmForward& forward, const models::LlamaConfig& config,
+                         int64_t seq_len, int64_t tokens) {
   torch::InferenceMode guard;
-  model.eval();
   const int64_t batch = 8;
-  const torch::Tensor input =
-      torch::randint(model.config().vocab_size, {batch, seq_len}, torch::kInt64);
-  model.forward(input);  // warm-up
+  seq_len = std::min(seq_len, config.max_position_embeddings);
+  const torch::Tensor input = torch::randint(config.vocab_size, {batch, seq_len}, torch::kInt64);
+  forward(input);  // warm-up
   const int64_t passes = std::max<int64_t>(1, tokens / (batch * seq_len));
   const auto start = Clock::now();
-  for (int64_t i = 0; i < passes; ++i) model.forward(input);
+  for (int64_t i = 0; i < passes; ++i) forward(input);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return static_cast<double>(passes * batch * seq_len) / seconds;
 }
@@ -107,46 +123,107 @@ double ClassifierSamplesPerSecond(models::Classifier& model, int64_t samples) {
   return static_cast<double>(passes * 256) / seconds;
 }
 
-absl::Status WriteReport(const std::string& path, const std::string& checkpoint,
-                         const student::QuantizeOptions& q, const student::QuantizeReport& report,
-                         const std::vector<Row>& rows) {
-  nlohmann::json j = {{"checkpoint", checkpoint},
-                      {"scheme", q.Describe()},
-                      {"quantized_tensors", report.quantized_tensors},
-                      {"fallback_tensors", report.fallback_tensors},
-                      {"max_relative_error", report.max_relative_error},
-                      {"rows", nlohmann::json::array()}};
+absl::Status WriteReport(const std::string& path, nlohmann::json j, const std::vector<Row>& rows) {
+  j["rows"] = nlohmann::json::array();
   for (const Row& r : rows) j["rows"].push_back(r.ToJson());
   return WriteFileAtomically(path, j.dump(2) + "\n");
+}
+
+nlohmann::json QuantizeJson(const std::string& checkpoint, const student::QuantizeOptions& q,
+                            const student::QuantizeReport& report) {
+  return {{"checkpoint", checkpoint},
+          {"scheme", q.Describe()},
+          {"quantized_tensors", report.quantized_tensors},
+          {"fallback_tensors", report.fallback_tensors},
+          {"max_relative_error", report.max_relative_error}};
+}
+
+// The validation tokens of --data, or null when --data is not given.
+absl::StatusOr<std::shared_ptr<data::TokenSequenceDataset>> LmValidationFromFlags() {
+  const std::string data_dir = absl::GetFlag(FLAGS_data);
+  if (data_dir.empty()) return std::shared_ptr<data::TokenSequenceDataset>();
+  return data::TokenSequenceDataset::Open(data_dir + "/valid.tokens", absl::GetFlag(FLAGS_seq_len));
+}
+
+// Parameters, and those not zero; a quantized projection counts its codes.
+void CountParameters(torch::nn::Module& model, Row* row) {
+  for (const auto& item : model.named_modules()) {
+    for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) {
+      auto projection = std::dynamic_pointer_cast<models::ProjectionImpl>(item.value());
+      if (projection && projection->is_quantized()) {
+        const torch::Tensor codes = projection->Quantized().codes;
+        row->parameters += codes.numel();
+        row->nonzero += (codes != 0).sum().item<int64_t>();
+      } else {
+        row->parameters += p.value().numel();
+        row->nonzero += (p.value() != 0).sum().item<int64_t>();
+      }
+    }
+  }
+}
+
+// Perplexity on `validation` (when given) and inference tokens/s of any
+// causal LM given as its module and forward function.
+absl::StatusOr<Row> MeasureLmForward(torch::nn::Module& model, const trainer::LmForward& forward,
+                                     const models::LlamaConfig& config, const std::string& name,
+                                     int64_t bytes, const data::Dataset* validation) {
+  Row row;
+  row.name = name;
+  CountParameters(model, &row);
+  row.bytes = bytes;
+  row.metric = "perplexity";
+  model.eval();
+  if (validation != nullptr) {
+    RETORT_ASSIGN_OR_RETURN(
+        trainer::LmEvalResult r,
+        trainer::EvaluateLm(model, forward, *validation,
+                            {.batch_size = absl::GetFlag(FLAGS_batch_size),
+                             .max_sequences = absl::GetFlag(FLAGS_eval_sequences)}));
+    row.value = r.perplexity;
+  }
+  row.per_second = LmTokensPerSecond(forward, config, absl::GetFlag(FLAGS_seq_len),
+                                     absl::GetFlag(FLAGS_bench_tokens));
+  std::fprintf(stderr, "[compact] %s: %lld bytes, perplexity %.3f, %.0f tokens/s\n", name.c_str(),
+               static_cast<long long>(bytes), row.value, row.per_second);
+  return row;
+}
+
+absl::StatusOr<Row> MeasureLm(models::LlamaModel& model, const std::string& name, int64_t bytes,
+                              const data::Dataset* validation) {
+  return MeasureLmForward(
+      model, [&model](const torch::Tensor& t) { return model.forward(t); }, model.config(), name,
+      bytes, validation);
+}
+
+// Test accuracy and inference samples/s.
+absl::StatusOr<Row> MeasureClassifier(models::Classifier& model, const std::string& name,
+                                      int64_t bytes, const data::Dataset& test) {
+  Row row;
+  row.name = name;
+  CountParameters(model, &row);
+  row.bytes = bytes;
+  row.metric = "test accuracy";
+  RETORT_ASSIGN_OR_RETURN(trainer::EvalResult r, trainer::Evaluate(model, test));
+  row.value = r.accuracy();
+  row.per_second = ClassifierSamplesPerSecond(model, absl::GetFlag(FLAGS_bench_tokens));
+  std::fprintf(stderr, "[compact] %s: accuracy %.4f\n", name.c_str(), row.value);
+  return row;
+}
+
+int64_t Float32Bytes(torch::nn::Module& model) {
+  int64_t n = 0;
+  for (const auto& p : model.parameters()) n += p.numel() * 4;
+  return n;
 }
 
 absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOptions& q,
                         const std::string& out_dir) {
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
                           models::LoadLlamaCheckpoint(checkpoint));
-  const std::string data_dir = absl::GetFlag(FLAGS_data);
-  std::shared_ptr<data::TokenSequenceDataset> validation;
-  const int64_t seq_len = absl::GetFlag(FLAGS_seq_len);
-  if (!data_dir.empty()) {
-    RETORT_ASSIGN_OR_RETURN(validation,
-                            data::TokenSequenceDataset::Open(data_dir + "/valid.tokens", seq_len));
-  }
-  const trainer::LmEvalOptions eval{.batch_size = absl::GetFlag(FLAGS_batch_size),
-                                    .max_sequences = absl::GetFlag(FLAGS_eval_sequences)};
-  auto measure = [&](const std::string& name, int64_t bytes) -> absl::StatusOr<Row> {
-    Row row;
-    row.name = name;
-    row.parameters = model->config().ParameterCount();
-    row.bytes = bytes;
-    row.metric = "perplexity";
-    if (validation) {
-      RETORT_ASSIGN_OR_RETURN(trainer::LmEvalResult r, trainer::EvaluateLm(*model, *validation, eval));
-      row.value = r.perplexity;
-    }
-    row.per_second = LmTokensPerSecond(*model, seq_len, absl::GetFlag(FLAGS_bench_tokens));
-    std::fprintf(stderr, "[quantize] %s: %lld bytes, perplexity %.3f, %.0f tokens/s\n",
-                 name.c_str(), static_cast<long long>(bytes), row.value, row.per_second);
-    return row;
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> validation,
+                          LmValidationFromFlags());
+  auto measure = [&](const std::string& name, int64_t bytes) {
+    return MeasureLm(*model, name, bytes, validation.get());
   };
   RETORT_ASSIGN_OR_RETURN(int64_t float_bytes, FileSize(checkpoint + "/model.safetensors"));
   std::vector<Row> rows;
@@ -166,7 +243,7 @@ absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOp
               static_cast<long long>(report.fallback_tensors), report.max_relative_error);
   PrintTable(rows, "tokens/s");
   if (!validation) std::printf("(no --data: perplexity not measured)\n");
-  return WriteReport(out_dir + "/quantize.json", checkpoint, q, report, rows);
+  return WriteReport(out_dir + "/quantize.json", QuantizeJson(checkpoint, q, report), rows);
 }
 
 absl::Status QuantizeClassifier(const std::string& checkpoint, const student::QuantizeOptions& q,
@@ -175,20 +252,10 @@ absl::Status QuantizeClassifier(const std::string& checkpoint, const student::Qu
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<const data::Dataset> test,
                           data::LoadFashionMnistTest(DataOptionsFromFlags()));
   models::Classifier& model = *loaded.model;
-  auto measure = [&](const std::string& name, int64_t bytes) -> absl::StatusOr<Row> {
-    Row row;
-    row.name = name;
-    for (const auto& p : model.parameters()) row.parameters += p.numel();
-    row.bytes = bytes;
-    row.metric = "test accuracy";
-    RETORT_ASSIGN_OR_RETURN(trainer::EvalResult r, trainer::Evaluate(model, *test));
-    row.value = r.accuracy();
-    row.per_second = ClassifierSamplesPerSecond(model, absl::GetFlag(FLAGS_bench_tokens));
-    std::fprintf(stderr, "[quantize] %s: accuracy %.4f\n", name.c_str(), row.value);
-    return row;
+  auto measure = [&](const std::string& name, int64_t bytes) {
+    return MeasureClassifier(model, name, bytes, *test);
   };
-  int64_t float_bytes = 0;
-  for (const auto& p : model.parameters()) float_bytes += p.numel() * 4;
+  const int64_t float_bytes = Float32Bytes(model);
   std::vector<Row> rows;
   RETORT_ASSIGN_OR_RETURN(Row before, measure("float32", float_bytes));
   rows.push_back(before);
@@ -205,15 +272,172 @@ absl::Status QuantizeClassifier(const std::string& checkpoint, const student::Qu
               checkpoint.c_str(), out_dir.c_str(), model.spec().Describe().c_str(),
               static_cast<long long>(report.fallback_tensors));
   PrintTable(rows, "samples/s");
-  return WriteReport(out_dir + "/quantize.json", checkpoint, q, report, rows);
+  return WriteReport(out_dir + "/quantize.json", QuantizeJson(checkpoint, q, report), rows);
 }
 
-}  // namespace
+absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
+                     student::PruneScore score) {
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
+                          models::LoadLlamaCheckpoint(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> validation,
+                          LmValidationFromFlags());
+  std::vector<Row> rows;
+  RETORT_ASSIGN_OR_RETURN(int64_t before_bytes, FileSize(checkpoint + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(Row before, MeasureLm(*model, "dense", before_bytes, validation.get()));
+  rows.push_back(before);
+  std::unique_ptr<student::InputNorms> norms;
+  if (score == student::PruneScore::kActivation) {
+    const std::string data_dir = absl::GetFlag(FLAGS_data);
+    if (data_dir.empty()) {
+      return absl::InvalidArgumentError(
+          "--method=activation needs calibration tokens: --data=DIR (its train split is used)");
+    }
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> train,
+                            data::TokenSequenceDataset::Open(data_dir + "/train.tokens",
+                                                             absl::GetFlag(FLAGS_seq_len)));
+    RETORT_ASSIGN_OR_RETURN(student::InputNorms n,
+                            student::CollectLlamaInputNorms(
+                                *model, *train, absl::GetFlag(FLAGS_calibration_sequences)));
+    norms = std::make_unique<student::InputNorms>(std::move(n));
+  }
+  const std::string method = absl::GetFlag(FLAGS_method);
+  std::string name;
+  nlohmann::json j = {{"checkpoint", checkpoint}, {"method", method}};
+  student::PruneReport report;
+  if (absl::GetFlag(FLAGS_structured)) {
+    const double fraction = absl::GetFlag(FLAGS_fraction);
+    RETORT_ASSIGN_OR_RETURN(model, student::PruneLlamaMlpNeurons(
+                                       *model, fraction, score, norms.get(),
+                                       absl::GetFlag(FLAGS_multiple_of), &report));
+    name = absl::StrFormat("mlp neurons -%.0f%% (%s)", 100 * fraction, method);
+    j["structured"] = true;
+    j["fraction"] = fraction;
+    j["intermediate_size"] = model->config().intermediate_size;
+  } else {
+    const double sparsity = absl::GetFlag(FLAGS_sparsity);
+    RETORT_ASSIGN_OR_RETURN(report, student::PruneLlamaUnstructured(sparsity, score, norms.get(),
+                                                                    model.get()));
+    name = absl::StrFormat("%.0f%% sparse (%s)", 100 * sparsity, method);
+    j["structured"] = false;
+    j["sparsity"] = sparsity;
+  }
+  models::LlamaSaveOptions save;
+  if (PathExists(checkpoint + "/tokenizer.model")) save.tokenizer_model = checkpoint + "/tokenizer.model";
+  RETORT_RETURN_IF_ERROR(models::SaveLlamaCheckpoint(*model, out_dir, save));
+  RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, FileSize(out_dir + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(Row after, MeasureLm(*model, name, after_bytes, validation.get()));
+  rows.push_back(after);
+  std::printf("%s -> %s (%s)\n\n", checkpoint.c_str(), out_dir.c_str(),
+              model->config().Describe().c_str());
+  PrintTable(rows, "tokens/s");
+  if (!absl::GetFlag(FLAGS_structured)) {
+    std::printf("(unstructured: the tensors stay dense, so bytes and speed do not change)\n");
+  }
+  return WriteReport(out_dir + "/prune.json", j, rows);
+}
 
-absl::Status RunQuantize() {
-  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
-  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
-  const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
+absl::Status PruneClassifier(const std::string& checkpoint, const std::string& out_dir,
+                             student::PruneScore score) {
+  RETORT_ASSIGN_OR_RETURN(models::LoadedCheckpoint loaded, models::ReadCheckpoint(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<const data::Dataset> test,
+                          data::LoadFashionMnistTest(DataOptionsFromFlags()));
+  std::shared_ptr<models::Classifier> model = loaded.model;
+  std::vector<Row> rows;
+  RETORT_ASSIGN_OR_RETURN(Row before, MeasureClassifier(*model, "dense", Float32Bytes(*model), *test));
+  rows.push_back(before);
+  std::unique_ptr<student::InputNorms> norms;
+  if (score == student::PruneScore::kActivation) {
+    RETORT_ASSIGN_OR_RETURN(data::TrainValidationSplit split,
+                            data::LoadFashionMnistTrain(DataOptionsFromFlags()));
+    RETORT_ASSIGN_OR_RETURN(student::InputNorms n,
+                            student::CollectClassifierInputNorms(
+                                *model, *split.train, 100 * absl::GetFlag(FLAGS_calibration_sequences)));
+    norms = std::make_unique<student::InputNorms>(std::move(n));
+  }
+  const std::string method = absl::GetFlag(FLAGS_method);
+  std::string name;
+  nlohmann::json j = {{"checkpoint", checkpoint}, {"method", method}};
+  student::PruneReport report;
+  if (absl::GetFlag(FLAGS_structured)) {
+    const double fraction = absl::GetFlag(FLAGS_fraction);
+    RETORT_ASSIGN_OR_RETURN(model, student::PruneClassifierNeurons(
+                                       *model, fraction, score, norms.get(),
+                                       absl::GetFlag(FLAGS_multiple_of), &report));
+    name = absl::StrFormat("neurons -%.0f%% (%s)", 100 * fraction, method);
+    j["structured"] = true;
+    j["fraction"] = fraction;
+  } else {
+    const double sparsity = absl::GetFlag(FLAGS_sparsity);
+    RETORT_ASSIGN_OR_RETURN(report, student::PruneClassifierUnstructured(sparsity, score,
+                                                                         norms.get(), model.get()));
+    name = absl::StrFormat("%.0f%% sparse (%s)", 100 * sparsity, method);
+    j["structured"] = false;
+    j["sparsity"] = sparsity;
+  }
+  RETORT_RETURN_IF_ERROR(MakeDirs(out_dir));
+  nlohmann::json meta = loaded.meta;
+  meta["pruning"] = j;
+  RETORT_RETURN_IF_ERROR(models::WriteCheckpoint(out_dir + "/model.pt", *model, meta));
+  RETORT_ASSIGN_OR_RETURN(Row after, MeasureClassifier(*model, name, Float32Bytes(*model), *test));
+  rows.push_back(after);
+  std::printf("%s -> %s/model.pt (%s)\n\n", checkpoint.c_str(), out_dir.c_str(),
+              model->spec().Describe().c_str());
+  PrintTable(rows, "samples/s");
+  return WriteReport(out_dir + "/prune.json", j, rows);
+}
+
+absl::Status SliceLm(const std::string& checkpoint, const std::string& out_dir) {
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
+                          models::LoadLlamaCheckpoint(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> validation,
+                          LmValidationFromFlags());
+  const std::string data_dir = absl::GetFlag(FLAGS_data);
+  if (data_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "slicing needs calibration tokens: --data=DIR (its train split is used)");
+  }
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> train,
+                          data::TokenSequenceDataset::Open(data_dir + "/train.tokens",
+                                                           absl::GetFlag(FLAGS_seq_len)));
+  std::vector<Row> rows;
+  RETORT_ASSIGN_OR_RETURN(int64_t before_bytes, FileSize(checkpoint + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(Row before, MeasureLm(*model, "dense", before_bytes, validation.get()));
+  rows.push_back(before);
+  student::SliceOptions o;
+  o.fraction = absl::GetFlag(FLAGS_fraction);
+  o.multiple_of = absl::GetFlag(FLAGS_multiple_of);
+  o.calibration_sequences = absl::GetFlag(FLAGS_calibration_sequences);
+  student::SliceReport report;
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::SlicedLlamaModel> sliced,
+                          student::SliceLlama(*model, *train, o, &report));
+  const std::string tokenizer =
+      PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : "";
+  RETORT_RETURN_IF_ERROR(models::SaveSlicedLlama(*sliced, out_dir, o.fraction, tokenizer));
+  RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, FileSize(out_dir + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(
+      Row after, MeasureLmForward(
+                     *sliced, [&sliced](const torch::Tensor& t) { return sliced->forward(t); },
+                     sliced->config(),
+                     absl::StrFormat("sliced %.0f%% (width %d)", 100 * o.fraction, report.width),
+                     after_bytes, validation.get()));
+  rows.push_back(after);
+  std::string energy;
+  for (double e : report.kept_energy) absl::StrAppend(&energy, energy.empty() ? "" : " ", absl::StrFormat("%.3f", e));
+  std::printf("%s -> %s (residual width %lld -> %lld; signal energy kept per point: %s)\n\n",
+              checkpoint.c_str(), out_dir.c_str(),
+              static_cast<long long>(model->config().hidden_size),
+              static_cast<long long>(report.width), energy.c_str());
+  PrintTable(rows, "tokens/s");
+  nlohmann::json j = {{"checkpoint", checkpoint},
+                      {"fraction", o.fraction},
+                      {"width", report.width},
+                      {"calibration_sequences", o.calibration_sequences},
+                      {"kept_energy", report.kept_energy}};
+  return WriteReport(out_dir + "/slice.json", j, rows);
+}
+
+// Checks --checkpoint and --out_dir.
+absl::Status CheckCheckpointAndOutDir(const std::string& checkpoint, const std::string& out_dir) {
   if (checkpoint.empty()) {
     return absl::InvalidArgumentError(
         "--checkpoint is required: a Llama directory or a classifier checkpoint (.pt)");
@@ -222,6 +446,39 @@ absl::Status RunQuantize() {
   if (!PathExists(checkpoint)) {
     return absl::NotFoundError(absl::StrCat("--checkpoint: ", checkpoint, " does not exist"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunPrune() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
+  RETORT_RETURN_IF_ERROR(CheckCheckpointAndOutDir(checkpoint, out_dir));
+  RETORT_ASSIGN_OR_RETURN(student::PruneScore score,
+                          student::ParsePruneScore(absl::GetFlag(FLAGS_method)));
+  if (models::IsLlamaCheckpoint(checkpoint)) return PruneLm(checkpoint, out_dir, score);
+  return PruneClassifier(checkpoint, out_dir, score);
+}
+
+absl::Status RunSlice() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
+  RETORT_RETURN_IF_ERROR(CheckCheckpointAndOutDir(checkpoint, out_dir));
+  if (!models::IsLlamaCheckpoint(checkpoint)) {
+    return absl::InvalidArgumentError(
+        "--checkpoint: slicing takes a Llama checkpoint directory (SliceGPT is for transformers)");
+  }
+  return SliceLm(checkpoint, out_dir);
+}
+
+absl::Status RunQuantize() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
+  RETORT_RETURN_IF_ERROR(CheckCheckpointAndOutDir(checkpoint, out_dir));
   RETORT_ASSIGN_OR_RETURN(
       student::QuantizeOptions q,
       student::QuantizeOptions::Parse(absl::GetFlag(FLAGS_quantize), absl::GetFlag(FLAGS_group_size)));

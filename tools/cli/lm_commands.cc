@@ -17,6 +17,7 @@
 #include "data/tokenizer.h"
 #include "models/llama_checkpoint.h"
 #include "models/llama_sampling.h"
+#include "models/sliced_llama.h"
 #include "teacher/llama_teacher.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
@@ -206,24 +207,39 @@ absl::Status RunLmTrain() {
 absl::Status RunLmEval() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
-                          models::LoadLlamaCheckpoint(checkpoint));
+  // A Llama checkpoint, or one sliced by `retort slice`.
+  std::shared_ptr<torch::nn::Module> module;
+  trainer::LmForward forward;
+  std::shared_ptr<models::LlamaModel> model;
+  models::LlamaConfig config;
+  if (models::IsSlicedLlamaCheckpoint(checkpoint)) {
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::SlicedLlamaModel> sliced,
+                            models::LoadSlicedLlama(checkpoint));
+    module = sliced;
+    forward = [sliced](const torch::Tensor& t) { return sliced->forward(t); };
+    config = sliced->config();
+  } else {
+    RETORT_ASSIGN_OR_RETURN(model, models::LoadLlamaCheckpoint(checkpoint));
+    module = model;
+    forward = [model](const torch::Tensor& t) { return model->forward(t); };
+    config = model->config();
+  }
   RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/false));
-  if (d.tokenizer->vocab_size() != model->config().vocab_size) {
+  if (d.tokenizer->vocab_size() != config.vocab_size) {
     return absl::FailedPreconditionError(absl::StrCat(
-        checkpoint, " has a vocabulary of ", model->config().vocab_size, " but the data's has ",
+        checkpoint, " has a vocabulary of ", config.vocab_size, " but the data's has ",
         d.tokenizer->vocab_size(), "; evaluate on data prepared with its tokenizer"));
   }
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
   RETORT_ASSIGN_OR_RETURN(
       trainer::LmEvalResult r,
-      trainer::EvaluateLm(*model, *d.validation,
+      trainer::EvaluateLm(*module, forward, *d.validation,
                           {.batch_size = absl::GetFlag(FLAGS_batch_size),
                            .max_sequences = absl::GetFlag(FLAGS_eval_sequences)},
                           teacher.get()));
   std::printf("%s (%s): validation perplexity %.3f (loss %.4f nats/token) over %lld tokens, "
               "top-1 %.4f%s\n",
-              checkpoint.c_str(), model->config().Describe().c_str(), r.perplexity, r.loss,
+              checkpoint.c_str(), config.Describe().c_str(), r.perplexity, r.loss,
               static_cast<long long>(r.tokens), r.top1_accuracy,
               r.teacher_agreement >= 0
                   ? absl::StrFormat(", teacher top-1 agreement %.4f", r.teacher_agreement).c_str()
@@ -232,7 +248,7 @@ absl::Status RunLmEval() {
   if (!json_out.empty()) {
     nlohmann::json j = r.ToJson();
     j["checkpoint"] = checkpoint;
-    j["model"] = model->config().Describe();
+    j["model"] = config.Describe();
     RETORT_RETURN_IF_ERROR(WriteFileAtomically(json_out, j.dump(2) + "\n"));
   }
   return absl::OkStatus();

@@ -62,6 +62,20 @@ const std::vector<Command>& Commands() {
        {"checkpoint", "prompt", "max_new_tokens", "sample_temperature", "sample_top_k", "seed", "logits_out",
         "threads"},
        &RunGenerate},
+      {"prune",
+       "Prune a checkpoint: zero a share of each matrix's weights (magnitude or "
+       "activation-aware), or remove MLP neurons (--structured); before/after table.",
+       Concat({{"checkpoint", "method", "sparsity", "structured", "fraction", "multiple_of",
+                "calibration_sequences", "out_dir", "data", "seq_len", "eval_sequences",
+                "batch_size", "bench_tokens", "threads"},
+               kDataFlags}),
+       &RunPrune},
+      {"slice",
+       "Slice a Llama checkpoint with SliceGPT: rotate the residual stream by its principal "
+       "components on calibration tokens and delete --fraction of its width; before/after table.",
+       {"checkpoint", "fraction", "multiple_of", "calibration_sequences", "out_dir", "data",
+        "seq_len", "eval_sequences", "batch_size", "bench_tokens", "threads"},
+       &RunSlice},
       {"quantize",
        "Quantize a checkpoint's weights (int8 per-channel, int4 groups) and print a before/after "
        "table: parameters, bytes, perplexity or test accuracy, inference speed.",

@@ -1,0 +1,124 @@
+#include "models/sliced_llama.h"
+
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "models/llama_checkpoint.h"
+#include "models/safetensors_file.h"
+
+namespace retort::models {
+
+SlicedBlockImpl::SlicedBlockImpl(const LlamaConfig& config, int64_t width) {
+  self_attn = register_module("self_attn", LlamaAttention(config, width, width));
+  mlp = register_module("mlp", LlamaMlp(config, width, width));
+  input_layernorm = register_module(
+      "input_layernorm", RmsNorm(width, config.rms_norm_eps, config.hidden_size));
+  post_attention_layernorm = register_module(
+      "post_attention_layernorm", RmsNorm(width, config.rms_norm_eps, config.hidden_size));
+  attn_shortcut_Q = register_parameter("attn_shortcut_Q", torch::eye(width));
+  mlp_shortcut_Q = register_parameter("mlp_shortcut_Q", torch::eye(width));
+}
+
+torch::Tensor SlicedBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                       const torch::Tensor& sin) {
+  const torch::Tensor h =
+      torch::matmul(x, attn_shortcut_Q) + self_attn(input_layernorm(x), cos, sin);
+  return torch::matmul(h, mlp_shortcut_Q) + mlp(post_attention_layernorm(h));
+}
+
+SlicedLlamaModel::SlicedLlamaModel(const LlamaConfig& config, int64_t width)
+    : config_(config), width_(width) {
+  embed_tokens =
+      register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, width));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(SlicedBlock(config, width));
+  norm = register_module("norm", RmsNorm(width, config.rms_norm_eps, config.hidden_size));
+  lm_head = register_module("lm_head", Projection(width, config.vocab_size));
+  RotaryTables(config, &cos_, &sin_);
+}
+
+torch::Tensor SlicedLlamaModel::forward(const torch::Tensor& tokens) {
+  const int64_t t = tokens.size(1);
+  const torch::Tensor cos = cos_.narrow(0, 0, t), sin = sin_.narrow(0, 0, t);
+  torch::Tensor x = embed_tokens(tokens);
+  for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<SlicedBlock>()->forward(x, cos, sin);
+  return lm_head(norm(x));
+}
+
+namespace {
+
+// Tensor names in the file: the module path, with "model." before the body.
+std::string FileName(const std::string& key) {
+  return key.rfind("lm_head", 0) == 0 ? key : "model." + key;
+}
+
+}  // namespace
+
+bool IsSlicedLlamaCheckpoint(const std::string& dir) {
+  absl::StatusOr<std::string> text = ReadFile(dir + "/config.json");
+  if (!text.ok()) return false;
+  const nlohmann::json json = nlohmann::json::parse(*text, nullptr, false);
+  return json.is_object() && json.contains("retort_slicing");
+}
+
+absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir, double fraction,
+                             const std::string& tokenizer_model) {
+  RETORT_RETURN_IF_ERROR(MakeDirs(dir));
+  NamedTensors tensors;
+  torch::NoGradGuard no_grad;
+  for (const auto& p : model.named_parameters()) {
+    tensors.tensors.emplace_back(FileName(p.key()),
+                                 p.value().detach().to(torch::kFloat32).contiguous());
+  }
+  tensors.metadata["format"] = "pt";
+  RETORT_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", tensors));
+  if (!tokenizer_model.empty()) {
+    RETORT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(tokenizer_model));
+    RETORT_RETURN_IF_ERROR(WriteFileAtomically(dir + "/tokenizer.model", bytes));
+  }
+  nlohmann::json config = model.config().ToHuggingFaceJson();
+  config["retort_slicing"] = {{"width", model.width()}, {"fraction", fraction}};
+  return WriteFileAtomically(dir + "/config.json", config.dump(2) + "\n");
+}
+
+absl::StatusOr<std::shared_ptr<SlicedLlamaModel>> LoadSlicedLlama(const std::string& dir) {
+  RETORT_ASSIGN_OR_RETURN(LlamaConfig config, ReadLlamaConfig(dir));
+  RETORT_ASSIGN_OR_RETURN(std::string text, ReadFile(dir + "/config.json"));
+  const nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
+  const std::string weights = dir + "/model.safetensors";
+  if (!json.contains("retort_slicing") || !json["retort_slicing"].contains("width") ||
+      !json["retort_slicing"]["width"].is_number_integer()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, "/config.json has no retort_slicing.width: not a sliced checkpoint"));
+  }
+  const int64_t width = json["retort_slicing"]["width"].get<int64_t>();
+  if (width <= 0 || width > config.hidden_size) {
+    return absl::DataLossError(absl::StrCat(dir, "/config.json: retort_slicing.width ", width,
+                                            " is not in 1..", config.hidden_size));
+  }
+  RETORT_ASSIGN_OR_RETURN(NamedTensors tensors, ReadSafetensors(weights));
+  std::map<std::string, const torch::Tensor*> by_name;
+  for (const auto& [name, t] : tensors.tensors) by_name[name] = &t;
+  auto model = std::make_shared<SlicedLlamaModel>(config, width);
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->named_parameters()) {
+    const std::string name = FileName(p.key());
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      return absl::DataLossError(absl::StrCat(weights, ": tensor ", name, " is missing"));
+    }
+    if (it->second->sizes() != p.value().sizes() || it->second->scalar_type() != torch::kFloat32) {
+      return absl::DataLossError(absl::StrCat(weights, ": tensor ", name,
+                                              " is not float32 of the shape the config needs"));
+    }
+    p.value().copy_(*it->second);
+  }
+  model->eval();
+  return model;
+}
+
+}  // namespace retort::models

@@ -1,0 +1,79 @@
+// SlicedLlamaModel: a Llama whose residual stream has been rotated and cut
+// to `width` < hidden_size dimensions by SliceGPT (Ashkboos et al. 2024;
+// student/slice.h computes it). Each block reads and writes the narrow
+// stream:
+//
+//   h  = x @ attn_shortcut + o_proj(attention(q/k/v_proj(rmsnorm(x))))
+//   x' = h @ mlp_shortcut  + down_proj(swiglu(gate/up_proj(rmsnorm(h))))
+//
+// where the shortcut matrices [width, width] carry the residual from one
+// block's basis to the next, the norm scales are folded into the matrices
+// that read them (so every RMSNorm here has scale 1) and RMSNorm divides by
+// the original hidden_size, not `width`. Attention keeps its heads and
+// head_dim; the MLP keeps its intermediate size. Embeddings and the output
+// head are [vocab, width] and not tied.
+//
+// Saved as a directory like a Llama checkpoint: config.json (the original
+// config plus "retort_slicing": {"width", "fraction"}) and model.safetensors
+// with the tensors named below, "model.layers.<i>.attn_shortcut_Q" and
+// "model.layers.<i>.mlp_shortcut_Q" added.
+#ifndef RETORT_MODELS_SLICED_LLAMA_H_
+#define RETORT_MODELS_SLICED_LLAMA_H_
+
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "models/llama.h"
+#include "models/llama_config.h"
+
+namespace retort::models {
+
+class SlicedBlockImpl : public torch::nn::Module {
+ public:
+  SlicedBlockImpl(const LlamaConfig& config, int64_t width);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  LlamaAttention self_attn{nullptr};
+  LlamaMlp mlp{nullptr};
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  torch::Tensor attn_shortcut_Q, mlp_shortcut_Q;  // [width, width]
+};
+TORCH_MODULE(SlicedBlock);
+
+class SlicedLlamaModel : public torch::nn::Module {
+ public:
+  // `config` is the original model's (hidden_size sets the norms' divisor
+  // and head_dim); 0 < width <= hidden_size. Weights are uninitialised.
+  SlicedLlamaModel(const LlamaConfig& config, int64_t width);
+
+  // tokens int64 [B, T] -> logits float [B, T, vocab], as LlamaModel.
+  torch::Tensor forward(const torch::Tensor& tokens);
+
+  const LlamaConfig& config() const { return config_; }
+  int64_t width() const { return width_; }
+
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RmsNorm norm{nullptr};
+  Projection lm_head{nullptr};
+
+ private:
+  LlamaConfig config_;
+  int64_t width_;
+  torch::Tensor cos_, sin_;
+};
+
+// True when `dir` holds a sliced checkpoint (config.json with retort_slicing).
+bool IsSlicedLlamaCheckpoint(const std::string& dir);
+
+absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir, double fraction,
+                             const std::string& tokenizer_model = "");
+
+// NOT_FOUND / DATA_LOSS naming the file and tensor, as LoadLlamaCheckpoint.
+absl::StatusOr<std::shared_ptr<SlicedLlamaModel>> LoadSlicedLlama(const std::string& dir);
+
+}  // namespace retort::models
+
+#endif  // RETORT_MODELS_SLICED_LLAMA_H_

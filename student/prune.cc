@@ -1,0 +1,291 @@
+#include "student/prune.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace retort::student {
+namespace {
+
+absl::Status CheckFraction(const char* what, double value) {
+  if (!(value >= 0.0 && value < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " must be in [0, 1), got ", value));
+  }
+  return absl::OkStatus();
+}
+
+// The input-column norms of `name`, or an error saying calibration is needed.
+absl::StatusOr<torch::Tensor> NormsOf(const InputNorms* norms, const std::string& name,
+                                      int64_t columns) {
+  if (norms == nullptr) {
+    return absl::InvalidArgumentError(
+        "activation-aware scores need calibration data (--data, or --method=magnitude)");
+  }
+  auto it = norms->find(name);
+  if (it == norms->end() || it->second.numel() != columns) {
+    return absl::InternalError(absl::StrCat("no calibration statistics for ", name));
+  }
+  return it->second.to(torch::kFloat32);
+}
+
+// Zeroes the `sparsity` share of `w` ([out, in...]) with the lowest scores;
+// per row when `per_row`. Returns how many entries are zero afterwards.
+int64_t ZeroLowest(torch::Tensor& w, const torch::Tensor& scores, double sparsity, bool per_row) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor s = scores.reshape({w.size(0), -1});
+  const int64_t cols = s.size(1);
+  torch::Tensor mask;
+  if (per_row) {
+    const int64_t k = static_cast<int64_t>(std::floor(sparsity * static_cast<double>(cols)));
+    mask = torch::ones_like(s, torch::kBool);
+    if (k > 0) {
+      const torch::Tensor lowest = std::get<1>(s.topk(k, 1, /*largest=*/false));
+      mask.scatter_(1, lowest, false);
+    }
+  } else {
+    const int64_t k = static_cast<int64_t>(std::floor(sparsity * static_cast<double>(s.numel())));
+    mask = torch::ones({s.numel()}, torch::kBool);
+    if (k > 0) {
+      const torch::Tensor lowest = std::get<1>(s.flatten().topk(k, 0, /*largest=*/false));
+      mask.index_fill_(0, lowest, false);
+    }
+    mask = mask.view(s.sizes());
+  }
+  w.mul_(mask.view(w.sizes()).to(w.scalar_type()));
+  return (w == 0).sum().item<int64_t>();
+}
+
+int64_t KeepCount(int64_t n, double fraction, int64_t multiple_of) {
+  const double keep = static_cast<double>(n) * (1.0 - fraction);
+  int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::llround(keep)));
+  if (multiple_of > 1) {
+    k = std::max(multiple_of, (k + multiple_of / 2) / multiple_of * multiple_of);
+  }
+  return std::min(k, n);
+}
+
+// The indices of the `keep` highest scores, in ascending index order.
+torch::Tensor TopIndices(const torch::Tensor& scores, int64_t keep) {
+  return std::get<0>(std::get<1>(scores.topk(keep)).sort());
+}
+
+int64_t CountParameters(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<PruneScore> ParsePruneScore(const std::string& name) {
+  if (name == "magnitude") return PruneScore::kMagnitude;
+  if (name == "activation") return PruneScore::kActivation;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--method=", name, ": use magnitude (|W|) or activation (|W| times input norms, Wanda)"));
+}
+
+absl::StatusOr<InputNorms> CollectLlamaInputNorms(models::LlamaModel& model,
+                                                  const data::Dataset& dataset, int64_t sequences,
+                                                  int64_t batch_size) {
+  if (dataset.size() == 0) return absl::InvalidArgumentError("the calibration data is empty");
+  const int64_t n = sequences <= 0 ? dataset.size() : std::min(sequences, dataset.size());
+  auto projections = model.Projections();
+  for (auto& [name, p] : projections) p->StartInputStats();
+  const bool was_training = model.is_training();
+  model.eval();
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t begin = 0; begin < n; begin += batch_size) {
+      std::vector<int64_t> indices(static_cast<size_t>(std::min(batch_size, n - begin)));
+      std::iota(indices.begin(), indices.end(), begin);
+      model.forward(dataset.GetBatch(indices).inputs);
+    }
+  }
+  model.train(was_training);
+  InputNorms out;
+  for (auto& [name, p] : projections) out[name + ".weight"] = p->StopInputStats().sqrt();
+  return out;
+}
+
+absl::StatusOr<InputNorms> CollectClassifierInputNorms(models::Classifier& model,
+                                                       const data::Dataset& dataset,
+                                                       int64_t examples) {
+  if (model.spec().architecture != models::Architecture::kMlp) {
+    return absl::FailedPreconditionError(
+        "activation-aware pruning of a CNN is not supported; use --method=magnitude");
+  }
+  const int64_t n = examples <= 0 ? dataset.size() : std::min(examples, dataset.size());
+  const size_t layers = model.spec().hidden.size();
+  std::vector<std::string> names;
+  for (size_t i = 0; i < layers; ++i) names.push_back(absl::StrCat("fc", i));
+  std::vector<torch::Tensor> sums(layers + 1);
+  const bool was_training = model.is_training();
+  model.eval();
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t begin = 0; begin < n; begin += 1000) {
+      std::vector<int64_t> indices(static_cast<size_t>(std::min<int64_t>(1000, n - begin)));
+      std::iota(indices.begin(), indices.end(), begin);
+      const torch::Tensor x = dataset.GetBatch(indices).inputs;
+      models::HiddenStates hidden;
+      model.ForwardWithHidden(x, names, &hidden);
+      std::vector<torch::Tensor> inputs = {x.flatten(1)};
+      for (const std::string& name : names) inputs.push_back(hidden[name]);
+      for (size_t i = 0; i <= layers; ++i) {
+        const torch::Tensor s = inputs[i].to(torch::kFloat64).pow(2).sum(0);
+        sums[i] = sums[i].defined() ? sums[i] + s : s;
+      }
+    }
+  }
+  model.train(was_training);
+  InputNorms out;
+  for (size_t i = 0; i <= layers; ++i) out[absl::StrCat("fc", i, ".weight")] = sums[i].sqrt();
+  return out;
+}
+
+absl::StatusOr<PruneReport> PruneLlamaUnstructured(double sparsity, PruneScore score,
+                                                   const InputNorms* norms,
+                                                   models::LlamaModel* model) {
+  RETORT_RETURN_IF_ERROR(CheckFraction("--sparsity", sparsity));
+  if (model->quantization.quantized()) {
+    return absl::FailedPreconditionError("prune the float model, then quantize");
+  }
+  PruneReport report;
+  report.parameters_before = report.parameters_after = CountParameters(*model);
+  for (auto& [name, p] : model->Projections()) {
+    if (name == "lm_head") continue;  // the output head is kept, as the embeddings
+    torch::Tensor& w = p->weight;
+    torch::Tensor scores = w.detach().abs();
+    if (score == PruneScore::kActivation) {
+      RETORT_ASSIGN_OR_RETURN(torch::Tensor n, NormsOf(norms, name + ".weight", w.size(1)));
+      scores = scores * n.unsqueeze(0);
+    }
+    report.weights += w.numel();
+    report.zeroed += ZeroLowest(w, scores, sparsity, score == PruneScore::kActivation);
+  }
+  return report;
+}
+
+absl::StatusOr<PruneReport> PruneClassifierUnstructured(double sparsity, PruneScore score,
+                                                        const InputNorms* norms,
+                                                        models::Classifier* model) {
+  RETORT_RETURN_IF_ERROR(CheckFraction("--sparsity", sparsity));
+  PruneReport report;
+  report.parameters_before = report.parameters_after = CountParameters(*model);
+  for (auto& p : model->named_parameters()) {
+    torch::Tensor& w = p.value();
+    if (w.dim() < 2 || !absl::EndsWith(p.key(), "weight")) continue;
+    torch::Tensor scores = w.detach().abs();
+    if (score == PruneScore::kActivation) {
+      RETORT_ASSIGN_OR_RETURN(torch::Tensor n, NormsOf(norms, p.key(), w.size(1)));
+      scores = scores * n.unsqueeze(0);
+    }
+    report.weights += w.numel();
+    report.zeroed += ZeroLowest(w, scores, sparsity, score == PruneScore::kActivation);
+  }
+  return report;
+}
+
+absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaMlpNeurons(
+    models::LlamaModel& model, double fraction, PruneScore score, const InputNorms* norms,
+    int64_t multiple_of, PruneReport* report) {
+  RETORT_RETURN_IF_ERROR(CheckFraction("--fraction", fraction));
+  if (model.quantization.quantized()) {
+    return absl::FailedPreconditionError("prune the float model, then quantize");
+  }
+  models::LlamaConfig config = model.config();
+  const int64_t keep = KeepCount(config.intermediate_size, fraction, multiple_of);
+  config.intermediate_size = keep;
+  torch::NoGradGuard no_grad;
+  auto out = std::make_shared<models::LlamaModel>(config);
+  auto source = model.named_parameters();
+  auto target = out->named_parameters();
+  for (const auto& p : target) {
+    // Everything but the MLP matrices is copied as is.
+    if (p.key().find(".mlp.") == std::string::npos) p.value().copy_(source[p.key()]);
+  }
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    auto* from = model.model->layers[static_cast<size_t>(i)]->as<models::LlamaDecoderLayer>();
+    auto* to = out->model->layers[static_cast<size_t>(i)]->as<models::LlamaDecoderLayer>();
+    const torch::Tensor gate = from->mlp->gate_proj->weight, up = from->mlp->up_proj->weight,
+                        down = from->mlp->down_proj->weight;
+    torch::Tensor scores = down.norm(2, {0}).to(torch::kFloat64);
+    if (score == PruneScore::kActivation) {
+      const std::string name = absl::StrCat("model.layers.", i, ".mlp.down_proj.weight");
+      RETORT_ASSIGN_OR_RETURN(torch::Tensor n, NormsOf(norms, name, down.size(1)));
+      scores = scores * n.to(torch::kFloat64);
+    } else {
+      scores = scores * gate.norm(2, {1}).to(torch::kFloat64) * up.norm(2, {1}).to(torch::kFloat64);
+    }
+    const torch::Tensor kept = TopIndices(scores, keep);
+    to->mlp->gate_proj->weight.copy_(gate.index_select(0, kept));
+    to->mlp->up_proj->weight.copy_(up.index_select(0, kept));
+    to->mlp->down_proj->weight.copy_(down.index_select(1, kept));
+  }
+  out->eval();
+  if (report != nullptr) {
+    report->parameters_before = CountParameters(model);
+    report->parameters_after = CountParameters(*out);
+  }
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<models::Classifier>> PruneClassifierNeurons(
+    models::Classifier& model, double fraction, PruneScore score, const InputNorms* norms,
+    int64_t multiple_of, PruneReport* report) {
+  RETORT_RETURN_IF_ERROR(CheckFraction("--fraction", fraction));
+  models::ModelSpec spec = model.spec();
+  if (spec.architecture != models::Architecture::kMlp) {
+    return absl::FailedPreconditionError(
+        "structured pruning of a CNN's channels is not supported; prune an MLP, or use "
+        "unstructured pruning");
+  }
+  torch::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  const size_t layers = spec.hidden.size();
+  std::vector<torch::Tensor> kept(layers);
+  for (size_t i = 0; i < layers; ++i) {
+    const torch::Tensor in = params[absl::StrCat("fc", i, ".weight")];
+    const torch::Tensor out = params[absl::StrCat("fc", i + 1, ".weight")];
+    torch::Tensor scores = out.norm(2, {0}).to(torch::kFloat64);
+    if (score == PruneScore::kActivation) {
+      RETORT_ASSIGN_OR_RETURN(torch::Tensor n,
+                              NormsOf(norms, absl::StrCat("fc", i + 1, ".weight"), out.size(1)));
+      scores = scores * n.to(torch::kFloat64);
+    } else {
+      scores = scores * in.norm(2, {1}).to(torch::kFloat64);
+    }
+    const int64_t keep = KeepCount(spec.hidden[i], fraction, multiple_of);
+    kept[i] = TopIndices(scores, keep);
+    spec.hidden[i] = keep;
+  }
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::Classifier> pruned,
+                          models::CreateClassifier(spec));
+  auto target = pruned->named_parameters();
+  for (size_t i = 0; i <= layers; ++i) {
+    torch::Tensor w = params[absl::StrCat("fc", i, ".weight")];
+    torch::Tensor b = params[absl::StrCat("fc", i, ".bias")];
+    if (i < layers) {
+      w = w.index_select(0, kept[i]);
+      b = b.index_select(0, kept[i]);
+    }
+    if (i > 0) w = w.index_select(1, kept[i - 1]);
+    target[absl::StrCat("fc", i, ".weight")].copy_(w);
+    target[absl::StrCat("fc", i, ".bias")].copy_(b);
+  }
+  pruned->eval();
+  if (report != nullptr) {
+    report->parameters_before = CountParameters(model);
+    report->parameters_after = CountParameters(*pruned);
+  }
+  return pruned;
+}
+
+}  // namespace retort::student

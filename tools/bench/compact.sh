@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Reproduces the compaction figures of docs/results.md (quantization, GGUF
+# sizes, pruning curves) on the build machine:
+#
+#   tools/bench/compact.sh [OUT_DIR]     (default: bench_out/compact)
+#
+# 1. The language-model student of docs/results.md (llama d128 L2 tied,
+#    0.92M parameters, 250 steps on the KJV Bible) and a Fashion-MNIST MLP
+#    784-128-10 (the demo's student, 10 epochs), unless already trained.
+# 2. `retort quantize` with every scheme, on both.
+# 3. `retort export --format=gguf` for every GGUF type (file sizes).
+# 4. `retort prune`: unstructured (magnitude, activation) over a sparsity
+#    sweep and structured (MLP neurons) over a fraction sweep, on both.
+# tools/bench/compact_table.py then writes OUT_DIR/table.md,
+# OUT_DIR/compact.json and OUT_DIR/prune_curves.png.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-bench_out/compact}
+RETORT=${RETORT:-./build/retort}
+THREADS=${THREADS:-2}
+mkdir -p "$OUT/quantize" "$OUT/prune" "$OUT/gguf"
+DATA=$OUT/corpus
+LM=$OUT/lm_student/model
+MLP=$OUT/mlp_student/best.pt
+EVAL="--data=$DATA --seq_len=128 --batch_size=16 --threads=$THREADS"
+
+[ -f "$DATA/valid.tokens" ] || $RETORT data prepare --out_dir="$DATA" --vocab_size=4096 >"$OUT/corpus.log" 2>&1
+if [ ! -f "$LM/config.json" ]; then
+  echo "[compact] training the language-model student" >&2
+  $RETORT lm train --data="$DATA" --model=d=128,layers=2,heads=4,ffn=344,tied --steps=250 \
+    --lr=3e-3 --seed=1 --seq_len=128 --batch_size=16 --threads="$THREADS" --log_every_steps=50 \
+    --overwrite --out_dir="$OUT/lm_student" 2>"$OUT/lm_student.log"
+fi
+if [ ! -f "$MLP" ]; then
+  echo "[compact] training the Fashion-MNIST MLP student" >&2
+  $RETORT train --arch=mlp --hidden=128 --epochs=10 --seed=1 --threads="$THREADS" \
+    --overwrite --out_dir="$OUT/mlp_student" 2>"$OUT/mlp_student.log"
+fi
+
+for q in int8 int8-g32 int4-g32 int4-g64 int4-g128; do
+  [ -f "$OUT/quantize/lm-$q/quantize.json" ] || $RETORT quantize --checkpoint="$LM" --quantize=$q \
+    $EVAL --out_dir="$OUT/quantize/lm-$q" >"$OUT/quantize/lm-$q.txt"
+  [ -f "$OUT/quantize/mlp-$q/quantize.json" ] || $RETORT quantize --checkpoint="$MLP" --quantize=$q \
+    --threads="$THREADS" --out_dir="$OUT/quantize/mlp-$q" >"$OUT/quantize/mlp-$q.txt"
+done
+
+for t in f32 f16 q8_0 q4_0; do
+  $RETORT export --checkpoint="$LM" --format=gguf --gguf_type=$t --out="$OUT/gguf/student-$t.gguf"
+done
+
+for method in magnitude activation; do
+  for s in 0.1 0.2 0.3 0.4 0.5 0.6 0.7; do
+    d=$OUT/prune/lm-$method-s$s
+    [ -f "$d/prune.json" ] || $RETORT prune --checkpoint="$LM" --method=$method --sparsity=$s \
+      $EVAL --out_dir="$d" >"$d.txt" 2>"$d.log"
+    d=$OUT/prune/mlp-$method-s$s
+    [ -f "$d/prune.json" ] || $RETORT prune --checkpoint="$MLP" --method=$method --sparsity=$s \
+      --threads="$THREADS" --out_dir="$d" >"$d.txt" 2>"$d.log"
+  done
+  for f in 0.125 0.25 0.375 0.5 0.625; do
+    d=$OUT/prune/lm-$method-neurons$f
+    [ -f "$d/prune.json" ] || $RETORT prune --checkpoint="$LM" --method=$method --structured \
+      --fraction=$f $EVAL --out_dir="$d" >"$d.txt" 2>"$d.log"
+    d=$OUT/prune/mlp-$method-neurons$f
+    [ -f "$d/prune.json" ] || $RETORT prune --checkpoint="$MLP" --method=$method --structured \
+      --fraction=$f --threads="$THREADS" --out_dir="$d" >"$d.txt" 2>"$d.log"
+  done
+done
+/usr/bin/python3 tools/bench/compact_table.py "$OUT"
