@@ -34,7 +34,16 @@ cp "$SRC/gguf_check.mjs" "$NPM_DIR/"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cat "$SRC"/../../docs/*.md "$SRC"/../../README.md > "$WORK/text.txt"
-"$RETORT" data prepare --text="$WORK/text.txt" --out_dir="$WORK/data" --vocab_size=512 >/dev/null
+if ! "$RETORT" data prepare --text="$WORK/text.txt" --out_dir="$WORK/data" --vocab_size=512 \
+    >/dev/null 2>"$WORK/prepare.err"; then
+  # A sanitizer build cannot load SentencePiece (see data/tokenizer.h).
+  if grep -q "SentencePiece is not available\|has no SentencePiece" "$WORK/prepare.err"; then
+    echo "SKIP: this build has no SentencePiece: $(cat "$WORK/prepare.err")" >&2
+    exit 77
+  fi
+  cat "$WORK/prepare.err" >&2
+  exit 1
+fi
 "$RETORT" lm train --data="$WORK/data" --model=d=64,layers=2,heads=4,kv_heads=2,ffn=192 \
   --steps=60 --seq_len=64 --batch_size=8 --lr=3e-3 --threads=2 --out_dir="$WORK/run" 2>/dev/null
 MODEL=$WORK/run/model
@@ -50,9 +59,10 @@ done
 "$RETORT" export --checkpoint="$WORK/int8" --format=gguf --gguf_type=f32 --out="$WORK/int8.gguf"
 
 cd "$NPM_DIR"
-# Mean KL(retort || llama.cpp) bounds per type: float32 and float16 differ
+# Mean KL(retort || llama.cpp) bounds per type, about 100x what was measured
+# here (docs/compaction.md): float32 and float16 differ
 # only by summation order and rounding; llama.cpp also quantizes the
 # activations to 8 bits for q8_0 and q4_0 dot products.
-node gguf_check.mjs "$WORK/reference.json" "$WORK/model-f32.gguf:1e-5" "$WORK/model-f16.gguf:1e-4" \
-  "$WORK/model-q8_0.gguf:2e-3" "$WORK/model-q4_0.gguf:5e-2"
-node gguf_check.mjs "$WORK/reference-int8.json" "$WORK/int8.gguf:1e-5"
+node gguf_check.mjs "$WORK/reference.json" "$WORK/model-f32.gguf:1e-7" "$WORK/model-f16.gguf:1e-6" \
+  "$WORK/model-q8_0.gguf:1e-4" "$WORK/model-q4_0.gguf:5e-3"
+node gguf_check.mjs "$WORK/reference-int8.json" "$WORK/int8.gguf:1e-7"

@@ -20,6 +20,8 @@ def load(pattern):
 def main(out):
     quant = load(os.path.join(out, "quantize", "*", "quantize.json"))
     prune = load(os.path.join(out, "prune", "*", "prune.json"))
+    slices = load(os.path.join(out, "slice", "*", "slice.json"))
+    recover = load(os.path.join(out, "recover", "*", "eval.json"))
     gguf = {os.path.basename(p): os.path.getsize(p)
             for p in sorted(glob.glob(os.path.join(out, "gguf", "*.gguf")))}
     lines = ["## Quantization", "",
@@ -55,8 +57,25 @@ def main(out):
                      f"{before['per_second']:,.0f} → {after['per_second']:,.0f} |")
         key = (model, metric, p["method"], kind)
         curves.setdefault(key, [(0.0, before[metric])]).append((amount, after[metric]))
+    lines += ["", "## SliceGPT", "",
+              "| fraction | width | parameters | bytes | perplexity | tokens/s | signal energy kept (min) |",
+              "|---|---|---|---|---|---|---|"]
+    for name, sl in sorted(slices.items(), key=lambda kv: kv[1]["fraction"]):
+        before, after = sl["rows"][0], sl["rows"][-1]
+        lines.append(f"| {sl['fraction']} | {sl['width']} | {before['parameters']:,} → "
+                     f"{after['parameters']:,} | {before['bytes']:,} → {after['bytes']:,} | "
+                     f"{before['perplexity']:.3f} → {after['perplexity']:.3f} | "
+                     f"{before['per_second']:,.0f} → {after['per_second']:,.0f} | "
+                     f"{min(sl['kept_energy']):.3f} |")
+    if recover:
+        lines += ["", "## Recovery distillation after pruning", "",
+                  "| pruned model | perplexity after pruning | after recovery |", "|---|---|---|"]
+        for name, r in recover.items():
+            pruned = prune.get(name, {}).get("rows", [{}, {}])[-1].get("perplexity", float("nan"))
+            lines.append(f"| {name} | {pruned:.3f} | {r['perplexity']:.3f} |")
     open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
-    json.dump({"quantize": quant, "prune": prune, "gguf_bytes": gguf},
+    json.dump({"quantize": quant, "prune": prune, "slice": slices, "recover": recover,
+               "gguf_bytes": gguf},
               open(os.path.join(out, "compact.json"), "w"), indent=1)
     print("\n".join(lines))
     try:
