@@ -1,5 +1,7 @@
 #include "models/block_quant.h"
 
+#include <numeric>
+
 #include "absl/strings/str_cat.h"
 
 namespace retort::models {
@@ -58,7 +60,9 @@ absl::StatusOr<BlockQuantized> QuantizeBlocks(const torch::Tensor& weight, int b
     const torch::Tensor index = b.abs().argmax(-1, /*keepdim=*/true);
     d = b.gather(-1, index).squeeze(-1) / -8.0;
     const torch::Tensor inv = torch::where(d != 0, 1.0 / d, torch::zeros_like(d)).unsqueeze(-1);
-    q = torch::floor(b * inv + 0.5).clamp(-8, 7);
+    // (int8_t)(x * id + 8.5f), capped at 15, then - 8: llama.cpp's float32
+    // arithmetic, which can round differently from floor(x * id + 0.5).
+    q = torch::floor(b * inv + 8.5).clamp_max(15) - 8;
   }
   BlockQuantized out;
   out.bits = bits;
@@ -70,10 +74,14 @@ absl::StatusOr<BlockQuantized> QuantizeBlocks(const torch::Tensor& weight, int b
 
 absl::StatusOr<BlockQuantized> QuantizeWithFallback(const torch::Tensor& weight, int bits,
                                                     int64_t block_size) {
-  if (weight.dim() == 2 && block_size > 0 &&
-      (weight.size(1) % block_size != 0 || (bits == 4 && block_size % 2 != 0))) {
+  if (weight.dim() == 2 && block_size > 0 && weight.size(1) % block_size != 0) {
+    // The largest group dividing both; 4 bits only while the scales stay a
+    // small overhead (groups of 16 or more), else 8 bits per channel.
+    const int64_t group = std::gcd(weight.size(1), block_size);
+    if (bits == 4 && group >= 16) return QuantizeBlocks(weight, 4, group);
     return QuantizeBlocks(weight, 8, 0);
   }
+  if (bits == 4 && block_size % 2 != 0) return QuantizeBlocks(weight, 8, 0);
   return QuantizeBlocks(weight, bits, block_size);
 }
 

@@ -7,7 +7,7 @@
 //          from zero). block_size = cols is per-channel (per output row)
 //          int8; block_size = 32 is GGUF's Q8_0.
 //   4-bit: m = the block's value of largest magnitude (with its sign),
-//          d = m / -8, q = clamp(floor(w / d + 0.5), -8, 7). All 16 codes
+//          d = m / -8, q = min(floor(w / d + 8.5), 15) - 8 (float32). All 16 codes
 //          are used, the extreme value lands exactly on -8 * d. With
 //          block_size = 32 this is GGUF's Q4_0.
 // A block of zeros has d = 0 and codes 0.
@@ -55,8 +55,9 @@ struct BlockQuantized {
 absl::StatusOr<BlockQuantized> QuantizeBlocks(const torch::Tensor& weight, int bits,
                                               int64_t block_size);
 
-// QuantizeBlocks, except that a matrix whose columns `block_size` does not
-// divide (or 4 bits cannot pack) is quantized to 8 bits per row instead,
+// QuantizeBlocks, except for a matrix whose columns `block_size` does not
+// divide: 4 bits with the largest group dividing both when that is 16 or
+// more (784 columns in groups of 64 -> groups of 16), else 8 bits per row,
 // as llama.cpp's quantizer falls back for tensors its block does not fit.
 absl::StatusOr<BlockQuantized> QuantizeWithFallback(const torch::Tensor& weight, int bits,
                                                     int64_t block_size);

@@ -95,6 +95,11 @@ class Reader {
           return Bad(absl::StrCat("metadata '", key, "' claims ", count,
                                   " elements, more than the file holds"));
         }
+        if (count > kMaxGgufArrayElements - array_elements_) {
+          return Bad(absl::StrCat("metadata arrays hold more than ", kMaxGgufArrayElements,
+                                  " elements in all"));
+        }
+        array_elements_ += count;
         out->array.resize(count);
         for (uint64_t i = 0; i < count; ++i) {
           if (absl::Status s = Value(out->array_type, &out->array[i], true, key); !s.ok()) {
@@ -128,6 +133,7 @@ class Reader {
  private:
   absl::string_view bytes_;
   uint64_t pos_ = 0;
+  uint64_t array_elements_ = 0;
 };
 
 class Writer {

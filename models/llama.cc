@@ -189,7 +189,7 @@ torch::Tensor LlamaModel::ForwardWithHidden(const torch::Tensor& tokens,
   }
   x = model->norm(x);
   if (want("final_norm")) (*hidden)["final_norm"] = x;
-  return torch::matmul(x, OutputWeight().t());
+  return torch::matmul(x, OutputWeight().to(x.scalar_type()).t());
 }
 
 std::vector<HiddenLayer> LlamaModel::HiddenLayers() const {
@@ -206,6 +206,11 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& so
                                                            const LlamaConfig& config,
                                                            std::vector<int64_t> layers) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (source.quantization.quantized()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot initialise from a quantized model (", source.quantization.Describe(),
+        "); initialise from the float checkpoint"));
+  }
   const LlamaConfig& from = source.config();
   struct Width {
     const char* name;

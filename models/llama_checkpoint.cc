@@ -1,5 +1,6 @@
 #include "models/llama_checkpoint.h"
 
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -30,8 +31,18 @@ absl::StatusOr<WeightQuantization> QuantizationFromJson(const nlohmann::json& js
     return absl::DataLossError(absl::StrCat(source, ": retort_quantization needs integer 'bits'"));
   }
   q.bits = json["bits"].get<int>();
-  q.group_size = json.value("group_size", int64_t{0});
-  q.embeddings = json.value("embeddings", false);
+  if (json.contains("group_size")) {
+    if (!json["group_size"].is_number_integer()) {
+      return absl::DataLossError(absl::StrCat(source, ": retort_quantization.group_size must be an integer"));
+    }
+    q.group_size = json["group_size"].get<int64_t>();
+  }
+  if (json.contains("embeddings")) {
+    if (!json["embeddings"].is_boolean()) {
+      return absl::DataLossError(absl::StrCat(source, ": retort_quantization.embeddings must be true or false"));
+    }
+    q.embeddings = json["embeddings"].get<bool>();
+  }
   if ((q.bits != 4 && q.bits != 8) || q.group_size < 0) {
     return absl::DataLossError(absl::StrCat(source, ": retort_quantization bits ", q.bits,
                                             " / group_size ", q.group_size,
@@ -104,7 +115,9 @@ absl::StatusOr<BlockQuantized> ReadQuantized(const std::map<std::string, const t
         "; a [", rows, ",", cols, "] weight needs Char [", rows, ",", cols, "] (int8) or Byte [",
         rows, ",", cols / 2, "] (int4) codes and Float [", rows, ", groups] scales"));
   }
-  if (!torch::isfinite(s).all().item<bool>()) {
+  // Finite scales small enough that no code times its scale overflows.
+  if (!torch::isfinite(s).all().item<bool>() ||
+      s.abs().max().item<float>() > std::numeric_limits<float>::max() / 128) {
     return absl::DataLossError(absl::StrCat(source, ": ", name, "_scale holds NaN or infinity"));
   }
   BlockQuantized b;

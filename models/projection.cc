@@ -36,6 +36,8 @@ void ProjectionImpl::SetQuantized(BlockQuantized quantized) {
   held.block_size = quantized.block_size;
   held.codes = quantized.bits == 4 ? PackInt4(quantized.codes) : quantized.codes;
   held.scales = quantized.scales.to(torch::kFloat32).contiguous();
+  held.codes = register_buffer("weight_codes", held.codes);
+  held.scales = register_buffer("weight_scale", held.scales);
   quantized_ = std::move(held);
   weight.set_data(torch::empty({0}, weight.options()));
   weight.set_requires_grad(false);
@@ -45,8 +47,11 @@ BlockQuantized ProjectionImpl::Quantized() const {
   BlockQuantized out;
   out.bits = quantized_->bits;
   out.block_size = quantized_->block_size;
-  out.codes = quantized_->bits == 4 ? UnpackInt4(quantized_->codes) : quantized_->codes;
-  out.scales = quantized_->scales;
+  // Module::to(dtype) casts buffers too (a bf16 teacher): the codes are
+  // small integers, exact in any float type, so cast them back.
+  out.codes = quantized_->bits == 4 ? UnpackInt4(quantized_->codes.to(torch::kUInt8))
+                                    : quantized_->codes.to(torch::kInt8);
+  out.scales = quantized_->scales.to(torch::kFloat32);
   return out;
 }
 

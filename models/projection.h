@@ -1,8 +1,9 @@
 // Projection: a linear map without bias, y = x W^T, that can hold its weight
 // either as a float matrix or block-quantized (models/block_quant.h). A
 // quantized projection dequantizes its weight on every forward call, so it
-// keeps only the codes and scales in memory; its float `weight` parameter is
-// then an empty tensor.
+// keeps only the codes and scales in memory, as the buffers "weight_codes"
+// and "weight_scale" (so weight digests and device moves see them); its
+// float `weight` parameter is then an empty tensor.
 //
 // named_parameters() is {"weight"}, as torch::nn::Linear without bias, and
 // the constructor draws its initial weight exactly as Linear does, so models

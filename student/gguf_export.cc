@@ -290,6 +290,27 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   if (absl::Status s = c.Validate(); !s.ok()) {
     return bad(absl::StrCat("its hyper-parameters do not make a model: ", s.message()));
   }
+  // The hyper-parameters must describe the tensors the file holds (which the
+  // file's size bounds) before anything is allocated for them.
+  if (static_cast<uint64_t>(c.hidden_size) != embd->second->dims[0]) {
+    return bad(absl::StrCat("llama.embedding_length ", c.hidden_size,
+                            " is not token_embd.weight's width ", embd->second->dims[0]));
+  }
+  if (static_cast<uint64_t>(c.num_hidden_layers) * 9 + 2 > file->tensors.size()) {
+    return bad(absl::StrCat("llama.block_count ", c.num_hidden_layers, " needs more than the ",
+                            file->tensors.size(), " tensors the file holds"));
+  }
+  auto up = infos.find("blk.0.ffn_up.weight");
+  if (up == infos.end() || up->second->dims.size() != 2 ||
+      up->second->dims[1] != static_cast<uint64_t>(c.intermediate_size)) {
+    return bad(absl::StrCat("llama.feed_forward_length ", c.intermediate_size,
+                            " does not match blk.0.ffn_up.weight"));
+  }
+  constexpr int64_t kMaxContext = int64_t{1} << 17;
+  if (c.max_position_embeddings > kMaxContext) {
+    return bad(absl::StrCat("llama.context_length ", c.max_position_embeddings,
+                            " is above the ", kMaxContext, " this importer builds tables for"));
+  }
   auto model = std::make_shared<models::LlamaModel>(c);
   std::map<std::string, torch::Tensor> params;
   for (auto& p : model->named_parameters()) params[p.key()] = p.value();

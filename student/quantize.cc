@@ -1,6 +1,7 @@
 #include "student/quantize.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -109,6 +110,19 @@ absl::StatusOr<QuantizeReport> QuantizeLlama(const QuantizeOptions& options,
   model->quantization.group_size = options.group_size;
   model->quantization.embeddings = options.embeddings;
   return report;
+}
+
+std::shared_ptr<models::LlamaModel> DequantizeLlama(models::LlamaModel& model) {
+  auto out = std::make_shared<models::LlamaModel>(model.config());
+  torch::NoGradGuard no_grad;
+  std::map<std::string, torch::Tensor> weights;
+  for (const auto& p : model.named_parameters()) weights[p.key()] = p.value();
+  for (auto& [name, projection] : model.Projections()) {
+    weights[name + ".weight"] = projection->EffectiveWeight();
+  }
+  for (auto& p : out->named_parameters()) p.value().copy_(weights.at(p.key()));
+  out->eval();
+  return out;
 }
 
 absl::StatusOr<QuantizeReport> QuantizeClassifier(const QuantizeOptions& options,

@@ -14,6 +14,7 @@
 #define RETORT_STUDENT_QUANTIZE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <torch/torch.h>
@@ -50,6 +51,11 @@ struct QuantizeReport {
 // quantized; INVALID_ARGUMENT (naming the tensor) for a non-finite weight.
 absl::StatusOr<QuantizeReport> QuantizeLlama(const QuantizeOptions& options,
                                              models::LlamaModel* model);
+// A float model computing exactly what the quantized `model` computes (every
+// projection holds its dequantized weight): for formats without our
+// quantized layout.
+std::shared_ptr<models::LlamaModel> DequantizeLlama(models::LlamaModel& model);
+
 absl::StatusOr<QuantizeReport> QuantizeClassifier(const QuantizeOptions& options,
                                                   models::Classifier* model);
 

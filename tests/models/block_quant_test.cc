@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "models/block_quant.h"
+#include "models/checkpoint_file.h"
 #include "models/llama.h"
 #include "models/llama_checkpoint.h"
 #include "models/projection.h"
@@ -76,10 +77,15 @@ TEST(BlockQuantTest, RejectsWhatItCannotQuantize) {
   torch::Tensor nan = torch::ones({2, 2});
   nan[0][1] = NAN;
   EXPECT_THAT(QuantizeBlocks(nan, 8, 0).status().message(), HasSubstr("NaN"));
-  // The fallback takes 8 bits per channel where the group does not fit.
+  // The fallback: 4 bits in the largest common group of 16 or more, else 8
+  // bits per channel.
   BlockQuantized f = *QuantizeWithFallback(torch::ones({4, 100}), 4, 64);
   EXPECT_EQ(f.bits, 8);
   EXPECT_EQ(f.block_size, 100);
+  BlockQuantized g = *QuantizeWithFallback(torch::ones({4, 784}), 4, 64);
+  EXPECT_EQ(g.bits, 4);
+  EXPECT_EQ(g.block_size, 16);
+  EXPECT_EQ(QuantizeWithFallback(torch::ones({4, 784}), 8, 64)->block_size, 784);
 }
 
 TEST(BlockQuantTest, PacksTwoCodesAByteLowNibbleFirst) {
@@ -126,7 +132,7 @@ class QuantizedCheckpointTest : public ::testing::Test {
     fs::create_directories(dir_);
     config_.vocab_size = 96;
     config_.hidden_size = 64;
-    config_.intermediate_size = 160;  // 160 % 64 != 0: those fall back to int8
+    config_.intermediate_size = 168;  // 168 = 8 x 21: 4-bit groups of 32 or 64 fall back to int8
     config_.num_hidden_layers = 2;
     config_.num_attention_heads = 4;
     config_.num_key_value_heads = 2;
@@ -164,9 +170,8 @@ TEST_F(QuantizedCheckpointTest, SavesAndLoadsTheSameModel) {
     NamedTensors file = *ReadSafetensors(dir + "/model.safetensors");
     EXPECT_EQ(file.Get("model.layers.0.mlp.up_proj.weight")->scalar_type(),
               bits == 8 ? torch::kInt8 : torch::kUInt8);
-    // down_proj has 160 columns: group 64 falls back to int8, group 32 fits.
-    EXPECT_EQ(file.Get("model.layers.0.mlp.down_proj.weight")->scalar_type(),
-              bits == 4 && group == 32 ? torch::kUInt8 : torch::kInt8);
+    // down_proj has 168 columns: no 4-bit group of 16 or more divides them.
+    EXPECT_EQ(file.Get("model.layers.0.mlp.down_proj.weight")->scalar_type(), torch::kInt8);
     EXPECT_TRUE(file.Get("model.layers.0.self_attn.q_proj.weight_scale").ok());
     EXPECT_EQ(file.Get("model.norm.weight")->scalar_type(), torch::kFloat32);
     auto loaded = LoadLlamaCheckpoint(dir);
@@ -175,6 +180,33 @@ TEST_F(QuantizedCheckpointTest, SavesAndLoadsTheSameModel) {
     EXPECT_TRUE((*loaded)->model->layers[0]->as<LlamaDecoderLayer>()->self_attn->q_proj->is_quantized());
     EXPECT_TRUE(torch::equal((*loaded)->forward(tokens), expected)) << bits << " bits g" << group;
   }
+}
+
+TEST_F(QuantizedCheckpointTest, QuantizedModelsDigestTheirCodesAndRunInBf16) {
+  torch::manual_seed(2);
+  LlamaModel int8(config_), int4(config_);
+  {
+    torch::NoGradGuard g;
+    auto src = int8.named_parameters();
+    for (auto& p : int4.named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  const std::string float_digest = WeightsSha256(int8);
+  EXPECT_EQ(WeightsSha256(int4), float_digest);
+  Quantize(int8, 8, 0);
+  Quantize(int4, 4, 32);
+  // The codes and scales are buffers: the teacher fingerprint tells them apart.
+  EXPECT_NE(WeightsSha256(int8), float_digest);
+  EXPECT_NE(WeightsSha256(int8), WeightsSha256(int4));
+  // An untied quantized head works for a bf16 forward pass too.
+  int8.eval();
+  const torch::Tensor tokens = torch::randint(96, {1, 8}, torch::kInt64);
+  const torch::Tensor f32 = int8.forward(tokens);
+  int8.to(torch::kBFloat16);
+  const torch::Tensor bf16 = int8.forward(tokens).to(torch::kFloat32);
+  EXPECT_LT((bf16 - f32).abs().max().item<float>(), 0.1);
+  // And a quantized model is no source of layers for a student.
+  EXPECT_EQ(LlamaFromLayers(int4, config_, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(QuantizedCheckpointTest, RejectsTamperedTensorsWithTheirNames) {
@@ -195,9 +227,9 @@ TEST_F(QuantizedCheckpointTest, RejectsTamperedTensorsWithTheirNames) {
   EXPECT_THAT(LoadLlamaCheckpoint(dir).status().message(),
               HasSubstr("model.layers.1.self_attn.v_proj.weight"));
   rewrite("model.layers.0.mlp.gate_proj.weight_scale",
-          torch::full({160, 1}, std::numeric_limits<float>::infinity()));
+          torch::full({168, 1}, std::numeric_limits<float>::infinity()));
   EXPECT_THAT(LoadLlamaCheckpoint(dir).status().message(), HasSubstr("NaN or infinity"));
-  rewrite("model.layers.0.mlp.gate_proj.weight", torch::full({160, 64}, -128, torch::kInt8));
+  rewrite("model.layers.0.mlp.gate_proj.weight", torch::full({168, 64}, -128, torch::kInt8));
   EXPECT_THAT(LoadLlamaCheckpoint(dir).status().message(), HasSubstr("-128"));
 }
 

@@ -260,6 +260,24 @@ TEST_F(CompactionTest, ExportAndImportRefuseBadInput) {
   EXPECT_THAT(ImportLlamaGguf(Path("m.gguf")).status().message(),
               HasSubstr("tensor blk.1.ffn_up.weight is missing"));
   EXPECT_THAT(ImportLlamaGguf(Path("absent.gguf")).status().message(), HasSubstr("absent.gguf"));
+  // Hyper-parameters that lie about the tensors are refused before anything
+  // is allocated for them.
+  ASSERT_TRUE(ExportLlamaGguf(*model, Path("m.gguf"), {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_}).ok());
+  const std::string good = *ReadFile(Path("m.gguf"));
+  auto patch_u32 = [&](const std::string& key, uint32_t value) {
+    std::string b = good;
+    const size_t at = b.find(key) + key.size() + 4;  // after the value type
+    std::memcpy(b.data() + at, &value, 4);
+    EXPECT_TRUE(WriteFileAtomically(Path("lie.gguf"), b).ok());
+  };
+  patch_u32("llama.block_count", 1000000000u);
+  EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("llama.block_count"));
+  patch_u32("llama.context_length", 1u << 30);
+  EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("context_length"));
+  patch_u32("llama.feed_forward_length", 4096);
+  EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("feed_forward_length"));
+  patch_u32("llama.embedding_length", 128);
+  EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("embedding_length"));
 }
 
 }  // namespace
