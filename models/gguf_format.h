@@ -91,7 +91,7 @@ inline constexpr uint64_t kMaxGgufTensors = 1 << 20;
 inline constexpr uint64_t kMaxGgufMetadata = 1 << 20;
 // Array elements over all metadata (a vocabulary of 256k tokens fits many
 // times); each becomes a GgufValue, so the bytes alone are no bound.
-inline constexpr uint64_t kMaxGgufArrayElements = uint64_t{1} << 24;
+inline constexpr uint64_t kMaxGgufArrayElements = uint64_t{1} << 22;
 
 absl::StatusOr<GgufFile> ParseGguf(absl::string_view bytes);
 

@@ -32,21 +32,30 @@ torch::Tensor SlicedBlockImpl::forward(const torch::Tensor& x, const torch::Tens
 
 SlicedLlamaModel::SlicedLlamaModel(const LlamaConfig& config, int64_t width)
     : config_(config), width_(width) {
-  embed_tokens =
-      register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, width));
+  const bool tied = config.tie_word_embeddings;
+  embed_tokens = register_module(
+      "embed_tokens", torch::nn::Embedding(config.vocab_size, tied ? config.hidden_size : width));
+  if (tied) {
+    embed_Q = register_parameter("embed_Q", torch::eye(config.hidden_size, width));
+    head_Q = register_parameter("head_Q", torch::eye(width, config.hidden_size));
+    output_scale = register_parameter("output_scale", torch::ones({config.hidden_size}));
+  }
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(SlicedBlock(config, width));
   norm = register_module("norm", RmsNorm(width, config.rms_norm_eps, config.hidden_size));
-  lm_head = register_module("lm_head", Projection(width, config.vocab_size));
+  if (!tied) lm_head = register_module("lm_head", Projection(width, config.vocab_size));
   RotaryTables(config, &cos_, &sin_);
 }
 
 torch::Tensor SlicedLlamaModel::forward(const torch::Tensor& tokens) {
   const int64_t t = tokens.size(1);
   const torch::Tensor cos = cos_.narrow(0, 0, t), sin = sin_.narrow(0, 0, t);
+  const bool tied = config_.tie_word_embeddings;
   torch::Tensor x = embed_tokens(tokens);
+  if (tied) x = torch::matmul(x, embed_Q);
   for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<SlicedBlock>()->forward(x, cos, sin);
-  return lm_head(norm(x));
+  if (!tied) return lm_head(norm(x));
+  return torch::matmul(torch::matmul(norm(x), head_Q) * output_scale, embed_tokens->weight.t());
 }
 
 namespace {

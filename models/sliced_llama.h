@@ -10,13 +10,18 @@
 // block's basis to the next, the norm scales are folded into the matrices
 // that read them (so every RMSNorm here has scale 1) and RMSNorm divides by
 // the original hidden_size, not `width`. Attention keeps its heads and
-// head_dim; the MLP keeps its intermediate size. Embeddings and the output
-// head are [vocab, width] and not tied.
+// head_dim; the MLP keeps its intermediate size. Untied models get
+// embeddings and an output head of [vocab, width]. Tied models keep their
+// one [vocab, hidden_size] matrix, shared as before, with the rotations
+// beside it: x0 = embed(tokens) @ embed_Q ([hidden, width]), and
+// logits = (rmsnorm(x) @ head_Q ([width, hidden]) * output_scale) @ embed^T,
+// output_scale being the final norm's scale.
 //
 // Saved as a directory like a Llama checkpoint: config.json (the original
 // config plus "retort_slicing": {"width", "fraction"}) and model.safetensors
 // with the tensors named below, "model.layers.<i>.attn_shortcut_Q" and
-// "model.layers.<i>.mlp_shortcut_Q" added.
+// "model.layers.<i>.mlp_shortcut_Q" added (and for tied models
+// "model.embed_Q", "model.head_Q", "model.output_scale").
 #ifndef RETORT_MODELS_SLICED_LLAMA_H_
 #define RETORT_MODELS_SLICED_LLAMA_H_
 
@@ -57,7 +62,8 @@ class SlicedLlamaModel : public torch::nn::Module {
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RmsNorm norm{nullptr};
-  Projection lm_head{nullptr};
+  Projection lm_head{nullptr};  // untied models only
+  torch::Tensor embed_Q, head_Q, output_scale;  // tied models only
 
  private:
   LlamaConfig config_;

@@ -58,7 +58,8 @@ absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
-  // A float64 copy with every norm scale folded into the matrices reading it.
+  // A float64 copy with every norm scale folded into the matrices reading it
+  // (the final norm's into an untied output head; a tied model keeps it).
   models::LlamaConfig untied = c;
   untied.tie_word_embeddings = false;
   auto folded = std::make_shared<models::LlamaModel>(untied);
@@ -106,11 +107,17 @@ absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
   auto sliced = std::make_shared<models::SlicedLlamaModel>(c, width);
   sliced->to(torch::kFloat64);
   double energy = 0;
-  // The embeddings.
+  // The embeddings. A tied model keeps its matrix and rotates after it.
+  const bool tied = c.tie_word_embeddings;
   Tensor full = folded->model->embed_tokens(tokens);  // [n, t, d], original basis
   Tensor q_in = Principal(full, d, eps, width, &energy).narrow(1, 0, width);
   local.kept_energy.push_back(energy);
-  sliced->embed_tokens->weight.copy_(torch::matmul(folded->model->embed_tokens->weight, q_in));
+  if (tied) {
+    sliced->embed_tokens->weight.copy_(folded->model->embed_tokens->weight);
+    sliced->embed_Q.copy_(q_in);
+  } else {
+    sliced->embed_tokens->weight.copy_(torch::matmul(folded->model->embed_tokens->weight, q_in));
+  }
   Tensor x = torch::matmul(full, q_in);  // [n, t, width], the sliced stream
   for (size_t i = 0; i < folded->model->layers->size(); ++i) {
     auto* layer = folded->model->layers[i]->as<models::LlamaDecoderLayer>();
@@ -146,7 +153,12 @@ absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
     x = torch::matmul(x_full, q_out);
     q_in = q_out;
   }
-  sliced->lm_head->weight.copy_(torch::matmul(folded->lm_head->weight, q_in));
+  if (tied) {
+    sliced->head_Q.copy_(q_in.t());
+    sliced->output_scale.copy_(folded->model->norm->weight);
+  } else {
+    sliced->lm_head->weight.copy_(torch::matmul(folded->lm_head->weight, q_in));
+  }
   sliced->to(torch::kFloat32);
   sliced->eval();
   model.train(was_training);

@@ -70,20 +70,20 @@ done
 for f in 0.1 0.2 0.25 0.3; do
   d=$OUT/slice/lm-$f
   mkdir -p "$OUT/slice"
-  [ -f "$d/slice.json" ] || $RETORT slice --checkpoint="$LM" --fraction=$f \
+  [ -f "$d/slice.json" ] || $RETORT slice --checkpoint="$LM" --fraction=$f --multiple_of=8 \
     --calibration_sequences=128 $EVAL --out_dir="$d" >"$d.txt" 2>"$d.log"
 done
 
 # Recovery: the structurally pruned model (half the MLP neurons, activation
 # scores) distilled from the unpruned student for 100 steps with the same
 # trainer (top-64 + tail, T=1, alpha=0.5).
-P=$OUT/prune/lm-activation-neurons0.5/model
+P=$OUT/prune/lm-activation-neurons0.5
 R=$OUT/recover/lm-activation-neurons0.5
 if [ ! -f "$R/eval.json" ]; then
   mkdir -p "$OUT/recover"
   FFN=$(/usr/bin/python3 -c "import json; print(json.load(open('$P/config.json'))['intermediate_size'])")
   $RETORT lm train --data="$DATA" --model=d=128,layers=2,heads=4,ffn=$FFN,tied --init_from="$P" \
-    --teacher="$LM" --top_k=64 --temperature=1 --alpha=0.5 --steps=100 --lr=1e-3 --warmup=10 \
+    --teacher="$LM" --top_k=64 --temperature=1 --alpha=0.5 --steps=100 --lr=1e-3 --warmup=0.1 \
     --seed=1 --seq_len=128 --batch_size=16 --threads="$THREADS" --overwrite --out_dir="$R" \
     2>"$R.log"
   $RETORT eval --checkpoint="$R/model" $EVAL --json_out="$R/eval.json" >/dev/null

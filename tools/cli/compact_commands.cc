@@ -52,7 +52,9 @@ ABSL_FLAG(bool, structured, false,
 ABSL_FLAG(double, fraction, 0.25,
           "Structured pruning: share of each layer's MLP neurons removed; slice: share of the "
           "residual width deleted.");
-ABSL_FLAG(int64_t, multiple_of, 16, "Structured pruning: neurons kept round to a multiple of this.");
+ABSL_FLAG(int64_t, multiple_of, 16,
+          "Structured pruning: neurons kept round to a multiple of this; slice: the kept width "
+          "(8 is SliceGPT's usual choice).");
 ABSL_FLAG(int64_t, calibration_sequences, 64,
           "Training sequences (or examples x 100 for classifiers) run to collect input norms.");
 ABSL_FLAG(int64_t, bench_tokens, 32768,
