@@ -218,6 +218,77 @@ TEST_F(LmE2ETest, EvalReportsPerplexityAndAgreementAndGenerateSamples) {
   EXPECT_EQ(again.out, gen.out);
 }
 
+// The compaction commands on the trained teacher: each writes its model and
+// a JSON report with the before/after rows, and what it writes loads again.
+TEST_F(LmE2ETest, PrunesSlicesQuantizesAndExports) {
+  const std::string teacher = " --checkpoint=" + Path("teacher/model") + " ";
+  const std::string quick = " --eval_sequences=16 --bench_tokens=256 ";
+  clitest::Result r = Run("prune" + teacher + Data() + quick +
+                          "--structured --fraction=0.5 --method=activation --out_dir=" +
+                          Path("pruned"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = Json(Path("pruned/prune.json"));
+  EXPECT_EQ(j["intermediate_size"].get<int>(), 64);  // 128 neurons, half kept
+  EXPECT_LT(j["rows"][1]["parameters"].get<int64_t>(), j["rows"][0]["parameters"].get<int64_t>());
+  EXPECT_GT(j["rows"][1]["perplexity"].get<double>(), 1.0);
+  EXPECT_THAT(r.out, HasSubstr("perplexity"));
+  // The pruned model is an ordinary checkpoint: eval reads it.
+  r = Run("eval --checkpoint=" + Path("pruned") + " " + Data());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  r = Run("prune" + teacher + Data() + quick + "--sparsity=0.5 --out_dir=" + Path("sparse"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = Json(Path("sparse/prune.json"));
+  EXPECT_LT(j["rows"][1]["nonzero"].get<int64_t>(), j["rows"][0]["nonzero"].get<int64_t>());
+
+  r = Run("slice" + teacher + Data() + quick +
+          "--fraction=0.25 --multiple_of=8 --calibration_sequences=16 --out_dir=" + Path("sliced"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = Json(Path("sliced/slice.json"));
+  EXPECT_EQ(j["width"].get<int>(), 48);
+  EXPECT_THAT(r.out, HasSubstr("signal energy kept"));
+  r = Run("eval --checkpoint=" + Path("sliced") + " " + Data() + " --json_out=" +
+          Path("sliced_eval.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NEAR(Json(Path("sliced_eval.json"))["perplexity"].get<double>(),
+              j["rows"][1]["perplexity"].get<double>(),
+              0.5 * j["rows"][1]["perplexity"].get<double>());  // all sequences vs 16 of them
+  r = Run("generate --checkpoint=" + Path("sliced") + " --threads=1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("SliceGPT-sliced"));
+
+  r = Run("quantize" + teacher + Data() + quick + "--quantize=int4-g32 --out_dir=" + Path("q4"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = Json(Path("q4/quantize.json"));
+  EXPECT_EQ(j["scheme"], "int4 g32");
+  EXPECT_LT(j["rows"][1]["bytes"].get<int64_t>() * 4, j["rows"][0]["bytes"].get<int64_t>());
+  // The quantized checkpoint generates, and exports as float safetensors
+  // and as GGUF.
+  r = Run("generate --checkpoint=" + Path("q4") + " --prompt='the king' --max_new_tokens=5 --threads=1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Run("export --checkpoint=" + Path("q4") + " --format=safetensors --out=" + Path("q4_float"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(Json(Path("q4_float/config.json")).contains("retort_quantization"));
+  r = Run("export --checkpoint=" + Path("q4") + " --format=gguf --gguf_type=q4_0 --out=" +
+          Path("q4.gguf"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("GGUF Q4_0"));
+
+  // Bad flags name themselves.
+  r = Run("quantize" + teacher + "--quantize=int3 --out_dir=" + Path("x"));
+  EXPECT_THAT(r.err, HasSubstr("not a scheme"));
+  r = Run("prune" + teacher + "--method=random --out_dir=" + Path("x"));
+  EXPECT_THAT(r.err, HasSubstr("magnitude"));
+  r = Run("prune" + teacher + "--method=activation --out_dir=" + Path("x"));
+  EXPECT_THAT(r.err, HasSubstr("--data"));
+  r = Run("slice" + teacher + Data() + " --fraction=1.5 --out_dir=" + Path("x"));
+  EXPECT_THAT(r.err, HasSubstr("[0, 1)"));
+  r = Run("export" + teacher + "--format=onnx --out=" + Path("x"));
+  EXPECT_THAT(r.err, HasSubstr("gguf or safetensors"));
+  r = Run("quantize --checkpoint=" + Path("nope") + " --out_dir=" + Path("x"));
+  EXPECT_THAT(r.err, HasSubstr("does not exist"));
+}
+
 TEST_F(LmE2ETest, BadInputGetsClearErrors) {
   clitest::Result r = Run("lm train --threads=1 --out_dir=" + Path("x"));
   EXPECT_NE(r.exit_code, 0);
