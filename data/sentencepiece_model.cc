@@ -41,11 +41,20 @@ class Wire {
     uint64_t v = 0;
     absl::string_view s;
     switch (wire_type) {
-      case 0: return Varint(&v);
-      case 1: if (bytes_.size() - pos_ < 8) return false; pos_ += 8; return true;
-      case 2: return Bytes(&s);
-      case 5: if (bytes_.size() - pos_ < 4) return false; pos_ += 4; return true;
-      default: return false;
+      case 0:
+        return Varint(&v);
+      case 1:
+        if (bytes_.size() - pos_ < 8) return false;
+        pos_ += 8;
+        return true;
+      case 2:
+        return Bytes(&s);
+      case 5:
+        if (bytes_.size() - pos_ < 4) return false;
+        pos_ += 4;
+        return true;
+      default:
+        return false;
     }
   }
 
@@ -107,8 +116,7 @@ int32_t SentencePieceVocabulary::FirstOfType(int32_t type) const {
 absl::StatusOr<SentencePieceVocabulary> ParseSentencePieceModel(absl::string_view bytes,
                                                                 const std::string& source) {
   auto bad = [&](absl::string_view what) {
-    return absl::DataLossError(
-        absl::StrCat(source, ": not a SentencePiece model (", what, ")"));
+    return absl::DataLossError(absl::StrCat(source, ": not a SentencePiece model (", what, ")"));
   };
   SentencePieceVocabulary vocab;
   Wire w(bytes);

@@ -25,9 +25,9 @@ std::string BlockQuantized::Describe() const {
 absl::StatusOr<BlockQuantized> QuantizeBlocks(const torch::Tensor& weight, int bits,
                                               int64_t block_size) {
   if (weight.dim() != 2 || !weight.is_floating_point()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block quantization takes a 2-D floating-point matrix, got ", weight.dim(), "-D ",
-        c10::toString(weight.scalar_type())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("block quantization takes a 2-D floating-point matrix, got ", weight.dim(),
+                     "-D ", c10::toString(weight.scalar_type())));
   }
   if (bits != 4 && bits != 8) {
     return absl::InvalidArgumentError(absl::StrCat("quantization bits must be 4 or 8, got ", bits));
@@ -35,9 +35,9 @@ absl::StatusOr<BlockQuantized> QuantizeBlocks(const torch::Tensor& weight, int b
   const int64_t rows = weight.size(0), cols = weight.size(1);
   if (block_size == 0) block_size = cols;
   if (block_size < 0 || cols == 0 || cols % block_size != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("group size ", block_size, " does not divide the ", cols,
-                     " columns of a [", rows, ", ", cols, "] matrix; pick a divisor"));
+    return absl::InvalidArgumentError(absl::StrCat("group size ", block_size,
+                                                   " does not divide the ", cols, " columns of a [",
+                                                   rows, ", ", cols, "] matrix; pick a divisor"));
   }
   if (bits == 4 && block_size % 2 != 0) {
     return absl::InvalidArgumentError(

@@ -25,18 +25,29 @@ bool MulOk(uint64_t a, uint64_t b, uint64_t* out) {
 // Bytes of a scalar of `type`; 0 for strings and arrays, -1 for unknown.
 int ScalarBytes(GgufValueType type) {
   switch (type) {
-    case GgufValueType::kU8: case GgufValueType::kI8: case GgufValueType::kBool: return 1;
-    case GgufValueType::kU16: case GgufValueType::kI16: return 2;
-    case GgufValueType::kU32: case GgufValueType::kI32: case GgufValueType::kF32: return 4;
-    case GgufValueType::kU64: case GgufValueType::kI64: case GgufValueType::kF64: return 8;
-    case GgufValueType::kString: case GgufValueType::kArray: return 0;
+    case GgufValueType::kU8:
+    case GgufValueType::kI8:
+    case GgufValueType::kBool:
+      return 1;
+    case GgufValueType::kU16:
+    case GgufValueType::kI16:
+      return 2;
+    case GgufValueType::kU32:
+    case GgufValueType::kI32:
+    case GgufValueType::kF32:
+      return 4;
+    case GgufValueType::kU64:
+    case GgufValueType::kI64:
+    case GgufValueType::kF64:
+      return 8;
+    case GgufValueType::kString:
+    case GgufValueType::kArray:
+      return 0;
   }
   return -1;
 }
 
-bool KnownTensorType(uint32_t t) {
-  return t == 0 || t == 1 || t == 2 || t == 8 || t == 30;
-}
+bool KnownTensorType(uint32_t t) { return t == 0 || t == 1 || t == 2 || t == 8 || t == 30; }
 
 class Reader {
  public:
@@ -120,10 +131,18 @@ class Reader {
         uint64_t raw = 0;
         if (absl::Status s = Raw(&raw, static_cast<uint64_t>(size), key); !s.ok()) return s;
         switch (type) {
-          case GgufValueType::kI8: out->integer = static_cast<int8_t>(raw); break;
-          case GgufValueType::kI16: out->integer = static_cast<int16_t>(raw); break;
-          case GgufValueType::kI32: out->integer = static_cast<int32_t>(raw); break;
-          default: out->integer = static_cast<int64_t>(raw); break;
+          case GgufValueType::kI8:
+            out->integer = static_cast<int8_t>(raw);
+            break;
+          case GgufValueType::kI16:
+            out->integer = static_cast<int16_t>(raw);
+            break;
+          case GgufValueType::kI32:
+            out->integer = static_cast<int32_t>(raw);
+            break;
+          default:
+            out->integer = static_cast<int64_t>(raw);
+            break;
         }
         return absl::OkStatus();
       }
@@ -150,14 +169,20 @@ class Writer {
   void Value(const GgufValue& v, bool with_type) {
     if (with_type) Int<uint32_t>(static_cast<uint32_t>(v.type));
     switch (v.type) {
-      case GgufValueType::kString: String(v.string); return;
+      case GgufValueType::kString:
+        String(v.string);
+        return;
       case GgufValueType::kArray:
         Int<uint32_t>(static_cast<uint32_t>(v.array_type));
         Int<uint64_t>(v.array.size());
         for (const GgufValue& e : v.array) Value(e, false);
         return;
-      case GgufValueType::kF32: Int<float>(static_cast<float>(v.real)); return;
-      case GgufValueType::kF64: Int<double>(v.real); return;
+      case GgufValueType::kF32:
+        Int<float>(static_cast<float>(v.real));
+        return;
+      case GgufValueType::kF64:
+        Int<double>(v.real);
+        return;
       default: {
         const uint64_t raw = static_cast<uint64_t>(v.integer);
         out_.append(reinterpret_cast<const char*>(&raw), ScalarBytes(v.type));
@@ -252,11 +277,16 @@ GgufValue GgufValue::I32s(const std::vector<int32_t>& v) {
 
 absl::string_view GgmlTypeName(GgmlType type) {
   switch (type) {
-    case GgmlType::kF32: return "F32";
-    case GgmlType::kF16: return "F16";
-    case GgmlType::kQ4_0: return "Q4_0";
-    case GgmlType::kQ8_0: return "Q8_0";
-    case GgmlType::kBF16: return "BF16";
+    case GgmlType::kF32:
+      return "F32";
+    case GgmlType::kF16:
+      return "F16";
+    case GgmlType::kQ4_0:
+      return "Q4_0";
+    case GgmlType::kQ8_0:
+      return "Q8_0";
+    case GgmlType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -267,10 +297,15 @@ int64_t GgmlBlockElements(GgmlType type) {
 
 int64_t GgmlBlockBytes(GgmlType type) {
   switch (type) {
-    case GgmlType::kF32: return 4;
-    case GgmlType::kF16: case GgmlType::kBF16: return 2;
-    case GgmlType::kQ4_0: return 18;
-    case GgmlType::kQ8_0: return 34;
+    case GgmlType::kF32:
+      return 4;
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+      return 2;
+    case GgmlType::kQ4_0:
+      return 18;
+    case GgmlType::kQ8_0:
+      return 34;
   }
   return 0;
 }

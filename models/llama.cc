@@ -103,8 +103,8 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config) {
   mlp = register_module("mlp", LlamaMlp(config));
   input_layernorm =
       register_module("input_layernorm", RmsNorm(config.hidden_size, config.rms_norm_eps));
-  post_attention_layernorm = register_module("post_attention_layernorm",
-                                             RmsNorm(config.hidden_size, config.rms_norm_eps));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RmsNorm(config.hidden_size, config.rms_norm_eps));
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
@@ -114,10 +114,11 @@ torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch
 }
 
 LlamaBackboneImpl::LlamaBackboneImpl(const LlamaConfig& config) {
-  embed_tokens = register_module("embed_tokens",
-                                 torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  embed_tokens =
+      register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(config));
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i)
+    layers->push_back(LlamaDecoderLayer(config));
   norm = register_module("norm", RmsNorm(config.hidden_size, config.rms_norm_eps));
 }
 
@@ -150,7 +151,8 @@ void RotaryTables(const LlamaConfig& config, torch::Tensor* cos, torch::Tensor* 
 
 std::string WeightQuantization::Describe() const {
   if (!quantized()) return "float32";
-  return absl::StrCat("int", bits, group_size == 0 ? " per-channel" : absl::StrCat(" g", group_size),
+  return absl::StrCat("int", bits,
+                      group_size == 0 ? " per-channel" : absl::StrCat(" g", group_size),
                       embeddings ? " (+ embeddings)" : "");
 }
 
@@ -203,13 +205,13 @@ std::vector<HiddenLayer> LlamaModel::HiddenLayers() const {
 }
 
 absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& source,
-                                                           const LlamaConfig& config,
-                                                           std::vector<int64_t> layers) {
+                                                            const LlamaConfig& config,
+                                                            std::vector<int64_t> layers) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   if (source.quantization.quantized()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot initialise from a quantized model (", source.quantization.Describe(),
-        "); initialise from the float checkpoint"));
+    return absl::FailedPreconditionError(absl::StrCat("cannot initialise from a quantized model (",
+                                                      source.quantization.Describe(),
+                                                      "); initialise from the float checkpoint"));
   }
   const LlamaConfig& from = source.config();
   struct Width {
@@ -223,19 +225,19 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& so
         Width{"num_key_value_heads", config.num_key_value_heads, from.num_key_value_heads},
         Width{"vocab_size", config.vocab_size, from.vocab_size}}) {
     if (w.student != w.teacher) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cannot initialise from the teacher's layers: ", w.name, " is ", w.student,
-          " in the student but ", w.teacher,
-          " in the teacher; widths must match (or initialise from scratch)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot initialise from the teacher's layers: ", w.name, " is ", w.student,
+                       " in the student but ", w.teacher,
+                       " in the teacher; widths must match (or initialise from scratch)"));
     }
   }
   const int64_t n = config.num_hidden_layers;
   if (layers.empty()) {
     for (int64_t j = 0; j < n; ++j) {
       layers.push_back(n == 1 ? 0
-                              : static_cast<int64_t>(std::llround(
-                                    static_cast<double>(j) * (from.num_hidden_layers - 1) /
-                                    static_cast<double>(n - 1))));
+                              : static_cast<int64_t>(std::llround(static_cast<double>(j) *
+                                                                  (from.num_hidden_layers - 1) /
+                                                                  static_cast<double>(n - 1))));
     }
   }
   if (static_cast<int64_t>(layers.size()) != n) {
@@ -244,7 +246,8 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& so
   }
   for (int64_t l : layers) {
     if (l < 0 || l >= from.num_hidden_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("teacher layer ", l, " does not exist; the teacher has layers 0..",
+      return absl::InvalidArgumentError(absl::StrCat("teacher layer ", l,
+                                                     " does not exist; the teacher has layers 0..",
                                                      from.num_hidden_layers - 1));
     }
   }

@@ -33,13 +33,15 @@ absl::StatusOr<WeightQuantization> QuantizationFromJson(const nlohmann::json& js
   q.bits = json["bits"].get<int>();
   if (json.contains("group_size")) {
     if (!json["group_size"].is_number_integer()) {
-      return absl::DataLossError(absl::StrCat(source, ": retort_quantization.group_size must be an integer"));
+      return absl::DataLossError(
+          absl::StrCat(source, ": retort_quantization.group_size must be an integer"));
     }
     q.group_size = json["group_size"].get<int64_t>();
   }
   if (json.contains("embeddings")) {
     if (!json["embeddings"].is_boolean()) {
-      return absl::DataLossError(absl::StrCat(source, ": retort_quantization.embeddings must be true or false"));
+      return absl::DataLossError(
+          absl::StrCat(source, ": retort_quantization.embeddings must be true or false"));
     }
     q.embeddings = json["embeddings"].get<bool>();
   }
@@ -53,9 +55,7 @@ absl::StatusOr<WeightQuantization> QuantizationFromJson(const nlohmann::json& js
 
 }  // namespace
 
-bool IsLlamaCheckpoint(const std::string& path) {
-  return PathExists(path + "/config.json");
-}
+bool IsLlamaCheckpoint(const std::string& path) { return PathExists(path + "/config.json"); }
 
 NamedTensors LlamaTensors(LlamaModel& model, torch::ScalarType dtype) {
   NamedTensors out;
@@ -90,14 +90,14 @@ namespace {
 // Loads a quantized tensor pair `name` (codes) and `name`_scale for a weight
 // shaped like `like`. Each pair describes itself: int8 codes are 8-bit,
 // uint8 codes 4-bit packed, and the scales' columns give the group.
-absl::StatusOr<BlockQuantized> ReadQuantized(const std::map<std::string, const torch::Tensor*>& by_name,
-                                             const std::string& name, const std::string& source,
-                                             const torch::Tensor& like) {
+absl::StatusOr<BlockQuantized> ReadQuantized(
+    const std::map<std::string, const torch::Tensor*>& by_name, const std::string& name,
+    const std::string& source, const torch::Tensor& like) {
   auto codes = by_name.find(name);
   auto scales = by_name.find(name + "_scale");
   if (codes == by_name.end() || scales == by_name.end()) {
-    return absl::DataLossError(absl::StrCat(source, ": quantized tensor ", name,
-                                            " or its ", name, "_scale is missing"));
+    return absl::DataLossError(
+        absl::StrCat(source, ": quantized tensor ", name, " or its ", name, "_scale is missing"));
   }
   const int64_t rows = like.size(0), cols = like.size(1);
   const torch::Tensor& c = *codes->second;
@@ -205,8 +205,7 @@ absl::Status LoadLlamaTensors(const NamedTensors& tensors, const std::string& so
     if (used.count(name) != 0 || absl::EndsWith(name, "rotary_emb.inv_freq")) continue;
     if (name == "lm_head.weight" && model->config().tie_word_embeddings) continue;
     return absl::DataLossError(absl::StrCat(source, ": unexpected tensor ", name,
-                                            " for this config (", model->config().Describe(),
-                                            ")"));
+                                            " for this config (", model->config().Describe(), ")"));
   }
   return absl::OkStatus();
 }
@@ -240,11 +239,13 @@ absl::StatusOr<LlamaConfig> ReadLlamaConfig(const std::string& dir) {
   const std::string path = dir + "/config.json";
   if (!PathExists(path)) {
     if (PathExists(dir + "/model.safetensors.index.json")) {
-      return absl::UnimplementedError(absl::StrCat(dir, " holds a sharded checkpoint without config.json"));
+      return absl::UnimplementedError(
+          absl::StrCat(dir, " holds a sharded checkpoint without config.json"));
     }
-    return absl::NotFoundError(absl::StrCat(
-        path, " does not exist; a Llama checkpoint is a directory with config.json and "
-              "model.safetensors (as transformers' save_pretrained writes)"));
+    return absl::NotFoundError(
+        absl::StrCat(path,
+                     " does not exist; a Llama checkpoint is a directory with config.json and "
+                     "model.safetensors (as transformers' save_pretrained writes)"));
   }
   RETORT_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -264,8 +265,9 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::strin
   if (!PathExists(weights)) {
     if (PathExists(dir + "/model.safetensors.index.json")) {
       return absl::UnimplementedError(absl::StrCat(
-          dir, " holds a sharded checkpoint (model.safetensors.index.json); save it unsharded "
-               "(save_pretrained(..., max_shard_size=\"100GB\"))"));
+          dir,
+          " holds a sharded checkpoint (model.safetensors.index.json); save it unsharded "
+          "(save_pretrained(..., max_shard_size=\"100GB\"))"));
     }
     return absl::NotFoundError(absl::StrCat(weights, " does not exist"));
   }
@@ -275,12 +277,13 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::strin
   const nlohmann::json json = nlohmann::json::parse(config_text, nullptr, false);
   if (json.contains("retort_slicing")) {
     return absl::FailedPreconditionError(absl::StrCat(
-        dir, " holds a SliceGPT-sliced model (retort_slicing in config.json): `retort eval` "
-             "reads it; other commands take an unsliced Llama checkpoint"));
+        dir,
+        " holds a SliceGPT-sliced model (retort_slicing in config.json): `retort eval` "
+        "reads it; other commands take an unsliced Llama checkpoint"));
   }
   if (json.contains("retort_quantization")) {
-    RETORT_ASSIGN_OR_RETURN(WeightQuantization q,
-                            QuantizationFromJson(json["retort_quantization"], dir + "/config.json"));
+    RETORT_ASSIGN_OR_RETURN(WeightQuantization q, QuantizationFromJson(json["retort_quantization"],
+                                                                       dir + "/config.json"));
     RETORT_RETURN_IF_ERROR(LoadQuantizedLlamaTensors(tensors, weights, q, model.get()));
   } else {
     RETORT_RETURN_IF_ERROR(LoadLlamaTensors(tensors, weights, model.get()));

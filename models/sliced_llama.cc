@@ -15,8 +15,8 @@ namespace retort::models {
 SlicedBlockImpl::SlicedBlockImpl(const LlamaConfig& config, int64_t width) {
   self_attn = register_module("self_attn", LlamaAttention(config, width, width));
   mlp = register_module("mlp", LlamaMlp(config, width, width));
-  input_layernorm = register_module(
-      "input_layernorm", RmsNorm(width, config.rms_norm_eps, config.hidden_size));
+  input_layernorm =
+      register_module("input_layernorm", RmsNorm(width, config.rms_norm_eps, config.hidden_size));
   post_attention_layernorm = register_module(
       "post_attention_layernorm", RmsNorm(width, config.rms_norm_eps, config.hidden_size));
   attn_shortcut_Q = register_parameter("attn_shortcut_Q", torch::eye(width));
@@ -41,7 +41,8 @@ SlicedLlamaModel::SlicedLlamaModel(const LlamaConfig& config, int64_t width)
     output_scale = register_parameter("output_scale", torch::ones({config.hidden_size}));
   }
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(SlicedBlock(config, width));
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i)
+    layers->push_back(SlicedBlock(config, width));
   norm = register_module("norm", RmsNorm(width, config.rms_norm_eps, config.hidden_size));
   if (!tied) lm_head = register_module("lm_head", Projection(width, config.vocab_size));
   RotaryTables(config, &cos_, &sin_);
@@ -53,7 +54,8 @@ torch::Tensor SlicedLlamaModel::forward(const torch::Tensor& tokens) {
   const bool tied = config_.tie_word_embeddings;
   torch::Tensor x = embed_tokens(tokens);
   if (tied) x = torch::matmul(x, embed_Q);
-  for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<SlicedBlock>()->forward(x, cos, sin);
+  for (size_t i = 0; i < layers->size(); ++i)
+    x = layers[i]->as<SlicedBlock>()->forward(x, cos, sin);
   if (!tied) return lm_head(norm(x));
   return torch::matmul(torch::matmul(norm(x), head_Q) * output_scale, embed_tokens->weight.t());
 }

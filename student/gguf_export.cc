@@ -40,8 +40,8 @@ absl::StatusOr<std::string> EncodeQuantized(const torch::Tensor& w, GgmlType typ
   const int bits = type == GgmlType::kQ8_0 ? 8 : 4;
   RETORT_ASSIGN_OR_RETURN(models::BlockQuantized q, models::QuantizeBlocks(w, bits, 32));
   const int64_t rows = q.rows(), blocks = q.cols() / 32;
-  const torch::Tensor scale = q.scales.to(torch::kHalf).contiguous().view(torch::kUInt8).view(
-      {rows, blocks, 2});
+  const torch::Tensor scale =
+      q.scales.to(torch::kHalf).contiguous().view(torch::kUInt8).view({rows, blocks, 2});
   const torch::Tensor codes = q.codes.view({rows, blocks, 32});
   torch::Tensor payload;
   if (bits == 8) {
@@ -58,8 +58,10 @@ torch::Tensor DecodeQuantized(const char* data, int64_t rows, int64_t cols, Ggml
   const int64_t blocks = cols / 32, block_bytes = models::GgmlBlockBytes(type);
   torch::Tensor raw = torch::empty({rows, blocks, block_bytes}, torch::kUInt8);
   std::memcpy(raw.data_ptr(), data, static_cast<size_t>(raw.nbytes()));
-  const torch::Tensor scale =
-      raw.narrow(-1, 0, 2).contiguous().view(torch::kHalf).to(torch::kFloat32);  // [rows, blocks, 1]
+  const torch::Tensor scale = raw.narrow(-1, 0, 2)
+                                  .contiguous()
+                                  .view(torch::kHalf)
+                                  .to(torch::kFloat32);  // [rows, blocks, 1]
   torch::Tensor codes;
   if (type == GgmlType::kQ8_0) {
     codes = raw.narrow(-1, 2, 32).contiguous().view(torch::kInt8).to(torch::kFloat32);
@@ -83,9 +85,15 @@ absl::StatusOr<models::GgufTensorBytes> Encode(const std::string& name, const to
   }
   out.type = type;
   switch (type) {
-    case GgmlType::kF32: out.data = Bytes(w); break;
-    case GgmlType::kF16: out.data = Bytes(w.to(torch::kHalf)); break;
-    case GgmlType::kBF16: out.data = Bytes(w.to(torch::kBFloat16)); break;
+    case GgmlType::kF32:
+      out.data = Bytes(w);
+      break;
+    case GgmlType::kF16:
+      out.data = Bytes(w.to(torch::kHalf));
+      break;
+    case GgmlType::kBF16:
+      out.data = Bytes(w.to(torch::kBFloat16));
+      break;
     default: {
       RETORT_ASSIGN_OR_RETURN(out.data, EncodeQuantized(w, type));
     }
@@ -137,11 +145,16 @@ double ShortestFloat32(double v) {
 // llama.cpp's llama_ftype for a file whose matrices are `type`.
 uint32_t FileType(GgmlType type) {
   switch (type) {
-    case GgmlType::kF32: return 0;
-    case GgmlType::kF16: return 1;
-    case GgmlType::kQ4_0: return 2;
-    case GgmlType::kQ8_0: return 7;
-    case GgmlType::kBF16: return 32;
+    case GgmlType::kF32:
+      return 0;
+    case GgmlType::kF16:
+      return 1;
+    case GgmlType::kQ4_0:
+      return 2;
+    case GgmlType::kQ8_0:
+      return 7;
+    case GgmlType::kBF16:
+      return 32;
   }
   return 0;
 }
@@ -171,9 +184,10 @@ absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, cons
   RETORT_ASSIGN_OR_RETURN(data::SentencePieceVocabulary vocab,
                           data::ParseSentencePieceModel(spm_bytes, options.tokenizer_model));
   if (static_cast<int64_t>(vocab.pieces.size()) != c.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        options.tokenizer_model, " has ", vocab.pieces.size(), " pieces but the model's vocabulary is ",
-        c.vocab_size, "; export with the tokenizer the model was trained with"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.tokenizer_model, " has ", vocab.pieces.size(),
+                     " pieces but the model's vocabulary is ", c.vocab_size,
+                     "; export with the tokenizer the model was trained with"));
   }
   std::vector<std::string> tokens;
   std::vector<float> scores;
@@ -196,7 +210,8 @@ absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, cons
       {"llama.attention.head_count", GgufValue::U32(static_cast<uint32_t>(c.num_attention_heads))},
       {"llama.attention.head_count_kv",
        GgufValue::U32(static_cast<uint32_t>(c.num_key_value_heads))},
-      {"llama.attention.layer_norm_rms_epsilon", GgufValue::F32(static_cast<float>(c.rms_norm_eps))},
+      {"llama.attention.layer_norm_rms_epsilon",
+       GgufValue::F32(static_cast<float>(c.rms_norm_eps))},
       {"llama.rope.freq_base", GgufValue::F32(static_cast<float>(c.rope_theta))},
       {"llama.vocab_size", GgufValue::U32(static_cast<uint32_t>(c.vocab_size))},
       {"tokenizer.ggml.model", GgufValue::String("llama")},
@@ -247,8 +262,8 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
     return bad("general.architecture is missing");
   }
   if (arch->string != "llama") {
-    return absl::UnimplementedError(absl::StrCat(path, ": architecture '", arch->string,
-                                                 "'; only llama models are imported"));
+    return absl::UnimplementedError(
+        absl::StrCat(path, ": architecture '", arch->string, "'; only llama models are imported"));
   }
   auto integer = [&](const std::string& key, int64_t* out) -> absl::Status {
     const GgufValue* v = file->Find(key);
@@ -262,8 +277,8 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   };
   auto real = [&](const std::string& key, double* out) {
     const GgufValue* v = file->Find(key);
-    if (v != nullptr && (v->type == models::GgufValueType::kF32 ||
-                         v->type == models::GgufValueType::kF64)) {
+    if (v != nullptr &&
+        (v->type == models::GgufValueType::kF32 || v->type == models::GgufValueType::kF64)) {
       *out = ShortestFloat32(v->real);
     }
   };
@@ -308,8 +323,8 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   }
   constexpr int64_t kMaxContext = int64_t{1} << 17;
   if (c.max_position_embeddings > kMaxContext) {
-    return bad(absl::StrCat("llama.context_length ", c.max_position_embeddings,
-                            " is above the ", kMaxContext, " this importer builds tables for"));
+    return bad(absl::StrCat("llama.context_length ", c.max_position_embeddings, " is above the ",
+                            kMaxContext, " this importer builds tables for"));
   }
   auto model = std::make_shared<models::LlamaModel>(c);
   std::map<std::string, torch::Tensor> params;
@@ -320,7 +335,8 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
     const models::GgufTensorInfo& info = *it->second;
     torch::Tensor& param = params.at(n.hf);
     std::vector<uint64_t> want;
-    for (int64_t d = param.dim() - 1; d >= 0; --d) want.push_back(static_cast<uint64_t>(param.size(d)));
+    for (int64_t d = param.dim() - 1; d >= 0; --d)
+      want.push_back(static_cast<uint64_t>(param.size(d)));
     if (info.dims != want) {
       return bad(absl::StrCat("tensor ", n.gguf, " has the wrong shape for this config"));
     }

@@ -15,8 +15,7 @@ namespace {
 
 absl::Status CheckFraction(const char* what, double value) {
   if (!(value >= 0.0 && value < 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " must be in [0, 1), got ", value));
+    return absl::InvalidArgumentError(absl::StrCat(what, " must be in [0, 1), got ", value));
   }
   return absl::OkStatus();
 }

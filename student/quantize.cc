@@ -24,8 +24,8 @@ absl::StatusOr<models::BlockQuantized> QuantizeOne(const std::string& name, cons
   if (!q.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": ", q.status().message()));
   }
-  if (q->bits != options.bits || q->block_size != (options.group_size == 0 ? matrix.size(1)
-                                                                          : options.group_size)) {
+  if (q->bits != options.bits ||
+      q->block_size != (options.group_size == 0 ? matrix.size(1) : options.group_size)) {
     report->fallback_tensors += 1;
   }
   report->quantized_tensors += 1;
@@ -33,8 +33,8 @@ absl::StatusOr<models::BlockQuantized> QuantizeOne(const std::string& name, cons
   report->quantized_bytes += q->StorageBytes(4);
   const double norm = matrix.norm().item<double>();
   if (norm > 0) {
-    report->max_relative_error = std::max(
-        report->max_relative_error, (matrix - q->Dequantize()).norm().item<double>() / norm);
+    report->max_relative_error = std::max(report->max_relative_error,
+                                          (matrix - q->Dequantize()).norm().item<double>() / norm);
   }
   return q;
 }
@@ -60,9 +60,10 @@ absl::StatusOr<QuantizeOptions> QuantizeOptions::Parse(const std::string& scheme
     out.bits = 4;
     out.group_size = group == 0 ? 64 : group;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--quantize=", scheme, " is not a scheme; use int8 (per-channel), int8-g32, int4 "
-        "(groups of 64), int4-g32 or int4-g128"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--quantize=", scheme,
+                     " is not a scheme; use int8 (per-channel), int8-g32, int4 "
+                     "(groups of 64), int4-g32 or int4-g128"));
   }
   if (out.bits == 4 && out.group_size % 2 != 0) {
     return absl::InvalidArgumentError("4-bit groups must have an even size");
@@ -71,15 +72,16 @@ absl::StatusOr<QuantizeOptions> QuantizeOptions::Parse(const std::string& scheme
 }
 
 std::string QuantizeOptions::Describe() const {
-  return absl::StrCat("int", bits, group_size == 0 ? " per-channel" : absl::StrCat(" g", group_size));
+  return absl::StrCat("int", bits,
+                      group_size == 0 ? " per-channel" : absl::StrCat(" g", group_size));
 }
 
 absl::StatusOr<QuantizeReport> QuantizeLlama(const QuantizeOptions& options,
                                              models::LlamaModel* model) {
   if (model->quantization.quantized()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the model is already quantized (", model->quantization.Describe(),
-        "); quantize the float checkpoint instead"));
+    return absl::FailedPreconditionError(absl::StrCat("the model is already quantized (",
+                                                      model->quantization.Describe(),
+                                                      "); quantize the float checkpoint instead"));
   }
   QuantizeReport report;
   torch::NoGradGuard no_grad;
@@ -102,8 +104,8 @@ absl::StatusOr<QuantizeReport> QuantizeLlama(const QuantizeOptions& options,
   for (auto& [projection, q] : planned) projection->SetQuantized(std::move(q));
   if (embeddings.defined()) model->model->embed_tokens->weight.copy_(embeddings);
   for (const auto& p : model->named_parameters()) {
-    const bool quantized = p.value().numel() == 0 ||
-                           (options.embeddings && p.key() == "model.embed_tokens.weight");
+    const bool quantized =
+        p.value().numel() == 0 || (options.embeddings && p.key() == "model.embed_tokens.weight");
     if (!quantized) report.quantized_bytes += Float32Bytes(p.value());
   }
   model->quantization.bits = options.bits;

@@ -46,7 +46,8 @@ absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
   const models::LlamaConfig& c = model.config();
   const int64_t d = c.hidden_size;
   const double eps = c.rms_norm_eps;
-  int64_t width = static_cast<int64_t>(std::llround(static_cast<double>(d) * (1.0 - options.fraction)));
+  int64_t width =
+      static_cast<int64_t>(std::llround(static_cast<double>(d) * (1.0 - options.fraction)));
   if (options.multiple_of > 1) {
     width = std::max(options.multiple_of,
                      (width + options.multiple_of / 2) / options.multiple_of * options.multiple_of);
@@ -75,7 +76,8 @@ absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
     auto* layer = folded->model->layers[i]->as<models::LlamaDecoderLayer>();
     const Tensor g1 = layer->input_layernorm->weight.unsqueeze(0);
     const Tensor g2 = layer->post_attention_layernorm->weight.unsqueeze(0);
-    for (auto* p : {&layer->self_attn->q_proj, &layer->self_attn->k_proj, &layer->self_attn->v_proj}) {
+    for (auto* p :
+         {&layer->self_attn->q_proj, &layer->self_attn->k_proj, &layer->self_attn->v_proj}) {
       (*p)->weight.mul_(g1);
     }
     layer->mlp->gate_proj->weight.mul_(g2);
@@ -135,7 +137,8 @@ absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
                             std::pair{layer->self_attn->v_proj, out->self_attn->v_proj}}) {
       to->weight.copy_(torch::matmul(from->weight, q_in));
     }
-    out->self_attn->o_proj->weight.copy_(torch::matmul(q_mid.t(), layer->self_attn->o_proj->weight));
+    out->self_attn->o_proj->weight.copy_(
+        torch::matmul(q_mid.t(), layer->self_attn->o_proj->weight));
     out->attn_shortcut_Q.copy_(torch::matmul(q_in.t(), q_mid));
     const Tensor h = torch::matmul(h_full, q_mid);
     // The MLP, in the original basis, reading the sliced stream.

@@ -31,12 +31,12 @@ using ::testing::HasSubstr;
 // Sentences from a small grammar: learnable, and varied enough for a
 // 320-piece tokenizer.
 std::string GrammarText(int lines) {
-  static const char* kSubjects[] = {"the king", "a shepherd", "the people", "his servant",
-                                    "the prophet", "a woman", "the children", "my brother"};
-  static const char* kVerbs[] = {"went up to", "spake unto", "looked upon", "came into",
-                                 "departed from", "dwelt in", "blessed", "remembered"};
-  static const char* kObjects[] = {"the city", "the mountain", "the temple", "jerusalem",
-                                   "the wilderness", "the house of god", "the river", "egypt"};
+  static const char* kSubjects[] = {"the king",    "a shepherd", "the people",   "his servant",
+                                    "the prophet", "a woman",    "the children", "my brother"};
+  static const char* kVerbs[] = {"went up to",    "spake unto", "looked upon", "came into",
+                                 "departed from", "dwelt in",   "blessed",     "remembered"};
+  static const char* kObjects[] = {"the city",       "the mountain",     "the temple", "jerusalem",
+                                   "the wilderness", "the house of god", "the river",  "egypt"};
   std::mt19937 rng(5);
   std::string text;
   for (int i = 0; i < lines; ++i) {
@@ -49,17 +49,19 @@ std::string GrammarText(int lines) {
 class LmE2ETest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fs::temp_directory_path() / ("retort_lm_e2e_" + std::to_string(::getpid())));
+    dir_ =
+        new fs::path(fs::temp_directory_path() / ("retort_lm_e2e_" + std::to_string(::getpid())));
     fs::create_directories(*dir_);
     ASSERT_TRUE(WriteFileAtomically(Path("text.txt"), GrammarText(3000)).ok());
-    prepare_ = new clitest::Result(Run("data prepare --text=" + Path("text.txt") +
-                                       " --vocab_size=320 --validation_fraction=0.1 --out_dir=" +
-                                       Path("corpus")));
+    prepare_ = new clitest::Result(
+        Run("data prepare --text=" + Path("text.txt") +
+            " --vocab_size=320 --validation_fraction=0.1 --out_dir=" + Path("corpus")));
     if (!Unavailable()) {
       ASSERT_EQ(prepare_->exit_code, 0) << prepare_->err;
-      const clitest::Result teacher =
-          Run("lm train " + Data() + " --model=d=64,layers=2,heads=4,ffn=128 --steps=60 "
-              "--lr=3e-3 --out_dir=" + Path("teacher"));
+      const clitest::Result teacher = Run("lm train " + Data() +
+                                          " --model=d=64,layers=2,heads=4,ffn=128 --steps=60 "
+                                          "--lr=3e-3 --out_dir=" +
+                                          Path("teacher"));
       ASSERT_EQ(teacher.exit_code, 0) << teacher.err;
     }
   }
@@ -97,14 +99,20 @@ class LmE2ETest : public ::testing::Test {
   };
   static Server Serve(const std::string& name) {
     Subprocess::Options o;
-    o.argv = {RETORT_BINARY,        "teacher",        "serve", "--checkpoint=" + Path("teacher/model"),
-              "--listen=127.0.0.1:0", "--port_file=" + Path(name + ".port"), "--deterministic",
+    o.argv = {RETORT_BINARY,
+              "teacher",
+              "serve",
+              "--checkpoint=" + Path("teacher/model"),
+              "--listen=127.0.0.1:0",
+              "--port_file=" + Path(name + ".port"),
+              "--deterministic",
               "--threads=1"};
     o.stderr_path = Path(name + ".log");
     absl::StatusOr<std::unique_ptr<Subprocess>> p = Subprocess::Start(o);
     EXPECT_TRUE(p.ok()) << p.status();
     if (!p.ok()) return {};
-    absl::StatusOr<std::string> port = WaitForFile(Path(name + ".port"), p->get(), absl::Seconds(60));
+    absl::StatusOr<std::string> port =
+        WaitForFile(Path(name + ".port"), p->get(), absl::Seconds(60));
     EXPECT_TRUE(port.ok()) << port.status() << ReadFile(Path(name + ".log")).value_or("");
     if (!port.ok()) return {};
     return {*std::move(p), "127.0.0.1:" + *port};
@@ -135,9 +143,9 @@ TEST_F(LmE2ETest, PrepareWritesShardsAndReusesThem) {
   for (const char* f : {"tokenizer.model", "train.tokens", "valid.tokens"}) {
     EXPECT_TRUE(PathExists(Path("corpus/") + f)) << f;
   }
-  const clitest::Result again = Run("data prepare --text=" + Path("text.txt") +
-                                    " --vocab_size=320 --validation_fraction=0.1 --out_dir=" +
-                                    Path("corpus"));
+  const clitest::Result again =
+      Run("data prepare --text=" + Path("text.txt") +
+          " --vocab_size=320 --validation_fraction=0.1 --out_dir=" + Path("corpus"));
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_THAT(again.out, HasSubstr("\"reused\": true"));
 }
@@ -177,7 +185,8 @@ TEST_F(LmE2ETest, DistillsFromAServedTeacherAndResumesBitForBit) {
   // Every step is logged once, with the same losses as the whole run.
   auto losses = [](const std::string& path) {
     std::map<int64_t, double> out;
-    for (absl::string_view line : absl::StrSplit(ReadFile(path).value_or(""), '\n', absl::SkipEmpty())) {
+    for (absl::string_view line :
+         absl::StrSplit(ReadFile(path).value_or(""), '\n', absl::SkipEmpty())) {
       nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
       if (j.is_object() && j.contains("loss") && j.contains("lr")) {
         EXPECT_EQ(out.count(j["step"].get<int64_t>()), 0u) << "step logged twice";
@@ -199,9 +208,9 @@ TEST_F(LmE2ETest, DistillsFromAServedTeacherAndResumesBitForBit) {
 }
 
 TEST_F(LmE2ETest, EvalReportsPerplexityAndAgreementAndGenerateSamples) {
-  const clitest::Result eval = Run("eval --checkpoint=" + Path("teacher/model") + " " + Data() +
-                                   " --teacher=" + Path("teacher/model") + " --json_out=" +
-                                   Path("eval.json"));
+  const clitest::Result eval =
+      Run("eval --checkpoint=" + Path("teacher/model") + " " + Data() +
+          " --teacher=" + Path("teacher/model") + " --json_out=" + Path("eval.json"));
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
   const nlohmann::json j = Json(Path("eval.json"));
   EXPECT_DOUBLE_EQ(j["teacher_agreement"].get<double>(), 1.0);  // the teacher agrees with itself
@@ -213,8 +222,9 @@ TEST_F(LmE2ETest, EvalReportsPerplexityAndAgreementAndGenerateSamples) {
   ASSERT_EQ(gen.exit_code, 0) << gen.err;
   EXPECT_THAT(gen.out, ::testing::StartsWith("the king"));
   EXPECT_GT(gen.out.size(), std::string("the king").size() + 5);
-  const clitest::Result again = Run("generate --checkpoint=" + Path("teacher/model") +
-                                    " --prompt='the king' --max_new_tokens=20 --seed=2 --threads=1");
+  const clitest::Result again =
+      Run("generate --checkpoint=" + Path("teacher/model") +
+          " --prompt='the king' --max_new_tokens=20 --seed=2 --threads=1");
   EXPECT_EQ(again.out, gen.out);
 }
 
@@ -223,9 +233,9 @@ TEST_F(LmE2ETest, EvalReportsPerplexityAndAgreementAndGenerateSamples) {
 TEST_F(LmE2ETest, PrunesSlicesQuantizesAndExports) {
   const std::string teacher = " --checkpoint=" + Path("teacher/model") + " ";
   const std::string quick = " --eval_sequences=16 --bench_tokens=256 ";
-  clitest::Result r = Run("prune" + teacher + Data() + quick +
-                          "--structured --fraction=0.5 --method=activation --out_dir=" +
-                          Path("pruned"));
+  clitest::Result r =
+      Run("prune" + teacher + Data() + quick +
+          "--structured --fraction=0.5 --method=activation --out_dir=" + Path("pruned"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json j = Json(Path("pruned/prune.json"));
   EXPECT_EQ(j["intermediate_size"].get<int>(), 64);  // 128 neurons, half kept
@@ -247,8 +257,8 @@ TEST_F(LmE2ETest, PrunesSlicesQuantizesAndExports) {
   j = Json(Path("sliced/slice.json"));
   EXPECT_EQ(j["width"].get<int>(), 48);
   EXPECT_THAT(r.out, HasSubstr("signal energy kept"));
-  r = Run("eval --checkpoint=" + Path("sliced") + " " + Data() + " --json_out=" +
-          Path("sliced_eval.json"));
+  r = Run("eval --checkpoint=" + Path("sliced") + " " + Data() +
+          " --json_out=" + Path("sliced_eval.json"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NEAR(Json(Path("sliced_eval.json"))["perplexity"].get<double>(),
               j["rows"][1]["perplexity"].get<double>(),
@@ -264,13 +274,14 @@ TEST_F(LmE2ETest, PrunesSlicesQuantizesAndExports) {
   EXPECT_LT(j["rows"][1]["bytes"].get<int64_t>() * 4, j["rows"][0]["bytes"].get<int64_t>());
   // The quantized checkpoint generates, and exports as float safetensors
   // and as GGUF.
-  r = Run("generate --checkpoint=" + Path("q4") + " --prompt='the king' --max_new_tokens=5 --threads=1");
+  r = Run("generate --checkpoint=" + Path("q4") +
+          " --prompt='the king' --max_new_tokens=5 --threads=1");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   r = Run("export --checkpoint=" + Path("q4") + " --format=safetensors --out=" + Path("q4_float"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(Json(Path("q4_float/config.json")).contains("retort_quantization"));
-  r = Run("export --checkpoint=" + Path("q4") + " --format=gguf --gguf_type=q4_0 --out=" +
-          Path("q4.gguf"));
+  r = Run("export --checkpoint=" + Path("q4") +
+          " --format=gguf --gguf_type=q4_0 --out=" + Path("q4.gguf"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("GGUF Q4_0"));
 
@@ -309,7 +320,8 @@ TEST_F(LmE2ETest, BadInputGetsClearErrors) {
     fs::copy(Path("corpus/") + f, Path("broken/") + f);
   }
   std::string shard = ReadFile(Path("corpus/train.tokens")).value();
-  ASSERT_TRUE(WriteFileAtomically(Path("broken/train.tokens"), shard.substr(0, shard.size() / 2)).ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(Path("broken/train.tokens"), shard.substr(0, shard.size() / 2)).ok());
   r = Run("lm train --data=" + Path("broken") + " --seq_len=32 --threads=1 --out_dir=" + Path("x"));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("train.tokens"));

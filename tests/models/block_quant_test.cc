@@ -50,7 +50,8 @@ TEST(BlockQuantTest, Int4UsesTheSignedExtremeAsMinusEight) {
 TEST(BlockQuantTest, ErrorIsAtMostHalfAStepPerElement) {
   torch::manual_seed(3);
   const torch::Tensor w = torch::randn({16, 128});
-  for (auto [bits, block] : std::vector<std::pair<int, int64_t>>{{8, 0}, {8, 32}, {4, 32}, {4, 64}, {4, 128}}) {
+  for (auto [bits, block] :
+       std::vector<std::pair<int, int64_t>>{{8, 0}, {8, 32}, {4, 32}, {4, 64}, {4, 128}}) {
     BlockQuantized q = *QuantizeBlocks(w, bits, block);
     const int64_t b = q.block_size;
     const torch::Tensor step = q.scales.abs().repeat_interleave(b, 1);
@@ -177,7 +178,8 @@ TEST_F(QuantizedCheckpointTest, SavesAndLoadsTheSameModel) {
     auto loaded = LoadLlamaCheckpoint(dir);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     EXPECT_EQ((*loaded)->quantization.bits, bits);
-    EXPECT_TRUE((*loaded)->model->layers[0]->as<LlamaDecoderLayer>()->self_attn->q_proj->is_quantized());
+    EXPECT_TRUE(
+        (*loaded)->model->layers[0]->as<LlamaDecoderLayer>()->self_attn->q_proj->is_quantized());
     EXPECT_TRUE(torch::equal((*loaded)->forward(tokens), expected)) << bits << " bits g" << group;
   }
 }
