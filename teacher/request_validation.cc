@@ -132,20 +132,10 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
                                        " is not float32, float16 or bfloat16"));
   }
   // Hidden layers.
-  std::set<std::string> seen;
-  for (const std::string& name : request.hidden_layers()) {
-    if (!seen.insert(name).second) {
-      return Invalid(seq, absl::StrCat("hidden layer '", name, "' is asked for twice"));
-    }
-    bool known = false;
-    for (const auto& layer : fingerprint.hidden_layers()) known = known || layer.name() == name;
-    if (!known) {
-      std::vector<std::string> names;
-      for (const auto& layer : fingerprint.hidden_layers()) names.push_back(layer.name());
-      return Invalid(seq, absl::StrCat("hidden layer '", name,
-                                       "' is not exposed by this teacher; it exposes: ",
-                                       names.empty() ? "none" : absl::StrJoin(names, ", ")));
-    }
+  if (absl::Status hidden = ValidateHiddenLayers(
+          fingerprint, {request.hidden_layers().begin(), request.hidden_layers().end()});
+      !hidden.ok()) {
+    return Invalid(seq, std::string(hidden.message()));
   }
   // Inputs: dtype, shape, bytes.
   const v1::Tensor& in = request.inputs();
@@ -257,6 +247,27 @@ absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::Dist
   whole.set_part(0);
   whole.set_part_count(1);
   return std::optional<v1::DistillRequest>(std::move(whole));
+}
+
+absl::Status ValidateHiddenLayers(const v1::TeacherFingerprint& fingerprint,
+                                  const std::vector<std::string>& names) {
+  std::set<std::string> seen;
+  for (const std::string& name : names) {
+    if (!seen.insert(name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("hidden layer '", name, "' is asked for twice"));
+    }
+    bool known = false;
+    for (const auto& layer : fingerprint.hidden_layers()) known = known || layer.name() == name;
+    if (!known) {
+      std::vector<std::string> exposed;
+      for (const auto& layer : fingerprint.hidden_layers()) exposed.push_back(layer.name());
+      return absl::InvalidArgumentError(
+          absl::StrCat("hidden layer '", name, "' is not exposed by this teacher; it exposes: ",
+                       exposed.empty() ? "none" : absl::StrJoin(exposed, ", ")));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace retort::teacher

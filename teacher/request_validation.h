@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -59,6 +60,12 @@ class RequestAssembler {
   int max_pending_;
   std::map<uint64_t, v1::DistillRequest> pending_;  // part 0 with the data so far
 };
+
+// Checks `names` against the hidden layers `fingerprint` exposes:
+// INVALID_ARGUMENT naming a repeated or unknown layer (listing the known
+// ones).
+absl::Status ValidateHiddenLayers(const v1::TeacherFingerprint& fingerprint,
+                                  const std::vector<std::string>& names);
 
 }  // namespace retort::teacher
 

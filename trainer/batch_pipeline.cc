@@ -38,7 +38,9 @@ void BatchPipeline::Fill(size_t want) {
                                         JitterGenerator(options_.seed, p.step))
                    : batch.inputs;
     p.labels = batch.labels;
-    if (options_.ask_teacher) p.teacher = teacher_->Submit(p.inputs, options_.temperature);
+    if (options_.ask_teacher) {
+      p.teacher = teacher_->SubmitTargets(p.inputs, options_.temperature, options_.hidden_layers);
+    }
     ahead_.push_back(std::move(p));
   }
 }

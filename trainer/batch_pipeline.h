@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -37,6 +38,8 @@ class BatchPipeline {
     uint64_t seed = 1;
     double temperature = 1;
     bool ask_teacher = false;
+    // Teacher hidden layers to ask for with each batch (feature matching).
+    std::vector<std::string> hidden_layers;
   };
 
   struct Prepared {
@@ -44,7 +47,7 @@ class BatchPipeline {
     std::vector<int64_t> indices;
     torch::Tensor inputs;  // jittered
     torch::Tensor labels;
-    TeacherClient::LogProbsFuture teacher;  // valid when ask_teacher
+    TeacherClient::TargetsFuture teacher;  // valid when ask_teacher
   };
 
   // Starts at `first_step`, where `sampler` stands; stops preparing at

@@ -21,6 +21,7 @@
 #include <memory>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -47,6 +48,13 @@ class CachingTeacherClient : public TeacherClient {
   // once; the answer is assembled when the future is waited on. The future
   // must not outlive this client.
   LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override;
+  // Requests with hidden layers go to the wrapped client uncached (hidden
+  // states are too large to keep per row); without, like Submit.
+  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                              const std::vector<std::string>& hidden_layers) override {
+    if (hidden_layers.empty()) return TeacherClient::SubmitTargets(inputs, temperature, {});
+    return inner_->SubmitTargets(inputs, temperature, hidden_layers);
+  }
   Stats stats() const;
 
  private:

@@ -4,6 +4,9 @@
 #define RETORT_TRAINER_FAKE_TEACHER_CLIENT_H_
 
 #include <functional>
+#include <map>
+#include <string>
+#include <vector>
 #include <utility>
 
 #include "trainer/teacher_client.h"
@@ -29,11 +32,45 @@ class FakeTeacherClient : public TeacherClient {
     return torch::log_softmax(logits_(inputs) / temperature, 1);
   }
 
+  // Hidden states for feature matching: `hidden(inputs)` gives every layer
+  // the fake exposes (they are added to the fingerprint with `layers`).
+  using HiddenFn = std::function<std::map<std::string, torch::Tensor>(const torch::Tensor&)>;
+  void SetHidden(std::vector<std::pair<std::string, std::vector<int64_t>>> layers,
+                 HiddenFn hidden) {
+    fingerprint_.clear_hidden_layers();
+    for (auto& [name, shape] : layers) {
+      v1::HiddenLayerInfo* info = fingerprint_.add_hidden_layers();
+      info->set_name(name);
+      for (int64_t d : shape) info->add_shape(d);
+    }
+    hidden_ = std::move(hidden);
+  }
+
+  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                              const std::vector<std::string>& hidden_layers) override {
+    std::promise<absl::StatusOr<Targets>> promise;
+    absl::StatusOr<torch::Tensor> log_probs = LogProbs(inputs, temperature);
+    if (!log_probs.ok()) {
+      promise.set_value(log_probs.status());
+    } else if (hidden_layers.empty()) {
+      promise.set_value(Targets{.log_probs = *log_probs, .hidden = {}});
+    } else if (!hidden_) {
+      promise.set_value(absl::InvalidArgumentError("the fake teacher exposes no hidden layers"));
+    } else {
+      torch::NoGradGuard no_grad;
+      std::map<std::string, torch::Tensor> all = hidden_(inputs), wanted;
+      for (const std::string& name : hidden_layers) wanted[name] = all.at(name);
+      promise.set_value(Targets{.log_probs = *log_probs, .hidden = std::move(wanted)});
+    }
+    return promise.get_future().share();
+  }
+
   void FailWith(absl::Status status) { fail_with_ = std::move(status); }
   int calls() const { return calls_; }
 
  private:
   LogitsFn logits_;
+  HiddenFn hidden_;
   v1::TeacherFingerprint fingerprint_;
   absl::Status fail_with_;
   int calls_ = 0;

@@ -4,6 +4,8 @@
 #define RETORT_TRAINER_IN_PROCESS_TEACHER_CLIENT_H_
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "teacher/teacher.h"
 #include "trainer/teacher_client.h"
@@ -19,8 +21,14 @@ class InProcessTeacherClient : public TeacherClient {
   absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override {
     return teacher_->LogProbs(inputs, temperature);
   }
+  // Runs the teacher now (validating the inputs and layer names).
+  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                              const std::vector<std::string>& hidden_layers) override;
 
  private:
+  absl::StatusOr<Targets> Answer(const torch::Tensor& inputs, double temperature,
+                                 const std::vector<std::string>& hidden_layers);
+
   std::shared_ptr<teacher::Teacher> teacher_;
 };
 

@@ -12,7 +12,10 @@
 #define RETORT_TRAINER_LM_TEACHER_CLIENT_H_
 
 #include <future>
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -33,6 +36,19 @@ class LmTeacherClient {
   // `tokens` int64 [B, T]; must stay unmodified until the future is ready.
   // The future may be deferred: wait on it with get().
   virtual Future Submit(const torch::Tensor& tokens, double temperature) = 0;
+
+  // The targets plus, for feature matching, the teacher's hidden layers
+  // `hidden_layers` (names from the fingerprint), float32 [B, T, d] or
+  // [B*T, d].
+  struct Targets {
+    teacher::TopKLogProbs log_probs;
+    std::map<std::string, torch::Tensor> hidden;
+  };
+  using TargetsFuture = std::shared_future<absl::StatusOr<Targets>>;
+  // The default serves an empty `hidden_layers` through Submit and answers
+  // UNIMPLEMENTED otherwise.
+  virtual TargetsFuture SubmitTargets(const torch::Tensor& tokens, double temperature,
+                                      const std::vector<std::string>& hidden_layers);
 };
 
 // A teacher in this process. `top_k` = 0 answers dense.
@@ -44,8 +60,13 @@ class InProcessLmTeacher : public LmTeacherClient {
     return teacher_->fingerprint();
   }
   Future Submit(const torch::Tensor& tokens, double temperature) override;
+  TargetsFuture SubmitTargets(const torch::Tensor& tokens, double temperature,
+                              const std::vector<std::string>& hidden_layers) override;
 
  private:
+  absl::StatusOr<Targets> Answer(const torch::Tensor& tokens, double temperature,
+                                 const std::vector<std::string>& hidden_layers);
+
   std::shared_ptr<teacher::Teacher> teacher_;
   int64_t top_k_;
 };
@@ -58,6 +79,8 @@ class RemoteLmTeacher : public LmTeacherClient {
   explicit RemoteLmTeacher(std::shared_ptr<TeacherPoolClient> pool) : pool_(std::move(pool)) {}
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return pool_->Fingerprint(); }
   Future Submit(const torch::Tensor& tokens, double temperature) override;
+  TargetsFuture SubmitTargets(const torch::Tensor& tokens, double temperature,
+                              const std::vector<std::string>& hidden_layers) override;
   TeacherPoolClient& pool() { return *pool_; }
 
  private:

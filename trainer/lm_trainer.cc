@@ -27,6 +27,7 @@ absl::Status LmTrainerOptions::Validate() const {
   RETORT_RETURN_IF_ERROR(model.Validate());
   RETORT_RETURN_IF_ERROR(optimizer.Validate());
   RETORT_RETURN_IF_ERROR(loss.Validate());
+  RETORT_RETURN_IF_ERROR(features.Validate());
   if (steps < 1) return absl::InvalidArgumentError(absl::StrCat("--steps must be at least 1, got ", steps));
   if (batch_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat("--batch_size must be at least 1, got ", batch_size));
@@ -44,7 +45,7 @@ absl::Status LmTrainerOptions::Validate() const {
 }
 
 nlohmann::json LmTrainerOptions::ToJson() const {
-  return {{"model", model.ToHuggingFaceJson()},
+  nlohmann::json json = {{"model", model.ToHuggingFaceJson()},
           {"init_from", init_from},
           {"init_layers", init_layers},
           {"optimizer",
@@ -62,6 +63,8 @@ nlohmann::json LmTrainerOptions::ToJson() const {
           {"batch_size", batch_size},
           {"seed", seed},
           {"clip_grad_norm", clip_grad_norm}};
+  if (features.enabled()) json["features"] = features.ToJson();
+  return json;
 }
 
 nlohmann::json LmTrainResult::ToJson() const {
@@ -81,6 +84,10 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
     std::shared_ptr<const data::Dataset> validation, std::shared_ptr<LmTeacherClient> teacher) {
   if (teacher == nullptr) o.loss.alpha = 0.0;
   RETORT_RETURN_IF_ERROR(o.Validate());
+  if (teacher == nullptr && o.features.enabled()) {
+    return absl::InvalidArgumentError(
+        "--feature_weight > 0 matches the teacher's hidden layers, but there is no teacher");
+  }
   if (train == nullptr || validation == nullptr) {
     return absl::InvalidArgumentError("training and validation data are required");
   }
@@ -126,6 +133,15 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
   }
   t->model_->train();
   RETORT_ASSIGN_OR_RETURN(t->optimizer_, CreateOptimizer(o.optimizer, t->model_->parameters()));
+  if (o.features.enabled()) {
+    RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
+    RETORT_ASSIGN_OR_RETURN(std::vector<LayerPair> pairs,
+                            ResolveLayerMapping(o.features.match, t->model_->HiddenLayers(),
+                                                TeacherHiddenLayers(fingerprint)));
+    RETORT_ASSIGN_OR_RETURN(t->adapters_, FeatureAdapters::Create(std::move(pairs), o.features));
+    RETORT_ASSIGN_OR_RETURN(t->adapter_optimizer_,
+                            CreateOptimizer(o.optimizer, t->adapters_->parameters()));
+  }
   RETORT_ASSIGN_OR_RETURN(data::ShuffleSampler sampler,
                           data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
                                                         .batch_size = o.batch_size,
@@ -135,6 +151,11 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
   t->state_.config = o.ToJson();
   t->state_.config["train_sequences"] = t->train_->size();
   t->state_.config["sequence_length"] = t->train_->example_shape()[0];
+  if (t->adapters_ != nullptr) {
+    nlohmann::json pairs = nlohmann::json::array();
+    for (const LayerPair& pair : t->adapters_->pairs()) pairs.push_back(pair.ToJson());
+    t->state_.config["feature_pairs"] = pairs;
+  }
 
   RETORT_RETURN_IF_ERROR(MakeDirs(o.out_dir));
   if (o.overwrite && !o.resume) {
@@ -186,7 +207,8 @@ absl::Status LmTrainer::Resume() {
   }
   const std::string path = latest->dir + "/" + kCheckpointFile;
   RETORT_ASSIGN_OR_RETURN(TrainingState loaded,
-                          LoadTrainingCheckpoint(path, *model_, ModelJson(), *optimizer_));
+                          LoadTrainingCheckpoint(path, *model_, ModelJson(), *optimizer_,
+                                                 /*restore_rng=*/true, Adapters()));
   RETORT_RETURN_IF_ERROR(CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
   if (loaded.step != latest->step) {
     return absl::DataLossError(
@@ -208,7 +230,11 @@ void LmTrainer::Prefetch() {
     Prefetched p;
     p.before = sampler_->state();
     p.batch = train_->GetBatch(sampler_->Next());
-    if (teacher_ != nullptr) p.teacher = teacher_->Submit(p.batch.inputs, options_.loss.temperature);
+    if (teacher_ != nullptr) {
+      p.teacher = teacher_->SubmitTargets(
+          p.batch.inputs, options_.loss.temperature,
+          adapters_ != nullptr ? adapters_->teacher_layers() : std::vector<std::string>());
+    }
     prefetched_.push_back(std::move(p));
   }
 }
@@ -222,7 +248,7 @@ absl::Status LmTrainer::WriteCheckpoint() {
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore::Pending> pending,
                           checkpoints_->Begin(state_.step));
   RETORT_RETURN_IF_ERROR(SaveTrainingCheckpoint(pending->Path(kCheckpointFile), *model_,
-                                                ModelJson(), *optimizer_, saved));
+                                                ModelJson(), *optimizer_, saved, Adapters()));
   RETORT_RETURN_IF_ERROR(pending->Commit({{"step", state_.step}, {"label", options_.label}}));
   checkpointed_step_ = state_.step;
   last_checkpoint_dir_ = absl::StrFormat("%s/ckpt-%012d", CheckpointsDir(options_.out_dir), state_.step);
@@ -251,8 +277,9 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
     prefetched_.pop_front();
     const absl::Time start = options_.clock->Now();
     std::optional<teacher::TopKLogProbs> targets;
+    std::map<std::string, torch::Tensor> teacher_hidden;
     if (teacher_ != nullptr) {
-      const absl::StatusOr<teacher::TopKLogProbs>& answer = p.teacher.get();
+      const absl::StatusOr<LmTeacherClient::Targets>& answer = p.teacher.get();
       if (!answer.ok()) {
         prefetched_.push_front(std::move(p));
         absl::Status saved = WriteCheckpoint();
@@ -264,22 +291,39 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
                                                     : absl::StrCat("; checkpoint failed too: ",
                                                                    saved.message())));
       }
-      targets = *answer;
+      targets = answer->log_probs;
+      teacher_hidden = answer->hidden;
     }
     const absl::Time teacher_ready = options_.clock->Now();
     teacher_wait += absl::ToDoubleSeconds(teacher_ready - start);
     const double lr = LearningRateAt(options_.optimizer, state_.step, options_.steps);
+    double feature = 0;
     absl::StatusOr<LmLossTerms> terms = TorchCall("training step", [&] {
       SetLearningRate(*optimizer_, lr);
       optimizer_->zero_grad();
-      const torch::Tensor logits = model_->forward(p.batch.inputs);
+      models::HiddenStates student_hidden;
+      const torch::Tensor logits =
+          adapters_ != nullptr
+              ? model_->ForwardWithHidden(p.batch.inputs, adapters_->student_layers(),
+                                          &student_hidden)
+              : model_->forward(p.batch.inputs);
       LmLossTerms t = LmDistillationLoss(logits, targets ? &*targets : nullptr, p.batch.labels,
                                          options_.loss);
+      std::vector<torch::Tensor> params = model_->parameters();
+      if (adapters_ != nullptr) {
+        SetLearningRate(*adapter_optimizer_, lr);
+        adapter_optimizer_->zero_grad();
+        FeatureAdapters::Terms f = adapters_->Loss(student_hidden, teacher_hidden);
+        feature = f.total.item<double>();
+        t.total = t.total + options_.features.weight * f.total;
+        for (const torch::Tensor& a : adapters_->parameters()) params.push_back(a);
+      }
       t.total.backward();
       if (options_.clip_grad_norm > 0) {
-        torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.clip_grad_norm);
+        torch::nn::utils::clip_grad_norm_(params, options_.clip_grad_norm);
       }
       optimizer_->step();
+      if (adapters_ != nullptr) adapter_optimizer_->step();
       return t;
     });
     if (!terms.ok()) return terms.status();
@@ -297,13 +341,15 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
     const double soft = terms->soft.defined() ? terms->soft.item<double>() : 0.0;
     const double rate = run_seconds > 0 ? run_tokens / run_seconds : 0;
     if (options_.log_every_steps > 0 && state_.step % options_.log_every_steps == 0) {
-      RETORT_RETURN_IF_ERROR(metrics_->Write({{"step", state_.step},
-                                              {"loss", last_loss},
-                                              {"hard", hard},
-                                              {"soft", soft},
-                                              {"lr", lr},
-                                              {"tokens", state_.step * tokens_per_step_},
-                                              {"tokens_per_second", rate}}));
+      nlohmann::json line = {{"step", state_.step},
+                             {"loss", last_loss},
+                             {"hard", hard},
+                             {"soft", soft},
+                             {"lr", lr},
+                             {"tokens", state_.step * tokens_per_step_},
+                             {"tokens_per_second", rate}};
+      if (adapters_ != nullptr) line["feature"] = feature;
+      RETORT_RETURN_IF_ERROR(metrics_->Write(line));
     }
     if (progress.Due() || state_.step == options_.steps) {
       progress.Update(state_.step, run_tokens,

@@ -10,7 +10,8 @@
 //                  batches, same parameters bit for bit, given a
 //                  deterministic teacher)
 //   model/         the final model in Hugging Face's layout (config.json,
-//                  model.safetensors, tokenizer.model)
+//                  model.safetensors, tokenizer.model); feature adapters,
+//                  if any, live only in the training checkpoints
 //   metrics.jsonl  one JSON object per logged step and per evaluation
 //   result.json    the LmTrainResult of the last Run
 //
@@ -34,6 +35,7 @@
 #include "data/sampler.h"
 #include "models/llama.h"
 #include "trainer/checkpoint_store.h"
+#include "trainer/feature_matching.h"
 #include "trainer/lm_distillation_loss.h"
 #include "trainer/lm_evaluate.h"
 #include "trainer/lm_teacher_client.h"
@@ -50,6 +52,8 @@ struct LmTrainerOptions {
   std::vector<int64_t> init_layers;  // empty: spread evenly
   OptimizerOptions optimizer;
   LmLossOptions loss;  // alpha is forced to 0 without a teacher
+  // Feature matching of residual streams through adapters (needs a teacher).
+  FeatureMatchOptions features;
   int64_t steps = 1000;
   int64_t batch_size = 16;  // sequences per step
   uint64_t seed = 1;
@@ -103,13 +107,15 @@ class LmTrainer {
 
   absl::StatusOr<LmTrainResult> Run();
   models::LlamaModel& model() { return *model_; }
+  // The feature-matching adapters; null without feature matching.
+  FeatureAdapters* adapters() { return adapters_.get(); }
   int64_t step() const { return state_.step; }
 
  private:
   struct Prefetched {
     data::SamplerState before;  // the sampler's state before this batch was drawn
     data::Batch batch;
-    LmTeacherClient::Future teacher;
+    LmTeacherClient::TargetsFuture teacher;
   };
 
   LmTrainer() = default;
@@ -118,12 +124,15 @@ class LmTrainer {
   absl::Status WriteCheckpoint();
   absl::StatusOr<LmEvalResult> Evaluate();
   nlohmann::json ModelJson() const;
+  AdapterState Adapters() { return {adapters_.get(), adapter_optimizer_.get()}; }
 
   LmTrainerOptions options_;
   std::shared_ptr<const data::Dataset> train_, validation_;
   std::shared_ptr<LmTeacherClient> teacher_;
   std::shared_ptr<models::LlamaModel> model_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::shared_ptr<FeatureAdapters> adapters_;  // null without feature matching
+  std::unique_ptr<torch::optim::Optimizer> adapter_optimizer_;
   std::unique_ptr<data::ShuffleSampler> sampler_;
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<MetricsWriter> metrics_;

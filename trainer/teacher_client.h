@@ -11,6 +11,9 @@
 #define RETORT_TRAINER_TEACHER_CLIENT_H_
 
 #include <future>
+#include <map>
+#include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -40,6 +43,19 @@ class TeacherClient {
     promise.set_value(LogProbs(inputs, temperature));
     return promise.get_future().share();
   }
+
+  // The soft targets and, for feature matching, the teacher's hidden
+  // activations of the named layers (each one of the fingerprint's
+  // hidden_layers), float32 [B, ...layer shape].
+  struct Targets {
+    torch::Tensor log_probs;
+    std::map<std::string, torch::Tensor> hidden;
+  };
+  using TargetsFuture = std::shared_future<absl::StatusOr<Targets>>;
+  // Like Submit, also asking for hidden layers. The default serves an empty
+  // `hidden_layers` through Submit and answers UNIMPLEMENTED otherwise.
+  virtual TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                                      const std::vector<std::string>& hidden_layers);
 };
 
 }  // namespace retort::trainer

@@ -616,6 +616,19 @@ TeacherClient::LogProbsFuture TeacherPoolClient::Submit(const torch::Tensor& inp
       .share();
 }
 
+TeacherClient::TargetsFuture TeacherPoolClient::SubmitTargets(
+    const torch::Tensor& inputs, double temperature,
+    const std::vector<std::string>& hidden_layers) {
+  AnswerFuture answer = SubmitAnswer(inputs, temperature, hidden_layers);
+  return std::async(std::launch::deferred,
+                    [answer]() -> absl::StatusOr<Targets> {
+                      const absl::StatusOr<teacher::Answer>& a = answer.get();
+                      if (!a.ok()) return a.status();
+                      return Targets{.log_probs = a->log_probs, .hidden = a->hidden};
+                    })
+      .share();
+}
+
 TeacherPoolClient::Stats TeacherPoolClient::stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;

@@ -87,6 +87,8 @@ class TeacherPoolClient : public TeacherClient {
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override;
   absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
   LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override;
+  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                              const std::vector<std::string>& hidden_layers) override;
 
   using AnswerFuture = RemoteTeacherClient::AnswerFuture;
   // The full answer (log-probabilities and hidden states).

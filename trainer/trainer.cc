@@ -29,6 +29,7 @@ absl::Status TrainerOptions::Validate() const {
   RETORT_RETURN_IF_ERROR(model.Validate());
   RETORT_RETURN_IF_ERROR(optimizer.Validate());
   RETORT_RETURN_IF_ERROR(loss.Validate());
+  RETORT_RETURN_IF_ERROR(features.Validate());
   if (epochs <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("--epochs must be positive, got ", epochs));
   }
@@ -65,7 +66,7 @@ absl::Status TrainerOptions::Validate() const {
 }
 
 nlohmann::json TrainerOptions::ToJson() const {
-  return {{"model", model.ToJson()},
+  nlohmann::json json = {{"model", model.ToJson()},
           {"optimizer",
            {{"kind", optimizer.kind},
             {"learning_rate", optimizer.learning_rate},
@@ -80,6 +81,9 @@ nlohmann::json TrainerOptions::ToJson() const {
           {"seed", seed},
           {"jitter_pixels", jitter_pixels},
           {"clip_grad_norm", clip_grad_norm}};
+  // Only when on, so checkpoints of runs without it still resume.
+  if (features.enabled()) json["features"] = features.ToJson();
+  return json;
 }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
@@ -97,6 +101,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
         absl::StrJoin(train->example_shape(), ","), "], ", train->num_classes(), " classes)"));
   }
   if (teacher == nullptr) options.loss.alpha = 0.0;
+  if (teacher == nullptr && options.features.enabled()) {
+    return absl::InvalidArgumentError(
+        "--feature_weight > 0 matches the teacher's hidden layers, but there is no teacher");
+  }
 
   std::unique_ptr<Trainer> t(new Trainer());
   t->options_ = std::move(options);
@@ -129,6 +137,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     if (t->rank_ > 0) torch::manual_seed(o.seed * 1000003 + static_cast<uint64_t>(t->rank_));
   }
   RETORT_ASSIGN_OR_RETURN(t->optimizer_, CreateOptimizer(o.optimizer, t->model_->parameters()));
+  if (o.features.enabled()) {
+    RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
+    RETORT_ASSIGN_OR_RETURN(std::vector<LayerPair> pairs,
+                            ResolveLayerMapping(o.features.match, t->model_->HiddenLayers(),
+                                                TeacherHiddenLayers(fingerprint)));
+    RETORT_ASSIGN_OR_RETURN(t->adapters_, FeatureAdapters::Create(std::move(pairs), o.features));
+    if (t->world_size_ > 1) {
+      RETORT_RETURN_IF_ERROR(o.communicator->Broadcast(t->adapters_->parameters(), 0));
+    }
+    RETORT_ASSIGN_OR_RETURN(t->adapter_optimizer_,
+                            CreateOptimizer(o.optimizer, t->adapters_->parameters()));
+  }
   RETORT_ASSIGN_OR_RETURN(data::ShuffleSampler sampler,
                           data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
                                                         .batch_size = o.batch_size / t->world_size_,
@@ -142,6 +162,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   t->state_.config["train_examples"] = t->train_->size();
   t->state_.config["validation_examples"] = t->validation_->size();
   t->state_.config["world_size"] = t->world_size_;
+  if (t->adapters_ != nullptr) {
+    nlohmann::json pairs = nlohmann::json::array();
+    for (const LayerPair& pair : t->adapters_->pairs()) pairs.push_back(pair.ToJson());
+    t->state_.config["feature_pairs"] = pairs;
+  }
   if (t->teacher_ != nullptr) {
     RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
     t->state_.teacher_weights_sha256 = fingerprint.weights_sha256();
@@ -173,8 +198,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     // Built on the final weights: loading a checkpoint replaces the
     // parameters' storage, and a Reducer built before that would no longer
     // see their gradients (the ranks would drift apart unsynchronised).
-    RETORT_ASSIGN_OR_RETURN(t->gradient_sync_, o.communicator->CreateGradientSync(
-                                                   t->model_->parameters(), o.bucket_bytes));
+    // Adapters are synchronised with the student.
+    std::vector<torch::Tensor> params = t->model_->parameters();
+    if (t->adapters_ != nullptr) {
+      for (const torch::Tensor& p : t->adapters_->parameters()) params.push_back(p);
+    }
+    RETORT_ASSIGN_OR_RETURN(t->gradient_sync_,
+                            o.communicator->CreateGradientSync(params, o.bucket_bytes));
   }
   if (o.communicator != nullptr) RETORT_RETURN_IF_ERROR(o.communicator->Barrier());
   const std::string metrics = t->Leader() ? o.out_dir + "/metrics.jsonl"
@@ -205,7 +235,9 @@ absl::Status Trainer::Resume() {
   const std::string path = latest->dir + "/" + RankFile();
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
-  RETORT_ASSIGN_OR_RETURN(TrainingState loaded, LoadTrainingCheckpoint(path, *model_, *optimizer_));
+  RETORT_ASSIGN_OR_RETURN(TrainingState loaded,
+                          LoadTrainingCheckpoint(path, *model_, *optimizer_, /*restore_rng=*/true,
+                                                 Adapters()));
   RETORT_RETURN_IF_ERROR(CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
   RETORT_RETURN_IF_ERROR(sampler_->Restore(loaded.sampler));
   if (loaded.step != latest->step ||
@@ -227,55 +259,82 @@ absl::Status Trainer::Resume() {
 absl::Status Trainer::TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed) {
   *teacher_failed = false;
   torch::Tensor teacher_log_probs;
+  std::map<std::string, torch::Tensor> teacher_hidden;
   if (prepared.teacher.valid()) {
     const absl::Time t0 = absl::Now();
-    const absl::StatusOr<torch::Tensor>& answer = prepared.teacher.get();
+    const absl::StatusOr<TeacherClient::Targets>& answer = prepared.teacher.get();
     last_teacher_wait_ = absl::ToDoubleSeconds(absl::Now() - t0);
     teacher_wait_seconds_ += last_teacher_wait_;
     if (!answer.ok()) {
       *teacher_failed = true;
       return answer.status();
     }
-    teacher_log_probs = *answer;
+    teacher_log_probs = answer->log_probs;
+    teacher_hidden = answer->hidden;
   }
   // The pipeline drew the same batch from its own copy of the sampler.
   const std::vector<int64_t> indices = sampler_->Next();
   if (indices != prepared.indices) {
     return absl::InternalError(absl::StrCat("batch pipeline out of step at step ", state_.step));
   }
-  SetLearningRate(*optimizer_, LearningRateAt(options_.optimizer, state_.step, total_steps_));
+  const double lr = LearningRateAt(options_.optimizer, state_.step, total_steps_);
+  SetLearningRate(*optimizer_, lr);
   optimizer_->zero_grad();
+  if (adapters_ != nullptr) {
+    SetLearningRate(*adapter_optimizer_, lr);
+    adapter_optimizer_->zero_grad();
+  }
   // Micro-batches of as equal size as can be; each one's loss is weighted by
   // its share of the rows, so the summed gradients are those of the mean
   // over the whole batch.
   const int64_t rows = prepared.inputs.size(0);
   const int64_t micro = options_.accumulation_steps;
-  double total = 0, hard = 0, soft = 0;
+  double total = 0, hard = 0, soft = 0, feature = 0;
+  const std::vector<std::string> student_layers =
+      adapters_ != nullptr ? adapters_->student_layers() : std::vector<std::string>();
   for (int64_t i = 0; i < micro; ++i) {
     const int64_t begin = i * rows / micro;
     const int64_t end = (i + 1) * rows / micro;
     auto rows_of = [&](const torch::Tensor& t) {
       return micro == 1 || !t.defined() ? t : t.slice(0, begin, end);
     };
-    torch::Tensor output = model_->forward(rows_of(prepared.inputs));
+    models::HiddenStates student_hidden;
+    torch::Tensor output =
+        adapters_ != nullptr
+            ? model_->ForwardWithHidden(rows_of(prepared.inputs), student_layers, &student_hidden)
+            : model_->forward(rows_of(prepared.inputs));
     LossTerms terms = DistillationLoss(output, rows_of(teacher_log_probs), rows_of(prepared.labels),
                                        options_.loss);
+    torch::Tensor step_objective = terms.total;
+    if (adapters_ != nullptr) {
+      std::map<std::string, torch::Tensor> targets;
+      for (const auto& [name, value] : teacher_hidden) targets[name] = rows_of(value);
+      FeatureAdapters::Terms features = adapters_->Loss(student_hidden, targets);
+      step_objective = step_objective + options_.features.weight * features.total;
+      feature += static_cast<double>(end - begin) / static_cast<double>(rows) *
+                 features.total.item<double>();
+    }
     const double share = static_cast<double>(end - begin) / static_cast<double>(rows);
-    torch::Tensor objective = micro == 1 ? terms.total : terms.total * share;
+    torch::Tensor objective = micro == 1 ? step_objective : step_objective * share;
     // Only the last micro-batch's backward all-reduces; the others
     // accumulate into .grad locally.
     if (gradient_sync_ != nullptr && i == micro - 1) {
-      RETORT_RETURN_IF_ERROR(gradient_sync_->PrepareForBackward(output));
+      RETORT_RETURN_IF_ERROR(gradient_sync_->PrepareForBackward(objective));
     }
     objective.backward();
-    total += share * terms.total.item<double>();
+    total += share * step_objective.item<double>();
     hard += share * terms.hard.item<double>();
     if (terms.soft.defined()) soft += share * terms.soft.item<double>();
   }
   if (options_.clip_grad_norm > 0) {
-    torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.clip_grad_norm);
+    std::vector<torch::Tensor> params = model_->parameters();
+    if (adapters_ != nullptr) {
+      for (const torch::Tensor& p : adapters_->parameters()) params.push_back(p);
+    }
+    torch::nn::utils::clip_grad_norm_(params, options_.clip_grad_norm);
   }
   optimizer_->step();
+  if (adapters_ != nullptr) adapter_optimizer_->step();
   const double loss = total;
   if (!std::isfinite(loss)) {
     return absl::OutOfRangeError(
@@ -288,6 +347,7 @@ absl::Status Trainer::TrainStep(BatchPipeline::Prepared& prepared, bool* teacher
   state_.epoch_loss_sum += loss;
   state_.epoch_hard_sum += hard;
   state_.epoch_soft_sum += soft;
+  state_.epoch_feature_sum += feature;
   return absl::OkStatus();
 }
 
@@ -326,7 +386,7 @@ absl::Status Trainer::WriteCheckpoint() {
   }
   if (comm != nullptr) RETORT_RETURN_IF_ERROR(comm->Barrier());
   RETORT_RETURN_IF_ERROR(SaveTrainingCheckpoint(checkpoints_->StagingPath(state_.step, RankFile()),
-                                                *model_, *optimizer_, state_));
+                                                *model_, *optimizer_, state_, Adapters()));
   if (options_.crash_while_checkpointing_step > 0 &&
       state_.step == options_.crash_while_checkpointing_step) {
     std::fprintf(stderr, "[%s] crashing while writing the checkpoint of step %lld (testing)\n",
@@ -396,6 +456,7 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
     record["train_soft_loss"] = means.soft;
     record["teacher_wait_seconds"] = teacher_wait_seconds_;
   }
+  if (adapters_ != nullptr) record["train_feature_loss"] = means.feature;
   RETORT_RETURN_IF_ERROR(metrics_->Write(record));
   if (Leader())
     std::fprintf(stderr,
@@ -406,6 +467,7 @@ absl::Status Trainer::EndEpoch(int64_t epoch, double epoch_seconds) {
                  static_cast<long long>(validation.errors()), best ? " best" : "",
                  samples_per_second);
   state_.epoch_loss_sum = state_.epoch_soft_sum = state_.epoch_hard_sum = 0;
+  state_.epoch_feature_sum = 0;
   state_.epoch_steps = 0;
   RETORT_RETURN_IF_ERROR(WriteCheckpoint());
   if (best && Leader()) {
@@ -436,15 +498,20 @@ absl::StatusOr<Trainer::EpochMeans> Trainer::AggregateEpochMeans() {
                    .hard = state_.epoch_hard_sum / steps,
                    .soft = state_.epoch_soft_sum / steps,
                    .step_loss = last_step_loss_,
-                   .teacher_wait_ms = 1e3 * last_teacher_wait_};
+                   .teacher_wait_ms = 1e3 * last_teacher_wait_,
+                   .feature = state_.epoch_feature_sum / steps};
   if (world_size_ == 1) return means;
-  torch::Tensor values =
-      torch::tensor({means.loss, means.hard, means.soft, means.step_loss, means.teacher_wait_ms},
-                    torch::kFloat64);
+  torch::Tensor values = torch::tensor({means.loss, means.hard, means.soft, means.step_loss,
+                                        means.teacher_wait_ms, means.feature},
+                                       torch::kFloat64);
   RETORT_RETURN_IF_ERROR(options_.communicator->AllReduceMean({values}));
   const auto v = values.accessor<double, 1>();
-  return EpochMeans{
-      .loss = v[0], .hard = v[1], .soft = v[2], .step_loss = v[3], .teacher_wait_ms = v[4]};
+  return EpochMeans{.loss = v[0],
+                    .hard = v[1],
+                    .soft = v[2],
+                    .step_loss = v[3],
+                    .teacher_wait_ms = v[4],
+                    .feature = v[5]};
 }
 
 absl::StatusOr<TrainResult> Trainer::Run() {
@@ -471,7 +538,10 @@ absl::StatusOr<TrainResult> Trainer::RunSteps() {
                           .jitter_pixels = options_.jitter_pixels,
                           .seed = options_.seed,
                           .temperature = options_.loss.temperature,
-                          .ask_teacher = teacher_ != nullptr && options_.loss.alpha > 0},
+                          .ask_teacher = teacher_ != nullptr &&
+                                         (options_.loss.alpha > 0 || adapters_ != nullptr),
+                          .hidden_layers = adapters_ != nullptr ? adapters_->teacher_layers()
+                                                                : std::vector<std::string>()},
                          train_, teacher_, *sampler_, state_.step, std::max(end_step, state_.step));
   ProgressLine progress({.label = absl::StrCat("[", options_.label, "]"),
                          .total_units = total_steps_,
@@ -513,6 +583,11 @@ absl::StatusOr<TrainResult> Trainer::RunSteps() {
       std::string detail = absl::StrFormat(
           "epoch %d/%d loss %.4f", epoch + 1, options_.epochs,
           state_.epoch_loss_sum / static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1)));
+      if (adapters_ != nullptr) {
+        absl::StrAppendFormat(
+            &detail, " feature %.4f",
+            state_.epoch_feature_sum / static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1)));
+      }
       if (teacher_ != nullptr) {
         absl::StrAppendFormat(&detail, " teacher wait %.1f ms/step",
                               1e3 * teacher_wait_seconds_ / static_cast<double>(done));

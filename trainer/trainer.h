@@ -8,6 +8,8 @@
 //                  early, and when the teacher pool gives out; `resume`
 //                  continues from the newest complete one
 //   best.pt        the checkpoint with the best validation accuracy so far
+//                  (the student alone: feature adapters live only in
+//                  checkpoints/)
 //   metrics.jsonl  one JSON object per logged step and per epoch
 //   result.json    the TrainResult of the last Run, with a hash of the
 //                  final parameters
@@ -39,6 +41,7 @@
 #include "trainer/communicator.h"
 #include "trainer/distillation_loss.h"
 #include "trainer/evaluate.h"
+#include "trainer/feature_matching.h"
 #include "trainer/optimizer.h"
 #include "trainer/teacher_client.h"
 #include "trainer/training_checkpoint.h"
@@ -49,6 +52,8 @@ struct TrainerOptions {
   models::ModelSpec model;
   OptimizerOptions optimizer;
   DistillationLossOptions loss;  // used only when there is a teacher
+  // Feature matching through adapters (needs a teacher exposing the layers).
+  FeatureMatchOptions features;
   int64_t epochs = 10;
   int64_t batch_size = 128;
   uint64_t seed = 1;
@@ -123,6 +128,8 @@ class Trainer {
   absl::StatusOr<TrainResult> Run();
 
   models::Classifier& model() { return *model_; }
+  // The feature-matching adapters; null without feature matching.
+  FeatureAdapters* adapters() { return adapters_.get(); }
   const TrainingState& state() const { return state_; }
 
  private:
@@ -132,9 +139,10 @@ class Trainer {
   // Sums of this epoch so far, averaged over the ranks (a collective: every
   // rank calls it at the same step).
   struct EpochMeans {
-    double loss = 0, hard = 0, soft = 0, step_loss = 0, teacher_wait_ms = 0;
+    double loss = 0, hard = 0, soft = 0, step_loss = 0, teacher_wait_ms = 0, feature = 0;
   };
   absl::StatusOr<EpochMeans> AggregateEpochMeans();
+  AdapterState Adapters() { return {adapters_.get(), adapter_optimizer_.get()}; }
   // Trains one prepared step. Sets *teacher_failed (and changes nothing)
   // when the teacher's answer is an error.
   absl::Status TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed);
@@ -156,6 +164,9 @@ class Trainer {
   std::shared_ptr<TeacherClient> teacher_;
   std::shared_ptr<models::Classifier> model_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  // Feature matching: the adapters and their optimizer (null without).
+  std::shared_ptr<FeatureAdapters> adapters_;
+  std::unique_ptr<torch::optim::Optimizer> adapter_optimizer_;
   std::unique_ptr<data::ShuffleSampler> sampler_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<CheckpointStore> checkpoints_;

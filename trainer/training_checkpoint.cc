@@ -15,6 +15,8 @@ namespace {
 
 constexpr char kOptimizerKey[] = "optimizer";
 constexpr char kRngKey[] = "rng_state";
+constexpr char kAdaptersKey[] = "adapters";
+constexpr char kAdapterOptimizerKey[] = "adapter_optimizer";
 
 at::Generator DefaultGenerator() { return at::detail::getDefaultCPUGenerator(); }
 
@@ -29,15 +31,24 @@ nlohmann::json TrainingMeta(const TrainingState& state) {
         {"teacher_weights_sha256", state.teacher_weights_sha256},
         {"last_validation", state.last_validation},
         {"epoch_sums",
-         {state.epoch_loss_sum, state.epoch_soft_sum, state.epoch_hard_sum, state.epoch_steps}}}},
+         {state.epoch_loss_sum, state.epoch_soft_sum, state.epoch_hard_sum, state.epoch_steps,
+          state.epoch_feature_sum}}}},
       {"config", state.config}};
 }
 
-models::ArchiveWriter TrainingWriter(torch::optim::Optimizer& optimizer) {
-  return [&optimizer](torch::serialize::OutputArchive& archive) {
+models::ArchiveWriter TrainingWriter(torch::optim::Optimizer& optimizer,
+                                     const AdapterState& adapters) {
+  return [&optimizer, adapters](torch::serialize::OutputArchive& archive) {
     torch::serialize::OutputArchive optimizer_archive;
     optimizer.save(optimizer_archive);
     archive.write(kOptimizerKey, optimizer_archive);
+    if (adapters.module != nullptr) {
+      torch::serialize::OutputArchive module_archive, adapter_optimizer_archive;
+      adapters.module->save(module_archive);
+      archive.write(kAdaptersKey, module_archive);
+      adapters.optimizer->save(adapter_optimizer_archive);
+      archive.write(kAdapterOptimizerKey, adapter_optimizer_archive);
+    }
     at::Generator generator = DefaultGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
     archive.write(kRngKey, generator.get_state());
@@ -45,8 +56,22 @@ models::ArchiveWriter TrainingWriter(torch::optim::Optimizer& optimizer) {
 }
 
 models::ArchiveReader TrainingReader(const std::string& path, torch::optim::Optimizer& optimizer,
-                                     bool restore_rng) {
-  return [&path, &optimizer, restore_rng](torch::serialize::InputArchive& archive) {
+                                     bool restore_rng, const AdapterState& adapters) {
+  return [&path, &optimizer, restore_rng, adapters](torch::serialize::InputArchive& archive) {
+    if (adapters.module != nullptr) {
+      absl::Status status = TorchCall("", [&] {
+        torch::serialize::InputArchive module_archive, adapter_optimizer_archive;
+        archive.read(kAdaptersKey, module_archive);
+        adapters.module->load(module_archive);
+        archive.read(kAdapterOptimizerKey, adapter_optimizer_archive);
+        adapters.optimizer->load(adapter_optimizer_archive);
+      });
+      if (!status.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            path, " holds no feature adapters that fit this run (was it written without ",
+            "--feature_weight, or with another --match or --adapter?): ", status.message()));
+      }
+    }
     absl::Status status = TorchCall("", [&] {
       torch::serialize::InputArchive optimizer_archive;
       archive.read(kOptimizerKey, optimizer_archive);
@@ -93,6 +118,7 @@ absl::StatusOr<TrainingState> ParseTrainingMeta(const std::string& path,
       state.epoch_soft_sum = sums.at(1).get<double>();
       state.epoch_hard_sum = sums.at(2).get<double>();
       state.epoch_steps = sums.at(3).get<int64_t>();
+      if (sums.size() > 4) state.epoch_feature_sum = sums.at(4).get<double>();
     }
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat(path, ": malformed training state: ", e.what()));
@@ -131,26 +157,28 @@ absl::Status CheckResumable(const std::string& path, const TrainingState& loaded
 }
 
 absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
-                                    torch::optim::Optimizer& optimizer,
-                                    const TrainingState& state) {
-  return models::WriteCheckpoint(path, model, TrainingMeta(state), TrainingWriter(optimizer));
+                                    torch::optim::Optimizer& optimizer, const TrainingState& state,
+                                    const AdapterState& adapters) {
+  return models::WriteCheckpoint(path, model, TrainingMeta(state),
+                                 TrainingWriter(optimizer, adapters));
 }
 
 absl::Status SaveTrainingCheckpoint(const std::string& path, torch::nn::Module& model,
                                     const nlohmann::json& model_json,
-                                    torch::optim::Optimizer& optimizer,
-                                    const TrainingState& state) {
+                                    torch::optim::Optimizer& optimizer, const TrainingState& state,
+                                    const AdapterState& adapters) {
   return models::WriteModuleCheckpoint(path, model, model_json, TrainingMeta(state),
-                                       TrainingWriter(optimizer));
+                                       TrainingWriter(optimizer, adapters));
 }
 
 absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
                                                      models::Classifier& model,
                                                      torch::optim::Optimizer& optimizer,
-                                                     bool restore_rng) {
-  RETORT_ASSIGN_OR_RETURN(
-      nlohmann::json meta,
-      models::ReadCheckpointInto(path, model, TrainingReader(path, optimizer, restore_rng)));
+                                                     bool restore_rng,
+                                                     const AdapterState& adapters) {
+  RETORT_ASSIGN_OR_RETURN(nlohmann::json meta,
+                          models::ReadCheckpointInto(
+                              path, model, TrainingReader(path, optimizer, restore_rng, adapters)));
   return ParseTrainingMeta(path, meta);
 }
 
@@ -158,10 +186,12 @@ absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
                                                      torch::nn::Module& model,
                                                      const nlohmann::json& model_json,
                                                      torch::optim::Optimizer& optimizer,
-                                                     bool restore_rng) {
-  RETORT_ASSIGN_OR_RETURN(nlohmann::json meta,
-                          models::ReadModuleCheckpointInto(
-                              path, model, model_json, TrainingReader(path, optimizer, restore_rng)));
+                                                     bool restore_rng,
+                                                     const AdapterState& adapters) {
+  RETORT_ASSIGN_OR_RETURN(
+      nlohmann::json meta,
+      models::ReadModuleCheckpointInto(path, model, model_json,
+                                       TrainingReader(path, optimizer, restore_rng, adapters)));
   return ParseTrainingMeta(path, meta);
 }
 

@@ -29,8 +29,16 @@ struct TrainingState {
   nlohmann::json config;               // the resolved run configuration
   nlohmann::json last_validation;      // EvalResult JSON of the latest validation
   // Sums over the current epoch so far, for its summary line.
-  double epoch_loss_sum = 0, epoch_soft_sum = 0, epoch_hard_sum = 0;
+  double epoch_loss_sum = 0, epoch_soft_sum = 0, epoch_hard_sum = 0, epoch_feature_sum = 0;
   int64_t epoch_steps = 0;
+};
+
+// Feature-matching adapters (trainer/feature_matching) and their optimizer:
+// part of a training checkpoint when set (both or neither), never of the
+// student's weights.
+struct AdapterState {
+  torch::nn::Module* module = nullptr;
+  torch::optim::Optimizer* optimizer = nullptr;
 };
 
 // Keys of `now` (a run configuration) whose values differ in `stored` or are
@@ -45,29 +53,35 @@ absl::Status CheckResumable(const std::string& path, const TrainingState& loaded
                             const nlohmann::json& config,
                             const std::string& teacher_weights_sha256);
 
-// Writes model, optimizer, state and the current default-generator state.
+// Writes model, optimizer, state, the current default-generator state and
+// the adapters, if any.
 absl::Status SaveTrainingCheckpoint(const std::string& path, models::Classifier& model,
-                                    torch::optim::Optimizer& optimizer, const TrainingState& state);
+                                    torch::optim::Optimizer& optimizer, const TrainingState& state,
+                                    const AdapterState& adapters = {});
 
-// Restores model and optimizer in place and returns the state. Restores the
-// default generator when `restore_rng` is set. Errors name the file and say
-// what does not match (architecture, missing optimizer state).
+// Restores model and optimizer (and the adapters, when set) in place and
+// returns the state. Restores the default generator when `restore_rng` is
+// set. Errors name the file and say what does not match (architecture,
+// missing optimizer state, missing or different adapters).
 absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
                                                      models::Classifier& model,
                                                      torch::optim::Optimizer& optimizer,
-                                                     bool restore_rng = true);
+                                                     bool restore_rng = true,
+                                                     const AdapterState& adapters = {});
 
 // The same for any module whose architecture `model_json` describes (the
 // language-model trainer's LlamaModel); a checkpoint of another architecture
 // is FAILED_PRECONDITION.
 absl::Status SaveTrainingCheckpoint(const std::string& path, torch::nn::Module& model,
                                     const nlohmann::json& model_json,
-                                    torch::optim::Optimizer& optimizer, const TrainingState& state);
+                                    torch::optim::Optimizer& optimizer, const TrainingState& state,
+                                    const AdapterState& adapters = {});
 absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
                                                      torch::nn::Module& model,
                                                      const nlohmann::json& model_json,
                                                      torch::optim::Optimizer& optimizer,
-                                                     bool restore_rng = true);
+                                                     bool restore_rng = true,
+                                                     const AdapterState& adapters = {});
 
 }  // namespace retort::trainer
 

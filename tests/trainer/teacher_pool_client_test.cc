@@ -754,15 +754,18 @@ class ManualTeacherClient : public TeacherClient {
  public:
   struct Call {
     torch::Tensor inputs;
-    std::shared_ptr<std::promise<absl::StatusOr<torch::Tensor>>> promise;
+    std::shared_ptr<std::promise<absl::StatusOr<Targets>>> promise;
   };
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return v1::TeacherFingerprint(); }
   absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override {
-    return Submit(inputs, temperature).get();
+    const absl::StatusOr<Targets>& answer = SubmitTargets(inputs, temperature, {}).get();
+    if (!answer.ok()) return answer.status();
+    return answer->log_probs;
   }
-  LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override {
-    auto promise = std::make_shared<std::promise<absl::StatusOr<torch::Tensor>>>();
+  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                              const std::vector<std::string>& hidden_layers) override {
+    auto promise = std::make_shared<std::promise<absl::StatusOr<Targets>>>();
     calls_.push_back({inputs, promise});
     return promise->get_future().share();
   }
@@ -842,7 +845,8 @@ TEST_F(BatchPipelineTest, StepsComeOutInDataOrderWhateverOrderTheTeacherAnswers)
 
   // The teacher answers newest first.
   for (auto it = teacher->calls().rbegin(); it != teacher->calls().rend(); ++it) {
-    it->promise->set_value(torch::log_softmax(FakeLogits(it->inputs) / kTemperature, 1));
+    it->promise->set_value(
+        TeacherClient::Targets{torch::log_softmax(FakeLogits(it->inputs) / kTemperature, 1), {}});
   }
   for (int64_t step = 0; step < kSteps; ++step) {
     SCOPED_TRACE(absl::StrCat("step ", step));
@@ -852,9 +856,10 @@ TEST_F(BatchPipelineTest, StepsComeOutInDataOrderWhateverOrderTheTeacherAnswers)
     EXPECT_EQ(p.indices, indices);
     EXPECT_TRUE(torch::equal(p.labels, dataset_->GetBatch(indices).labels));
     EXPECT_TRUE(torch::equal(p.inputs, teacher->calls()[step].inputs));
-    const absl::StatusOr<torch::Tensor>& answer = p.teacher.get();
+    const absl::StatusOr<TeacherClient::Targets>& answer = p.teacher.get();
     ASSERT_TRUE(answer.ok()) << answer.status();
-    EXPECT_TRUE(torch::equal(*answer, torch::log_softmax(FakeLogits(p.inputs) / kTemperature, 1)));
+    EXPECT_TRUE(torch::equal(answer->log_probs,
+                             torch::log_softmax(FakeLogits(p.inputs) / kTemperature, 1)));
   }
 }
 
@@ -882,10 +887,10 @@ TEST_F(BatchPipelineTest, BatchesDependOnlyOnSeedAndStepNotOnDepthOrResumePoint)
     EXPECT_EQ(s.indices, d.indices);
     EXPECT_TRUE(torch::equal(s.inputs, d.inputs));
     EXPECT_TRUE(torch::equal(s.labels, d.labels));
-    const absl::StatusOr<torch::Tensor>& s_answer = s.teacher.get();
-    const absl::StatusOr<torch::Tensor>& d_answer = d.teacher.get();
+    const absl::StatusOr<TeacherClient::Targets>& s_answer = s.teacher.get();
+    const absl::StatusOr<TeacherClient::Targets>& d_answer = d.teacher.get();
     ASSERT_TRUE(s_answer.ok() && d_answer.ok());
-    EXPECT_TRUE(torch::equal(*s_answer, *d_answer));
+    EXPECT_TRUE(torch::equal(s_answer->log_probs, d_answer->log_probs));
     if (step >= 5) {
       const BatchPipeline::Prepared& r = resumed[step - 5];
       EXPECT_EQ(r.step, step);

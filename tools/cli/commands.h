@@ -21,6 +21,8 @@ struct Command {
 
 absl::Status RunTrain();
 absl::Status RunDistill();
+absl::Status RunChain();
+absl::Status RunLmChain();
 absl::Status RunEval();
 absl::Status RunDemo();
 absl::Status RunTeacherServe();

@@ -75,6 +75,17 @@ ABSL_FLAG(int64_t, stop_after_steps, 0,
 // Distillation.
 ABSL_FLAG(std::string, teacher, "", "Teacher checkpoint to distill from (retort distill).");
 ABSL_FLAG(double, temperature, 1.0, "Distillation temperature T.");
+ABSL_FLAG(double, feature_weight, 0.0,
+          "Weight of the feature-matching term (hint layers through learned adapters from "
+          "student to teacher widths); 0 turns it off.");
+ABSL_FLAG(std::string, match, "",
+          "Feature-matching layer pairs: s<i>:t<j>[:weight],... (0-based positions in each "
+          "model's hidden-layer list, or layer names; for transformers s<i> is the residual "
+          "stream after i blocks). Empty: student and teacher intermediate layers paired "
+          "evenly.");
+ABSL_FLAG(std::string, feature_loss, "mse", "Feature-matching loss: mse or cosine.");
+ABSL_FLAG(std::string, adapter, "linear",
+          "Feature adapters: linear, or mlp (Linear-GELU-Linear).");
 ABSL_FLAG(int64_t, teacher_cache_mb, 256,
           "Remember the teacher's answer per input row, up to this many MB, so later epochs "
           "skip teacher forward passes (no effect with --jitter). 0 disables; use 0 when a "
@@ -158,8 +169,10 @@ const std::vector<std::string> kTrainingFlags = {"epochs",           "batch_size
                                                  "stop_after_steps", "backend",
                                                  "dist_timeout",     "bucket_mb",
                                                  "grad_accum_steps"};
-const std::vector<std::string> kDistillFlags = {"teacher", "temperature", "alpha",
-                                                "teacher_cache_mb"};
+const std::vector<std::string> kDistillFlags = {"teacher",          "temperature",
+                                                "alpha",            "teacher_cache_mb",
+                                                "feature_weight",   "match",
+                                                "feature_loss",     "adapter"};
 const std::vector<std::string> kRemoteTeacherFlags = {"teachers",
                                                       "teacher_wait",
                                                       "teacher_attempt_timeout",
@@ -343,6 +356,18 @@ absl::StatusOr<bool> ResumeFromFlags() {
   return resume == "auto";
 }
 
+absl::StatusOr<trainer::FeatureMatchOptions> FeatureMatchOptionsFromFlags() {
+  trainer::FeatureMatchOptions o;
+  o.weight = absl::GetFlag(FLAGS_feature_weight);
+  o.match = absl::GetFlag(FLAGS_match);
+  RETORT_ASSIGN_OR_RETURN(o.loss,
+                          trainer::FeatureMatchOptions::ParseLoss(absl::GetFlag(FLAGS_feature_loss)));
+  RETORT_ASSIGN_OR_RETURN(o.nonlinear,
+                          trainer::FeatureMatchOptions::ParseAdapter(absl::GetFlag(FLAGS_adapter)));
+  RETORT_RETURN_IF_ERROR(o.Validate());
+  return o;
+}
+
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   trainer::TrainerOptions o;
   RETORT_ASSIGN_OR_RETURN(
@@ -351,6 +376,7 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   o.optimizer = OptimizerOptionsFromFlags();
   o.loss.temperature = absl::GetFlag(FLAGS_temperature);
   o.loss.alpha = absl::GetFlag(FLAGS_alpha);
+  RETORT_ASSIGN_OR_RETURN(o.features, FeatureMatchOptionsFromFlags());
   o.epochs = absl::GetFlag(FLAGS_epochs);
   o.batch_size = absl::GetFlag(FLAGS_batch_size);
   o.seed = absl::GetFlag(FLAGS_seed);

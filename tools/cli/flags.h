@@ -53,6 +53,7 @@ ABSL_DECLARE_FLAG(int32_t, keep_checkpoints);
 ABSL_DECLARE_FLAG(int64_t, checkpoint_every_steps);
 ABSL_DECLARE_FLAG(int64_t, log_every_steps);
 ABSL_DECLARE_FLAG(int64_t, stop_after_steps);
+ABSL_DECLARE_FLAG(double, feature_weight);
 ABSL_DECLARE_FLAG(int64_t, teacher_prefetch);
 ABSL_DECLARE_FLAG(std::string, teacher_value_dtype);
 
@@ -106,6 +107,9 @@ absl::StatusOr<std::string> TeacherTargetFromFlags();
 
 // --optimizer, --lr, --momentum, --weight_decay, --warmup, --min_lr_ratio.
 trainer::OptimizerOptions OptimizerOptionsFromFlags();
+
+// --feature_weight, --match, --feature_loss, --adapter.
+absl::StatusOr<trainer::FeatureMatchOptions> FeatureMatchOptionsFromFlags();
 
 // --resume: true for auto, false for never, an error otherwise.
 absl::StatusOr<bool> ResumeFromFlags();

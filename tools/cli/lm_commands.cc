@@ -39,6 +39,9 @@ ABSL_FLAG(std::string, init_from, "",
 ABSL_FLAG(std::vector<std::string>, init_layers, {},
           "With --init_from: which of its layers, one per model layer (default: spread evenly).");
 ABSL_FLAG(int64_t, steps, 1000, "Optimizer steps (lm train).");
+ABSL_FLAG(std::string, assistant_model, "d=256,layers=4,heads=8,ffn=688,tied",
+          "lm chain: the teacher-assistant model (the --model syntax).");
+ABSL_FLAG(int64_t, assistant_steps, 0, "lm chain: steps of the assistant stage; 0: --steps.");
 ABSL_FLAG(int32_t, top_k, 64,
           "Teacher positions carry the top k log-probabilities plus the tail mass; 0: dense.");
 ABSL_FLAG(std::string, divergence, "fkl",
@@ -139,16 +142,20 @@ absl::Status RunDataPrepare() {
   return absl::OkStatus();
 }
 
-absl::Status RunLmTrain() {
-  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
-  RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/true));
+namespace {
+
+// The lm train options from the flags, for a model described by
+// `model_flag` (the --model syntax) writing to `out_dir`.
+absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenData& d,
+                                                                    const std::string& model_flag,
+                                                                    const std::string& out_dir) {
   trainer::LmTrainerOptions o;
   models::LlamaConfig base;
   base.vocab_size = d.tokenizer->vocab_size();
   base.max_position_embeddings = absl::GetFlag(FLAGS_seq_len);
   base.bos_token_id = d.tokenizer->bos_id();
   base.eos_token_id = d.tokenizer->eos_id();
-  RETORT_ASSIGN_OR_RETURN(o.model, models::LlamaConfig::Parse(absl::GetFlag(FLAGS_model), base));
+  RETORT_ASSIGN_OR_RETURN(o.model, models::LlamaConfig::Parse(model_flag, base));
   if (o.model.vocab_size != d.tokenizer->vocab_size()) {
     return absl::InvalidArgumentError(absl::StrCat("--model sets vocab=", o.model.vocab_size,
                                                    " but the tokenizer has ",
@@ -161,13 +168,14 @@ absl::Status RunLmTrain() {
   o.loss.alpha = absl::GetFlag(FLAGS_alpha);
   RETORT_ASSIGN_OR_RETURN(o.loss.divergence, trainer::ParseDivergence(absl::GetFlag(FLAGS_divergence)));
   o.loss.skew = absl::GetFlag(FLAGS_skew);
+  RETORT_ASSIGN_OR_RETURN(o.features, FeatureMatchOptionsFromFlags());
   o.steps = absl::GetFlag(FLAGS_steps);
   o.batch_size = absl::GetFlag(FLAGS_batch_size);
   o.seed = absl::GetFlag(FLAGS_seed);
   o.clip_grad_norm = absl::GetFlag(FLAGS_clip_grad_norm);
   o.eval_every_steps = absl::GetFlag(FLAGS_eval_every);
   o.eval_sequences = absl::GetFlag(FLAGS_eval_sequences);
-  o.out_dir = absl::GetFlag(FLAGS_out_dir);
+  o.out_dir = out_dir;
   RETORT_ASSIGN_OR_RETURN(o.resume, ResumeFromFlags());
   o.overwrite = absl::GetFlag(FLAGS_overwrite);
   o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);
@@ -177,15 +185,23 @@ absl::Status RunLmTrain() {
   o.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
   o.tokenizer_model = d.tokenizer_path;
   o.tokenizer_sha256 = d.tokenizer->sha256();
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
-  o.label = teacher ? "distill-lm" : "train-lm";
+  return o;
+}
+
+// Trains (teacher may be null) and prints the one-line result.
+absl::StatusOr<trainer::LmTrainResult> TrainLm(trainer::LmTrainerOptions o, const TokenData& d,
+                                               std::shared_ptr<trainer::LmTeacherClient> teacher) {
+  if (o.label == "lm") o.label = teacher ? "distill-lm" : "train-lm";
   std::fprintf(stderr, "[%s] %s on %lld sequences of %lld tokens, %s\n", o.label.c_str(),
                o.model.Describe().c_str(), static_cast<long long>(d.train->size()),
                static_cast<long long>(absl::GetFlag(FLAGS_seq_len)),
-               teacher ? absl::StrFormat("distilled (T=%g, alpha=%g, %s, top-k %d)",
+               teacher ? absl::StrFormat("distilled (T=%g, alpha=%g, %s, top-k %d%s)",
                                          o.loss.temperature, o.loss.alpha,
                                          trainer::DivergenceName(o.loss.divergence),
-                                         absl::GetFlag(FLAGS_top_k))
+                                         absl::GetFlag(FLAGS_top_k),
+                                         o.features.enabled()
+                                             ? absl::StrFormat(", features x%g", o.features.weight)
+                                             : "")
                              .c_str()
                        : "next-token cross-entropy only");
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::LmTrainer> t,
@@ -201,6 +217,61 @@ absl::Status RunLmTrain() {
                         .c_str()
                   : "",
               r.model_dir.c_str());
+  return r;
+}
+
+}  // namespace
+
+absl::Status RunLmTrain() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/true));
+  RETORT_ASSIGN_OR_RETURN(
+      trainer::LmTrainerOptions o,
+      LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_out_dir)));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
+  return TrainLm(std::move(o), d, std::move(teacher)).status();
+}
+
+absl::Status RunLmChain() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
+  if (out_dir.empty()) {
+    return absl::InvalidArgumentError("--out_dir must be set (where lm chain writes both stages)");
+  }
+  if (!absl::GetFlag(FLAGS_init_from).empty()) {
+    return absl::InvalidArgumentError("lm chain does not take --init_from (two models differ)");
+  }
+  RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/true));
+  RETORT_ASSIGN_OR_RETURN(trainer::LmTrainerOptions assistant,
+                          LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_assistant_model),
+                                                    out_dir + "/assistant"));
+  if (absl::GetFlag(FLAGS_assistant_steps) < 0) {
+    return absl::InvalidArgumentError("--assistant_steps must be >= 0 (0: --steps)");
+  }
+  if (absl::GetFlag(FLAGS_assistant_steps) > 0) assistant.steps = absl::GetFlag(FLAGS_assistant_steps);
+  assistant.label = "chain:assistant";
+  RETORT_ASSIGN_OR_RETURN(
+      trainer::LmTrainerOptions student,
+      LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_model), out_dir + "/student"));
+  student.label = "chain:student";
+
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
+  if (teacher == nullptr) {
+    return absl::InvalidArgumentError(
+        "lm chain needs a teacher: --teacher (a Llama directory) or --teachers");
+  }
+  RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult first, TrainLm(assistant, d, teacher));
+  teacher.reset();
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> served,
+                          teacher::LlamaTeacher::Create({.checkpoint_dir = first.model_dir}));
+  auto assistant_teacher =
+      std::make_shared<trainer::InProcessLmTeacher>(std::move(served), absl::GetFlag(FLAGS_top_k));
+  RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult second, TrainLm(student, d, assistant_teacher));
+  const nlohmann::json summary = {{"assistant", first.ToJson()}, {"student", second.ToJson()}};
+  RETORT_RETURN_IF_ERROR(WriteFileAtomically(out_dir + "/chain.json", summary.dump(2) + "\n"));
+  std::printf("chain: assistant perplexity %.3f, student perplexity %.3f; %s/chain.json\n",
+              first.final_validation.perplexity, second.final_validation.perplexity,
+              out_dir.c_str());
   return absl::OkStatus();
 }
 
