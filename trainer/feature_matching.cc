@@ -248,7 +248,11 @@ FeatureAdapters::Terms FeatureAdapters::Loss(const models::HiddenStates& student
     TORCH_CHECK(s != student.end(), "student activation ", pair.student, " was not recorded");
     TORCH_CHECK(t != teacher.end(), "the teacher's answer lacks hidden layer ", pair.teacher);
     torch::Tensor adapted = Adapt(i, s->second);
-    torch::Tensor target = t->second.to(adapted.scalar_type());
+    torch::Tensor target = t->second;
+    // In-process teachers answer in inference mode; autograd cannot save
+    // such tensors, a copy made here it can.
+    if (target.is_inference()) target = target.clone();
+    target = target.to(adapted.scalar_type());
     if (pair.teacher_shape.size() == 1) {
       // Tokens of a sequence model arrive as [B, T, d] from the student and
       // [B*T, d] from the teacher: compare per position.

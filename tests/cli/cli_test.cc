@@ -153,6 +153,51 @@ TEST_F(CliTest, TrainEvalDistillAndCheckpointMismatch) {
   ExpectOneCleanErrorLine(Run("eval --checkpoint=" + Path("junk.pt") + " " + Data()), "junk.pt");
 }
 
+TEST_F(CliTest, FeatureMatchingAndTeacherAssistantChain) {
+  const std::string teacher_dir = Path("deep_teacher");
+  Result train = Run("train --hidden=64,32 --epochs=1 --batch_size=25 --out_dir=" + teacher_dir +
+                     " " + Data());
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  const std::string teacher = " --teacher=" + teacher_dir + "/best.pt";
+
+  Result features = Run("distill" + teacher + " --feature_weight=0.5 --adapter=mlp --hidden=8 " +
+                        "--epochs=1 --batch_size=25 --out_dir=" + Path("fm_student") + " " + Data());
+  ASSERT_EQ(features.exit_code, 0) << features.err;
+  EXPECT_THAT(*ReadFile(Path("fm_student/metrics.jsonl")), HasSubstr("train_feature_loss"));
+  // The student is a plain classifier: eval reads it.
+  Result eval = Run("eval --checkpoint=" + Path("fm_student/best.pt") + " " + Data());
+  ASSERT_EQ(eval.exit_code, 0) << eval.err;
+  EXPECT_THAT(eval.out, HasSubstr("mlp 784-8-10"));
+
+  // Mapping errors name what exists.
+  ExpectOneCleanErrorLine(Run("distill" + teacher + " --feature_weight=1 --match=s0:t9 " +
+                              "--out_dir=" + Path("fm_bad") + " " + Data()),
+                          "the teacher has no layer 't9'; its hidden layers are t0=fc0 [64], "
+                          "t1=fc1 [32]");
+  ExpectOneCleanErrorLine(Run("distill" + teacher + " --match=s0:t1 --out_dir=" + Path("fm_bad") +
+                              " " + Data()),
+                          "--feature_weight is 0");
+  ExpectOneCleanErrorLine(Run("distill" + teacher + " --feature_weight=1 --feature_loss=l1 " +
+                              "--out_dir=" + Path("fm_bad") + " " + Data()),
+                          "--feature_loss must be mse or cosine");
+
+  // The chain: teacher -> assistant -> student, each an ordinary checkpoint.
+  Result chain = Run("chain" + teacher + " --assistant_hidden=32 --hidden=8 --epochs=1 " +
+                     "--batch_size=25 --out_dir=" + Path("chain") + " " + Data());
+  ASSERT_EQ(chain.exit_code, 0) << chain.err;
+  EXPECT_THAT(chain.err, HasSubstr("[chain:assistant]"));
+  EXPECT_THAT(chain.err, HasSubstr("[chain:student]"));
+  nlohmann::json summary = nlohmann::json::parse(*ReadFile(Path("chain/chain.json")));
+  EXPECT_EQ(summary["assistant"]["test"]["architecture"], "mlp 784-32-10");
+  EXPECT_EQ(summary["student"]["test"]["architecture"], "mlp 784-8-10");
+  EXPECT_EQ(summary["student"]["test"]["examples"], 100);
+  // Stage 2 alone is plain distillation from the assistant.
+  Result alone = Run("distill --teacher=" + Path("chain/assistant/best.pt") +
+                     " --hidden=8 --epochs=1 --batch_size=25 --out_dir=" + Path("chain_alone") +
+                     " " + Data());
+  ASSERT_EQ(alone.exit_code, 0) << alone.err;
+}
+
 TEST_F(CliTest, QuickDemoWritesSummaryAndReusesItsTeacher) {
   const std::string flags = "demo --quick --work_dir=" + Path("work") +
                             " --teacher_arch=mlp --teacher_hidden=64 --hidden=16 --batch_size=25 " +
@@ -252,6 +297,15 @@ TEST_F(CliTest, DistillOverGrpcFromATeacherServerThatDrainsOnSigterm) {
   EXPECT_THAT(distill.err, HasSubstr("at " + address));
   EXPECT_THAT(distill.err, HasSubstr("top-3 bf16"));
   EXPECT_TRUE(PathExists(Path("s_remote/best.pt")));
+  // Feature matching over the wire: the teacher's hidden layer travels in
+  // bf16 beside the logits.
+  Result features =
+      Run("distill --teacher_address=" + address + " --teacher_token_file=" + Path("serve_token") +
+          " --teacher_insecure_token --teacher_value_dtype=bf16 --feature_weight=1 "
+          "--match=s0:t0 --feature_loss=cosine --hidden=8 --epochs=1 --batch_size=25 --out_dir=" +
+          Path("s_features") + " " + Data());
+  ASSERT_EQ(features.exit_code, 0) << features.err;
+  EXPECT_THAT(*ReadFile(Path("s_features/metrics.jsonl")), HasSubstr("train_feature_loss"));
 
   // A second signal during the drain must not cut it short.
   ASSERT_TRUE((*server)->Signal(SIGTERM).ok());

@@ -27,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Sentences from a small grammar: learnable, and varied enough for a
 // 320-piece tokenizer.
@@ -205,6 +206,49 @@ TEST_F(LmE2ETest, DistillsFromAServedTeacherAndResumesBitForBit) {
   EXPECT_THAT(changed.err, HasSubstr("loss"));
   ASSERT_TRUE(teacher.process->Signal(SIGTERM).ok());
   EXPECT_TRUE(teacher.process->Wait(absl::Seconds(60)).ok());
+}
+
+TEST_F(LmE2ETest, MatchesResidualStreamsOverTheWireResumesAndRunsAChain) {
+  Server teacher = Serve("serve_features");
+  ASSERT_NE(teacher.process, nullptr);
+  const std::string features = " --feature_weight=1 --feature_loss=cosine --match=s1:t2";
+  const clitest::Result whole = Run(StudentArgs(teacher.address, "fm_whole") + features);
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  EXPECT_THAT(ReadFile(Path("fm_whole/metrics.jsonl")).value_or(""), HasSubstr("\"feature\""));
+  // The exported student holds no adapter tensor.
+  const std::string weights = ReadFile(Path("fm_whole/model/model.safetensors")).value_or("");
+  ASSERT_GT(weights.size(), 8u);
+  EXPECT_THAT(weights.substr(0, 4096), HasSubstr("model.layers.0.mlp"));
+  EXPECT_THAT(weights.substr(0, 4096), Not(HasSubstr("adapter")));
+  // Adapters are in the training checkpoints: a resumed run ends bit for bit
+  // where the uninterrupted one did.
+  EXPECT_NE(Run(StudentArgs(teacher.address, "fm_resumed") + features + " --stop_after_steps=25")
+                .exit_code,
+            0);
+  const clitest::Result second =
+      Run(StudentArgs(teacher.address, "fm_resumed") + features + " --resume=auto");
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(Json(Path("fm_resumed/result.json"))["parameters_sha256"],
+            Json(Path("fm_whole/result.json"))["parameters_sha256"]);
+  // A layer the teacher lacks.
+  const clitest::Result bad =
+      Run(StudentArgs(teacher.address, "fm_bad") + " --feature_weight=1 --match=s1:t9");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("the teacher has no layer 't9'; its hidden layers are t0=embed"));
+  ASSERT_TRUE(teacher.process->Signal(SIGTERM).ok());
+  EXPECT_TRUE(teacher.process->Wait(absl::Seconds(60)).ok());
+
+  // teacher -> assistant -> student in one command.
+  const clitest::Result chain =
+      Run("lm chain " + Data() + " --teacher=" + Path("teacher/model") +
+          " --assistant_model=d=48,layers=1,heads=2,ffn=96 --model=d=32,layers=1,heads=2,ffn=64 "
+          "--steps=20 --lr=3e-3 --top_k=16 --out_dir=" + Path("chain"));
+  ASSERT_EQ(chain.exit_code, 0) << chain.err;
+  const nlohmann::json summary = Json(Path("chain/chain.json"));
+  EXPECT_EQ(summary["assistant"]["steps"], 20);
+  EXPECT_EQ(summary["student"]["steps"], 20);
+  EXPECT_GT(summary["student"]["final_validation"]["teacher_agreement"].get<double>(), 0.0);
+  EXPECT_TRUE(PathExists(Path("chain/student/model/config.json")));
 }
 
 TEST_F(LmE2ETest, EvalReportsPerplexityAndAgreementAndGenerateSamples) {

@@ -116,6 +116,23 @@ TEST(FeatureAdaptersTest, MapsFeatureMapsAndTokens) {
   ASSERT_EQ(terms.losses.size(), 3u);
   EXPECT_TRUE(std::isfinite(terms.total.item<double>()));
   EXPECT_THROW((*adapters)->Loss({{"conv1", torch::randn({3, 8, 4, 4})}}, {}), c10::Error);
+
+  // Teachers in this process answer with inference tensors.
+  torch::Tensor inference_target;
+  {
+    torch::InferenceMode guard;
+    inference_target = torch::randn({21, 10});
+  }
+  const torch::Tensor student = torch::randn({3, 7, 6}, torch::requires_grad());
+  FeatureAdapters::Terms backprop = (*adapters)->Loss(
+      {{"conv1", torch::randn({3, 8, 4, 4})},
+       {"conv2", torch::randn({3, 8, 4, 4})},
+       {"block.0", student}},
+      {{"conv2", torch::randn({3, 16, 2, 2})},
+       {"fc", torch::randn({3, 5})},
+       {"block.3", inference_target}});
+  backprop.total.backward();
+  EXPECT_TRUE(student.grad().defined());
 }
 
 // The adapters' gradients (and the ones reaching the student's activation)
