@@ -66,8 +66,9 @@ absl::Status FeatureMatchOptions::Validate() const {
 }
 
 nlohmann::json FeatureMatchOptions::ToJson() const {
+  // The mapping itself is recorded resolved (SetUpFeatureMatching's pairs),
+  // so equivalent --match spellings resume each other's runs.
   return {{"weight", weight},
-          {"match", match},
           {"loss", loss == FeatureLoss::kMse ? "mse" : "cosine"},
           {"adapter", nonlinear ? "mlp" : "linear"}};
 }
@@ -239,7 +240,10 @@ torch::Tensor FeatureAdapters::Adapt(size_t i, const torch::Tensor& student) {
 }
 
 FeatureAdapters::Terms FeatureAdapters::Loss(const models::HiddenStates& student,
-                                             const std::map<std::string, torch::Tensor>& teacher) {
+                                             const std::map<std::string, torch::Tensor>& teacher,
+                                             const torch::Tensor& keep) {
+  torch::Tensor kept_rows;
+  if (keep.defined()) kept_rows = keep.reshape({-1}).nonzero().squeeze(1);
   Terms terms;
   for (size_t i = 0; i < pairs_.size(); ++i) {
     const LayerPair& pair = pairs_[i];
@@ -262,6 +266,12 @@ FeatureAdapters::Terms FeatureAdapters::Loss(const models::HiddenStates& student
     TORCH_CHECK(adapted.sizes() == target.sizes(), "feature pair ", pair.student, ":",
                 pair.teacher, ": adapted student activation ", adapted.sizes(),
                 " and teacher activation ", target.sizes(), " differ");
+    if (kept_rows.defined()) {
+      TORCH_CHECK(keep.numel() == adapted.size(0), "the feature mask covers ", keep.numel(),
+                  " rows, the activations ", adapted.size(0));
+      adapted = adapted.index_select(0, kept_rows);
+      target = target.index_select(0, kept_rows);
+    }
     torch::Tensor loss;
     if (loss_ == FeatureLoss::kMse) {
       loss = torch::mse_loss(adapted, target);
@@ -275,6 +285,26 @@ FeatureAdapters::Terms FeatureAdapters::Loss(const models::HiddenStates& student
     terms.total = terms.total.defined() ? terms.total + weighted : weighted;
   }
   return terms;
+}
+
+absl::StatusOr<FeatureMatchingSetup> SetUpFeatureMatching(
+    const FeatureMatchOptions& options, const std::vector<models::HiddenLayer>& student,
+    const v1::TeacherFingerprint& teacher, const OptimizerOptions& optimizer) {
+  absl::StatusOr<std::vector<LayerPair>> pairs =
+      ResolveLayerMapping(options.match, student, TeacherHiddenLayers(teacher));
+  if (!pairs.ok()) return pairs.status();
+  FeatureMatchingSetup setup;
+  setup.pairs = nlohmann::json::array();
+  for (const LayerPair& pair : *pairs) setup.pairs.push_back(pair.ToJson());
+  absl::StatusOr<std::shared_ptr<FeatureAdapters>> adapters =
+      FeatureAdapters::Create(*std::move(pairs), options);
+  if (!adapters.ok()) return adapters.status();
+  setup.adapters = *std::move(adapters);
+  absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> made =
+      CreateOptimizer(optimizer, setup.adapters->parameters());
+  if (!made.ok()) return made.status();
+  setup.optimizer = *std::move(made);
+  return setup;
 }
 
 }  // namespace retort::trainer

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "models/classifier.h"
 #include "retort/v1/teacher.pb.h"
+#include "trainer/optimizer.h"
 
 namespace retort::trainer {
 
@@ -106,10 +107,13 @@ class FeatureAdapters : public torch::nn::Module {
   };
   // `student` holds every student layer of pairs() as [N, ...shape] (or
   // [B, T, d] for tokens); `teacher` every teacher layer with the same
-  // number of examples or tokens ([B*T, d] is fine). Throws c10::Error when
-  // a tensor is missing or shapes disagree (call inside TorchCall).
+  // number of examples or tokens ([B*T, d] is fine). `keep`, when defined,
+  // is a bool mask over those N examples or B*T tokens (padding excluded):
+  // only kept rows count. Throws c10::Error when a tensor is missing or
+  // shapes disagree (call inside TorchCall).
   Terms Loss(const models::HiddenStates& student,
-             const std::map<std::string, torch::Tensor>& teacher);
+             const std::map<std::string, torch::Tensor>& teacher,
+             const torch::Tensor& keep = torch::Tensor());
 
   // Pair i's adapter applied to a student activation.
   torch::Tensor Adapt(size_t i, const torch::Tensor& student);
@@ -121,6 +125,19 @@ class FeatureAdapters : public torch::nn::Module {
   FeatureLoss loss_;
   torch::nn::ModuleList adapters_;
 };
+
+// Everything a trainer needs to match features: the adapters for the
+// student's layers against those `teacher` exposes (resolved from
+// options.match), their optimizer (`optimizer` options, the student's), and
+// the resolved pairs as JSON for the run's configuration.
+struct FeatureMatchingSetup {
+  std::shared_ptr<FeatureAdapters> adapters;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  nlohmann::json pairs;
+};
+absl::StatusOr<FeatureMatchingSetup> SetUpFeatureMatching(
+    const FeatureMatchOptions& options, const std::vector<models::HiddenLayer>& student,
+    const v1::TeacherFingerprint& teacher, const OptimizerOptions& optimizer);
 
 }  // namespace retort::trainer
 

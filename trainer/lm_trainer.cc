@@ -133,14 +133,15 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
   }
   t->model_->train();
   RETORT_ASSIGN_OR_RETURN(t->optimizer_, CreateOptimizer(o.optimizer, t->model_->parameters()));
+  nlohmann::json feature_pairs;
   if (o.features.enabled()) {
     RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
-    RETORT_ASSIGN_OR_RETURN(std::vector<LayerPair> pairs,
-                            ResolveLayerMapping(o.features.match, t->model_->HiddenLayers(),
-                                                TeacherHiddenLayers(fingerprint)));
-    RETORT_ASSIGN_OR_RETURN(t->adapters_, FeatureAdapters::Create(std::move(pairs), o.features));
-    RETORT_ASSIGN_OR_RETURN(t->adapter_optimizer_,
-                            CreateOptimizer(o.optimizer, t->adapters_->parameters()));
+    RETORT_ASSIGN_OR_RETURN(FeatureMatchingSetup setup,
+                            SetUpFeatureMatching(o.features, t->model_->HiddenLayers(),
+                                                 fingerprint, o.optimizer));
+    t->adapters_ = std::move(setup.adapters);
+    t->adapter_optimizer_ = std::move(setup.optimizer);
+    feature_pairs = std::move(setup.pairs);
   }
   RETORT_ASSIGN_OR_RETURN(data::ShuffleSampler sampler,
                           data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
@@ -151,11 +152,7 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
   t->state_.config = o.ToJson();
   t->state_.config["train_sequences"] = t->train_->size();
   t->state_.config["sequence_length"] = t->train_->example_shape()[0];
-  if (t->adapters_ != nullptr) {
-    nlohmann::json pairs = nlohmann::json::array();
-    for (const LayerPair& pair : t->adapters_->pairs()) pairs.push_back(pair.ToJson());
-    t->state_.config["feature_pairs"] = pairs;
-  }
+  if (t->adapters_ != nullptr) t->state_.config["feature_pairs"] = feature_pairs;
 
   RETORT_RETURN_IF_ERROR(MakeDirs(o.out_dir));
   if (o.overwrite && !o.resume) {
@@ -313,7 +310,8 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
       if (adapters_ != nullptr) {
         SetLearningRate(*adapter_optimizer_, lr);
         adapter_optimizer_->zero_grad();
-        FeatureAdapters::Terms f = adapters_->Loss(student_hidden, teacher_hidden);
+        FeatureAdapters::Terms f = adapters_->Loss(
+            student_hidden, teacher_hidden, p.batch.labels != options_.loss.ignore_index);
         feature = f.total.item<double>();
         t.total = t.total + options_.features.weight * f.total;
         for (const torch::Tensor& a : adapters_->parameters()) params.push_back(a);

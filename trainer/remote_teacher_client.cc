@@ -172,6 +172,22 @@ absl::StatusOr<torch::Tensor> RemoteTeacherClient::LogProbs(const torch::Tensor&
   return answer.log_probs;
 }
 
+TeacherClient::TargetsFuture RemoteTeacherClient::SubmitTargets(
+    const torch::Tensor& inputs, double temperature,
+    const std::vector<std::string>& hidden_layers) {
+  return TargetsOf(Send(inputs, temperature, hidden_layers));
+}
+
+TeacherClient::TargetsFuture TargetsOf(RemoteTeacherClient::AnswerFuture answer) {
+  return std::async(std::launch::deferred,
+                    [answer]() -> absl::StatusOr<TeacherClient::Targets> {
+                      const absl::StatusOr<teacher::Answer>& a = answer.get();
+                      if (!a.ok()) return a.status();
+                      return TeacherClient::Targets{.log_probs = a->log_probs, .hidden = a->hidden};
+                    })
+      .share();
+}
+
 std::optional<std::vector<v1::DistillRequest>> RemoteTeacherClient::Encode(
     const torch::Tensor& inputs, double temperature, const std::vector<std::string>& hidden_layers,
     const AnswerCallback& done) {

@@ -89,6 +89,9 @@ class RemoteTeacherClient : public TeacherClient {
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override;
   absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
+  // Send, answered as soon as the future is waited on.
+  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                              const std::vector<std::string>& hidden_layers) override;
 
   // Sends a request; the future holds the decoded answer. Waits (up to
   // request_timeout) while the server's max_in_flight_per_stream requests
@@ -173,6 +176,10 @@ class RemoteTeacherClient : public TeacherClient {
 
   std::thread reader_;
 };
+
+// The log-probabilities and hidden states of a decoded answer, converted
+// when the returned (deferred) future is waited on.
+TeacherClient::TargetsFuture TargetsOf(RemoteTeacherClient::AnswerFuture answer);
 
 }  // namespace retort::trainer
 

@@ -619,14 +619,7 @@ TeacherClient::LogProbsFuture TeacherPoolClient::Submit(const torch::Tensor& inp
 TeacherClient::TargetsFuture TeacherPoolClient::SubmitTargets(
     const torch::Tensor& inputs, double temperature,
     const std::vector<std::string>& hidden_layers) {
-  AnswerFuture answer = SubmitAnswer(inputs, temperature, hidden_layers);
-  return std::async(std::launch::deferred,
-                    [answer]() -> absl::StatusOr<Targets> {
-                      const absl::StatusOr<teacher::Answer>& a = answer.get();
-                      if (!a.ok()) return a.status();
-                      return Targets{.log_probs = a->log_probs, .hidden = a->hidden};
-                    })
-      .share();
+  return TargetsOf(SubmitAnswer(inputs, temperature, hidden_layers));
 }
 
 TeacherPoolClient::Stats TeacherPoolClient::stats() const {

@@ -137,17 +137,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     if (t->rank_ > 0) torch::manual_seed(o.seed * 1000003 + static_cast<uint64_t>(t->rank_));
   }
   RETORT_ASSIGN_OR_RETURN(t->optimizer_, CreateOptimizer(o.optimizer, t->model_->parameters()));
+  nlohmann::json feature_pairs;
   if (o.features.enabled()) {
     RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
-    RETORT_ASSIGN_OR_RETURN(std::vector<LayerPair> pairs,
-                            ResolveLayerMapping(o.features.match, t->model_->HiddenLayers(),
-                                                TeacherHiddenLayers(fingerprint)));
-    RETORT_ASSIGN_OR_RETURN(t->adapters_, FeatureAdapters::Create(std::move(pairs), o.features));
+    RETORT_ASSIGN_OR_RETURN(FeatureMatchingSetup setup,
+                            SetUpFeatureMatching(o.features, t->model_->HiddenLayers(),
+                                                 fingerprint, o.optimizer));
+    t->adapters_ = std::move(setup.adapters);
+    t->adapter_optimizer_ = std::move(setup.optimizer);
+    feature_pairs = std::move(setup.pairs);
     if (t->world_size_ > 1) {
       RETORT_RETURN_IF_ERROR(o.communicator->Broadcast(t->adapters_->parameters(), 0));
     }
-    RETORT_ASSIGN_OR_RETURN(t->adapter_optimizer_,
-                            CreateOptimizer(o.optimizer, t->adapters_->parameters()));
   }
   RETORT_ASSIGN_OR_RETURN(data::ShuffleSampler sampler,
                           data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
@@ -162,11 +163,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   t->state_.config["train_examples"] = t->train_->size();
   t->state_.config["validation_examples"] = t->validation_->size();
   t->state_.config["world_size"] = t->world_size_;
-  if (t->adapters_ != nullptr) {
-    nlohmann::json pairs = nlohmann::json::array();
-    for (const LayerPair& pair : t->adapters_->pairs()) pairs.push_back(pair.ToJson());
-    t->state_.config["feature_pairs"] = pairs;
-  }
+  if (t->adapters_ != nullptr) t->state_.config["feature_pairs"] = feature_pairs;
   if (t->teacher_ != nullptr) {
     RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
     t->state_.teacher_weights_sha256 = fingerprint.weights_sha256();
@@ -358,7 +355,11 @@ std::string Trainer::RankFile() const {
 absl::Status Trainer::CheckRanksAgree() {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> sums;
-  for (const torch::Tensor& p : model_->parameters()) {
+  std::vector<torch::Tensor> params = model_->parameters();
+  if (adapters_ != nullptr) {
+    for (const torch::Tensor& p : adapters_->parameters()) params.push_back(p);
+  }
+  for (const torch::Tensor& p : params) {
     sums.push_back(p.to(torch::kFloat64).sum());
     sums.push_back(p.to(torch::kFloat64).abs().sum());
   }

@@ -134,6 +134,11 @@ std::vector<std::string> ConfigDifferences(const nlohmann::json& stored,
   for (auto it = now.begin(); it != now.end(); ++it) {
     if (!stored.contains(it.key()) || stored[it.key()] != it.value()) keys.push_back(it.key());
   }
+  // Settings recorded only when on (so that runs from before them resume):
+  // turning one off is a difference too.
+  for (const char* key : {"features", "feature_pairs"}) {
+    if (stored.is_object() && stored.contains(key) && !now.contains(key)) keys.push_back(key);
+  }
   return keys;
 }
 

@@ -191,6 +191,16 @@ TEST_F(CliTest, FeatureMatchingAndTeacherAssistantChain) {
   EXPECT_EQ(summary["assistant"]["test"]["architecture"], "mlp 784-32-10");
   EXPECT_EQ(summary["student"]["test"]["architecture"], "mlp 784-8-10");
   EXPECT_EQ(summary["student"]["test"]["examples"], 100);
+  // The chain refuses what would break it, before training anything.
+  ExpectOneCleanErrorLine(Run("chain" + teacher + " --stop_after_steps=3 --out_dir=" +
+                              Path("chain_bad") + " " + Data()),
+                          "does not take --stop_after_steps");
+  // s0:t1 fits the teacher (two hidden layers) but not the one-layer
+  // assistant the student learns from in stage 2.
+  ExpectOneCleanErrorLine(Run("chain" + teacher + " --assistant_hidden=32 --feature_weight=1 " +
+                              "--match=s0:t1 --out_dir=" + Path("chain_bad") + " " + Data()),
+                          "stage 2 (assistant -> student): --match: the teacher has no layer 't1'");
+  EXPECT_FALSE(PathExists(Path("chain_bad/assistant/best.pt")));
   // Stage 2 alone is plain distillation from the assistant.
   Result alone = Run("distill --teacher=" + Path("chain/assistant/best.pt") +
                      " --hidden=8 --epochs=1 --batch_size=25 --out_dir=" + Path("chain_alone") +

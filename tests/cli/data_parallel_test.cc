@@ -109,7 +109,9 @@ TEST_F(DataParallelTest, LaunchStartsATeacherPoolAndTwoRanks) {
       "launch --nproc=2 --launch_teachers=2 --teacher=" + Path("teacher/best.pt") +
           " --launch_dir=" + Path("launch") +
           " -- distill --arch=mlp --hidden=16 --epochs=2 --batch_size=50 --log_every_steps=1 "
-          "--data_dir=" +
+          // Feature matching too: the adapters' gradients are all-reduced
+          // with the student's (checkpoints check the ranks agree on both).
+          "--feature_weight=1 --adapter=mlp --data_dir=" +
           Path("data") + " --validation_size=50 --threads=1 --out_dir=" + Path("student"),
       dir_);
   ASSERT_EQ(launched.exit_code, 0) << launched.err;

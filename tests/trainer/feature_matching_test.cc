@@ -135,6 +135,33 @@ TEST(FeatureAdaptersTest, MapsFeatureMapsAndTokens) {
   EXPECT_TRUE(student.grad().defined());
 }
 
+TEST(FeatureAdaptersTest, AMaskDropsPaddingPositions) {
+  torch::manual_seed(5);
+  absl::StatusOr<std::shared_ptr<FeatureAdapters>> adapters = FeatureAdapters::Create(
+      {{.student = "block.0", .teacher = "block.1", .student_shape = {6},
+        .teacher_shape = {10}}},
+      {.weight = 1, .match = "", .loss = FeatureLoss::kMse});
+  ASSERT_TRUE(adapters.ok()) << adapters.status();
+  const torch::Tensor tokens = torch::randn({2, 3, 6}, torch::requires_grad());
+  const torch::Tensor teacher = torch::randn({6, 10});
+  const torch::Tensor keep = torch::tensor({true, true, false, true, false, true}).reshape({2, 3});
+  FeatureAdapters::Terms masked =
+      (*adapters)->Loss({{"block.0", tokens}}, {{"block.1", teacher}}, keep);
+  masked.total.backward();
+  const torch::Tensor grad = tokens.grad().reshape({6, 6});
+  EXPECT_TRUE(torch::all(grad[2] == 0).item<bool>());
+  EXPECT_TRUE(torch::all(grad[4] == 0).item<bool>());
+  EXPECT_FALSE(torch::all(grad[0] == 0).item<bool>());
+  // The loss is the mean over the kept positions alone.
+  torch::NoGradGuard no_grad;
+  const torch::Tensor adapted = (*adapters)->Adapt(0, tokens).reshape({6, 10});
+  const torch::Tensor rows = torch::tensor({0, 1, 3, 5});
+  EXPECT_NEAR(masked.total.item<double>(),
+              torch::mse_loss(adapted.index_select(0, rows), teacher.index_select(0, rows))
+                  .item<double>(),
+              1e-6);
+}
+
 // The adapters' gradients (and the ones reaching the student's activation)
 // agree with central differences, for both losses.
 TEST(FeatureAdaptersTest, GradientsMatchFiniteDifferences) {
@@ -308,6 +335,13 @@ TEST_F(FeatureMatchingTrainerTest, ResumedRunMatchesUninterruptedRunBitForBit) {
   std::unique_ptr<Trainer> refused;
   absl::StatusOr<TrainResult> mismatch = Train(other, &refused);
   EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kFailedPrecondition);
+  // So is resuming without feature matching (another objective).
+  TrainerOptions without = first;
+  without.features = FeatureMatchOptions();
+  without.resume = true;
+  absl::StatusOr<TrainResult> dropped = Train(without, &refused);
+  EXPECT_EQ(dropped.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(dropped.status().message(), HasSubstr("features"));
 }
 
 TEST_F(FeatureMatchingTrainerTest, MappingToALayerTheTeacherLacksIsAClearError) {

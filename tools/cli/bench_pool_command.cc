@@ -86,6 +86,7 @@ class PoolBench {
     o.resume = false;
     o.log_every_steps = 0;
     o.label = name;
+    if (teacher == nullptr) o.features = trainer::FeatureMatchOptions();  // hard labels
     Log(absl::StrCat(name, ": ", steps_, " steps of ", o.batch_size, " examples"));
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::Trainer> t,
                             trainer::Trainer::Create(o, data_.train, data_.validation, teacher));

@@ -3,7 +3,8 @@
 // intermediate-size assistant (--assistant_arch, --assistant_hidden) in
 // OUT/assistant; stage 2 distills the student (--arch, --hidden) from the
 // assistant's best.pt, run in this process, in OUT/student. Each stage is an
-// ordinary `retort distill` run, so each can also run alone, and the
+// ordinary `retort distill` run (training and feature-matching flags apply
+// to both; --match must fit both pairs), so each can also run alone, and the
 // assistant can be served like any teacher (`retort teacher serve
 // --checkpoint=OUT/assistant/best.pt`). With --resume=auto a finished stage
 // is not trained again. Writes OUT/chain.json with both stages' results and
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "models/classifier.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/pipeline.h"
@@ -34,6 +36,18 @@ absl::Status RunChain() {
   if (out_dir.empty()) {
     return absl::InvalidArgumentError("--out_dir must be set (where retort chain writes both stages)");
   }
+  if (student.stop_after_steps > 0) {
+    return absl::InvalidArgumentError(
+        "retort chain does not take --stop_after_steps (the assistant must finish before the "
+        "student learns from it); interrupt it and rerun with --resume=auto instead");
+  }
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::Communicator> communicator,
+                          CommunicatorFromFlags());
+  if (communicator != nullptr) {
+    return absl::FailedPreconditionError(
+        "retort chain runs in one process; under a launcher, run its stages as separate "
+        "`retort distill` jobs (OUT/assistant, then OUT/student from OUT/assistant/best.pt)");
+  }
   trainer::TrainerOptions assistant = student;
   RETORT_ASSIGN_OR_RETURN(
       assistant.model,
@@ -50,6 +64,21 @@ absl::Status RunChain() {
   assistant.label = "chain:assistant";
   student.out_dir = out_dir + "/student";
   student.label = "chain:student";
+  if (student.features.enabled()) {
+    // --match pairs the student with the assistant in stage 2: check that
+    // mapping too before stage 1 trains.
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::Classifier> a,
+                            models::CreateClassifier(assistant.model));
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::Classifier> s,
+                            models::CreateClassifier(student.model));
+    absl::Status mapping =
+        trainer::ResolveLayerMapping(student.features.match, s->HiddenLayers(), a->HiddenLayers())
+            .status();
+    if (!mapping.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stage 2 (assistant -> student): ", mapping.message()));
+    }
+  }
   RETORT_ASSIGN_OR_RETURN(data::TrainValidationSplit data,
                           data::LoadFashionMnistTrain(DataOptionsFromFlags()));
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<const data::Dataset> test,

@@ -77,6 +77,7 @@ absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
   o.optimizer.learning_rate = absl::GetFlag(FLAGS_teacher_lr);
   o.jitter_pixels = absl::GetFlag(FLAGS_teacher_jitter);
   o.loss = trainer::DistillationLossOptions();  // hard labels: T and alpha do not apply
+  o.features = trainer::FeatureMatchOptions();  // nor feature matching
   o.out_dir = work_dir + "/teacher";
   o.label = "teacher";
   o.resume = true;  // an interrupted teacher continues where it stopped
@@ -183,6 +184,7 @@ absl::Status RunDemo() {
   stages.push_back(teacher_stage);
 
   trainer::TrainerOptions scratch = student;
+  scratch.features = trainer::FeatureMatchOptions();  // hard labels only
   RETORT_ASSIGN_OR_RETURN(Stage scratch_stage,
                           StudentStage("scratch", scratch, work_dir, data, nullptr));
   stages.push_back(scratch_stage);

@@ -157,7 +157,8 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
   base.eos_token_id = d.tokenizer->eos_id();
   RETORT_ASSIGN_OR_RETURN(o.model, models::LlamaConfig::Parse(model_flag, base));
   if (o.model.vocab_size != d.tokenizer->vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("--model sets vocab=", o.model.vocab_size,
+    return absl::InvalidArgumentError(absl::StrCat("the model '", model_flag, "' sets vocab=",
+                                                   o.model.vocab_size,
                                                    " but the tokenizer has ",
                                                    d.tokenizer->vocab_size(), "; leave vocab out"));
   }
@@ -254,6 +255,19 @@ absl::Status RunLmChain() {
       trainer::LmTrainerOptions student,
       LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_model), out_dir + "/student"));
   student.label = "chain:student";
+  if (student.features.enabled()) {
+    // --match pairs the student with the assistant in stage 2: check that
+    // mapping too before stage 1 trains.
+    absl::Status mapping =
+        trainer::ResolveLayerMapping(student.features.match,
+                                     models::LlamaModel(student.model).HiddenLayers(),
+                                     models::LlamaModel(assistant.model).HiddenLayers())
+            .status();
+    if (!mapping.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stage 2 (assistant -> student): ", mapping.message()));
+    }
+  }
 
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
   if (teacher == nullptr) {
