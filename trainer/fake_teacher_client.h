@@ -6,8 +6,8 @@
 #include <functional>
 #include <map>
 #include <string>
-#include <vector>
 #include <utility>
+#include <vector>
 
 #include "trainer/teacher_client.h"
 

@@ -144,9 +144,9 @@ absl::StatusOr<std::vector<LayerPair>> ResolveLayerMapping(
     entry = absl::StripAsciiWhitespace(entry);
     std::vector<absl::string_view> fields = absl::StrSplit(entry, ':');
     if (fields.size() != 2 && fields.size() != 3) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--match entry '", entry,
-                       "' is not STUDENT:TEACHER or STUDENT:TEACHER:WEIGHT (e.g. s1:t2,s2:t4:0.5)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--match entry '", entry,
+          "' is not STUDENT:TEACHER or STUDENT:TEACHER:WEIGHT (e.g. s1:t2,s2:t4:0.5)"));
     }
     absl::StatusOr<size_t> s = FindLayer(fields[0], student, 's', "student");
     if (!s.ok()) return s.status();
@@ -155,13 +155,13 @@ absl::StatusOr<std::vector<LayerPair>> ResolveLayerMapping(
     double weight = 1.0;
     if (fields.size() == 3 &&
         (!absl::SimpleAtod(fields[2], &weight) || !std::isfinite(weight) || weight <= 0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--match entry '", entry, "': the weight must be a positive number, got '", fields[2],
-          "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--match entry '", entry, "': the weight must be a positive number, got '",
+                       fields[2], "'"));
     }
     if (!seen.insert({student[*s].name, teacher[*t].name}).second) {
-      return absl::InvalidArgumentError(absl::StrCat("--match pairs ", student[*s].name, " with ",
-                                                     teacher[*t].name, " twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--match pairs ", student[*s].name, " with ", teacher[*t].name, " twice"));
     }
     add(*s, *t, weight);
   }
@@ -263,9 +263,9 @@ FeatureAdapters::Terms FeatureAdapters::Loss(const models::HiddenStates& student
       adapted = adapted.reshape({-1, pair.teacher_shape[0]});
       target = target.reshape({-1, pair.teacher_shape[0]});
     }
-    TORCH_CHECK(adapted.sizes() == target.sizes(), "feature pair ", pair.student, ":",
-                pair.teacher, ": adapted student activation ", adapted.sizes(),
-                " and teacher activation ", target.sizes(), " differ");
+    TORCH_CHECK(adapted.sizes() == target.sizes(), "feature pair ", pair.student, ":", pair.teacher,
+                ": adapted student activation ", adapted.sizes(), " and teacher activation ",
+                target.sizes(), " differ");
     if (kept_rows.defined()) {
       TORCH_CHECK(keep.numel() == adapted.size(0), "the feature mask covers ", keep.numel(),
                   " rows, the activations ", adapted.size(0));

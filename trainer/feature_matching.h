@@ -93,8 +93,8 @@ absl::StatusOr<std::vector<LayerPair>> ResolveLayerMapping(
 // A vector layer cannot be mapped onto a feature map (INVALID_ARGUMENT).
 class FeatureAdapters : public torch::nn::Module {
  public:
-  static absl::StatusOr<std::shared_ptr<FeatureAdapters>> Create(std::vector<LayerPair> pairs,
-                                                                 const FeatureMatchOptions& options);
+  static absl::StatusOr<std::shared_ptr<FeatureAdapters>> Create(
+      std::vector<LayerPair> pairs, const FeatureMatchOptions& options);
 
   const std::vector<LayerPair>& pairs() const { return pairs_; }
   std::vector<std::string> student_layers() const;

@@ -23,8 +23,8 @@ LmTeacherClient::TargetsFuture LmTeacherClient::SubmitTargets(
     const std::vector<std::string>& hidden_layers) {
   if (!hidden_layers.empty()) {
     std::promise<absl::StatusOr<Targets>> promise;
-    promise.set_value(absl::UnimplementedError(
-        "this language-model teacher client cannot return hidden states"));
+    promise.set_value(
+        absl::UnimplementedError("this language-model teacher client cannot return hidden states"));
     return promise.get_future().share();
   }
   Future log_probs = Submit(tokens, temperature);

@@ -56,9 +56,7 @@ class InProcessLmTeacher : public LmTeacherClient {
  public:
   InProcessLmTeacher(std::shared_ptr<teacher::Teacher> teacher, int64_t top_k)
       : teacher_(std::move(teacher)), top_k_(top_k) {}
-  absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override {
-    return teacher_->fingerprint();
-  }
+  absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return teacher_->fingerprint(); }
   Future Submit(const torch::Tensor& tokens, double temperature) override;
   TargetsFuture SubmitTargets(const torch::Tensor& tokens, double temperature,
                               const std::vector<std::string>& hidden_layers) override;

@@ -28,9 +28,11 @@ absl::Status LmTrainerOptions::Validate() const {
   RETORT_RETURN_IF_ERROR(optimizer.Validate());
   RETORT_RETURN_IF_ERROR(loss.Validate());
   RETORT_RETURN_IF_ERROR(features.Validate());
-  if (steps < 1) return absl::InvalidArgumentError(absl::StrCat("--steps must be at least 1, got ", steps));
+  if (steps < 1)
+    return absl::InvalidArgumentError(absl::StrCat("--steps must be at least 1, got ", steps));
   if (batch_size < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch_size must be at least 1, got ", batch_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_size must be at least 1, got ", batch_size));
   }
   if (!(clip_grad_norm >= 0)) return absl::InvalidArgumentError("--clip_grad_norm must be >= 0");
   if (eval_every_steps < 0 || eval_sequences < 0 || checkpoint_every_steps < 0 ||
@@ -39,30 +41,31 @@ absl::Status LmTrainerOptions::Validate() const {
         "--eval_every, --eval_sequences, --checkpoint_every, --teacher_prefetch and "
         "--log_every must not be negative");
   }
-  if (keep_checkpoints < 2) return absl::InvalidArgumentError("--keep_checkpoints must be at least 2");
+  if (keep_checkpoints < 2)
+    return absl::InvalidArgumentError("--keep_checkpoints must be at least 2");
   if (out_dir.empty()) return absl::InvalidArgumentError("--out_dir is required");
   return absl::OkStatus();
 }
 
 nlohmann::json LmTrainerOptions::ToJson() const {
   nlohmann::json json = {{"model", model.ToHuggingFaceJson()},
-          {"init_from", init_from},
-          {"init_layers", init_layers},
-          {"optimizer",
-           {{"kind", optimizer.kind},
-            {"learning_rate", optimizer.learning_rate},
-            {"weight_decay", optimizer.weight_decay},
-            {"warmup_fraction", optimizer.warmup_fraction},
-            {"min_lr_ratio", optimizer.min_lr_ratio}}},
-          {"loss",
-           {{"temperature", loss.temperature},
-            {"alpha", loss.alpha},
-            {"divergence", DivergenceName(loss.divergence)},
-            {"skew", loss.skew}}},
-          {"steps", steps},
-          {"batch_size", batch_size},
-          {"seed", seed},
-          {"clip_grad_norm", clip_grad_norm}};
+                         {"init_from", init_from},
+                         {"init_layers", init_layers},
+                         {"optimizer",
+                          {{"kind", optimizer.kind},
+                           {"learning_rate", optimizer.learning_rate},
+                           {"weight_decay", optimizer.weight_decay},
+                           {"warmup_fraction", optimizer.warmup_fraction},
+                           {"min_lr_ratio", optimizer.min_lr_ratio}}},
+                         {"loss",
+                          {{"temperature", loss.temperature},
+                           {"alpha", loss.alpha},
+                           {"divergence", DivergenceName(loss.divergence)},
+                           {"skew", loss.skew}}},
+                         {"steps", steps},
+                         {"batch_size", batch_size},
+                         {"seed", seed},
+                         {"clip_grad_norm", clip_grad_norm}};
   if (features.enabled()) json["features"] = features.ToJson();
   return json;
 }
@@ -98,9 +101,9 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
           o.model.Describe(), "); set the model's vocab to the tokenizer's"));
     }
     if (d->example_shape()[0] > o.model.max_position_embeddings) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sequences of ", d->example_shape()[0], " tokens exceed the model's ",
-                       o.model.max_position_embeddings, " positions; raise ctx or lower --seq_len"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequences of ", d->example_shape()[0], " tokens exceed the model's ",
+          o.model.max_position_embeddings, " positions; raise ctx or lower --seq_len"));
     }
   }
   auto t = std::unique_ptr<LmTrainer>(new LmTrainer());
@@ -136,17 +139,17 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
   nlohmann::json feature_pairs;
   if (o.features.enabled()) {
     RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
-    RETORT_ASSIGN_OR_RETURN(FeatureMatchingSetup setup,
-                            SetUpFeatureMatching(o.features, t->model_->HiddenLayers(),
-                                                 fingerprint, o.optimizer));
+    RETORT_ASSIGN_OR_RETURN(
+        FeatureMatchingSetup setup,
+        SetUpFeatureMatching(o.features, t->model_->HiddenLayers(), fingerprint, o.optimizer));
     t->adapters_ = std::move(setup.adapters);
     t->adapter_optimizer_ = std::move(setup.optimizer);
     feature_pairs = std::move(setup.pairs);
   }
-  RETORT_ASSIGN_OR_RETURN(data::ShuffleSampler sampler,
-                          data::ShuffleSampler::Create({.dataset_size = t->train_->size(),
-                                                        .batch_size = o.batch_size,
-                                                        .seed = o.seed}));
+  RETORT_ASSIGN_OR_RETURN(
+      data::ShuffleSampler sampler,
+      data::ShuffleSampler::Create(
+          {.dataset_size = t->train_->size(), .batch_size = o.batch_size, .seed = o.seed}));
   t->sampler_ = std::make_unique<data::ShuffleSampler>(std::move(sampler));
   t->tokens_per_step_ = o.batch_size * t->train_->example_shape()[0];
   t->state_.config = o.ToJson();
@@ -163,9 +166,9 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
                                               CheckpointsDir(o.out_dir), ": ", error.message()));
     }
   }
-  RETORT_ASSIGN_OR_RETURN(t->checkpoints_,
-                          CheckpointStore::Create({.dir = CheckpointsDir(o.out_dir),
-                                                   .keep_last = o.keep_checkpoints}));
+  RETORT_ASSIGN_OR_RETURN(
+      t->checkpoints_,
+      CheckpointStore::Create({.dir = CheckpointsDir(o.out_dir), .keep_last = o.keep_checkpoints}));
   RETORT_ASSIGN_OR_RETURN(std::vector<int64_t> complete, t->checkpoints_->CompleteSteps());
   t->options_ = std::move(o);
   if (t->options_.resume) {
@@ -206,10 +209,11 @@ absl::Status LmTrainer::Resume() {
   RETORT_ASSIGN_OR_RETURN(TrainingState loaded,
                           LoadTrainingCheckpoint(path, *model_, ModelJson(), *optimizer_,
                                                  /*restore_rng=*/true, Adapters()));
-  RETORT_RETURN_IF_ERROR(CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
+  RETORT_RETURN_IF_ERROR(
+      CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
   if (loaded.step != latest->step) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": step ", loaded.step, " disagrees with its manifest's ", latest->step));
+    return absl::DataLossError(absl::StrCat(path, ": step ", loaded.step,
+                                            " disagrees with its manifest's ", latest->step));
   }
   RETORT_RETURN_IF_ERROR(sampler_->Restore(loaded.sampler));
   state_ = std::move(loaded);
@@ -248,7 +252,8 @@ absl::Status LmTrainer::WriteCheckpoint() {
                                                 ModelJson(), *optimizer_, saved, Adapters()));
   RETORT_RETURN_IF_ERROR(pending->Commit({{"step", state_.step}, {"label", options_.label}}));
   checkpointed_step_ = state_.step;
-  last_checkpoint_dir_ = absl::StrFormat("%s/ckpt-%012d", CheckpointsDir(options_.out_dir), state_.step);
+  last_checkpoint_dir_ =
+      absl::StrFormat("%s/ckpt-%012d", CheckpointsDir(options_.out_dir), state_.step);
   return absl::OkStatus();
 }
 
@@ -280,13 +285,12 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
       if (!answer.ok()) {
         prefetched_.push_front(std::move(p));
         absl::Status saved = WriteCheckpoint();
-        return absl::Status(answer.status().code(),
-                            absl::StrCat("teacher failed at step ", state_.step, ": ",
-                                         answer.status().message(),
-                                         saved.ok() ? absl::StrCat("; checkpoint of step ", state_.step,
-                                                                   " written, continue with --resume=auto")
-                                                    : absl::StrCat("; checkpoint failed too: ",
-                                                                   saved.message())));
+        return absl::Status(
+            answer.status().code(),
+            absl::StrCat("teacher failed at step ", state_.step, ": ", answer.status().message(),
+                         saved.ok() ? absl::StrCat("; checkpoint of step ", state_.step,
+                                                   " written, continue with --resume=auto")
+                                    : absl::StrCat("; checkpoint failed too: ", saved.message())));
       }
       targets = answer->log_probs;
       teacher_hidden = answer->hidden;
@@ -300,18 +304,17 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
       optimizer_->zero_grad();
       models::HiddenStates student_hidden;
       const torch::Tensor logits =
-          adapters_ != nullptr
-              ? model_->ForwardWithHidden(p.batch.inputs, adapters_->student_layers(),
-                                          &student_hidden)
-              : model_->forward(p.batch.inputs);
-      LmLossTerms t = LmDistillationLoss(logits, targets ? &*targets : nullptr, p.batch.labels,
-                                         options_.loss);
+          adapters_ != nullptr ? model_->ForwardWithHidden(
+                                     p.batch.inputs, adapters_->student_layers(), &student_hidden)
+                               : model_->forward(p.batch.inputs);
+      LmLossTerms t =
+          LmDistillationLoss(logits, targets ? &*targets : nullptr, p.batch.labels, options_.loss);
       std::vector<torch::Tensor> params = model_->parameters();
       if (adapters_ != nullptr) {
         SetLearningRate(*adapter_optimizer_, lr);
         adapter_optimizer_->zero_grad();
-        FeatureAdapters::Terms f = adapters_->Loss(
-            student_hidden, teacher_hidden, p.batch.labels != options_.loss.ignore_index);
+        FeatureAdapters::Terms f = adapters_->Loss(student_hidden, teacher_hidden,
+                                                   p.batch.labels != options_.loss.ignore_index);
         feature = f.total.item<double>();
         t.total = t.total + options_.features.weight * f.total;
         for (const torch::Tensor& a : adapters_->parameters()) params.push_back(a);
@@ -370,8 +373,8 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
         state_.step < options_.steps) {
       RETORT_RETURN_IF_ERROR(WriteCheckpoint());
       progress.Finish();
-      return absl::CancelledError(absl::StrCat("stopped after step ", state_.step,
-                                               " as asked (--stop_after_steps)"));
+      return absl::CancelledError(
+          absl::StrCat("stopped after step ", state_.step, " as asked (--stop_after_steps)"));
     }
   }
   progress.Finish();

@@ -57,7 +57,7 @@ struct LmTrainerOptions {
   int64_t steps = 1000;
   int64_t batch_size = 16;  // sequences per step
   uint64_t seed = 1;
-  double clip_grad_norm = 1.0;  // 0 disables clipping
+  double clip_grad_norm = 1.0;   // 0 disables clipping
   int64_t eval_every_steps = 0;  // 0: only at the end
   int64_t eval_sequences = 0;    // validation sequences per evaluation; 0: all
   std::string out_dir;

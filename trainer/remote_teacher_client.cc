@@ -307,7 +307,8 @@ absl::Status RemoteTeacherClient::Connect() {
     if (shutdown_) return absl::CancelledError("the teacher client was closed");
     cancellable_ = context_.get();
     for (auto& [sequence, pending] : pending_) {
-      pending.assembler = teacher::AnswerAssembler(options_.output.keep_top_k);  // parts of a dead stream do not count
+      pending.assembler = teacher::AnswerAssembler(
+          options_.output.keep_top_k);  // parts of a dead stream do not count
       resend.push_back(pending.parts);
     }
   }

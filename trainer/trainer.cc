@@ -67,20 +67,20 @@ absl::Status TrainerOptions::Validate() const {
 
 nlohmann::json TrainerOptions::ToJson() const {
   nlohmann::json json = {{"model", model.ToJson()},
-          {"optimizer",
-           {{"kind", optimizer.kind},
-            {"learning_rate", optimizer.learning_rate},
-            {"momentum", optimizer.momentum},
-            {"weight_decay", optimizer.weight_decay},
-            {"warmup_fraction", optimizer.warmup_fraction},
-            {"min_lr_ratio", optimizer.min_lr_ratio}}},
-          {"temperature", loss.temperature},
-          {"alpha", loss.alpha},
-          {"epochs", epochs},
-          {"batch_size", batch_size},
-          {"seed", seed},
-          {"jitter_pixels", jitter_pixels},
-          {"clip_grad_norm", clip_grad_norm}};
+                         {"optimizer",
+                          {{"kind", optimizer.kind},
+                           {"learning_rate", optimizer.learning_rate},
+                           {"momentum", optimizer.momentum},
+                           {"weight_decay", optimizer.weight_decay},
+                           {"warmup_fraction", optimizer.warmup_fraction},
+                           {"min_lr_ratio", optimizer.min_lr_ratio}}},
+                         {"temperature", loss.temperature},
+                         {"alpha", loss.alpha},
+                         {"epochs", epochs},
+                         {"batch_size", batch_size},
+                         {"seed", seed},
+                         {"jitter_pixels", jitter_pixels},
+                         {"clip_grad_norm", clip_grad_norm}};
   // Only when on, so checkpoints of runs without it still resume.
   if (features.enabled()) json["features"] = features.ToJson();
   return json;
@@ -140,9 +140,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   nlohmann::json feature_pairs;
   if (o.features.enabled()) {
     RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, t->teacher_->Fingerprint());
-    RETORT_ASSIGN_OR_RETURN(FeatureMatchingSetup setup,
-                            SetUpFeatureMatching(o.features, t->model_->HiddenLayers(),
-                                                 fingerprint, o.optimizer));
+    RETORT_ASSIGN_OR_RETURN(
+        FeatureMatchingSetup setup,
+        SetUpFeatureMatching(o.features, t->model_->HiddenLayers(), fingerprint, o.optimizer));
     t->adapters_ = std::move(setup.adapters);
     t->adapter_optimizer_ = std::move(setup.optimizer);
     feature_pairs = std::move(setup.pairs);
@@ -232,10 +232,11 @@ absl::Status Trainer::Resume() {
   const std::string path = latest->dir + "/" + RankFile();
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
-  RETORT_ASSIGN_OR_RETURN(TrainingState loaded,
-                          LoadTrainingCheckpoint(path, *model_, *optimizer_, /*restore_rng=*/true,
-                                                 Adapters()));
-  RETORT_RETURN_IF_ERROR(CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
+  RETORT_ASSIGN_OR_RETURN(
+      TrainingState loaded,
+      LoadTrainingCheckpoint(path, *model_, *optimizer_, /*restore_rng=*/true, Adapters()));
+  RETORT_RETURN_IF_ERROR(
+      CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
   RETORT_RETURN_IF_ERROR(sampler_->Restore(loaded.sampler));
   if (loaded.step != latest->step ||
       loaded.step !=
@@ -502,9 +503,9 @@ absl::StatusOr<Trainer::EpochMeans> Trainer::AggregateEpochMeans() {
                    .teacher_wait_ms = 1e3 * last_teacher_wait_,
                    .feature = state_.epoch_feature_sum / steps};
   if (world_size_ == 1) return means;
-  torch::Tensor values = torch::tensor({means.loss, means.hard, means.soft, means.step_loss,
-                                        means.teacher_wait_ms, means.feature},
-                                       torch::kFloat64);
+  torch::Tensor values = torch::tensor(
+      {means.loss, means.hard, means.soft, means.step_loss, means.teacher_wait_ms, means.feature},
+      torch::kFloat64);
   RETORT_RETURN_IF_ERROR(options_.communicator->AllReduceMean({values}));
   const auto v = values.accessor<double, 1>();
   return EpochMeans{.loss = v[0],
@@ -535,15 +536,15 @@ absl::StatusOr<TrainResult> Trainer::RunSteps() {
   const int64_t end_step = options_.stop_after_steps > 0
                                ? std::min(options_.stop_after_steps, total_steps_)
                                : total_steps_;
-  BatchPipeline pipeline({.depth = options_.teacher_prefetch,
-                          .jitter_pixels = options_.jitter_pixels,
-                          .seed = options_.seed,
-                          .temperature = options_.loss.temperature,
-                          .ask_teacher = teacher_ != nullptr &&
-                                         (options_.loss.alpha > 0 || adapters_ != nullptr),
-                          .hidden_layers = adapters_ != nullptr ? adapters_->teacher_layers()
-                                                                : std::vector<std::string>()},
-                         train_, teacher_, *sampler_, state_.step, std::max(end_step, state_.step));
+  BatchPipeline pipeline(
+      {.depth = options_.teacher_prefetch,
+       .jitter_pixels = options_.jitter_pixels,
+       .seed = options_.seed,
+       .temperature = options_.loss.temperature,
+       .ask_teacher = teacher_ != nullptr && (options_.loss.alpha > 0 || adapters_ != nullptr),
+       .hidden_layers =
+           adapters_ != nullptr ? adapters_->teacher_layers() : std::vector<std::string>()},
+      train_, teacher_, *sampler_, state_.step, std::max(end_step, state_.step));
   ProgressLine progress({.label = absl::StrCat("[", options_.label, "]"),
                          .total_units = total_steps_,
                          .clock = options_.clock});
@@ -585,9 +586,9 @@ absl::StatusOr<TrainResult> Trainer::RunSteps() {
           "epoch %d/%d loss %.4f", epoch + 1, options_.epochs,
           state_.epoch_loss_sum / static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1)));
       if (adapters_ != nullptr) {
-        absl::StrAppendFormat(
-            &detail, " feature %.4f",
-            state_.epoch_feature_sum / static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1)));
+        absl::StrAppendFormat(&detail, " feature %.4f",
+                              state_.epoch_feature_sum /
+                                  static_cast<double>(std::max<int64_t>(state_.epoch_steps, 1)));
       }
       if (teacher_ != nullptr) {
         absl::StrAppendFormat(&detail, " teacher wait %.1f ms/step",

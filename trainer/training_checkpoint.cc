@@ -21,19 +21,18 @@ constexpr char kAdapterOptimizerKey[] = "adapter_optimizer";
 at::Generator DefaultGenerator() { return at::detail::getDefaultCPUGenerator(); }
 
 nlohmann::json TrainingMeta(const TrainingState& state) {
-  return {
-      {"training",
-       {{"step", state.step},
-        {"sampler", state.sampler.ToJson()},
-        {"best_validation_accuracy", state.best_validation_accuracy},
-        {"best_epoch", state.best_epoch},
-        {"train_seconds", state.train_seconds},
-        {"teacher_weights_sha256", state.teacher_weights_sha256},
-        {"last_validation", state.last_validation},
-        {"epoch_sums",
-         {state.epoch_loss_sum, state.epoch_soft_sum, state.epoch_hard_sum, state.epoch_steps,
-          state.epoch_feature_sum}}}},
-      {"config", state.config}};
+  return {{"training",
+           {{"step", state.step},
+            {"sampler", state.sampler.ToJson()},
+            {"best_validation_accuracy", state.best_validation_accuracy},
+            {"best_epoch", state.best_epoch},
+            {"train_seconds", state.train_seconds},
+            {"teacher_weights_sha256", state.teacher_weights_sha256},
+            {"last_validation", state.last_validation},
+            {"epoch_sums",
+             {state.epoch_loss_sum, state.epoch_soft_sum, state.epoch_hard_sum, state.epoch_steps,
+              state.epoch_feature_sum}}}},
+          {"config", state.config}};
 }
 
 models::ArchiveWriter TrainingWriter(torch::optim::Optimizer& optimizer,
@@ -187,12 +186,9 @@ absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
   return ParseTrainingMeta(path, meta);
 }
 
-absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
-                                                     torch::nn::Module& model,
-                                                     const nlohmann::json& model_json,
-                                                     torch::optim::Optimizer& optimizer,
-                                                     bool restore_rng,
-                                                     const AdapterState& adapters) {
+absl::StatusOr<TrainingState> LoadTrainingCheckpoint(
+    const std::string& path, torch::nn::Module& model, const nlohmann::json& model_json,
+    torch::optim::Optimizer& optimizer, bool restore_rng, const AdapterState& adapters) {
   RETORT_ASSIGN_OR_RETURN(
       nlohmann::json meta,
       models::ReadModuleCheckpointInto(path, model, model_json,

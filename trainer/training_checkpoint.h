@@ -76,12 +76,9 @@ absl::Status SaveTrainingCheckpoint(const std::string& path, torch::nn::Module& 
                                     const nlohmann::json& model_json,
                                     torch::optim::Optimizer& optimizer, const TrainingState& state,
                                     const AdapterState& adapters = {});
-absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path,
-                                                     torch::nn::Module& model,
-                                                     const nlohmann::json& model_json,
-                                                     torch::optim::Optimizer& optimizer,
-                                                     bool restore_rng = true,
-                                                     const AdapterState& adapters = {});
+absl::StatusOr<TrainingState> LoadTrainingCheckpoint(
+    const std::string& path, torch::nn::Module& model, const nlohmann::json& model_json,
+    torch::optim::Optimizer& optimizer, bool restore_rng = true, const AdapterState& adapters = {});
 
 }  // namespace retort::trainer
 

@@ -160,8 +160,9 @@ TEST_F(CliTest, FeatureMatchingAndTeacherAssistantChain) {
   ASSERT_EQ(train.exit_code, 0) << train.err;
   const std::string teacher = " --teacher=" + teacher_dir + "/best.pt";
 
-  Result features = Run("distill" + teacher + " --feature_weight=0.5 --adapter=mlp --hidden=8 " +
-                        "--epochs=1 --batch_size=25 --out_dir=" + Path("fm_student") + " " + Data());
+  Result features =
+      Run("distill" + teacher + " --feature_weight=0.5 --adapter=mlp --hidden=8 " +
+          "--epochs=1 --batch_size=25 --out_dir=" + Path("fm_student") + " " + Data());
   ASSERT_EQ(features.exit_code, 0) << features.err;
   EXPECT_THAT(*ReadFile(Path("fm_student/metrics.jsonl")), HasSubstr("train_feature_loss"));
   // The student is a plain classifier: eval reads it.
@@ -174,9 +175,9 @@ TEST_F(CliTest, FeatureMatchingAndTeacherAssistantChain) {
                               "--out_dir=" + Path("fm_bad") + " " + Data()),
                           "the teacher has no layer 't9'; its hidden layers are t0=fc0 [64], "
                           "t1=fc1 [32]");
-  ExpectOneCleanErrorLine(Run("distill" + teacher + " --match=s0:t1 --out_dir=" + Path("fm_bad") +
-                              " " + Data()),
-                          "--feature_weight is 0");
+  ExpectOneCleanErrorLine(
+      Run("distill" + teacher + " --match=s0:t1 --out_dir=" + Path("fm_bad") + " " + Data()),
+      "--feature_weight is 0");
   ExpectOneCleanErrorLine(Run("distill" + teacher + " --feature_weight=1 --feature_loss=l1 " +
                               "--out_dir=" + Path("fm_bad") + " " + Data()),
                           "--feature_loss must be mse or cosine");
@@ -202,9 +203,9 @@ TEST_F(CliTest, FeatureMatchingAndTeacherAssistantChain) {
                           "stage 2 (assistant -> student): --match: the teacher has no layer 't1'");
   EXPECT_FALSE(PathExists(Path("chain_bad/assistant/best.pt")));
   // Stage 2 alone is plain distillation from the assistant.
-  Result alone = Run("distill --teacher=" + Path("chain/assistant/best.pt") +
-                     " --hidden=8 --epochs=1 --batch_size=25 --out_dir=" + Path("chain_alone") +
-                     " " + Data());
+  Result alone =
+      Run("distill --teacher=" + Path("chain/assistant/best.pt") +
+          " --hidden=8 --epochs=1 --batch_size=25 --out_dir=" + Path("chain_alone") + " " + Data());
   ASSERT_EQ(alone.exit_code, 0) << alone.err;
 }
 

@@ -242,7 +242,8 @@ TEST_F(LmE2ETest, MatchesResidualStreamsOverTheWireResumesAndRunsAChain) {
   const clitest::Result chain =
       Run("lm chain " + Data() + " --teacher=" + Path("teacher/model") +
           " --assistant_model=d=48,layers=1,heads=2,ffn=96 --model=d=32,layers=1,heads=2,ffn=64 "
-          "--steps=20 --lr=3e-3 --top_k=16 --out_dir=" + Path("chain"));
+          "--steps=20 --lr=3e-3 --top_k=16 --out_dir=" +
+          Path("chain"));
   ASSERT_EQ(chain.exit_code, 0) << chain.err;
   const nlohmann::json summary = Json(Path("chain/chain.json"));
   EXPECT_EQ(summary["assistant"]["steps"], 20);

@@ -47,9 +47,8 @@ TEST(LayerMappingTest, UniformDefaultPairsIntermediateLayersEvenly) {
   // More student layers than teacher layers share them.
   pairs = ResolveLayerMapping("", LlamaLayers(4, 8), LlamaLayers(2, 8));
   ASSERT_TRUE(pairs.ok()) << pairs.status();
-  EXPECT_THAT(Describe(*pairs),
-              ElementsAre("block.0:block.0", "block.1:block.0", "block.2:block.1",
-                          "block.3:block.1"));
+  EXPECT_THAT(Describe(*pairs), ElementsAre("block.0:block.0", "block.1:block.0", "block.2:block.1",
+                                            "block.3:block.1"));
 }
 
 TEST(LayerMappingTest, ExplicitPairsByPositionOrNameWithWeights) {
@@ -95,24 +94,24 @@ TEST(FeatureAdaptersTest, RejectsAVectorMappedOntoAFeatureMap) {
 TEST(FeatureAdaptersTest, MapsFeatureMapsAndTokens) {
   torch::manual_seed(3);
   absl::StatusOr<std::shared_ptr<FeatureAdapters>> adapters = FeatureAdapters::Create(
-      {{.student = "conv1", .teacher = "conv2", .student_shape = {8, 4, 4},
+      {{.student = "conv1",
+        .teacher = "conv2",
+        .student_shape = {8, 4, 4},
         .teacher_shape = {16, 2, 2}},
        {.student = "conv2", .teacher = "fc", .student_shape = {8, 4, 4}, .teacher_shape = {5}},
-       {.student = "block.0", .teacher = "block.3", .student_shape = {6},
-        .teacher_shape = {10}}},
+       {.student = "block.0", .teacher = "block.3", .student_shape = {6}, .teacher_shape = {10}}},
       {.weight = 1, .match = "", .nonlinear = true});
   ASSERT_TRUE(adapters.ok()) << adapters.status();
   EXPECT_EQ((*adapters)->Adapt(0, torch::randn({3, 8, 4, 4})).sizes(),
             torch::IntArrayRef({3, 16, 2, 2}));
   EXPECT_EQ((*adapters)->Adapt(1, torch::randn({3, 8, 4, 4})).sizes(), torch::IntArrayRef({3, 5}));
   // Tokens: the student's [B, T, d] against the teacher's [B*T, d].
-  FeatureAdapters::Terms terms = (*adapters)->Loss(
-      {{"conv1", torch::randn({3, 8, 4, 4})},
-       {"conv2", torch::randn({3, 8, 4, 4})},
-       {"block.0", torch::randn({3, 7, 6})}},
-      {{"conv2", torch::randn({3, 16, 2, 2})},
-       {"fc", torch::randn({3, 5})},
-       {"block.3", torch::randn({21, 10})}});
+  FeatureAdapters::Terms terms = (*adapters)->Loss({{"conv1", torch::randn({3, 8, 4, 4})},
+                                                    {"conv2", torch::randn({3, 8, 4, 4})},
+                                                    {"block.0", torch::randn({3, 7, 6})}},
+                                                   {{"conv2", torch::randn({3, 16, 2, 2})},
+                                                    {"fc", torch::randn({3, 5})},
+                                                    {"block.3", torch::randn({21, 10})}});
   ASSERT_EQ(terms.losses.size(), 3u);
   EXPECT_TRUE(std::isfinite(terms.total.item<double>()));
   EXPECT_THROW((*adapters)->Loss({{"conv1", torch::randn({3, 8, 4, 4})}}, {}), c10::Error);
@@ -124,13 +123,12 @@ TEST(FeatureAdaptersTest, MapsFeatureMapsAndTokens) {
     inference_target = torch::randn({21, 10});
   }
   const torch::Tensor student = torch::randn({3, 7, 6}, torch::requires_grad());
-  FeatureAdapters::Terms backprop = (*adapters)->Loss(
-      {{"conv1", torch::randn({3, 8, 4, 4})},
-       {"conv2", torch::randn({3, 8, 4, 4})},
-       {"block.0", student}},
-      {{"conv2", torch::randn({3, 16, 2, 2})},
-       {"fc", torch::randn({3, 5})},
-       {"block.3", inference_target}});
+  FeatureAdapters::Terms backprop = (*adapters)->Loss({{"conv1", torch::randn({3, 8, 4, 4})},
+                                                       {"conv2", torch::randn({3, 8, 4, 4})},
+                                                       {"block.0", student}},
+                                                      {{"conv2", torch::randn({3, 16, 2, 2})},
+                                                       {"fc", torch::randn({3, 5})},
+                                                       {"block.3", inference_target}});
   backprop.total.backward();
   EXPECT_TRUE(student.grad().defined());
 }
@@ -138,8 +136,7 @@ TEST(FeatureAdaptersTest, MapsFeatureMapsAndTokens) {
 TEST(FeatureAdaptersTest, AMaskDropsPaddingPositions) {
   torch::manual_seed(5);
   absl::StatusOr<std::shared_ptr<FeatureAdapters>> adapters = FeatureAdapters::Create(
-      {{.student = "block.0", .teacher = "block.1", .student_shape = {6},
-        .teacher_shape = {10}}},
+      {{.student = "block.0", .teacher = "block.1", .student_shape = {6}, .teacher_shape = {10}}},
       {.weight = 1, .match = "", .loss = FeatureLoss::kMse});
   ASSERT_TRUE(adapters.ok()) << adapters.status();
   const torch::Tensor tokens = torch::randn({2, 3, 6}, torch::requires_grad());
@@ -156,10 +153,10 @@ TEST(FeatureAdaptersTest, AMaskDropsPaddingPositions) {
   torch::NoGradGuard no_grad;
   const torch::Tensor adapted = (*adapters)->Adapt(0, tokens).reshape({6, 10});
   const torch::Tensor rows = torch::tensor({0, 1, 3, 5});
-  EXPECT_NEAR(masked.total.item<double>(),
-              torch::mse_loss(adapted.index_select(0, rows), teacher.index_select(0, rows))
-                  .item<double>(),
-              1e-6);
+  EXPECT_NEAR(
+      masked.total.item<double>(),
+      torch::mse_loss(adapted.index_select(0, rows), teacher.index_select(0, rows)).item<double>(),
+      1e-6);
 }
 
 // The adapters' gradients (and the ones reaching the student's activation)
@@ -168,18 +165,19 @@ TEST(FeatureAdaptersTest, GradientsMatchFiniteDifferences) {
   for (FeatureLoss loss : {FeatureLoss::kMse, FeatureLoss::kCosine}) {
     SCOPED_TRACE(loss == FeatureLoss::kMse ? "mse" : "cosine");
     torch::manual_seed(7);
-    absl::StatusOr<std::shared_ptr<FeatureAdapters>> made = FeatureAdapters::Create(
-        {{.student = "fc0", .teacher = "fc1", .weight = 0.7, .student_shape = {5},
-          .teacher_shape = {4}}},
-        {.weight = 1, .match = "", .loss = loss, .nonlinear = true});
+    absl::StatusOr<std::shared_ptr<FeatureAdapters>> made =
+        FeatureAdapters::Create({{.student = "fc0",
+                                  .teacher = "fc1",
+                                  .weight = 0.7,
+                                  .student_shape = {5},
+                                  .teacher_shape = {4}}},
+                                {.weight = 1, .match = "", .loss = loss, .nonlinear = true});
     ASSERT_TRUE(made.ok()) << made.status();
     FeatureAdapters& adapters = **made;
     adapters.to(torch::kFloat64);
     const torch::Tensor student = torch::randn({6, 5}, torch::kFloat64).requires_grad_(true);
     const torch::Tensor teacher = torch::randn({6, 4}, torch::kFloat64);
-    auto evaluate = [&] {
-      return adapters.Loss({{"fc0", student}}, {{"fc1", teacher}}).total;
-    };
+    auto evaluate = [&] { return adapters.Loss({{"fc0", student}}, {{"fc1", teacher}}).total; };
     torch::Tensor value = evaluate();
     value.backward();
     std::vector<torch::Tensor> tensors = adapters.parameters();

@@ -34,7 +34,8 @@ absl::Status RunChain() {
   RETORT_ASSIGN_OR_RETURN(trainer::TrainerOptions student, TrainerOptionsFromFlags());
   const std::string out_dir = student.out_dir;
   if (out_dir.empty()) {
-    return absl::InvalidArgumentError("--out_dir must be set (where retort chain writes both stages)");
+    return absl::InvalidArgumentError(
+        "--out_dir must be set (where retort chain writes both stages)");
   }
   if (student.stop_after_steps > 0) {
     return absl::InvalidArgumentError(

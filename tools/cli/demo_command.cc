@@ -247,7 +247,8 @@ absl::Status RunDemo() {
   const std::string compact_path = work_dir + "/compact_student.pt";
   compact.meta["quantization"] = int8.Describe();
   RETORT_RETURN_IF_ERROR(models::WriteCheckpoint(compact_path, *compact.model, compact.meta));
-  RETORT_ASSIGN_OR_RETURN(trainer::EvalResult compact_eval, trainer::Evaluate(*compact.model, *test));
+  RETORT_ASSIGN_OR_RETURN(trainer::EvalResult compact_eval,
+                          trainer::Evaluate(*compact.model, *test));
   std::printf(
       "compact student (the distilled one, %s weights): test accuracy %.4f (%+.2f points), "
       "%s of weights instead of %s (%.2fx smaller); %s\n",

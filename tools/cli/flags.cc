@@ -84,8 +84,7 @@ ABSL_FLAG(std::string, match, "",
           "stream after i blocks). Empty: student and teacher intermediate layers paired "
           "evenly.");
 ABSL_FLAG(std::string, feature_loss, "mse", "Feature-matching loss: mse or cosine.");
-ABSL_FLAG(std::string, adapter, "linear",
-          "Feature adapters: linear, or mlp (Linear-GELU-Linear).");
+ABSL_FLAG(std::string, adapter, "linear", "Feature adapters: linear, or mlp (Linear-GELU-Linear).");
 ABSL_FLAG(int64_t, teacher_cache_mb, 256,
           "Remember the teacher's answer per input row, up to this many MB, so later epochs "
           "skip teacher forward passes (no effect with --jitter). 0 disables; use 0 when a "
@@ -169,9 +168,8 @@ const std::vector<std::string> kTrainingFlags = {"epochs",           "batch_size
                                                  "stop_after_steps", "backend",
                                                  "dist_timeout",     "bucket_mb",
                                                  "grad_accum_steps"};
-const std::vector<std::string> kDistillFlags = {"teacher",          "temperature",
-                                                "alpha",            "teacher_cache_mb",
-                                                "feature_weight",   "match",
+const std::vector<std::string> kDistillFlags = {"teacher",          "temperature",    "alpha",
+                                                "teacher_cache_mb", "feature_weight", "match",
                                                 "feature_loss",     "adapter"};
 const std::vector<std::string> kRemoteTeacherFlags = {"teachers",
                                                       "teacher_wait",
@@ -360,8 +358,8 @@ absl::StatusOr<trainer::FeatureMatchOptions> FeatureMatchOptionsFromFlags() {
   trainer::FeatureMatchOptions o;
   o.weight = absl::GetFlag(FLAGS_feature_weight);
   o.match = absl::GetFlag(FLAGS_match);
-  RETORT_ASSIGN_OR_RETURN(o.loss,
-                          trainer::FeatureMatchOptions::ParseLoss(absl::GetFlag(FLAGS_feature_loss)));
+  RETORT_ASSIGN_OR_RETURN(
+      o.loss, trainer::FeatureMatchOptions::ParseLoss(absl::GetFlag(FLAGS_feature_loss)));
   RETORT_ASSIGN_OR_RETURN(o.nonlinear,
                           trainer::FeatureMatchOptions::ParseAdapter(absl::GetFlag(FLAGS_adapter)));
   RETORT_RETURN_IF_ERROR(o.Validate());

@@ -157,17 +157,18 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
   base.eos_token_id = d.tokenizer->eos_id();
   RETORT_ASSIGN_OR_RETURN(o.model, models::LlamaConfig::Parse(model_flag, base));
   if (o.model.vocab_size != d.tokenizer->vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("the model '", model_flag, "' sets vocab=",
-                                                   o.model.vocab_size,
-                                                   " but the tokenizer has ",
-                                                   d.tokenizer->vocab_size(), "; leave vocab out"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model '", model_flag, "' sets vocab=", o.model.vocab_size,
+                     " but the tokenizer has ", d.tokenizer->vocab_size(), "; leave vocab out"));
   }
   o.init_from = absl::GetFlag(FLAGS_init_from);
-  RETORT_ASSIGN_OR_RETURN(o.init_layers, ParseIndices(absl::GetFlag(FLAGS_init_layers), "init_layers"));
+  RETORT_ASSIGN_OR_RETURN(o.init_layers,
+                          ParseIndices(absl::GetFlag(FLAGS_init_layers), "init_layers"));
   o.optimizer = OptimizerOptionsFromFlags();
   o.loss.temperature = absl::GetFlag(FLAGS_temperature);
   o.loss.alpha = absl::GetFlag(FLAGS_alpha);
-  RETORT_ASSIGN_OR_RETURN(o.loss.divergence, trainer::ParseDivergence(absl::GetFlag(FLAGS_divergence)));
+  RETORT_ASSIGN_OR_RETURN(o.loss.divergence,
+                          trainer::ParseDivergence(absl::GetFlag(FLAGS_divergence)));
   o.loss.skew = absl::GetFlag(FLAGS_skew);
   RETORT_ASSIGN_OR_RETURN(o.features, FeatureMatchOptionsFromFlags());
   o.steps = absl::GetFlag(FLAGS_steps);
@@ -193,31 +194,31 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
 absl::StatusOr<trainer::LmTrainResult> TrainLm(trainer::LmTrainerOptions o, const TokenData& d,
                                                std::shared_ptr<trainer::LmTeacherClient> teacher) {
   if (o.label == "lm") o.label = teacher ? "distill-lm" : "train-lm";
-  std::fprintf(stderr, "[%s] %s on %lld sequences of %lld tokens, %s\n", o.label.c_str(),
-               o.model.Describe().c_str(), static_cast<long long>(d.train->size()),
-               static_cast<long long>(absl::GetFlag(FLAGS_seq_len)),
-               teacher ? absl::StrFormat("distilled (T=%g, alpha=%g, %s, top-k %d%s)",
-                                         o.loss.temperature, o.loss.alpha,
-                                         trainer::DivergenceName(o.loss.divergence),
-                                         absl::GetFlag(FLAGS_top_k),
-                                         o.features.enabled()
-                                             ? absl::StrFormat(", features x%g", o.features.weight)
-                                             : "")
-                             .c_str()
-                       : "next-token cross-entropy only");
+  std::fprintf(
+      stderr, "[%s] %s on %lld sequences of %lld tokens, %s\n", o.label.c_str(),
+      o.model.Describe().c_str(), static_cast<long long>(d.train->size()),
+      static_cast<long long>(absl::GetFlag(FLAGS_seq_len)),
+      teacher
+          ? absl::StrFormat(
+                "distilled (T=%g, alpha=%g, %s, top-k %d%s)", o.loss.temperature, o.loss.alpha,
+                trainer::DivergenceName(o.loss.divergence), absl::GetFlag(FLAGS_top_k),
+                o.features.enabled() ? absl::StrFormat(", features x%g", o.features.weight) : "")
+                .c_str()
+          : "next-token cross-entropy only");
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::LmTrainer> t,
                           trainer::LmTrainer::Create(o, d.train, d.validation, teacher));
   RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult r, t->Run());
-  std::printf("%s: %lld steps, %lld tokens, %.0f tokens/s; validation perplexity %.3f "
-              "(loss %.4f), top-1 %.3f%s; model in %s\n",
-              o.label.c_str(), static_cast<long long>(r.steps), static_cast<long long>(r.tokens),
-              r.tokens_per_second, r.final_validation.perplexity, r.final_validation.loss,
-              r.final_validation.top1_accuracy,
-              r.final_validation.teacher_agreement >= 0
-                  ? absl::StrFormat(", teacher agreement %.3f", r.final_validation.teacher_agreement)
-                        .c_str()
-                  : "",
-              r.model_dir.c_str());
+  std::printf(
+      "%s: %lld steps, %lld tokens, %.0f tokens/s; validation perplexity %.3f "
+      "(loss %.4f), top-1 %.3f%s; model in %s\n",
+      o.label.c_str(), static_cast<long long>(r.steps), static_cast<long long>(r.tokens),
+      r.tokens_per_second, r.final_validation.perplexity, r.final_validation.loss,
+      r.final_validation.top1_accuracy,
+      r.final_validation.teacher_agreement >= 0
+          ? absl::StrFormat(", teacher agreement %.3f", r.final_validation.teacher_agreement)
+                .c_str()
+          : "",
+      r.model_dir.c_str());
   return r;
 }
 
@@ -243,13 +244,14 @@ absl::Status RunLmChain() {
     return absl::InvalidArgumentError("lm chain does not take --init_from (two models differ)");
   }
   RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/true));
-  RETORT_ASSIGN_OR_RETURN(trainer::LmTrainerOptions assistant,
-                          LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_assistant_model),
-                                                    out_dir + "/assistant"));
+  RETORT_ASSIGN_OR_RETURN(
+      trainer::LmTrainerOptions assistant,
+      LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_assistant_model), out_dir + "/assistant"));
   if (absl::GetFlag(FLAGS_assistant_steps) < 0) {
     return absl::InvalidArgumentError("--assistant_steps must be >= 0 (0: --steps)");
   }
-  if (absl::GetFlag(FLAGS_assistant_steps) > 0) assistant.steps = absl::GetFlag(FLAGS_assistant_steps);
+  if (absl::GetFlag(FLAGS_assistant_steps) > 0)
+    assistant.steps = absl::GetFlag(FLAGS_assistant_steps);
   assistant.label = "chain:assistant";
   RETORT_ASSIGN_OR_RETURN(
       trainer::LmTrainerOptions student,
@@ -311,9 +313,9 @@ absl::Status RunLmEval() {
   }
   RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/false));
   if (d.tokenizer->vocab_size() != config.vocab_size) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        checkpoint, " has a vocabulary of ", config.vocab_size, " but the data's has ",
-        d.tokenizer->vocab_size(), "; evaluate on data prepared with its tokenizer"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(checkpoint, " has a vocabulary of ", config.vocab_size, " but the data's has ",
+                     d.tokenizer->vocab_size(), "; evaluate on data prepared with its tokenizer"));
   }
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
   RETORT_ASSIGN_OR_RETURN(
@@ -322,13 +324,14 @@ absl::Status RunLmEval() {
                           {.batch_size = absl::GetFlag(FLAGS_batch_size),
                            .max_sequences = absl::GetFlag(FLAGS_eval_sequences)},
                           teacher.get()));
-  std::printf("%s (%s): validation perplexity %.3f (loss %.4f nats/token) over %lld tokens, "
-              "top-1 %.4f%s\n",
-              checkpoint.c_str(), config.Describe().c_str(), r.perplexity, r.loss,
-              static_cast<long long>(r.tokens), r.top1_accuracy,
-              r.teacher_agreement >= 0
-                  ? absl::StrFormat(", teacher top-1 agreement %.4f", r.teacher_agreement).c_str()
-                  : "");
+  std::printf(
+      "%s (%s): validation perplexity %.3f (loss %.4f nats/token) over %lld tokens, "
+      "top-1 %.4f%s\n",
+      checkpoint.c_str(), config.Describe().c_str(), r.perplexity, r.loss,
+      static_cast<long long>(r.tokens), r.top1_accuracy,
+      r.teacher_agreement >= 0
+          ? absl::StrFormat(", teacher top-1 agreement %.4f", r.teacher_agreement).c_str()
+          : "");
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
   if (!json_out.empty()) {
     nlohmann::json j = r.ToJson();
@@ -352,7 +355,8 @@ absl::Status RunGenerate() {
     torch::InferenceMode guard;
     const torch::Tensor logits =
         model->forward(torch::tensor(prompt, torch::kInt64).unsqueeze(0))[0].contiguous();
-    nlohmann::json j = {{"checkpoint", checkpoint}, {"tokens", prompt}, {"logits", nlohmann::json::array()}};
+    nlohmann::json j = {
+        {"checkpoint", checkpoint}, {"tokens", prompt}, {"logits", nlohmann::json::array()}};
     for (int64_t t = 0; t < logits.size(0); ++t) {
       const float* row = logits[t].data_ptr<float>();
       j["logits"].push_back(std::vector<float>(row, row + logits.size(1)));
