@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
 
@@ -13,10 +14,11 @@ CachingTeacherClient::CachingTeacherClient(std::shared_ptr<TeacherClient> inner,
     : inner_(std::move(inner)), options_(options) {}
 
 CachingTeacherClient::Key CachingTeacherClient::RowKey(const char* data, size_t bytes,
-                                                       double temperature) {
+                                                       double temperature, uint64_t salt) {
   // Two independent 64-bit hashes: absl's and FNV-1a.
   uint64_t t;
   std::memcpy(&t, &temperature, sizeof(t));
+  t ^= salt;
   uint64_t a = absl::Hash<std::pair<absl::string_view, uint64_t>>{}(
       std::make_pair(absl::string_view(data, bytes), t));
   uint64_t b = 0xcbf29ce484222325ULL ^ t;
@@ -32,26 +34,58 @@ absl::StatusOr<torch::Tensor> CachingTeacherClient::LogProbs(const torch::Tensor
   return Submit(inputs, temperature).get();
 }
 
-int64_t CachingTeacherClient::RowCost() {
+TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& inputs,
+                                                           double temperature) {
+  TargetsFuture targets = SubmitTargets(inputs, temperature, {});
+  return std::async(std::launch::deferred,
+                    [targets]() -> absl::StatusOr<torch::Tensor> {
+                      const absl::StatusOr<Targets>& answer = targets.get();
+                      if (!answer.ok()) return answer.status();
+                      return answer->log_probs;
+                    })
+      .share();
+}
+
+int64_t CachingTeacherClient::RowCost(const std::vector<std::string>& hidden_layers) {
+  bool sized;
   {
     absl::MutexLock lock(&mu_);
-    if (row_cost_ >= 0) return row_cost_;
+    sized = sized_;
   }
-  // float32 log-probabilities per class, plus bookkeeping.
-  absl::StatusOr<v1::TeacherFingerprint> fingerprint = inner_->Fingerprint();
-  const int64_t classes = fingerprint.ok() ? std::max<int64_t>(0, fingerprint->num_classes()) : 0;
+  if (!sized) {
+    absl::StatusOr<v1::TeacherFingerprint> fingerprint = inner_->Fingerprint();
+    absl::MutexLock lock(&mu_);
+    if (fingerprint.ok()) {
+      classes_ = std::max<int64_t>(0, fingerprint->num_classes());
+      for (const v1::HiddenLayerInfo& layer : fingerprint->hidden_layers()) {
+        int64_t values = 1;
+        for (int64_t d : layer.shape()) values *= std::max<int64_t>(d, 0);
+        layer_values_[layer.name()] = values;
+      }
+    }
+    sized_ = true;
+  }
   absl::MutexLock lock(&mu_);
-  row_cost_ = 64 + 4 * classes;
-  return row_cost_;
+  // float32 values plus bookkeeping.
+  int64_t cost = 64 + 4 * classes_;
+  for (const std::string& name : hidden_layers) {
+    auto it = layer_values_.find(name);
+    cost += 64 + 4 * (it == layer_values_.end() ? 0 : it->second);
+  }
+  return cost;
 }
 
 void CachingTeacherClient::Settle(const Key& key, const PendingRow& pending,
-                                  const absl::StatusOr<torch::Tensor>& answered, int64_t cost) {
+                                  const absl::StatusOr<Targets>& answered, int64_t cost) {
   absl::MutexLock lock(&mu_);
   auto it = pending_.find(key);
   if (it == pending_.end() || it->second.index != pending.index) return;  // settled already
   if (answered.ok()) {
-    rows_.emplace(key, (*answered)[pending.index].clone());
+    Targets row{.log_probs = answered->log_probs[pending.index].clone(), .hidden = {}};
+    for (const auto& [name, values] : answered->hidden) {
+      row.hidden[name] = values[pending.index].clone();
+    }
+    rows_.emplace(key, std::move(row));
   } else {
     bytes_ -= cost;  // not cached after all: the next batch asks again
   }
@@ -59,9 +93,14 @@ void CachingTeacherClient::Settle(const Key& key, const PendingRow& pending,
   stats_.entries = static_cast<int64_t>(rows_.size() + pending_.size());
 }
 
-TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& inputs,
-                                                           double temperature) {
-  const int64_t cost = RowCost();
+TeacherClient::TargetsFuture CachingTeacherClient::SubmitTargets(
+    const torch::Tensor& inputs, double temperature,
+    const std::vector<std::string>& hidden_layers) {
+  const int64_t cost = RowCost(hidden_layers);
+  uint64_t salt = 0;
+  for (const std::string& name : hidden_layers) {
+    salt = absl::HashOf(salt, name);
+  }
   torch::Tensor rows = inputs.contiguous();
   const int64_t n = rows.size(0);
   const size_t row_bytes =
@@ -70,9 +109,9 @@ TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& 
   std::vector<Key> keys;
   keys.reserve(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)
-    keys.push_back(RowKey(base + i * row_bytes, row_bytes, temperature));
+    keys.push_back(RowKey(base + i * row_bytes, row_bytes, temperature, salt));
 
-  std::vector<torch::Tensor> found(static_cast<size_t>(n));
+  std::vector<Targets> found(static_cast<size_t>(n));
   std::vector<std::pair<size_t, PendingRow>> from_pending;  // (row, where its answer comes)
   std::vector<int64_t> missing;
   {
@@ -90,13 +129,13 @@ TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& 
     stats_.hits += n - static_cast<int64_t>(missing.size());
     stats_.misses += static_cast<int64_t>(missing.size());
   }
-  LogProbsFuture inner;
+  TargetsFuture inner;
   std::vector<size_t> admitted;  // indices into `missing` this batch will cache
   if (!missing.empty()) {
     torch::Tensor subset = missing.size() == static_cast<size_t>(n)
                                ? rows
                                : rows.index_select(0, torch::tensor(missing, torch::kLong));
-    inner = inner_->Submit(subset, temperature);
+    inner = inner_->SubmitTargets(subset, temperature, hidden_layers);
     // Rows asked for now count as cached from now on (answered when this
     // batch's answer is there), so the hit pattern, and with it every
     // request, is the same however far ahead the caller submits.
@@ -114,32 +153,55 @@ TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& 
     stats_.entries = static_cast<int64_t>(rows_.size() + pending_.size());
   }
   // Joining the answers with the hits happens in the caller's wait.
-  return std::async(
-             std::launch::deferred,
-             [this, cost, keys = std::move(keys), found = std::move(found),
-              from_pending = std::move(from_pending), missing = std::move(missing),
-              admitted = std::move(admitted), inner]() mutable -> absl::StatusOr<torch::Tensor> {
-               if (!missing.empty()) {
-                 const absl::StatusOr<torch::Tensor>& answered = inner.get();
-                 for (size_t j : admitted) {
-                   Settle(keys[static_cast<size_t>(missing[j])],
-                          PendingRow{inner, static_cast<int64_t>(j)}, answered, cost);
-                 }
-                 if (!answered.ok()) return answered.status();
-                 for (size_t j = 0; j < missing.size(); ++j) {
-                   found[static_cast<size_t>(missing[j])] = (*answered)[static_cast<int64_t>(j)];
-                 }
-               }
-               for (auto& [row, pending] : from_pending) {
-                 const absl::StatusOr<torch::Tensor>& answered = pending.batch.get();
-                 // Settle the entry here too, in case the batch that asked
-                 // for it is never waited on.
-                 Settle(keys[row], pending, answered, cost);
-                 if (!answered.ok()) return answered.status();
-                 found[row] = (*answered)[pending.index];
-               }
-               return torch::stack(found);
-             })
+  return std::async(std::launch::deferred,
+                    [this, cost, keys = std::move(keys), found = std::move(found),
+                     from_pending = std::move(from_pending), missing = std::move(missing),
+                     admitted = std::move(admitted), inner,
+                     hidden_layers]() mutable -> absl::StatusOr<Targets> {
+                      auto row_of = [](const Targets& batch, int64_t i) {
+                        Targets row{.log_probs = batch.log_probs[i], .hidden = {}};
+                        for (const auto& [name, values] : batch.hidden)
+                          row.hidden[name] = values[i];
+                        return row;
+                      };
+                      if (!missing.empty()) {
+                        const absl::StatusOr<Targets>& answered = inner.get();
+                        for (size_t j : admitted) {
+                          Settle(keys[static_cast<size_t>(missing[j])],
+                                 PendingRow{inner, static_cast<int64_t>(j)}, answered, cost);
+                        }
+                        if (!answered.ok()) return answered.status();
+                        for (size_t j = 0; j < missing.size(); ++j) {
+                          found[static_cast<size_t>(missing[j])] =
+                              row_of(*answered, static_cast<int64_t>(j));
+                        }
+                      }
+                      for (auto& [row, pending] : from_pending) {
+                        const absl::StatusOr<Targets>& answered = pending.batch.get();
+                        // Settle the entry here too, in case the batch that asked
+                        // for it is never waited on.
+                        Settle(keys[row], pending, answered, cost);
+                        if (!answered.ok()) return answered.status();
+                        found[row] = row_of(*answered, pending.index);
+                      }
+                      Targets out;
+                      std::vector<torch::Tensor> parts;
+                      for (const Targets& t : found) parts.push_back(t.log_probs);
+                      out.log_probs = torch::stack(parts);
+                      for (const std::string& name : hidden_layers) {
+                        parts.clear();
+                        for (const Targets& t : found) {
+                          auto it = t.hidden.find(name);
+                          if (it == t.hidden.end()) {
+                            return absl::InternalError(
+                                absl::StrCat("the teacher's answer lacks hidden layer ", name));
+                          }
+                          parts.push_back(it->second);
+                        }
+                        out.hidden[name] = torch::stack(parts);
+                      }
+                      return out;
+                    })
       .share();
 }
 

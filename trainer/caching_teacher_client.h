@@ -2,7 +2,9 @@
 // epochs after the first cost no teacher forward passes (offline distillation
 // without a separate precompute step).
 //
-// Rows are keyed by a 128-bit hash of their bytes and the temperature. Misses
+// Rows are keyed by a 128-bit hash of their bytes, the temperature and the
+// hidden layers asked for (feature matching: a row's hidden activations are
+// cached beside its log-probabilities, and charged to the capacity). Misses
 // in a batch are sent to the wrapped client as one smaller batch. A row asked
 // for counts as cached from the moment it is asked (a later batch with the
 // same row waits for that answer), so the hit pattern does not depend on how
@@ -18,7 +20,9 @@
 #define RETORT_TRAINER_CACHING_TEACHER_CLIENT_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -44,17 +48,13 @@ class CachingTeacherClient : public TeacherClient {
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return inner_->Fingerprint(); }
   absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
+  // SubmitTargets without hidden layers.
+  LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override;
   // Looks the rows up now and asks the wrapped client for the misses at
   // once; the answer is assembled when the future is waited on. The future
   // must not outlive this client.
-  LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override;
-  // Requests with hidden layers go to the wrapped client uncached (hidden
-  // states are too large to keep per row); without, like Submit.
   TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                              const std::vector<std::string>& hidden_layers) override {
-    if (hidden_layers.empty()) return TeacherClient::SubmitTargets(inputs, temperature, {});
-    return inner_->SubmitTargets(inputs, temperature, hidden_layers);
-  }
+                              const std::vector<std::string>& hidden_layers) override;
   Stats stats() const;
 
  private:
@@ -66,23 +66,29 @@ class CachingTeacherClient : public TeacherClient {
     size_t operator()(const Key& k) const { return static_cast<size_t>(k.a ^ (k.b * 31)); }
   };
   struct PendingRow {
-    LogProbsFuture batch;  // the answer to the batch that asked for the row
-    int64_t index;         // the row's place in it
+    TargetsFuture batch;  // the answer to the batch that asked for the row
+    int64_t index;        // the row's place in it
   };
-  static Key RowKey(const char* data, size_t bytes, double temperature);
-  // Bytes one cached row is charged (from the teacher's class count).
-  int64_t RowCost();
+  // `salt` distinguishes requests for different hidden layers.
+  static Key RowKey(const char* data, size_t bytes, double temperature, uint64_t salt);
+  // Bytes one cached row is charged: float32 log-probabilities per class and
+  // the hidden layers' values, from the teacher's fingerprint.
+  int64_t RowCost(const std::vector<std::string>& hidden_layers);
   // Moves a pending row into the cache (or drops it if its batch failed),
   // unless that was done already.
-  void Settle(const Key& key, const PendingRow& pending,
-              const absl::StatusOr<torch::Tensor>& answered, int64_t cost);
+  void Settle(const Key& key, const PendingRow& pending, const absl::StatusOr<Targets>& answered,
+              int64_t cost);
 
   std::shared_ptr<TeacherClient> inner_;
   Options options_;
   mutable absl::Mutex mu_;
-  std::unordered_map<Key, torch::Tensor, KeyHash> rows_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<Key, Targets, KeyHash> rows_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<Key, PendingRow, KeyHash> pending_ ABSL_GUARDED_BY(mu_);
-  int64_t row_cost_ ABSL_GUARDED_BY(mu_) = -1;  // set by the first Submit
+  // The fingerprint's class count and hidden-layer sizes (values per row),
+  // read by the first request.
+  bool sized_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t classes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int64_t> layer_values_ ABSL_GUARDED_BY(mu_);
   int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   Stats stats_ ABSL_GUARDED_BY(mu_);
 };

@@ -44,6 +44,40 @@ TEST(CachingTeacherClientTest, AnswersRepeatsFromTheCacheAndOnlyAsksForMisses) {
   EXPECT_EQ(cache.stats().entries, 20);
 }
 
+// Feature matching: hidden activations are cached beside the
+// log-probabilities, keyed by the layers asked for.
+TEST(CachingTeacherClientTest, CachesHiddenLayersPerRow) {
+  auto recorder = std::make_shared<Recorder>();
+  std::shared_ptr<FakeTeacherClient> inner = Inner(recorder);
+  inner->SetHidden({{"h", {4}}, {"g", {2}}}, [](const torch::Tensor& x) {
+    torch::Tensor h = torch::tanh(x.flatten(1));
+    return std::map<std::string, torch::Tensor>{{"h", h}, {"g", h.narrow(1, 0, 2) * 3}};
+  });
+  CachingTeacherClient cache(inner, {});
+  const torch::Tensor x = torch::randn({6, 1, 2, 2});
+  auto ask = [&](const torch::Tensor& rows, std::vector<std::string> layers) {
+    absl::StatusOr<TeacherClient::Targets> t = cache.SubmitTargets(rows, 1.0, layers).get();
+    EXPECT_TRUE(t.ok()) << t.status();
+    return *t;
+  };
+  TeacherClient::Targets first = ask(x, {"h"});
+  ASSERT_EQ(first.hidden.count("h"), 1u);
+  EXPECT_TRUE(torch::allclose(first.hidden["h"], torch::tanh(x.flatten(1))));
+  // The same rows in another order come from the cache, hidden states too.
+  const torch::Tensor order = torch::tensor({5, 0, 3});
+  TeacherClient::Targets again = ask(x.index_select(0, order), {"h"});
+  EXPECT_EQ(recorder->batch_sizes, (std::vector<int64_t>{6}));
+  EXPECT_TRUE(torch::equal(again.hidden["h"], first.hidden["h"].index_select(0, order)));
+  EXPECT_TRUE(torch::equal(again.log_probs, first.log_probs.index_select(0, order)));
+  // Other layers, or none, are other entries.
+  TeacherClient::Targets both = ask(x, {"h", "g"});
+  EXPECT_EQ(recorder->batch_sizes.size(), 2u);
+  EXPECT_TRUE(torch::allclose(both.hidden["g"], first.hidden["h"].narrow(1, 0, 2) * 3));
+  ASSERT_TRUE(cache.LogProbs(x, 1.0).ok());
+  EXPECT_EQ(recorder->batch_sizes.size(), 3u);
+  EXPECT_EQ(cache.stats().entries, 18);
+}
+
 // A row asked for by a batch still in flight is not asked for again: the hit
 // pattern (and so every request the teacher sees) is the same whether the
 // caller waits for each batch or submits ahead.
