@@ -21,6 +21,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "models/causal_lm.h"
 #include "models/classifier.h"
 #include "models/llama_config.h"
 #include "models/projection.h"
@@ -100,7 +101,7 @@ struct WeightQuantization {
   std::string Describe() const;
 };
 
-class LlamaModel : public torch::nn::Module {
+class LlamaModel : public CausalLm {
  public:
   // Fresh weights as transformers initialises them (normal, std 0.02; norm
   // scales 1), drawn from LibTorch's default generator: seed it first
@@ -110,19 +111,24 @@ class LlamaModel : public torch::nn::Module {
   // tokens int64 [B, T] with 1 <= T <= max_position_embeddings, every id in
   // the vocabulary (callers validate) -> logits float [B, T, vocab]. Position
   // t sees tokens 0..t only.
-  torch::Tensor forward(const torch::Tensor& tokens);
+  torch::Tensor forward(const torch::Tensor& tokens) override;
 
   // forward(), also storing in `hidden` the residual streams named in
   // `names` as [B, T, hidden_size]: "embed" (the embeddings), "block.<i>"
   // (after block i), "final_norm" (what the output head reads). Names not in
   // HiddenLayers() are ignored; callers validate them.
   torch::Tensor ForwardWithHidden(const torch::Tensor& tokens,
-                                  const std::vector<std::string>& names, HiddenStates* hidden);
+                                  const std::vector<std::string>& names,
+                                  HiddenStates* hidden) override;
   // The residual streams ForwardWithHidden can record; each shape is one
   // token's: {hidden_size}.
-  std::vector<HiddenLayer> HiddenLayers() const;
+  std::vector<HiddenLayer> HiddenLayers() const override;
 
-  const LlamaConfig& config() const { return config_; }
+  const LlamaConfig& config() const override { return config_; }
+  // {"architecture": "llama", "config": <config.json>}.
+  nlohmann::json ShapeJson() const override;
+  // SaveLlamaCheckpoint in float32 (or the quantized layout).
+  absl::Status Save(const std::string& dir, const std::string& tokenizer_model) override;
   // The output projection: lm_head (dequantized when quantized), or the
   // embedding matrix when tied.
   torch::Tensor OutputWeight() const;

@@ -210,6 +210,16 @@ absl::Status LoadLlamaTensors(const NamedTensors& tensors, const std::string& so
   return absl::OkStatus();
 }
 
+nlohmann::json LlamaModel::ShapeJson() const {
+  return {{"architecture", "llama"}, {"config", config_.ToHuggingFaceJson()}};
+}
+
+absl::Status LlamaModel::Save(const std::string& dir, const std::string& tokenizer_model) {
+  LlamaSaveOptions options;
+  options.tokenizer_model = tokenizer_model;
+  return SaveLlamaCheckpoint(*this, dir, options);
+}
+
 absl::Status SaveLlamaCheckpoint(LlamaModel& model, const std::string& dir,
                                  const LlamaSaveOptions& options) {
   if (options.dtype != torch::kFloat32 && options.dtype != torch::kBFloat16 &&

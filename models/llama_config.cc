@@ -30,10 +30,17 @@ absl::Status LlamaConfig::Validate() const {
                             Positive{"max_position_embeddings", max_position_embeddings}}) {
     if (p.value < 1) return Invalid(absl::StrCat(p.name, " must be at least 1, got ", p.value));
   }
-  if (hidden_size % num_attention_heads != 0 || head_dim() % 2 != 0) {
-    return Invalid(absl::StrCat("hidden_size ", hidden_size, " must split into ",
-                                num_attention_heads,
-                                " heads of an even width (rotary embeddings rotate pairs)"));
+  if (attention_head_dim < 0) {
+    return Invalid(absl::StrCat("head_dim must be positive (or 0: hidden_size / heads), got ",
+                                attention_head_dim));
+  }
+  if (attention_head_dim == 0 && hidden_size % num_attention_heads != 0) {
+    return Invalid(absl::StrCat("hidden_size ", hidden_size, " does not split into ",
+                                num_attention_heads, " heads; change either or set head_dim"));
+  }
+  if (head_dim() % 2 != 0) {
+    return Invalid(absl::StrCat("head_dim ", head_dim(),
+                                " must be even (rotary embeddings rotate pairs)"));
   }
   if (num_attention_heads % num_key_value_heads != 0) {
     return Invalid(absl::StrCat("num_attention_heads ", num_attention_heads,
@@ -52,8 +59,9 @@ absl::Status LlamaConfig::Validate() const {
 }
 
 int64_t LlamaConfig::ParameterCount() const {
+  const int64_t q = num_attention_heads * head_dim();
   const int64_t kv = num_key_value_heads * head_dim();
-  const int64_t attention = 2 * hidden_size * hidden_size + 2 * hidden_size * kv;
+  const int64_t attention = 2 * hidden_size * q + 2 * hidden_size * kv;
   const int64_t mlp = 3 * hidden_size * intermediate_size;
   const int64_t per_layer = attention + mlp + 2 * hidden_size;
   const int64_t embed = vocab_size * hidden_size;
@@ -61,19 +69,21 @@ int64_t LlamaConfig::ParameterCount() const {
 }
 
 int64_t LlamaConfig::ForwardFlopsPerToken(int64_t context) const {
+  const int64_t q = num_attention_heads * head_dim();
   const int64_t kv = num_key_value_heads * head_dim();
-  const int64_t matmul_params = num_hidden_layers * (2 * hidden_size * hidden_size +
+  const int64_t matmul_params = num_hidden_layers * (2 * hidden_size * q +
                                                      2 * hidden_size * kv +
                                                      3 * hidden_size * intermediate_size) +
                                 vocab_size * hidden_size;
-  // Scores (q.k) and the weighted sum of values: 2 * context * hidden each.
-  const int64_t attention = num_hidden_layers * 2 * (2 * context * hidden_size);
+  // Scores (q.k) and the weighted sum of values: 2 * context * heads * head_dim each.
+  const int64_t attention = num_hidden_layers * 2 * (2 * context * q);
   return 2 * matmul_params + attention;
 }
 
 std::string LlamaConfig::Describe() const {
-  return absl::StrFormat("llama d%d L%d h%d/kv%d ffn%d V%d ctx%d%s (%.2fM params)", hidden_size,
+  return absl::StrFormat("llama d%d L%d h%d/kv%d%s ffn%d V%d ctx%d%s (%.2fM params)", hidden_size,
                          num_hidden_layers, num_attention_heads, num_key_value_heads,
+                         attention_head_dim > 0 ? absl::StrCat(" hd", attention_head_dim) : "",
                          intermediate_size, vocab_size, max_position_embeddings,
                          tie_word_embeddings ? " tied" : "", ParameterCount() / 1e6);
 }
@@ -159,11 +169,15 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromHuggingFaceJson(const nlohmann::jso
   if (auto it = json.find("rope_scaling"); it != json.end() && !it->is_null()) {
     return Invalid("rope_scaling is set; only plain rotary embeddings are implemented");
   }
-  if (auto it = json.find("head_dim"); it != json.end() && it->is_number_integer() &&
-                                       it->get<int64_t>() * c.num_attention_heads != c.hidden_size) {
-    return Invalid(absl::StrCat("head_dim ", it->get<int64_t>(), " times ", c.num_attention_heads,
-                                " heads is not hidden_size ", c.hidden_size,
-                                "; only head_dim = hidden_size / heads is implemented"));
+  if (auto it = json.find("head_dim"); it != json.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1) {
+      return Invalid("\"head_dim\" must be a positive integer");
+    }
+    // Kept only where it differs, so configs with the usual width compare
+    // equal to those that leave it out.
+    if (it->get<int64_t>() * c.num_attention_heads != c.hidden_size) {
+      c.attention_head_dim = it->get<int64_t>();
+    }
   }
   if (absl::Status s = c.Validate(); !s.ok()) return s;
   return c;
@@ -185,8 +199,8 @@ absl::StatusOr<LlamaConfig> LlamaConfig::Parse(const std::string& text, const Ll
     int64_t value = 0;
     if (kv.size() != 2 || !absl::SimpleAtoi(kv[1], &value)) {
       return Invalid(absl::StrCat("'", item,
-                                  "' is not key=integer (keys: d, layers, heads, kv_heads, ffn, "
-                                  "vocab, ctx; or the word tied/untied)"));
+                                  "' is not key=integer (keys: d, layers, heads, kv_heads, "
+                                  "head_dim, ffn, vocab, ctx; or the word tied/untied)"));
     }
     const std::string& key = kv[0];
     if (key == "d") {
@@ -198,6 +212,8 @@ absl::StatusOr<LlamaConfig> LlamaConfig::Parse(const std::string& text, const Ll
     } else if (key == "kv_heads") {
       c.num_key_value_heads = value;
       kv_given = true;
+    } else if (key == "head_dim") {
+      c.attention_head_dim = value;
     } else if (key == "ffn") {
       c.intermediate_size = value;
     } else if (key == "vocab") {
@@ -206,7 +222,8 @@ absl::StatusOr<LlamaConfig> LlamaConfig::Parse(const std::string& text, const Ll
       c.max_position_embeddings = value;
     } else {
       return Invalid(absl::StrCat("unknown key '", key,
-                                  "' (keys: d, layers, heads, kv_heads, ffn, vocab, ctx, tied)"));
+                                  "' (keys: d, layers, heads, kv_heads, head_dim, ffn, vocab, "
+                                  "ctx, tied)"));
     }
   }
   if (!kv_given && c.num_key_value_heads > c.num_attention_heads) {
@@ -220,7 +237,7 @@ bool LlamaConfig::operator==(const LlamaConfig& o) const {
   return vocab_size == o.vocab_size && hidden_size == o.hidden_size &&
          intermediate_size == o.intermediate_size && num_hidden_layers == o.num_hidden_layers &&
          num_attention_heads == o.num_attention_heads &&
-         num_key_value_heads == o.num_key_value_heads &&
+         num_key_value_heads == o.num_key_value_heads && head_dim() == o.head_dim() &&
          max_position_embeddings == o.max_position_embeddings && rope_theta == o.rope_theta &&
          rms_norm_eps == o.rms_norm_eps && tie_word_embeddings == o.tie_word_embeddings &&
          bos_token_id == o.bos_token_id && eos_token_id == o.eos_token_id;

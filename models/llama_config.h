@@ -23,6 +23,10 @@ struct LlamaConfig {
   int64_t num_hidden_layers = 4;
   int64_t num_attention_heads = 4;
   int64_t num_key_value_heads = 4;  // < num_attention_heads: grouped-query attention
+  // Width of one attention head; 0: hidden_size / num_attention_heads.
+  // Transformers calls it "head_dim"; models whose heads were pruned keep
+  // their head width with fewer heads, so heads * head_dim < hidden_size.
+  int64_t attention_head_dim = 0;
   int64_t max_position_embeddings = 512;
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-5;
@@ -30,7 +34,9 @@ struct LlamaConfig {
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
 
-  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  int64_t head_dim() const {
+    return attention_head_dim > 0 ? attention_head_dim : hidden_size / num_attention_heads;
+  }
 
   // OK, or INVALID_ARGUMENT naming the field and what it must be (positive
   // sizes, heads dividing the width into an even head_dim, query heads a
@@ -54,7 +60,7 @@ struct LlamaConfig {
   // scaling, an activation other than silu), saying which.
   static absl::StatusOr<LlamaConfig> FromHuggingFaceJson(const nlohmann::json& json);
 
-  // Parses "d=256,layers=4,heads=4,kv_heads=2,ffn=688,vocab=4096,ctx=512,tied"
+  // Parses "d=256,layers=4,heads=4,kv_heads=2,head_dim=64,ffn=688,vocab=4096,ctx=512,tied"
   // (every key optional; defaults from `base`). For command-line flags.
   static absl::StatusOr<LlamaConfig> Parse(const std::string& text, const LlamaConfig& base);
 

@@ -1,5 +1,6 @@
 #include "models/sliced_llama.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <utility>
@@ -30,8 +31,8 @@ torch::Tensor SlicedBlockImpl::forward(const torch::Tensor& x, const torch::Tens
   return torch::matmul(h, mlp_shortcut_Q) + mlp(post_attention_layernorm(h));
 }
 
-SlicedLlamaModel::SlicedLlamaModel(const LlamaConfig& config, int64_t width)
-    : config_(config), width_(width) {
+SlicedLlamaModel::SlicedLlamaModel(const LlamaConfig& config, int64_t width, double fraction)
+    : config_(config), width_(width), fraction_(fraction) {
   const bool tied = config.tie_word_embeddings;
   embed_tokens = register_module(
       "embed_tokens", torch::nn::Embedding(config.vocab_size, tied ? config.hidden_size : width));
@@ -49,15 +50,51 @@ SlicedLlamaModel::SlicedLlamaModel(const LlamaConfig& config, int64_t width)
 }
 
 torch::Tensor SlicedLlamaModel::forward(const torch::Tensor& tokens) {
+  return ForwardWithHidden(tokens, {}, nullptr);
+}
+
+torch::Tensor SlicedLlamaModel::ForwardWithHidden(const torch::Tensor& tokens,
+                                                  const std::vector<std::string>& names,
+                                                  HiddenStates* hidden) {
+  auto keep = [&](const std::string& name, const torch::Tensor& x) {
+    if (hidden != nullptr && std::find(names.begin(), names.end(), name) != names.end()) {
+      (*hidden)[name] = x;
+    }
+  };
   const int64_t t = tokens.size(1);
   const torch::Tensor cos = cos_.narrow(0, 0, t), sin = sin_.narrow(0, 0, t);
   const bool tied = config_.tie_word_embeddings;
   torch::Tensor x = embed_tokens(tokens);
   if (tied) x = torch::matmul(x, embed_Q);
-  for (size_t i = 0; i < layers->size(); ++i)
+  keep("embed", x);
+  for (size_t i = 0; i < layers->size(); ++i) {
     x = layers[i]->as<SlicedBlock>()->forward(x, cos, sin);
-  if (!tied) return lm_head(norm(x));
-  return torch::matmul(torch::matmul(norm(x), head_Q) * output_scale, embed_tokens->weight.t());
+    keep(absl::StrCat("block.", i), x);
+  }
+  x = norm(x);
+  keep("final_norm", x);
+  if (!tied) return lm_head(x);
+  return torch::matmul(torch::matmul(x, head_Q) * output_scale, embed_tokens->weight.t());
+}
+
+std::vector<HiddenLayer> SlicedLlamaModel::HiddenLayers() const {
+  std::vector<HiddenLayer> out;
+  out.push_back({"embed", {width_}});
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    out.push_back({absl::StrCat("block.", i), {width_}});
+  }
+  out.push_back({"final_norm", {width_}});
+  return out;
+}
+
+nlohmann::json SlicedLlamaModel::ShapeJson() const {
+  return {{"architecture", "sliced_llama"},
+          {"config", config_.ToHuggingFaceJson()},
+          {"width", width_}};
+}
+
+absl::Status SlicedLlamaModel::Save(const std::string& dir, const std::string& tokenizer_model) {
+  return SaveSlicedLlama(*this, dir, tokenizer_model);
 }
 
 namespace {
@@ -76,7 +113,7 @@ bool IsSlicedLlamaCheckpoint(const std::string& dir) {
   return json.is_object() && json.contains("retort_slicing");
 }
 
-absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir, double fraction,
+absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir,
                              const std::string& tokenizer_model) {
   RETORT_RETURN_IF_ERROR(MakeDirs(dir));
   NamedTensors tensors;
@@ -92,7 +129,7 @@ absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir, do
     RETORT_RETURN_IF_ERROR(WriteFileAtomically(dir + "/tokenizer.model", bytes));
   }
   nlohmann::json config = model.config().ToHuggingFaceJson();
-  config["retort_slicing"] = {{"width", model.width()}, {"fraction", fraction}};
+  config["retort_slicing"] = {{"width", model.width()}, {"fraction", model.fraction()}};
   return WriteFileAtomically(dir + "/config.json", config.dump(2) + "\n");
 }
 
@@ -114,7 +151,12 @@ absl::StatusOr<std::shared_ptr<SlicedLlamaModel>> LoadSlicedLlama(const std::str
   RETORT_ASSIGN_OR_RETURN(NamedTensors tensors, ReadSafetensors(weights));
   std::map<std::string, const torch::Tensor*> by_name;
   for (const auto& [name, t] : tensors.tensors) by_name[name] = &t;
-  auto model = std::make_shared<SlicedLlamaModel>(config, width);
+  double fraction = 1.0 - static_cast<double>(width) / config.hidden_size;
+  const nlohmann::json& slicing = json.at("retort_slicing");
+  if (auto it = slicing.find("fraction"); it != slicing.end() && it->is_number()) {
+    fraction = it->get<double>();
+  }
+  auto model = std::make_shared<SlicedLlamaModel>(config, width, fraction);
   torch::NoGradGuard no_grad;
   for (auto& p : model->named_parameters()) {
     const std::string name = FileName(p.key());

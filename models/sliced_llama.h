@@ -31,6 +31,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "models/causal_lm.h"
 #include "models/llama.h"
 #include "models/llama_config.h"
 
@@ -47,17 +48,30 @@ class SlicedBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SlicedBlock);
 
-class SlicedLlamaModel : public torch::nn::Module {
+class SlicedLlamaModel : public CausalLm {
  public:
   // `config` is the original model's (hidden_size sets the norms' divisor
   // and head_dim); 0 < width <= hidden_size. Weights are uninitialised.
-  SlicedLlamaModel(const LlamaConfig& config, int64_t width);
+  // `fraction` is the slicing asked for (recorded in config.json).
+  SlicedLlamaModel(const LlamaConfig& config, int64_t width, double fraction = 0);
 
   // tokens int64 [B, T] -> logits float [B, T, vocab], as LlamaModel.
-  torch::Tensor forward(const torch::Tensor& tokens);
+  torch::Tensor forward(const torch::Tensor& tokens) override;
+  // Hidden streams ("embed", "block.<i>", "final_norm") are [width] wide,
+  // in the rotated basis of the point they are read at.
+  torch::Tensor ForwardWithHidden(const torch::Tensor& tokens,
+                                  const std::vector<std::string>& names,
+                                  HiddenStates* hidden) override;
+  std::vector<HiddenLayer> HiddenLayers() const override;
 
-  const LlamaConfig& config() const { return config_; }
+  const LlamaConfig& config() const override { return config_; }
+  // {"architecture": "sliced_llama", "config": ..., "width": ...}.
+  nlohmann::json ShapeJson() const override;
+  // SaveSlicedLlama.
+  absl::Status Save(const std::string& dir, const std::string& tokenizer_model) override;
+
   int64_t width() const { return width_; }
+  double fraction() const { return fraction_; }
 
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
@@ -68,13 +82,14 @@ class SlicedLlamaModel : public torch::nn::Module {
  private:
   LlamaConfig config_;
   int64_t width_;
+  double fraction_;
   torch::Tensor cos_, sin_;
 };
 
 // True when `dir` holds a sliced checkpoint (config.json with retort_slicing).
 bool IsSlicedLlamaCheckpoint(const std::string& dir);
 
-absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir, double fraction,
+absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir,
                              const std::string& tokenizer_model = "");
 
 // NOT_FOUND / DATA_LOSS naming the file and tensor, as LoadLlamaCheckpoint.

@@ -213,6 +213,10 @@ absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, cons
       {"llama.attention.layer_norm_rms_epsilon",
        GgufValue::F32(static_cast<float>(c.rms_norm_eps))},
       {"llama.rope.freq_base", GgufValue::F32(static_cast<float>(c.rope_theta))},
+      // llama.cpp takes the head width from these when they are present
+      // (n_embd / n_head otherwise); heads pruned structurally need them.
+      {"llama.attention.key_length", GgufValue::U32(static_cast<uint32_t>(c.head_dim()))},
+      {"llama.attention.value_length", GgufValue::U32(static_cast<uint32_t>(c.head_dim()))},
       {"llama.vocab_size", GgufValue::U32(static_cast<uint32_t>(c.vocab_size))},
       {"tokenizer.ggml.model", GgufValue::String("llama")},
       {"tokenizer.ggml.tokens", GgufValue::Strings(tokens)},
@@ -292,6 +296,21 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   if (file->Find("llama.attention.head_count_kv") != nullptr) {
     RETORT_RETURN_IF_ERROR(integer("llama.attention.head_count_kv", &c.num_key_value_heads));
   }
+  if (file->Find("llama.attention.key_length") != nullptr) {
+    int64_t key_length = 0, value_length = 0;
+    RETORT_RETURN_IF_ERROR(integer("llama.attention.key_length", &key_length));
+    value_length = key_length;
+    if (file->Find("llama.attention.value_length") != nullptr) {
+      RETORT_RETURN_IF_ERROR(integer("llama.attention.value_length", &value_length));
+    }
+    if (value_length != key_length) {
+      return bad(absl::StrCat("llama.attention.key_length ", key_length, " and value_length ",
+                              value_length, " differ; Llama heads have one width"));
+    }
+    if (c.num_attention_heads < 1 || key_length * c.num_attention_heads != c.hidden_size) {
+      c.attention_head_dim = key_length;
+    }
+  }
   real("llama.rope.freq_base", &c.rope_theta);
   real("llama.attention.layer_norm_rms_epsilon", &c.rms_norm_eps);
   std::map<std::string, const models::GgufTensorInfo*> infos;
@@ -320,6 +339,13 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
       up->second->dims[1] != static_cast<uint64_t>(c.intermediate_size)) {
     return bad(absl::StrCat("llama.feed_forward_length ", c.intermediate_size,
                             " does not match blk.0.ffn_up.weight"));
+  }
+  auto q = infos.find("blk.0.attn_q.weight");
+  if (q == infos.end() || q->second->dims.size() != 2 ||
+      q->second->dims[1] != static_cast<uint64_t>(c.num_attention_heads * c.head_dim())) {
+    return bad(absl::StrCat("llama.attention.head_count ", c.num_attention_heads,
+                            " heads of width ", c.head_dim(),
+                            " do not match blk.0.attn_q.weight"));
   }
   constexpr int64_t kMaxContext = int64_t{1} << 17;
   if (c.max_position_embeddings > kMaxContext) {

@@ -116,15 +116,29 @@ absl::StatusOr<InputNorms> CollectLlamaInputNorms(models::LlamaModel& model,
 absl::StatusOr<InputNorms> CollectClassifierInputNorms(models::Classifier& model,
                                                        const data::Dataset& dataset,
                                                        int64_t examples) {
-  if (model.spec().architecture != models::Architecture::kMlp) {
-    return absl::FailedPreconditionError(
-        "activation-aware pruning of a CNN is not supported; use --method=magnitude");
-  }
+  if (dataset.size() == 0) return absl::InvalidArgumentError("the calibration data is empty");
   const int64_t n = examples <= 0 ? dataset.size() : std::min(examples, dataset.size());
-  const size_t layers = model.spec().hidden.size();
+  const bool cnn = model.spec().architecture == models::Architecture::kCnn;
+  // The weights whose inputs are recorded, and the hidden layer feeding each
+  // (empty: the image).
+  std::vector<std::pair<std::string, std::string>> weights;
+  if (cnn) {
+    weights = {{"conv1.weight", ""},
+               {"conv2.weight", "conv1"},
+               {"fc.weight", "conv2"},
+               {"classifier.weight", "fc"}};
+  } else {
+    const size_t layers = model.spec().hidden.size();
+    for (size_t i = 0; i <= layers; ++i) {
+      weights.emplace_back(absl::StrCat("fc", i, ".weight"),
+                           i == 0 ? "" : absl::StrCat("fc", i - 1));
+    }
+  }
   std::vector<std::string> names;
-  for (size_t i = 0; i < layers; ++i) names.push_back(absl::StrCat("fc", i));
-  std::vector<torch::Tensor> sums(layers + 1);
+  for (const auto& [weight, layer] : weights) {
+    if (!layer.empty()) names.push_back(layer);
+  }
+  std::vector<torch::Tensor> sums(weights.size());
   const bool was_training = model.is_training();
   model.eval();
   {
@@ -135,17 +149,21 @@ absl::StatusOr<InputNorms> CollectClassifierInputNorms(models::Classifier& model
       const torch::Tensor x = dataset.GetBatch(indices).inputs;
       models::HiddenStates hidden;
       model.ForwardWithHidden(x, names, &hidden);
-      std::vector<torch::Tensor> inputs = {x.flatten(1)};
-      for (const std::string& name : names) inputs.push_back(hidden[name]);
-      for (size_t i = 0; i <= layers; ++i) {
-        const torch::Tensor s = inputs[i].to(torch::kFloat64).pow(2).sum(0);
+      for (size_t i = 0; i < weights.size(); ++i) {
+        const std::string& layer = weights[i].second;
+        const torch::Tensor in = layer.empty() ? x : hidden[layer];
+        torch::Tensor sq = in.to(torch::kFloat64).pow(2);
+        // A convolution reads channels (summed over positions); a linear
+        // layer reads the flattened columns.
+        const bool conv_input = cnn && i < 2;
+        const torch::Tensor s = conv_input ? sq.sum(std::vector<int64_t>{0, 2, 3}) : sq.flatten(1).sum(0);
         sums[i] = sums[i].defined() ? sums[i] + s : s;
       }
     }
   }
   model.train(was_training);
   InputNorms out;
-  for (size_t i = 0; i <= layers; ++i) out[absl::StrCat("fc", i, ".weight")] = sums[i].sqrt();
+  for (size_t i = 0; i < weights.size(); ++i) out[weights[i].first] = sums[i].sqrt();
   return out;
 }
 
@@ -184,7 +202,10 @@ absl::StatusOr<PruneReport> PruneClassifierUnstructured(double sparsity, PruneSc
     torch::Tensor scores = w.detach().abs();
     if (score == PruneScore::kActivation) {
       RETORT_ASSIGN_OR_RETURN(torch::Tensor n, NormsOf(norms, p.key(), w.size(1)));
-      scores = scores * n.unsqueeze(0);
+      // [1, in] for a matrix, [1, in, 1, 1] for a convolution's filters.
+      std::vector<int64_t> shape(static_cast<size_t>(w.dim()), 1);
+      shape[1] = w.size(1);
+      scores = scores * n.view(shape);
     }
     report.weights += w.numel();
     report.zeroed += ZeroLowest(w, scores, sparsity, score == PruneScore::kActivation);
@@ -236,15 +257,134 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaMlpNeurons(
   return out;
 }
 
+absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaAttentionHeads(
+    models::LlamaModel& model, double fraction, PruneScore score, const InputNorms* norms,
+    PruneReport* report) {
+  RETORT_RETURN_IF_ERROR(CheckFraction("--heads_fraction", fraction));
+  if (model.quantization.quantized()) {
+    return absl::FailedPreconditionError("prune the float model, then quantize");
+  }
+  models::LlamaConfig config = model.config();
+  const int64_t hd = config.head_dim();
+  const int64_t groups = config.num_key_value_heads;
+  const int64_t per_group = config.num_attention_heads / groups;  // query heads per group
+  const int64_t keep = KeepCount(groups, fraction, /*multiple_of=*/1);
+  config.attention_head_dim = hd;
+  config.num_key_value_heads = keep;
+  config.num_attention_heads = keep * per_group;
+  torch::NoGradGuard no_grad;
+  auto out = std::make_shared<models::LlamaModel>(config);
+  auto source = model.named_parameters();
+  for (auto& p : out->named_parameters()) {
+    // Everything but the attention matrices is copied as is.
+    if (p.key().find(".self_attn.") == std::string::npos) p.value().copy_(source[p.key()]);
+  }
+  // Rows (or columns) [g * width, (g + 1) * width) for each group g of `kept`.
+  auto spans = [](const torch::Tensor& kept, int64_t width) {
+    const torch::Tensor offsets = torch::arange(width, torch::kInt64);
+    return (kept.unsqueeze(1) * width + offsets.unsqueeze(0)).flatten();
+  };
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    auto* from = model.model->layers[static_cast<size_t>(i)]->as<models::LlamaDecoderLayer>();
+    auto* to = out->model->layers[static_cast<size_t>(i)]->as<models::LlamaDecoderLayer>();
+    const torch::Tensor q = from->self_attn->q_proj->weight, k = from->self_attn->k_proj->weight,
+                        v = from->self_attn->v_proj->weight, o = from->self_attn->o_proj->weight;
+    torch::Tensor column = o.norm(2, {0}).to(torch::kFloat64);  // [heads * hd]
+    torch::Tensor scores;
+    if (score == PruneScore::kActivation) {
+      const std::string name = absl::StrCat("model.layers.", i, ".self_attn.o_proj.weight");
+      RETORT_ASSIGN_OR_RETURN(torch::Tensor n, NormsOf(norms, name, o.size(1)));
+      scores = (column * n.to(torch::kFloat64)).pow(2).view({groups, -1}).sum(1).sqrt();
+    } else {
+      scores = column.pow(2).view({groups, -1}).sum(1).sqrt() *
+               v.to(torch::kFloat64).pow(2).view({groups, -1}).sum(1).sqrt();
+    }
+    const torch::Tensor kept = TopIndices(scores, keep);
+    const torch::Tensor query_rows = spans(kept, per_group * hd), kv_rows = spans(kept, hd);
+    to->self_attn->q_proj->weight.copy_(q.index_select(0, query_rows));
+    to->self_attn->k_proj->weight.copy_(k.index_select(0, kv_rows));
+    to->self_attn->v_proj->weight.copy_(v.index_select(0, kv_rows));
+    to->self_attn->o_proj->weight.copy_(o.index_select(1, query_rows));
+  }
+  out->eval();
+  if (report != nullptr) {
+    report->parameters_before = CountParameters(model);
+    report->parameters_after = CountParameters(*out);
+  }
+  return out;
+}
+
+namespace {
+
+// Structured pruning of a CNN: conv1 and conv2 channels, fc units.
+absl::StatusOr<std::shared_ptr<models::Classifier>> PruneCnnChannels(
+    models::Classifier& model, double fraction, PruneScore score, const InputNorms* norms,
+    int64_t multiple_of, PruneReport* report) {
+  models::ModelSpec spec = model.spec();
+  torch::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  const int64_t positions = (spec.input_shape[1] / 4) * (spec.input_shape[2] / 4);
+  // Layer l's units and the weight that reads them: conv1 -> conv2 (input
+  // channels), conv2 -> fc (each channel a run of `positions` columns),
+  // fc -> classifier.
+  const std::vector<std::string> layer = {"conv1", "conv2", "fc"};
+  const std::vector<std::string> next = {"conv2", "fc", "classifier"};
+  std::vector<torch::Tensor> kept(3);
+  for (size_t l = 0; l < 3; ++l) {
+    const torch::Tensor w = params[layer[l] + ".weight"];
+    const torch::Tensor reader = params[next[l] + ".weight"];
+    const int64_t units = spec.hidden[l];
+    // Per unit: the norm of the reader's weights on it, [units].
+    torch::Tensor read = reader.to(torch::kFloat64).pow(2);
+    read = l == 1 ? read.view({reader.size(0), units, positions}).sum(std::vector<int64_t>{0, 2})
+                  : read.transpose(0, 1).reshape({units, -1}).sum(1);
+    torch::Tensor scores = read.sqrt();
+    if (score == PruneScore::kActivation) {
+      const std::string name = next[l] + ".weight";
+      RETORT_ASSIGN_OR_RETURN(torch::Tensor n,
+                              NormsOf(norms, name, l == 1 ? units * positions : units));
+      torch::Tensor h = n.to(torch::kFloat64);
+      if (l == 1) h = h.pow(2).view({units, positions}).sum(1).sqrt();
+      scores = scores * h;
+    } else {
+      scores = scores * w.to(torch::kFloat64).pow(2).reshape({units, -1}).sum(1).sqrt();
+    }
+    const int64_t keep = KeepCount(units, fraction, multiple_of);
+    kept[l] = TopIndices(scores, keep);
+    spec.hidden[l] = keep;
+  }
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::Classifier> pruned,
+                          models::CreateClassifier(spec));
+  auto target = pruned->named_parameters();
+  auto copy = [&](const std::string& name, torch::Tensor value) { target[name].copy_(value); };
+  copy("conv1.weight", params["conv1.weight"].index_select(0, kept[0]));
+  copy("conv1.bias", params["conv1.bias"].index_select(0, kept[0]));
+  copy("conv2.weight", params["conv2.weight"].index_select(0, kept[1]).index_select(1, kept[0]));
+  copy("conv2.bias", params["conv2.bias"].index_select(0, kept[1]));
+  const torch::Tensor fc = params["fc.weight"].index_select(0, kept[2]);
+  copy("fc.weight", fc.view({fc.size(0), model.spec().hidden[1], positions})
+                        .index_select(1, kept[1])
+                        .reshape({fc.size(0), -1}));
+  copy("fc.bias", params["fc.bias"].index_select(0, kept[2]));
+  copy("classifier.weight", params["classifier.weight"].index_select(1, kept[2]));
+  copy("classifier.bias", params["classifier.bias"]);
+  pruned->eval();
+  if (report != nullptr) {
+    report->parameters_before = CountParameters(model);
+    report->parameters_after = CountParameters(*pruned);
+  }
+  return pruned;
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<models::Classifier>> PruneClassifierNeurons(
     models::Classifier& model, double fraction, PruneScore score, const InputNorms* norms,
     int64_t multiple_of, PruneReport* report) {
   RETORT_RETURN_IF_ERROR(CheckFraction("--fraction", fraction));
   models::ModelSpec spec = model.spec();
-  if (spec.architecture != models::Architecture::kMlp) {
-    return absl::FailedPreconditionError(
-        "structured pruning of a CNN's channels is not supported; prune an MLP, or use "
-        "unstructured pruning");
+  if (spec.architecture == models::Architecture::kCnn) {
+    return PruneCnnChannels(model, fraction, score, norms, multiple_of, report);
   }
   torch::NoGradGuard no_grad;
   auto params = model.named_parameters();

@@ -6,13 +6,26 @@
 //   activation  |W_ij| * ||X_j||, where ||X_j|| is the L2 norm of input
 //               column j over calibration data, compared within each
 //               output row (Wanda, Sun et al. 2023).
-// Structured: whole hidden neurons go, and the model really shrinks (a
-// smaller dense model): a Llama's MLP neurons (intermediate_size; gate and
-// up rows, down columns), an MLP classifier's hidden units. A neuron's score
-// is ||down[:, j]|| * ||H_j|| (activation: H the neuron's output on
-// calibration data) or ||gate[j]|| * ||up[j]|| * ||down[:, j]|| (magnitude;
-// for classifiers ||in[j]|| * ||out[:, j]||). Every block keeps the same
-// number of neurons, rounded to a multiple of `multiple_of`.
+// Structured: whole units go, and the model really shrinks (a smaller dense
+// model):
+//   a Llama's MLP neurons (intermediate_size; gate and up rows, down
+//     columns). Score ||down[:, j]|| * ||H_j|| (activation: H the neuron's
+//     output on calibration data) or ||gate[j]|| * ||up[j]|| * ||down[:, j]||
+//     (magnitude);
+//   a Llama's attention heads, as whole key/value groups (one key/value
+//     head and the query heads that share it; each head with grouped-query
+//     attention off). The heads keep their width, so the pruned config sets
+//     head_dim explicitly. Score of a group: the norm over its o_proj
+//     columns c of ||o_proj[:, c]|| * ||A_c|| (activation: A the attention
+//     output on calibration data), or ||v rows|| * ||o_proj columns||
+//     (magnitude);
+//   an MLP classifier's hidden units, ||in[j]|| * ||out[:, j]|| (magnitude)
+//     or ||out[:, j]|| * ||H_j|| (activation);
+//   a CNN's channels (both convolutions) and fully connected units, the
+//     same scores with whole filters: ||conv[k]|| * ||next[:, k]||, or
+//     ||next[:, k]|| * ||H_k|| over the channel's map.
+// Every block (layer) keeps the same number of units, rounded to a multiple
+// of `multiple_of` (heads: at least one group).
 //
 // Calibration statistics come from CollectLlamaInputNorms /
 // CollectClassifierInputNorms: a map from weight name to the per-column
@@ -48,9 +61,10 @@ using InputNorms = std::map<std::string, torch::Tensor>;
 absl::StatusOr<InputNorms> CollectLlamaInputNorms(models::LlamaModel& model,
                                                   const data::Dataset& dataset, int64_t sequences,
                                                   int64_t batch_size = 16);
-// The same for an MLP classifier over `examples` examples: fc0's input is
-// the flattened image, fc<i>'s the ReLU output of fc<i-1>.
-// FAILED_PRECONDITION for a CNN (only magnitude scores there).
+// The same for a classifier over `examples` examples. MLP: fc0's input is
+// the flattened image, fc<i>'s the ReLU output of fc<i-1>. CNN: per input
+// channel for the convolutions (conv1.weight [image channels], conv2.weight
+// [conv1 channels], over every position), per column for fc and classifier.
 absl::StatusOr<InputNorms> CollectClassifierInputNorms(models::Classifier& model,
                                                        const data::Dataset& dataset,
                                                        int64_t examples);
@@ -77,7 +91,14 @@ absl::StatusOr<PruneReport> PruneClassifierUnstructured(double sparsity, PruneSc
 absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaMlpNeurons(
     models::LlamaModel& model, double fraction, PruneScore score, const InputNorms* norms,
     int64_t multiple_of, PruneReport* report);
-// A new MLP classifier with `fraction` of each hidden layer's units removed.
+// A new model with `fraction` (in [0, 1)) of each block's attention heads
+// removed, in whole key/value groups (at least one group is kept). `norms`
+// is required for kActivation. The source must not be quantized.
+absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaAttentionHeads(
+    models::LlamaModel& model, double fraction, PruneScore score, const InputNorms* norms,
+    PruneReport* report);
+// A new classifier with `fraction` of each hidden layer's units removed (an
+// MLP's hidden units; a CNN's conv1 and conv2 channels and fc units).
 absl::StatusOr<std::shared_ptr<models::Classifier>> PruneClassifierNeurons(
     models::Classifier& model, double fraction, PruneScore score, const InputNorms* norms,
     int64_t multiple_of, PruneReport* report);

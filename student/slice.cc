@@ -106,7 +106,7 @@ absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
     return torch::cat(parts, 0);
   };
 
-  auto sliced = std::make_shared<models::SlicedLlamaModel>(c, width);
+  auto sliced = std::make_shared<models::SlicedLlamaModel>(c, width, options.fraction);
   sliced->to(torch::kFloat64);
   double energy = 0;
   // The embeddings. A tied model keeps its matrix and rotates after it.

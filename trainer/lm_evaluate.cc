@@ -17,16 +17,8 @@ nlohmann::json LmEvalResult::ToJson() const {
   return j;
 }
 
-absl::StatusOr<LmEvalResult> EvaluateLm(models::LlamaModel& model, const data::Dataset& dataset,
+absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dataset& dataset,
                                         const LmEvalOptions& options, LmTeacherClient* teacher) {
-  return EvaluateLm(
-      model, [&model](const torch::Tensor& tokens) { return model.forward(tokens); }, dataset,
-      options, teacher);
-}
-
-absl::StatusOr<LmEvalResult> EvaluateLm(torch::nn::Module& model, const LmForward& forward,
-                                        const data::Dataset& dataset, const LmEvalOptions& options,
-                                        LmTeacherClient* teacher) {
   if (options.batch_size < 1) {
     return absl::InvalidArgumentError("evaluation batch size must be at least 1");
   }
@@ -46,7 +38,7 @@ absl::StatusOr<LmEvalResult> EvaluateLm(torch::nn::Module& model, const LmForwar
     if (teacher != nullptr) teacher_answer = teacher->Submit(batch.inputs, 1.0);
     absl::StatusOr<torch::Tensor> student_top1 = TorchCall("evaluation", [&] {
       torch::InferenceMode guard;
-      const torch::Tensor logits = forward(batch.inputs).to(torch::kFloat32);
+      const torch::Tensor logits = model.forward(batch.inputs).to(torch::kFloat32);
       const int64_t vocab = logits.size(-1);
       const torch::Tensor flat = logits.reshape({-1, vocab});
       const torch::Tensor labels = batch.labels.reshape({-1});

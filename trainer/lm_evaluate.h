@@ -5,13 +5,12 @@
 #define RETORT_TRAINER_LM_EVALUATE_H_
 
 #include <cstdint>
-#include <functional>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
-#include "models/llama.h"
+#include "models/causal_lm.h"
 #include "trainer/lm_teacher_client.h"
 
 namespace retort::trainer {
@@ -31,18 +30,11 @@ struct LmEvalOptions {
   int64_t max_sequences = 0;  // 0: the whole dataset
 };
 
-// Evaluates `model` (switched to eval mode and back) on the first
-// max_sequences sequences of `dataset` (inputs and labels int64 [B, T]).
-// `teacher` may be null.
-absl::StatusOr<LmEvalResult> EvaluateLm(models::LlamaModel& model, const data::Dataset& dataset,
+// Evaluates `model` (a Llama, a sliced one, ...; switched to eval mode and
+// back) on the first max_sequences sequences of `dataset` (inputs and labels
+// int64 [B, T]). `teacher` may be null.
+absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dataset& dataset,
                                         const LmEvalOptions& options,
-                                        LmTeacherClient* teacher = nullptr);
-
-// The same for any causal language model (a sliced one, say): `module` is
-// switched to eval mode, `forward` maps tokens [B, T] to logits [B, T, V].
-using LmForward = std::function<torch::Tensor(const torch::Tensor&)>;
-absl::StatusOr<LmEvalResult> EvaluateLm(torch::nn::Module& module, const LmForward& forward,
-                                        const data::Dataset& dataset, const LmEvalOptions& options,
                                         LmTeacherClient* teacher = nullptr);
 
 }  // namespace retort::trainer

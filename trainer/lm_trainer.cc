@@ -13,6 +13,7 @@
 #include "common/torch_status.h"
 #include "models/checkpoint_file.h"
 #include "models/llama_checkpoint.h"
+#include "models/sliced_llama.h"
 
 namespace retort::trainer {
 namespace {
@@ -129,6 +130,15 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
   torch::manual_seed(o.seed);
   if (o.init_from.empty()) {
     t->model_ = std::make_shared<models::LlamaModel>(o.model);
+  } else if (models::IsSlicedLlamaCheckpoint(o.init_from)) {
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::SlicedLlamaModel> sliced,
+                            models::LoadSlicedLlama(o.init_from));
+    if (sliced->config() != o.model || !o.init_layers.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          o.init_from, " is a sliced model (", sliced->config().Describe(), ", width ",
+          sliced->width(), "); it trains whole: leave --model and --init_layers out"));
+    }
+    t->model_ = std::move(sliced);
   } else {
     RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> source,
                             models::LoadLlamaCheckpoint(o.init_from));
@@ -189,10 +199,6 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
   return t;
 }
 
-nlohmann::json LmTrainer::ModelJson() const {
-  return {{"architecture", "llama"}, {"config", options_.model.ToHuggingFaceJson()}};
-}
-
 absl::Status LmTrainer::Resume() {
   std::vector<std::string> warnings;
   RETORT_ASSIGN_OR_RETURN(std::optional<CheckpointStore::Checkpoint> latest,
@@ -207,7 +213,7 @@ absl::Status LmTrainer::Resume() {
   }
   const std::string path = latest->dir + "/" + kCheckpointFile;
   RETORT_ASSIGN_OR_RETURN(TrainingState loaded,
-                          LoadTrainingCheckpoint(path, *model_, ModelJson(), *optimizer_,
+                          LoadTrainingCheckpoint(path, *model_, model_->ShapeJson(), *optimizer_,
                                                  /*restore_rng=*/true, Adapters()));
   RETORT_RETURN_IF_ERROR(
       CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
@@ -249,7 +255,7 @@ absl::Status LmTrainer::WriteCheckpoint() {
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore::Pending> pending,
                           checkpoints_->Begin(state_.step));
   RETORT_RETURN_IF_ERROR(SaveTrainingCheckpoint(pending->Path(kCheckpointFile), *model_,
-                                                ModelJson(), *optimizer_, saved, Adapters()));
+                                                model_->ShapeJson(), *optimizer_, saved, Adapters()));
   RETORT_RETURN_IF_ERROR(pending->Commit({{"step", state_.step}, {"label", options_.label}}));
   checkpointed_step_ = state_.step;
   last_checkpoint_dir_ =
@@ -392,9 +398,7 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
   result.teacher_wait_seconds = teacher_wait;
   result.parameters_sha256 = models::WeightsSha256(*model_);
   result.model_dir = options_.out_dir + "/model";
-  models::LlamaSaveOptions save;
-  save.tokenizer_model = options_.tokenizer_model;
-  RETORT_RETURN_IF_ERROR(models::SaveLlamaCheckpoint(*model_, result.model_dir, save));
+  RETORT_RETURN_IF_ERROR(model_->Save(result.model_dir, options_.tokenizer_model));
   RETORT_RETURN_IF_ERROR(
       WriteFileAtomically(options_.out_dir + "/result.json", result.ToJson().dump(2) + "\n"));
   return result;

@@ -10,8 +10,9 @@
 //                  batches, same parameters bit for bit, given a
 //                  deterministic teacher)
 //   model/         the final model in Hugging Face's layout (config.json,
-//                  model.safetensors, tokenizer.model); feature adapters,
-//                  if any, live only in the training checkpoints
+//                  model.safetensors, tokenizer.model), or a sliced model's
+//                  directory when a sliced one was trained; feature
+//                  adapters, if any, live only in the training checkpoints
 //   metrics.jsonl  one JSON object per logged step and per evaluation
 //   result.json    the LmTrainResult of the last Run
 //
@@ -33,6 +34,7 @@
 #include "common/metrics_writer.h"
 #include "data/dataset.h"
 #include "data/sampler.h"
+#include "models/causal_lm.h"
 #include "models/llama.h"
 #include "trainer/checkpoint_store.h"
 #include "trainer/feature_matching.h"
@@ -46,8 +48,12 @@ namespace retort::trainer {
 
 struct LmTrainerOptions {
   models::LlamaConfig model;
-  // A Llama checkpoint directory whose layers initialise the student
-  // (LlamaFromLayers); empty: fresh weights from `seed`.
+  // A checkpoint directory that initialises the student; empty: fresh
+  // weights from `seed`. A Llama checkpoint gives its layers
+  // (LlamaFromLayers: `model` may have fewer layers, widths must match). A
+  // sliced checkpoint (retort slice) is trained whole, as it is: `model`
+  // must be its config and `init_layers` empty. Either way this is how a
+  // pruned or sliced model is distilled back ("recovery").
   std::string init_from;
   std::vector<int64_t> init_layers;  // empty: spread evenly
   OptimizerOptions optimizer;
@@ -106,7 +112,7 @@ class LmTrainer {
       std::shared_ptr<const data::Dataset> validation, std::shared_ptr<LmTeacherClient> teacher);
 
   absl::StatusOr<LmTrainResult> Run();
-  models::LlamaModel& model() { return *model_; }
+  models::CausalLm& model() { return *model_; }
   // The feature-matching adapters; null without feature matching.
   FeatureAdapters* adapters() { return adapters_.get(); }
   int64_t step() const { return state_.step; }
@@ -123,13 +129,12 @@ class LmTrainer {
   void Prefetch();
   absl::Status WriteCheckpoint();
   absl::StatusOr<LmEvalResult> Evaluate();
-  nlohmann::json ModelJson() const;
   AdapterState Adapters() { return {adapters_.get(), adapter_optimizer_.get()}; }
 
   LmTrainerOptions options_;
   std::shared_ptr<const data::Dataset> train_, validation_;
   std::shared_ptr<LmTeacherClient> teacher_;
-  std::shared_ptr<models::LlamaModel> model_;
+  std::shared_ptr<models::CausalLm> model_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::shared_ptr<FeatureAdapters> adapters_;  // null without feature matching
   std::unique_ptr<torch::optim::Optimizer> adapter_optimizer_;

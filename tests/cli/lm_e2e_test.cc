@@ -311,6 +311,34 @@ TEST_F(LmE2ETest, PrunesSlicesQuantizesAndExports) {
   r = Run("generate --checkpoint=" + Path("sliced") + " --threads=1");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("SliceGPT-sliced"));
+  // Recovery: the sliced model trains on whole, distilled from the model it
+  // was cut from, in its own shape (no --model), and stays sliced.
+  r = Run("lm train " + Data() + " --init_from=" + Path("sliced") + " --teacher=" +
+          Path("teacher/model") + " --top_k=16 --alpha=0.5 --steps=6 --lr=1e-3 --out_dir=" +
+          Path("recovered"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Json(Path("recovered/model/config.json"))["retort_slicing"]["width"].get<int>(), 48);
+  r = Run("eval --checkpoint=" + Path("recovered/model") + " " + Data());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Run("lm train " + Data() + " --init_from=" + Path("sliced") +
+          " --model=d=64,layers=1,heads=4,ffn=128 --steps=2 --out_dir=" + Path("x"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("leave --model and --init_layers out"));
+
+  // Attention heads: half of the 4 go; heads keep their width (16), and the
+  // checkpoint says so (head_dim) for eval, transformers and GGUF.
+  r = Run("prune" + teacher + Data() + quick +
+          "--structured --fraction=0 --heads_fraction=0.5 --out_dir=" + Path("heads"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = Json(Path("heads/prune.json"));
+  EXPECT_EQ(j["num_attention_heads"].get<int>(), 2);
+  EXPECT_EQ(Json(Path("heads/config.json"))["head_dim"].get<int>(), 16);
+  EXPECT_LT(j["rows"][1]["parameters"].get<int64_t>(), j["rows"][0]["parameters"].get<int64_t>());
+  r = Run("eval --checkpoint=" + Path("heads") + " " + Data());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Run("export --checkpoint=" + Path("heads") + " --format=gguf --gguf_type=f32 --out=" +
+          Path("heads.gguf"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
 
   r = Run("quantize" + teacher + Data() + quick + "--quantize=int4-g32 --out_dir=" + Path("q4"));
   ASSERT_EQ(r.exit_code, 0) << r.err;

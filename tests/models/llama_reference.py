@@ -71,7 +71,7 @@ def load_safetensors(path):
 def shapes(c):
     V, H, I = c["vocab_size"], c["hidden_size"], c["intermediate_size"]
     nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
-    hd = H // nh
+    hd = head_dim(c)
     s = {"model.embed_tokens.weight": [V, H], "model.norm.weight": [H]}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
@@ -134,10 +134,15 @@ def repeat_kv(x, n_rep):  # [B, nkv, T, hd] -> [B, nkv*n_rep, T, hd], kv head j 
     return x[:, :, None, :, :].expand(B, nkv, n_rep, T, hd).reshape(B, nkv * n_rep, T, hd)
 
 
+def head_dim(c):
+    # transformers: config.head_dim when set, hidden_size // heads otherwise
+    return c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+
+
 def attention(x, w, p, c):
     B, T, H = x.shape
     nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
-    hd = H // nh
+    hd = head_dim(c)
     q = (x @ w[p + "q_proj.weight"].T).view(B, T, nh, hd).transpose(1, 2)
     k = (x @ w[p + "k_proj.weight"].T).view(B, T, nkv, hd).transpose(1, 2)
     v = (x @ w[p + "v_proj.weight"].T).view(B, T, nkv, hd).transpose(1, 2)
@@ -177,7 +182,8 @@ def unrolled_attention(x, w, p, c):
     """Per batch, head and position with scalar rotary, no repeat_kv: an independent check."""
     B, T, H = x.shape
     nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
-    hd, half = H // nh, H // nh // 2
+    hd = head_dim(c)
+    half = hd // 2
     q_all, k_all, v_all = (x @ w[p + n + "_proj.weight"].T for n in "qkv")
     out = torch.zeros(B, T, nh * hd, dtype=torch.float64)
 
@@ -220,13 +226,14 @@ def selftest():
         assert not torch.allclose(base[:, 4:], changed[:, 4:]), "later logits should change"
         print("causality ok")
         x = torch.randn(2, 7, 64, generator=g, dtype=torch.float64)
-        for nkv in (4, 2, 1):
-            c3 = write(d, seed=5, config={"num_key_value_heads": nkv})
+        for nkv, hd in ((4, None), (2, None), (1, None), (2, 8)):
+            extra = {"head_dim": hd} if hd else {}
+            c3 = write(d, seed=5, config=dict({"num_key_value_heads": nkv}, **extra))
             c3, w3 = load(d)
             p = "model.layers.1.self_attn."
             diff = (attention(x, w3, p, c3) - unrolled_attention(x, w3, p, c3)).abs().max().item()
-            assert diff < 1e-12, f"attention nkv={nkv}: max diff {diff}"
-            print(f"attention nh=4 nkv={nkv} vs unrolled per-head: max diff {diff:.2e}")
+            assert diff < 1e-12, f"attention nkv={nkv} head_dim={hd}: max diff {diff}"
+            print(f"attention nh=4 nkv={nkv} head_dim={hd or 16} vs unrolled per-head: max diff {diff:.2e}")
         c4 = write(d, seed=7, config={"tie_word_embeddings": True}, dtype=torch.bfloat16)
         c4, w4 = load(d)
         assert torch.equal(w4["lm_head.weight"], w4["model.embed_tokens.weight"])

@@ -148,6 +148,9 @@ TEST_F(LlamaTest, MatchesTheIndependentReferenceOnItsWeights) {
   for (const Case& c : {Case{"{}", "f32", 1e-4}, Case{R"({"num_key_value_heads": 1})", "f32", 1e-4},
                         Case{R"({"num_key_value_heads": 4, "tie_word_embeddings": true})", "f32", 1e-4},
                         Case{R"({"rope_theta": 500000.0, "num_hidden_layers": 3})", "f32", 1e-4},
+                        // heads narrower than hidden / heads, as head pruning leaves them
+                        Case{R"({"head_dim": 8, "num_attention_heads": 2, "num_key_value_heads": 1})",
+                             "f32", 1e-4},
                         // bf16 weights: both sides read the same rounded values
                         Case{"{}", "bf16", 1e-4}}) {
     SCOPED_TRACE(std::string(c.config) + " " + c.dtype);
@@ -281,6 +284,16 @@ TEST_F(LlamaTest, ConfigParsesFlagsAndValidates) {
   EXPECT_TRUE(c->tie_word_embeddings);
   EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(c->ToHuggingFaceJson()), *c);
 
+  // An explicit head width: what pruning heads leaves.
+  absl::StatusOr<LlamaConfig> narrow = LlamaConfig::Parse("d=64,heads=2,kv_heads=1,head_dim=8", {});
+  ASSERT_TRUE(narrow.ok()) << narrow.status();
+  EXPECT_EQ(narrow->head_dim(), 8);
+  EXPECT_EQ(narrow->ToHuggingFaceJson()["head_dim"], 8);
+  EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(narrow->ToHuggingFaceJson()), *narrow);
+  int64_t counted = 0;
+  for (const auto& p : LlamaModel(*narrow).parameters()) counted += p.numel();
+  EXPECT_EQ(counted, narrow->ParameterCount());
+  EXPECT_FALSE(LlamaConfig::Parse("head_dim=7", {}).ok());          // rotary needs even widths
   EXPECT_FALSE(LlamaConfig::Parse("d=100,heads=3", {}).ok());      // heads do not divide d
   EXPECT_FALSE(LlamaConfig::Parse("heads=4,kv_heads=3", {}).ok());  // not a multiple
   EXPECT_FALSE(LlamaConfig::Parse("depth=3", {}).ok());             // unknown key

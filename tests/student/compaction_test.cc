@@ -278,6 +278,37 @@ TEST_F(CompactionTest, ExportAndImportRefuseBadInput) {
   EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("feed_forward_length"));
   patch_u32("llama.embedding_length", 128);
   EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("embedding_length"));
+  patch_u32("llama.attention.key_length", 1u << 30);
+  EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("differ"));
+  // Both head widths lie alike: the query matrix's shape gives them away.
+  std::string both = good;
+  for (const std::string key : {"llama.attention.key_length", "llama.attention.value_length"}) {
+    const uint32_t eight = 8;
+    std::memcpy(both.data() + both.find(key) + key.size() + 4, &eight, 4);
+  }
+  ASSERT_TRUE(WriteFileAtomically(Path("lie.gguf"), both).ok());
+  EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("attn_q"));
+}
+
+// Heads narrower than hidden_size / heads (what pruning heads leaves) travel
+// as llama.attention.key_length / value_length and come back.
+TEST_F(CompactionTest, GgufCarriesAnExplicitHeadWidth) {
+  config_.attention_head_dim = 8;  // 4 heads of 8 in a 64-wide stream
+  auto model = Model(/*tied=*/false);
+  ASSERT_EQ(model->model->layers[0]->as<models::LlamaDecoderLayer>()->self_attn->q_proj->weight.size(0), 32);
+  const std::string path = Path("narrow.gguf");
+  ASSERT_TRUE(ExportLlamaGguf(*model, path, {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_}).ok());
+  auto file = models::ParseGguf(*ReadFile(path));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->Find("llama.attention.key_length")->integer, 8);
+  EXPECT_EQ(file->Find("llama.attention.value_length")->integer, 8);
+  EXPECT_EQ(file->Find("llama.rope.dimension_count")->integer, 8);
+  auto imported = ImportLlamaGguf(path);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ((*imported)->config(), model->config());
+  EXPECT_EQ((*imported)->config().head_dim(), 8);
+  const torch::Tensor tokens = torch::randint(64, {2, 10}, torch::kInt64);
+  EXPECT_TRUE(torch::allclose((*imported)->forward(tokens), model->forward(tokens), 1e-5, 1e-5));
 }
 
 }  // namespace

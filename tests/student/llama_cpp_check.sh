@@ -6,7 +6,8 @@
 #
 # Trains a small Llama on the project's own docs (SentencePiece, 2 layers),
 # writes retort's logits for a prompt (generate --logits_out), exports GGUF
-# f32, f16, q8_0 and q4_0, and an int8-quantized checkpoint as f32, then runs
+# f32, f16, q8_0 and q4_0, an int8-quantized checkpoint and one with half its
+# attention heads pruned (head_dim != d / heads) as f32, then runs
 # tests/student/gguf_check.mjs on them. The npm packages (package.json and
 # package-lock.json beside this script; node-llama-cpp carries llama.cpp
 # prebuilt for linux-x64) are installed into NPM_DIR once. Needs Node.js 20
@@ -57,6 +58,15 @@ done
 "$RETORT" generate --checkpoint="$WORK/int8" --prompt="$PROMPT" --max_new_tokens=1 \
   --logits_out="$WORK/reference-int8.json" >/dev/null
 "$RETORT" export --checkpoint="$WORK/int8" --format=gguf --gguf_type=f32 --out="$WORK/int8.gguf"
+# Half the attention heads pruned (one key/value group of two left): the
+# heads keep their width 16 while d=64, so llama.cpp must read the head
+# width from llama.attention.key_length.
+"$RETORT" prune --checkpoint="$MODEL" --structured --fraction=0 --heads_fraction=0.5 \
+  --data="$WORK/data" --seq_len=64 --eval_sequences=8 --bench_tokens=512 \
+  --out_dir="$WORK/heads" >/dev/null
+"$RETORT" generate --checkpoint="$WORK/heads" --prompt="$PROMPT" --max_new_tokens=1 \
+  --logits_out="$WORK/reference-heads.json" >/dev/null
+"$RETORT" export --checkpoint="$WORK/heads" --format=gguf --gguf_type=f32 --out="$WORK/heads.gguf"
 
 cd "$NPM_DIR"
 # Mean KL(retort || llama.cpp) bounds per type, about 100x what was measured
@@ -66,3 +76,4 @@ cd "$NPM_DIR"
 node gguf_check.mjs "$WORK/reference.json" "$WORK/model-f32.gguf:1e-7" "$WORK/model-f16.gguf:1e-6" \
   "$WORK/model-q8_0.gguf:1e-4" "$WORK/model-q4_0.gguf:5e-3"
 node gguf_check.mjs "$WORK/reference-int8.json" "$WORK/int8.gguf:1e-7"
+node gguf_check.mjs "$WORK/reference-heads.json" "$WORK/heads.gguf:1e-7"

@@ -162,13 +162,115 @@ TEST(PruneTest, ClassifierNeuronsAndWeights) {
   EXPECT_NEAR(static_cast<double>(r->zeroed) / r->weights, 0.5, 0.05);
   EXPECT_TRUE(torch::equal(single->named_parameters()["fc0.bias"],
                            (*models::CreateClassifier(one, 3))->named_parameters()["fc0.bias"]));
-  // A CNN has no structured path.
-  models::ModelSpec cnn;
-  cnn.architecture = models::Architecture::kCnn;
-  cnn.hidden = {4, 8, 16};
-  auto c = *models::CreateClassifier(cnn, 1);
-  EXPECT_EQ(PruneClassifierNeurons(*c, 0.5, PruneScore::kMagnitude, nullptr, 1, nullptr).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(PruneTest, RemovingSilentAttentionGroupsLeavesOutputsUnchanged) {
+  torch::manual_seed(1);
+  models::LlamaModel model(Tiny());  // 4 query heads in 2 key/value groups of width 8
+  model.eval();
+  {
+    torch::NoGradGuard g;
+    for (size_t i = 0; i < 2; ++i) {
+      auto* attn = model.model->layers[i]->as<models::LlamaDecoderLayer>()->self_attn.get();
+      // Group 1 in block 0, group 0 in block 1 (query heads 2-3 / 0-1, o_proj
+      // columns 16..31 / 0..15) write nothing.
+      attn->o_proj->weight.narrow(1, i == 0 ? 16 : 0, 16).zero_();
+    }
+  }
+  const torch::Tensor tokens = torch::randint(50, {2, 10}, torch::kInt64);
+  const torch::Tensor expected = model.forward(tokens);
+  PruneReport report;
+  auto pruned = PruneLlamaAttentionHeads(model, 0.5, PruneScore::kMagnitude, nullptr, &report);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  const models::LlamaConfig& c = (*pruned)->config();
+  EXPECT_EQ(c.num_attention_heads, 2);
+  EXPECT_EQ(c.num_key_value_heads, 1);
+  EXPECT_EQ(c.head_dim(), 8);  // heads keep their width: 2 x 8 < hidden 32
+  EXPECT_EQ(c.hidden_size, 32);
+  // q and o lose 16 rows / columns of 32, k and v 8 rows each, per block.
+  EXPECT_EQ(report.parameters_before - report.parameters_after, 2 * (2 * 16 * 32 + 2 * 8 * 32));
+  EXPECT_EQ(report.parameters_after, c.ParameterCount());
+  EXPECT_TRUE(torch::allclose((*pruned)->forward(tokens), expected, 1e-5, 1e-6));
+  // Activation scores: o_proj input norms from calibration data agree.
+  auto data = Tokens(8);
+  auto norms = CollectLlamaInputNorms(model, *data, 0);
+  ASSERT_TRUE(norms.ok());
+  auto by_activation = PruneLlamaAttentionHeads(model, 0.5, PruneScore::kActivation, &*norms, nullptr);
+  ASSERT_TRUE(by_activation.ok()) << by_activation.status();
+  EXPECT_TRUE(torch::allclose((*by_activation)->forward(tokens), expected, 1e-5, 1e-6));
+  // Nothing removed: the same function. At least one group always stays.
+  auto none = PruneLlamaAttentionHeads(model, 0.0, PruneScore::kMagnitude, nullptr, nullptr);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ((*none)->config().num_attention_heads, 4);
+  EXPECT_TRUE(torch::allclose((*none)->forward(tokens), expected, 1e-5, 1e-6));
+  auto most = PruneLlamaAttentionHeads(model, 0.9, PruneScore::kMagnitude, nullptr, nullptr);
+  ASSERT_TRUE(most.ok());
+  EXPECT_EQ((*most)->config().num_key_value_heads, 1);
+  EXPECT_THAT(PruneLlamaAttentionHeads(model, 0.5, PruneScore::kActivation, nullptr, nullptr)
+                  .status()
+                  .message(),
+              HasSubstr("calibration"));
+  // Multi-head attention (no groups): single heads go, and the pruned
+  // model's shape survives its config.json.
+  models::LlamaConfig mha = Tiny();
+  mha.num_key_value_heads = 4;
+  models::LlamaModel full(mha);
+  auto three = PruneLlamaAttentionHeads(full, 0.25, PruneScore::kMagnitude, nullptr, nullptr);
+  ASSERT_TRUE(three.ok());
+  EXPECT_EQ((*three)->config().num_attention_heads, 3);
+  auto reparsed = models::LlamaConfig::FromHuggingFaceJson((*three)->config().ToHuggingFaceJson());
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(*reparsed, (*three)->config());
+  EXPECT_EQ(reparsed->head_dim(), 8);
+}
+
+TEST(PruneTest, CnnChannelsAndUnits) {
+  torch::manual_seed(3);
+  models::ModelSpec spec;
+  spec.architecture = models::Architecture::kCnn;
+  spec.hidden = {8, 12, 16};
+  auto model = *models::CreateClassifier(spec, 1);
+  model->eval();
+  auto params = model->named_parameters();
+  {
+    torch::NoGradGuard g;
+    // conv1 channels 4..7 feed nothing (conv2 ignores them), conv2 channels
+    // 0..5 feed nothing (fc ignores their 49 columns each), fc units 8..15
+    // feed nothing (the classifier ignores them).
+    params["conv2.weight"].narrow(1, 4, 4).zero_();
+    params["fc.weight"].narrow(1, 0, 6 * 49).zero_();
+    params["classifier.weight"].narrow(1, 8, 8).zero_();
+  }
+  const torch::Tensor x = torch::rand({5, 1, 28, 28});
+  const torch::Tensor expected = model->forward(x);
+  PruneReport report;
+  auto pruned = PruneClassifierNeurons(*model, 0.5, PruneScore::kMagnitude, nullptr, 1, &report);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ((*pruned)->spec().hidden, (std::vector<int64_t>{4, 6, 8}));
+  EXPECT_LT(report.parameters_after, report.parameters_before);
+  EXPECT_TRUE(torch::allclose((*pruned)->forward(x), expected, 1e-5, 1e-6));
+  // Activation scores from forward passes: per channel for the
+  // convolutions, per column for the linear layers; the same units go.
+  auto data = std::make_shared<data::TensorDataset>(torch::rand({40, 1, 28, 28}),
+                                                    torch::zeros({40}, torch::kInt64), 10);
+  auto norms = CollectClassifierInputNorms(*model, *data, 0);
+  ASSERT_TRUE(norms.ok()) << norms.status();
+  EXPECT_EQ((*norms)["conv1.weight"].numel(), 1);
+  EXPECT_EQ((*norms)["conv2.weight"].numel(), 8);
+  EXPECT_EQ((*norms)["fc.weight"].numel(), 12 * 49);
+  EXPECT_EQ((*norms)["classifier.weight"].numel(), 16);
+  auto by_activation =
+      PruneClassifierNeurons(*model, 0.5, PruneScore::kActivation, &*norms, 1, nullptr);
+  ASSERT_TRUE(by_activation.ok()) << by_activation.status();
+  EXPECT_TRUE(torch::allclose((*by_activation)->forward(x), expected, 1e-5, 1e-6));
+  // Unstructured activation-aware pruning reaches the convolutions too
+  // (conv1's rows of 9 weights lose 4 each).
+  auto r = PruneClassifierUnstructured(0.5, PruneScore::kActivation, &*norms, model.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  // Half of every row at least (the zeros set above and weights reading
+  // channels that ReLU silenced on this data score 0 alike).
+  EXPECT_GE(static_cast<double>(r->zeroed) / r->weights, 0.49);
+  EXPECT_EQ((params["conv1.weight"] == 0).view({8, -1}).sum(1).min().item<int64_t>(), 4);
 }
 
 }  // namespace

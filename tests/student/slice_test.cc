@@ -108,7 +108,7 @@ TEST(SliceTest, SlicedCheckpointsRoundTrip) {
   auto sliced = SliceLlama(*model, *Calibration(16), {.fraction = 0.25});
   ASSERT_TRUE(sliced.ok()) << sliced.status();
   EXPECT_EQ((*sliced)->width(), 48);
-  ASSERT_TRUE(models::SaveSlicedLlama(**sliced, dir.string(), 0.25).ok());
+  ASSERT_TRUE(models::SaveSlicedLlama(**sliced, dir.string()).ok());
   EXPECT_TRUE(models::IsSlicedLlamaCheckpoint(dir.string()));
   auto loaded = models::LoadSlicedLlama(dir.string());
   ASSERT_TRUE(loaded.ok()) << loaded.status();

@@ -14,6 +14,8 @@
 #include "data/token_shard.h"
 #include "models/checkpoint_file.h"
 #include "models/llama_checkpoint.h"
+#include "models/sliced_llama.h"
+#include "student/slice.h"
 #include "teacher/llama_teacher.h"
 
 namespace retort::trainer {
@@ -177,6 +179,76 @@ TEST_F(LmTrainerTest, ResumesBitForBitWithATeacher) {
   auto clobber = LmTrainer::Create(part, train_, valid_, Teacher(8));
   ASSERT_FALSE(clobber.ok());
   EXPECT_THAT(clobber.status().message(), HasSubstr("--resume=auto"));
+}
+
+// Recovery: a model SliceGPT cut to half its width trains on whole,
+// distilled from the dense model it came from, and stays a sliced model.
+TEST_F(LmTrainerTest, RecoversASlicedModelByDistillation) {
+  LmTrainerOptions o = Options("dense");
+  o.steps = 80;
+  auto trained = LmTrainer::Create(o, train_, valid_, nullptr);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  auto dense_result = (*trained)->Run();
+  ASSERT_TRUE(dense_result.ok()) << dense_result.status();
+  auto dense = models::LoadLlamaCheckpoint(dense_result->model_dir);
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  auto sliced = student::SliceLlama(**dense, *train_,
+                                    {.fraction = 0.5, .multiple_of = 8, .calibration_sequences = 64});
+  ASSERT_TRUE(sliced.ok()) << sliced.status();
+  ASSERT_EQ((*sliced)->width(), 16);
+  ASSERT_TRUE(models::SaveSlicedLlama(**sliced, Path("sliced")).ok());
+  auto before = EvaluateLm(**sliced, *valid_, {});
+  ASSERT_TRUE(before.ok()) << before.status();
+  auto teacher = [&] {
+    return std::make_shared<InProcessLmTeacher>(teacher::LlamaTeacher::FromModel(*dense, ""), 0);
+  };
+
+  LmTrainerOptions r = Options("recover");
+  r.model = (*sliced)->config();
+  r.init_from = Path("sliced");
+  r.steps = 40;
+  r.loss.alpha = 0.5;
+  r.checkpoint_every_steps = 10;
+  auto recover = LmTrainer::Create(r, train_, valid_, teacher());
+  ASSERT_TRUE(recover.ok()) << recover.status();
+  auto recovered = (*recover)->Run();
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_LT(recovered->final_validation.perplexity, before->perplexity);
+  // The result is a sliced checkpoint of the same width; shortcut matrices
+  // were trained too.
+  ASSERT_TRUE(models::IsSlicedLlamaCheckpoint(recovered->model_dir));
+  auto reloaded = models::LoadCausalLm(recovered->model_dir);
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(models::WeightsSha256(**reloaded), recovered->parameters_sha256);
+  EXPECT_EQ((*reloaded)->ShapeJson()["width"], 16);
+
+  // Stopped and resumed: the same parameters bit for bit.
+  LmTrainerOptions part = r;
+  part.out_dir = Path("recover_parts");
+  part.stop_after_steps = 20;
+  auto first = LmTrainer::Create(part, train_, valid_, teacher());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(absl::IsCancelled((*first)->Run().status()));
+  part.stop_after_steps = 0;
+  part.resume = true;
+  auto second = LmTrainer::Create(part, train_, valid_, teacher());
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto resumed = (*second)->Run();
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->parameters_sha256, recovered->parameters_sha256);
+
+  // A sliced model trains whole, in its own shape.
+  LmTrainerOptions layers = r;
+  layers.out_dir = Path("layers");
+  layers.init_layers = {0};
+  auto refused = LmTrainer::Create(layers, train_, valid_, teacher());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("trains whole"));
+  LmTrainerOptions shape = r;
+  shape.out_dir = Path("shape");
+  shape.model.intermediate_size = 48;
+  EXPECT_THAT(LmTrainer::Create(shape, train_, valid_, teacher()).status().message(),
+              HasSubstr("sliced model"));
 }
 
 // A teacher answering for another vocabulary or tokenizer is refused.

@@ -10,7 +10,10 @@
 # 2. `retort quantize` with every scheme, on both.
 # 3. `retort export --format=gguf` for every GGUF type (file sizes).
 # 4. `retort prune`: unstructured (magnitude, activation) over a sparsity
-#    sweep and structured (MLP neurons) over a fraction sweep, on both.
+#    sweep and structured (MLP neurons) over a fraction sweep, on both;
+#    attention heads of the language model; channels of a Fashion-MNIST CNN.
+# 5. `retort slice` at 10, 20, 25 and 30 %.
+# 6. Recovery distillation of the pruned and sliced models, and a control.
 # tools/bench/compact_table.py then writes OUT_DIR/table.md,
 # OUT_DIR/compact.json and OUT_DIR/prune_curves.png.
 set -euo pipefail
@@ -22,6 +25,7 @@ mkdir -p "$OUT/quantize" "$OUT/prune" "$OUT/gguf"
 DATA=$OUT/corpus
 LM=$OUT/lm_student/model
 MLP=$OUT/mlp_student/best.pt
+CNN=$OUT/cnn/best.pt
 EVAL="--data=$DATA --seq_len=128 --batch_size=16 --threads=$THREADS"
 
 [ -f "$DATA/valid.tokens" ] || $RETORT data prepare --out_dir="$DATA" --vocab_size=4096 >"$OUT/corpus.log" 2>&1
@@ -66,6 +70,34 @@ for method in magnitude activation; do
       --fraction=$f --threads="$THREADS" --out_dir="$d" >"$d.txt" 2>"$d.log"
   done
 done
+# Attention heads of the language model (4 heads, no grouping: 1, 2 or 3 go).
+for method in magnitude activation; do
+  for f in 0.25 0.5 0.75; do
+    d=$OUT/prune/lm-$method-heads$f
+    [ -f "$d/prune.json" ] || $RETORT prune --checkpoint="$LM" --method=$method --structured \
+      --fraction=0 --heads_fraction=$f $EVAL --out_dir="$d" >"$d.txt" 2>"$d.log"
+  done
+done
+# A Fashion-MNIST CNN (conv 32-64, fc 128: the teacher of the assistant
+# benchmark): channels and units (structured, both convolutions and fc) and
+# unstructured sparsity.
+if [ ! -f "$CNN" ]; then
+  echo "[compact] training the Fashion-MNIST CNN" >&2
+  $RETORT train --arch=cnn --hidden=32,64,128 --dropout=0.5 --epochs=10 --lr=1e-3 --seed=1 \
+    --threads="$THREADS" --overwrite --out_dir="$OUT/cnn" 2>"$OUT/cnn.log"
+fi
+for method in magnitude activation; do
+  for f in 0.25 0.5 0.75; do
+    d=$OUT/prune/cnn-$method-channels$f
+    [ -f "$d/prune.json" ] || $RETORT prune --checkpoint="$CNN" --method=$method --structured \
+      --fraction=$f --multiple_of=4 --threads="$THREADS" --out_dir="$d" >"$d.txt" 2>"$d.log"
+  done
+  for s in 0.25 0.5 0.75; do
+    d=$OUT/prune/cnn-$method-s$s
+    [ -f "$d/prune.json" ] || $RETORT prune --checkpoint="$CNN" --method=$method --sparsity=$s \
+      --threads="$THREADS" --out_dir="$d" >"$d.txt" 2>"$d.log"
+  done
+done
 # SliceGPT on the language model, 128 calibration sequences of the training split.
 for f in 0.1 0.2 0.25 0.3; do
   d=$OUT/slice/lm-$f
@@ -74,18 +106,23 @@ for f in 0.1 0.2 0.25 0.3; do
     --calibration_sequences=128 $EVAL --out_dir="$d" >"$d.txt" 2>"$d.log"
 done
 
-# Recovery: the structurally pruned model (half the MLP neurons, activation
-# scores) distilled from the unpruned student for 100 steps with the same
-# trainer (top-64 + tail, T=1, alpha=0.5).
-P=$OUT/prune/lm-activation-neurons0.5
-R=$OUT/recover/lm-activation-neurons0.5
-if [ ! -f "$R/eval.json" ]; then
+# Recovery: a compacted model distilled from the unpruned student for
+# RECOVER_STEPS steps with the same trainer (top-64 + tail, T=1, alpha=0.5),
+# in its own shape (--init_from without --model). The control,
+# "dense-control", is the unpruned student itself given the same steps, so
+# what recovery buys is compared at equal training.
+RECOVER_STEPS=${RECOVER_STEPS:-100}
+recover() {  # NAME CHECKPOINT
+  local r=$OUT/recover/$1
   mkdir -p "$OUT/recover"
-  FFN=$(/usr/bin/python3 -c "import json; print(json.load(open('$P/config.json'))['intermediate_size'])")
-  $RETORT lm train --data="$DATA" --model=d=128,layers=2,heads=4,ffn=$FFN,tied --init_from="$P" \
-    --teacher="$LM" --top_k=64 --temperature=1 --alpha=0.5 --steps=100 --lr=1e-3 --warmup=0.1 \
-    --seed=1 --seq_len=128 --batch_size=16 --threads="$THREADS" --overwrite --out_dir="$R" \
-    2>"$R.log"
-  $RETORT eval --checkpoint="$R/model" $EVAL --json_out="$R/eval.json" >/dev/null
-fi
+  [ -f "$r/eval.json" ] && return
+  $RETORT lm train --data="$DATA" --init_from="$2" --teacher="$LM" --top_k=64 --temperature=1 \
+    --alpha=0.5 --steps="$RECOVER_STEPS" --lr=1e-3 --warmup=0.1 --seed=1 --seq_len=128 \
+    --batch_size=16 --threads="$THREADS" --overwrite --out_dir="$r" 2>"$r.log"
+  $RETORT eval --checkpoint="$r/model" $EVAL --json_out="$r/eval.json" >/dev/null
+}
+recover dense-control "$LM"
+recover lm-activation-neurons0.5 "$OUT/prune/lm-activation-neurons0.5"
+recover lm-activation-heads0.5 "$OUT/prune/lm-activation-heads0.5"
+for f in 0.1 0.2 0.25 0.3; do recover "slice-lm-$f" "$OUT/slice/lm-$f"; done
 /usr/bin/python3 tools/bench/compact_table.py "$OUT"

@@ -48,8 +48,13 @@ def main(out):
         model = name.split("-")[0]
         before, after = p["rows"][0], p["rows"][-1]
         metric = "perplexity" if "perplexity" in after else "test accuracy"
-        kind = "neurons" if p["structured"] else "unstructured"
-        amount = p["fraction"] if p["structured"] else p["sparsity"]
+        if not p["structured"]:
+            kind, amount = "unstructured", p["sparsity"]
+        elif p.get("heads_fraction", 0) > 0:
+            kind, amount = "heads", p["heads_fraction"]
+        else:
+            kind = "channels" if model == "cnn" else "neurons"
+            amount = p["fraction"]
         lines.append(f"| {model} | {p['method']} | {kind} | {amount} | "
                      f"{before['parameters']:,} → {after['parameters']:,} "
                      f"({after.get('nonzero', after['parameters']):,}) | "
@@ -68,11 +73,23 @@ def main(out):
                      f"{before['per_second']:,.0f} → {after['per_second']:,.0f} | "
                      f"{min(sl['kept_energy']):.3f} |")
     if recover:
-        lines += ["", "## Recovery distillation after pruning", "",
-                  "| pruned model | perplexity after pruning | after recovery |", "|---|---|---|"]
-        for name, r in recover.items():
-            pruned = prune.get(name, {}).get("rows", [{}, {}])[-1].get("perplexity", float("nan"))
-            lines.append(f"| {name} | {pruned:.3f} | {r['perplexity']:.3f} |")
+        lines += ["", "## Recovery distillation", "",
+                  "| model | parameters | perplexity before recovery | after recovery |",
+                  "|---|---|---|---|"]
+
+        def source(name):  # the compacted model's row before recovery
+            if name == "dense-control":
+                rows = next(iter(slices.values()), next(iter(prune.values()), {})).get("rows")
+                return rows[0] if rows else {}
+            if name.startswith("slice-"):
+                return slices.get(name[len("slice-"):], {}).get("rows", [{}])[-1]
+            return prune.get(name, {}).get("rows", [{}])[-1]
+        order = sorted(recover, key=lambda n: (n != "dense-control", n))
+        for name in order:
+            row = source(name)
+            lines.append(f"| {name} | {row.get('parameters', 0):,} | "
+                         f"{row.get('perplexity', float('nan')):.3f} | "
+                         f"{recover[name]['perplexity']:.3f} |")
     open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
     json.dump({"quantize": quant, "prune": prune, "slice": slices, "recover": recover,
                "gguf_bytes": gguf},
@@ -95,12 +112,14 @@ def main(out):
                 continue
             points.sort()
             ax.plot([x for x, _ in points], [y for _, y in points], marker="o",
-                    linestyle="-" if kind == "unstructured" else "--",
+                    linestyle={"unstructured": "-", "heads": ":"}.get(kind, "--"),
                     label=f"{kind}, {method}")
             ax.set_ylabel(metric)
-        ax.set_xlabel("share of weights zeroed (unstructured) / of MLP neurons removed (neurons)")
+        ax.set_xlabel("share of weights zeroed (unstructured) / of units removed "
+                      "(neurons, heads, channels)")
         ax.set_title({"lm": "Llama student d128 L2 (KJV validation)",
-                      "mlp": "MLP 784-128-10 (Fashion-MNIST test)"}.get(model, model))
+                      "mlp": "MLP 784-128-10 (Fashion-MNIST test)",
+                      "cnn": "CNN 32-64-128 (Fashion-MNIST test)"}.get(model, model))
         if model == "lm":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

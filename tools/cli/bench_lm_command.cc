@@ -215,7 +215,10 @@ absl::Status RunBenchLm() {
   models::LlamaConfig base = teacher_config;
   base.max_position_embeddings = length;
   RETORT_ASSIGN_OR_RETURN(models::LlamaConfig student_config,
-                          models::LlamaConfig::Parse(absl::GetFlag(FLAGS_model), base));
+                          models::LlamaConfig::Parse(
+                              absl::GetFlag(FLAGS_model).empty() ? kDefaultLmModel
+                                                                 : absl::GetFlag(FLAGS_model),
+                              base));
   if (student_config.vocab_size != teacher_config.vocab_size) {
     return absl::InvalidArgumentError("--model must keep the teacher's vocabulary");
   }

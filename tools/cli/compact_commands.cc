@@ -12,6 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "data/fashion_mnist.h"
@@ -48,10 +49,14 @@ ABSL_FLAG(std::string, method, "magnitude",
           "Pruning scores: magnitude (|W|) or activation (|W| times calibration input norms).");
 ABSL_FLAG(double, sparsity, 0.5, "Unstructured pruning: share of each matrix's weights zeroed.");
 ABSL_FLAG(bool, structured, false,
-          "Remove whole MLP neurons (a smaller dense model) instead of zeroing weights.");
+          "Remove whole units (a smaller dense model) instead of zeroing weights: MLP neurons "
+          "and attention heads of a Llama, hidden units of an MLP, channels of a CNN.");
 ABSL_FLAG(double, fraction, 0.25,
-          "Structured pruning: share of each layer's MLP neurons removed; slice: share of the "
-          "residual width deleted.");
+          "Structured pruning: share of each layer's MLP neurons (classifiers: units, channels) "
+          "removed; slice: share of the residual width deleted.");
+ABSL_FLAG(double, heads_fraction, 0,
+          "Structured pruning of a Llama: share of each block's attention heads removed, in "
+          "whole key/value groups (0: keep them all).");
 ABSL_FLAG(int64_t, multiple_of, 16,
           "Structured pruning: neurons kept round to a multiple of this; slice: the kept width "
           "(8 is SliceGPT's usual choice).");
@@ -98,19 +103,19 @@ void PrintTable(const std::vector<Row>& rows, const std::string& rate_unit) {
 }
 
 // Forward passes over random tokens in eval mode: tokens per second.
-double LmTokensPerSecond(const trainer::LmForward& forward, const models::LlamaConfig& config,
-                         int64_t seq_len, int64_t tokens) {
+double LmTokensPerSecond(models::CausalLm& model, int64_t seq_len, int64_t tokens) {
   torch::InferenceMode guard;
+  const models::LlamaConfig& config = model.config();
   const int64_t batch = 8;
   seq_len = std::min(seq_len, config.max_position_embeddings);
   const torch::Tensor input = torch::randint(config.vocab_size, {batch, seq_len}, torch::kInt64);
-  forward(input);  // warm-up
+  model.forward(input);  // warm-up
   const int64_t passes = std::max<int64_t>(1, tokens / (batch * seq_len));
   // The best of three windows: the others are the machine's noise.
   double best = 0;
   for (int window = 0; window < 3; ++window) {
     const auto start = Clock::now();
-    for (int64_t i = 0; i < passes; ++i) forward(input);
+    for (int64_t i = 0; i < passes; ++i) model.forward(input);
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     best = std::max(best, static_cast<double>(passes * batch * seq_len) / seconds);
   }
@@ -175,10 +180,9 @@ void CountParameters(torch::nn::Module& model, Row* row) {
 }
 
 // Perplexity on `validation` (when given) and inference tokens/s of any
-// causal LM given as its module and forward function.
-absl::StatusOr<Row> MeasureLmForward(torch::nn::Module& model, const trainer::LmForward& forward,
-                                     const models::LlamaConfig& config, const std::string& name,
-                                     int64_t bytes, const data::Dataset* validation) {
+// causal LM (a Llama, a sliced one).
+absl::StatusOr<Row> MeasureLm(models::CausalLm& model, const std::string& name, int64_t bytes,
+                              const data::Dataset* validation) {
   Row row;
   row.name = name;
   CountParameters(model, &row);
@@ -188,23 +192,16 @@ absl::StatusOr<Row> MeasureLmForward(torch::nn::Module& model, const trainer::Lm
   if (validation != nullptr) {
     RETORT_ASSIGN_OR_RETURN(
         trainer::LmEvalResult r,
-        trainer::EvaluateLm(model, forward, *validation,
+        trainer::EvaluateLm(model, *validation,
                             {.batch_size = absl::GetFlag(FLAGS_batch_size),
                              .max_sequences = absl::GetFlag(FLAGS_eval_sequences)}));
     row.value = r.perplexity;
   }
-  row.per_second = LmTokensPerSecond(forward, config, absl::GetFlag(FLAGS_seq_len),
-                                     absl::GetFlag(FLAGS_bench_tokens));
+  row.per_second =
+      LmTokensPerSecond(model, absl::GetFlag(FLAGS_seq_len), absl::GetFlag(FLAGS_bench_tokens));
   std::fprintf(stderr, "[compact] %s: %lld bytes, perplexity %.3f, %.0f tokens/s\n", name.c_str(),
                static_cast<long long>(bytes), row.value, row.per_second);
   return row;
-}
-
-absl::StatusOr<Row> MeasureLm(models::LlamaModel& model, const std::string& name, int64_t bytes,
-                              const data::Dataset* validation) {
-  return MeasureLmForward(
-      model, [&model](const torch::Tensor& t) { return model.forward(t); }, model.config(), name,
-      bytes, validation);
 }
 
 // Test accuracy and inference samples/s.
@@ -317,14 +314,34 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
   nlohmann::json j = {{"checkpoint", checkpoint}, {"method", method}};
   student::PruneReport report;
   if (absl::GetFlag(FLAGS_structured)) {
+    // Both kinds are scored on the unpruned model's calibration statistics.
     const double fraction = absl::GetFlag(FLAGS_fraction);
-    RETORT_ASSIGN_OR_RETURN(model, student::PruneLlamaMlpNeurons(
-                                       *model, fraction, score, norms.get(),
-                                       absl::GetFlag(FLAGS_multiple_of), &report));
-    name = absl::StrFormat("mlp neurons -%.0f%% (%s)", 100 * fraction, method);
+    const double heads = absl::GetFlag(FLAGS_heads_fraction);
+    const int64_t parameters_before = model->config().ParameterCount();
+    std::vector<std::string> parts;
+    if (heads > 0) {
+      RETORT_ASSIGN_OR_RETURN(
+          model, student::PruneLlamaAttentionHeads(*model, heads, score, norms.get(), &report));
+      parts.push_back(absl::StrFormat("heads -%.0f%%", 100 * heads));
+    }
+    if (fraction > 0) {
+      RETORT_ASSIGN_OR_RETURN(model, student::PruneLlamaMlpNeurons(
+                                         *model, fraction, score, norms.get(),
+                                         absl::GetFlag(FLAGS_multiple_of), &report));
+      parts.push_back(absl::StrFormat("mlp neurons -%.0f%%", 100 * fraction));
+    }
+    if (parts.empty()) {
+      return absl::InvalidArgumentError(
+          "--structured with --fraction=0 and --heads_fraction=0 removes nothing; set either");
+    }
+    report.parameters_before = parameters_before;
+    name = absl::StrFormat("%s (%s)", absl::StrJoin(parts, ", "), method);
     j["structured"] = true;
     j["fraction"] = fraction;
+    j["heads_fraction"] = heads;
     j["intermediate_size"] = model->config().intermediate_size;
+    j["num_attention_heads"] = model->config().num_attention_heads;
+    j["num_key_value_heads"] = model->config().num_key_value_heads;
   } else {
     const double sparsity = absl::GetFlag(FLAGS_sparsity);
     RETORT_ASSIGN_OR_RETURN(report, student::PruneLlamaUnstructured(sparsity, score, norms.get(),
@@ -375,9 +392,11 @@ absl::Status PruneClassifier(const std::string& checkpoint, const std::string& o
     RETORT_ASSIGN_OR_RETURN(model, student::PruneClassifierNeurons(
                                        *model, fraction, score, norms.get(),
                                        absl::GetFlag(FLAGS_multiple_of), &report));
-    name = absl::StrFormat("neurons -%.0f%% (%s)", 100 * fraction, method);
+    const bool cnn = model->spec().architecture == models::Architecture::kCnn;
+    name = absl::StrFormat("%s -%.0f%% (%s)", cnn ? "channels" : "neurons", 100 * fraction, method);
     j["structured"] = true;
     j["fraction"] = fraction;
+    j["spec"] = model->spec().ToJson();
   } else {
     const double sparsity = absl::GetFlag(FLAGS_sparsity);
     RETORT_ASSIGN_OR_RETURN(report, student::PruneClassifierUnstructured(sparsity, score,
@@ -424,14 +443,12 @@ absl::Status SliceLm(const std::string& checkpoint, const std::string& out_dir) 
                           student::SliceLlama(*model, *train, o, &report));
   const std::string tokenizer =
       PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : "";
-  RETORT_RETURN_IF_ERROR(models::SaveSlicedLlama(*sliced, out_dir, o.fraction, tokenizer));
+  RETORT_RETURN_IF_ERROR(models::SaveSlicedLlama(*sliced, out_dir, tokenizer));
   RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, FileSize(out_dir + "/model.safetensors"));
   RETORT_ASSIGN_OR_RETURN(
-      Row after, MeasureLmForward(
-                     *sliced, [&sliced](const torch::Tensor& t) { return sliced->forward(t); },
-                     sliced->config(),
-                     absl::StrFormat("sliced %.0f%% (width %d)", 100 * o.fraction, report.width),
-                     after_bytes, validation.get()));
+      Row after,
+      MeasureLm(*sliced, absl::StrFormat("sliced %.0f%% (width %d)", 100 * o.fraction, report.width),
+                after_bytes, validation.get()));
   rows.push_back(after);
   std::string energy;
   for (double e : report.kept_energy) absl::StrAppend(&energy, energy.empty() ? "" : " ", absl::StrFormat("%.3f", e));

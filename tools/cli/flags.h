@@ -14,6 +14,10 @@
 #include "trainer/teacher_pool_client.h"
 #include "trainer/trainer.h"
 
+// The student language model --model describes when it is left empty (and
+// no --init_from gives a shape).
+inline constexpr char kDefaultLmModel[] = "d=128,layers=2,heads=4,ffn=344,tied";
+
 ABSL_DECLARE_FLAG(std::string, data_dir);
 ABSL_DECLARE_FLAG(int64_t, validation_size);
 ABSL_DECLARE_FLAG(int64_t, train_limit);

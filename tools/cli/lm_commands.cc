@@ -31,11 +31,13 @@ ABSL_FLAG(int32_t, vocab_size, 4096, "SentencePiece vocabulary size (data prepar
 ABSL_FLAG(double, validation_fraction, 0.05, "Share of the text held out for validation.");
 ABSL_FLAG(std::string, data, "", "A directory written by `retort data prepare`.");
 ABSL_FLAG(int64_t, seq_len, 128, "Tokens per training sequence (packed, fixed length).");
-ABSL_FLAG(std::string, model, "d=128,layers=2,heads=4,ffn=344,tied",
-          "The Llama model to train: d, layers, heads, kv_heads, ffn, ctx (default: seq_len) "
-          "and tied/untied, comma-separated; vocab comes from the data.");
+ABSL_FLAG(std::string, model, "",
+          "The Llama model to train: d, layers, heads, kv_heads, head_dim, ffn, ctx (default: "
+          "seq_len) and tied/untied, comma-separated; vocab comes from the data. Empty: "
+          "d=128,layers=2,heads=4,ffn=344,tied, or with --init_from that checkpoint's own shape.");
 ABSL_FLAG(std::string, init_from, "",
-          "A Llama checkpoint directory whose layers initialise the model (widths must match).");
+          "A checkpoint directory that initialises the model: a Llama's layers (widths must "
+          "match), or a pruned or sliced model trained on whole (recovery; leave --model out).");
 ABSL_FLAG(std::vector<std::string>, init_layers, {},
           "With --init_from: which of its layers, one per model layer (default: spread evenly).");
 ABSL_FLAG(int64_t, steps, 1000, "Optimizer steps (lm train).");
@@ -155,13 +157,20 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
   base.max_position_embeddings = absl::GetFlag(FLAGS_seq_len);
   base.bos_token_id = d.tokenizer->bos_id();
   base.eos_token_id = d.tokenizer->eos_id();
-  RETORT_ASSIGN_OR_RETURN(o.model, models::LlamaConfig::Parse(model_flag, base));
+  o.init_from = absl::GetFlag(FLAGS_init_from);
+  if (model_flag.empty() && !o.init_from.empty()) {
+    // Continue the checkpoint's own shape (a pruned or sliced model).
+    RETORT_ASSIGN_OR_RETURN(o.model, models::ReadLlamaConfig(o.init_from));
+  } else {
+    RETORT_ASSIGN_OR_RETURN(
+        o.model, models::LlamaConfig::Parse(model_flag.empty() ? kDefaultLmModel : model_flag, base));
+  }
   if (o.model.vocab_size != d.tokenizer->vocab_size()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the model '", model_flag, "' sets vocab=", o.model.vocab_size,
+        absl::StrCat("the model '", model_flag.empty() ? o.init_from : model_flag, "' has vocab=",
+                     o.model.vocab_size,
                      " but the tokenizer has ", d.tokenizer->vocab_size(), "; leave vocab out"));
   }
-  o.init_from = absl::GetFlag(FLAGS_init_from);
   RETORT_ASSIGN_OR_RETURN(o.init_layers,
                           ParseIndices(absl::GetFlag(FLAGS_init_layers), "init_layers"));
   o.optimizer = OptimizerOptionsFromFlags();
@@ -295,22 +304,8 @@ absl::Status RunLmEval() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
   // A Llama checkpoint, or one sliced by `retort slice`.
-  std::shared_ptr<torch::nn::Module> module;
-  trainer::LmForward forward;
-  std::shared_ptr<models::LlamaModel> model;
-  models::LlamaConfig config;
-  if (models::IsSlicedLlamaCheckpoint(checkpoint)) {
-    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::SlicedLlamaModel> sliced,
-                            models::LoadSlicedLlama(checkpoint));
-    module = sliced;
-    forward = [sliced](const torch::Tensor& t) { return sliced->forward(t); };
-    config = sliced->config();
-  } else {
-    RETORT_ASSIGN_OR_RETURN(model, models::LoadLlamaCheckpoint(checkpoint));
-    module = model;
-    forward = [model](const torch::Tensor& t) { return model->forward(t); };
-    config = model->config();
-  }
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model, models::LoadCausalLm(checkpoint));
+  const models::LlamaConfig& config = model->config();
   RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/false));
   if (d.tokenizer->vocab_size() != config.vocab_size) {
     return absl::FailedPreconditionError(
@@ -320,7 +315,7 @@ absl::Status RunLmEval() {
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
   RETORT_ASSIGN_OR_RETURN(
       trainer::LmEvalResult r,
-      trainer::EvaluateLm(*module, forward, *d.validation,
+      trainer::EvaluateLm(*model, *d.validation,
                           {.batch_size = absl::GetFlag(FLAGS_batch_size),
                            .max_sequences = absl::GetFlag(FLAGS_eval_sequences)},
                           teacher.get()));

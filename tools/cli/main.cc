@@ -110,8 +110,10 @@ const std::vector<Command>& Commands() {
        &RunGenerate},
       {"prune",
        "Prune a checkpoint: zero a share of each matrix's weights (magnitude or "
-       "activation-aware), or remove MLP neurons (--structured); before/after table.",
-       Concat({{"checkpoint", "method", "sparsity", "structured", "fraction", "multiple_of",
+       "activation-aware), or remove whole units (--structured: MLP neurons, attention heads, "
+       "CNN channels); before/after table.",
+       Concat({{"checkpoint", "method", "sparsity", "structured", "fraction", "heads_fraction",
+                "multiple_of",
                 "calibration_sequences", "out_dir", "data", "seq_len", "eval_sequences",
                 "batch_size", "bench_tokens", "threads"},
                kDataFlags}),

@@ -1,0 +1,64 @@
+// CausalLm: what trainers and evaluators need from a decoder-only language
+// model, whatever its layout: a standard Llama (models/llama.h) or one whose
+// residual stream SliceGPT has cut (models/sliced_llama.h). The language
+// model trainer trains any CausalLm, so a sliced or pruned model is
+// distilled back ("recovery") with the same tools that trained it.
+//
+// Implementations are torch modules: parameters() are what training updates
+// and what training checkpoints hold, under the module names.
+#ifndef RETORT_MODELS_CAUSAL_LM_H_
+#define RETORT_MODELS_CAUSAL_LM_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "models/classifier.h"
+#include "models/llama_config.h"
+
+namespace retort::models {
+
+class CausalLm : public torch::nn::Module {
+ public:
+  ~CausalLm() override = default;
+
+  // tokens int64 [B, T], 1 <= T <= max_position_embeddings, ids in the
+  // vocabulary (callers validate) -> logits float [B, T, vocab]. Position t
+  // sees tokens 0..t only.
+  virtual torch::Tensor forward(const torch::Tensor& tokens) = 0;
+
+  // forward(), also storing in `hidden` the residual streams named in
+  // `names` ("embed", "block.<i>", "final_norm"); names not in
+  // HiddenLayers() are ignored (callers validate them).
+  virtual torch::Tensor ForwardWithHidden(const torch::Tensor& tokens,
+                                          const std::vector<std::string>& names,
+                                          HiddenStates* hidden) = 0;
+  virtual std::vector<HiddenLayer> HiddenLayers() const = 0;
+
+  // The Llama shape (for a sliced model, the one it was sliced from).
+  virtual const LlamaConfig& config() const = 0;
+
+  // {"architecture": ..., "config": <config.json>, ...}: everything that
+  // fixes the parameter shapes, stored in training checkpoints so that a
+  // checkpoint of another shape is refused on resume.
+  virtual nlohmann::json ShapeJson() const = 0;
+
+  // Writes the model as a checkpoint directory that LoadCausalLm (and, for
+  // a standard Llama, transformers) reads; `tokenizer_model` is copied in
+  // as tokenizer.model when not empty.
+  virtual absl::Status Save(const std::string& dir, const std::string& tokenizer_model) = 0;
+};
+
+// Loads either kind from a checkpoint directory: a sliced model when its
+// config.json says "retort_slicing", a Llama otherwise. Errors as
+// LoadLlamaCheckpoint / LoadSlicedLlama.
+absl::StatusOr<std::shared_ptr<CausalLm>> LoadCausalLm(const std::string& dir);
+
+}  // namespace retort::models
+
+#endif  // RETORT_MODELS_CAUSAL_LM_H_
