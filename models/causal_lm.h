@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -20,8 +21,23 @@
 #include "absl/status/statusor.h"
 #include "models/classifier.h"
 #include "models/llama_config.h"
+#include "models/projection.h"
 
 namespace retort::models {
+
+// How a model's weights are held: float (bits 0), or block-quantized
+// (models/block_quant.h) projections, dequantized on the fly, with
+// `embeddings` saying whether the embedding matrix was quantized too (it is
+// then held as its dequantized values).
+struct WeightQuantization {
+  int bits = 0;             // 0 (float), 8 or 4
+  int64_t group_size = 0;   // columns per scale; 0 = one scale per output row
+  bool embeddings = false;
+
+  bool quantized() const { return bits != 0; }
+  // "float32", "int8 per-channel", "int4 g64 (+ embeddings)".
+  std::string Describe() const;
+};
 
 class CausalLm : public torch::nn::Module {
  public:
@@ -52,6 +68,16 @@ class CausalLm : public torch::nn::Module {
   // a standard Llama, transformers) reads; `tokenizer_model` is copied in
   // as tokenizer.model when not empty.
   virtual absl::Status Save(const std::string& dir, const std::string& tokenizer_model) = 0;
+
+  // Every projection (attention, MLP, and the output head when it is one)
+  // under its module name, the parameter name less ".weight":
+  // "model.layers.0.self_attn.q_proj" ... "lm_head" for a Llama.
+  std::vector<std::pair<std::string, Projection>> Projections();
+  // The token embedding matrix [vocab, *], a parameter of this model (the
+  // output head too when tied).
+  virtual torch::Tensor EmbeddingWeight() const = 0;
+
+  WeightQuantization quantization;  // set by whoever quantizes the projections
 };
 
 // Loads either kind from a checkpoint directory: a sliced model when its

@@ -149,22 +149,7 @@ void RotaryTables(const LlamaConfig& config, torch::Tensor* cos, torch::Tensor* 
   *sin = angles.sin().to(torch::kFloat32);
 }
 
-std::string WeightQuantization::Describe() const {
-  if (!quantized()) return "float32";
-  return absl::StrCat("int", bits,
-                      group_size == 0 ? " per-channel" : absl::StrCat(" g", group_size),
-                      embeddings ? " (+ embeddings)" : "");
-}
-
-std::vector<std::pair<std::string, Projection>> LlamaModel::Projections() {
-  std::vector<std::pair<std::string, Projection>> out;
-  for (const auto& item : named_modules("", /*include_self=*/false)) {
-    if (auto p = std::dynamic_pointer_cast<ProjectionImpl>(item.value())) {
-      out.emplace_back(item.key(), Projection(p));
-    }
-  }
-  return out;
-}
+torch::Tensor LlamaModel::EmbeddingWeight() const { return model->embed_tokens->weight; }
 
 torch::Tensor LlamaModel::OutputWeight() const {
   return lm_head ? lm_head->EffectiveWeight() : model->embed_tokens->weight;

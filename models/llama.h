@@ -87,20 +87,6 @@ class LlamaBackboneImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaBackbone);
 
-// How a LlamaModel's weights are held: float (bits 0), or block-quantized
-// (models/block_quant.h) projections, dequantized on the fly, with
-// `embeddings` saying whether the embedding matrix was quantized too (it is
-// then held as its dequantized values).
-struct WeightQuantization {
-  int bits = 0;             // 0 (float), 8 or 4
-  int64_t group_size = 0;   // columns per scale; 0 = one scale per output row
-  bool embeddings = false;
-
-  bool quantized() const { return bits != 0; }
-  // "float32", "int8 per-channel", "int4 g64 (+ embeddings)".
-  std::string Describe() const;
-};
-
 class LlamaModel : public CausalLm {
  public:
   // Fresh weights as transformers initialises them (normal, std 0.02; norm
@@ -133,13 +119,10 @@ class LlamaModel : public CausalLm {
   // embedding matrix when tied.
   torch::Tensor OutputWeight() const;
 
-  // Every projection (attention, MLP, and lm_head when untied) under its
-  // module name, "model.layers.0.self_attn.q_proj" ... "lm_head".
-  std::vector<std::pair<std::string, Projection>> Projections();
+  torch::Tensor EmbeddingWeight() const override;
 
   LlamaBackbone model{nullptr};
   Projection lm_head{nullptr};  // null when the embeddings are tied
-  WeightQuantization quantization;  // set by whoever quantizes the projections
 
  private:
   LlamaConfig config_;

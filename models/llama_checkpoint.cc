@@ -17,6 +17,9 @@ std::string ShapeString(const torch::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]");
 }
 
+
+}  // namespace
+
 nlohmann::json QuantizationJson(const WeightQuantization& q) {
   return {{"bits", q.bits},
           {"group_size", q.group_size},
@@ -53,11 +56,22 @@ absl::StatusOr<WeightQuantization> QuantizationFromJson(const nlohmann::json& js
   return q;
 }
 
-}  // namespace
-
 bool IsLlamaCheckpoint(const std::string& path) { return PathExists(path + "/config.json"); }
 
-NamedTensors LlamaTensors(LlamaModel& model, torch::ScalarType dtype) {
+namespace {
+
+// The parameter name of the model's embedding matrix.
+std::string EmbeddingKey(CausalLm& model) {
+  const torch::Tensor embedding = model.EmbeddingWeight();
+  for (const auto& p : model.named_parameters()) {
+    if (p.value().is_same(embedding)) return p.key();
+  }
+  return "";
+}
+
+}  // namespace
+
+NamedTensors LlamaTensors(CausalLm& model, torch::ScalarType dtype) {
   NamedTensors out;
   torch::NoGradGuard no_grad;
   std::map<std::string, Projection> quantized;
@@ -65,6 +79,7 @@ NamedTensors LlamaTensors(LlamaModel& model, torch::ScalarType dtype) {
     if (p->is_quantized()) quantized.emplace(name + ".weight", p);
   }
   const WeightQuantization& q = model.quantization;
+  const std::string embedding = EmbeddingKey(model);
   auto emit = [&](const std::string& name, const BlockQuantized& b) {
     out.tensors.emplace_back(name, b.bits == 4 ? PackInt4(b.codes) : b.codes);
     out.tensors.emplace_back(name + "_scale", b.scales.to(torch::kCPU, torch::kFloat32));
@@ -73,7 +88,7 @@ NamedTensors LlamaTensors(LlamaModel& model, torch::ScalarType dtype) {
     auto it = quantized.find(p.key());
     if (it != quantized.end()) {
       emit(p.key(), it->second->Quantized());
-    } else if (q.quantized() && q.embeddings && p.key() == "model.embed_tokens.weight") {
+    } else if (q.quantized() && q.embeddings && p.key() == embedding) {
       // Held dequantized; quantizing it again gives back the same codes.
       emit(p.key(), QuantizeWithFallback(p.value(), q.bits, q.group_size).value());
     } else {
@@ -135,7 +150,7 @@ absl::StatusOr<BlockQuantized> ReadQuantized(
 }  // namespace
 
 absl::Status LoadQuantizedLlamaTensors(const NamedTensors& tensors, const std::string& source,
-                                       const WeightQuantization& q, LlamaModel* model) {
+                                       const WeightQuantization& q, CausalLm* model) {
   std::map<std::string, const torch::Tensor*> by_name;
   for (const auto& [name, t] : tensors.tensors) by_name[name] = &t;
   // Float tensors (norms, and the embeddings when they were not quantized)
@@ -143,7 +158,8 @@ absl::Status LoadQuantizedLlamaTensors(const NamedTensors& tensors, const std::s
   NamedTensors plain;
   std::set<std::string> quantized_names;
   for (auto& [name, p] : model->Projections()) quantized_names.insert(name + ".weight");
-  if (q.embeddings) quantized_names.insert("model.embed_tokens.weight");
+  const std::string embedding = EmbeddingKey(*model);
+  if (q.embeddings) quantized_names.insert(embedding);
   torch::NoGradGuard no_grad;
   for (auto& p : model->named_parameters()) {
     if (quantized_names.count(p.key()) != 0) continue;
@@ -159,9 +175,8 @@ absl::Status LoadQuantizedLlamaTensors(const NamedTensors& tensors, const std::s
     p.value().copy_(it->second->to(torch::kFloat32));
   }
   if (q.embeddings) {
-    torch::Tensor& w = model->model->embed_tokens->weight;
-    RETORT_ASSIGN_OR_RETURN(BlockQuantized b,
-                            ReadQuantized(by_name, "model.embed_tokens.weight", source, w));
+    torch::Tensor w = model->EmbeddingWeight();
+    RETORT_ASSIGN_OR_RETURN(BlockQuantized b, ReadQuantized(by_name, embedding, source, w));
     w.copy_(b.Dequantize());
   }
   for (auto& [name, p] : model->Projections()) {

@@ -41,13 +41,21 @@ bool IsLlamaCheckpoint(const std::string& path);
 // codes [out, in], or for 4 bits uint8 [out, in / 2], two codes a byte, low
 // nibble first, each + 8) and "W_scale" (float32 [out, in / group]), and
 // says how in the metadata "retort.quantization" (docs/compaction.md).
-NamedTensors LlamaTensors(LlamaModel& model, torch::ScalarType dtype = torch::kFloat32);
+// Works for any CausalLm (a sliced one too): tensors under its parameter
+// names.
+NamedTensors LlamaTensors(CausalLm& model, torch::ScalarType dtype = torch::kFloat32);
 
 // Loads tensors in that quantized layout into `model` (float): projections
 // become quantized, the embeddings (when quantized) their dequantized
 // values. DATA_LOSS naming the file and tensor for anything that does not fit.
 absl::Status LoadQuantizedLlamaTensors(const NamedTensors& tensors, const std::string& source,
-                                       const WeightQuantization& q, LlamaModel* model);
+                                       const WeightQuantization& q, CausalLm* model);
+
+// config.json's "retort_quantization" object, and back (DATA_LOSS naming
+// `source` for a malformed one).
+nlohmann::json QuantizationJson(const WeightQuantization& q);
+absl::StatusOr<WeightQuantization> QuantizationFromJson(const nlohmann::json& json,
+                                                        const std::string& source);
 
 // Copies `tensors` into `model`'s parameters: every parameter must be there
 // with its shape (DATA_LOSS naming the tensor otherwise); `source` names the

@@ -116,13 +116,9 @@ bool IsSlicedLlamaCheckpoint(const std::string& dir) {
 absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir,
                              const std::string& tokenizer_model) {
   RETORT_RETURN_IF_ERROR(MakeDirs(dir));
-  NamedTensors tensors;
-  torch::NoGradGuard no_grad;
-  for (const auto& p : model.named_parameters()) {
-    tensors.tensors.emplace_back(FileName(p.key()),
-                                 p.value().detach().to(torch::kFloat32).contiguous());
-  }
-  tensors.metadata["format"] = "pt";
+  // Parameters (or codes and scales, when quantized) under the file's names.
+  NamedTensors tensors = LlamaTensors(model);
+  for (auto& [name, t] : tensors.tensors) name = FileName(name);
   RETORT_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", tensors));
   if (!tokenizer_model.empty()) {
     RETORT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(tokenizer_model));
@@ -130,6 +126,9 @@ absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir,
   }
   nlohmann::json config = model.config().ToHuggingFaceJson();
   config["retort_slicing"] = {{"width", model.width()}, {"fraction", model.fraction()}};
+  if (model.quantization.quantized()) {
+    config["retort_quantization"] = QuantizationJson(model.quantization);
+  }
   return WriteFileAtomically(dir + "/config.json", config.dump(2) + "\n");
 }
 
@@ -148,14 +147,26 @@ absl::StatusOr<std::shared_ptr<SlicedLlamaModel>> LoadSlicedLlama(const std::str
     return absl::DataLossError(absl::StrCat(dir, "/config.json: retort_slicing.width ", width,
                                             " is not in 1..", config.hidden_size));
   }
-  RETORT_ASSIGN_OR_RETURN(NamedTensors tensors, ReadSafetensors(weights));
-  std::map<std::string, const torch::Tensor*> by_name;
-  for (const auto& [name, t] : tensors.tensors) by_name[name] = &t;
   double fraction = 1.0 - static_cast<double>(width) / config.hidden_size;
   const nlohmann::json& slicing = json.at("retort_slicing");
   if (auto it = slicing.find("fraction"); it != slicing.end() && it->is_number()) {
     fraction = it->get<double>();
   }
+  RETORT_ASSIGN_OR_RETURN(NamedTensors tensors, ReadSafetensors(weights));
+  if (json.contains("retort_quantization")) {
+    RETORT_ASSIGN_OR_RETURN(WeightQuantization q,
+                            QuantizationFromJson(json["retort_quantization"], dir + "/config.json"));
+    // The file's names back to parameter names ("model." off the body).
+    for (auto& [name, t] : tensors.tensors) {
+      if (name.rfind("model.", 0) == 0) name = name.substr(6);
+    }
+    auto model = std::make_shared<SlicedLlamaModel>(config, width, fraction);
+    RETORT_RETURN_IF_ERROR(LoadQuantizedLlamaTensors(tensors, weights, q, model.get()));
+    model->eval();
+    return model;
+  }
+  std::map<std::string, const torch::Tensor*> by_name;
+  for (const auto& [name, t] : tensors.tensors) by_name[name] = &t;
   auto model = std::make_shared<SlicedLlamaModel>(config, width, fraction);
   torch::NoGradGuard no_grad;
   for (auto& p : model->named_parameters()) {

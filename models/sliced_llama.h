@@ -21,7 +21,10 @@
 // config plus "retort_slicing": {"width", "fraction"}) and model.safetensors
 // with the tensors named below, "model.layers.<i>.attn_shortcut_Q" and
 // "model.layers.<i>.mlp_shortcut_Q" added (and for tied models
-// "model.embed_Q", "model.head_Q", "model.output_scale").
+// "model.embed_Q", "model.head_Q", "model.output_scale"). A quantized sliced
+// model (student/quantize.h) is saved in the Llama checkpoints' quantized
+// layout (models/llama_checkpoint.h): its projections as codes + scales,
+// the shortcut and rotation matrices in float32.
 #ifndef RETORT_MODELS_SLICED_LLAMA_H_
 #define RETORT_MODELS_SLICED_LLAMA_H_
 
@@ -69,6 +72,8 @@ class SlicedLlamaModel : public CausalLm {
   nlohmann::json ShapeJson() const override;
   // SaveSlicedLlama.
   absl::Status Save(const std::string& dir, const std::string& tokenizer_model) override;
+
+  torch::Tensor EmbeddingWeight() const override { return embed_tokens->weight; }
 
   int64_t width() const { return width_; }
   double fraction() const { return fraction_; }

@@ -90,7 +90,7 @@ absl::StatusOr<PruneScore> ParsePruneScore(const std::string& name) {
       "--method=", name, ": use magnitude (|W|) or activation (|W| times input norms, Wanda)"));
 }
 
-absl::StatusOr<InputNorms> CollectLlamaInputNorms(models::LlamaModel& model,
+absl::StatusOr<InputNorms> CollectLlamaInputNorms(models::CausalLm& model,
                                                   const data::Dataset& dataset, int64_t sequences,
                                                   int64_t batch_size) {
   if (dataset.size() == 0) return absl::InvalidArgumentError("the calibration data is empty");
@@ -169,7 +169,7 @@ absl::StatusOr<InputNorms> CollectClassifierInputNorms(models::Classifier& model
 
 absl::StatusOr<PruneReport> PruneLlamaUnstructured(double sparsity, PruneScore score,
                                                    const InputNorms* norms,
-                                                   models::LlamaModel* model) {
+                                                   models::CausalLm* model) {
   RETORT_RETURN_IF_ERROR(CheckFraction("--sparsity", sparsity));
   if (model->quantization.quantized()) {
     return absl::FailedPreconditionError("prune the float model, then quantize");

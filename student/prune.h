@@ -43,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
 #include "models/classifier.h"
+#include "models/causal_lm.h"
 #include "models/llama.h"
 
 namespace retort::student {
@@ -57,8 +58,9 @@ absl::StatusOr<PruneScore> ParsePruneScore(const std::string& name);
 using InputNorms = std::map<std::string, torch::Tensor>;
 
 // Runs the first `sequences` sequences of `dataset` (inputs int64 [B, T])
-// through `model` in eval mode, recording every projection's inputs.
-absl::StatusOr<InputNorms> CollectLlamaInputNorms(models::LlamaModel& model,
+// through `model` (a Llama or a sliced one) in eval mode, recording every
+// projection's inputs.
+absl::StatusOr<InputNorms> CollectLlamaInputNorms(models::CausalLm& model,
                                                   const data::Dataset& dataset, int64_t sequences,
                                                   int64_t batch_size = 16);
 // The same for a classifier over `examples` examples. MLP: fc0's input is
@@ -81,7 +83,7 @@ struct PruneReport {
 // weight (classifiers). `norms` is required for kActivation.
 absl::StatusOr<PruneReport> PruneLlamaUnstructured(double sparsity, PruneScore score,
                                                    const InputNorms* norms,
-                                                   models::LlamaModel* model);
+                                                   models::CausalLm* model);
 absl::StatusOr<PruneReport> PruneClassifierUnstructured(double sparsity, PruneScore score,
                                                         const InputNorms* norms,
                                                         models::Classifier* model);

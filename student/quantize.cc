@@ -77,7 +77,7 @@ std::string QuantizeOptions::Describe() const {
 }
 
 absl::StatusOr<QuantizeReport> QuantizeLlama(const QuantizeOptions& options,
-                                             models::LlamaModel* model) {
+                                             models::CausalLm* model) {
   if (model->quantization.quantized()) {
     return absl::FailedPreconditionError(absl::StrCat("the model is already quantized (",
                                                       model->quantization.Describe(),
@@ -97,15 +97,16 @@ absl::StatusOr<QuantizeReport> QuantizeLlama(const QuantizeOptions& options,
   torch::Tensor embeddings;
   if (options.embeddings) {
     RETORT_ASSIGN_OR_RETURN(models::BlockQuantized q,
-                            QuantizeOne("model.embed_tokens.weight",
-                                        model->model->embed_tokens->weight, options, &report));
+                            QuantizeOne("model.embed_tokens.weight", model->EmbeddingWeight(),
+                                        options, &report));
     embeddings = q.Dequantize();
   }
   for (auto& [projection, q] : planned) projection->SetQuantized(std::move(q));
-  if (embeddings.defined()) model->model->embed_tokens->weight.copy_(embeddings);
+  const torch::Tensor embedding = model->EmbeddingWeight();
+  if (embeddings.defined()) embedding.copy_(embeddings);
   for (const auto& p : model->named_parameters()) {
     const bool quantized =
-        p.value().numel() == 0 || (options.embeddings && p.key() == "model.embed_tokens.weight");
+        p.value().numel() == 0 || (options.embeddings && p.value().is_same(embedding));
     if (!quantized) report.quantized_bytes += Float32Bytes(p.value());
   }
   model->quantization.bits = options.bits;

@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/classifier.h"
+#include "models/causal_lm.h"
 #include "models/llama.h"
 
 namespace retort::student {
@@ -49,8 +50,10 @@ struct QuantizeReport {
 
 // Quantizes `model` in place. FAILED_PRECONDITION when the model is already
 // quantized; INVALID_ARGUMENT (naming the tensor) for a non-finite weight.
+// Any causal LM: a Llama, or a sliced one (its shortcut and rotation
+// matrices stay float32).
 absl::StatusOr<QuantizeReport> QuantizeLlama(const QuantizeOptions& options,
-                                             models::LlamaModel* model);
+                                             models::CausalLm* model);
 // A float model computing exactly what the quantized `model` computes (every
 // projection holds its dequantized weight): for formats without our
 // quantized layout.

@@ -320,6 +320,20 @@ TEST_F(LmE2ETest, PrunesSlicesQuantizesAndExports) {
   EXPECT_EQ(Json(Path("recovered/model/config.json"))["retort_slicing"]["width"].get<int>(), 48);
   r = Run("eval --checkpoint=" + Path("recovered/model") + " " + Data());
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  // The sliced model quantizes like any other (and stays sliced), but no
+  // other runtime has its shortcut matrices: export says so.
+  r = Run("quantize --checkpoint=" + Path("recovered/model") + " " + Data() + quick +
+          "--quantize=int8 --out_dir=" + Path("sliced_int8"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Json(Path("sliced_int8/config.json"))["retort_quantization"]["bits"].get<int>(), 8);
+  EXPECT_EQ(Json(Path("sliced_int8/config.json"))["retort_slicing"]["width"].get<int>(), 48);
+  j = Json(Path("sliced_int8/quantize.json"));
+  EXPECT_LT(j["rows"][1]["bytes"].get<int64_t>() * 2, j["rows"][0]["bytes"].get<int64_t>());
+  r = Run("eval --checkpoint=" + Path("sliced_int8") + " " + Data());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Run("export --checkpoint=" + Path("sliced") + " --format=gguf --out=" + Path("x.gguf"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("shortcut"));
   r = Run("lm train " + Data() + " --init_from=" + Path("sliced") +
           " --model=d=64,layers=1,heads=4,ffn=128 --steps=2 --out_dir=" + Path("x"));
   EXPECT_NE(r.exit_code, 0);

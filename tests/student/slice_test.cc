@@ -11,6 +11,7 @@
 #include "models/llama.h"
 #include "models/llama_checkpoint.h"
 #include "models/sliced_llama.h"
+#include "student/prune.h"
 #include "student/quantize.h"
 #include "student/slice.h"
 
@@ -117,6 +118,43 @@ TEST(SliceTest, SlicedCheckpointsRoundTrip) {
   EXPECT_THAT(models::LoadLlamaCheckpoint(dir.string()).status().message(),
               HasSubstr("SliceGPT-sliced"));
   fs::remove_all(dir);
+}
+
+// A sliced model quantizes like a Llama (projections to codes and scales,
+// shortcut and rotation matrices float32), saves in the quantized layout and
+// loads back computing exactly the same; unstructured pruning reaches it.
+TEST(SliceTest, SlicedModelsQuantizeAndPrune) {
+  const fs::path dir = fs::temp_directory_path() / ("retort_slice_q_" + std::to_string(::getpid()));
+  const torch::Tensor tokens = torch::randint(60, {2, 10}, torch::kInt64);
+  for (bool tied : {true, false}) {
+    SCOPED_TRACE(tied ? "tied" : "untied");
+    auto model = Model(tied);
+    auto sliced = SliceLlama(*model, *Calibration(16), {.fraction = 0.25});
+    ASSERT_TRUE(sliced.ok()) << sliced.status();
+    const torch::Tensor float_logits = (*sliced)->forward(tokens);
+    auto report = QuantizeLlama(*QuantizeOptions::Parse("int8", 0), sliced->get());
+    ASSERT_TRUE(report.ok()) << report.status();
+    // 2 blocks x 7 projections, the head when untied, and the embeddings.
+    EXPECT_EQ(report->quantized_tensors, 2 * 7 + (tied ? 0 : 1) + 1);
+    EXPECT_LT(report->quantized_bytes, report->float_bytes / 2);
+    const torch::Tensor quantized_logits = (*sliced)->forward(tokens);
+    EXPECT_FALSE(torch::equal(quantized_logits, float_logits));
+    EXPECT_LT((quantized_logits - float_logits).abs().max().item<double>(), 0.05);
+    ASSERT_TRUE(models::SaveSlicedLlama(**sliced, dir.string()).ok());
+    auto loaded = models::LoadSlicedLlama(dir.string());
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_TRUE((*loaded)->quantization.quantized());
+    EXPECT_TRUE(torch::equal((*loaded)->forward(tokens), quantized_logits));
+    auto causal = models::LoadCausalLm(dir.string());
+    ASSERT_TRUE(causal.ok()) << causal.status();
+    EXPECT_EQ((*causal)->quantization.bits, 8);
+    fs::remove_all(dir);
+  }
+  auto sliced = SliceLlama(*Model(false), *Calibration(16), {.fraction = 0.25});
+  ASSERT_TRUE(sliced.ok());
+  auto pruned = PruneLlamaUnstructured(0.5, PruneScore::kMagnitude, nullptr, sliced->get());
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_NEAR(static_cast<double>(pruned->zeroed) / pruned->weights, 0.5, 0.01);
 }
 
 TEST(SliceTest, RefusesBadInput) {

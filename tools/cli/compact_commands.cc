@@ -227,8 +227,8 @@ int64_t Float32Bytes(torch::nn::Module& model) {
 
 absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOptions& q,
                         const std::string& out_dir) {
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
-                          models::LoadLlamaCheckpoint(checkpoint));
+  // A Llama, or a sliced one.
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model, models::LoadCausalLm(checkpoint));
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> validation,
                           LmValidationFromFlags());
   auto measure = [&](const std::string& name, int64_t bytes) {
@@ -239,9 +239,9 @@ absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOp
   RETORT_ASSIGN_OR_RETURN(Row before, measure(model->quantization.Describe(), float_bytes));
   rows.push_back(before);
   RETORT_ASSIGN_OR_RETURN(student::QuantizeReport report, student::QuantizeLlama(q, model.get()));
-  models::LlamaSaveOptions save;
-  if (PathExists(checkpoint + "/tokenizer.model")) save.tokenizer_model = checkpoint + "/tokenizer.model";
-  RETORT_RETURN_IF_ERROR(models::SaveLlamaCheckpoint(*model, out_dir, save));
+  RETORT_RETURN_IF_ERROR(model->Save(out_dir, PathExists(checkpoint + "/tokenizer.model")
+                                                  ? checkpoint + "/tokenizer.model"
+                                                  : ""));
   RETORT_ASSIGN_OR_RETURN(int64_t quantized_bytes, FileSize(out_dir + "/model.safetensors"));
   RETORT_ASSIGN_OR_RETURN(Row after, measure(model->quantization.Describe(), quantized_bytes));
   rows.push_back(after);
@@ -286,8 +286,8 @@ absl::Status QuantizeClassifier(const std::string& checkpoint, const student::Qu
 
 absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
                      student::PruneScore score) {
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
-                          models::LoadLlamaCheckpoint(checkpoint));
+  // A Llama, or (unstructured only) a sliced one.
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model, models::LoadCausalLm(checkpoint));
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> validation,
                           LmValidationFromFlags());
   std::vector<Row> rows;
@@ -317,19 +317,26 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
     // Both kinds are scored on the unpruned model's calibration statistics.
     const double fraction = absl::GetFlag(FLAGS_fraction);
     const double heads = absl::GetFlag(FLAGS_heads_fraction);
-    const int64_t parameters_before = model->config().ParameterCount();
+    std::shared_ptr<models::LlamaModel> llama = std::dynamic_pointer_cast<models::LlamaModel>(model);
+    if (llama == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          checkpoint, " is SliceGPT-sliced; structured pruning takes a standard Llama (prune "
+          "before slicing), unstructured pruning (--sparsity) takes either"));
+    }
+    const int64_t parameters_before = llama->config().ParameterCount();
     std::vector<std::string> parts;
     if (heads > 0) {
       RETORT_ASSIGN_OR_RETURN(
-          model, student::PruneLlamaAttentionHeads(*model, heads, score, norms.get(), &report));
+          llama, student::PruneLlamaAttentionHeads(*llama, heads, score, norms.get(), &report));
       parts.push_back(absl::StrFormat("heads -%.0f%%", 100 * heads));
     }
     if (fraction > 0) {
-      RETORT_ASSIGN_OR_RETURN(model, student::PruneLlamaMlpNeurons(
-                                         *model, fraction, score, norms.get(),
+      RETORT_ASSIGN_OR_RETURN(llama, student::PruneLlamaMlpNeurons(
+                                         *llama, fraction, score, norms.get(),
                                          absl::GetFlag(FLAGS_multiple_of), &report));
       parts.push_back(absl::StrFormat("mlp neurons -%.0f%%", 100 * fraction));
     }
+    model = llama;
     if (parts.empty()) {
       return absl::InvalidArgumentError(
           "--structured with --fraction=0 and --heads_fraction=0 removes nothing; set either");
@@ -350,9 +357,9 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
     j["structured"] = false;
     j["sparsity"] = sparsity;
   }
-  models::LlamaSaveOptions save;
-  if (PathExists(checkpoint + "/tokenizer.model")) save.tokenizer_model = checkpoint + "/tokenizer.model";
-  RETORT_RETURN_IF_ERROR(models::SaveLlamaCheckpoint(*model, out_dir, save));
+  RETORT_RETURN_IF_ERROR(model->Save(out_dir, PathExists(checkpoint + "/tokenizer.model")
+                                                  ? checkpoint + "/tokenizer.model"
+                                                  : ""));
   RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, FileSize(out_dir + "/model.safetensors"));
   RETORT_ASSIGN_OR_RETURN(Row after, MeasureLm(*model, name, after_bytes, validation.get()));
   rows.push_back(after);
@@ -525,6 +532,12 @@ absl::Status RunExport() {
     return absl::InvalidArgumentError(absl::StrCat(
         "--checkpoint must be a Llama checkpoint directory (config.json + model.safetensors), got '",
         checkpoint, "'"));
+  }
+  if (models::IsSlicedLlamaCheckpoint(checkpoint)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        checkpoint, " is SliceGPT-sliced: its blocks pass the residual stream through shortcut "
+        "matrices, which neither GGUF (llama.cpp) nor transformers' LlamaForCausalLM has. Export "
+        "the model before slicing; run the sliced one with `retort eval` (or quantize it)"));
   }
   if (out.empty()) return absl::InvalidArgumentError("--out is required (a file for gguf, a directory for safetensors)");
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
