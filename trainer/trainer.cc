@@ -81,8 +81,9 @@ nlohmann::json TrainerOptions::ToJson() const {
                          {"seed", seed},
                          {"jitter_pixels", jitter_pixels},
                          {"clip_grad_norm", clip_grad_norm}};
-  // Only when on, so checkpoints of runs without it still resume.
+  // Only when on, so checkpoints of runs without them still resume.
   if (features.enabled()) json["features"] = features.ToJson();
+  if (!init_from.empty()) json["init_from"] = init_from;
   return json;
 }
 
@@ -130,6 +131,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                      "lower it or raise --batch_size"));
   }
   RETORT_ASSIGN_OR_RETURN(t->model_, models::CreateClassifier(o.model, o.seed));
+  if (!o.init_from.empty()) {
+    absl::StatusOr<nlohmann::json> meta = models::ReadCheckpointInto(o.init_from, *t->model_);
+    if (!meta.ok()) {
+      return absl::Status(meta.status().code(),
+                          absl::StrCat("--init_from: ", meta.status().message()));
+    }
+  }
   if (t->world_size_ > 1) {
     // Every rank starts from rank 0's weights, and draws its own dropout
     // masks (rank 0 keeps the single-process stream).

@@ -54,6 +54,10 @@ struct TrainerOptions {
   DistillationLossOptions loss;  // used only when there is a teacher
   // Feature matching through adapters (needs a teacher exposing the layers).
   FeatureMatchOptions features;
+  // A classifier checkpoint (.pt) whose weights start the model instead of
+  // fresh ones from `seed`; its architecture must be `model`. This is how a
+  // pruned classifier is distilled back ("recovery").
+  std::string init_from;
   int64_t epochs = 10;
   int64_t batch_size = 128;
   uint64_t seed = 1;

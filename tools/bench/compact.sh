@@ -125,4 +125,18 @@ recover dense-control "$LM"
 recover lm-activation-neurons0.5 "$OUT/prune/lm-activation-neurons0.5"
 recover lm-activation-heads0.5 "$OUT/prune/lm-activation-heads0.5"
 for f in 0.1 0.2 0.25 0.3; do recover "slice-lm-$f" "$OUT/slice/lm-$f"; done
+# The CNN with half its channels and units (activation scores), distilled
+# from the dense CNN for 3 epochs starting from its pruned weights
+# (`distill --init_from`), and the dense CNN given the same 3 epochs.
+recover_cnn() {  # NAME CHECKPOINT
+  local r=$OUT/recover/$1
+  mkdir -p "$OUT/recover"
+  [ -f "$r/eval.json" ] && return
+  $RETORT distill --init_from="$2" --teacher="$CNN" --epochs=3 --lr=1e-3 --temperature=1 \
+    --alpha=0.5 --seed=1 --threads="$THREADS" --overwrite --out_dir="$r" 2>"$r.log"
+  $RETORT eval --checkpoint="$r/best.pt" --split=test --threads="$THREADS" \
+    --json_out="$r/eval.json" >/dev/null
+}
+recover_cnn cnn-dense-control "$CNN"
+recover_cnn cnn-activation-channels0.5 "$OUT/prune/cnn-activation-channels0.5/model.pt"
 /usr/bin/python3 tools/bench/compact_table.py "$OUT"

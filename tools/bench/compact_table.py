@@ -74,22 +74,26 @@ def main(out):
                      f"{min(sl['kept_energy']):.3f} |")
     if recover:
         lines += ["", "## Recovery distillation", "",
-                  "| model | parameters | perplexity before recovery | after recovery |",
-                  "|---|---|---|---|"]
+                  "| model | parameters | metric | before recovery | after recovery |",
+                  "|---|---|---|---|---|"]
 
         def source(name):  # the compacted model's row before recovery
-            if name == "dense-control":
-                rows = next(iter(slices.values()), next(iter(prune.values()), {})).get("rows")
-                return rows[0] if rows else {}
+            if name.endswith("dense-control"):  # the uncompacted model: any report's first row
+                want = "cnn" if name.startswith("cnn") else "lm"
+                for key, p in list(slices.items()) + list(prune.items()):
+                    if key.split("-")[0] == want:
+                        return p["rows"][0]
+                return {}
             if name.startswith("slice-"):
                 return slices.get(name[len("slice-"):], {}).get("rows", [{}])[-1]
             return prune.get(name, {}).get("rows", [{}])[-1]
-        order = sorted(recover, key=lambda n: (n != "dense-control", n))
+        order = sorted(recover, key=lambda n: (n.startswith("cnn"), not n.endswith("control"), n))
         for name in order:
-            row = source(name)
-            lines.append(f"| {name} | {row.get('parameters', 0):,} | "
-                         f"{row.get('perplexity', float('nan')):.3f} | "
-                         f"{recover[name]['perplexity']:.3f} |")
+            row, r = source(name), recover[name]
+            metric = "perplexity" if "perplexity" in r else "test accuracy"
+            after = r["perplexity"] if metric == "perplexity" else r["accuracy"]
+            lines.append(f"| {name} | {row.get('parameters', 0):,} | {metric} | "
+                         f"{row.get(metric, float('nan')):.4f} | {after:.4f} |")
     open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
     json.dump({"quantize": quant, "prune": prune, "slice": slices, "recover": recover,
                "gguf_bytes": gguf},

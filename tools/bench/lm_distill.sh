@@ -8,8 +8,9 @@
 # 2. the teacher (TEACHER_MODEL) trained on next-token cross-entropy;
 # 3. the student (STUDENT_MODEL, 4-8x fewer parameters) on the same tokens
 #    and steps: from scratch, and distilled (forward KL at T=1, alpha=0.5)
-#    with top-k 64 targets plus the tail mass, over SEEDS; then dense targets,
-#    top-16 and top-8 at seed 1;
+#    with top-k 64 targets plus the tail mass, over SEEDS; then the EXTRA
+#    runs (default: dense targets, top-16 and top-8 at seed 1; each
+#    NAME:K[:ALPHA[:SEED]], a later --alpha overriding the 0.5 of TEACHER);
 # 4. `retort eval` of every model on the whole validation split (perplexity,
 #    top-1, agreement with the teacher).
 # Every run's summary is a line of OUT_DIR/results.jsonl; tools/bench/lm_table.py
@@ -65,8 +66,11 @@ for seed in $SEEDS; do
   run "top64_s$seed" --model="$STUDENT_MODEL" --steps="$STEPS" --lr=3e-3 --seed="$seed" \
     --eval_every=50 --eval_sequences=96 $TEACHER --top_k=64
 done
+# EXTRA: NAME:K[:ALPHA[:SEED]] runs, e.g. "dense:0 top16:16 top64_a08:64:0.8:2".
 for spec in $EXTRA; do
-  run "${spec%%:*}_s1" --model="$STUDENT_MODEL" --steps="$STEPS" --lr=3e-3 --seed=1 \
-    --eval_every=50 --eval_sequences=96 $TEACHER --top_k="${spec##*:}"
+  IFS=: read -r name k alpha seed <<<"$spec"
+  run "${name}_s${seed:-1}" --model="$STUDENT_MODEL" --steps="$STEPS" --lr=3e-3 \
+    --seed="${seed:-1}" --eval_every=50 --eval_sequences=96 $TEACHER --top_k="$k" \
+    ${alpha:+--alpha=$alpha}
 done
 /usr/bin/python3 tools/bench/lm_table.py "$OUT"

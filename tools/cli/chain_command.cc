@@ -37,6 +37,11 @@ absl::Status RunChain() {
     return absl::InvalidArgumentError(
         "--out_dir must be set (where retort chain writes both stages)");
   }
+  if (!student.init_from.empty()) {
+    return absl::InvalidArgumentError(
+        "retort chain does not take --init_from (the assistant and the student differ); "
+        "start a single `retort distill --init_from` instead");
+  }
   if (student.stop_after_steps > 0) {
     return absl::InvalidArgumentError(
         "retort chain does not take --stop_after_steps (the assistant must finish before the "

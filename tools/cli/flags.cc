@@ -1,5 +1,6 @@
 #include "tools/cli/flags.h"
 
+#include <cstdio>
 #include <thread>
 
 #include <torch/torch.h>
@@ -11,6 +12,7 @@
 #include "common/file_util.h"
 #include "common/intra_op_threads.h"
 #include "common/status_macros.h"
+#include "models/checkpoint_file.h"
 #include "trainer/c10d_communicator.h"
 
 // Data.
@@ -368,9 +370,22 @@ absl::StatusOr<trainer::FeatureMatchOptions> FeatureMatchOptionsFromFlags() {
 
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   trainer::TrainerOptions o;
-  RETORT_ASSIGN_OR_RETURN(
-      o.model, ModelSpecFrom("", absl::GetFlag(FLAGS_arch), absl::GetFlag(FLAGS_hidden),
-                             absl::GetFlag(FLAGS_dropout), absl::GetFlag(FLAGS_input_dropout)));
+  o.init_from = absl::GetFlag(FLAGS_init_from);
+  if (!o.init_from.empty()) {
+    // The checkpoint's own architecture (a pruned model's smaller one).
+    absl::StatusOr<models::LoadedCheckpoint> loaded = models::ReadCheckpoint(o.init_from);
+    if (!loaded.ok()) {
+      return absl::Status(loaded.status().code(),
+                          absl::StrCat("--init_from: ", loaded.status().message()));
+    }
+    o.model = loaded->model->spec();
+    std::fprintf(stderr, "[retort] the model starts from %s: %s (--arch, --hidden, --dropout "
+                 "come from it)\n", o.init_from.c_str(), o.model.Describe().c_str());
+  } else {
+    RETORT_ASSIGN_OR_RETURN(
+        o.model, ModelSpecFrom("", absl::GetFlag(FLAGS_arch), absl::GetFlag(FLAGS_hidden),
+                               absl::GetFlag(FLAGS_dropout), absl::GetFlag(FLAGS_input_dropout)));
+  }
   o.optimizer = OptimizerOptionsFromFlags();
   o.loss.temperature = absl::GetFlag(FLAGS_temperature);
   o.loss.alpha = absl::GetFlag(FLAGS_alpha);

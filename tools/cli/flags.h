@@ -19,6 +19,7 @@
 inline constexpr char kDefaultLmModel[] = "d=128,layers=2,heads=4,ffn=344,tied";
 
 ABSL_DECLARE_FLAG(std::string, data_dir);
+ABSL_DECLARE_FLAG(std::string, init_from);
 ABSL_DECLARE_FLAG(int64_t, validation_size);
 ABSL_DECLARE_FLAG(int64_t, train_limit);
 ABSL_DECLARE_FLAG(int32_t, threads);

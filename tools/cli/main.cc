@@ -62,11 +62,12 @@ const std::vector<std::string> kLmTrainingFlags = {"data",
 const std::vector<Command>& Commands() {
   static const std::vector<Command>* commands = new std::vector<Command>{
       {"train", "Train a classifier on Fashion-MNIST with hard labels (e.g. a teacher).",
-       Concat({kModelFlags, kTrainingFlags, kDataFlags}), &RunTrain},
+       Concat({{"init_from"}, kModelFlags, kTrainingFlags, kDataFlags}), &RunTrain},
       {"distill",
        "Train a student from a teacher (a checkpoint, or servers with --teachers) with "
        "the distillation loss.",
-       Concat({kDistillFlags, kRemoteTeacherFlags, kModelFlags, kTrainingFlags, kDataFlags}),
+       Concat({{"init_from"}, kDistillFlags, kRemoteTeacherFlags, kModelFlags, kTrainingFlags,
+               kDataFlags}),
        &RunDistill},
       {"chain",
        "Teacher-assistant chain: distill the teacher into an intermediate-size assistant "
