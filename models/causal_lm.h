@@ -14,8 +14,8 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -30,8 +30,8 @@ namespace retort::models {
 // `embeddings` saying whether the embedding matrix was quantized too (it is
 // then held as its dequantized values).
 struct WeightQuantization {
-  int bits = 0;             // 0 (float), 8 or 4
-  int64_t group_size = 0;   // columns per scale; 0 = one scale per output row
+  int bits = 0;            // 0 (float), 8 or 4
+  int64_t group_size = 0;  // columns per scale; 0 = one scale per output row
   bool embeddings = false;
 
   bool quantized() const { return bits != 0; }

@@ -15,8 +15,8 @@
 
 #include <memory>
 #include <string>
-#include <vector>
 #include <utility>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -141,8 +141,8 @@ void RotaryTables(const LlamaConfig& config, torch::Tensor* cos, torch::Tensor* 
 // range. Empty `layers` picks config.num_hidden_layers blocks spread evenly
 // from the first to the last.
 absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& source,
-                                                           const LlamaConfig& config,
-                                                           std::vector<int64_t> layers);
+                                                            const LlamaConfig& config,
+                                                            std::vector<int64_t> layers);
 
 }  // namespace retort::models
 

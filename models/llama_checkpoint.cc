@@ -17,7 +17,6 @@ std::string ShapeString(const torch::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]");
 }
 
-
 }  // namespace
 
 nlohmann::json QuantizationJson(const WeightQuantization& q) {

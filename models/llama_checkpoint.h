@@ -28,8 +28,8 @@
 namespace retort::models {
 
 struct LlamaSaveOptions {
-  torch::ScalarType dtype = torch::kFloat32;  // of the stored weights: float32, bfloat16, float16
-  std::string tokenizer_model;                // copied in as tokenizer.model when not empty
+  torch::ScalarType dtype = torch::kFloat32;    // of the stored weights: float32, bfloat16, float16
+  std::string tokenizer_model;                  // copied in as tokenizer.model when not empty
   std::map<std::string, std::string> metadata;  // added to the safetensors metadata
 };
 

@@ -22,12 +22,13 @@ absl::Status LlamaConfig::Validate() const {
     const char* name;
     int64_t value;
   };
-  for (const Positive& p : {Positive{"vocab_size", vocab_size}, Positive{"hidden_size", hidden_size},
-                            Positive{"intermediate_size", intermediate_size},
-                            Positive{"num_hidden_layers", num_hidden_layers},
-                            Positive{"num_attention_heads", num_attention_heads},
-                            Positive{"num_key_value_heads", num_key_value_heads},
-                            Positive{"max_position_embeddings", max_position_embeddings}}) {
+  for (const Positive& p :
+       {Positive{"vocab_size", vocab_size}, Positive{"hidden_size", hidden_size},
+        Positive{"intermediate_size", intermediate_size},
+        Positive{"num_hidden_layers", num_hidden_layers},
+        Positive{"num_attention_heads", num_attention_heads},
+        Positive{"num_key_value_heads", num_key_value_heads},
+        Positive{"max_position_embeddings", max_position_embeddings}}) {
     if (p.value < 1) return Invalid(absl::StrCat(p.name, " must be at least 1, got ", p.value));
   }
   if (attention_head_dim < 0) {
@@ -39,12 +40,13 @@ absl::Status LlamaConfig::Validate() const {
                                 num_attention_heads, " heads; change either or set head_dim"));
   }
   if (head_dim() % 2 != 0) {
-    return Invalid(absl::StrCat("head_dim ", head_dim(),
-                                " must be even (rotary embeddings rotate pairs)"));
+    return Invalid(
+        absl::StrCat("head_dim ", head_dim(), " must be even (rotary embeddings rotate pairs)"));
   }
   if (num_attention_heads % num_key_value_heads != 0) {
     return Invalid(absl::StrCat("num_attention_heads ", num_attention_heads,
-                                " must be a multiple of num_key_value_heads ", num_key_value_heads));
+                                " must be a multiple of num_key_value_heads ",
+                                num_key_value_heads));
   }
   if (!(rope_theta > 1.0) || !std::isfinite(rope_theta)) {
     return Invalid(absl::StrCat("rope_theta must be finite and above 1, got ", rope_theta));
@@ -71,8 +73,7 @@ int64_t LlamaConfig::ParameterCount() const {
 int64_t LlamaConfig::ForwardFlopsPerToken(int64_t context) const {
   const int64_t q = num_attention_heads * head_dim();
   const int64_t kv = num_key_value_heads * head_dim();
-  const int64_t matmul_params = num_hidden_layers * (2 * hidden_size * q +
-                                                     2 * hidden_size * kv +
+  const int64_t matmul_params = num_hidden_layers * (2 * hidden_size * q + 2 * hidden_size * kv +
                                                      3 * hidden_size * intermediate_size) +
                                 vocab_size * hidden_size;
   // Scores (q.k) and the weighted sum of values: 2 * context * heads * head_dim each.
@@ -128,8 +129,7 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromHuggingFaceJson(const nlohmann::jso
   auto get_int = [&json](const char* key, int64_t* out, bool required) -> absl::Status {
     auto it = json.find(key);
     if (it == json.end() || it->is_null()) {
-      return required ? Invalid(absl::StrCat("config.json lacks \"", key, "\""))
-                      : absl::OkStatus();
+      return required ? Invalid(absl::StrCat("config.json lacks \"", key, "\"")) : absl::OkStatus();
     }
     if (!it->is_number_integer()) return Invalid(absl::StrCat("\"", key, "\" must be an integer"));
     *out = it->get<int64_t>();
@@ -164,7 +164,8 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromHuggingFaceJson(const nlohmann::jso
                                 "'; only silu (SwiGLU) is implemented"));
   }
   if (json.value("attention_bias", false) || json.value("mlp_bias", false)) {
-    return Invalid("attention_bias / mlp_bias are set; only bias-free Llama layers are implemented");
+    return Invalid(
+        "attention_bias / mlp_bias are set; only bias-free Llama layers are implemented");
   }
   if (auto it = json.find("rope_scaling"); it != json.end() && !it->is_null()) {
     return Invalid("rope_scaling is set; only plain rotary embeddings are implemented");

@@ -88,9 +88,8 @@ std::vector<HiddenLayer> SlicedLlamaModel::HiddenLayers() const {
 }
 
 nlohmann::json SlicedLlamaModel::ShapeJson() const {
-  return {{"architecture", "sliced_llama"},
-          {"config", config_.ToHuggingFaceJson()},
-          {"width", width_}};
+  return {
+      {"architecture", "sliced_llama"}, {"config", config_.ToHuggingFaceJson()}, {"width", width_}};
 }
 
 absl::Status SlicedLlamaModel::Save(const std::string& dir, const std::string& tokenizer_model) {
@@ -154,8 +153,8 @@ absl::StatusOr<std::shared_ptr<SlicedLlamaModel>> LoadSlicedLlama(const std::str
   }
   RETORT_ASSIGN_OR_RETURN(NamedTensors tensors, ReadSafetensors(weights));
   if (json.contains("retort_quantization")) {
-    RETORT_ASSIGN_OR_RETURN(WeightQuantization q,
-                            QuantizationFromJson(json["retort_quantization"], dir + "/config.json"));
+    RETORT_ASSIGN_OR_RETURN(WeightQuantization q, QuantizationFromJson(json["retort_quantization"],
+                                                                       dir + "/config.json"));
     // The file's names back to parameter names ("model." off the body).
     for (auto& [name, t] : tensors.tensors) {
       if (name.rfind("model.", 0) == 0) name = name.substr(6);

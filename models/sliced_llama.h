@@ -81,7 +81,7 @@ class SlicedLlamaModel : public CausalLm {
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RmsNorm norm{nullptr};
-  Projection lm_head{nullptr};  // untied models only
+  Projection lm_head{nullptr};                  // untied models only
   torch::Tensor embed_Q, head_Q, output_scale;  // tied models only
 
  private:

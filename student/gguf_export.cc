@@ -344,8 +344,7 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   if (q == infos.end() || q->second->dims.size() != 2 ||
       q->second->dims[1] != static_cast<uint64_t>(c.num_attention_heads * c.head_dim())) {
     return bad(absl::StrCat("llama.attention.head_count ", c.num_attention_heads,
-                            " heads of width ", c.head_dim(),
-                            " do not match blk.0.attn_q.weight"));
+                            " heads of width ", c.head_dim(), " do not match blk.0.attn_q.weight"));
   }
   constexpr int64_t kMaxContext = int64_t{1} << 17;
   if (c.max_position_embeddings > kMaxContext) {

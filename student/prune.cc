@@ -156,7 +156,8 @@ absl::StatusOr<InputNorms> CollectClassifierInputNorms(models::Classifier& model
         // A convolution reads channels (summed over positions); a linear
         // layer reads the flattened columns.
         const bool conv_input = cnn && i < 2;
-        const torch::Tensor s = conv_input ? sq.sum(std::vector<int64_t>{0, 2, 3}) : sq.flatten(1).sum(0);
+        const torch::Tensor s =
+            conv_input ? sq.sum(std::vector<int64_t>{0, 2, 3}) : sq.flatten(1).sum(0);
         sums[i] = sums[i].defined() ? sums[i] + s : s;
       }
     }

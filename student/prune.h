@@ -42,8 +42,8 @@
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
-#include "models/classifier.h"
 #include "models/causal_lm.h"
+#include "models/classifier.h"
 #include "models/llama.h"
 
 namespace retort::student {

@@ -96,9 +96,9 @@ absl::StatusOr<QuantizeReport> QuantizeLlama(const QuantizeOptions& options,
   }
   torch::Tensor embeddings;
   if (options.embeddings) {
-    RETORT_ASSIGN_OR_RETURN(models::BlockQuantized q,
-                            QuantizeOne("model.embed_tokens.weight", model->EmbeddingWeight(),
-                                        options, &report));
+    RETORT_ASSIGN_OR_RETURN(
+        models::BlockQuantized q,
+        QuantizeOne("model.embed_tokens.weight", model->EmbeddingWeight(), options, &report));
     embeddings = q.Dequantize();
   }
   for (auto& [projection, q] : planned) projection->SetQuantized(std::move(q));

@@ -20,16 +20,16 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
-#include "models/classifier.h"
 #include "models/causal_lm.h"
+#include "models/classifier.h"
 #include "models/llama.h"
 
 namespace retort::student {
 
 struct QuantizeOptions {
-  int bits = 8;             // 8 or 4
-  int64_t group_size = 0;   // 0: one scale per output row (per-channel)
-  bool embeddings = true;   // language models: quantize the embedding matrix too
+  int bits = 8;            // 8 or 4
+  int64_t group_size = 0;  // 0: one scale per output row (per-channel)
+  bool embeddings = true;  // language models: quantize the embedding matrix too
 
   // "int8" -> bits 8 per-channel; "int4" / "q4" -> bits 4, group 64 unless
   // `group_size` is given; "int8-g32" / "int4-g128" set the group.

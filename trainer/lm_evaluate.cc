@@ -10,8 +10,10 @@
 namespace retort::trainer {
 
 nlohmann::json LmEvalResult::ToJson() const {
-  nlohmann::json j = {{"sequences", sequences},   {"tokens", tokens},
-                      {"loss", loss},             {"perplexity", perplexity},
+  nlohmann::json j = {{"sequences", sequences},
+                      {"tokens", tokens},
+                      {"loss", loss},
+                      {"perplexity", perplexity},
                       {"top1_accuracy", top1_accuracy}};
   if (teacher_agreement >= 0) j["teacher_agreement"] = teacher_agreement;
   return j;
@@ -22,8 +24,8 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
   if (options.batch_size < 1) {
     return absl::InvalidArgumentError("evaluation batch size must be at least 1");
   }
-  const int64_t n = options.max_sequences > 0 ? std::min(options.max_sequences, dataset.size())
-                                              : dataset.size();
+  const int64_t n =
+      options.max_sequences > 0 ? std::min(options.max_sequences, dataset.size()) : dataset.size();
   if (n < 1) return absl::InvalidArgumentError("the evaluation set holds no sequences");
   const bool was_training = model.is_training();
   model.eval();
@@ -42,10 +44,10 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
       const int64_t vocab = logits.size(-1);
       const torch::Tensor flat = logits.reshape({-1, vocab});
       const torch::Tensor labels = batch.labels.reshape({-1});
-      loss_sum += torch::nn::functional::cross_entropy(
-                      flat, labels,
-                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                      .item<double>();
+      loss_sum +=
+          torch::nn::functional::cross_entropy(
+              flat, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+              .item<double>();
       const torch::Tensor top1 = flat.argmax(-1);
       correct += top1.eq(labels).sum().item<int64_t>();
       tokens += labels.numel();
@@ -74,7 +76,8 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
   r.loss = loss_sum / static_cast<double>(tokens);
   r.perplexity = std::exp(r.loss);
   r.top1_accuracy = static_cast<double>(correct) / static_cast<double>(tokens);
-  if (teacher != nullptr) r.teacher_agreement = static_cast<double>(agree) / static_cast<double>(tokens);
+  if (teacher != nullptr)
+    r.teacher_agreement = static_cast<double>(agree) / static_cast<double>(tokens);
   return r;
 }
 

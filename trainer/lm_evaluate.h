@@ -21,7 +21,8 @@ struct LmEvalResult {
   double loss = 0;        // mean next-token cross-entropy, nats
   double perplexity = 0;  // exp(loss)
   double top1_accuracy = 0;
-  double teacher_agreement = -1;  // share of tokens where argmax student == argmax teacher; -1 without a teacher
+  double teacher_agreement =
+      -1;  // share of tokens where argmax student == argmax teacher; -1 without a teacher
   nlohmann::json ToJson() const;
 };
 

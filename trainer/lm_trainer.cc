@@ -134,9 +134,9 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
     RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::SlicedLlamaModel> sliced,
                             models::LoadSlicedLlama(o.init_from));
     if (sliced->config() != o.model || !o.init_layers.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          o.init_from, " is a sliced model (", sliced->config().Describe(), ", width ",
-          sliced->width(), "); it trains whole: leave --model and --init_layers out"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(o.init_from, " is a sliced model (", sliced->config().Describe(), ", width ",
+                       sliced->width(), "); it trains whole: leave --model and --init_layers out"));
     }
     t->model_ = std::move(sliced);
   } else {
@@ -255,7 +255,8 @@ absl::Status LmTrainer::WriteCheckpoint() {
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore::Pending> pending,
                           checkpoints_->Begin(state_.step));
   RETORT_RETURN_IF_ERROR(SaveTrainingCheckpoint(pending->Path(kCheckpointFile), *model_,
-                                                model_->ShapeJson(), *optimizer_, saved, Adapters()));
+                                                model_->ShapeJson(), *optimizer_, saved,
+                                                Adapters()));
   RETORT_RETURN_IF_ERROR(pending->Commit({{"step", state_.step}, {"label", options_.label}}));
   checkpointed_step_ = state_.step;
   last_checkpoint_dir_ =

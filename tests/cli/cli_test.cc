@@ -156,8 +156,9 @@ TEST_F(CliTest, TrainEvalDistillAndCheckpointMismatch) {
 // A CNN loses half its channels and units (a smaller dense model), then is
 // distilled back from the CNN it was cut from, starting from its own weights.
 TEST_F(CliTest, PrunedCnnRecoversByDistillation) {
-  Result train = Run("train --arch=cnn --hidden=8,16,32 --epochs=2 --batch_size=25 --out_dir=" +
-                     Path("cnn") + " " + Data());
+  Result train =
+      Run("train --arch=cnn --hidden=8,16,32 --epochs=2 --batch_size=25 --out_dir=" + Path("cnn") +
+          " " + Data());
   ASSERT_EQ(train.exit_code, 0) << train.err;
   Result prune = Run("prune --checkpoint=" + Path("cnn/best.pt") +
                      " --structured --fraction=0.5 --multiple_of=2 --bench_tokens=256 --out_dir=" +
@@ -167,13 +168,13 @@ TEST_F(CliTest, PrunedCnnRecoversByDistillation) {
   EXPECT_EQ(pruned["spec"]["hidden"], nlohmann::json::parse("[4, 8, 16]"));
   EXPECT_LT(pruned["rows"][1]["parameters"].get<int64_t>(),
             pruned["rows"][0]["parameters"].get<int64_t>() / 3);
-  Result recover = Run("distill --init_from=" + Path("cnn_pruned/model.pt") + " --teacher=" +
-                       Path("cnn/best.pt") + " --epochs=3 --batch_size=25 --lr=1e-3 --out_dir=" +
-                       Path("cnn_recovered") + " " + Data());
+  Result recover = Run(
+      "distill --init_from=" + Path("cnn_pruned/model.pt") + " --teacher=" + Path("cnn/best.pt") +
+      " --epochs=3 --batch_size=25 --lr=1e-3 --out_dir=" + Path("cnn_recovered") + " " + Data());
   ASSERT_EQ(recover.exit_code, 0) << recover.err;
   EXPECT_THAT(recover.err, HasSubstr("conv4-conv8-fc16"));
-  Result eval = Run("eval --checkpoint=" + Path("cnn_recovered/best.pt") + " --json_out=" +
-                    Path("cnn_recovered.json") + " " + Data());
+  Result eval = Run("eval --checkpoint=" + Path("cnn_recovered/best.pt") +
+                    " --json_out=" + Path("cnn_recovered.json") + " " + Data());
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
   const double recovered =
       nlohmann::json::parse(*ReadFile(Path("cnn_recovered.json")))["accuracy"].get<double>();
@@ -185,9 +186,9 @@ TEST_F(CliTest, PrunedCnnRecoversByDistillation) {
   // The checkpoint's architecture is the model's: a mismatch cannot happen
   // through the flags, and a file that is not a checkpoint names itself.
   ASSERT_TRUE(WriteFileAtomically(Path("not_a_model.pt"), "junk").ok());
-  ExpectOneCleanErrorLine(Run("train --init_from=" + Path("not_a_model.pt") + " --out_dir=" +
-                              Path("x") + " " + Data()),
-                          "--init_from");
+  ExpectOneCleanErrorLine(
+      Run("train --init_from=" + Path("not_a_model.pt") + " --out_dir=" + Path("x") + " " + Data()),
+      "--init_from");
 }
 
 TEST_F(CliTest, FeatureMatchingAndTeacherAssistantChain) {

@@ -313,9 +313,9 @@ TEST_F(LmE2ETest, PrunesSlicesQuantizesAndExports) {
   EXPECT_THAT(r.err, HasSubstr("SliceGPT-sliced"));
   // Recovery: the sliced model trains on whole, distilled from the model it
   // was cut from, in its own shape (no --model), and stays sliced.
-  r = Run("lm train " + Data() + " --init_from=" + Path("sliced") + " --teacher=" +
-          Path("teacher/model") + " --top_k=16 --alpha=0.5 --steps=6 --lr=1e-3 --out_dir=" +
-          Path("recovered"));
+  r = Run("lm train " + Data() + " --init_from=" + Path("sliced") +
+          " --teacher=" + Path("teacher/model") +
+          " --top_k=16 --alpha=0.5 --steps=6 --lr=1e-3 --out_dir=" + Path("recovered"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Json(Path("recovered/model/config.json"))["retort_slicing"]["width"].get<int>(), 48);
   r = Run("eval --checkpoint=" + Path("recovered/model") + " " + Data());
@@ -350,8 +350,8 @@ TEST_F(LmE2ETest, PrunesSlicesQuantizesAndExports) {
   EXPECT_LT(j["rows"][1]["parameters"].get<int64_t>(), j["rows"][0]["parameters"].get<int64_t>());
   r = Run("eval --checkpoint=" + Path("heads") + " " + Data());
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  r = Run("export --checkpoint=" + Path("heads") + " --format=gguf --gguf_type=f32 --out=" +
-          Path("heads.gguf"));
+  r = Run("export --checkpoint=" + Path("heads") +
+          " --format=gguf --gguf_type=f32 --out=" + Path("heads.gguf"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
 
   r = Run("quantize" + teacher + Data() + quick + "--quantize=int4-g32 --out_dir=" + Path("q4"));

@@ -94,10 +94,10 @@ TEST_F(LlamaTest, ParameterNamesAreTransformersNames) {
   EXPECT_TRUE(names.count("model.embed_tokens.weight"));
   EXPECT_TRUE(names.count("model.norm.weight"));
   EXPECT_TRUE(names.count("lm_head.weight"));
-  for (const char* n : {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                        "self_attn.v_proj.weight", "self_attn.o_proj.weight",
-                        "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-                        "input_layernorm.weight", "post_attention_layernorm.weight"}) {
+  for (const char* n :
+       {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+        "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"}) {
     EXPECT_TRUE(names.count(std::string("model.layers.1.") + n)) << n;
   }
   EXPECT_EQ(names.size(), 3u + 2u * 9u);
@@ -145,14 +145,14 @@ TEST_F(LlamaTest, MatchesTheIndependentReferenceOnItsWeights) {
     const char* dtype;
     double tolerance;
   };
-  for (const Case& c : {Case{"{}", "f32", 1e-4}, Case{R"({"num_key_value_heads": 1})", "f32", 1e-4},
-                        Case{R"({"num_key_value_heads": 4, "tie_word_embeddings": true})", "f32", 1e-4},
-                        Case{R"({"rope_theta": 500000.0, "num_hidden_layers": 3})", "f32", 1e-4},
-                        // heads narrower than hidden / heads, as head pruning leaves them
-                        Case{R"({"head_dim": 8, "num_attention_heads": 2, "num_key_value_heads": 1})",
-                             "f32", 1e-4},
-                        // bf16 weights: both sides read the same rounded values
-                        Case{"{}", "bf16", 1e-4}}) {
+  for (const Case& c :
+       {Case{"{}", "f32", 1e-4}, Case{R"({"num_key_value_heads": 1})", "f32", 1e-4},
+        Case{R"({"num_key_value_heads": 4, "tie_word_embeddings": true})", "f32", 1e-4},
+        Case{R"({"rope_theta": 500000.0, "num_hidden_layers": 3})", "f32", 1e-4},
+        // heads narrower than hidden / heads, as head pruning leaves them
+        Case{R"({"head_dim": 8, "num_attention_heads": 2, "num_key_value_heads": 1})", "f32", 1e-4},
+        // bf16 weights: both sides read the same rounded values
+        Case{"{}", "bf16", 1e-4}}) {
     SCOPED_TRACE(std::string(c.config) + " " + c.dtype);
     const std::string dir = Path("ref");
     fs::remove_all(dir);
@@ -264,8 +264,7 @@ TEST_F(LlamaTest, RejectsCheckpointsThatDoNotFitWithTheReason) {
   // Features we do not implement are named.
   config = nlohmann::json::parse(std::ifstream(Path("ok") + "/config.json"));
   config["hidden_act"] = "gelu";
-  EXPECT_THAT(LlamaConfig::FromHuggingFaceJson(config).status().message(),
-              HasSubstr("hidden_act"));
+  EXPECT_THAT(LlamaConfig::FromHuggingFaceJson(config).status().message(), HasSubstr("hidden_act"));
   config = nlohmann::json::parse(std::ifstream(Path("ok") + "/config.json"));
   config["model_type"] = "gpt2";
   EXPECT_FALSE(LlamaConfig::FromHuggingFaceJson(config).ok());
@@ -294,7 +293,7 @@ TEST_F(LlamaTest, ConfigParsesFlagsAndValidates) {
   for (const auto& p : LlamaModel(*narrow).parameters()) counted += p.numel();
   EXPECT_EQ(counted, narrow->ParameterCount());
   EXPECT_FALSE(LlamaConfig::Parse("head_dim=7", {}).ok());          // rotary needs even widths
-  EXPECT_FALSE(LlamaConfig::Parse("d=100,heads=3", {}).ok());      // heads do not divide d
+  EXPECT_FALSE(LlamaConfig::Parse("d=100,heads=3", {}).ok());       // heads do not divide d
   EXPECT_FALSE(LlamaConfig::Parse("heads=4,kv_heads=3", {}).ok());  // not a multiple
   EXPECT_FALSE(LlamaConfig::Parse("depth=3", {}).ok());             // unknown key
   EXPECT_FALSE(LlamaConfig::Parse("layers=x", {}).ok());
@@ -334,8 +333,7 @@ TEST_F(LlamaTest, StudentFromTeacherLayersCopiesThemAndChecksWidths) {
   LlamaConfig narrow = student_config;
   narrow.hidden_size = 32;
   narrow.intermediate_size = 86;
-  EXPECT_THAT(LlamaFromLayers(teacher, narrow, {}).status().message(),
-              HasSubstr("hidden_size"));
+  EXPECT_THAT(LlamaFromLayers(teacher, narrow, {}).status().message(), HasSubstr("hidden_size"));
 }
 
 TEST_F(LlamaTest, HiddenStatesAreTheResidualStream) {
@@ -348,7 +346,8 @@ TEST_F(LlamaTest, HiddenStatesAreTheResidualStream) {
       model.ForwardWithHidden(Tokens(kBatch), {"embed", "block.1", "final_norm"}, &hidden);
   ASSERT_EQ(hidden.size(), 3u);
   EXPECT_EQ(hidden["block.1"].sizes(), (std::vector<int64_t>{2, 9, 64}));
-  EXPECT_TRUE(torch::allclose(logits, torch::matmul(hidden["final_norm"], model.OutputWeight().t())));
+  EXPECT_TRUE(
+      torch::allclose(logits, torch::matmul(hidden["final_norm"], model.OutputWeight().t())));
   EXPECT_TRUE(torch::allclose(hidden["final_norm"], model.model->norm(hidden["block.1"])));
   EXPECT_EQ(model.HiddenLayers().size(), 4u);
 }

@@ -53,7 +53,10 @@ std::string Field(int field, const std::string& payload) {
 std::string SentencePieceModel(int pieces) {
   std::string out;
   for (int i = 0; i < pieces; ++i) {
-    const std::string text = i == 0 ? "<unk>" : i == 1 ? "<s>" : i == 2 ? "</s>" : "p" + std::to_string(i);
+    const std::string text = i == 0   ? "<unk>"
+                             : i == 1 ? "<s>"
+                             : i == 2 ? "</s>"
+                                      : "p" + std::to_string(i);
     const int type = i == 0 ? 2 : i < 3 ? 3 : 1;
     const float score = -static_cast<float>(i);
     std::string piece = Field(1, text);
@@ -132,7 +135,8 @@ TEST_F(CompactionTest, QuantizeLlamaQuantizesEveryProjectionAndTheEmbeddings) {
   // Close to the float model, not equal to it.
   const torch::Tensor after = model->forward(tokens);
   EXPECT_FALSE(torch::equal(before, after));
-  EXPECT_LT((after - before).abs().max().item<double>(), 0.1 * before.abs().max().item<double>() + 0.05);
+  EXPECT_LT((after - before).abs().max().item<double>(),
+            0.1 * before.abs().max().item<double>() + 0.05);
   EXPECT_THAT(QuantizeLlama(*q, model.get()).status().message(), HasSubstr("already quantized"));
 }
 
@@ -191,8 +195,9 @@ TEST_F(CompactionTest, GgufRoundTripsEveryTypeAndBothHeadLayouts) {
 TEST_F(CompactionTest, GgufHoldsWhatLlamaCppReads) {
   auto model = Model(/*tied=*/false);
   const std::string path = Path("m.gguf");
-  auto report = ExportLlamaGguf(*model, path,
-                                {.type = models::GgmlType::kQ8_0, .name = "tiny", .tokenizer_model = tokenizer_});
+  auto report = ExportLlamaGguf(
+      *model, path,
+      {.type = models::GgmlType::kQ8_0, .name = "tiny", .tokenizer_model = tokenizer_});
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->fallback_tensors, 0);  // rows of 64 and 96: whole 32-blocks
   const std::string bytes = *ReadFile(path);
@@ -219,7 +224,9 @@ TEST_F(CompactionTest, GgufHoldsWhatLlamaCppReads) {
   EXPECT_EQ(t["blk.0.attn_k.weight"].dims, (std::vector<uint64_t>{64, 32}));  // {in, out}
   // The rotary permutation, checked row by row on an F32 export: GGUF row
   // 2i of head h is transformers' row i, row 2i + 1 is row i + head_dim / 2.
-  ASSERT_TRUE(ExportLlamaGguf(*model, path, {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_}).ok());
+  ASSERT_TRUE(
+      ExportLlamaGguf(*model, path, {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_})
+          .ok());
   const std::string f32 = *ReadFile(path);
   auto f = models::ParseGguf(f32);
   ASSERT_TRUE(f.ok());
@@ -249,10 +256,13 @@ TEST_F(CompactionTest, ExportAndImportRefuseBadInput) {
               HasSubstr("tokenizer"));
   EXPECT_THAT(ParseGgufType("q5_k").status().message(), HasSubstr("f32, f16, q8_0 or q4_0"));
   // Another architecture, and a file missing a tensor.
-  auto other = models::SerializeGguf({{"general.architecture", models::GgufValue::String("gpt2")}}, {});
+  auto other =
+      models::SerializeGguf({{"general.architecture", models::GgufValue::String("gpt2")}}, {});
   ASSERT_TRUE(WriteFileAtomically(Path("gpt2.gguf"), *other).ok());
   EXPECT_EQ(ImportLlamaGguf(Path("gpt2.gguf")).status().code(), absl::StatusCode::kUnimplemented);
-  ASSERT_TRUE(ExportLlamaGguf(*model, Path("m.gguf"), {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_}).ok());
+  ASSERT_TRUE(ExportLlamaGguf(*model, Path("m.gguf"),
+                              {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_})
+                  .ok());
   std::string bytes = *ReadFile(Path("m.gguf"));
   const size_t at = bytes.find("blk.1.ffn_up.weight");
   bytes[at] = 'x';
@@ -262,7 +272,9 @@ TEST_F(CompactionTest, ExportAndImportRefuseBadInput) {
   EXPECT_THAT(ImportLlamaGguf(Path("absent.gguf")).status().message(), HasSubstr("absent.gguf"));
   // Hyper-parameters that lie about the tensors are refused before anything
   // is allocated for them.
-  ASSERT_TRUE(ExportLlamaGguf(*model, Path("m.gguf"), {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_}).ok());
+  ASSERT_TRUE(ExportLlamaGguf(*model, Path("m.gguf"),
+                              {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_})
+                  .ok());
   const std::string good = *ReadFile(Path("m.gguf"));
   auto patch_u32 = [&](const std::string& key, uint32_t value) {
     std::string b = good;
@@ -275,7 +287,8 @@ TEST_F(CompactionTest, ExportAndImportRefuseBadInput) {
   patch_u32("llama.context_length", 1u << 30);
   EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("context_length"));
   patch_u32("llama.feed_forward_length", 4096);
-  EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("feed_forward_length"));
+  EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(),
+              HasSubstr("feed_forward_length"));
   patch_u32("llama.embedding_length", 128);
   EXPECT_THAT(ImportLlamaGguf(Path("lie.gguf")).status().message(), HasSubstr("embedding_length"));
   patch_u32("llama.attention.key_length", 1u << 30);
@@ -295,9 +308,13 @@ TEST_F(CompactionTest, ExportAndImportRefuseBadInput) {
 TEST_F(CompactionTest, GgufCarriesAnExplicitHeadWidth) {
   config_.attention_head_dim = 8;  // 4 heads of 8 in a 64-wide stream
   auto model = Model(/*tied=*/false);
-  ASSERT_EQ(model->model->layers[0]->as<models::LlamaDecoderLayer>()->self_attn->q_proj->weight.size(0), 32);
+  ASSERT_EQ(
+      model->model->layers[0]->as<models::LlamaDecoderLayer>()->self_attn->q_proj->weight.size(0),
+      32);
   const std::string path = Path("narrow.gguf");
-  ASSERT_TRUE(ExportLlamaGguf(*model, path, {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_}).ok());
+  ASSERT_TRUE(
+      ExportLlamaGguf(*model, path, {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_})
+          .ok());
   auto file = models::ParseGguf(*ReadFile(path));
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ(file->Find("llama.attention.key_length")->integer, 8);

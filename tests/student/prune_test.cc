@@ -35,11 +35,13 @@ std::shared_ptr<data::TensorDataset> Tokens(int64_t n) {
 TEST(PruneTest, MagnitudeZeroesTheSmallestShareOfEachMatrix) {
   torch::manual_seed(1);
   models::LlamaModel model(Tiny());
-  const torch::Tensor before = model.model->layers[0]->as<models::LlamaDecoderLayer>()->mlp->up_proj->weight.clone();
+  const torch::Tensor before =
+      model.model->layers[0]->as<models::LlamaDecoderLayer>()->mlp->up_proj->weight.clone();
   auto report = PruneLlamaUnstructured(0.5, PruneScore::kMagnitude, nullptr, &model);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->zeroed * 2, report->weights);
-  const torch::Tensor after = model.model->layers[0]->as<models::LlamaDecoderLayer>()->mlp->up_proj->weight;
+  const torch::Tensor after =
+      model.model->layers[0]->as<models::LlamaDecoderLayer>()->mlp->up_proj->weight;
   const torch::Tensor kept = after != 0;
   EXPECT_EQ(kept.sum().item<int64_t>(), before.numel() / 2);
   // Every kept weight is at least as large as every zeroed one.
@@ -69,10 +71,12 @@ TEST(PruneTest, ActivationScoresCompareWithinEachRow) {
     EXPECT_TRUE((zeros_per_row == p->in_features() * 3 / 4).all().item<bool>()) << name;
     EXPECT_TRUE((p->weight.select(1, 0) != 0).all().item<bool>()) << name;
   }
-  EXPECT_THAT(PruneLlamaUnstructured(0.5, PruneScore::kActivation, nullptr, &model).status().message(),
-              HasSubstr("calibration"));
-  EXPECT_THAT(PruneLlamaUnstructured(1.0, PruneScore::kMagnitude, nullptr, &model).status().message(),
-              HasSubstr("[0, 1)"));
+  EXPECT_THAT(
+      PruneLlamaUnstructured(0.5, PruneScore::kActivation, nullptr, &model).status().message(),
+      HasSubstr("calibration"));
+  EXPECT_THAT(
+      PruneLlamaUnstructured(1.0, PruneScore::kMagnitude, nullptr, &model).status().message(),
+      HasSubstr("[0, 1)"));
 }
 
 TEST(PruneTest, CalibrationNormsAreTheInputColumnNorms) {
@@ -88,7 +92,8 @@ TEST(PruneTest, CalibrationNormsAreTheInputColumnNorms) {
   const torch::Tensor x =
       layer->input_layernorm(model.model->embed_tokens(data->inputs())).to(torch::kFloat64);
   const torch::Tensor expected = x.pow(2).sum(std::vector<int64_t>{0, 1}).sqrt();
-  EXPECT_TRUE(torch::allclose((*norms)["model.layers.0.self_attn.q_proj.weight"], expected, 1e-6, 1e-9));
+  EXPECT_TRUE(
+      torch::allclose((*norms)["model.layers.0.self_attn.q_proj.weight"], expected, 1e-6, 1e-9));
 }
 
 TEST(PruneTest, RemovingDeadMlpNeuronsLeavesOutputsUnchanged) {
@@ -115,7 +120,8 @@ TEST(PruneTest, RemovingDeadMlpNeuronsLeavesOutputsUnchanged) {
   auto data = Tokens(8);
   auto norms = CollectLlamaInputNorms(model, *data, 0);
   ASSERT_TRUE(norms.ok());
-  auto by_activation = PruneLlamaMlpNeurons(model, 0.5, PruneScore::kActivation, &*norms, 16, nullptr);
+  auto by_activation =
+      PruneLlamaMlpNeurons(model, 0.5, PruneScore::kActivation, &*norms, 16, nullptr);
   ASSERT_TRUE(by_activation.ok()) << by_activation.status();
   EXPECT_TRUE(torch::allclose((*by_activation)->forward(tokens), expected, 1e-5, 1e-6));
 }
@@ -148,7 +154,8 @@ TEST(PruneTest, ClassifierNeuronsAndWeights) {
     single->named_parameters()["fc1.weight"].narrow(1, 20, 20).zero_();
   }
   const torch::Tensor single_expected = single->forward(x);
-  auto single_pruned = PruneClassifierNeurons(*single, 0.5, PruneScore::kMagnitude, nullptr, 4, nullptr);
+  auto single_pruned =
+      PruneClassifierNeurons(*single, 0.5, PruneScore::kMagnitude, nullptr, 4, nullptr);
   ASSERT_TRUE(single_pruned.ok());
   EXPECT_TRUE(torch::allclose((*single_pruned)->forward(x), single_expected, 1e-5, 1e-6));
   // Unstructured, activation-aware, with norms from real forward passes.
@@ -195,7 +202,8 @@ TEST(PruneTest, RemovingSilentAttentionGroupsLeavesOutputsUnchanged) {
   auto data = Tokens(8);
   auto norms = CollectLlamaInputNorms(model, *data, 0);
   ASSERT_TRUE(norms.ok());
-  auto by_activation = PruneLlamaAttentionHeads(model, 0.5, PruneScore::kActivation, &*norms, nullptr);
+  auto by_activation =
+      PruneLlamaAttentionHeads(model, 0.5, PruneScore::kActivation, &*norms, nullptr);
   ASSERT_TRUE(by_activation.ok()) << by_activation.status();
   EXPECT_TRUE(torch::allclose((*by_activation)->forward(tokens), expected, 1e-5, 1e-6));
   // Nothing removed: the same function. At least one group always stays.

@@ -58,7 +58,8 @@ TEST(SliceTest, NothingDeletedComputesTheSameFunction) {
     auto model = Model(tied);
     const torch::Tensor expected = model->forward(tokens);
     SliceReport report;
-    auto sliced = SliceLlama(*model, *Calibration(24), {.fraction = 0.0, .multiple_of = 1}, &report);
+    auto sliced =
+        SliceLlama(*model, *Calibration(24), {.fraction = 0.0, .multiple_of = 1}, &report);
     ASSERT_TRUE(sliced.ok()) << sliced.status();
     EXPECT_EQ(report.width, 64);
     ASSERT_EQ(report.kept_energy.size(), 1u + 2u * 2u);

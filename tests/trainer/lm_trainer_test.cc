@@ -42,8 +42,7 @@ class LmTrainerTest : public ::testing::Test {
 
   // A learnable stream: counting runs (t, t+1, t+2, ...) of random length
   // from random starts, so the next token is mostly the current one plus 1.
-  std::shared_ptr<data::TokenSequenceDataset> Shard(const std::string& name, int n,
-                                                    uint32_t seed) {
+  std::shared_ptr<data::TokenSequenceDataset> Shard(const std::string& name, int n, uint32_t seed) {
     auto writer = data::TokenShardWriter::Create(Path(name), kVocab);
     EXPECT_TRUE(writer.ok());
     uint32_t x = seed, t = 0;
@@ -192,8 +191,8 @@ TEST_F(LmTrainerTest, RecoversASlicedModelByDistillation) {
   ASSERT_TRUE(dense_result.ok()) << dense_result.status();
   auto dense = models::LoadLlamaCheckpoint(dense_result->model_dir);
   ASSERT_TRUE(dense.ok()) << dense.status();
-  auto sliced = student::SliceLlama(**dense, *train_,
-                                    {.fraction = 0.5, .multiple_of = 8, .calibration_sequences = 64});
+  auto sliced = student::SliceLlama(
+      **dense, *train_, {.fraction = 0.5, .multiple_of = 8, .calibration_sequences = 64});
   ASSERT_TRUE(sliced.ok()) << sliced.status();
   ASSERT_EQ((*sliced)->width(), 16);
   ASSERT_TRUE(models::SaveSlicedLlama(**sliced, Path("sliced")).ok());

@@ -51,9 +51,9 @@ ABSL_FLAG(int64_t, bench_matmul_size, 1024, "Side of the square matmuls of the p
 namespace retort::cli {
 
 const std::vector<std::string> kBenchLmFlags = {
-    "checkpoint", "teacher_model", "model",      "seq_len",           "batch_size",
-    "top_k",      "bench_seconds", "work_dir",   "bench_matmul_size", "json_out",
-    "threads"};
+    "checkpoint",        "teacher_model", "model",         "seq_len",
+    "batch_size",        "top_k",         "bench_seconds", "work_dir",
+    "bench_matmul_size", "json_out",      "threads"};
 
 namespace {
 
@@ -214,11 +214,10 @@ absl::Status RunBenchLm() {
   }
   models::LlamaConfig base = teacher_config;
   base.max_position_embeddings = length;
-  RETORT_ASSIGN_OR_RETURN(models::LlamaConfig student_config,
-                          models::LlamaConfig::Parse(
-                              absl::GetFlag(FLAGS_model).empty() ? kDefaultLmModel
-                                                                 : absl::GetFlag(FLAGS_model),
-                              base));
+  RETORT_ASSIGN_OR_RETURN(
+      models::LlamaConfig student_config,
+      models::LlamaConfig::Parse(
+          absl::GetFlag(FLAGS_model).empty() ? kDefaultLmModel : absl::GetFlag(FLAGS_model), base));
   if (student_config.vocab_size != teacher_config.vocab_size) {
     return absl::InvalidArgumentError("--model must keep the teacher's vocabulary");
   }
@@ -239,7 +238,8 @@ absl::Status RunBenchLm() {
   // 1. The matmul peak.
   const int64_t n = absl::GetFlag(FLAGS_bench_matmul_size);
   std::map<std::string, double> peak;
-  for (auto [name, dtype] : {std::pair{"fp32", torch::kFloat32}, std::pair{"bf16", torch::kBFloat16}}) {
+  for (auto [name, dtype] :
+       {std::pair{"fp32", torch::kFloat32}, std::pair{"bf16", torch::kBFloat16}}) {
     Log(absl::StrCat(name, " matmul ", n, "^3"));
     RETORT_ASSIGN_OR_RETURN(peak[name], MatmulGflops(dtype, n, duration));
   }
@@ -250,9 +250,8 @@ absl::Status RunBenchLm() {
   for (bool bf16 : {false, true}) {
     const std::string precision = bf16 ? "bf16" : "fp32";
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
-                            teacher::LlamaTeacher::Create({.checkpoint_dir = checkpoint,
-                                                           .max_batch = batch,
-                                                           .bf16 = bf16}));
+                            teacher::LlamaTeacher::Create(
+                                {.checkpoint_dir = checkpoint, .max_batch = batch, .bf16 = bf16}));
     const torch::Tensor tokens = RandomTokens(teacher_config.vocab_size, batch, length);
     Log(absl::StrCat("teacher forward in process, ", precision));
     RETORT_ASSIGN_OR_RETURN(double rate, Rate(duration, [&]() -> absl::StatusOr<int64_t> {
@@ -321,40 +320,40 @@ absl::Status RunBenchLm() {
   nlohmann::json students = nlohmann::json::array();
   {
     Log("student, labels only");
-    RETORT_ASSIGN_OR_RETURN(double rate, StudentTokensPerSecond(student_config, nullptr, batch,
-                                                                length, 1, duration));
-    students.push_back(StudentRun{"none", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}
-                           .ToJson());
+    RETORT_ASSIGN_OR_RETURN(
+        double rate, StudentTokensPerSecond(student_config, nullptr, batch, length, 1, duration));
+    students.push_back(
+        StudentRun{"none", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}.ToJson());
   }
   {
     Log(absl::StrCat("student, teacher in process (", topk.Describe(), ")"));
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
-                            teacher::LlamaTeacher::Create({.checkpoint_dir = checkpoint,
-                                                           .max_batch = batch,
-                                                           .bf16 = false}));
+                            teacher::LlamaTeacher::Create(
+                                {.checkpoint_dir = checkpoint, .max_batch = batch, .bf16 = false}));
     trainer::InProcessLmTeacher local(std::move(t), topk.top_k);
-    RETORT_ASSIGN_OR_RETURN(double rate, StudentTokensPerSecond(student_config, &local, batch,
-                                                                length, 1, duration));
-    students.push_back(StudentRun{"in process", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}
-                           .ToJson());
+    RETORT_ASSIGN_OR_RETURN(
+        double rate, StudentTokensPerSecond(student_config, &local, batch, length, 1, duration));
+    students.push_back(
+        StudentRun{"in process", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}.ToJson());
   }
   {
     Log(absl::StrCat("student, teacher server (", topk.Describe(), "), 2 steps ahead"));
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::RemoteTeacherClient> client,
                             Connect(server->address(), topk));
     OneServer remote(std::move(client));
-    RETORT_ASSIGN_OR_RETURN(double rate, StudentTokensPerSecond(student_config, &remote, batch,
-                                                                length, 2, duration));
-    students.push_back(StudentRun{"server", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}
-                           .ToJson());
+    RETORT_ASSIGN_OR_RETURN(
+        double rate, StudentTokensPerSecond(student_config, &remote, batch, length, 2, duration));
+    students.push_back(
+        StudentRun{"server", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}.ToJson());
   }
   report["student_training"] = students;
   RETORT_RETURN_IF_ERROR(server->Stop(absl::Seconds(60)).status());
 
-  std::printf("\nteacher %s\nstudent %s\nbatch %lld x %lld tokens, %d intra-op threads, %g s each\n",
-              teacher_config.Describe().c_str(), student_config.Describe().c_str(),
-              static_cast<long long>(batch), static_cast<long long>(length),
-              torch::get_num_threads(), absl::ToDoubleSeconds(duration));
+  std::printf(
+      "\nteacher %s\nstudent %s\nbatch %lld x %lld tokens, %d intra-op threads, %g s each\n",
+      teacher_config.Describe().c_str(), student_config.Describe().c_str(),
+      static_cast<long long>(batch), static_cast<long long>(length), torch::get_num_threads(),
+      absl::ToDoubleSeconds(duration));
   std::printf("\nmatmul peak (%lld^3): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n",
               static_cast<long long>(n), peak["fp32"], peak["bf16"]);
   std::printf("\n%-28s %12s %10s %8s\n", "teacher forward", "tokens/s", "GFLOP/s", "MFU");

@@ -19,11 +19,11 @@
 #include "data/token_sequences.h"
 #include "models/checkpoint_file.h"
 #include "models/llama_checkpoint.h"
+#include "models/sliced_llama.h"
 #include "student/gguf_export.h"
 #include "student/prune.h"
-#include "student/slice.h"
-#include "models/sliced_llama.h"
 #include "student/quantize.h"
+#include "student/slice.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "trainer/evaluate.h"
@@ -74,15 +74,15 @@ using Clock = std::chrono::steady_clock;
 // One row of the before/after table.
 struct Row {
   std::string name;
-  int64_t parameters = 0;   // of the architecture
-  int64_t nonzero = 0;      // parameters (or quantization codes) that are not zero
-  int64_t bytes = 0;        // of the weights as stored
-  std::string metric;       // "perplexity" or "test accuracy"
+  int64_t parameters = 0;  // of the architecture
+  int64_t nonzero = 0;     // parameters (or quantization codes) that are not zero
+  int64_t bytes = 0;       // of the weights as stored
+  std::string metric;      // "perplexity" or "test accuracy"
   double value = 0;
-  double per_second = 0;    // tokens/s or samples/s of inference
+  double per_second = 0;  // tokens/s or samples/s of inference
   nlohmann::json ToJson() const {
-    return {{"name", name},     {"parameters", parameters}, {"nonzero", nonzero},
-            {"bytes", bytes},   {metric, value},            {"per_second", per_second}};
+    return {{"name", name},  {"parameters", parameters}, {"nonzero", nonzero}, {"bytes", bytes},
+            {metric, value}, {"per_second", per_second}};
   }
 };
 
@@ -228,7 +228,8 @@ int64_t Float32Bytes(torch::nn::Module& model) {
 absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOptions& q,
                         const std::string& out_dir) {
   // A Llama, or a sliced one.
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model, models::LoadCausalLm(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model,
+                          models::LoadCausalLm(checkpoint));
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> validation,
                           LmValidationFromFlags());
   auto measure = [&](const std::string& name, int64_t bytes) {
@@ -239,17 +240,17 @@ absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOp
   RETORT_ASSIGN_OR_RETURN(Row before, measure(model->quantization.Describe(), float_bytes));
   rows.push_back(before);
   RETORT_ASSIGN_OR_RETURN(student::QuantizeReport report, student::QuantizeLlama(q, model.get()));
-  RETORT_RETURN_IF_ERROR(model->Save(out_dir, PathExists(checkpoint + "/tokenizer.model")
-                                                  ? checkpoint + "/tokenizer.model"
-                                                  : ""));
+  RETORT_RETURN_IF_ERROR(model->Save(
+      out_dir, PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : ""));
   RETORT_ASSIGN_OR_RETURN(int64_t quantized_bytes, FileSize(out_dir + "/model.safetensors"));
   RETORT_ASSIGN_OR_RETURN(Row after, measure(model->quantization.Describe(), quantized_bytes));
   rows.push_back(after);
-  std::printf("%s -> %s (%s; %lld tensors quantized, %lld fell back to int8 per-channel; "
-              "max relative weight error %.4f)\n\n",
-              checkpoint.c_str(), out_dir.c_str(), model->config().Describe().c_str(),
-              static_cast<long long>(report.quantized_tensors),
-              static_cast<long long>(report.fallback_tensors), report.max_relative_error);
+  std::printf(
+      "%s -> %s (%s; %lld tensors quantized, %lld fell back to int8 per-channel; "
+      "max relative weight error %.4f)\n\n",
+      checkpoint.c_str(), out_dir.c_str(), model->config().Describe().c_str(),
+      static_cast<long long>(report.quantized_tensors),
+      static_cast<long long>(report.fallback_tensors), report.max_relative_error);
   PrintTable(rows, "tokens/s");
   if (!validation) std::printf("(no --data: perplexity not measured)\n");
   return WriteReport(out_dir + "/quantize.json", QuantizeJson(checkpoint, q, report), rows);
@@ -268,18 +269,18 @@ absl::Status QuantizeClassifier(const std::string& checkpoint, const student::Qu
   std::vector<Row> rows;
   RETORT_ASSIGN_OR_RETURN(Row before, measure("float32", float_bytes));
   rows.push_back(before);
-  RETORT_ASSIGN_OR_RETURN(student::QuantizeReport report,
-                          student::QuantizeClassifier(q, &model));
+  RETORT_ASSIGN_OR_RETURN(student::QuantizeReport report, student::QuantizeClassifier(q, &model));
   RETORT_RETURN_IF_ERROR(MakeDirs(out_dir));
   nlohmann::json meta = loaded.meta;
   meta["quantization"] = q.Describe();
   RETORT_RETURN_IF_ERROR(models::WriteCheckpoint(out_dir + "/model.pt", model, meta));
   RETORT_ASSIGN_OR_RETURN(Row after, measure(q.Describe(), report.quantized_bytes));
   rows.push_back(after);
-  std::printf("%s -> %s/model.pt (%s; weights stored as their dequantized float32 values, the "
-              "bytes column counts them quantized; %lld tensors fell back to int8 per-channel)\n\n",
-              checkpoint.c_str(), out_dir.c_str(), model.spec().Describe().c_str(),
-              static_cast<long long>(report.fallback_tensors));
+  std::printf(
+      "%s -> %s/model.pt (%s; weights stored as their dequantized float32 values, the "
+      "bytes column counts them quantized; %lld tensors fell back to int8 per-channel)\n\n",
+      checkpoint.c_str(), out_dir.c_str(), model.spec().Describe().c_str(),
+      static_cast<long long>(report.fallback_tensors));
   PrintTable(rows, "samples/s");
   return WriteReport(out_dir + "/quantize.json", QuantizeJson(checkpoint, q, report), rows);
 }
@@ -287,7 +288,8 @@ absl::Status QuantizeClassifier(const std::string& checkpoint, const student::Qu
 absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
                      student::PruneScore score) {
   // A Llama, or (unstructured only) a sliced one.
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model, models::LoadCausalLm(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model,
+                          models::LoadCausalLm(checkpoint));
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> validation,
                           LmValidationFromFlags());
   std::vector<Row> rows;
@@ -301,9 +303,9 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
       return absl::InvalidArgumentError(
           "--method=activation needs calibration tokens: --data=DIR (its train split is used)");
     }
-    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> train,
-                            data::TokenSequenceDataset::Open(data_dir + "/train.tokens",
-                                                             absl::GetFlag(FLAGS_seq_len)));
+    RETORT_ASSIGN_OR_RETURN(
+        std::shared_ptr<data::TokenSequenceDataset> train,
+        data::TokenSequenceDataset::Open(data_dir + "/train.tokens", absl::GetFlag(FLAGS_seq_len)));
     RETORT_ASSIGN_OR_RETURN(student::InputNorms n,
                             student::CollectLlamaInputNorms(
                                 *model, *train, absl::GetFlag(FLAGS_calibration_sequences)));
@@ -317,11 +319,13 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
     // Both kinds are scored on the unpruned model's calibration statistics.
     const double fraction = absl::GetFlag(FLAGS_fraction);
     const double heads = absl::GetFlag(FLAGS_heads_fraction);
-    std::shared_ptr<models::LlamaModel> llama = std::dynamic_pointer_cast<models::LlamaModel>(model);
+    std::shared_ptr<models::LlamaModel> llama =
+        std::dynamic_pointer_cast<models::LlamaModel>(model);
     if (llama == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          checkpoint, " is SliceGPT-sliced; structured pruning takes a standard Llama (prune "
-          "before slicing), unstructured pruning (--sparsity) takes either"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(checkpoint,
+                       " is SliceGPT-sliced; structured pruning takes a standard Llama (prune "
+                       "before slicing), unstructured pruning (--sparsity) takes either"));
     }
     const int64_t parameters_before = llama->config().ParameterCount();
     std::vector<std::string> parts;
@@ -331,9 +335,9 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
       parts.push_back(absl::StrFormat("heads -%.0f%%", 100 * heads));
     }
     if (fraction > 0) {
-      RETORT_ASSIGN_OR_RETURN(llama, student::PruneLlamaMlpNeurons(
-                                         *llama, fraction, score, norms.get(),
-                                         absl::GetFlag(FLAGS_multiple_of), &report));
+      RETORT_ASSIGN_OR_RETURN(
+          llama, student::PruneLlamaMlpNeurons(*llama, fraction, score, norms.get(),
+                                               absl::GetFlag(FLAGS_multiple_of), &report));
       parts.push_back(absl::StrFormat("mlp neurons -%.0f%%", 100 * fraction));
     }
     model = llama;
@@ -351,15 +355,14 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
     j["num_key_value_heads"] = model->config().num_key_value_heads;
   } else {
     const double sparsity = absl::GetFlag(FLAGS_sparsity);
-    RETORT_ASSIGN_OR_RETURN(report, student::PruneLlamaUnstructured(sparsity, score, norms.get(),
-                                                                    model.get()));
+    RETORT_ASSIGN_OR_RETURN(
+        report, student::PruneLlamaUnstructured(sparsity, score, norms.get(), model.get()));
     name = absl::StrFormat("%.0f%% sparse (%s)", 100 * sparsity, method);
     j["structured"] = false;
     j["sparsity"] = sparsity;
   }
-  RETORT_RETURN_IF_ERROR(model->Save(out_dir, PathExists(checkpoint + "/tokenizer.model")
-                                                  ? checkpoint + "/tokenizer.model"
-                                                  : ""));
+  RETORT_RETURN_IF_ERROR(model->Save(
+      out_dir, PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : ""));
   RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, FileSize(out_dir + "/model.safetensors"));
   RETORT_ASSIGN_OR_RETURN(Row after, MeasureLm(*model, name, after_bytes, validation.get()));
   rows.push_back(after);
@@ -379,15 +382,17 @@ absl::Status PruneClassifier(const std::string& checkpoint, const std::string& o
                           data::LoadFashionMnistTest(DataOptionsFromFlags()));
   std::shared_ptr<models::Classifier> model = loaded.model;
   std::vector<Row> rows;
-  RETORT_ASSIGN_OR_RETURN(Row before, MeasureClassifier(*model, "dense", Float32Bytes(*model), *test));
+  RETORT_ASSIGN_OR_RETURN(Row before,
+                          MeasureClassifier(*model, "dense", Float32Bytes(*model), *test));
   rows.push_back(before);
   std::unique_ptr<student::InputNorms> norms;
   if (score == student::PruneScore::kActivation) {
     RETORT_ASSIGN_OR_RETURN(data::TrainValidationSplit split,
                             data::LoadFashionMnistTrain(DataOptionsFromFlags()));
-    RETORT_ASSIGN_OR_RETURN(student::InputNorms n,
-                            student::CollectClassifierInputNorms(
-                                *model, *split.train, 100 * absl::GetFlag(FLAGS_calibration_sequences)));
+    RETORT_ASSIGN_OR_RETURN(
+        student::InputNorms n,
+        student::CollectClassifierInputNorms(*model, *split.train,
+                                             100 * absl::GetFlag(FLAGS_calibration_sequences)));
     norms = std::make_unique<student::InputNorms>(std::move(n));
   }
   const std::string method = absl::GetFlag(FLAGS_method);
@@ -396,9 +401,9 @@ absl::Status PruneClassifier(const std::string& checkpoint, const std::string& o
   student::PruneReport report;
   if (absl::GetFlag(FLAGS_structured)) {
     const double fraction = absl::GetFlag(FLAGS_fraction);
-    RETORT_ASSIGN_OR_RETURN(model, student::PruneClassifierNeurons(
-                                       *model, fraction, score, norms.get(),
-                                       absl::GetFlag(FLAGS_multiple_of), &report));
+    RETORT_ASSIGN_OR_RETURN(
+        model, student::PruneClassifierNeurons(*model, fraction, score, norms.get(),
+                                               absl::GetFlag(FLAGS_multiple_of), &report));
     const bool cnn = model->spec().architecture == models::Architecture::kCnn;
     name = absl::StrFormat("%s -%.0f%% (%s)", cnn ? "channels" : "neurons", 100 * fraction, method);
     j["structured"] = true;
@@ -406,8 +411,8 @@ absl::Status PruneClassifier(const std::string& checkpoint, const std::string& o
     j["spec"] = model->spec().ToJson();
   } else {
     const double sparsity = absl::GetFlag(FLAGS_sparsity);
-    RETORT_ASSIGN_OR_RETURN(report, student::PruneClassifierUnstructured(sparsity, score,
-                                                                         norms.get(), model.get()));
+    RETORT_ASSIGN_OR_RETURN(
+        report, student::PruneClassifierUnstructured(sparsity, score, norms.get(), model.get()));
     name = absl::StrFormat("%.0f%% sparse (%s)", 100 * sparsity, method);
     j["structured"] = false;
     j["sparsity"] = sparsity;
@@ -434,9 +439,9 @@ absl::Status SliceLm(const std::string& checkpoint, const std::string& out_dir) 
     return absl::InvalidArgumentError(
         "slicing needs calibration tokens: --data=DIR (its train split is used)");
   }
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> train,
-                          data::TokenSequenceDataset::Open(data_dir + "/train.tokens",
-                                                           absl::GetFlag(FLAGS_seq_len)));
+  RETORT_ASSIGN_OR_RETURN(
+      std::shared_ptr<data::TokenSequenceDataset> train,
+      data::TokenSequenceDataset::Open(data_dir + "/train.tokens", absl::GetFlag(FLAGS_seq_len)));
   std::vector<Row> rows;
   RETORT_ASSIGN_OR_RETURN(int64_t before_bytes, FileSize(checkpoint + "/model.safetensors"));
   RETORT_ASSIGN_OR_RETURN(Row before, MeasureLm(*model, "dense", before_bytes, validation.get()));
@@ -452,13 +457,14 @@ absl::Status SliceLm(const std::string& checkpoint, const std::string& out_dir) 
       PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : "";
   RETORT_RETURN_IF_ERROR(models::SaveSlicedLlama(*sliced, out_dir, tokenizer));
   RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, FileSize(out_dir + "/model.safetensors"));
-  RETORT_ASSIGN_OR_RETURN(
-      Row after,
-      MeasureLm(*sliced, absl::StrFormat("sliced %.0f%% (width %d)", 100 * o.fraction, report.width),
-                after_bytes, validation.get()));
+  RETORT_ASSIGN_OR_RETURN(Row after, MeasureLm(*sliced,
+                                               absl::StrFormat("sliced %.0f%% (width %d)",
+                                                               100 * o.fraction, report.width),
+                                               after_bytes, validation.get()));
   rows.push_back(after);
   std::string energy;
-  for (double e : report.kept_energy) absl::StrAppend(&energy, energy.empty() ? "" : " ", absl::StrFormat("%.3f", e));
+  for (double e : report.kept_energy)
+    absl::StrAppend(&energy, energy.empty() ? "" : " ", absl::StrFormat("%.3f", e));
   std::printf("%s -> %s (residual width %lld -> %lld; signal energy kept per point: %s)\n\n",
               checkpoint.c_str(), out_dir.c_str(),
               static_cast<long long>(model->config().hidden_size),
@@ -515,9 +521,9 @@ absl::Status RunQuantize() {
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   RETORT_RETURN_IF_ERROR(CheckCheckpointAndOutDir(checkpoint, out_dir));
-  RETORT_ASSIGN_OR_RETURN(
-      student::QuantizeOptions q,
-      student::QuantizeOptions::Parse(absl::GetFlag(FLAGS_quantize), absl::GetFlag(FLAGS_group_size)));
+  RETORT_ASSIGN_OR_RETURN(student::QuantizeOptions q,
+                          student::QuantizeOptions::Parse(absl::GetFlag(FLAGS_quantize),
+                                                          absl::GetFlag(FLAGS_group_size)));
   q.embeddings = absl::GetFlag(FLAGS_quantize_embeddings);
   if (models::IsLlamaCheckpoint(checkpoint)) return QuantizeLm(checkpoint, q, out_dir);
   return QuantizeClassifier(checkpoint, q, out_dir);
@@ -529,17 +535,21 @@ absl::Status RunExport() {
   const std::string out = absl::GetFlag(FLAGS_out);
   const std::string format = absl::GetFlag(FLAGS_format);
   if (checkpoint.empty() || !models::IsLlamaCheckpoint(checkpoint)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--checkpoint must be a Llama checkpoint directory (config.json + model.safetensors), got '",
-        checkpoint, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--checkpoint must be a Llama checkpoint directory (config.json + "
+                     "model.safetensors), got '",
+                     checkpoint, "'"));
   }
   if (models::IsSlicedLlamaCheckpoint(checkpoint)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        checkpoint, " is SliceGPT-sliced: its blocks pass the residual stream through shortcut "
+        checkpoint,
+        " is SliceGPT-sliced: its blocks pass the residual stream through shortcut "
         "matrices, which neither GGUF (llama.cpp) nor transformers' LlamaForCausalLM has. Export "
         "the model before slicing; run the sliced one with `retort eval` (or quantize it)"));
   }
-  if (out.empty()) return absl::InvalidArgumentError("--out is required (a file for gguf, a directory for safetensors)");
+  if (out.empty())
+    return absl::InvalidArgumentError(
+        "--out is required (a file for gguf, a directory for safetensors)");
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
                           models::LoadLlamaCheckpoint(checkpoint));
   const std::string tokenizer =
@@ -549,11 +559,12 @@ absl::Status RunExport() {
     RETORT_ASSIGN_OR_RETURN(o.type, student::ParseGgufType(absl::GetFlag(FLAGS_gguf_type)));
     o.tokenizer_model = tokenizer;
     RETORT_ASSIGN_OR_RETURN(student::GgufExportReport r, student::ExportLlamaGguf(*model, out, o));
-    std::printf("%s: GGUF %s, %lld tensors (%lld matrices F16 where 32-blocks do not fit), "
-                "%lld bytes\n",
-                out.c_str(), std::string(models::GgmlTypeName(o.type)).c_str(),
-                static_cast<long long>(r.tensors), static_cast<long long>(r.fallback_tensors),
-                static_cast<long long>(r.bytes));
+    std::printf(
+        "%s: GGUF %s, %lld tensors (%lld matrices F16 where 32-blocks do not fit), "
+        "%lld bytes\n",
+        out.c_str(), std::string(models::GgmlTypeName(o.type)).c_str(),
+        static_cast<long long>(r.tensors), static_cast<long long>(r.fallback_tensors),
+        static_cast<long long>(r.bytes));
     return absl::OkStatus();
   }
   if (format == "safetensors") {
@@ -567,8 +578,8 @@ absl::Status RunExport() {
     } else if (dtype == "float16") {
       o.dtype = torch::kFloat16;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--weights_dtype=", dtype, ": use float32, bfloat16 or float16"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--weights_dtype=", dtype, ": use float32, bfloat16 or float16"));
     }
     // transformers has no loader for our quantized layout: write the float
     // weights the quantized model computes with.

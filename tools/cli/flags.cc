@@ -379,8 +379,10 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
                           absl::StrCat("--init_from: ", loaded.status().message()));
     }
     o.model = loaded->model->spec();
-    std::fprintf(stderr, "[retort] the model starts from %s: %s (--arch, --hidden, --dropout "
-                 "come from it)\n", o.init_from.c_str(), o.model.Describe().c_str());
+    std::fprintf(stderr,
+                 "[retort] the model starts from %s: %s (--arch, --hidden, --dropout "
+                 "come from it)\n",
+                 o.init_from.c_str(), o.model.Describe().c_str());
   } else {
     RETORT_ASSIGN_OR_RETURN(
         o.model, ModelSpecFrom("", absl::GetFlag(FLAGS_arch), absl::GetFlag(FLAGS_hidden),

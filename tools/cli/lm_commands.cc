@@ -162,14 +162,14 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
     // Continue the checkpoint's own shape (a pruned or sliced model).
     RETORT_ASSIGN_OR_RETURN(o.model, models::ReadLlamaConfig(o.init_from));
   } else {
-    RETORT_ASSIGN_OR_RETURN(
-        o.model, models::LlamaConfig::Parse(model_flag.empty() ? kDefaultLmModel : model_flag, base));
+    RETORT_ASSIGN_OR_RETURN(o.model, models::LlamaConfig::Parse(
+                                         model_flag.empty() ? kDefaultLmModel : model_flag, base));
   }
   if (o.model.vocab_size != d.tokenizer->vocab_size()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the model '", model_flag.empty() ? o.init_from : model_flag, "' has vocab=",
-                     o.model.vocab_size,
-                     " but the tokenizer has ", d.tokenizer->vocab_size(), "; leave vocab out"));
+        absl::StrCat("the model '", model_flag.empty() ? o.init_from : model_flag,
+                     "' has vocab=", o.model.vocab_size, " but the tokenizer has ",
+                     d.tokenizer->vocab_size(), "; leave vocab out"));
   }
   RETORT_ASSIGN_OR_RETURN(o.init_layers,
                           ParseIndices(absl::GetFlag(FLAGS_init_layers), "init_layers"));
@@ -304,7 +304,8 @@ absl::Status RunLmEval() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
   // A Llama checkpoint, or one sliced by `retort slice`.
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model, models::LoadCausalLm(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model,
+                          models::LoadCausalLm(checkpoint));
   const models::LlamaConfig& config = model->config();
   RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/false));
   if (d.tokenizer->vocab_size() != config.vocab_size) {
