@@ -5,7 +5,7 @@
 
 The table has one row per run (validation perplexity on every validation
 token, top-1, teacher agreement, tokens/s) and the mean over seeds of the
-scratch and top-64 students; the plot shows the validation loss during
+scratch, top-64 and dense students; the plot shows the validation loss during
 training (from each run's metrics.jsonl) and the training cross-entropy.
 """
 import json
@@ -24,7 +24,10 @@ def load(out):
 
 def curves(out, name):
     val, train = [], []
-    for line in open(os.path.join(out, "runs", name, "metrics.jsonl")):
+    path = os.path.join(out, "runs", name, "metrics.jsonl")
+    if not os.path.exists(path):  # a run recorded in results.jsonl whose directory is gone
+        return val, train
+    for line in open(path):
         j = json.loads(line)
         if j.get("split") == "validation":
             val.append((j["step"], j["loss"]))
@@ -41,7 +44,7 @@ def main(out):
         lines.append(f"| {name} | | {r['perplexity']:.2f} | {r['top1']:.4f} | "
                      f"{r['teacher_agreement']:.4f} | {r['tokens_per_second']:.0f} |")
     summary = {}
-    for group in ("scratch", "top64"):
+    for group in ("scratch", "top64", "dense"):
         ppl = [r["perplexity"] for n, r in runs.items() if n.startswith(group + "_s")]
         if ppl:
             summary[group] = {"mean": statistics.mean(ppl), "values": ppl}
