@@ -81,6 +81,19 @@ int64_t CountParameters(torch::nn::Module& m) {
   return n;
 }
 
+// A structurally pruned model, finished: in eval mode, with both models'
+// parameter counts in `report` (when given).
+template <typename Model>
+std::shared_ptr<Model> Finished(torch::nn::Module& source, std::shared_ptr<Model> pruned,
+                                PruneReport* report) {
+  pruned->eval();
+  if (report != nullptr) {
+    report->parameters_before = CountParameters(source);
+    report->parameters_after = CountParameters(*pruned);
+  }
+  return pruned;
+}
+
 }  // namespace
 
 absl::StatusOr<PruneScore> ParsePruneScore(const std::string& name) {
@@ -250,12 +263,7 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaMlpNeurons(
     to->mlp->up_proj->weight.copy_(up.index_select(0, kept));
     to->mlp->down_proj->weight.copy_(down.index_select(1, kept));
   }
-  out->eval();
-  if (report != nullptr) {
-    report->parameters_before = CountParameters(model);
-    report->parameters_after = CountParameters(*out);
-  }
-  return out;
+  return Finished(model, std::move(out), report);
 }
 
 absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaAttentionHeads(
@@ -307,12 +315,7 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaAttentionHeads(
     to->self_attn->v_proj->weight.copy_(v.index_select(0, kv_rows));
     to->self_attn->o_proj->weight.copy_(o.index_select(1, query_rows));
   }
-  out->eval();
-  if (report != nullptr) {
-    report->parameters_before = CountParameters(model);
-    report->parameters_after = CountParameters(*out);
-  }
-  return out;
+  return Finished(model, std::move(out), report);
 }
 
 namespace {
@@ -369,12 +372,7 @@ absl::StatusOr<std::shared_ptr<models::Classifier>> PruneCnnChannels(
   copy("fc.bias", params["fc.bias"].index_select(0, kept[2]));
   copy("classifier.weight", params["classifier.weight"].index_select(1, kept[2]));
   copy("classifier.bias", params["classifier.bias"]);
-  pruned->eval();
-  if (report != nullptr) {
-    report->parameters_before = CountParameters(model);
-    report->parameters_after = CountParameters(*pruned);
-  }
-  return pruned;
+  return Finished(model, std::move(pruned), report);
 }
 
 }  // namespace
@@ -420,12 +418,7 @@ absl::StatusOr<std::shared_ptr<models::Classifier>> PruneClassifierNeurons(
     target[absl::StrCat("fc", i, ".weight")].copy_(w);
     target[absl::StrCat("fc", i, ".bias")].copy_(b);
   }
-  pruned->eval();
-  if (report != nullptr) {
-    report->parameters_before = CountParameters(model);
-    report->parameters_after = CountParameters(*pruned);
-  }
-  return pruned;
+  return Finished(model, std::move(pruned), report);
 }
 
 }  // namespace retort::student
