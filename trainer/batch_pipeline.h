@@ -1,13 +1,12 @@
-// BatchPipeline: prepares the training batches of the steps ahead and asks
-// the teacher for them before the trainer gets there, so teacher latency
+// BatchPipeline: draws the training batches of the steps ahead and sends them
+// to the teacher before the training loop gets there, so teacher latency
 // hides behind student compute.
 //
-// Batches come out in data order whatever order the teacher answers in. A
-// batch's contents depend only on (seed, step): indices from a copy of the
-// trainer's sampler, and jitter drawn from a generator seeded by the step
-// (not from LibTorch's default generator, which dropout uses), so the depth
-// of the pipeline and any resume point leave the course of training as it
-// is.
+// Batches come out in step order whatever order the teacher answers in. A
+// batch's rows come from the pipeline's own copy of the loop's sampler and
+// its contents from the task's Prepare, which depends only on (rows, step):
+// the depth of the pipeline and any resume point leave the course of
+// training as it is.
 //
 // Not thread-safe: the training thread owns it.
 #ifndef RETORT_TRAINER_BATCH_PIPELINE_H_
@@ -19,24 +18,15 @@
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
-
-#include "data/dataset.h"
 #include "data/sampler.h"
-#include "trainer/teacher_client.h"
+#include "trainer/task.h"
 
 namespace retort::trainer {
-
-// The generator that jitters step `step`'s batch.
-at::Generator JitterGenerator(uint64_t seed, int64_t step);
 
 class BatchPipeline {
  public:
   struct Options {
-    int64_t depth = 4;  // teacher requests in flight ahead of the current step
-    int64_t jitter_pixels = 0;
-    uint64_t seed = 1;
-    double temperature = 1;
+    int64_t depth = 4;  // steps prepared ahead of the current one
     bool ask_teacher = false;
     // Teacher hidden layers to ask for with each batch (feature matching).
     std::vector<std::string> hidden_layers;
@@ -45,16 +35,13 @@ class BatchPipeline {
   struct Prepared {
     int64_t step = 0;
     std::vector<int64_t> indices;
-    torch::Tensor inputs;  // jittered
-    torch::Tensor labels;
-    TeacherClient::TargetsFuture teacher;  // valid when ask_teacher
+    std::unique_ptr<TaskBatch> batch;
   };
 
   // Starts at `first_step`, where `sampler` stands; stops preparing at
-  // `end_step`. `teacher` may be null when !ask_teacher.
-  BatchPipeline(Options options, std::shared_ptr<const data::Dataset> dataset,
-                std::shared_ptr<TeacherClient> teacher, data::ShuffleSampler sampler,
-                int64_t first_step, int64_t end_step);
+  // `end_step`. `task` must outlive the pipeline.
+  BatchPipeline(Options options, Task& task, data::ShuffleSampler sampler, int64_t first_step,
+                int64_t end_step);
 
   // The next step's batch (refilling the pipeline behind it). Call at most
   // end_step - first_step times.
@@ -65,8 +52,7 @@ class BatchPipeline {
   void Fill(size_t want);
 
   const Options options_;
-  std::shared_ptr<const data::Dataset> dataset_;
-  std::shared_ptr<TeacherClient> teacher_;
+  Task& task_;
   data::ShuffleSampler sampler_;  // at step next_step_
   int64_t next_step_;
   const int64_t end_step_;

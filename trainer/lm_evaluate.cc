@@ -27,13 +27,19 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
   const int64_t n =
       options.max_sequences > 0 ? std::min(options.max_sequences, dataset.size()) : dataset.size();
   if (n < 1) return absl::InvalidArgumentError("the evaluation set holds no sequences");
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
+    return absl::InvalidArgumentError("evaluation rank outside the world size");
+  }
+  const int64_t first = n * options.rank / options.world_size;
+  const int64_t last = n * (options.rank + 1) / options.world_size;
+  if (first == last) return LmEvalResult{};
   const bool was_training = model.is_training();
   model.eval();
   double loss_sum = 0;
   int64_t tokens = 0, correct = 0, agree = 0;
   absl::Status status = absl::OkStatus();
-  for (int64_t begin = 0; begin < n && status.ok(); begin += options.batch_size) {
-    std::vector<int64_t> indices(static_cast<size_t>(std::min(options.batch_size, n - begin)));
+  for (int64_t begin = first; begin < last && status.ok(); begin += options.batch_size) {
+    std::vector<int64_t> indices(static_cast<size_t>(std::min(options.batch_size, last - begin)));
     std::iota(indices.begin(), indices.end(), begin);
     const data::Batch batch = dataset.GetBatch(indices);
     LmTeacherClient::Future teacher_answer;
@@ -71,7 +77,7 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
   if (was_training) model.train();
   if (!status.ok()) return status;
   LmEvalResult r;
-  r.sequences = n;
+  r.sequences = last - first;
   r.tokens = tokens;
   r.loss = loss_sum / static_cast<double>(tokens);
   r.perplexity = std::exp(r.loss);

@@ -29,11 +29,16 @@ struct LmEvalResult {
 struct LmEvalOptions {
   int64_t batch_size = 16;
   int64_t max_sequences = 0;  // 0: the whole dataset
+  // Data parallelism: this call evaluates share `rank` of `world_size`
+  // (contiguous) of those sequences; the caller sums the ranks' counts.
+  int rank = 0;
+  int world_size = 1;
 };
 
 // Evaluates `model` (a Llama, a sliced one, ...; switched to eval mode and
 // back) on the first max_sequences sequences of `dataset` (inputs and labels
-// int64 [B, T]). `teacher` may be null.
+// int64 [B, T]), or this rank's share of them. `teacher` may be null. A
+// share with no sequences gives a result of zero sequences and tokens.
 absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dataset& dataset,
                                         const LmEvalOptions& options,
                                         LmTeacherClient* teacher = nullptr);

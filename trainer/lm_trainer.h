@@ -22,7 +22,7 @@
 #define RETORT_TRAINER_LM_TRAINER_H_
 
 #include <cstdint>
-#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,18 +31,17 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
-#include "common/metrics_writer.h"
 #include "data/dataset.h"
-#include "data/sampler.h"
 #include "models/causal_lm.h"
 #include "models/llama.h"
-#include "trainer/checkpoint_store.h"
 #include "trainer/feature_matching.h"
 #include "trainer/lm_distillation_loss.h"
 #include "trainer/lm_evaluate.h"
 #include "trainer/lm_teacher_client.h"
 #include "trainer/optimizer.h"
+#include "trainer/lm_task.h"
 #include "trainer/training_checkpoint.h"
+#include "trainer/training_loop.h"
 
 namespace retort::trainer {
 
@@ -61,7 +60,9 @@ struct LmTrainerOptions {
   // Feature matching of residual streams through adapters (needs a teacher).
   FeatureMatchOptions features;
   int64_t steps = 1000;
-  int64_t batch_size = 16;  // sequences per step
+  int64_t batch_size = 16;  // sequences per step (global: divided among the ranks)
+  // Micro-batches per rank and step (gradient accumulation).
+  int64_t accumulation_steps = 1;
   uint64_t seed = 1;
   double clip_grad_norm = 1.0;   // 0 disables clipping
   int64_t eval_every_steps = 0;  // 0: only at the end
@@ -74,6 +75,13 @@ struct LmTrainerOptions {
   int64_t teacher_prefetch = 2;
   int64_t log_every_steps = 50;
   int64_t stop_after_steps = 0;  // testing: stop (after a checkpoint) once this many are done
+  // Data parallelism: the ranks' communicator (null: this process alone).
+  std::shared_ptr<Communicator> communicator;
+  int64_t bucket_bytes = int64_t{25} << 20;
+  // Preemption (TrainingLoopOptions::stop_requested); null: never.
+  std::function<bool()> stop_requested;
+  // Test seam (TrainingLoopOptions::after_checkpoint_file_written).
+  std::function<void(int64_t step)> after_checkpoint_file_written;
   // The tokenizer of the data: copied into the exported model, and checked
   // against the teacher's fingerprint (a teacher with another tokenizer
   // speaks another language).
@@ -97,9 +105,13 @@ struct LmTrainResult {
   LmEvalResult final_validation;
   std::string parameters_sha256;
   std::string model_dir;
+  std::string last_checkpoint;
+  bool preempted = false;  // stopped by stop_requested, after a checkpoint
   nlohmann::json ToJson() const;
 };
 
+// A language-model run: an LmTask on the TrainingLoop, configured from
+// LmTrainerOptions in one place.
 class LmTrainer {
  public:
   // `train` and `validation` yield int64 inputs and labels [B, T]
@@ -111,41 +123,19 @@ class LmTrainer {
       LmTrainerOptions options, std::shared_ptr<const data::Dataset> train,
       std::shared_ptr<const data::Dataset> validation, std::shared_ptr<LmTeacherClient> teacher);
 
+  // CANCELLED after the checkpoint when stopped at `stop_after_steps`; OK
+  // with `preempted` set when stopped by `stop_requested`.
   absl::StatusOr<LmTrainResult> Run();
-  models::CausalLm& model() { return *model_; }
+  models::CausalLm& model() { return task_->causal_lm(); }
   // The feature-matching adapters; null without feature matching.
-  FeatureAdapters* adapters() { return adapters_.get(); }
-  int64_t step() const { return state_.step; }
+  FeatureAdapters* adapters() { return loop_->adapters(); }
+  int64_t step() const { return loop_->state().step; }
 
  private:
-  struct Prefetched {
-    data::SamplerState before;  // the sampler's state before this batch was drawn
-    data::Batch batch;
-    LmTeacherClient::TargetsFuture teacher;
-  };
-
   LmTrainer() = default;
-  absl::Status Resume();
-  void Prefetch();
-  absl::Status WriteCheckpoint();
-  absl::StatusOr<LmEvalResult> Evaluate();
-  AdapterState Adapters() { return {adapters_.get(), adapter_optimizer_.get()}; }
 
-  LmTrainerOptions options_;
-  std::shared_ptr<const data::Dataset> train_, validation_;
-  std::shared_ptr<LmTeacherClient> teacher_;
-  std::shared_ptr<models::CausalLm> model_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  std::shared_ptr<FeatureAdapters> adapters_;  // null without feature matching
-  std::unique_ptr<torch::optim::Optimizer> adapter_optimizer_;
-  std::unique_ptr<data::ShuffleSampler> sampler_;
-  std::unique_ptr<CheckpointStore> checkpoints_;
-  std::unique_ptr<MetricsWriter> metrics_;
-  std::deque<Prefetched> prefetched_;
-  TrainingState state_;
-  int64_t tokens_per_step_ = 0;
-  int64_t checkpointed_step_ = -1;
-  std::string last_checkpoint_dir_;
+  std::shared_ptr<LmTask> task_;
+  std::unique_ptr<TrainingLoop> loop_;
 };
 
 }  // namespace retort::trainer

@@ -25,6 +25,7 @@
 #define RETORT_TRAINER_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,19 +33,16 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
-#include "common/metrics_writer.h"
 #include "data/dataset.h"
-#include "data/sampler.h"
 #include "models/classifier.h"
-#include "trainer/batch_pipeline.h"
-#include "trainer/checkpoint_store.h"
-#include "trainer/communicator.h"
+#include "trainer/classifier_task.h"
 #include "trainer/distillation_loss.h"
 #include "trainer/evaluate.h"
 #include "trainer/feature_matching.h"
 #include "trainer/optimizer.h"
 #include "trainer/teacher_client.h"
 #include "trainer/training_checkpoint.h"
+#include "trainer/training_loop.h"
 
 namespace retort::trainer {
 
@@ -83,9 +81,11 @@ struct TrainerOptions {
   // backward. The same parameters as one pass over the whole batch, up to
   // float rounding (models with batch statistics excepted).
   int64_t accumulation_steps = 1;
-  // Testing only: SIGKILL this process while writing the checkpoint of this
-  // step, after its data file and before its manifest (0: never).
-  int64_t crash_while_checkpointing_step = 0;
+  // Test seam: called after this rank wrote its file of a step's
+  // checkpoint, before the commit (TrainingLoopOptions).
+  std::function<void(int64_t step)> after_checkpoint_file_written;
+  // Preemption (TrainingLoopOptions::stop_requested); null: never.
+  std::function<bool()> stop_requested;
   int64_t log_every_steps = 100;  // metrics lines; 0 disables step lines
   // Stop (after writing a checkpoint) once this many steps are done; 0 runs
   // to the end. Lets tests interrupt a run at a chosen step.
@@ -112,9 +112,12 @@ struct TrainResult {
   std::string parameters_sha256;  // of the final parameters
   std::string best_checkpoint;
   std::string last_checkpoint;  // the newest checkpoint directory
+  bool preempted = false;       // stopped by stop_requested, after a checkpoint
   nlohmann::json ToJson() const;
 };
 
+// A classifier run: a ClassifierTask on the TrainingLoop, configured from
+// TrainerOptions in one place.
 class Trainer {
  public:
   // `teacher` may be null: then training uses hard labels only. Errors:
@@ -126,64 +129,20 @@ class Trainer {
       TrainerOptions options, std::shared_ptr<const data::Dataset> train,
       std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher);
 
-  // With several ranks, an error names this rank and says how to restart
-  // (a peer that died makes the others' collectives fail within the
-  // communicator's timeout).
+  // With several ranks, an error names this rank and says how to restart.
+  // Stopped by `stop_requested`: OK with `preempted` set.
   absl::StatusOr<TrainResult> Run();
 
-  models::Classifier& model() { return *model_; }
+  models::Classifier& model() { return task_->classifier(); }
   // The feature-matching adapters; null without feature matching.
-  FeatureAdapters* adapters() { return adapters_.get(); }
-  const TrainingState& state() const { return state_; }
+  FeatureAdapters* adapters() { return loop_->adapters(); }
+  const TrainingState& state() const { return loop_->state(); }
 
  private:
   Trainer() = default;
-  absl::Status Resume();
-  absl::StatusOr<TrainResult> RunSteps();
-  // Sums of this epoch so far, averaged over the ranks (a collective: every
-  // rank calls it at the same step).
-  struct EpochMeans {
-    double loss = 0, hard = 0, soft = 0, step_loss = 0, teacher_wait_ms = 0, feature = 0;
-  };
-  absl::StatusOr<EpochMeans> AggregateEpochMeans();
-  AdapterState Adapters() { return {adapters_.get(), adapter_optimizer_.get()}; }
-  // Trains one prepared step. Sets *teacher_failed (and changes nothing)
-  // when the teacher's answer is an error.
-  absl::Status TrainStep(BatchPipeline::Prepared& prepared, bool* teacher_failed);
-  absl::Status EndEpoch(int64_t epoch, double epoch_seconds);
-  // The validation set, each rank evaluating its 1/W of it and the counts
-  // summed over the ranks (a collective).
-  absl::StatusOr<EvalResult> EvaluateValidation();
-  absl::Status WriteCheckpoint();
-  // INTERNAL unless this rank's parameters equal rank 0's (a checksum of
-  // each tensor, compared bit for bit). A collective.
-  absl::Status CheckRanksAgree();
-  // This rank's file in a checkpoint directory.
-  std::string RankFile() const;
-  bool Leader() const { return rank_ == 0; }
 
-  TrainerOptions options_;
-  std::shared_ptr<const data::Dataset> train_;
-  std::shared_ptr<const data::Dataset> validation_;
-  std::shared_ptr<TeacherClient> teacher_;
-  std::shared_ptr<models::Classifier> model_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  // Feature matching: the adapters and their optimizer (null without).
-  std::shared_ptr<FeatureAdapters> adapters_;
-  std::unique_ptr<torch::optim::Optimizer> adapter_optimizer_;
-  std::unique_ptr<data::ShuffleSampler> sampler_;
-  std::unique_ptr<MetricsWriter> metrics_;
-  std::unique_ptr<CheckpointStore> checkpoints_;
-  std::unique_ptr<GradientSync> gradient_sync_;  // with a communicator of world size > 1
-  int rank_ = 0;
-  int world_size_ = 1;
-  TrainingState state_;
-  int64_t total_steps_ = 0;
-  int64_t checkpointed_step_ = -1;
-  std::string last_checkpoint_dir_;
-  double last_step_loss_ = 0;
-  double teacher_wait_seconds_ = 0;  // this process
-  double last_teacher_wait_ = 0;     // the latest step's
+  std::shared_ptr<ClassifierTask> task_;
+  std::unique_ptr<TrainingLoop> loop_;
 };
 
 }  // namespace retort::trainer

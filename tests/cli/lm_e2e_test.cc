@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <map>
@@ -16,9 +17,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
+#include "common/free_port.h"
 #include "common/subprocess.h"
 #include "tests/cli/cli_test_util.h"
 
@@ -416,6 +419,149 @@ TEST_F(LmE2ETest, BadInputGetsClearErrors) {
   r = Run("generate --checkpoint=" + Path("nope") + " --threads=1");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("config.json"));
+}
+
+
+// Data parallelism for language models, with real processes: two ranks of
+// `lm train` under torchrun against a pool of two teacher servers, against
+// one process with the same global batch.
+TEST_F(LmE2ETest, TwoRanksUnderTorchrunDistillFromAPoolOfTwoTeachers) {
+  if (std::system("/usr/bin/python3 -c 'import torch.distributed.run' 2>/dev/null") != 0) {
+    GTEST_SKIP() << "Debian's python3-torch (torchrun) is not installed";
+  }
+  Server a = Serve("dp_pool_a");
+  Server b = Serve("dp_pool_b");
+  ASSERT_NE(a.process, nullptr);
+  ASSERT_NE(b.process, nullptr);
+  const std::string pool = a.address + "," + b.address;
+  const clitest::Result one = Run(StudentArgs(pool, "dp_one") + " --steps=20");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string torchrun =
+      "/usr/bin/python3 -m torch.distributed.run --no_python --nproc_per_node=2 --redirects=2 "
+      "--tee=2 --log_dir=" +
+      Path("dp_logs") + " --master_port=" + std::to_string(*port) + " " + RETORT_BINARY + " " +
+      StudentArgs(pool, "dp_two") + " --steps=20 >" + Path("dp_two.out") + " 2>&1";
+  ASSERT_EQ(std::system(torchrun.c_str()), 0) << ReadFile(Path("dp_two.out")).value_or("");
+  EXPECT_THAT(ReadFile(Path("dp_two.out")).value_or(""), HasSubstr("2 ranks (c10d gloo)"));
+  const nlohmann::json alone = Json(Path("dp_one/result.json"));
+  const nlohmann::json two = Json(Path("dp_two/result.json"));
+  EXPECT_EQ(two["steps"], 20);
+  EXPECT_EQ(two["tokens"], alone["tokens"]);
+  // The same global batch: the same model up to float summation order.
+  EXPECT_NEAR(two["final_validation"]["loss"].get<double>(),
+              alone["final_validation"]["loss"].get<double>(), 1e-3);
+  EXPECT_EQ(two["final_validation"]["tokens"], alone["final_validation"]["tokens"]);
+  EXPECT_TRUE(PathExists(Path("dp_two/checkpoints/ckpt-000000000020/training-rank1.pt")));
+  EXPECT_TRUE(PathExists(Path("dp_two/model/model.safetensors")));
+  for (Server* s : {&a, &b}) {
+    ASSERT_TRUE(s->process->Signal(SIGTERM).ok());
+    EXPECT_TRUE(s->process->Wait(absl::Seconds(60)).ok());
+  }
+}
+
+// Ranks started directly (as srun or a Kubernetes Indexed Job does): SIGTERM
+// to both makes them finish the step, checkpoint it and exit 75; a rank
+// SIGKILLed makes the other fail with the way out. Either way --resume=auto
+// ends bit for bit where an undisturbed run does.
+class LmRankTest : public LmE2ETest {
+ protected:
+  static std::string RankArgs(const std::string& out) {
+    return "lm train " + Data() +
+           " --model=d=32,layers=1,heads=2,ffn=64 --steps=60 --lr=3e-3 --log_every_steps=1 "
+           "--checkpoint_every_steps=10 --dist_timeout=8 --out_dir=" +
+           Path(out);
+  }
+  static std::vector<std::unique_ptr<Subprocess>> StartRanks(const std::string& out,
+                                                             const std::string& extra = "") {
+    absl::StatusOr<int> port = FreeLoopbackPort();
+    EXPECT_TRUE(port.ok()) << port.status();
+    std::vector<std::unique_ptr<Subprocess>> ranks;
+    for (int rank = 0; rank < 2; ++rank) {
+      Subprocess::Options o;
+      o.argv = {"/bin/sh", "-c", "exec " + std::string(RETORT_BINARY) + " " + RankArgs(out) + " " +
+                                     extra};
+      o.env_overrides = {{"MASTER_ADDR", "127.0.0.1"},   {"MASTER_PORT", std::to_string(*port)},
+                         {"RANK", std::to_string(rank)}, {"WORLD_SIZE", "2"},
+                         {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", "2"}};
+      o.stderr_path = Path(out + ".rank" + std::to_string(rank) + ".err");
+      o.stdout_path = Path(out + ".rank" + std::to_string(rank) + ".out");
+      absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start(o);
+      EXPECT_TRUE(child.ok()) << child.status();
+      if (child.ok()) ranks.push_back(std::move(*child));
+    }
+    return ranks;
+  }
+  static int64_t LoggedStep(const std::string& out) {
+    int64_t step = 0;
+    for (absl::string_view line :
+         absl::StrSplit(ReadFile(Path(out + "/metrics.jsonl")).value_or(""), '\n',
+                        absl::SkipEmpty())) {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object() && j.contains("step")) step = j["step"].get<int64_t>();
+    }
+    return step;
+  }
+  static void WaitForStep(const std::string& out, int64_t step, Subprocess& rank0) {
+    for (int i = 0; i < 6000 && LoggedStep(out) < step && rank0.Running(); ++i) ::usleep(10000);
+    ASSERT_GE(LoggedStep(out), step) << ReadFile(Path(out + ".rank0.err")).value_or("");
+  }
+  static std::vector<int> WaitAll(std::vector<std::unique_ptr<Subprocess>>& ranks) {
+    std::vector<int> exits;
+    for (auto& r : ranks) {
+      absl::StatusOr<int> exit = r->Wait(absl::Seconds(300));
+      EXPECT_TRUE(exit.ok()) << exit.status();
+      exits.push_back(exit.value_or(-1));
+    }
+    return exits;
+  }
+  static std::string Sha(const std::string& out) {
+    return Json(Path(out + "/result.json")).value("parameters_sha256", "(none)");
+  }
+};
+
+TEST_F(LmRankTest, SigtermCheckpointsAndAKilledRankFailsTheOtherBothResumeBitForBit) {
+  std::vector<std::unique_ptr<Subprocess>> reference = StartRanks("rank_reference");
+  ASSERT_EQ(WaitAll(reference), (std::vector<int>{0, 0}))
+      << ReadFile(Path("rank_reference.rank0.err")).value_or("");
+
+  // Preemption: SIGTERM to every rank mid-interval (checkpoints every 10).
+  std::vector<std::unique_ptr<Subprocess>> ranks = StartRanks("rank_term");
+  ASSERT_EQ(ranks.size(), 2u);
+  WaitForStep("rank_term", 13, *ranks[0]);
+  for (auto& r : ranks) ASSERT_TRUE(r->Signal(SIGTERM).ok());
+  EXPECT_EQ(WaitAll(ranks), (std::vector<int>{75, 75}));
+  const std::string err = ReadFile(Path("rank_term.rank0.err")).value_or("");
+  EXPECT_THAT(err, HasSubstr("preempted: train-lm stopped on SIGTERM after step"));
+  EXPECT_THAT(err, HasSubstr("continue with --resume=auto"));
+  const int64_t stopped = LoggedStep("rank_term");
+  EXPECT_GT(stopped, 13);
+  EXPECT_LT(stopped, 60);
+  EXPECT_TRUE(PathExists(
+      Path(absl::StrFormat("rank_term/checkpoints/ckpt-%012d/training-rank1.pt", stopped))))
+      << "no checkpoint of the step it stopped at (" << stopped << ")";
+  ranks = StartRanks("rank_term", "--resume=auto");
+  EXPECT_EQ(WaitAll(ranks), (std::vector<int>{0, 0}))
+      << ReadFile(Path("rank_term.rank0.err")).value_or("");
+  EXPECT_EQ(Sha("rank_term"), Sha("rank_reference"));
+
+  // A rank killed: the other notices, names itself and says how to restart.
+  ranks = StartRanks("rank_kill");
+  ASSERT_EQ(ranks.size(), 2u);
+  WaitForStep("rank_kill", 25, *ranks[0]);
+  ASSERT_TRUE(ranks[1]->Signal(SIGKILL).ok());
+  absl::StatusOr<int> exit = ranks[0]->Wait(absl::Seconds(120));
+  ASSERT_TRUE(exit.ok()) << "rank 0 hangs after its peer died";
+  EXPECT_EQ(*exit, 1);
+  const std::string killed = ReadFile(Path("rank_kill.rank0.err")).value_or("");
+  EXPECT_THAT(killed, HasSubstr("rank 0 of 2: "));
+  EXPECT_THAT(killed, HasSubstr("restart them all with --resume=auto"));
+  ranks.clear();
+  ranks = StartRanks("rank_kill", "--resume=auto");
+  EXPECT_EQ(WaitAll(ranks), (std::vector<int>{0, 0}))
+      << ReadFile(Path("rank_kill.rank0.err")).value_or("");
+  EXPECT_EQ(Sha("rank_kill"), Sha("rank_reference"));
 }
 
 }  // namespace

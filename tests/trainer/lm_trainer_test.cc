@@ -7,9 +7,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "common/file_util.h"
+#include "common/free_port.h"
 #include "data/token_sequences.h"
 #include "data/token_shard.h"
 #include "models/checkpoint_file.h"
@@ -17,6 +20,7 @@
 #include "models/sliced_llama.h"
 #include "student/slice.h"
 #include "teacher/llama_teacher.h"
+#include "trainer/c10d_communicator.h"
 
 namespace retort::trainer {
 namespace {
@@ -270,6 +274,127 @@ TEST_F(LmTrainerTest, RefusesATeacherOfAnotherVocabularyOrTokenizer) {
   o = Options("long");
   o.model.max_position_embeddings = 8;  // the data's sequences are 16
   EXPECT_FALSE(LmTrainer::Create(o, train_, valid_, nullptr).ok());
+}
+
+
+// The largest absolute difference between two models' parameters.
+double MaxDifference(models::CausalLm& a, models::CausalLm& b) {
+  auto pa = a.named_parameters();
+  auto pb = b.named_parameters();
+  EXPECT_EQ(pa.size(), pb.size());
+  double worst = 0;
+  for (const auto& item : pa) {
+    worst = std::max(worst, (item.value() - pb[item.key()]).abs().max().item<double>());
+  }
+  return worst;
+}
+
+TEST_F(LmTrainerTest, AccumulationOverMicroBatchesMatchesTheWholeBatch) {
+  std::shared_ptr<LmTeacherClient> teacher = Teacher(8);
+  LmTrainerOptions o = Options("whole");
+  o.steps = 12;
+  o.log_every_steps = 0;
+  auto whole = LmTrainer::Create(o, train_, valid_, teacher);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_TRUE((*whole)->Run().ok());
+  LmTrainerOptions a = o;
+  a.out_dir = Path("accumulated");
+  a.accumulation_steps = 4;  // micro-batches of 2 sequences
+  auto accumulated = LmTrainer::Create(a, train_, valid_, teacher);
+  ASSERT_TRUE(accumulated.ok()) << accumulated.status();
+  ASSERT_TRUE((*accumulated)->Run().ok());
+  const double difference = MaxDifference((*whole)->model(), (*accumulated)->model());
+  EXPECT_LT(difference, 1e-5);
+  // The accumulated run did train: it moved away from the initial weights.
+  EXPECT_GT((*accumulated)->step(), 0);
+}
+
+// Two ranks (threads, c10d Gloo on loopback) with half the batch each train
+// the same model as one rank with the whole batch.
+TEST_F(LmTrainerTest, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
+  LmTrainerOptions o = Options("one");
+  o.steps = 10;
+  o.log_every_steps = 0;
+  o.checkpoint_every_steps = 5;
+  auto one = LmTrainer::Create(o, train_, valid_, Teacher(8));
+  ASSERT_TRUE(one.ok()) << one.status();
+  absl::StatusOr<LmTrainResult> alone = (*one)->Run();
+  ASSERT_TRUE(alone.ok()) << alone.status();
+
+  absl::StatusOr<int> free_port = FreeLoopbackPort();
+  ASSERT_TRUE(free_port.ok()) << free_port.status();
+  const int port = *free_port;
+  std::unique_ptr<LmTrainer> ranks[2];
+  absl::StatusOr<LmTrainResult> results[2];
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    // Each rank asks its own teacher, as each rank streams from the pool.
+    std::shared_ptr<LmTeacherClient> teacher = Teacher(8);
+    threads.emplace_back([&, rank, teacher] {
+      C10dCommunicator::Options c;
+      c.rendezvous.master_port = port;
+      c.rendezvous.rank = rank;
+      c.rendezvous.world_size = 2;
+      c.timeout = absl::Seconds(60);
+      absl::StatusOr<std::unique_ptr<C10dCommunicator>> communicator = C10dCommunicator::Create(c);
+      ASSERT_TRUE(communicator.ok()) << communicator.status();
+      LmTrainerOptions r = o;
+      r.out_dir = Path("two");
+      r.communicator = std::move(*communicator);
+      auto t = LmTrainer::Create(r, train_, valid_, teacher);
+      ASSERT_TRUE(t.ok()) << t.status();
+      results[rank] = (*t)->Run();
+      ranks[rank] = std::move(*t);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_NE(ranks[rank], nullptr);
+    ASSERT_TRUE(results[rank].ok()) << results[rank].status();
+  }
+  EXPECT_EQ(MaxDifference(ranks[0]->model(), ranks[1]->model()), 0.0);
+  EXPECT_LT(MaxDifference(ranks[0]->model(), (*one)->model()), 1e-5);
+  // Each rank evaluated half the validation set; the counts are summed.
+  EXPECT_EQ(results[0]->final_validation.tokens, alone->final_validation.tokens);
+  EXPECT_NEAR(results[0]->final_validation.loss, alone->final_validation.loss, 1e-4);
+  EXPECT_TRUE(PathExists(Path("two/checkpoints/ckpt-000000000010/training-rank1.pt")));
+  EXPECT_TRUE(PathExists(Path("two/model/config.json")));
+}
+
+// Asked to stop (what SIGTERM does through the CLI), the run finishes its
+// step, checkpoints it and returns; --resume=auto then ends bit for bit where
+// an undisturbed run does.
+TEST_F(LmTrainerTest, StopsOnRequestWithACheckpointAndResumesBitForBit) {
+  LmTrainerOptions o = Options("undisturbed");
+  o.steps = 30;
+  o.checkpoint_every_steps = 10;
+  auto whole = LmTrainer::Create(o, train_, valid_, Teacher(8));
+  ASSERT_TRUE(whole.ok());
+  absl::StatusOr<LmTrainResult> reference = (*whole)->Run();
+  ASSERT_TRUE(reference.ok()) << reference.status();
+
+  LmTrainerOptions p = o;
+  p.out_dir = Path("preempted");
+  int polls = 0;
+  p.stop_requested = [&polls] { return ++polls >= 13; };  // after step 13, mid-interval
+  auto first = LmTrainer::Create(p, train_, valid_, Teacher(8));
+  ASSERT_TRUE(first.ok());
+  absl::StatusOr<LmTrainResult> stopped = (*first)->Run();
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_TRUE(stopped->preempted);
+  EXPECT_EQ(stopped->steps, 13);
+  EXPECT_THAT(stopped->last_checkpoint, HasSubstr("ckpt-000000000013"));
+  EXPECT_FALSE(PathExists(Path("preempted/model/config.json")));
+
+  p.stop_requested = nullptr;
+  p.resume = true;
+  auto second = LmTrainer::Create(p, train_, valid_, Teacher(8));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->step(), 13);
+  absl::StatusOr<LmTrainResult> resumed = (*second)->Run();
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_FALSE(resumed->preempted);
+  EXPECT_EQ(resumed->parameters_sha256, reference->parameters_sha256);
 }
 
 }  // namespace

@@ -53,6 +53,7 @@
 #include "teacher/teacher.h"
 #include "tests/teacher/test_teachers.h"
 #include "trainer/batch_pipeline.h"
+#include "trainer/classifier_task.h"
 #include "trainer/endpoint_resolver.h"
 #include "trainer/fake_teacher_client.h"
 #include "trainer/teacher_client.h"
@@ -798,26 +799,56 @@ class BatchPipelineTest : public ::testing::Test {
     return *std::move(sampler);
   }
 
-  static BatchPipeline::Options PipelineOptions(int64_t depth) {
-    BatchPipeline::Options options;
-    options.depth = depth;
-    options.jitter_pixels = 2;
-    options.seed = 9;
-    options.temperature = kTemperature;
-    options.ask_teacher = true;
-    return options;
+  // A step as the tests look at it: the pipeline's step and rows, and the
+  // classifier task's batch.
+  struct Prepared {
+    int64_t step = 0;
+    std::vector<int64_t> indices;
+    torch::Tensor inputs, labels;
+    TeacherClient::TargetsFuture teacher;
+  };
+
+  std::shared_ptr<ClassifierTask> Task(std::shared_ptr<TeacherClient> teacher) {
+    models::ModelSpec spec;
+    spec.input_shape = {1, 28, 28};
+    spec.hidden = {8};
+    absl::StatusOr<std::unique_ptr<ClassifierTask>> task = ClassifierTask::Create(
+        {.model = spec, .loss = {.temperature = kTemperature}, .seed = 9, .jitter_pixels = 2},
+        dataset_, dataset_, std::move(teacher));
+    EXPECT_TRUE(task.ok()) << task.status();
+    return std::move(*task);
+  }
+
+  // A pipeline of `depth` over a classifier task with `teacher`.
+  struct Pipeline {
+    std::shared_ptr<ClassifierTask> task;
+    BatchPipeline pipeline;
+    Prepared Next() {
+      BatchPipeline::Prepared p = pipeline.Next();
+      auto& batch = static_cast<ClassifierBatch&>(*p.batch);
+      return {p.step, p.indices, batch.inputs, batch.labels, batch.teacher};
+    }
+  };
+  std::unique_ptr<Pipeline> MakePipeline(int64_t depth, std::shared_ptr<TeacherClient> teacher,
+                                         data::ShuffleSampler sampler, int64_t first,
+                                         int64_t end) {
+    std::shared_ptr<ClassifierTask> task = Task(std::move(teacher));
+    ClassifierTask& t = *task;
+    return std::unique_ptr<Pipeline>(new Pipeline{
+        std::move(task),
+        BatchPipeline({.depth = depth, .ask_teacher = true}, t, std::move(sampler), first, end)});
   }
 
   // Runs steps [first, end) through a pipeline of `depth` whose sampler was
   // advanced to `first`.
-  std::vector<BatchPipeline::Prepared> Run(int64_t depth, int64_t first, int64_t end,
-                                           std::shared_ptr<TeacherClient> teacher) {
+  std::vector<Prepared> Run(int64_t depth, int64_t first, int64_t end,
+                            std::shared_ptr<TeacherClient> teacher) {
     data::ShuffleSampler sampler = Sampler();
     for (int64_t i = 0; i < first; ++i) sampler.Next();
-    BatchPipeline pipeline(PipelineOptions(depth), dataset_, std::move(teacher), std::move(sampler),
-                           first, end);
-    std::vector<BatchPipeline::Prepared> steps;
-    for (int64_t step = first; step < end; ++step) steps.push_back(pipeline.Next());
+    std::unique_ptr<Pipeline> pipeline =
+        MakePipeline(depth, std::move(teacher), std::move(sampler), first, end);
+    std::vector<Prepared> steps;
+    for (int64_t step = first; step < end; ++step) steps.push_back(pipeline->Next());
     return steps;
   }
 
@@ -828,16 +859,16 @@ TEST_F(BatchPipelineTest, StepsComeOutInDataOrderWhateverOrderTheTeacherAnswers)
   constexpr int64_t kDepth = 3, kSteps = 12;
   auto teacher = std::make_shared<ManualTeacherClient>();
   data::ShuffleSampler sampler = Sampler();
-  BatchPipeline pipeline(PipelineOptions(kDepth), dataset_, teacher, Sampler(), 0, kSteps);
+  std::unique_ptr<Pipeline> pipeline = MakePipeline(kDepth, teacher, Sampler(), 0, kSteps);
 
-  std::vector<BatchPipeline::Prepared> steps;
+  std::vector<Prepared> steps;
   for (int64_t step = 0; step < kSteps; ++step) {
-    steps.push_back(pipeline.Next());
+    steps.push_back(pipeline->Next());
     // The requests for the next `depth` steps are out before this one trains.
     EXPECT_EQ(static_cast<int64_t>(teacher->calls().size()), std::min(step + 1 + kDepth, kSteps));
   }
   ASSERT_EQ(teacher->calls().size(), static_cast<size_t>(kSteps));
-  for (const BatchPipeline::Prepared& p : steps) {
+  for (const Prepared& p : steps) {
     ASSERT_TRUE(p.teacher.valid());
     EXPECT_EQ(p.teacher.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
         << "step " << p.step << " answered before the teacher did";
@@ -850,7 +881,7 @@ TEST_F(BatchPipelineTest, StepsComeOutInDataOrderWhateverOrderTheTeacherAnswers)
   }
   for (int64_t step = 0; step < kSteps; ++step) {
     SCOPED_TRACE(absl::StrCat("step ", step));
-    const BatchPipeline::Prepared& p = steps[step];
+    const Prepared& p = steps[step];
     EXPECT_EQ(p.step, step);
     const std::vector<int64_t> indices = sampler.Next();
     EXPECT_EQ(p.indices, indices);
@@ -866,13 +897,13 @@ TEST_F(BatchPipelineTest, StepsComeOutInDataOrderWhateverOrderTheTeacherAnswers)
 TEST_F(BatchPipelineTest, BatchesDependOnlyOnSeedAndStepNotOnDepthOrResumePoint) {
   constexpr int64_t kSteps = 12;  // across an epoch boundary
   auto teacher = std::make_shared<FakeTeacherClient>(FakeLogits);
-  const std::vector<BatchPipeline::Prepared> serial = Run(0, 0, kSteps, teacher);
+  const std::vector<Prepared> serial = Run(0, 0, kSteps, teacher);
   // LibTorch's default generator (which dropout draws from) moves on between
   // the runs; the jitter must not notice.
   torch::manual_seed(12345);
   torch::randn({100});
-  const std::vector<BatchPipeline::Prepared> deep = Run(5, 0, kSteps, teacher);
-  const std::vector<BatchPipeline::Prepared> resumed = Run(5, 5, kSteps, teacher);
+  const std::vector<Prepared> deep = Run(5, 0, kSteps, teacher);
+  const std::vector<Prepared> resumed = Run(5, 5, kSteps, teacher);
   ASSERT_EQ(serial.size(), static_cast<size_t>(kSteps));
   ASSERT_EQ(deep.size(), static_cast<size_t>(kSteps));
   ASSERT_EQ(resumed.size(), static_cast<size_t>(kSteps - 5));
@@ -880,8 +911,8 @@ TEST_F(BatchPipelineTest, BatchesDependOnlyOnSeedAndStepNotOnDepthOrResumePoint)
   bool jittered = false;
   for (int64_t step = 0; step < kSteps; ++step) {
     SCOPED_TRACE(absl::StrCat("step ", step));
-    const BatchPipeline::Prepared& s = serial[step];
-    const BatchPipeline::Prepared& d = deep[step];
+    const Prepared& s = serial[step];
+    const Prepared& d = deep[step];
     EXPECT_EQ(s.step, step);
     EXPECT_EQ(d.step, step);
     EXPECT_EQ(s.indices, d.indices);
@@ -892,7 +923,7 @@ TEST_F(BatchPipelineTest, BatchesDependOnlyOnSeedAndStepNotOnDepthOrResumePoint)
     ASSERT_TRUE(s_answer.ok() && d_answer.ok());
     EXPECT_TRUE(torch::equal(s_answer->log_probs, d_answer->log_probs));
     if (step >= 5) {
-      const BatchPipeline::Prepared& r = resumed[step - 5];
+      const Prepared& r = resumed[step - 5];
       EXPECT_EQ(r.step, step);
       EXPECT_EQ(r.indices, s.indices);
       EXPECT_TRUE(torch::equal(r.inputs, s.inputs));

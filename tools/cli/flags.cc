@@ -1,5 +1,6 @@
 #include "tools/cli/flags.h"
 
+#include <csignal>
 #include <cstdio>
 #include <thread>
 
@@ -12,6 +13,7 @@
 #include "common/file_util.h"
 #include "common/intra_op_threads.h"
 #include "common/status_macros.h"
+#include "common/stop_signal.h"
 #include "models/checkpoint_file.h"
 #include "trainer/c10d_communicator.h"
 
@@ -70,6 +72,10 @@ ABSL_FLAG(int64_t, grad_accum_steps, 1,
           "memory, same update.");
 ABSL_FLAG(int64_t, testonly_crash_while_checkpointing_step, 0,
           "Testing only: SIGKILL the trainer while it writes the checkpoint of this step.");
+ABSL_FLAG(std::string, stop_signal, "",
+          "A signal that, like SIGTERM and SIGINT, makes training finish its step, write a "
+          "checkpoint and exit with code 75 (e.g. USR1, for Slurm's --signal=USR1@120); "
+          "empty: only SIGTERM and SIGINT.");
 ABSL_FLAG(int64_t, log_every_steps, 100, "Write a metrics line every this many steps.");
 ABSL_FLAG(int64_t, stop_after_steps, 0,
           "Stop after this many steps, checkpointed, as if interrupted; 0 runs to the end.");
@@ -169,7 +175,8 @@ const std::vector<std::string> kTrainingFlags = {"epochs",           "batch_size
                                                  "keep_checkpoints", "log_every_steps",
                                                  "stop_after_steps", "backend",
                                                  "dist_timeout",     "bucket_mb",
-                                                 "grad_accum_steps"};
+                                                 "grad_accum_steps", "stop_signal",
+                                                 "testonly_crash_while_checkpointing_step"};
 const std::vector<std::string> kDistillFlags = {"teacher",          "temperature",    "alpha",
                                                 "teacher_cache_mb", "feature_weight", "match",
                                                 "feature_loss",     "adapter"};
@@ -368,6 +375,47 @@ absl::StatusOr<trainer::FeatureMatchOptions> FeatureMatchOptionsFromFlags() {
   return o;
 }
 
+absl::StatusOr<int64_t> BucketBytesFromFlags() {
+  const double bucket_mb = absl::GetFlag(FLAGS_bucket_mb);
+  if (!(bucket_mb >= 0.01 && bucket_mb <= 4096)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--bucket_mb must be in [0.01, 4096], got ", bucket_mb));
+  }
+  return static_cast<int64_t>(bucket_mb * (1 << 20));
+}
+
+std::function<void(int64_t)> CrashWhileCheckpointingFromFlags() {
+  const int64_t crash_step = absl::GetFlag(FLAGS_testonly_crash_while_checkpointing_step);
+  if (crash_step <= 0) return nullptr;
+  return [crash_step](int64_t step) {
+    if (step != crash_step) return;
+    std::fprintf(stderr, "[retort] crashing while writing the checkpoint of step %lld (testing)\n",
+                 static_cast<long long>(step));
+    std::raise(SIGKILL);
+  };
+}
+
+absl::StatusOr<std::function<bool()>> StopRequestedFromFlags() {
+  std::vector<int> signals = {SIGTERM, SIGINT};
+  const std::string extra = absl::GetFlag(FLAGS_stop_signal);
+  if (!extra.empty()) {
+    absl::StatusOr<int> parsed = ParseSignal(extra);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--stop_signal: ", parsed.status().message()));
+    }
+    signals.push_back(*parsed);
+  }
+  RETORT_RETURN_IF_ERROR(InstallStopSignals(signals));
+  return std::function<bool()>([] { return StopSignalReceived() != 0; });
+}
+
+absl::Status PreemptedAfter(const std::string& label, int64_t step,
+                            const std::string& checkpoint) {
+  return PreemptedError(absl::StrCat(label, " stopped on ", SignalName(StopSignalReceived()),
+                                     " after step ", step, "; checkpoint ", checkpoint,
+                                     "; continue with --resume=auto"));
+}
+
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   trainer::TrainerOptions o;
   o.init_from = absl::GetFlag(FLAGS_init_from);
@@ -401,13 +449,9 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   RETORT_ASSIGN_OR_RETURN(o.resume, ResumeFromFlags());
   o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   o.teacher_prefetch = absl::GetFlag(FLAGS_teacher_prefetch);
-  o.crash_while_checkpointing_step = absl::GetFlag(FLAGS_testonly_crash_while_checkpointing_step);
-  const double bucket_mb = absl::GetFlag(FLAGS_bucket_mb);
-  if (!(bucket_mb >= 0.01 && bucket_mb <= 4096)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--bucket_mb must be in [0.01, 4096], got ", bucket_mb));
-  }
-  o.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
+  o.after_checkpoint_file_written = CrashWhileCheckpointingFromFlags();
+  RETORT_ASSIGN_OR_RETURN(o.stop_requested, StopRequestedFromFlags());
+  RETORT_ASSIGN_OR_RETURN(o.bucket_bytes, BucketBytesFromFlags());
   o.accumulation_steps = absl::GetFlag(FLAGS_grad_accum_steps);
   o.overwrite = absl::GetFlag(FLAGS_overwrite);
   o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);

@@ -3,10 +3,13 @@
 #define RETORT_TOOLS_CLI_FLAGS_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/internal/parse.h"
 #include "absl/status/statusor.h"
 #include "data/fashion_mnist.h"
 #include "models/model_spec.h"
@@ -58,6 +61,7 @@ ABSL_DECLARE_FLAG(int32_t, keep_checkpoints);
 ABSL_DECLARE_FLAG(int64_t, checkpoint_every_steps);
 ABSL_DECLARE_FLAG(int64_t, log_every_steps);
 ABSL_DECLARE_FLAG(int64_t, stop_after_steps);
+ABSL_DECLARE_FLAG(int64_t, grad_accum_steps);
 ABSL_DECLARE_FLAG(double, feature_weight);
 ABSL_DECLARE_FLAG(int64_t, teacher_prefetch);
 ABSL_DECLARE_FLAG(std::string, teacher_value_dtype);
@@ -121,6 +125,32 @@ absl::StatusOr<bool> ResumeFromFlags();
 
 // The model and training flags (--arch, --hidden, --epochs, --lr, ...).
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags();
+
+// The flag's value when given on the command line (or in a --flagfile),
+// else `fallback`: how a command whose Options default differently from the
+// shared flag's default (lm train's batch size and clipping) keeps its own.
+template <typename T>
+T FlagOr(const absl::Flag<T>& flag, T fallback) {
+  return absl::flags_internal::WasPresentOnCommandLine(absl::GetFlagReflectionHandle(flag).Name())
+             ? absl::GetFlag(flag)
+             : fallback;
+}
+
+// --bucket_mb in bytes (INVALID_ARGUMENT outside [0.01, 4096] MB).
+absl::StatusOr<int64_t> BucketBytesFromFlags();
+
+// The training loop's test seam from --testonly_crash_while_checkpointing_step
+// (SIGKILL after this rank wrote its file of that step's checkpoint); null
+// when the flag is 0.
+std::function<void(int64_t)> CrashWhileCheckpointingFromFlags();
+
+// Installs the stop-signal handlers (SIGTERM, SIGINT and --stop_signal) and
+// returns the poll the training loop calls after every step.
+absl::StatusOr<std::function<bool()>> StopRequestedFromFlags();
+
+// The error a command returns for a run that stopped on a signal after its
+// checkpoint (the command line exits with kPreemptedExitCode).
+absl::Status PreemptedAfter(const std::string& label, int64_t step, const std::string& checkpoint);
 
 }  // namespace retort::cli
 

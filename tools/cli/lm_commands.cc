@@ -21,6 +21,7 @@
 #include "teacher/llama_teacher.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
+#include "trainer/communicator.h"
 #include "trainer/lm_evaluate.h"
 #include "trainer/lm_teacher_client.h"
 #include "trainer/lm_trainer.h"
@@ -181,9 +182,9 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
   o.loss.skew = absl::GetFlag(FLAGS_skew);
   RETORT_ASSIGN_OR_RETURN(o.features, FeatureMatchOptionsFromFlags());
   o.steps = absl::GetFlag(FLAGS_steps);
-  o.batch_size = absl::GetFlag(FLAGS_batch_size);
+  o.batch_size = FlagOr(FLAGS_batch_size, o.batch_size);
   o.seed = absl::GetFlag(FLAGS_seed);
-  o.clip_grad_norm = absl::GetFlag(FLAGS_clip_grad_norm);
+  o.clip_grad_norm = FlagOr(FLAGS_clip_grad_norm, o.clip_grad_norm);
   o.eval_every_steps = absl::GetFlag(FLAGS_eval_every);
   o.eval_sequences = absl::GetFlag(FLAGS_eval_sequences);
   o.out_dir = out_dir;
@@ -191,9 +192,13 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
   o.overwrite = absl::GetFlag(FLAGS_overwrite);
   o.checkpoint_every_steps = absl::GetFlag(FLAGS_checkpoint_every_steps);
   o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
-  o.teacher_prefetch = absl::GetFlag(FLAGS_teacher_prefetch);
-  o.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);
+  o.teacher_prefetch = FlagOr(FLAGS_teacher_prefetch, o.teacher_prefetch);
+  o.log_every_steps = FlagOr(FLAGS_log_every_steps, o.log_every_steps);
   o.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
+  o.accumulation_steps = absl::GetFlag(FLAGS_grad_accum_steps);
+  RETORT_ASSIGN_OR_RETURN(o.bucket_bytes, BucketBytesFromFlags());
+  o.after_checkpoint_file_written = CrashWhileCheckpointingFromFlags();
+  RETORT_ASSIGN_OR_RETURN(o.stop_requested, StopRequestedFromFlags());
   o.tokenizer_model = d.tokenizer_path;
   o.tokenizer_sha256 = d.tokenizer->sha256();
   return o;
@@ -203,7 +208,10 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
 absl::StatusOr<trainer::LmTrainResult> TrainLm(trainer::LmTrainerOptions o, const TokenData& d,
                                                std::shared_ptr<trainer::LmTeacherClient> teacher) {
   if (o.label == "lm") o.label = teacher ? "distill-lm" : "train-lm";
-  std::fprintf(
+  const int world = o.communicator == nullptr ? 1 : o.communicator->world_size();
+  const bool leader = o.communicator == nullptr || o.communicator->rank() == 0;
+  if (leader) {
+    std::fprintf(
       stderr, "[%s] %s on %lld sequences of %lld tokens, %s\n", o.label.c_str(),
       o.model.Describe().c_str(), static_cast<long long>(d.train->size()),
       static_cast<long long>(absl::GetFlag(FLAGS_seq_len)),
@@ -214,9 +222,13 @@ absl::StatusOr<trainer::LmTrainResult> TrainLm(trainer::LmTrainerOptions o, cons
                 o.features.enabled() ? absl::StrFormat(", features x%g", o.features.weight) : "")
                 .c_str()
           : "next-token cross-entropy only");
+    if (world > 1) std::fprintf(stderr, "[%s] %d ranks (c10d gloo)\n", o.label.c_str(), world);
+  }
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::LmTrainer> t,
                           trainer::LmTrainer::Create(o, d.train, d.validation, teacher));
   RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult r, t->Run());
+  if (r.preempted) return PreemptedAfter(o.label, r.steps, r.last_checkpoint);
+  if (!leader) return r;
   std::printf(
       "%s: %lld steps, %lld tokens, %.0f tokens/s; validation perplexity %.3f "
       "(loss %.4f), top-1 %.3f%s; model in %s\n",
@@ -239,6 +251,7 @@ absl::Status RunLmTrain() {
   RETORT_ASSIGN_OR_RETURN(
       trainer::LmTrainerOptions o,
       LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_out_dir)));
+  RETORT_ASSIGN_OR_RETURN(o.communicator, CommunicatorFromFlags());
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
   return TrainLm(std::move(o), d, std::move(teacher)).status();
 }
@@ -251,6 +264,14 @@ absl::Status RunLmChain() {
   }
   if (!absl::GetFlag(FLAGS_init_from).empty()) {
     return absl::InvalidArgumentError("lm chain does not take --init_from (two models differ)");
+  }
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::Communicator> communicator,
+                          CommunicatorFromFlags());
+  if (communicator != nullptr) {
+    return absl::FailedPreconditionError(
+        "retort lm chain runs in one process; under a launcher, run its stages as separate "
+        "`retort lm train` jobs (OUT/assistant from the teacher, then OUT/student with "
+        "--teacher=OUT/assistant/model)");
   }
   RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/true));
   RETORT_ASSIGN_OR_RETURN(

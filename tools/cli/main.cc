@@ -2,16 +2,21 @@
 //
 //   retort <command> [--flag=value ...] [--flagfile=job.flags]
 //   retort help [command]
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/parse.h"
 #include "absl/flags/parse.h"
+#include "common/stop_signal.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/allocator_tuning.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
@@ -55,7 +60,67 @@ const std::vector<std::string> kLmTrainingFlags = {"data",
                                                    "checkpoint_every_steps",
                                                    "keep_checkpoints",
                                                    "log_every_steps",
-                                                   "threads"};
+                                                   "teacher_prefetch",
+                                                   "threads",
+                                                   "grad_accum_steps",
+                                                   "backend",
+                                                   "dist_timeout",
+                                                   "bucket_mb",
+                                                   "stop_signal",
+                                                   "testonly_crash_while_checkpointing_step"};
+
+std::vector<std::string> Without(const std::vector<std::string>& flags,
+                                 const std::vector<std::string>& drop) {
+  std::vector<std::string> kept;
+  for (const std::string& f : flags) {
+    if (std::find(drop.begin(), drop.end(), f) == drop.end()) kept.push_back(f);
+  }
+  return kept;
+}
+
+// Language models ask for top-k with --top_k; the classifier's teacher
+// output flags mean nothing there.
+std::vector<std::string> LmRemoteTeacherFlags() {
+  return Without(kRemoteTeacherFlags, {"teacher_output", "teacher_top_k", "teacher_prefetch"});
+}
+
+// Flags every command takes (absl's own).
+bool IsGlobalFlag(absl::string_view name) {
+  return name == "flagfile" || name == "fromenv" || name == "tryfromenv" || name == "undefok" ||
+         absl::StartsWith(name, "help") || name == "version" || name == "only_check_args";
+}
+
+// OK unless a flag given on the command line (or in a --flagfile) is not
+// one `command` takes: then INVALID_ARGUMENT naming it and the commands that
+// take it, so a mistyped or misplaced flag never trains silently.
+absl::Status CheckFlagsTaken(const Command& command) {
+  std::vector<std::string> refused;
+  for (const auto& [name, unused_flag] : absl::GetAllFlags()) {
+    if (!absl::flags_internal::WasPresentOnCommandLine(name) || IsGlobalFlag(name)) continue;
+    if (std::find(command.flags.begin(), command.flags.end(), name) != command.flags.end()) {
+      continue;
+    }
+    refused.emplace_back(name);
+  }
+  if (refused.empty()) return absl::OkStatus();
+  std::sort(refused.begin(), refused.end());
+  const std::string& name = refused.front();
+  std::vector<std::string> takers;
+  for (const Command& c : Commands()) {
+    if (std::find(c.flags.begin(), c.flags.end(), name) != c.flags.end()) {
+      takers.push_back(absl::StrCat("`retort ", c.name, "`"));
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "retort ", command.name, " does not take --", name,
+      takers.empty() ? std::string("; no command does")
+                     : absl::StrCat("; it is a flag of ", absl::StrJoin(takers, ", ")),
+      refused.size() > 1 ? absl::StrCat(" (nor --", absl::StrJoin(refused.begin() + 1,
+                                                                   refused.end(), ", --"),
+                                        ")")
+                         : "",
+      "; see `retort help ", command.name, "`"));
+}
 
 }  // namespace
 
@@ -100,13 +165,13 @@ const std::vector<Command>& Commands() {
        "from a teacher (--teacher DIR in process, or --teachers servers) with top-k targets.",
        Concat({{"init_from", "init_layers", "stop_after_steps"},
                kLmTrainingFlags,
-               kRemoteTeacherFlags}),
+               LmRemoteTeacherFlags()}),
        &RunLmTrain},
       {"lm chain",
        "Teacher-assistant chain for language models: distill --teacher (a Llama directory, "
        "or --teachers) into --assistant_model (OUT/assistant), then --model from the "
        "assistant (OUT/student); chain.json.",
-       Concat({{"assistant_model", "assistant_steps"}, kLmTrainingFlags, kRemoteTeacherFlags}),
+       Concat({{"assistant_model", "assistant_steps"}, kLmTrainingFlags, LmRemoteTeacherFlags()}),
        &RunLmChain},
       {"generate",
        "Sample text from a language-model checkpoint (a Llama directory).",
@@ -266,7 +331,12 @@ int main(int argc, char** argv) {
   for (int i = 1 + words; i < argc; ++i) args.push_back(argv[i]);
   std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  absl::Status status;
+  absl::Status status = retort::cli::CheckFlagsTaken(*command);
+  if (!status.ok()) {
+    std::fprintf(stderr, "retort %s: error: %s\n", command->name.c_str(),
+                 std::string(status.message()).c_str());
+    return 2;
+  }
   if (command->run_with_args != nullptr) {
     // Everything after `--` is the command it runs.
     status =
@@ -277,6 +347,11 @@ int main(int argc, char** argv) {
     return 2;
   } else {
     status = command->run();
+  }
+  if (retort::IsPreempted(status)) {
+    std::fprintf(stderr, "retort %s: preempted: %s\n", command->name.c_str(),
+                 std::string(status.message()).c_str());
+    return retort::kPreemptedExitCode;
   }
   if (!status.ok()) {
     std::fprintf(stderr, "retort %s: error: %s\n", command->name.c_str(),

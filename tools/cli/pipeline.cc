@@ -34,6 +34,9 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
                  world > 1 ? absl::StrCat(", ", world, " ranks (c10d gloo)").c_str() : "");
   }
   RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, t->Run());
+  if (result.preempted) {
+    return PreemptedAfter(options.label, result.steps, result.last_checkpoint);
+  }
   if (leader) {
     std::fprintf(stderr,
                  "[%s] done: best validation accuracy %.4f (epoch %lld), %.0f samples/s; %s\n",
