@@ -135,7 +135,7 @@ absl::StatusOr<LmTrainResult> LmTrainer::Run() {
   result.resumed_from_step = run.resumed_from_step;
   result.final_validation = task_->last_evaluation();
   result.parameters_sha256 = run.parameters_sha256;
-  result.model_dir = run.task_result.value("model_dir", "");
+  result.model_dir = run.task_result.is_object() ? run.task_result.value("model_dir", "") : "";
   result.last_checkpoint = run.last_checkpoint;
   result.preempted = run.preempted;
   return result;

@@ -143,7 +143,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.teacher_wait_seconds = run.teacher_wait_seconds;
   result.resumed_from_step = run.resumed_from_step;
   result.parameters_sha256 = run.parameters_sha256;
-  result.best_checkpoint = run.task_result.value("best_checkpoint", "");
+  result.best_checkpoint = run.task_result.is_object() ? run.task_result.value("best_checkpoint", "") : "";
   result.last_checkpoint = run.last_checkpoint;
   result.preempted = run.preempted;
   return result;

@@ -559,7 +559,7 @@ absl::StatusOr<TrainingLoopResult> TrainingLoop::RunSteps() {
         absl::StrAppendFormat(&detail, " teacher wait %.1f ms/step",
                               1e3 * teacher_wait_seconds_ / static_cast<double>(done));
       }
-      progress.Update(state_.step, done * units_per_step, detail);
+      progress.Update(state_.step, done * units_per_step, detail, state_.step == end_step);
     }
     if (options_.log_every_steps > 0 && state_.step % options_.log_every_steps == 0) {
       RETORT_ASSIGN_OR_RETURN(Means means, AggregateMeans());
@@ -573,9 +573,9 @@ absl::StatusOr<TrainingLoopResult> TrainingLoop::RunSteps() {
                              {task_->unit(), state_.step * units_per_step},
                              {absl::StrCat(task_->unit(), "_per_second"),
                               work_seconds > 0 ? done * units_per_step / work_seconds : 0.0}};
+      line["hard"] = last_hard_;
       if (task_->has_teacher()) {
         line["teacher_wait_ms"] = means.teacher_wait_ms;
-        line["hard"] = last_hard_;
         line["soft"] = last_soft_;
       }
       if (adapters_ != nullptr) line["feature"] = last_feature_;

@@ -316,6 +316,15 @@ TEST_F(LmTrainerTest, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
   o.steps = 10;
   o.log_every_steps = 0;
   o.checkpoint_every_steps = 5;
+  // The ranks are threads of this process sharing LibTorch's default
+  // generator, so fresh weights would interleave their draws: every run
+  // starts from the same saved weights instead (rank 0's are broadcast).
+  {
+    torch::manual_seed(7);
+    models::LlamaModel initial(o.model);
+    ASSERT_TRUE(initial.Save(Path("initial"), "").ok());
+  }
+  o.init_from = Path("initial");
   auto one = LmTrainer::Create(o, train_, valid_, Teacher(8));
   ASSERT_TRUE(one.ok()) << one.status();
   absl::StatusOr<LmTrainResult> alone = (*one)->Run();

@@ -30,7 +30,7 @@ def curves(out, name):
     for line in open(path):
         j = json.loads(line)
         if j.get("split") == "validation":
-            val.append((j["step"], j["loss"]))
+            val.append((j["step"], j["validation"]["loss"] if "validation" in j else j["loss"]))
         elif "hard" in j:
             train.append((j["step"], j["hard"]))
     return val, train

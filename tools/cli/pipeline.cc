@@ -8,6 +8,7 @@
 #include "models/checkpoint_file.h"
 #include "student/student.h"
 #include "teacher/native_teacher.h"
+#include "trainer/communicator.h"
 #include "tools/cli/flags.h"
 #include "trainer/caching_teacher_client.h"
 #include "trainer/in_process_teacher_client.h"
