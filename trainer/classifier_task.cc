@@ -69,10 +69,9 @@ std::unique_ptr<TaskBatch> ClassifierTask::Prepare(const std::vector<int64_t>& i
                                                    const std::vector<std::string>& hidden_layers) {
   auto b = std::make_unique<ClassifierBatch>();
   data::Batch batch = train_->GetBatch(indices);
-  b->inputs = options_.jitter_pixels > 0
-                  ? data::JitterImages(batch.inputs, options_.jitter_pixels,
-                                       JitterGenerator(options_.seed, step))
-                  : batch.inputs;
+  b->inputs = options_.jitter_pixels > 0 ? data::JitterImages(batch.inputs, options_.jitter_pixels,
+                                                              JitterGenerator(options_.seed, step))
+                                         : batch.inputs;
   b->labels = batch.labels;
   if (ask_teacher && teacher_ != nullptr) {
     b->teacher = teacher_->SubmitTargets(b->inputs, options_.loss.temperature, hidden_layers);
@@ -98,10 +97,9 @@ absl::StatusOr<TaskLoss> ClassifierTask::Loss(TaskBatch& batch, int64_t begin, i
   };
   models::HiddenStates student_hidden;
   const torch::Tensor output =
-      adapters != nullptr
-          ? model_->ForwardWithHidden(rows_of(b.inputs), adapters->student_layers(),
-                                      &student_hidden)
-          : model_->forward(rows_of(b.inputs));
+      adapters != nullptr ? model_->ForwardWithHidden(rows_of(b.inputs), adapters->student_layers(),
+                                                      &student_hidden)
+                          : model_->forward(rows_of(b.inputs));
   LossTerms terms =
       DistillationLoss(output, rows_of(b.targets.log_probs), rows_of(b.labels), options_.loss);
   TaskLoss loss{.objective = terms.total, .hard = terms.hard, .soft = terms.soft, .feature = {}};
@@ -122,9 +120,9 @@ absl::StatusOr<TaskEvaluation> ClassifierTask::Evaluate(Communicator* communicat
     RETORT_ASSIGN_OR_RETURN(all, trainer::Evaluate(*model_, *validation_));
   } else {
     const int64_t n = validation_->size();
-    RETORT_ASSIGN_OR_RETURN(EvalResult mine,
-                            EvaluateRange(*model_, *validation_, n * rank / world_size,
-                                          n * (rank + 1) / world_size));
+    RETORT_ASSIGN_OR_RETURN(
+        EvalResult mine,
+        EvaluateRange(*model_, *validation_, n * rank / world_size, n * (rank + 1) / world_size));
     torch::Tensor sums =
         torch::tensor({static_cast<double>(mine.examples), static_cast<double>(mine.correct),
                        mine.mean_loss * static_cast<double>(mine.examples)},

@@ -16,8 +16,8 @@ namespace retort::trainer {
 namespace {
 
 struct LmBatch : TaskBatch {
-  torch::Tensor inputs;  // int64 [B, T]
-  torch::Tensor labels;  // int64 [B, T]
+  torch::Tensor inputs;                    // int64 [B, T]
+  torch::Tensor labels;                    // int64 [B, T]
   LmTeacherClient::TargetsFuture teacher;  // valid when the teacher was asked
   LmTeacherClient::Targets targets;        // once AwaitTeacher returned
   bool answered = false;
@@ -140,11 +140,12 @@ absl::StatusOr<TaskLoss> LmTask::Loss(TaskBatch& batch, int64_t begin, int64_t e
   std::optional<teacher::TopKLogProbs> targets;
   if (b.answered) {
     const teacher::TopKLogProbs& all = b.targets.log_probs;
-    targets = whole ? all
-                    : teacher::TopKLogProbs{
-                          .indices = SequenceRows(all.indices, rows, length, begin, end),
-                          .values = SequenceRows(all.values, rows, length, begin, end),
-                          .tail_log_mass = SequenceRows(all.tail_log_mass, rows, length, begin, end)};
+    targets = whole
+                  ? all
+                  : teacher::TopKLogProbs{
+                        .indices = SequenceRows(all.indices, rows, length, begin, end),
+                        .values = SequenceRows(all.values, rows, length, begin, end),
+                        .tail_log_mass = SequenceRows(all.tail_log_mass, rows, length, begin, end)};
   }
   models::HiddenStates student_hidden;
   const torch::Tensor logits =
@@ -169,20 +170,19 @@ absl::StatusOr<TaskLoss> LmTask::Loss(TaskBatch& batch, int64_t begin, int64_t e
 
 absl::StatusOr<TaskEvaluation> LmTask::Evaluate(Communicator* communicator, int rank,
                                                 int world_size) {
-  RETORT_ASSIGN_OR_RETURN(LmEvalResult mine,
-                          EvaluateLm(*model_, *validation_,
-                                     {.batch_size = options_.eval_batch_size,
-                                      .max_sequences = options_.eval_sequences,
-                                      .rank = rank,
-                                      .world_size = world_size},
-                                     teacher_.get()));
+  RETORT_ASSIGN_OR_RETURN(LmEvalResult mine, EvaluateLm(*model_, *validation_,
+                                                        {.batch_size = options_.eval_batch_size,
+                                                         .max_sequences = options_.eval_sequences,
+                                                         .rank = rank,
+                                                         .world_size = world_size},
+                                                        teacher_.get()));
   LmEvalResult all = mine;
   if (world_size > 1) {
     const double tokens = static_cast<double>(mine.tokens);
-    torch::Tensor sums = torch::tensor(
-        {static_cast<double>(mine.sequences), tokens, mine.loss * tokens,
-         mine.top1_accuracy * tokens, std::max(mine.teacher_agreement, 0.0) * tokens},
-        torch::kFloat64);
+    torch::Tensor sums =
+        torch::tensor({static_cast<double>(mine.sequences), tokens, mine.loss * tokens,
+                       mine.top1_accuracy * tokens, std::max(mine.teacher_agreement, 0.0) * tokens},
+                      torch::kFloat64);
     RETORT_RETURN_IF_ERROR(communicator->AllReduceMean({sums}));
     sums.mul_(world_size);
     const auto v = sums.accessor<double, 1>();

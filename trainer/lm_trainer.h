@@ -37,9 +37,9 @@
 #include "trainer/feature_matching.h"
 #include "trainer/lm_distillation_loss.h"
 #include "trainer/lm_evaluate.h"
+#include "trainer/lm_task.h"
 #include "trainer/lm_teacher_client.h"
 #include "trainer/optimizer.h"
-#include "trainer/lm_task.h"
 #include "trainer/training_checkpoint.h"
 #include "trainer/training_loop.h"
 

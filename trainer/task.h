@@ -104,8 +104,7 @@ class Task {
 
   // Training checkpoints in the task's format (the architecture it records).
   virtual absl::Status SaveCheckpoint(const std::string& path, torch::optim::Optimizer& optimizer,
-                                      const TrainingState& state,
-                                      const AdapterState& adapters) = 0;
+                                      const TrainingState& state, const AdapterState& adapters) = 0;
   virtual absl::StatusOr<TrainingState> LoadCheckpoint(const std::string& path,
                                                        torch::optim::Optimizer& optimizer,
                                                        const AdapterState& adapters) = 0;

@@ -93,13 +93,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   if (options.out_dir.empty()) return absl::InvalidArgumentError("--out_dir must be set");
   if (teacher == nullptr) options.loss.alpha = 0.0;
   std::unique_ptr<Trainer> t(new Trainer());
-  RETORT_ASSIGN_OR_RETURN(t->task_,
-                          ClassifierTask::Create({.model = options.model,
-                                                  .loss = options.loss,
-                                                  .init_from = options.init_from,
-                                                  .seed = options.seed,
-                                                  .jitter_pixels = options.jitter_pixels},
-                                                 train, validation, std::move(teacher)));
+  RETORT_ASSIGN_OR_RETURN(t->task_, ClassifierTask::Create({.model = options.model,
+                                                            .loss = options.loss,
+                                                            .init_from = options.init_from,
+                                                            .seed = options.seed,
+                                                            .jitter_pixels = options.jitter_pixels},
+                                                           train, validation, std::move(teacher)));
   TrainingLoopOptions loop;
   loop.optimizer = options.optimizer;
   loop.features = options.features;
@@ -143,7 +142,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.teacher_wait_seconds = run.teacher_wait_seconds;
   result.resumed_from_step = run.resumed_from_step;
   result.parameters_sha256 = run.parameters_sha256;
-  result.best_checkpoint = run.task_result.is_object() ? run.task_result.value("best_checkpoint", "") : "";
+  result.best_checkpoint =
+      run.task_result.is_object() ? run.task_result.value("best_checkpoint", "") : "";
   result.last_checkpoint = run.last_checkpoint;
   result.preempted = run.preempted;
   return result;

@@ -92,7 +92,7 @@ nlohmann::json TrainingLoopResult::ToJson(const char* unit) const {
 
 struct TrainingLoop::Means {
   double loss = 0, hard = 0, soft = 0, feature = 0;  // of the epoch so far
-  double step_loss = 0, teacher_wait_ms = 0;          // of the latest step
+  double step_loss = 0, teacher_wait_ms = 0;         // of the latest step
 };
 
 TrainingLoop::~TrainingLoop() = default;
@@ -290,8 +290,8 @@ absl::Status TrainingLoop::TrainStep(TaskBatch& batch, const std::vector<int64_t
   for (int64_t i = 0; i < micro; ++i) {
     const int64_t begin = i * rows / micro;
     const int64_t end = (i + 1) * rows / micro;
-    RETORT_ASSIGN_OR_RETURN(TaskLoss loss, task_->Loss(batch, begin, end, adapters_.get(),
-                                                       options_.features.weight));
+    RETORT_ASSIGN_OR_RETURN(
+        TaskLoss loss, task_->Loss(batch, begin, end, adapters_.get(), options_.features.weight));
     const double share = static_cast<double>(end - begin) / static_cast<double>(rows);
     torch::Tensor objective = micro == 1 ? loss.objective : loss.objective * share;
     // Only the last micro-batch's backward all-reduces; the others
@@ -366,8 +366,8 @@ absl::Status TrainingLoop::WriteCheckpoint() {
   }
   if (comm != nullptr) RETORT_RETURN_IF_ERROR(comm->Barrier());
   state_.sampler = sampler_->state();
-  RETORT_RETURN_IF_ERROR(task_->SaveCheckpoint(
-      checkpoints_->StagingPath(state_.step, RankFile()), *optimizer_, state_, Adapters()));
+  RETORT_RETURN_IF_ERROR(task_->SaveCheckpoint(checkpoints_->StagingPath(state_.step, RankFile()),
+                                               *optimizer_, state_, Adapters()));
   if (options_.after_checkpoint_file_written) options_.after_checkpoint_file_written(state_.step);
   if (comm != nullptr) RETORT_RETURN_IF_ERROR(comm->Barrier());
   if (Leader()) {
@@ -394,9 +394,9 @@ absl::StatusOr<TrainingLoop::Means> TrainingLoop::AggregateMeans() {
               .step_loss = last_step_loss_,
               .teacher_wait_ms = 1e3 * last_teacher_wait_};
   if (world_size_ == 1) return means;
-  torch::Tensor values = torch::tensor({means.loss, means.hard, means.soft, means.feature,
-                                        means.step_loss, means.teacher_wait_ms},
-                                       torch::kFloat64);
+  torch::Tensor values = torch::tensor(
+      {means.loss, means.hard, means.soft, means.feature, means.step_loss, means.teacher_wait_ms},
+      torch::kFloat64);
   RETORT_RETURN_IF_ERROR(options_.communicator->AllReduceMean({values}));
   const auto v = values.accessor<double, 1>();
   return Means{.loss = v[0],
@@ -408,8 +408,7 @@ absl::StatusOr<TrainingLoop::Means> TrainingLoop::AggregateMeans() {
 }
 
 absl::StatusOr<TaskEvaluation> TrainingLoop::EvaluateAndRecord(int64_t epoch) {
-  RETORT_ASSIGN_OR_RETURN(TaskEvaluation evaluation,
-                          TorchCall("evaluation", [&] {
+  RETORT_ASSIGN_OR_RETURN(TaskEvaluation evaluation, TorchCall("evaluation", [&] {
                             return task_->Evaluate(options_.communicator.get(), rank_, world_size_);
                           }));
   state_.last_validation = evaluation.json;
@@ -417,9 +416,11 @@ absl::StatusOr<TaskEvaluation> TrainingLoop::EvaluateAndRecord(int64_t epoch) {
   last_evaluation_step_ = state_.step;
   if (options_.epochs == 0) {
     // Epoch runs record evaluations in their epoch record.
-    RETORT_RETURN_IF_ERROR(metrics_->Write(
-        {{"event", "eval"}, {"step", state_.step}, {"epoch", epoch}, {"split", "validation"},
-         {"validation", evaluation.json}}));
+    RETORT_RETURN_IF_ERROR(metrics_->Write({{"event", "eval"},
+                                            {"step", state_.step},
+                                            {"epoch", epoch},
+                                            {"split", "validation"},
+                                            {"validation", evaluation.json}}));
   }
   return evaluation;
 }
@@ -432,11 +433,11 @@ absl::Status TrainingLoop::EndEpoch(int64_t epoch, double epoch_seconds) {
     state_.best_epoch = epoch;
   }
   RETORT_ASSIGN_OR_RETURN(Means means, AggregateMeans());
-  const double rate = epoch_seconds > 0 ? static_cast<double>(state_.epoch_steps *
-                                                              options_.batch_size *
-                                                              task_->units_per_row()) /
-                                              epoch_seconds
-                                        : 0.0;
+  const double rate =
+      epoch_seconds > 0
+          ? static_cast<double>(state_.epoch_steps * options_.batch_size * task_->units_per_row()) /
+                epoch_seconds
+          : 0.0;
   nlohmann::json record = {{"event", "epoch"},
                            {"epoch", epoch},
                            {"step", state_.step},
@@ -502,14 +503,12 @@ absl::StatusOr<TrainingLoopResult> TrainingLoop::RunSteps() {
                                ? std::min(options_.stop_after_steps, total_steps_)
                                : total_steps_;
   const int64_t units_per_step = options_.batch_size * task_->units_per_row();
-  const bool ask_teacher =
-      task_->has_teacher() && (options_.ask_teacher || adapters_ != nullptr);
-  BatchPipeline pipeline(
-      {.depth = options_.teacher_prefetch,
-       .ask_teacher = ask_teacher,
-       .hidden_layers =
-           adapters_ != nullptr ? adapters_->teacher_layers() : std::vector<std::string>()},
-      *task_, *sampler_, state_.step, std::max(end_step, state_.step));
+  const bool ask_teacher = task_->has_teacher() && (options_.ask_teacher || adapters_ != nullptr);
+  BatchPipeline pipeline({.depth = options_.teacher_prefetch,
+                          .ask_teacher = ask_teacher,
+                          .hidden_layers = adapters_ != nullptr ? adapters_->teacher_layers()
+                                                                : std::vector<std::string>()},
+                         *task_, *sampler_, state_.step, std::max(end_step, state_.step));
   ProgressLine progress({.label = absl::StrCat("[", options_.label, "]"),
                          .total_units = total_steps_,
                          .clock = options_.clock,
@@ -529,7 +528,8 @@ absl::StatusOr<TrainingLoopResult> TrainingLoop::RunSteps() {
     });
     if (!step.ok()) {
       progress.Finish();
-      if (!teacher_failed || world_size_ > 1) return step;  // a lone checkpoint would hang the others
+      if (!teacher_failed || world_size_ > 1)
+        return step;  // a lone checkpoint would hang the others
       // Nothing of the failed step was applied: keep what was done.
       absl::Status saved = WriteCheckpoint();
       return absl::Status(
@@ -625,9 +625,9 @@ absl::StatusOr<TrainingLoopResult> TrainingLoop::RunSteps() {
   result.final_validation = last_evaluation_;
   result.train_seconds = state_.train_seconds;
   result.units_per_second =
-      work_seconds > 0 ? static_cast<double>((state_.step - start_step) * units_per_step) /
-                             work_seconds
-                       : 0;
+      work_seconds > 0
+          ? static_cast<double>((state_.step - start_step) * units_per_step) / work_seconds
+          : 0;
   result.teacher_wait_seconds = teacher_wait_seconds_;
   result.parameters_sha256 = models::WeightsSha256(task_->model());
   result.last_checkpoint = last_checkpoint_dir_;

@@ -65,7 +65,7 @@ struct TrainingLoopOptions {
   int64_t steps = 0;
   int64_t batch_size = 0;  // global rows per step, divided among the ranks
   uint64_t seed = 1;
-  double clip_grad_norm = 0.0;   // 0 disables clipping
+  double clip_grad_norm = 0.0;     // 0 disables clipping
   int64_t accumulation_steps = 1;  // micro-batches per rank and step
   int64_t eval_every_steps = 0;    // 0: at epoch ends (epochs mode) and at the end
   bool ask_teacher = true;         // false: the teacher's answers are not needed
@@ -99,16 +99,16 @@ struct TrainingLoopOptions {
 
 struct TrainingLoopResult {
   int64_t steps = 0;
-  int64_t epochs = 0;   // complete passes over the training set
-  int64_t units = 0;    // samples or tokens trained, resumes included
-  double train_seconds = 0;       // summed over resumes
-  double units_per_second = 0;    // of this process's steps, teacher waits included
+  int64_t epochs = 0;               // complete passes over the training set
+  int64_t units = 0;                // samples or tokens trained, resumes included
+  double train_seconds = 0;         // summed over resumes
+  double units_per_second = 0;      // of this process's steps, teacher waits included
   double teacher_wait_seconds = 0;  // of this process
   int64_t resumed_from_step = 0;
   std::string parameters_sha256;  // of the final parameters
   std::string last_checkpoint;    // the newest checkpoint directory
   nlohmann::json final_validation;
-  double best_score = -1;   // with a task that keeps best.pt
+  double best_score = -1;  // with a task that keeps best.pt
   int64_t best_epoch = -1;
   // How the run ended: all steps done, stopped at `stop_after_steps`, or
   // asked to stop (stop_requested). A checkpoint of the last step exists in

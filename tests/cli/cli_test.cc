@@ -87,7 +87,8 @@ TEST_F(CliTest, BadFlagsGiveOneErrorLine) {
   ExpectOneCleanErrorLine(Run("train --no_such_flag=1"), "no_such_flag");
   // A flag of another command is refused, naming the command and who takes it.
   ExpectOneCleanErrorLine(Run("lm train --hidden=5"), "retort lm train does not take --hidden");
-  ExpectOneCleanErrorLine(Run("lm train --hidden=5000 --jitter=3"), "it is a flag of `retort train`");
+  ExpectOneCleanErrorLine(Run("lm train --hidden=5000 --jitter=3"),
+                          "it is a flag of `retort train`");
   ExpectOneCleanErrorLine(Run("train --seq_len=64"),
                           "retort train does not take --seq_len; it is a flag of");
   ExpectOneCleanErrorLine(Run("lm train --teacher_output=topk"),

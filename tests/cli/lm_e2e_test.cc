@@ -94,7 +94,6 @@ class LmE2ETest : public ::testing::Test {
     return "--data=" + Path("corpus") + " --seq_len=32 --batch_size=8 --threads=1";
   }
   static clitest::Result Run(const std::string& args) {
-
     return clitest::RunBinary(RETORT_BINARY, args, *dir_);
   }
   static nlohmann::json Json(const std::string& path) {
@@ -427,7 +426,6 @@ TEST_F(LmE2ETest, BadInputGetsClearErrors) {
   EXPECT_THAT(r.err, HasSubstr("config.json"));
 }
 
-
 // Data parallelism for language models, with real processes: two ranks of
 // `lm train` under torchrun against a pool of two teacher servers, against
 // one process with the same global batch.
@@ -486,11 +484,12 @@ class LmRankTest : public LmE2ETest {
     std::vector<std::unique_ptr<Subprocess>> ranks;
     for (int rank = 0; rank < 2; ++rank) {
       Subprocess::Options o;
-      o.argv = {"/bin/sh", "-c", "exec " + std::string(RETORT_BINARY) + " " + RankArgs(out) + " " +
-                                     extra};
-      o.env_overrides = {{"MASTER_ADDR", "127.0.0.1"},   {"MASTER_PORT", std::to_string(*port)},
-                         {"RANK", std::to_string(rank)}, {"WORLD_SIZE", "2"},
-                         {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", "2"}};
+      o.argv = {"/bin/sh", "-c",
+                "exec " + std::string(RETORT_BINARY) + " " + RankArgs(out) + " " + extra};
+      o.env_overrides = {
+          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", std::to_string(*port)},
+          {"RANK", std::to_string(rank)},       {"WORLD_SIZE", "2"},
+          {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", "2"}};
       o.stderr_path = Path(out + ".rank" + std::to_string(rank) + ".err");
       o.stdout_path = Path(out + ".rank" + std::to_string(rank) + ".out");
       absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start(o);
@@ -501,9 +500,8 @@ class LmRankTest : public LmE2ETest {
   }
   static int64_t LoggedStep(const std::string& out) {
     int64_t step = 0;
-    for (absl::string_view line :
-         absl::StrSplit(ReadFile(Path(out + "/metrics.jsonl")).value_or(""), '\n',
-                        absl::SkipEmpty())) {
+    for (absl::string_view line : absl::StrSplit(
+             ReadFile(Path(out + "/metrics.jsonl")).value_or(""), '\n', absl::SkipEmpty())) {
       nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
       if (j.is_object() && j.contains("step")) step = j["step"].get<int64_t>();
     }

@@ -276,7 +276,6 @@ TEST_F(LmTrainerTest, RefusesATeacherOfAnotherVocabularyOrTokenizer) {
   EXPECT_FALSE(LmTrainer::Create(o, train_, valid_, nullptr).ok());
 }
 
-
 // The largest absolute difference between two models' parameters.
 double MaxDifference(models::CausalLm& a, models::CausalLm& b) {
   auto pa = a.named_parameters();

@@ -830,8 +830,7 @@ class BatchPipelineTest : public ::testing::Test {
     }
   };
   std::unique_ptr<Pipeline> MakePipeline(int64_t depth, std::shared_ptr<TeacherClient> teacher,
-                                         data::ShuffleSampler sampler, int64_t first,
-                                         int64_t end) {
+                                         data::ShuffleSampler sampler, int64_t first, int64_t end) {
     std::shared_ptr<ClassifierTask> task = Task(std::move(teacher));
     ClassifierTask& t = *task;
     return std::unique_ptr<Pipeline>(new Pipeline{

@@ -165,17 +165,28 @@ namespace retort::cli {
 const std::vector<std::string> kDataFlags = {"data_dir", "validation_size", "train_limit",
                                              "threads", "seed"};
 const std::vector<std::string> kModelFlags = {"arch", "hidden", "dropout", "input_dropout"};
-const std::vector<std::string> kTrainingFlags = {"epochs",           "batch_size",
-                                                 "optimizer",        "lr",
-                                                 "momentum",         "weight_decay",
-                                                 "warmup",           "min_lr_ratio",
-                                                 "clip_grad_norm",   "jitter",
-                                                 "out_dir",          "resume",
-                                                 "overwrite",        "checkpoint_every_steps",
-                                                 "keep_checkpoints", "log_every_steps",
-                                                 "stop_after_steps", "backend",
-                                                 "dist_timeout",     "bucket_mb",
-                                                 "grad_accum_steps", "stop_signal",
+const std::vector<std::string> kTrainingFlags = {"epochs",
+                                                 "batch_size",
+                                                 "optimizer",
+                                                 "lr",
+                                                 "momentum",
+                                                 "weight_decay",
+                                                 "warmup",
+                                                 "min_lr_ratio",
+                                                 "clip_grad_norm",
+                                                 "jitter",
+                                                 "out_dir",
+                                                 "resume",
+                                                 "overwrite",
+                                                 "checkpoint_every_steps",
+                                                 "keep_checkpoints",
+                                                 "log_every_steps",
+                                                 "stop_after_steps",
+                                                 "backend",
+                                                 "dist_timeout",
+                                                 "bucket_mb",
+                                                 "grad_accum_steps",
+                                                 "stop_signal",
                                                  "testonly_crash_while_checkpointing_step"};
 const std::vector<std::string> kDistillFlags = {"teacher",          "temperature",    "alpha",
                                                 "teacher_cache_mb", "feature_weight", "match",
@@ -409,8 +420,7 @@ absl::StatusOr<std::function<bool()>> StopRequestedFromFlags() {
   return std::function<bool()>([] { return StopSignalReceived() != 0; });
 }
 
-absl::Status PreemptedAfter(const std::string& label, int64_t step,
-                            const std::string& checkpoint) {
+absl::Status PreemptedAfter(const std::string& label, int64_t step, const std::string& checkpoint) {
   return PreemptedError(absl::StrCat(label, " stopped on ", SignalName(StopSignalReceived()),
                                      " after step ", step, "; checkpoint ", checkpoint,
                                      "; continue with --resume=auto"));

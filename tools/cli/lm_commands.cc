@@ -212,16 +212,16 @@ absl::StatusOr<trainer::LmTrainResult> TrainLm(trainer::LmTrainerOptions o, cons
   const bool leader = o.communicator == nullptr || o.communicator->rank() == 0;
   if (leader) {
     std::fprintf(
-      stderr, "[%s] %s on %lld sequences of %lld tokens, %s\n", o.label.c_str(),
-      o.model.Describe().c_str(), static_cast<long long>(d.train->size()),
-      static_cast<long long>(absl::GetFlag(FLAGS_seq_len)),
-      teacher
-          ? absl::StrFormat(
-                "distilled (T=%g, alpha=%g, %s, top-k %d%s)", o.loss.temperature, o.loss.alpha,
-                trainer::DivergenceName(o.loss.divergence), absl::GetFlag(FLAGS_top_k),
-                o.features.enabled() ? absl::StrFormat(", features x%g", o.features.weight) : "")
-                .c_str()
-          : "next-token cross-entropy only");
+        stderr, "[%s] %s on %lld sequences of %lld tokens, %s\n", o.label.c_str(),
+        o.model.Describe().c_str(), static_cast<long long>(d.train->size()),
+        static_cast<long long>(absl::GetFlag(FLAGS_seq_len)),
+        teacher
+            ? absl::StrFormat(
+                  "distilled (T=%g, alpha=%g, %s, top-k %d%s)", o.loss.temperature, o.loss.alpha,
+                  trainer::DivergenceName(o.loss.divergence), absl::GetFlag(FLAGS_top_k),
+                  o.features.enabled() ? absl::StrFormat(", features x%g", o.features.weight) : "")
+                  .c_str()
+            : "next-token cross-entropy only");
     if (world > 1) std::fprintf(stderr, "[%s] %d ranks (c10d gloo)\n", o.label.c_str(), world);
   }
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::LmTrainer> t,

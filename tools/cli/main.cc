@@ -11,13 +11,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/internal/parse.h"
 #include "absl/flags/parse.h"
-#include "common/stop_signal.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/allocator_tuning.h"
+#include "common/stop_signal.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 
@@ -117,10 +117,9 @@ absl::Status CheckFlagsTaken(const Command& command) {
       "retort ", command.name, " does not take --", name,
       takers.empty() ? std::string("; no command does")
                      : absl::StrCat("; it is a flag of ", absl::StrJoin(takers, ", ")),
-      refused.size() > 1 ? absl::StrCat(" (nor --", absl::StrJoin(refused.begin() + 1,
-                                                                   refused.end(), ", --"),
-                                        ")")
-                         : "",
+      refused.size() > 1
+          ? absl::StrCat(" (nor --", absl::StrJoin(refused.begin() + 1, refused.end(), ", --"), ")")
+          : "",
       "; see `retort help ", command.name, "`"));
 }
 

@@ -8,9 +8,9 @@
 #include "models/checkpoint_file.h"
 #include "student/student.h"
 #include "teacher/native_teacher.h"
-#include "trainer/communicator.h"
 #include "tools/cli/flags.h"
 #include "trainer/caching_teacher_client.h"
+#include "trainer/communicator.h"
 #include "trainer/in_process_teacher_client.h"
 #include "trainer/teacher_pool_client.h"
 
