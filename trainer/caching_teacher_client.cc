@@ -29,22 +29,22 @@ CachingTeacherClient::Key CachingTeacherClient::RowKey(const char* data, size_t 
   return Key{a, b};
 }
 
-absl::StatusOr<torch::Tensor> CachingTeacherClient::LogProbs(const torch::Tensor& inputs,
-                                                             double temperature) {
-  return Submit(inputs, temperature).get();
+namespace {
+
+// The cache keeps a dense answer row per input row.
+absl::StatusOr<TeacherClient::Targets> RowAnswer(
+    const absl::StatusOr<TeacherClient::Targets>& answer) {
+  if (!answer.ok()) return answer.status();
+  if (answer->sparse()) {
+    return absl::FailedPreconditionError(
+        "the teacher answered in top-k form, but the per-row teacher cache (--teacher_cache_mb) "
+        "holds dense answers: ask for dense output (--teacher_output=dense) or set "
+        "--teacher_cache_mb=0");
+  }
+  return *answer;
 }
 
-TeacherClient::LogProbsFuture CachingTeacherClient::Submit(const torch::Tensor& inputs,
-                                                           double temperature) {
-  TargetsFuture targets = SubmitTargets(inputs, temperature, {});
-  return std::async(std::launch::deferred,
-                    [targets]() -> absl::StatusOr<torch::Tensor> {
-                      const absl::StatusOr<Targets>& answer = targets.get();
-                      if (!answer.ok()) return answer.status();
-                      return answer->log_probs;
-                    })
-      .share();
-}
+}  // namespace
 
 int64_t CachingTeacherClient::RowCost(const std::vector<std::string>& hidden_layers) {
   bool sized;
@@ -81,7 +81,7 @@ void CachingTeacherClient::Settle(const Key& key, const PendingRow& pending,
   auto it = pending_.find(key);
   if (it == pending_.end() || it->second.index != pending.index) return;  // settled already
   if (answered.ok()) {
-    Targets row{.log_probs = answered->log_probs[pending.index].clone(), .hidden = {}};
+    Targets row{.log_probs = answered->log_probs[pending.index].clone(), .top_k = {}, .hidden = {}};
     for (const auto& [name, values] : answered->hidden) {
       row.hidden[name] = values[pending.index].clone();
     }
@@ -159,13 +159,13 @@ TeacherClient::TargetsFuture CachingTeacherClient::SubmitTargets(
                      admitted = std::move(admitted), inner,
                      hidden_layers]() mutable -> absl::StatusOr<Targets> {
                       auto row_of = [](const Targets& batch, int64_t i) {
-                        Targets row{.log_probs = batch.log_probs[i], .hidden = {}};
+                        Targets row{.log_probs = batch.log_probs[i], .top_k = {}, .hidden = {}};
                         for (const auto& [name, values] : batch.hidden)
                           row.hidden[name] = values[i];
                         return row;
                       };
                       if (!missing.empty()) {
-                        const absl::StatusOr<Targets>& answered = inner.get();
+                        const absl::StatusOr<Targets> answered = RowAnswer(inner.get());
                         for (size_t j : admitted) {
                           Settle(keys[static_cast<size_t>(missing[j])],
                                  PendingRow{inner, static_cast<int64_t>(j)}, answered, cost);
@@ -177,7 +177,7 @@ TeacherClient::TargetsFuture CachingTeacherClient::SubmitTargets(
                         }
                       }
                       for (auto& [row, pending] : from_pending) {
-                        const absl::StatusOr<Targets>& answered = pending.batch.get();
+                        const absl::StatusOr<Targets> answered = RowAnswer(pending.batch.get());
                         // Settle the entry here too, in case the batch that asked
                         // for it is never waited on.
                         Settle(keys[row], pending, answered, cost);

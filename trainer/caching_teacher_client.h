@@ -13,7 +13,9 @@
 //
 // Caveat: a row answered from the cache was computed inside another batch
 // than it would be otherwise; on CPU kernels that can change the last bits.
-// Runs that must resume bit-for-bit should not use the cache.
+// Runs that must resume bit-for-bit should not use the cache. It holds
+// dense answers of a row per input (classifiers); a top-k answer fails the
+// request with FAILED_PRECONDITION.
 //
 // Thread-safe.
 #ifndef RETORT_TRAINER_CACHING_TEACHER_CLIENT_H_
@@ -47,9 +49,6 @@ class CachingTeacherClient : public TeacherClient {
   CachingTeacherClient(std::shared_ptr<TeacherClient> inner, Options options);
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return inner_->Fingerprint(); }
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
-  // SubmitTargets without hidden layers.
-  LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override;
   // Looks the rows up now and asks the wrapped client for the misses at
   // once; the answer is assembled when the future is waited on. The future
   // must not outlive this client.

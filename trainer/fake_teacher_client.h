@@ -25,12 +25,27 @@ class FakeTeacherClient : public TeacherClient {
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return fingerprint_; }
 
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override {
-    ++calls_;
-    if (!fail_with_.ok()) return fail_with_;
-    torch::NoGradGuard no_grad;
-    return torch::log_softmax(logits_(inputs) / temperature, 1);
+  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                              const std::vector<std::string>& hidden_layers) override {
+    std::promise<absl::StatusOr<Targets>> promise;
+    absl::StatusOr<torch::Tensor> log_probs = Answer(inputs, temperature);
+    if (!log_probs.ok()) {
+      promise.set_value(log_probs.status());
+    } else if (hidden_layers.empty()) {
+      promise.set_value(Targets{.log_probs = *log_probs, .top_k = {}, .hidden = {}});
+    } else if (!hidden_) {
+      promise.set_value(absl::InvalidArgumentError("the fake teacher exposes no hidden layers"));
+    } else {
+      torch::NoGradGuard no_grad;
+      std::map<std::string, torch::Tensor> all = hidden_(inputs), wanted;
+      for (const std::string& name : hidden_layers) wanted[name] = all.at(name);
+      promise.set_value(Targets{.log_probs = *log_probs, .top_k = {}, .hidden = std::move(wanted)});
+    }
+    return promise.get_future().share();
   }
+
+  void FailWith(absl::Status status) { fail_with_ = std::move(status); }
+  int calls() const { return calls_; }
 
   // Hidden states for feature matching: `hidden(inputs)` gives every layer
   // the fake exposes (they are added to the fingerprint with `layers`).
@@ -46,29 +61,14 @@ class FakeTeacherClient : public TeacherClient {
     hidden_ = std::move(hidden);
   }
 
-  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                              const std::vector<std::string>& hidden_layers) override {
-    std::promise<absl::StatusOr<Targets>> promise;
-    absl::StatusOr<torch::Tensor> log_probs = LogProbs(inputs, temperature);
-    if (!log_probs.ok()) {
-      promise.set_value(log_probs.status());
-    } else if (hidden_layers.empty()) {
-      promise.set_value(Targets{.log_probs = *log_probs, .hidden = {}});
-    } else if (!hidden_) {
-      promise.set_value(absl::InvalidArgumentError("the fake teacher exposes no hidden layers"));
-    } else {
-      torch::NoGradGuard no_grad;
-      std::map<std::string, torch::Tensor> all = hidden_(inputs), wanted;
-      for (const std::string& name : hidden_layers) wanted[name] = all.at(name);
-      promise.set_value(Targets{.log_probs = *log_probs, .hidden = std::move(wanted)});
-    }
-    return promise.get_future().share();
+ private:
+  absl::StatusOr<torch::Tensor> Answer(const torch::Tensor& inputs, double temperature) {
+    ++calls_;
+    if (!fail_with_.ok()) return fail_with_;
+    torch::NoGradGuard no_grad;
+    return torch::log_softmax(logits_(inputs) / temperature, 1);
   }
 
-  void FailWith(absl::Status status) { fail_with_ = std::move(status); }
-  int calls() const { return calls_; }
-
- private:
   LogitsFn logits_;
   HiddenFn hidden_;
   v1::TeacherFingerprint fingerprint_;

@@ -20,7 +20,7 @@ nlohmann::json LmEvalResult::ToJson() const {
 }
 
 absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dataset& dataset,
-                                        const LmEvalOptions& options, LmTeacherClient* teacher) {
+                                        const LmEvalOptions& options, TeacherClient* teacher) {
   if (options.batch_size < 1) {
     return absl::InvalidArgumentError("evaluation batch size must be at least 1");
   }
@@ -42,8 +42,8 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
     std::vector<int64_t> indices(static_cast<size_t>(std::min(options.batch_size, last - begin)));
     std::iota(indices.begin(), indices.end(), begin);
     const data::Batch batch = dataset.GetBatch(indices);
-    LmTeacherClient::Future teacher_answer;
-    if (teacher != nullptr) teacher_answer = teacher->Submit(batch.inputs, 1.0);
+    TeacherClient::TargetsFuture teacher_answer;
+    if (teacher != nullptr) teacher_answer = teacher->SubmitTargets(batch.inputs, 1.0, {});
     absl::StatusOr<torch::Tensor> student_top1 = TorchCall("evaluation", [&] {
       torch::InferenceMode guard;
       const torch::Tensor logits = model.forward(batch.inputs).to(torch::kFloat32);
@@ -64,13 +64,16 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
       break;
     }
     if (teacher != nullptr) {
-      const absl::StatusOr<teacher::TopKLogProbs>& answer = teacher_answer.get();
+      const absl::StatusOr<TeacherClient::Targets>& answer = teacher_answer.get();
       if (!answer.ok()) {
         status = answer.status();
         break;
       }
       const torch::Tensor teacher_top1 =
-          answer->indices.gather(1, answer->values.argmax(1, /*keepdim=*/true)).squeeze(1);
+          answer->sparse()
+              ? answer->top_k.indices.gather(1, answer->top_k.values.argmax(1, /*keepdim=*/true))
+                    .squeeze(1)
+              : answer->log_probs.argmax(1);
       agree += teacher_top1.eq(*student_top1).sum().item<int64_t>();
     }
   }

@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
 #include "models/causal_lm.h"
-#include "trainer/lm_teacher_client.h"
+#include "trainer/teacher_client.h"
 
 namespace retort::trainer {
 
@@ -41,7 +41,7 @@ struct LmEvalOptions {
 // share with no sequences gives a result of zero sequences and tokens.
 absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dataset& dataset,
                                         const LmEvalOptions& options,
-                                        LmTeacherClient* teacher = nullptr);
+                                        TeacherClient* teacher = nullptr);
 
 }  // namespace retort::trainer
 

@@ -16,10 +16,11 @@ namespace retort::trainer {
 namespace {
 
 struct LmBatch : TaskBatch {
-  torch::Tensor inputs;                    // int64 [B, T]
-  torch::Tensor labels;                    // int64 [B, T]
-  LmTeacherClient::TargetsFuture teacher;  // valid when the teacher was asked
-  LmTeacherClient::Targets targets;        // once AwaitTeacher returned
+  torch::Tensor inputs;                  // int64 [B, T]
+  torch::Tensor labels;                  // int64 [B, T]
+  TeacherClient::TargetsFuture teacher;  // valid when the teacher was asked
+  TeacherClient::Targets targets;        // once AwaitTeacher returned
+  teacher::TopKLogProbs top_k;           // its log-probabilities in top-k form
   bool answered = false;
   int64_t rows() const override { return inputs.size(0); }
 };
@@ -37,7 +38,7 @@ torch::Tensor SequenceRows(const torch::Tensor& t, int64_t batch, int64_t length
 
 absl::StatusOr<std::unique_ptr<LmTask>> LmTask::Create(
     Options o, std::shared_ptr<const data::Dataset> train,
-    std::shared_ptr<const data::Dataset> validation, std::shared_ptr<LmTeacherClient> teacher) {
+    std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher) {
   if (teacher == nullptr) o.loss.alpha = 0.0;
   RETORT_RETURN_IF_ERROR(o.model.Validate());
   RETORT_RETURN_IF_ERROR(o.loss.Validate());
@@ -122,9 +123,10 @@ std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, 
 absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
   auto& b = static_cast<LmBatch&>(batch);
   if (!b.teacher.valid()) return absl::OkStatus();
-  const absl::StatusOr<LmTeacherClient::Targets>& answer = b.teacher.get();
+  const absl::StatusOr<TeacherClient::Targets>& answer = b.teacher.get();
   if (!answer.ok()) return answer.status();
   b.targets = *answer;
+  b.top_k = answer->TopK();
   b.answered = true;
   return absl::OkStatus();
 }
@@ -139,7 +141,7 @@ absl::StatusOr<TaskLoss> LmTask::Loss(TaskBatch& batch, int64_t begin, int64_t e
   const torch::Tensor labels = whole ? b.labels : b.labels.slice(0, begin, end);
   std::optional<teacher::TopKLogProbs> targets;
   if (b.answered) {
-    const teacher::TopKLogProbs& all = b.targets.log_probs;
+    const teacher::TopKLogProbs& all = b.top_k;
     targets = whole
                   ? all
                   : teacher::TopKLogProbs{

@@ -1,7 +1,7 @@
 // LmTask: causal language modelling as a task of the training loop: a
 // Llama-family model (or a sliced one, models::CausalLm) trained on
 // next-token cross-entropy, or distilled from a teacher's per-token top-k
-// log-probabilities with the tail mass through an LmTeacherClient
+// log-probabilities with the tail mass through a TeacherClient
 // (LmDistillationLoss).
 //
 // A row of a batch is one token sequence; its units are tokens. Evaluation
@@ -24,8 +24,8 @@
 #include "models/llama_config.h"
 #include "trainer/lm_distillation_loss.h"
 #include "trainer/lm_evaluate.h"
-#include "trainer/lm_teacher_client.h"
 #include "trainer/task.h"
+#include "trainer/teacher_client.h"
 
 namespace retort::trainer {
 
@@ -57,7 +57,7 @@ class LmTask : public Task {
   // vocabulary or tokenizer.
   static absl::StatusOr<std::unique_ptr<LmTask>> Create(
       Options options, std::shared_ptr<const data::Dataset> train,
-      std::shared_ptr<const data::Dataset> validation, std::shared_ptr<LmTeacherClient> teacher);
+      std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher);
 
   const char* unit() const override { return "tokens"; }
   int64_t units_per_row() const override { return sequence_length_; }
@@ -91,7 +91,7 @@ class LmTask : public Task {
 
   Options options_;
   std::shared_ptr<const data::Dataset> train_, validation_;
-  std::shared_ptr<LmTeacherClient> teacher_;
+  std::shared_ptr<TeacherClient> teacher_;
   std::shared_ptr<models::CausalLm> model_;
   int64_t sequence_length_ = 0;
   LmEvalResult last_evaluation_;

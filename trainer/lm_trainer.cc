@@ -75,7 +75,7 @@ nlohmann::json LmTrainResult::ToJson() const {
 
 absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
     LmTrainerOptions o, std::shared_ptr<const data::Dataset> train,
-    std::shared_ptr<const data::Dataset> validation, std::shared_ptr<LmTeacherClient> teacher) {
+    std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher) {
   if (teacher == nullptr) o.loss.alpha = 0.0;
   RETORT_RETURN_IF_ERROR(o.Validate());
   std::unique_ptr<LmTrainer> t(new LmTrainer());

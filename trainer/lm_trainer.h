@@ -1,6 +1,6 @@
 // LmTrainer: trains a Llama-family language model on token sequences, from
 // scratch on next-token cross-entropy or distilled from a teacher's
-// per-token (top-k) distributions through an LmTeacherClient.
+// per-token (top-k) distributions through a TeacherClient.
 //
 // Files in `out_dir`:
 //   checkpoints/ckpt-<step>/  training checkpoints (CheckpointStore, atomic,
@@ -38,8 +38,8 @@
 #include "trainer/lm_distillation_loss.h"
 #include "trainer/lm_evaluate.h"
 #include "trainer/lm_task.h"
-#include "trainer/lm_teacher_client.h"
 #include "trainer/optimizer.h"
+#include "trainer/teacher_client.h"
 #include "trainer/training_checkpoint.h"
 #include "trainer/training_loop.h"
 
@@ -121,7 +121,7 @@ class LmTrainer {
   // out_dir holding checkpoints without resume/overwrite.
   static absl::StatusOr<std::unique_ptr<LmTrainer>> Create(
       LmTrainerOptions options, std::shared_ptr<const data::Dataset> train,
-      std::shared_ptr<const data::Dataset> validation, std::shared_ptr<LmTeacherClient> teacher);
+      std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher);
 
   // CANCELLED after the checkpoint when stopped at `stop_after_steps`; OK
   // with `preempted` set when stopped by `stop_requested`.

@@ -166,16 +166,18 @@ absl::StatusOr<v1::TeacherFingerprint> RemoteTeacherClient::Fingerprint() {
   return info_.fingerprint();
 }
 
-absl::StatusOr<torch::Tensor> RemoteTeacherClient::LogProbs(const torch::Tensor& inputs,
-                                                            double temperature) {
-  RETORT_ASSIGN_OR_RETURN(teacher::Answer answer, Wait(Send(inputs, temperature)));
-  return answer.log_probs;
-}
-
 TeacherClient::TargetsFuture RemoteTeacherClient::SubmitTargets(
     const torch::Tensor& inputs, double temperature,
     const std::vector<std::string>& hidden_layers) {
-  return TargetsOf(Send(inputs, temperature, hidden_layers));
+  AnswerFuture answer = Send(inputs, temperature, hidden_layers);
+  // Waited on with request_timeout; the future must not outlive the client.
+  return std::async(std::launch::deferred,
+                    [this, answer]() -> absl::StatusOr<TeacherClient::Targets> {
+                      RETORT_ASSIGN_OR_RETURN(teacher::Answer a, Wait(answer));
+                      return TeacherClient::Targets{
+                          .log_probs = a.log_probs, .top_k = a.top_k, .hidden = a.hidden};
+                    })
+      .share();
 }
 
 TeacherClient::TargetsFuture TargetsOf(RemoteTeacherClient::AnswerFuture answer) {
@@ -183,7 +185,8 @@ TeacherClient::TargetsFuture TargetsOf(RemoteTeacherClient::AnswerFuture answer)
                     [answer]() -> absl::StatusOr<TeacherClient::Targets> {
                       const absl::StatusOr<teacher::Answer>& a = answer.get();
                       if (!a.ok()) return a.status();
-                      return TeacherClient::Targets{.log_probs = a->log_probs, .hidden = a->hidden};
+                      return TeacherClient::Targets{
+                          .log_probs = a->log_probs, .top_k = a->top_k, .hidden = a->hidden};
                     })
       .share();
 }

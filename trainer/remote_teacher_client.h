@@ -88,8 +88,8 @@ class RemoteTeacherClient : public TeacherClient {
   ~RemoteTeacherClient() override;
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override;
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
-  // Send, answered as soon as the future is waited on.
+  // Send; the deferred future waits (up to request_timeout) when waited on
+  // and must not outlive the client.
   TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
                               const std::vector<std::string>& hidden_layers) override;
 
@@ -177,8 +177,9 @@ class RemoteTeacherClient : public TeacherClient {
   std::thread reader_;
 };
 
-// The log-probabilities and hidden states of a decoded answer, converted
-// when the returned (deferred) future is waited on.
+// The log-probabilities (dense, or top-k when the output spec keeps top-k
+// answers sparse) and hidden states of a decoded answer, converted when the
+// returned (deferred) future is waited on.
 TeacherClient::TargetsFuture TargetsOf(RemoteTeacherClient::AnswerFuture answer);
 
 }  // namespace retort::trainer

@@ -1,28 +1,34 @@
 #include "trainer/teacher_client.h"
 
-#include "absl/strings/str_cat.h"
-
 namespace retort::trainer {
 
-TeacherClient::TargetsFuture TeacherClient::SubmitTargets(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
-  if (!hidden_layers.empty()) {
-    std::promise<absl::StatusOr<Targets>> promise;
-    promise.set_value(absl::UnimplementedError(
-        absl::StrCat("this teacher client cannot return hidden states (asked for ",
-                     hidden_layers.size(), " layers); use a teacher server or checkpoint")));
-    return promise.get_future().share();
-  }
-  LogProbsFuture log_probs = Submit(inputs, temperature);
+torch::Tensor TeacherClient::Targets::Dense(int64_t classes) const {
+  return sparse() ? top_k.ToDense(classes) : log_probs;
+}
+
+teacher::TopKLogProbs TeacherClient::Targets::TopK() const {
+  return sparse() ? top_k : teacher::DenseAsTopK(log_probs);
+}
+
+TeacherClient::LogProbsFuture TeacherClient::Submit(const torch::Tensor& inputs,
+                                                    double temperature) {
+  TargetsFuture targets = SubmitTargets(inputs, temperature, {});
+  // A top-k answer spreads its tail over the teacher's classes.
+  absl::StatusOr<v1::TeacherFingerprint> fingerprint = Fingerprint();
+  const int64_t classes = fingerprint.ok() ? fingerprint->num_classes() : 0;
   // Deferred: the conversion runs in the caller's wait, without a thread.
   return std::async(std::launch::deferred,
-                    [log_probs]() -> absl::StatusOr<Targets> {
-                      const absl::StatusOr<torch::Tensor>& answer = log_probs.get();
+                    [targets, classes]() -> absl::StatusOr<torch::Tensor> {
+                      const absl::StatusOr<Targets>& answer = targets.get();
                       if (!answer.ok()) return answer.status();
-                      return Targets{.log_probs = *answer, .hidden = {}};
+                      return answer->Dense(classes);
                     })
       .share();
+}
+
+absl::StatusOr<torch::Tensor> TeacherClient::LogProbs(const torch::Tensor& inputs,
+                                                      double temperature) {
+  return Submit(inputs, temperature).get();
 }
 
 }  // namespace retort::trainer

@@ -597,25 +597,6 @@ v1::GetInfoResponse TeacherPoolClient::info() const {
   return reference_;
 }
 
-absl::StatusOr<torch::Tensor> TeacherPoolClient::LogProbs(const torch::Tensor& inputs,
-                                                          double temperature) {
-  return Submit(inputs, temperature).get();
-}
-
-TeacherClient::LogProbsFuture TeacherPoolClient::Submit(const torch::Tensor& inputs,
-                                                        double temperature) {
-  AnswerFuture answer = SubmitAnswer(inputs, temperature);
-  // The log-probabilities alone, without a thread per request: a deferred
-  // future runs the conversion in the caller's wait.
-  return std::async(std::launch::deferred,
-                    [answer]() -> absl::StatusOr<torch::Tensor> {
-                      const absl::StatusOr<teacher::Answer>& a = answer.get();
-                      if (!a.ok()) return a.status();
-                      return a->log_probs;
-                    })
-      .share();
-}
-
 TeacherClient::TargetsFuture TeacherPoolClient::SubmitTargets(
     const torch::Tensor& inputs, double temperature,
     const std::vector<std::string>& hidden_layers) {

@@ -85,13 +85,11 @@ class TeacherPoolClient : public TeacherClient {
   ~TeacherPoolClient() override;
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override;
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override;
-  LogProbsFuture Submit(const torch::Tensor& inputs, double temperature) override;
   TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
                               const std::vector<std::string>& hidden_layers) override;
 
   using AnswerFuture = RemoteTeacherClient::AnswerFuture;
-  // The full answer (log-probabilities and hidden states).
+  // The decoded answer itself (log-probabilities, top-k, hidden states).
   AnswerFuture SubmitAnswer(const torch::Tensor& inputs, double temperature,
                             const std::vector<std::string>& hidden_layers = {});
 

@@ -21,6 +21,7 @@
 #include "student/slice.h"
 #include "teacher/llama_teacher.h"
 #include "trainer/c10d_communicator.h"
+#include "trainer/in_process_teacher_client.h"
 
 namespace retort::trainer {
 namespace {
@@ -83,7 +84,7 @@ class LmTrainerTest : public ::testing::Test {
   }
 
   // A 2-layer teacher trained briefly on the same data.
-  std::shared_ptr<LmTeacherClient> Teacher(int64_t top_k) {
+  std::shared_ptr<TeacherClient> Teacher(int64_t top_k) {
     if (teacher_model_ == nullptr) {
       LmTrainerOptions o = Options("teacher");
       o.model.hidden_size = 64;
@@ -98,8 +99,9 @@ class LmTrainerTest : public ::testing::Test {
       EXPECT_TRUE(loaded.ok()) << loaded.status();
       teacher_model_ = *loaded;
     }
-    return std::make_shared<InProcessLmTeacher>(
-        teacher::LlamaTeacher::FromModel(teacher_model_, "tok-sha"), top_k);
+    return std::make_shared<InProcessTeacherClient>(
+        teacher::LlamaTeacher::FromModel(teacher_model_, "tok-sha"),
+        InProcessTeacherClient::Options{.top_k = top_k});
   }
 
   fs::path dir_;
@@ -203,7 +205,7 @@ TEST_F(LmTrainerTest, RecoversASlicedModelByDistillation) {
   auto before = EvaluateLm(**sliced, *valid_, {});
   ASSERT_TRUE(before.ok()) << before.status();
   auto teacher = [&] {
-    return std::make_shared<InProcessLmTeacher>(teacher::LlamaTeacher::FromModel(*dense, ""), 0);
+    return std::make_shared<InProcessTeacherClient>(teacher::LlamaTeacher::FromModel(*dense, ""));
   };
 
   LmTrainerOptions r = Options("recover");
@@ -259,8 +261,9 @@ TEST_F(LmTrainerTest, RefusesATeacherOfAnotherVocabularyOrTokenizer) {
   LmTrainerOptions o = Options("wrong");
   models::LlamaConfig bigger = o.model;
   bigger.vocab_size = kVocab + 10;
-  auto other = std::make_shared<InProcessLmTeacher>(
-      teacher::LlamaTeacher::FromModel(std::make_shared<models::LlamaModel>(bigger), ""), 4);
+  auto other = std::make_shared<InProcessTeacherClient>(
+      teacher::LlamaTeacher::FromModel(std::make_shared<models::LlamaModel>(bigger), ""),
+      InProcessTeacherClient::Options{.top_k = 4});
   auto t = LmTrainer::Create(o, train_, valid_, other);
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -289,7 +292,7 @@ double MaxDifference(models::CausalLm& a, models::CausalLm& b) {
 }
 
 TEST_F(LmTrainerTest, AccumulationOverMicroBatchesMatchesTheWholeBatch) {
-  std::shared_ptr<LmTeacherClient> teacher = Teacher(8);
+  std::shared_ptr<TeacherClient> teacher = Teacher(8);
   LmTrainerOptions o = Options("whole");
   o.steps = 12;
   o.log_every_steps = 0;
@@ -337,7 +340,7 @@ TEST_F(LmTrainerTest, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
   std::vector<std::thread> threads;
   for (int rank = 0; rank < 2; ++rank) {
     // Each rank asks its own teacher, as each rank streams from the pool.
-    std::shared_ptr<LmTeacherClient> teacher = Teacher(8);
+    std::shared_ptr<TeacherClient> teacher = Teacher(8);
     threads.emplace_back([&, rank, teacher] {
       C10dCommunicator::Options c;
       c.rendezvous.master_port = port;

@@ -759,11 +759,6 @@ class ManualTeacherClient : public TeacherClient {
   };
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return v1::TeacherFingerprint(); }
-  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature) override {
-    const absl::StatusOr<Targets>& answer = SubmitTargets(inputs, temperature, {}).get();
-    if (!answer.ok()) return answer.status();
-    return answer->log_probs;
-  }
   TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
                               const std::vector<std::string>& hidden_layers) override {
     auto promise = std::make_shared<std::promise<absl::StatusOr<Targets>>>();
@@ -875,8 +870,8 @@ TEST_F(BatchPipelineTest, StepsComeOutInDataOrderWhateverOrderTheTeacherAnswers)
 
   // The teacher answers newest first.
   for (auto it = teacher->calls().rbegin(); it != teacher->calls().rend(); ++it) {
-    it->promise->set_value(
-        TeacherClient::Targets{torch::log_softmax(FakeLogits(it->inputs) / kTemperature, 1), {}});
+    it->promise->set_value(TeacherClient::Targets{
+        torch::log_softmax(FakeLogits(it->inputs) / kTemperature, 1), {}, {}});
   }
   for (int64_t step = 0; step < kSteps; ++step) {
     SCOPED_TRACE(absl::StrCat("step ", step));

