@@ -30,11 +30,16 @@ void SetIntraOpThreads(int threads) {
   chosen_threads.store(threads);
   at::set_num_threads(threads);
   ApplyToThisThread(threads);
+  SetBlasThreads(threads);
+}
+
+void SetBlasThreads(int threads) {
+  if (threads < 1) threads = 1;
   // OpenBLAS (Debian's pthread build) keeps its own pool, sized to every
   // core and untouched by LibTorch's setting; it is process-wide.
-  using SetBlasThreads = void (*)(int);
-  static const SetBlasThreads set_blas =
-      reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  using SetNumThreads = void (*)(int);
+  static const SetNumThreads set_blas =
+      reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
   if (set_blas != nullptr) set_blas(threads);
 }
 

@@ -26,6 +26,13 @@ void InheritIntraOpThreads();
 // The count chosen by SetIntraOpThreads, or 0.
 int IntraOpThreads();
 
+// Sets OpenBLAS's own pool (process-wide; nothing when OpenBLAS is not the
+// BLAS) apart from OpenMP's count: LibTorch's CPU GEMMs run on OpenBLAS's
+// threads, everything else on OpenMP's, and the fastest counts differ (see
+// docs/performance.md). Call after SetIntraOpThreads, which sets both to its
+// count. `threads` >= 1.
+void SetBlasThreads(int threads);
+
 }  // namespace retort
 
 #endif  // RETORT_COMMON_INTRA_OP_THREADS_H_

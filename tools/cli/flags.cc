@@ -25,8 +25,14 @@ ABSL_FLAG(int64_t, validation_size, 5000,
           "evaluation).");
 ABSL_FLAG(int64_t, train_limit, 0, "If > 0, train on only this many examples (quick runs, tests).");
 ABSL_FLAG(int32_t, threads, 1,
-          "LibTorch intra-op threads; 0 uses every core. On the 2-core build machines one "
-          "thread trains 2.2x faster than two (docs/performance.md).");
+          "LibTorch intra-op (OpenMP) threads, for every kernel but the matrix products "
+          "(--blas_threads); 0 uses every core. On the 2-vCPU build machines one OpenMP "
+          "thread with OpenBLAS on both cores trains fastest (docs/performance.md).");
+ABSL_FLAG(int32_t, blas_threads, -1,
+          "OpenBLAS threads (LibTorch's CPU matrix products), apart from --threads (OpenMP, "
+          "every other kernel); 0 uses every core; -1 (default): the cores divided among the "
+          "ranks on this machine (LOCAL_WORLD_SIZE), the fastest setting measured "
+          "(docs/performance.md).");
 ABSL_FLAG(uint64_t, seed, 1, "Seed for initial weights, data order, dropout and jitter.");
 
 // Model.
@@ -213,9 +219,24 @@ absl::Status ApplyThreadsFlag() {
   if (threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--threads must be >= 0, got ", threads));
   }
-  if (threads == 0)
-    threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  const int32_t cores = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads == 0) threads = cores;
   SetIntraOpThreads(threads);
+  int32_t blas = absl::GetFlag(FLAGS_blas_threads);
+  if (blas < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--blas_threads must be >= -1 (-1: auto, 0: every core), got ", blas));
+  }
+  if (blas == 0) blas = cores;
+  if (blas == -1) {
+    // Ranks of one job on this machine share its cores.
+    int32_t local_ranks = 1;
+    const char* local = std::getenv("LOCAL_WORLD_SIZE");
+    if (local == nullptr) local = std::getenv("SLURM_NTASKS_PER_NODE");
+    if (local != nullptr && !absl::SimpleAtoi(local, &local_ranks)) local_ranks = 1;
+    blas = std::max(1, cores / std::max(1, local_ranks));
+  }
+  SetBlasThreads(blas);
   return absl::OkStatus();
 }
 

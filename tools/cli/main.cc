@@ -126,7 +126,7 @@ absl::Status CheckFlagsTaken(const Command& command) {
 }  // namespace
 
 const std::vector<Command>& Commands() {
-  static const std::vector<Command>* commands = new std::vector<Command>{
+  static std::vector<Command>* commands = new std::vector<Command>{
       {"train", "Train a classifier on Fashion-MNIST with hard labels (e.g. a teacher).",
        Concat({{"init_from"}, kModelFlags, kTrainingFlags, kDataFlags}), &RunTrain},
       {"distill",
@@ -242,6 +242,17 @@ const std::vector<Command>& Commands() {
        "[flags] -- distill [flags].",
        kLaunchFlags, nullptr, &RunLaunch},
   };
+  // Every command that sets LibTorch's threads sets BLAS's too
+  // (ApplyThreadsFlag).
+  static const bool blas_flags_added = [] {
+    for (Command& c : *commands) {
+      if (std::find(c.flags.begin(), c.flags.end(), "threads") != c.flags.end()) {
+        c.flags.push_back("blas_threads");
+      }
+    }
+    return true;
+  }();
+  (void)blas_flags_added;
   return *commands;
 }
 
