@@ -27,6 +27,7 @@ absl::StatusOr<std::unique_ptr<ClassifierTask>> ClassifierTask::Create(
     Options options, std::shared_ptr<const data::Dataset> train,
     std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher) {
   RETORT_RETURN_IF_ERROR(options.model.Validate());
+  RETORT_RETURN_IF_ERROR(CheckDevice(options.device));
   if (teacher == nullptr) options.loss.alpha = 0.0;
   RETORT_RETURN_IF_ERROR(options.loss.Validate());
   if (options.jitter_pixels < 0 || options.jitter_pixels > 8) {
@@ -56,6 +57,7 @@ absl::StatusOr<std::unique_ptr<ClassifierTask>> ClassifierTask::Create(
                           absl::StrCat("--init_from: ", meta.status().message()));
     }
   }
+  t->model_->to(t->options_.device);
   return t;
 }
 
@@ -72,10 +74,11 @@ std::unique_ptr<TaskBatch> ClassifierTask::Prepare(const std::vector<int64_t>& i
   b->inputs = options_.jitter_pixels > 0 ? data::JitterImages(batch.inputs, options_.jitter_pixels,
                                                               JitterGenerator(options_.seed, step))
                                          : batch.inputs;
-  b->labels = batch.labels;
+  b->labels = batch.labels.to(options_.device);
   if (ask_teacher && teacher_ != nullptr) {
     b->teacher = teacher_->SubmitTargets(b->inputs, options_.loss.temperature, hidden_layers);
   }
+  b->inputs = b->inputs.to(options_.device);  // after the teacher has its (host) copy
   return b;
 }
 
@@ -85,6 +88,12 @@ absl::Status ClassifierTask::AwaitTeacher(TaskBatch& batch) {
   const absl::StatusOr<TeacherClient::Targets>& answer = b.teacher.get();
   if (!answer.ok()) return answer.status();
   b.targets = *answer;
+  if (b.targets.log_probs.defined()) {
+    b.targets.log_probs = b.targets.log_probs.to(options_.device);
+  } else if (b.targets.sparse()) {
+    b.targets.log_probs = b.targets.Dense(model_->spec().num_classes).to(options_.device);
+  }
+  for (auto& [name, value] : b.targets.hidden) value = value.to(options_.device);
   return absl::OkStatus();
 }
 

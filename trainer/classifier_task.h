@@ -45,7 +45,8 @@ class ClassifierTask : public Task {
     // fresh ones from `seed`; its architecture must be `model`.
     std::string init_from;
     uint64_t seed = 1;
-    int64_t jitter_pixels = 0;  // random translation of inputs, per example, in [0, 8]
+    int64_t jitter_pixels = 0;           // random translation of inputs, per example, in [0, 8]
+    torch::Device device = torch::kCPU;  // where the model and every step tensor live
   };
 
   // `teacher` may be null (labels only). INVALID_ARGUMENT when the model
@@ -54,6 +55,7 @@ class ClassifierTask : public Task {
       Options options, std::shared_ptr<const data::Dataset> train,
       std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher);
 
+  torch::Device device() const override { return options_.device; }
   const char* unit() const override { return "samples"; }
   int64_t units_per_row() const override { return 1; }
   int64_t train_size() const override { return train_->size(); }

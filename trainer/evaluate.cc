@@ -34,12 +34,16 @@ absl::StatusOr<EvalResult> EvaluateRange(models::Classifier& model, const data::
     EvalResult result;
     double loss_sum = 0;
     const int64_t n = last - first;
+    const std::vector<torch::Tensor> params = model.parameters();
+    const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params[0].device();
     std::vector<int64_t> indices;
     for (int64_t start = first; start < last; start += batch_size) {
       const int64_t end = std::min(last, start + batch_size);
       indices.resize(static_cast<size_t>(end - start));
       std::iota(indices.begin(), indices.end(), start);
       data::Batch batch = dataset.GetBatch(indices);
+      batch.inputs = batch.inputs.to(device);
+      batch.labels = batch.labels.to(device);
       torch::Tensor logits = model.forward(batch.inputs);
       loss_sum += torch::nn::functional::cross_entropy(
                       logits, batch.labels,

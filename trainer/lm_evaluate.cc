@@ -46,10 +46,12 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
     if (teacher != nullptr) teacher_answer = teacher->SubmitTargets(batch.inputs, 1.0, {});
     absl::StatusOr<torch::Tensor> student_top1 = TorchCall("evaluation", [&] {
       torch::InferenceMode guard;
-      const torch::Tensor logits = model.forward(batch.inputs).to(torch::kFloat32);
+      const std::vector<torch::Tensor> params = model.parameters();
+      const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params[0].device();
+      const torch::Tensor logits = model.forward(batch.inputs.to(device)).to(torch::kFloat32);
       const int64_t vocab = logits.size(-1);
       const torch::Tensor flat = logits.reshape({-1, vocab});
-      const torch::Tensor labels = batch.labels.reshape({-1});
+      const torch::Tensor labels = batch.labels.reshape({-1}).to(device);
       loss_sum +=
           torch::nn::functional::cross_entropy(
               flat, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
@@ -74,7 +76,7 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
               ? answer->top_k.indices.gather(1, answer->top_k.values.argmax(1, /*keepdim=*/true))
                     .squeeze(1)
               : answer->log_probs.argmax(1);
-      agree += teacher_top1.eq(*student_top1).sum().item<int64_t>();
+      agree += teacher_top1.to(student_top1->device()).eq(*student_top1).sum().item<int64_t>();
     }
   }
   if (was_training) model.train();

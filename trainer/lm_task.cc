@@ -42,6 +42,7 @@ absl::StatusOr<std::unique_ptr<LmTask>> LmTask::Create(
   if (teacher == nullptr) o.loss.alpha = 0.0;
   RETORT_RETURN_IF_ERROR(o.model.Validate());
   RETORT_RETURN_IF_ERROR(o.loss.Validate());
+  RETORT_RETURN_IF_ERROR(CheckDevice(o.device));
   if (o.eval_batch_size < 1 || o.eval_sequences < 0) {
     return absl::InvalidArgumentError(
         "the evaluation batch must be at least 1 and --eval_sequences >= 0");
@@ -94,6 +95,7 @@ absl::StatusOr<std::unique_ptr<LmTask>> LmTask::Create(
                             models::LoadLlamaCheckpoint(o.init_from));
     RETORT_ASSIGN_OR_RETURN(t->model_, models::LlamaFromLayers(*source, o.model, o.init_layers));
   }
+  t->model_->to(o.device);
   t->sequence_length_ = train->example_shape()[0];
   t->options_ = std::move(o);
   t->train_ = std::move(train);
@@ -117,6 +119,9 @@ std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, 
   if (ask_teacher && teacher_ != nullptr) {
     b->teacher = teacher_->SubmitTargets(b->inputs, options_.loss.temperature, hidden_layers);
   }
+  // After the teacher has its (host) copy.
+  b->inputs = b->inputs.to(options_.device);
+  b->labels = b->labels.to(options_.device);
   return b;
 }
 
@@ -127,6 +132,10 @@ absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
   if (!answer.ok()) return answer.status();
   b.targets = *answer;
   b.top_k = answer->TopK();
+  b.top_k.indices = b.top_k.indices.to(options_.device);
+  b.top_k.values = b.top_k.values.to(options_.device);
+  b.top_k.tail_log_mass = b.top_k.tail_log_mass.to(options_.device);
+  for (auto& [name, value] : b.targets.hidden) value = value.to(options_.device);
   b.answered = true;
   return absl::OkStatus();
 }

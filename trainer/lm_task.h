@@ -48,6 +48,7 @@ class LmTask : public Task {
     // against the teacher's fingerprint.
     std::string tokenizer_model;
     std::string tokenizer_sha256;
+    torch::Device device = torch::kCPU;  // where the model and every step tensor live
   };
 
   // `train` and `validation` yield int64 inputs and labels [B, T]
@@ -59,6 +60,7 @@ class LmTask : public Task {
       Options options, std::shared_ptr<const data::Dataset> train,
       std::shared_ptr<const data::Dataset> validation, std::shared_ptr<TeacherClient> teacher);
 
+  torch::Device device() const override { return options_.device; }
   const char* unit() const override { return "tokens"; }
   int64_t units_per_row() const override { return sequence_length_; }
   int64_t train_size() const override { return train_->size(); }

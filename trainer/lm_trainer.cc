@@ -87,7 +87,8 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
                                                     .eval_batch_size = o.batch_size,
                                                     .eval_sequences = o.eval_sequences,
                                                     .tokenizer_model = o.tokenizer_model,
-                                                    .tokenizer_sha256 = o.tokenizer_sha256},
+                                                    .tokenizer_sha256 = o.tokenizer_sha256,
+                                                    .device = o.device},
                                                    train, validation, std::move(teacher)));
   TrainingLoopOptions loop;
   loop.optimizer = o.optimizer;

@@ -64,9 +64,10 @@ struct LmTrainerOptions {
   // Micro-batches per rank and step (gradient accumulation).
   int64_t accumulation_steps = 1;
   uint64_t seed = 1;
-  double clip_grad_norm = 1.0;   // 0 disables clipping
-  int64_t eval_every_steps = 0;  // 0: only at the end
-  int64_t eval_sequences = 0;    // validation sequences per evaluation; 0: all
+  torch::Device device = torch::kCPU;  // where the model and every step tensor live
+  double clip_grad_norm = 1.0;         // 0 disables clipping
+  int64_t eval_every_steps = 0;        // 0: only at the end
+  int64_t eval_sequences = 0;          // validation sequences per evaluation; 0: all
   std::string out_dir;
   bool resume = false;
   bool overwrite = false;

@@ -60,6 +60,11 @@ struct TaskEvaluation {
   std::string summary;  // for the progress log, e.g. "val acc 0.8912 (1088 errors)"
 };
 
+// OK for a device this process can compute on; FAILED_PRECONDITION naming
+// the device and the way out otherwise (a CUDA device with a LibTorch built
+// without CUDA, or an index past the devices there are).
+absl::Status CheckDevice(const torch::Device& device);
+
 class Task {
  public:
   virtual ~Task() = default;

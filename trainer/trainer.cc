@@ -97,7 +97,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                                                             .loss = options.loss,
                                                             .init_from = options.init_from,
                                                             .seed = options.seed,
-                                                            .jitter_pixels = options.jitter_pixels},
+                                                            .jitter_pixels = options.jitter_pixels,
+                                                            .device = options.device},
                                                            train, validation, std::move(teacher)));
   TrainingLoopOptions loop;
   loop.optimizer = options.optimizer;

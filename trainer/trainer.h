@@ -59,8 +59,9 @@ struct TrainerOptions {
   int64_t epochs = 10;
   int64_t batch_size = 128;
   uint64_t seed = 1;
-  int64_t jitter_pixels = 0;    // random translation of inputs, per example
-  double clip_grad_norm = 0.0;  // 0 disables clipping
+  int64_t jitter_pixels = 0;           // random translation of inputs, per example
+  torch::Device device = torch::kCPU;  // where the model and every step tensor live
+  double clip_grad_norm = 0.0;         // 0 disables clipping
   std::string out_dir;
   bool resume = false;                 // continue from the newest complete checkpoint, if any
   bool overwrite = false;              // start afresh even if out_dir holds checkpoints

@@ -93,6 +93,12 @@ TEST_F(CliTest, BadFlagsGiveOneErrorLine) {
                           "retort train does not take --seq_len; it is a flag of");
   ExpectOneCleanErrorLine(Run("lm train --teacher_output=topk"),
                           "retort lm train does not take --teacher_output");
+  // Devices: this LibTorch has no CUDA; a name that is no device.
+  ExpectOneCleanErrorLine(Run("train --device=cuda --epochs=1 --train_limit=64 --out_dir=" +
+                              Path("cuda") + " " + Data()),
+                          "--device=cuda: this build's LibTorch has no CUDA");
+  ExpectOneCleanErrorLine(Run("train --device=tpu --out_dir=" + Path("tpu") + " " + Data()),
+                          "--device='tpu' is not a device");
   ExpectOneCleanErrorLine(Run("distill --alpha=2 --out_dir=" + Path("x") + " " + Data()),
                           "--alpha must be in [0, 1]");
   ExpectOneCleanErrorLine(Run("train --hidden=12,abc --out_dir=" + Path("x")), "'abc'");

@@ -14,6 +14,7 @@
 #include "common/intra_op_threads.h"
 #include "common/status_macros.h"
 #include "common/stop_signal.h"
+#include "common/torch_status.h"
 #include "models/checkpoint_file.h"
 #include "trainer/c10d_communicator.h"
 
@@ -82,6 +83,8 @@ ABSL_FLAG(std::string, stop_signal, "",
           "A signal that, like SIGTERM and SIGINT, makes training finish its step, write a "
           "checkpoint and exit with code 75 (e.g. USR1, for Slurm's --signal=USR1@120); "
           "empty: only SIGTERM and SIGINT.");
+ABSL_FLAG(std::string, device, "cpu",
+          "Where the student trains: cpu, or cuda / cuda:N with a LibTorch built with CUDA.");
 ABSL_FLAG(int64_t, log_every_steps, 100, "Write a metrics line every this many steps.");
 ABSL_FLAG(int64_t, stop_after_steps, 0,
           "Stop after this many steps, checkpointed, as if interrupted; 0 runs to the end.");
@@ -193,7 +196,8 @@ const std::vector<std::string> kTrainingFlags = {"epochs",
                                                  "bucket_mb",
                                                  "grad_accum_steps",
                                                  "stop_signal",
-                                                 "testonly_crash_while_checkpointing_step"};
+                                                 "testonly_crash_while_checkpointing_step",
+                                                 "device"};
 const std::vector<std::string> kDistillFlags = {"teacher",          "temperature",    "alpha",
                                                 "teacher_cache_mb", "feature_weight", "match",
                                                 "feature_loss",     "adapter"};
@@ -447,6 +451,16 @@ absl::Status PreemptedAfter(const std::string& label, int64_t step, const std::s
                                      "; continue with --resume=auto"));
 }
 
+absl::StatusOr<torch::Device> DeviceFromFlags() {
+  const std::string name = absl::GetFlag(FLAGS_device);
+  absl::StatusOr<torch::Device> device = TorchCall("--device", [&] { return torch::Device(name); });
+  if (!device.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device='", name, "' is not a device; use cpu, cuda or cuda:N"));
+  }
+  return *device;
+}
+
 absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   trainer::TrainerOptions o;
   o.init_from = absl::GetFlag(FLAGS_init_from);
@@ -475,6 +489,7 @@ absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
   o.batch_size = absl::GetFlag(FLAGS_batch_size);
   o.seed = absl::GetFlag(FLAGS_seed);
   o.jitter_pixels = absl::GetFlag(FLAGS_jitter);
+  RETORT_ASSIGN_OR_RETURN(o.device, DeviceFromFlags());
   o.clip_grad_norm = absl::GetFlag(FLAGS_clip_grad_norm);
   o.out_dir = absl::GetFlag(FLAGS_out_dir);
   RETORT_ASSIGN_OR_RETURN(o.resume, ResumeFromFlags());

@@ -136,6 +136,10 @@ T FlagOr(const absl::Flag<T>& flag, T fallback) {
              : fallback;
 }
 
+// --device as a torch::Device (INVALID_ARGUMENT for a name LibTorch does
+// not parse; whether it can be used is the task's check).
+absl::StatusOr<torch::Device> DeviceFromFlags();
+
 // --bucket_mb in bytes (INVALID_ARGUMENT outside [0.01, 4096] MB).
 absl::StatusOr<int64_t> BucketBytesFromFlags();
 

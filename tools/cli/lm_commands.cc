@@ -186,6 +186,7 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
   o.steps = absl::GetFlag(FLAGS_steps);
   o.batch_size = FlagOr(FLAGS_batch_size, o.batch_size);
   o.seed = absl::GetFlag(FLAGS_seed);
+  RETORT_ASSIGN_OR_RETURN(o.device, DeviceFromFlags());
   o.clip_grad_norm = FlagOr(FLAGS_clip_grad_norm, o.clip_grad_norm);
   o.eval_every_steps = absl::GetFlag(FLAGS_eval_every);
   o.eval_sequences = absl::GetFlag(FLAGS_eval_sequences);

@@ -69,6 +69,7 @@ const std::vector<std::string> kLmTrainingFlags = {"data",
                                                    "dist_timeout",
                                                    "bucket_mb",
                                                    "stop_signal",
+                                                   "device",
                                                    "testonly_crash_while_checkpointing_step"};
 
 std::vector<std::string> Without(const std::vector<std::string>& flags,
