@@ -19,7 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "models/classifier.h"
+#include "models/hidden_layer.h"
 #include "models/llama_config.h"
 #include "models/projection.h"
 

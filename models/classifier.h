@@ -14,18 +14,10 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "models/hidden_layer.h"
 #include "models/model_spec.h"
 
 namespace retort::models {
-
-// A named intermediate activation a classifier can expose (for feature
-// matching): its name and the shape of one example's activation.
-struct HiddenLayer {
-  std::string name;
-  std::vector<int64_t> shape;
-};
-
-using HiddenStates = std::map<std::string, torch::Tensor>;
 
 class Classifier : public torch::nn::Module {
  public:

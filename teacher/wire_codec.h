@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "retort/v1/teacher.pb.h"
+#include "teacher/top_k.h"
 
 namespace retort::teacher {
 
@@ -59,15 +60,6 @@ std::vector<v1::DistillRequest> EncodeRequest(uint64_t sequence, const torch::Te
 // Inputs of a validated request as a tensor (float32, or int64 token ids).
 absl::StatusOr<torch::Tensor> RequestInputs(const v1::DistillRequest& request);
 
-// The top-k form of log-probabilities, as sent.
-struct TopKLogProbs {
-  torch::Tensor indices;        // int64 [positions, k]
-  torch::Tensor values;         // float32 [positions, k]
-  torch::Tensor tail_log_mass;  // float32 [positions]
-  // The dense distribution with the tail spread evenly over other classes.
-  torch::Tensor ToDense(int64_t num_classes) const;
-};
-
 // The answer to one request, before encoding or after decoding.
 struct Answer {
   // float32 [positions, num_classes]; undefined when the answer was decoded
@@ -82,18 +74,11 @@ struct Answer {
 std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& answer,
                                               const OutputSpec& output, int64_t max_message_bytes);
 
-// Top-k of dense log-probabilities, with the exact tail mass.
-TopKLogProbs TopK(const torch::Tensor& log_probs, int64_t k);
-
 // Decodes one response's block into dense float32 log-probabilities.
 absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
                                                  int64_t num_classes);
 // Decodes a top-k block, checking its shapes and indices.
 absl::StatusOr<TopKLogProbs> DecodeTopKBlock(const v1::LogProbBlock& block, int64_t num_classes);
-
-// Dense log-probabilities [positions, C] in top-k form with k = C (indices
-// 0..C-1 in order, tail -inf), for code that consumes top-k answers.
-TopKLogProbs DenseAsTopK(const torch::Tensor& log_probs);
 
 // Joins the responses to one request (one assembler per request). Checks
 // that parts arrive in order, cover every position once and agree.

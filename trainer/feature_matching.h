@@ -26,7 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
-#include "models/classifier.h"
+#include "models/hidden_layer.h"
 #include "retort/v1/teacher.pb.h"
 #include "trainer/optimizer.h"
 

@@ -52,7 +52,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "teacher/wire_codec.h"
+#include "teacher/top_k.h"
 
 namespace retort::trainer {
 

@@ -28,7 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
-#include "models/classifier.h"
+#include "models/hidden_layer.h"
 #include "retort/v1/teacher.pb.h"
 #include "trainer/feature_matching.h"
 #include "trainer/training_checkpoint.h"

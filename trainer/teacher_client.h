@@ -26,7 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "retort/v1/teacher.pb.h"
-#include "teacher/wire_codec.h"
+#include "teacher/top_k.h"
 
 namespace retort::trainer {
 
