@@ -1,7 +1,7 @@
 // Communicator: how data-parallel trainer ranks talk to each other. The
 // trainer reaches its peers only through this interface; C10dCommunicator
-// (trainer/c10d_communicator.h) runs PyTorch's own c10d (Gloo on CPU) and
-// FakeCommunicator stands alone (world size 1) for tests and single-rank runs.
+// (trainer/c10d_communicator.h) runs PyTorch's own c10d (Gloo on CPU);
+// tests/trainer/fake_communicator.h has a fake of world size 1 for tests.
 //
 // GradientSync averages gradients over the ranks during backward: call
 // PrepareForBackward(output) before each backward pass; when backward
@@ -43,28 +43,6 @@ class Communicator {
   // all-reduced as they fill during backward.
   virtual absl::StatusOr<std::unique_ptr<GradientSync>> CreateGradientSync(
       const std::vector<torch::Tensor>& parameters, int64_t bucket_bytes) = 0;
-};
-
-// World size 1: every collective is the identity.
-class FakeCommunicator : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int world_size() const override { return 1; }
-  absl::Status Broadcast(const std::vector<torch::Tensor>&, int) override {
-    return absl::OkStatus();
-  }
-  absl::Status AllReduceMean(const std::vector<torch::Tensor>&) override {
-    return absl::OkStatus();
-  }
-  absl::Status Barrier() override { return absl::OkStatus(); }
-  absl::StatusOr<std::unique_ptr<GradientSync>> CreateGradientSync(
-      const std::vector<torch::Tensor>&, int64_t) override {
-    class NoSync : public GradientSync {
-     public:
-      absl::Status PrepareForBackward(const torch::Tensor&) override { return absl::OkStatus(); }
-    };
-    return std::unique_ptr<GradientSync>(new NoSync());
-  }
 };
 
 }  // namespace retort::trainer

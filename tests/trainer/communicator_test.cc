@@ -14,6 +14,7 @@
 
 #include "models/classifier.h"
 #include "tests/teacher/test_teachers.h"
+#include "tests/trainer/fake_communicator.h"
 #include "trainer/c10d_communicator.h"
 #include "trainer/communicator.h"
 #include "trainer/rendezvous.h"

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "tests/trainer/synthetic_data.h"
-#include "trainer/fake_teacher_client.h"
+#include "tests/trainer/fake_teacher_client.h"
 #include "trainer/trainer.h"
 
 namespace retort::trainer {

@@ -55,7 +55,7 @@
 #include "trainer/batch_pipeline.h"
 #include "trainer/classifier_task.h"
 #include "trainer/endpoint_resolver.h"
-#include "trainer/fake_teacher_client.h"
+#include "tests/trainer/fake_teacher_client.h"
 #include "trainer/teacher_client.h"
 #include "trainer/teacher_pool_client.h"
 

@@ -6,7 +6,7 @@
 
 #include "common/file_util.h"
 #include "tests/trainer/synthetic_data.h"
-#include "trainer/fake_teacher_client.h"
+#include "tests/trainer/fake_teacher_client.h"
 #include "trainer/trainer.h"
 
 namespace retort::trainer {

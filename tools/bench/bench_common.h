@@ -1,6 +1,6 @@
 // Pieces the benchmark commands share.
-#ifndef RETORT_TOOLS_CLI_BENCH_COMMON_H_
-#define RETORT_TOOLS_CLI_BENCH_COMMON_H_
+#ifndef RETORT_TOOLS_BENCH_BENCH_COMMON_H_
+#define RETORT_TOOLS_BENCH_BENCH_COMMON_H_
 
 #include <string>
 
@@ -15,4 +15,4 @@ absl::StatusOr<std::string> BenchTeacherCheckpoint(const std::string& scratch);
 
 }  // namespace retort::cli
 
-#endif  // RETORT_TOOLS_CLI_BENCH_COMMON_H_
+#endif  // RETORT_TOOLS_BENCH_BENCH_COMMON_H_

@@ -1,7 +1,7 @@
 // A TeacherClient for tests: answers with log_softmax(fn(inputs) / T) for a
 // caller-supplied logits function, and counts calls. Can be told to fail.
-#ifndef RETORT_TRAINER_FAKE_TEACHER_CLIENT_H_
-#define RETORT_TRAINER_FAKE_TEACHER_CLIENT_H_
+#ifndef RETORT_TESTS_TRAINER_FAKE_TEACHER_CLIENT_H_
+#define RETORT_TESTS_TRAINER_FAKE_TEACHER_CLIENT_H_
 
 #include <functional>
 #include <map>
@@ -78,4 +78,4 @@ class FakeTeacherClient : public TeacherClient {
 
 }  // namespace retort::trainer
 
-#endif  // RETORT_TRAINER_FAKE_TEACHER_CLIENT_H_
+#endif  // RETORT_TESTS_TRAINER_FAKE_TEACHER_CLIENT_H_

@@ -25,7 +25,7 @@
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "teacher/native_teacher.h"
-#include "tools/cli/bench_common.h"
+#include "tools/bench/bench_common.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/teacher_process.h"

@@ -23,7 +23,7 @@
 #include "models/checkpoint_file.h"
 #include "teacher/native_teacher.h"
 #include "teacher/wire_codec.h"
-#include "tools/cli/bench_common.h"
+#include "tools/bench/bench_common.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/teacher_process.h"
