@@ -465,6 +465,25 @@ TEST_F(LmE2ETest, TwoRanksUnderTorchrunDistillFromAPoolOfTwoTeachers) {
   }
 }
 
+// retort launch: a pool of teacher servers for the Llama teacher and two
+// ranks of `lm train` distilling from it, all on this machine.
+TEST_F(LmE2ETest, LaunchStartsALlamaTeacherPoolAndTwoLmRanks) {
+  const clitest::Result launched =
+      Run("launch --nproc=2 --launch_teachers=1 --teacher=" + Path("teacher/model") +
+          " --launch_dir=" + Path("lm_launch") + " -- lm train " + Data() +
+          " --model=d=32,layers=1,heads=2,ffn=64 --steps=12 --top_k=16 --log_every_steps=1" +
+          " --out_dir=" + Path("lm_launched"));
+  ASSERT_EQ(launched.exit_code, 0) << launched.err;
+  EXPECT_THAT(launched.err, HasSubstr("[launch] teacher 0 serving"));
+  EXPECT_THAT(launched.err, HasSubstr("2 ranks (c10d gloo)"));
+  EXPECT_THAT(launched.err, HasSubstr("[launch] all 2 ranks finished"));
+  EXPECT_EQ(Json(Path("lm_launched/result.json"))["steps"], 12);
+  EXPECT_GT(
+      Json(Path("lm_launched/result.json"))["final_validation"]["teacher_agreement"].get<double>(),
+      0.0);
+  EXPECT_TRUE(PathExists(Path("lm_launched/checkpoints/ckpt-000000000012/training-rank1.pt")));
+}
+
 // Ranks started directly (as srun or a Kubernetes Indexed Job does): SIGTERM
 // to both makes them finish the step, checkpoint it and exit 75; a rank
 // SIGKILLed makes the other fail with the way out. Either way --resume=auto

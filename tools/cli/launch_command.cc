@@ -3,7 +3,9 @@
 //
 //   retort launch --nproc=2 --launch_teachers=2 --teacher=teacher.pt
 //       -- distill --epochs=5 --out_dir=runs/student
-//   (one command line)
+//   retort launch --nproc=2 --launch_teachers=2 --teacher=lm/teacher/model
+//       -- lm train --data=lm/data --steps=600 --out_dir=runs/lm
+//   (one command line each)
 //
 // Starts --launch_teachers `retort teacher serve` processes on loopback
 // (serving --teacher), waits until each is SERVING, then --nproc ranks of
@@ -37,11 +39,13 @@ const std::vector<std::string> kLaunchFlags = {"nproc", "launch_teachers", "laun
                                                "teacher", "launch_dir"};
 
 absl::Status RunLaunch(const std::vector<std::string>& args) {
-  if (args.empty() || (args[0] != "train" && args[0] != "distill")) {
+  const bool lm_train = args.size() >= 2 && args[0] == "lm" && args[1] == "train";
+  if (args.empty() || (args[0] != "train" && args[0] != "distill" && !lm_train)) {
     return absl::InvalidArgumentError(
         "retort launch needs the ranks' command after `--`: retort launch --nproc=2 -- train "
-        "--epochs=3 --out_dir=run (train or distill)");
+        "--epochs=3 --out_dir=run (train, distill or lm train)");
   }
+  const std::string command = lm_train ? "lm train" : args[0];
   const int nproc = absl::GetFlag(FLAGS_nproc);
   const int teachers = absl::GetFlag(FLAGS_launch_teachers);
   if (teachers < 0 || teachers > 64) {
@@ -61,8 +65,9 @@ absl::Status RunLaunch(const std::vector<std::string>& args) {
   const std::string dir = absl::GetFlag(FLAGS_launch_dir);
   std::vector<std::unique_ptr<TeacherProcess>> pool;
   if (teachers > 0) {
-    if (args[0] != "distill") {
-      return absl::InvalidArgumentError("--launch_teachers serves a teacher to `distill` ranks");
+    if (args[0] != "distill" && !lm_train) {
+      return absl::InvalidArgumentError(
+          "--launch_teachers serves a teacher to `distill` or `lm train` ranks");
     }
     const std::string checkpoint = absl::GetFlag(FLAGS_teacher);
     if (checkpoint.empty()) {
@@ -94,7 +99,7 @@ absl::Status RunLaunch(const std::vector<std::string>& args) {
   std::fprintf(stderr,
                "[launch] %d ranks of `retort %s`, rendezvous 127.0.0.1:%d, logs of ranks "
                ">0 in %s/rank-<r>.log\n",
-               nproc, args[0].c_str(), group->master_port(), dir.c_str());
+               nproc, command.c_str(), group->master_port(), dir.c_str());
   RETORT_ASSIGN_OR_RETURN(std::vector<int> exits, group->Wait(absl::InfiniteDuration()));
   for (auto& teacher : pool) {
     absl::StatusOr<int> drained = teacher->Stop(absl::Seconds(45));

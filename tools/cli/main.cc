@@ -240,7 +240,7 @@ const std::vector<Command>& Commands() {
        kBenchLmFlags, &RunBenchLm},
       {"launch",
        "Start a teacher pool and --nproc trainer ranks on this machine: retort launch "
-       "[flags] -- distill [flags].",
+       "[flags] -- distill|train|lm train [flags].",
        kLaunchFlags, nullptr, &RunLaunch},
   };
   // Every command that sets LibTorch's threads sets BLAS's too
