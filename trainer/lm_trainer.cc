@@ -90,33 +90,12 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
                                                     .tokenizer_sha256 = o.tokenizer_sha256,
                                                     .device = o.device},
                                                    train, validation, std::move(teacher)));
-  TrainingLoopOptions loop;
-  loop.optimizer = o.optimizer;
-  loop.features = o.features;
-  loop.steps = o.steps;
-  loop.batch_size = o.batch_size;
-  loop.seed = o.seed;
-  loop.clip_grad_norm = o.clip_grad_norm;
-  loop.accumulation_steps = o.accumulation_steps;
-  loop.eval_every_steps = o.eval_every_steps;
+  TrainingLoopOptions loop = o;  // the loop's part
+  loop.epochs = 0;               // language models count steps
   loop.ask_teacher = o.loss.alpha > 0;
-  loop.out_dir = o.out_dir;
-  loop.resume = o.resume;
-  loop.overwrite = o.overwrite;
-  loop.checkpoint_every_steps = o.checkpoint_every_steps;
-  loop.keep_checkpoints = o.keep_checkpoints;
-  loop.teacher_prefetch = o.teacher_prefetch;
-  loop.log_every_steps = o.log_every_steps;
-  loop.stop_after_steps = o.stop_after_steps;
   loop.config = o.ToJson();
   loop.config["train_sequences"] = train->size();
   loop.config["sequence_length"] = train->example_shape()[0];
-  loop.communicator = o.communicator;
-  loop.bucket_bytes = o.bucket_bytes;
-  loop.stop_requested = o.stop_requested;
-  loop.after_checkpoint_file_written = o.after_checkpoint_file_written;
-  loop.label = o.label;
-  loop.clock = o.clock;
   RETORT_ASSIGN_OR_RETURN(t->loop_, TrainingLoop::Create(std::move(loop), t->task_));
   return t;
 }

@@ -45,7 +45,17 @@
 
 namespace retort::trainer {
 
-struct LmTrainerOptions {
+// A language-model run: the loop's options (steps, batches, checkpoints,
+// ranks, ...; the language model's defaults below) and the task's.
+struct LmTrainerOptions : TrainingLoopOptions {
+  LmTrainerOptions() {
+    steps = 1000;
+    batch_size = 16;  // sequences per step (global: divided among the ranks)
+    clip_grad_norm = 1.0;
+    log_every_steps = 50;
+    teacher_prefetch = 2;
+    label = "lm";
+  }
   models::LlamaConfig model;
   // A checkpoint directory that initialises the student; empty: fresh
   // weights from `seed`. A Llama checkpoint gives its layers
@@ -54,42 +64,15 @@ struct LmTrainerOptions {
   // must be its config and `init_layers` empty. Either way this is how a
   // pruned or sliced model is distilled back ("recovery").
   std::string init_from;
-  std::vector<int64_t> init_layers;  // empty: spread evenly
-  OptimizerOptions optimizer;
-  LmLossOptions loss;  // alpha is forced to 0 without a teacher
-  // Feature matching of residual streams through adapters (needs a teacher).
-  FeatureMatchOptions features;
-  int64_t steps = 1000;
-  int64_t batch_size = 16;  // sequences per step (global: divided among the ranks)
-  // Micro-batches per rank and step (gradient accumulation).
-  int64_t accumulation_steps = 1;
-  uint64_t seed = 1;
-  torch::Device device = torch::kCPU;  // where the model and every step tensor live
-  double clip_grad_norm = 1.0;         // 0 disables clipping
-  int64_t eval_every_steps = 0;        // 0: only at the end
+  std::vector<int64_t> init_layers;    // empty: spread evenly
+  LmLossOptions loss;                  // alpha is forced to 0 without a teacher
   int64_t eval_sequences = 0;          // validation sequences per evaluation; 0: all
-  std::string out_dir;
-  bool resume = false;
-  bool overwrite = false;
-  int64_t checkpoint_every_steps = 0;  // 0: only at the end (and when stopped early)
-  int keep_checkpoints = 3;
-  int64_t teacher_prefetch = 2;
-  int64_t log_every_steps = 50;
-  int64_t stop_after_steps = 0;  // testing: stop (after a checkpoint) once this many are done
-  // Data parallelism: the ranks' communicator (null: this process alone).
-  std::shared_ptr<Communicator> communicator;
-  int64_t bucket_bytes = int64_t{25} << 20;
-  // Preemption (TrainingLoopOptions::stop_requested); null: never.
-  std::function<bool()> stop_requested;
-  // Test seam (TrainingLoopOptions::after_checkpoint_file_written).
-  std::function<void(int64_t step)> after_checkpoint_file_written;
+  torch::Device device = torch::kCPU;  // where the model and every step tensor live
   // The tokenizer of the data: copied into the exported model, and checked
   // against the teacher's fingerprint (a teacher with another tokenizer
   // speaks another language).
   std::string tokenizer_model;
   std::string tokenizer_sha256;
-  std::string label = "lm";
-  const Clock* clock = Clock::Real();
 
   absl::Status Validate() const;
   // Settings that determine the course of training; a resumed run must match.

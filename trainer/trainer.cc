@@ -100,32 +100,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                                                             .jitter_pixels = options.jitter_pixels,
                                                             .device = options.device},
                                                            train, validation, std::move(teacher)));
-  TrainingLoopOptions loop;
-  loop.optimizer = options.optimizer;
-  loop.features = options.features;
-  loop.epochs = options.epochs;
-  loop.batch_size = options.batch_size;
-  loop.seed = options.seed;
-  loop.clip_grad_norm = options.clip_grad_norm;
-  loop.accumulation_steps = options.accumulation_steps;
+  TrainingLoopOptions loop = options;  // the loop's part
   loop.ask_teacher = options.loss.alpha > 0;
-  loop.out_dir = options.out_dir;
-  loop.resume = options.resume;
-  loop.overwrite = options.overwrite;
-  loop.checkpoint_every_steps = options.checkpoint_every_steps;
-  loop.keep_checkpoints = options.keep_checkpoints;
-  loop.teacher_prefetch = options.teacher_prefetch;
-  loop.log_every_steps = options.log_every_steps;
-  loop.stop_after_steps = options.stop_after_steps;
   loop.config = options.ToJson();
   loop.config["train_examples"] = train->size();
   loop.config["validation_examples"] = validation->size();
-  loop.communicator = options.communicator;
-  loop.bucket_bytes = options.bucket_bytes;
-  loop.stop_requested = options.stop_requested;
-  loop.after_checkpoint_file_written = options.after_checkpoint_file_written;
-  loop.label = options.label;
-  loop.clock = options.clock;
   RETORT_ASSIGN_OR_RETURN(t->loop_, TrainingLoop::Create(std::move(loop), t->task_));
   return t;
 }

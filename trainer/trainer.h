@@ -46,53 +46,22 @@
 
 namespace retort::trainer {
 
-struct TrainerOptions {
+// A classifier run: the loop's options (steps, batches, checkpoints, ranks,
+// ...; the classifier's defaults below) and the classifier task's.
+struct TrainerOptions : TrainingLoopOptions {
+  TrainerOptions() {
+    epochs = 10;
+    batch_size = 128;
+    label = "train";
+  }
   models::ModelSpec model;
-  OptimizerOptions optimizer;
   DistillationLossOptions loss;  // used only when there is a teacher
-  // Feature matching through adapters (needs a teacher exposing the layers).
-  FeatureMatchOptions features;
   // A classifier checkpoint (.pt) whose weights start the model instead of
   // fresh ones from `seed`; its architecture must be `model`. This is how a
   // pruned classifier is distilled back ("recovery").
   std::string init_from;
-  int64_t epochs = 10;
-  int64_t batch_size = 128;
-  uint64_t seed = 1;
   int64_t jitter_pixels = 0;           // random translation of inputs, per example
   torch::Device device = torch::kCPU;  // where the model and every step tensor live
-  double clip_grad_norm = 0.0;         // 0 disables clipping
-  std::string out_dir;
-  bool resume = false;                 // continue from the newest complete checkpoint, if any
-  bool overwrite = false;              // start afresh even if out_dir holds checkpoints
-  int64_t checkpoint_every_steps = 0;  // 0: only at epoch ends
-  int keep_checkpoints = 3;            // at least 2
-  int64_t teacher_prefetch = 4;        // steps whose teacher answers are requested ahead
-  // Data parallelism: the ranks' communicator (null: this process alone).
-  // Each rank trains on its own share of every global batch (batch_size
-  // rows), gradients are averaged by the communicator's GradientSync, rank 0
-  // writes logs, metrics and best.pt, every rank writes its own file of each
-  // checkpoint and rank 0 commits it.
-  std::shared_ptr<Communicator> communicator;
-  int64_t bucket_bytes = int64_t{25} << 20;  // gradient all-reduce buckets
-  // Gradient accumulation: each rank splits its share of a step's batch into
-  // this many micro-batches, runs forward and backward on each in turn
-  // (activations of one micro-batch alive at a time) and steps the optimizer
-  // once. Gradients are all-reduced only during the last micro-batch's
-  // backward. The same parameters as one pass over the whole batch, up to
-  // float rounding (models with batch statistics excepted).
-  int64_t accumulation_steps = 1;
-  // Test seam: called after this rank wrote its file of a step's
-  // checkpoint, before the commit (TrainingLoopOptions).
-  std::function<void(int64_t step)> after_checkpoint_file_written;
-  // Preemption (TrainingLoopOptions::stop_requested); null: never.
-  std::function<bool()> stop_requested;
-  int64_t log_every_steps = 100;  // metrics lines; 0 disables step lines
-  // Stop (after writing a checkpoint) once this many steps are done; 0 runs
-  // to the end. Lets tests interrupt a run at a chosen step.
-  int64_t stop_after_steps = 0;
-  std::string label = "train";  // prefix of progress lines
-  const Clock* clock = Clock::Real();
 
   absl::Status Validate() const;
   // The settings that determine the course of training (not paths or
