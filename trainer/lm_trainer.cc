@@ -10,30 +10,15 @@ namespace retort::trainer {
 
 absl::Status LmTrainerOptions::Validate() const {
   RETORT_RETURN_IF_ERROR(model.Validate());
-  RETORT_RETURN_IF_ERROR(optimizer.Validate());
   RETORT_RETURN_IF_ERROR(loss.Validate());
-  RETORT_RETURN_IF_ERROR(features.Validate());
-  if (steps < 1)
-    return absl::InvalidArgumentError(absl::StrCat("--steps must be at least 1, got ", steps));
-  if (batch_size < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--batch_size must be at least 1, got ", batch_size));
+  if (epochs != 0) {
+    return absl::InvalidArgumentError("language models train for --steps, not --epochs");
   }
-  if (!(clip_grad_norm >= 0)) return absl::InvalidArgumentError("--clip_grad_norm must be >= 0");
-  if (accumulation_steps < 1) {
+  if (eval_sequences < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--grad_accum_steps must be at least 1, got ", accumulation_steps));
+        absl::StrCat("--eval_sequences must be >= 0 (0: all), got ", eval_sequences));
   }
-  if (eval_every_steps < 0 || eval_sequences < 0 || checkpoint_every_steps < 0 ||
-      teacher_prefetch < 0 || log_every_steps < 0 || stop_after_steps < 0) {
-    return absl::InvalidArgumentError(
-        "--eval_every, --eval_sequences, --checkpoint_every, --teacher_prefetch and "
-        "--log_every must not be negative");
-  }
-  if (keep_checkpoints < 2)
-    return absl::InvalidArgumentError("--keep_checkpoints must be at least 2");
-  if (out_dir.empty()) return absl::InvalidArgumentError("--out_dir is required");
-  return absl::OkStatus();
+  return TrainingLoopOptions::Validate();
 }
 
 nlohmann::json LmTrainerOptions::ToJson() const {

@@ -10,42 +10,15 @@ namespace retort::trainer {
 
 absl::Status TrainerOptions::Validate() const {
   RETORT_RETURN_IF_ERROR(model.Validate());
-  RETORT_RETURN_IF_ERROR(optimizer.Validate());
   RETORT_RETURN_IF_ERROR(loss.Validate());
-  RETORT_RETURN_IF_ERROR(features.Validate());
   if (epochs <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("--epochs must be positive, got ", epochs));
-  }
-  if (batch_size <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--batch_size must be positive, got ", batch_size));
   }
   if (jitter_pixels < 0 || jitter_pixels > 8) {
     return absl::InvalidArgumentError(
         absl::StrCat("--jitter must be in [0, 8] pixels, got ", jitter_pixels));
   }
-  if (!(clip_grad_norm >= 0 && std::isfinite(clip_grad_norm))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--clip_grad_norm must be >= 0 (0 disables), got ", clip_grad_norm));
-  }
-  if (checkpoint_every_steps < 0 || log_every_steps < 0 || stop_after_steps < 0) {
-    return absl::InvalidArgumentError("step intervals must be >= 0");
-  }
-  if (keep_checkpoints < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--keep_checkpoints must be at least 2 (a crash while writing one must leave another), "
-        "got ",
-        keep_checkpoints));
-  }
-  if (accumulation_steps < 1 || accumulation_steps > 1024) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--grad_accum_steps must be in [1, 1024], got ", accumulation_steps));
-  }
-  if (teacher_prefetch < 0 || teacher_prefetch > 64) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--teacher_prefetch must be in [0, 64] steps, got ", teacher_prefetch));
-  }
-  return absl::OkStatus();
+  return ValidateSettings();
 }
 
 nlohmann::json TrainerOptions::ToJson() const {

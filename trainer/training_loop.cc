@@ -34,6 +34,12 @@ double Mean(double sum, int64_t steps) {
 }  // namespace
 
 absl::Status TrainingLoopOptions::Validate() const {
+  RETORT_RETURN_IF_ERROR(ValidateSettings());
+  if (out_dir.empty()) return absl::InvalidArgumentError("--out_dir must be set");
+  return absl::OkStatus();
+}
+
+absl::Status TrainingLoopOptions::ValidateSettings() const {
   RETORT_RETURN_IF_ERROR(optimizer.Validate());
   RETORT_RETURN_IF_ERROR(features.Validate());
   if (epochs < 0 || (epochs == 0 && steps < 1)) {
@@ -69,7 +75,6 @@ absl::Status TrainingLoopOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("--teacher_prefetch must be in [0, 64] steps, got ", teacher_prefetch));
   }
-  if (out_dir.empty()) return absl::InvalidArgumentError("--out_dir must be set");
   return absl::OkStatus();
 }
 

@@ -95,6 +95,9 @@ struct TrainingLoopOptions {
   const Clock* clock = Clock::Real();
 
   absl::Status Validate() const;
+  // Validate less the paths (out_dir), for front ends that check those
+  // themselves.
+  absl::Status ValidateSettings() const;
 };
 
 struct TrainingLoopResult {

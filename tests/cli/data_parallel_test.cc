@@ -161,39 +161,13 @@ class RankFailureTest : public DataParallelTest {
   }
   std::vector<std::unique_ptr<Subprocess>> StartRanks(const std::string& out,
                                                       const std::string& extra = "") {
-    const int port = FreePort();
-    std::vector<std::unique_ptr<Subprocess>> ranks;
-    for (int rank = 0; rank < 2; ++rank) {
-      Subprocess::Options o;
-      o.argv = {"/bin/sh", "-c",
-                "exec " + std::string(RETORT_BINARY) + " " + Args(out) + " " + extra};
-      o.env_overrides = {
-          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", std::to_string(port)},
-          {"RANK", std::to_string(rank)},       {"WORLD_SIZE", "2"},
-          {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", "2"}};
-      o.stderr_path = Path(out + ".rank" + std::to_string(rank) + ".err");
-      o.stdout_path = Path(out + ".rank" + std::to_string(rank) + ".out");
-      absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start(o);
-      EXPECT_TRUE(child.ok()) << child.status();
-      if (child.ok()) ranks.push_back(std::move(*child));
-    }
-    return ranks;
+    return clitest::StartRanks(RETORT_BINARY, Args(out) + " " + extra, dir_, out);
   }
-  // The newest step in rank 0's metrics (0 before the first).
   int64_t LoggedStep(const std::string& out) const {
-    std::ifstream in(Path(out + "/metrics.jsonl"));
-    int64_t step = 0;
-    for (std::string line; std::getline(in, line);) {
-      nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (record.is_object() && record.contains("step")) step = record["step"].get<int64_t>();
-    }
-    return step;
+    return clitest::LoggedStep(Path(out + "/metrics.jsonl"));
   }
   void WaitForStep(const std::string& out, int64_t step, Subprocess& rank0) {
-    for (int i = 0; i < 6000 && LoggedStep(out) < step && rank0.Running(); ++i) {
-      ::usleep(10000);
-    }
-    ASSERT_GE(LoggedStep(out), step) << ReadFile(Path(out + ".rank0.err")).value_or("");
+    clitest::WaitForStep(Path(out + "/metrics.jsonl"), step, rank0, Path(out + ".rank0.err"));
   }
   std::string ResultSha(const std::string& out) const {
     absl::StatusOr<std::string> text = ReadFile(Path(out + "/result.json"));

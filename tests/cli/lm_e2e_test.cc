@@ -498,37 +498,13 @@ class LmRankTest : public LmE2ETest {
   }
   static std::vector<std::unique_ptr<Subprocess>> StartRanks(const std::string& out,
                                                              const std::string& extra = "") {
-    absl::StatusOr<int> port = FreeLoopbackPort();
-    EXPECT_TRUE(port.ok()) << port.status();
-    std::vector<std::unique_ptr<Subprocess>> ranks;
-    for (int rank = 0; rank < 2; ++rank) {
-      Subprocess::Options o;
-      o.argv = {"/bin/sh", "-c",
-                "exec " + std::string(RETORT_BINARY) + " " + RankArgs(out) + " " + extra};
-      o.env_overrides = {
-          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", std::to_string(*port)},
-          {"RANK", std::to_string(rank)},       {"WORLD_SIZE", "2"},
-          {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", "2"}};
-      o.stderr_path = Path(out + ".rank" + std::to_string(rank) + ".err");
-      o.stdout_path = Path(out + ".rank" + std::to_string(rank) + ".out");
-      absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start(o);
-      EXPECT_TRUE(child.ok()) << child.status();
-      if (child.ok()) ranks.push_back(std::move(*child));
-    }
-    return ranks;
+    return clitest::StartRanks(RETORT_BINARY, RankArgs(out) + " " + extra, *dir_, out);
   }
   static int64_t LoggedStep(const std::string& out) {
-    int64_t step = 0;
-    for (absl::string_view line : absl::StrSplit(
-             ReadFile(Path(out + "/metrics.jsonl")).value_or(""), '\n', absl::SkipEmpty())) {
-      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_object() && j.contains("step")) step = j["step"].get<int64_t>();
-    }
-    return step;
+    return clitest::LoggedStep(Path(out + "/metrics.jsonl"));
   }
   static void WaitForStep(const std::string& out, int64_t step, Subprocess& rank0) {
-    for (int i = 0; i < 6000 && LoggedStep(out) < step && rank0.Running(); ++i) ::usleep(10000);
-    ASSERT_GE(LoggedStep(out), step) << ReadFile(Path(out + ".rank0.err")).value_or("");
+    clitest::WaitForStep(Path(out + "/metrics.jsonl"), step, rank0, Path(out + ".rank0.err"));
   }
   static std::vector<int> WaitAll(std::vector<std::unique_ptr<Subprocess>>& ranks) {
     std::vector<int> exits;
