@@ -76,7 +76,6 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
                                                     .device = o.device},
                                                    train, validation, std::move(teacher)));
   TrainingLoopOptions loop = o;  // the loop's part
-  loop.epochs = 0;               // language models count steps
   loop.ask_teacher = o.loss.alpha > 0;
   loop.config = o.ToJson();
   loop.config["train_sequences"] = train->size();

@@ -417,7 +417,6 @@ absl::StatusOr<TaskEvaluation> TrainingLoop::EvaluateAndRecord(int64_t epoch) {
                             return task_->Evaluate(options_.communicator.get(), rank_, world_size_);
                           }));
   state_.last_validation = evaluation.json;
-  last_evaluation_ = evaluation.json;
   last_evaluation_step_ = state_.step;
   if (options_.epochs == 0) {
     // Epoch runs record evaluations in their epoch record.
@@ -623,11 +622,9 @@ absl::StatusOr<TrainingLoopResult> TrainingLoop::RunSteps() {
   result.epochs = state_.step / batches;
   result.units = state_.step * units_per_step;
   if (last_evaluation_step_ != state_.step) {
-    RETORT_ASSIGN_OR_RETURN(TaskEvaluation final_evaluation,
-                            EvaluateAndRecord(sampler_->state().epoch));
-    (void)final_evaluation;
+    RETORT_RETURN_IF_ERROR(EvaluateAndRecord(sampler_->state().epoch).status());
   }
-  result.final_validation = last_evaluation_;
+  result.final_validation = state_.last_validation;
   result.train_seconds = state_.train_seconds;
   result.units_per_second =
       work_seconds > 0

@@ -180,7 +180,6 @@ class TrainingLoop {
   int64_t total_steps_ = 0;
   int64_t checkpointed_step_ = -1;
   std::string last_checkpoint_dir_;
-  nlohmann::json last_evaluation_;
   int64_t last_evaluation_step_ = -1;
   double last_step_loss_ = 0, last_hard_ = 0, last_soft_ = 0, last_feature_ = 0;
   double teacher_wait_seconds_ = 0;  // this process

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "trainer/caching_teacher_client.h"
 #include "tests/trainer/fake_teacher_client.h"
+#include "trainer/caching_teacher_client.h"
 
 namespace retort::trainer {
 namespace {

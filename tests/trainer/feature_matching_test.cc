@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "tests/trainer/synthetic_data.h"
 #include "tests/trainer/fake_teacher_client.h"
+#include "tests/trainer/synthetic_data.h"
 #include "trainer/trainer.h"
 
 namespace retort::trainer {

@@ -52,10 +52,10 @@
 #include "teacher/server/teacher_server.h"
 #include "teacher/teacher.h"
 #include "tests/teacher/test_teachers.h"
+#include "tests/trainer/fake_teacher_client.h"
 #include "trainer/batch_pipeline.h"
 #include "trainer/classifier_task.h"
 #include "trainer/endpoint_resolver.h"
-#include "tests/trainer/fake_teacher_client.h"
 #include "trainer/teacher_client.h"
 #include "trainer/teacher_pool_client.h"
 

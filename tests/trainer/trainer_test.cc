@@ -5,8 +5,8 @@
 #include <fstream>
 
 #include "common/file_util.h"
-#include "tests/trainer/synthetic_data.h"
 #include "tests/trainer/fake_teacher_client.h"
+#include "tests/trainer/synthetic_data.h"
 #include "trainer/trainer.h"
 
 namespace retort::trainer {

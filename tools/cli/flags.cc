@@ -174,30 +174,33 @@ namespace retort::cli {
 const std::vector<std::string> kDataFlags = {"data_dir", "validation_size", "train_limit",
                                              "threads", "seed"};
 const std::vector<std::string> kModelFlags = {"arch", "hidden", "dropout", "input_dropout"};
-const std::vector<std::string> kTrainingFlags = {"epochs",
-                                                 "batch_size",
-                                                 "optimizer",
-                                                 "lr",
-                                                 "momentum",
-                                                 "weight_decay",
-                                                 "warmup",
-                                                 "min_lr_ratio",
-                                                 "clip_grad_norm",
-                                                 "jitter",
-                                                 "out_dir",
-                                                 "resume",
-                                                 "overwrite",
-                                                 "checkpoint_every_steps",
-                                                 "keep_checkpoints",
-                                                 "log_every_steps",
-                                                 "stop_after_steps",
-                                                 "backend",
-                                                 "dist_timeout",
-                                                 "bucket_mb",
-                                                 "grad_accum_steps",
-                                                 "stop_signal",
-                                                 "testonly_crash_while_checkpointing_step",
-                                                 "device"};
+const std::vector<std::string> kLoopFlags = {"batch_size",
+                                             "optimizer",
+                                             "lr",
+                                             "momentum",
+                                             "weight_decay",
+                                             "warmup",
+                                             "min_lr_ratio",
+                                             "clip_grad_norm",
+                                             "out_dir",
+                                             "resume",
+                                             "overwrite",
+                                             "checkpoint_every_steps",
+                                             "keep_checkpoints",
+                                             "log_every_steps",
+                                             "backend",
+                                             "dist_timeout",
+                                             "bucket_mb",
+                                             "grad_accum_steps",
+                                             "stop_signal",
+                                             "testonly_crash_while_checkpointing_step",
+                                             "device"};
+// Defined after kLoopFlags in this file, so built from it.
+const std::vector<std::string> kTrainingFlags = [] {
+  std::vector<std::string> flags = {"epochs", "jitter", "stop_after_steps"};
+  flags.insert(flags.end(), kLoopFlags.begin(), kLoopFlags.end());
+  return flags;
+}();
 const std::vector<std::string> kDistillFlags = {"teacher",          "temperature",    "alpha",
                                                 "teacher_cache_mb", "feature_weight", "match",
                                                 "feature_loss",     "adapter"};

@@ -71,7 +71,10 @@ namespace retort::cli {
 // Flags shared by the commands, grouped for `retort help`.
 extern const std::vector<std::string> kDataFlags;
 extern const std::vector<std::string> kModelFlags;
-extern const std::vector<std::string> kTrainingFlags;
+// The training loop's flags (TrainingLoopOptions), which every training
+// command takes.
+extern const std::vector<std::string> kLoopFlags;
+extern const std::vector<std::string> kTrainingFlags;  // classifiers: kLoopFlags and theirs
 extern const std::vector<std::string> kDistillFlags;
 extern const std::vector<std::string> kRemoteTeacherFlags;  // --teacher_address and its client
 extern const std::vector<std::string> kTeacherServeFlags;   // retort teacher serve

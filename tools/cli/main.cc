@@ -30,47 +30,14 @@ std::vector<std::string> Concat(std::initializer_list<std::vector<std::string>> 
   return all;
 }
 
-// The flags `lm train` and `lm chain` share.
-const std::vector<std::string> kLmTrainingFlags = {"data",
-                                                   "seq_len",
-                                                   "model",
-                                                   "steps",
-                                                   "batch_size",
-                                                   "optimizer",
-                                                   "lr",
-                                                   "momentum",
-                                                   "warmup",
-                                                   "min_lr_ratio",
-                                                   "weight_decay",
-                                                   "clip_grad_norm",
-                                                   "seed",
-                                                   "teacher",
-                                                   "top_k",
-                                                   "temperature",
-                                                   "alpha",
-                                                   "divergence",
-                                                   "skew",
-                                                   "feature_weight",
-                                                   "match",
-                                                   "feature_loss",
-                                                   "adapter",
-                                                   "eval_every",
-                                                   "eval_sequences",
-                                                   "out_dir",
-                                                   "resume",
-                                                   "overwrite",
-                                                   "checkpoint_every_steps",
-                                                   "keep_checkpoints",
-                                                   "log_every_steps",
-                                                   "teacher_prefetch",
-                                                   "threads",
-                                                   "grad_accum_steps",
-                                                   "backend",
-                                                   "dist_timeout",
-                                                   "bucket_mb",
-                                                   "stop_signal",
-                                                   "device",
-                                                   "testonly_crash_while_checkpointing_step"};
+// The flags `lm train` and `lm chain` share: the loop's and the language
+// model's.
+std::vector<std::string> LmTrainingFlags() {
+  return Concat({{"data", "seq_len", "model", "steps", "seed", "teacher", "top_k", "temperature",
+                  "alpha", "divergence", "skew", "feature_weight", "match", "feature_loss",
+                  "adapter", "eval_every", "eval_sequences", "teacher_prefetch", "threads"},
+                 kLoopFlags});
+}
 
 std::vector<std::string> Without(const std::vector<std::string>& flags,
                                  const std::vector<std::string>& drop) {
@@ -166,14 +133,14 @@ const std::vector<Command>& Commands() {
        "Train a Llama-family language model on prepared tokens, from scratch or distilled "
        "from a teacher (--teacher DIR in process, or --teachers servers) with top-k targets.",
        Concat({{"init_from", "init_layers", "stop_after_steps"},
-               kLmTrainingFlags,
+               LmTrainingFlags(),
                LmRemoteTeacherFlags()}),
        &RunLmTrain},
       {"lm chain",
        "Teacher-assistant chain for language models: distill --teacher (a Llama directory, "
        "or --teachers) into --assistant_model (OUT/assistant), then --model from the "
        "assistant (OUT/student); chain.json.",
-       Concat({{"assistant_model", "assistant_steps"}, kLmTrainingFlags, LmRemoteTeacherFlags()}),
+       Concat({{"assistant_model", "assistant_steps"}, LmTrainingFlags(), LmRemoteTeacherFlags()}),
        &RunLmChain},
       {"generate",
        "Sample text from a language-model checkpoint (a Llama directory).",
