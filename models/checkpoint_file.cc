@@ -86,7 +86,8 @@ absl::Status OpenArchive(const std::string& path, OpenedArchive& opened) {
 }
 
 absl::StatusOr<ModelSpec> SpecOf(const std::string& path, const OpenedArchive& opened) {
-  absl::StatusOr<ModelSpec> spec = ModelSpec::FromJson(opened.meta.value("model", nlohmann::json()));
+  absl::StatusOr<ModelSpec> spec =
+      ModelSpec::FromJson(opened.meta.value("model", nlohmann::json()));
   if (!spec.ok()) {
     return absl::DataLossError(absl::StrCat(path, ": ", spec.status().message()));
   }
@@ -153,8 +154,8 @@ absl::StatusOr<nlohmann::json> ReadCheckpointInto(const std::string& path, Class
   RETORT_ASSIGN_OR_RETURN(ModelSpec spec, SpecOf(path, opened));
   if (spec != model.spec()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("checkpoint ", path, " holds a ", spec.Describe(),
-                     " but this run builds a ", model.spec().Describe(),
+        absl::StrCat("checkpoint ", path, " holds a ", spec.Describe(), " but this run builds a ",
+                     model.spec().Describe(),
                      "; use a checkpoint of the same architecture or change "
                      "the model flags"));
   }
@@ -171,10 +172,15 @@ absl::StatusOr<nlohmann::json> ReadModuleCheckpointInto(const std::string& path,
   RETORT_RETURN_IF_ERROR(OpenArchive(path, opened));
   const nlohmann::json held = opened.meta.value("model", nlohmann::json());
   if (held != model_json) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("checkpoint ", path, " holds the model ", held.dump(),
-                     " but this run builds ", model_json.dump(),
-                     "; use a checkpoint of the same architecture or change the model flags"));
+    // Classifiers are named as the model flags spell them ("mlp 784-64-10").
+    absl::StatusOr<ModelSpec> held_spec = ModelSpec::FromJson(held);
+    absl::StatusOr<ModelSpec> built_spec = ModelSpec::FromJson(model_json);
+    const bool specs = held_spec.ok() && built_spec.ok();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", path, " holds ",
+        specs ? "a " + held_spec->Describe() : "the model " + held.dump(), " but this run builds ",
+        specs ? "a " + built_spec->Describe() : model_json.dump(),
+        "; use a checkpoint of the same architecture or change the model flags"));
   }
   RETORT_RETURN_IF_ERROR(LoadModel(path, opened, model));
   if (read_extra) RETORT_RETURN_IF_ERROR(read_extra(opened.archive));

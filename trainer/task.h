@@ -28,14 +28,16 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "checkpoint/training_checkpoint.h"
 #include "models/hidden_layer.h"
 #include "retort/v1/teacher.pb.h"
 #include "trainer/feature_matching.h"
-#include "trainer/training_checkpoint.h"
+
+namespace retort::distributed {
+class Communicator;
+}  // namespace retort::distributed
 
 namespace retort::trainer {
-
-class Communicator;
 
 // One step's batch as the task prepared it, its teacher answer (if any) on
 // the way. Task-defined; the loop only counts its rows.
@@ -102,17 +104,18 @@ class Task {
   // Evaluates on the validation set: rank `rank` of `world_size` takes its
   // share and `communicator` (null for one rank) sums the counts. A
   // collective: every rank calls it at the same step.
-  virtual absl::StatusOr<TaskEvaluation> Evaluate(Communicator* communicator, int rank,
+  virtual absl::StatusOr<TaskEvaluation> Evaluate(distributed::Communicator* communicator, int rank,
                                                   int world_size) = 0;
   // Whether the loop keeps best.pt (the best-scoring evaluation's weights).
   virtual bool keeps_best() const { return false; }
 
   // Training checkpoints in the task's format (the architecture it records).
   virtual absl::Status SaveCheckpoint(const std::string& path, torch::optim::Optimizer& optimizer,
-                                      const TrainingState& state, const AdapterState& adapters) = 0;
-  virtual absl::StatusOr<TrainingState> LoadCheckpoint(const std::string& path,
-                                                       torch::optim::Optimizer& optimizer,
-                                                       const AdapterState& adapters) = 0;
+                                      const checkpoint::TrainingState& state,
+                                      const checkpoint::AdapterState& adapters) = 0;
+  virtual absl::StatusOr<checkpoint::TrainingState> LoadCheckpoint(
+      const std::string& path, torch::optim::Optimizer& optimizer,
+      const checkpoint::AdapterState& adapters) = 0;
 
   // At the end of a completed run, on rank 0 only: writes what the task
   // ships (e.g. the model in Hugging Face's layout) under `out_dir` and

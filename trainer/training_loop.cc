@@ -8,16 +8,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "checkpoint/checkpoint_store.h"
 #include "common/file_util.h"
 #include "common/metrics_writer.h"
 #include "common/progress.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
 #include "data/sampler.h"
+#include "distributed/communicator.h"
 #include "models/checkpoint_file.h"
 #include "trainer/batch_pipeline.h"
-#include "trainer/checkpoint_store.h"
-#include "trainer/communicator.h"
 
 namespace retort::trainer {
 namespace {
@@ -176,9 +176,9 @@ absl::StatusOr<std::unique_ptr<TrainingLoop>> TrainingLoop::Create(TrainingLoopO
     }
   }
   if (o.communicator != nullptr) RETORT_RETURN_IF_ERROR(o.communicator->Barrier());
-  RETORT_ASSIGN_OR_RETURN(
-      t->checkpoints_,
-      CheckpointStore::Create({.dir = CheckpointsDir(o.out_dir), .keep_last = o.keep_checkpoints}));
+  RETORT_ASSIGN_OR_RETURN(t->checkpoints_,
+                          checkpoint::CheckpointStore::Create(
+                              {.dir = CheckpointsDir(o.out_dir), .keep_last = o.keep_checkpoints}));
   RETORT_ASSIGN_OR_RETURN(std::vector<int64_t> complete, t->checkpoints_->CompleteSteps());
   if (o.resume) {
     RETORT_RETURN_IF_ERROR(t->Resume());
@@ -223,7 +223,7 @@ std::string TrainingLoop::RankFile() const {
 
 absl::Status TrainingLoop::Resume() {
   std::vector<std::string> warnings;
-  RETORT_ASSIGN_OR_RETURN(std::optional<CheckpointStore::Checkpoint> latest,
+  RETORT_ASSIGN_OR_RETURN(std::optional<checkpoint::CheckpointStore::Checkpoint> latest,
                           checkpoints_->Latest(&warnings));
   for (const std::string& warning : warnings) {
     std::fprintf(stderr, "[%s] warning: %s\n", options_.label.c_str(), warning.c_str());
@@ -236,10 +236,10 @@ absl::Status TrainingLoop::Resume() {
   const std::string path = latest->dir + "/" + RankFile();
   // The model was built (and the generator seeded) exactly as in the original
   // run; the checkpoint overwrites weights, optimizer state and generator.
-  RETORT_ASSIGN_OR_RETURN(TrainingState loaded,
+  RETORT_ASSIGN_OR_RETURN(checkpoint::TrainingState loaded,
                           task_->LoadCheckpoint(path, *optimizer_, Adapters()));
   RETORT_RETURN_IF_ERROR(
-      CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
+      checkpoint::CheckResumable(path, loaded, state_.config, state_.teacher_weights_sha256));
   RETORT_RETURN_IF_ERROR(sampler_->Restore(loaded.sampler));
   if (loaded.step != latest->step ||
       loaded.step !=
@@ -363,9 +363,9 @@ absl::Status TrainingLoop::WriteCheckpoint() {
   // Rank 0 opens the staging directory, every rank writes its file (its own
   // generator state; model and optimizer are the same on all), rank 0
   // commits once all have written.
-  Communicator* comm = world_size_ > 1 ? options_.communicator.get() : nullptr;
+  distributed::Communicator* comm = world_size_ > 1 ? options_.communicator.get() : nullptr;
   if (comm != nullptr) RETORT_RETURN_IF_ERROR(CheckRanksAgree());
-  std::unique_ptr<CheckpointStore::Pending> pending;
+  std::unique_ptr<checkpoint::CheckpointStore::Pending> pending;
   if (Leader()) {
     RETORT_ASSIGN_OR_RETURN(pending, checkpoints_->Begin(state_.step));
   }
@@ -469,8 +469,8 @@ absl::Status TrainingLoop::EndEpoch(int64_t epoch, double epoch_seconds) {
   state_.epoch_steps = 0;
   RETORT_RETURN_IF_ERROR(WriteCheckpoint());
   if (best && Leader()) {
-    RETORT_RETURN_IF_ERROR(
-        task_->SaveCheckpoint(BestPath(options_.out_dir), *optimizer_, state_, AdapterState{}));
+    RETORT_RETURN_IF_ERROR(task_->SaveCheckpoint(BestPath(options_.out_dir), *optimizer_, state_,
+                                                 checkpoint::AdapterState{}));
   }
   return absl::OkStatus();
 }

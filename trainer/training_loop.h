@@ -37,11 +37,11 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "checkpoint/training_checkpoint.h"
 #include "common/clock.h"
 #include "trainer/feature_matching.h"
 #include "trainer/optimizer.h"
 #include "trainer/task.h"
-#include "trainer/training_checkpoint.h"
 
 namespace retort {
 class MetricsWriter;
@@ -50,11 +50,16 @@ class ShuffleSampler;
 }
 }  // namespace retort
 
-namespace retort::trainer {
-
+namespace retort::checkpoint {
 class CheckpointStore;
+}  // namespace retort::checkpoint
+
+namespace retort::distributed {
 class Communicator;
 class GradientSync;
+}  // namespace retort::distributed
+
+namespace retort::trainer {
 
 struct TrainingLoopOptions {
   OptimizerOptions optimizer;
@@ -82,7 +87,7 @@ struct TrainingLoopOptions {
   // match them (the loop adds the world size and data sizes).
   nlohmann::json config;
   // Data parallelism: the ranks' communicator (null: this process alone).
-  std::shared_ptr<Communicator> communicator;
+  std::shared_ptr<distributed::Communicator> communicator;
   int64_t bucket_bytes = int64_t{25} << 20;  // gradient all-reduce buckets
   // Preemption: polled after every step; once it returns true on any rank,
   // every rank finishes that step, the run writes a checkpoint and Run
@@ -141,7 +146,7 @@ class TrainingLoop {
 
   Task& task() { return *task_; }
   FeatureAdapters* adapters() { return adapters_.get(); }
-  const TrainingState& state() const { return state_; }
+  const checkpoint::TrainingState& state() const { return state_; }
   int64_t total_steps() const { return total_steps_; }
 
  private:
@@ -161,7 +166,7 @@ class TrainingLoop {
   // collective with several ranks).
   absl::StatusOr<bool> StopRequested();
   std::vector<torch::Tensor> TrainedParameters();
-  AdapterState Adapters() { return {adapters_.get(), adapter_optimizer_.get()}; }
+  checkpoint::AdapterState Adapters() { return {adapters_.get(), adapter_optimizer_.get()}; }
   std::string RankFile() const;
   bool Leader() const { return rank_ == 0; }
 
@@ -172,11 +177,12 @@ class TrainingLoop {
   std::unique_ptr<torch::optim::Optimizer> adapter_optimizer_;
   std::unique_ptr<data::ShuffleSampler> sampler_;  // at the next step to train
   std::unique_ptr<MetricsWriter> metrics_;
-  std::unique_ptr<CheckpointStore> checkpoints_;
-  std::unique_ptr<GradientSync> gradient_sync_;  // with a communicator of world size > 1
+  std::unique_ptr<checkpoint::CheckpointStore> checkpoints_;
+  std::unique_ptr<distributed::GradientSync>
+      gradient_sync_;  // with a communicator of world size > 1
   int rank_ = 0;
   int world_size_ = 1;
-  TrainingState state_;
+  checkpoint::TrainingState state_;
   int64_t total_steps_ = 0;
   int64_t checkpointed_step_ = -1;
   std::string last_checkpoint_dir_;

@@ -39,6 +39,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/remote_teacher_client.h"
+#include "client/teacher_channel.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "models/classifier.h"
 #include "retort/v1/teacher.grpc.pb.h"
@@ -47,15 +49,13 @@
 #include "teacher/wire_codec.h"
 #include "tests/teacher/test_certs.h"
 #include "tests/teacher/test_teachers.h"
-#include "trainer/remote_teacher_client.h"
-#include "trainer/teacher_channel.h"
 
 namespace retort::teacher {
 namespace {
 
+using client::RemoteTeacherClient;
 using ::google::protobuf::util::MessageDifferencer;
 using ::testing::HasSubstr;
-using trainer::RemoteTeacherClient;
 using Health = ::grpc::health::v1::Health;
 using HealthCheckRequest = ::grpc::health::v1::HealthCheckRequest;
 using HealthCheckResponse = ::grpc::health::v1::HealthCheckResponse;
@@ -1294,10 +1294,10 @@ TEST_F(TeacherServerSecurityTest, TokenOverPlaintextNeedsExplicitConsent) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
   EXPECT_THAT(refused.status().message(), HasSubstr("--allow_insecure_token"));
 
-  trainer::TeacherChannelOptions channel;
+  client::TeacherChannelOptions channel;
   channel.auth_token = "t0ken";
   absl::StatusOr<std::shared_ptr<grpc::Channel>> refused_channel =
-      trainer::CreateTeacherChannel("127.0.0.1:1", channel);
+      client::CreateTeacherChannel("127.0.0.1:1", channel);
   EXPECT_EQ(refused_channel.status().code(), absl::StatusCode::kFailedPrecondition)
       << refused_channel.status();
   EXPECT_THAT(refused_channel.status().message(), HasSubstr("--teacher_insecure_token"));

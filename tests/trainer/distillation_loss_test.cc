@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "trainer/distillation_loss.h"
+#include "trainer/classifier/distillation_loss.h"
 
 namespace retort::trainer {
 namespace {

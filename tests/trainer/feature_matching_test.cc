@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "tests/trainer/fake_teacher_client.h"
+#include "tests/client/fake_teacher_client.h"
 #include "tests/trainer/synthetic_data.h"
-#include "trainer/trainer.h"
+#include "trainer/classifier/classifier_trainer.h"
 
 namespace retort::trainer {
 namespace {
@@ -201,7 +201,7 @@ TEST(FeatureAdaptersTest, GradientsMatchFiniteDifferences) {
   }
 }
 
-// --- Trainer ---------------------------------------------------------------------------
+// --- ClassifierTrainer ---------------------------------------------------------------------------
 
 class FeatureMatchingTrainerTest : public ::testing::Test {
  protected:
@@ -215,8 +215,8 @@ class FeatureMatchingTrainerTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  TrainerOptions Options(const std::string& name) {
-    TrainerOptions o;
+  ClassifierTrainerOptions Options(const std::string& name) {
+    ClassifierTrainerOptions o;
     o.model.input_shape = {1, 4, 4};
     o.model.hidden = {32};
     o.model.dropout = 0.2;
@@ -233,7 +233,7 @@ class FeatureMatchingTrainerTest : public ::testing::Test {
   }
 
   // A two-layer teacher exposing both hidden layers.
-  static std::shared_ptr<FakeTeacherClient> Teacher() {
+  static std::shared_ptr<client::FakeTeacherClient> Teacher() {
     at::Generator gen = at::detail::createCPUGenerator(77);
     const torch::Tensor a = torch::randn({16, 24}, gen) * 0.5;
     const torch::Tensor b = torch::randn({24, 12}, gen) * 0.3;
@@ -242,14 +242,15 @@ class FeatureMatchingTrainerTest : public ::testing::Test {
       torch::Tensor h0 = torch::tanh(x.flatten(1).matmul(a));
       return std::map<std::string, torch::Tensor>{{"h0", h0}, {"h1", torch::tanh(h0.matmul(b))}};
     };
-    auto teacher = std::make_shared<FakeTeacherClient>(
+    auto teacher = std::make_shared<client::FakeTeacherClient>(
         [hidden, c](const torch::Tensor& x) { return hidden(x).at("h1").matmul(c); });
     teacher->SetHidden({{"h0", {24}}, {"h1", {12}}}, hidden);
     return teacher;
   }
 
-  absl::StatusOr<TrainResult> Train(const TrainerOptions& o, std::unique_ptr<Trainer>* keep) {
-    auto trainer = Trainer::Create(o, train_, validation_, Teacher());
+  absl::StatusOr<ClassifierTrainResult> Train(const ClassifierTrainerOptions& o,
+                                              std::unique_ptr<ClassifierTrainer>* keep) {
+    auto trainer = ClassifierTrainer::Create(o, train_, validation_, Teacher());
     if (!trainer.ok()) return trainer.status();
     auto result = (*trainer)->Run();
     *keep = std::move(*trainer);
@@ -261,10 +262,10 @@ class FeatureMatchingTrainerTest : public ::testing::Test {
 };
 
 TEST_F(FeatureMatchingTrainerTest, AdaptersTrainAndLiveOnlyInTrainingCheckpoints) {
-  TrainerOptions o = Options("features");
+  ClassifierTrainerOptions o = Options("features");
   o.log_every_steps = 1;
-  std::unique_ptr<Trainer> trainer;
-  absl::StatusOr<TrainResult> result = Train(o, &trainer);
+  std::unique_ptr<ClassifierTrainer> trainer;
+  absl::StatusOr<ClassifierTrainResult> result = Train(o, &trainer);
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_NE(trainer->adapters(), nullptr);
   EXPECT_THAT(Describe(trainer->adapters()->pairs()), ElementsAre("fc0:h1"));
@@ -298,21 +299,21 @@ TEST_F(FeatureMatchingTrainerTest, AdaptersTrainAndLiveOnlyInTrainingCheckpoints
 }
 
 TEST_F(FeatureMatchingTrainerTest, ResumedRunMatchesUninterruptedRunBitForBit) {
-  TrainerOptions whole_options = Options("whole");
+  ClassifierTrainerOptions whole_options = Options("whole");
   whole_options.features.match = "s0:t0:0.5,fc0:h1";
-  std::unique_ptr<Trainer> whole;
+  std::unique_ptr<ClassifierTrainer> whole;
   ASSERT_TRUE(Train(whole_options, &whole).ok());
 
-  TrainerOptions first = Options("split");
+  ClassifierTrainerOptions first = Options("split");
   first.features.match = whole_options.features.match;
   first.stop_after_steps = 27;
-  std::unique_ptr<Trainer> interrupted;
+  std::unique_ptr<ClassifierTrainer> interrupted;
   ASSERT_TRUE(Train(first, &interrupted).ok());
-  TrainerOptions second = first;
+  ClassifierTrainerOptions second = first;
   second.stop_after_steps = 0;
   second.resume = true;
-  std::unique_ptr<Trainer> resumed;
-  absl::StatusOr<TrainResult> rest = Train(second, &resumed);
+  std::unique_ptr<ClassifierTrainer> resumed;
+  absl::StatusOr<ClassifierTrainResult> rest = Train(second, &resumed);
   ASSERT_TRUE(rest.ok()) << rest.status();
   EXPECT_EQ(rest->resumed_from_step, 27);
 
@@ -327,37 +328,37 @@ TEST_F(FeatureMatchingTrainerTest, ResumedRunMatchesUninterruptedRunBitForBit) {
   }
 
   // Resuming with another mapping is refused.
-  TrainerOptions other = first;
+  ClassifierTrainerOptions other = first;
   other.features.match = "fc0:h0";
   other.resume = true;
-  std::unique_ptr<Trainer> refused;
-  absl::StatusOr<TrainResult> mismatch = Train(other, &refused);
+  std::unique_ptr<ClassifierTrainer> refused;
+  absl::StatusOr<ClassifierTrainResult> mismatch = Train(other, &refused);
   EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kFailedPrecondition);
   // So is resuming without feature matching (another objective).
-  TrainerOptions without = first;
+  ClassifierTrainerOptions without = first;
   without.features = FeatureMatchOptions();
   without.resume = true;
-  absl::StatusOr<TrainResult> dropped = Train(without, &refused);
+  absl::StatusOr<ClassifierTrainResult> dropped = Train(without, &refused);
   EXPECT_EQ(dropped.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(dropped.status().message(), HasSubstr("features"));
 }
 
 TEST_F(FeatureMatchingTrainerTest, MappingToALayerTheTeacherLacksIsAClearError) {
-  TrainerOptions o = Options("bad");
+  ClassifierTrainerOptions o = Options("bad");
   o.features.match = "s0:t7";
-  auto trainer = Trainer::Create(o, train_, validation_, Teacher());
+  auto trainer = ClassifierTrainer::Create(o, train_, validation_, Teacher());
   ASSERT_EQ(trainer.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(trainer.status().message(), HasSubstr("the teacher has no layer 't7'"));
   EXPECT_THAT(trainer.status().message(), HasSubstr("t0=h0 [24], t1=h1 [12]"));
 
   // A teacher without hidden layers.
   o.features.match = "";
-  auto plain = std::make_shared<FakeTeacherClient>(
+  auto plain = std::make_shared<client::FakeTeacherClient>(
       [](const torch::Tensor& x) { return x.flatten(1).narrow(1, 0, 10); });
-  trainer = Trainer::Create(o, train_, validation_, plain);
+  trainer = ClassifierTrainer::Create(o, train_, validation_, plain);
   EXPECT_THAT(trainer.status().message(), HasSubstr("exposes none"));
   // No teacher at all.
-  trainer = Trainer::Create(o, train_, validation_, nullptr);
+  trainer = ClassifierTrainer::Create(o, train_, validation_, nullptr);
   EXPECT_THAT(trainer.status().message(), HasSubstr("there is no teacher"));
 }
 

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "teacher/wire_codec.h"
-#include "trainer/distillation_loss.h"
-#include "trainer/lm_distillation_loss.h"
+#include "trainer/classifier/distillation_loss.h"
+#include "trainer/lm/lm_distillation_loss.h"
 
 namespace retort::trainer {
 namespace {

@@ -1,7 +1,7 @@
 // LmTrainer on synthetic token shards (no tokenizer needed, so it also runs
 // in sanitizer builds): learning, distillation from an in-process Llama
 // teacher, exact resume, and the teacher checks.
-#include "trainer/lm_trainer.h"
+#include "trainer/lm/lm_trainer.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,17 +11,17 @@
 #include <filesystem>
 #include <thread>
 
+#include "client/in_process_teacher_client.h"
 #include "common/file_util.h"
 #include "common/free_port.h"
 #include "data/token_sequences.h"
 #include "data/token_shard.h"
+#include "distributed/c10d_communicator.h"
 #include "models/checkpoint_file.h"
 #include "models/llama_checkpoint.h"
 #include "models/sliced_llama.h"
 #include "student/slice.h"
 #include "teacher/llama_teacher.h"
-#include "trainer/c10d_communicator.h"
-#include "trainer/in_process_teacher_client.h"
 
 namespace retort::trainer {
 namespace {
@@ -84,7 +84,7 @@ class LmTrainerTest : public ::testing::Test {
   }
 
   // A 2-layer teacher trained briefly on the same data.
-  std::shared_ptr<TeacherClient> Teacher(int64_t top_k) {
+  std::shared_ptr<client::TeacherClient> Teacher(int64_t top_k) {
     if (teacher_model_ == nullptr) {
       LmTrainerOptions o = Options("teacher");
       o.model.hidden_size = 64;
@@ -99,9 +99,9 @@ class LmTrainerTest : public ::testing::Test {
       EXPECT_TRUE(loaded.ok()) << loaded.status();
       teacher_model_ = *loaded;
     }
-    return std::make_shared<InProcessTeacherClient>(
+    return std::make_shared<client::InProcessTeacherClient>(
         teacher::LlamaTeacher::FromModel(teacher_model_, "tok-sha"),
-        InProcessTeacherClient::Options{.top_k = top_k});
+        client::InProcessTeacherClient::Options{.top_k = top_k});
   }
 
   fs::path dir_;
@@ -205,7 +205,8 @@ TEST_F(LmTrainerTest, RecoversASlicedModelByDistillation) {
   auto before = EvaluateLm(**sliced, *valid_, {});
   ASSERT_TRUE(before.ok()) << before.status();
   auto teacher = [&] {
-    return std::make_shared<InProcessTeacherClient>(teacher::LlamaTeacher::FromModel(*dense, ""));
+    return std::make_shared<client::InProcessTeacherClient>(
+        teacher::LlamaTeacher::FromModel(*dense, ""));
   };
 
   LmTrainerOptions r = Options("recover");
@@ -261,9 +262,9 @@ TEST_F(LmTrainerTest, RefusesATeacherOfAnotherVocabularyOrTokenizer) {
   LmTrainerOptions o = Options("wrong");
   models::LlamaConfig bigger = o.model;
   bigger.vocab_size = kVocab + 10;
-  auto other = std::make_shared<InProcessTeacherClient>(
+  auto other = std::make_shared<client::InProcessTeacherClient>(
       teacher::LlamaTeacher::FromModel(std::make_shared<models::LlamaModel>(bigger), ""),
-      InProcessTeacherClient::Options{.top_k = 4});
+      client::InProcessTeacherClient::Options{.top_k = 4});
   auto t = LmTrainer::Create(o, train_, valid_, other);
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -292,7 +293,7 @@ double MaxDifference(models::CausalLm& a, models::CausalLm& b) {
 }
 
 TEST_F(LmTrainerTest, AccumulationOverMicroBatchesMatchesTheWholeBatch) {
-  std::shared_ptr<TeacherClient> teacher = Teacher(8);
+  std::shared_ptr<client::TeacherClient> teacher = Teacher(8);
   LmTrainerOptions o = Options("whole");
   o.steps = 12;
   o.log_every_steps = 0;
@@ -343,14 +344,15 @@ TEST_F(LmTrainerTest, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
   std::vector<std::thread> threads;
   for (int rank = 0; rank < 2; ++rank) {
     // Each rank asks its own teacher, as each rank streams from the pool.
-    std::shared_ptr<TeacherClient> teacher = Teacher(8);
+    std::shared_ptr<client::TeacherClient> teacher = Teacher(8);
     threads.emplace_back([&, rank, teacher] {
-      C10dCommunicator::Options c;
+      distributed::C10dCommunicator::Options c;
       c.rendezvous.master_port = port;
       c.rendezvous.rank = rank;
       c.rendezvous.world_size = 2;
       c.timeout = absl::Seconds(60);
-      absl::StatusOr<std::unique_ptr<C10dCommunicator>> communicator = C10dCommunicator::Create(c);
+      absl::StatusOr<std::unique_ptr<distributed::C10dCommunicator>> communicator =
+          distributed::C10dCommunicator::Create(c);
       ASSERT_TRUE(communicator.ok()) << communicator.status();
       LmTrainerOptions r = o;
       r.out_dir = Path("two");

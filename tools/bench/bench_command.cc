@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "client/remote_teacher_client.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "models/checkpoint_file.h"
@@ -27,7 +28,6 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/teacher_process.h"
-#include "trainer/remote_teacher_client.h"
 
 // Without --checkpoint the bench serves a freshly initialised teacher of
 // --teacher_arch/--teacher_hidden (throughput does not depend on what the
@@ -47,7 +47,7 @@ const std::vector<std::string> kBenchFlags = {
 
 namespace {
 
-using trainer::RemoteTeacherClient;
+using client::RemoteTeacherClient;
 
 double Percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;

@@ -19,26 +19,25 @@
 // random ids: throughput does not depend on what they say.
 #include <algorithm>
 #include <cstdio>
-#include <deque>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "client/in_process_teacher_client.h"
+#include "client/remote_teacher_client.h"
+#include "client/teacher_client.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
+#include "data/dataset.h"
 #include "models/llama_checkpoint.h"
 #include "teacher/llama_teacher.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/teacher_process.h"
-#include "trainer/in_process_teacher_client.h"
-#include "trainer/lm_distillation_loss.h"
-#include "trainer/optimizer.h"
-#include "trainer/remote_teacher_client.h"
-#include "trainer/teacher_client.h"
+#include "trainer/lm/lm_trainer.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(int64_t, seq_len);
@@ -99,64 +98,55 @@ struct StudentRun {
   }
 };
 
-// Student training steps for `duration` with `teacher` (may be null),
-// requests for the next `depth` steps in flight.
+// Student training throughput, measured on the one training loop
+// (LmTrainer, as `retort lm train` runs it) over random token sequences:
+// a run of a few steps times a step, then a run sized to last about
+// `duration`, whose tokens/s (teacher waits included, evaluation and the
+// final checkpoint excluded) is the answer. `teacher` may be null; the
+// teacher is asked `depth` steps ahead.
 absl::StatusOr<double> StudentTokensPerSecond(const models::LlamaConfig& config,
-                                              trainer::TeacherClient* teacher, int64_t batch,
-                                              int64_t length, int depth, absl::Duration duration) {
+                                              std::shared_ptr<client::TeacherClient> teacher,
+                                              int64_t batch, int64_t length, int depth,
+                                              absl::Duration duration, const std::string& out_dir) {
   torch::manual_seed(1);
-  models::LlamaModel student(config);
-  student.train();
-  trainer::OptimizerOptions o;
-  o.kind = "adamw";
-  o.learning_rate = 1e-3;
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::Optimizer> optimizer,
-                          trainer::CreateOptimizer(o, student.parameters()));
-  trainer::LmLossOptions loss;
-  loss.alpha = teacher != nullptr ? 0.5 : 0.0;
-  struct Step {
-    torch::Tensor tokens, labels;
-    trainer::TeacherClient::TargetsFuture answer;
+  const int64_t sequences = batch * 8;
+  auto data = std::make_shared<data::TensorDataset>(
+      RandomTokens(config.vocab_size, sequences, length),
+      RandomTokens(config.vocab_size, sequences, length), config.vocab_size);
+  auto run = [&](int64_t steps) -> absl::StatusOr<trainer::LmTrainResult> {
+    trainer::LmTrainerOptions o;
+    o.model = config;
+    o.steps = steps;
+    o.batch_size = batch;
+    o.teacher_prefetch = std::max(1, depth);
+    o.optimizer.kind = "adamw";
+    o.optimizer.learning_rate = 1e-3;
+    o.loss.alpha = teacher != nullptr ? 0.5 : 0.0;
+    o.eval_sequences = 1;
+    o.log_every_steps = 0;
+    o.out_dir = out_dir;
+    o.overwrite = true;
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::LmTrainer> trainer,
+                            trainer::LmTrainer::Create(o, data, data, teacher));
+    return trainer->Run();
   };
-  std::deque<Step> queue;
-  auto refill = [&] {
-    while (static_cast<int>(queue.size()) < std::max(1, depth)) {
-      Step s;
-      const torch::Tensor seq = RandomTokens(config.vocab_size, batch, length + 1);
-      s.tokens = seq.narrow(1, 0, length).contiguous();
-      s.labels = seq.narrow(1, 1, length).contiguous();
-      if (teacher != nullptr) s.answer = teacher->SubmitTargets(s.tokens, loss.temperature, {});
-      queue.push_back(std::move(s));
-    }
-  };
-  return Rate(duration, [&]() -> absl::StatusOr<int64_t> {
-    refill();
-    Step s = std::move(queue.front());
-    queue.pop_front();
-    std::optional<teacher::TopKLogProbs> targets;
-    if (teacher != nullptr) {
-      const absl::StatusOr<trainer::TeacherClient::Targets>& answer = s.answer.get();
-      RETORT_RETURN_IF_ERROR(answer.status());
-      targets = answer->TopK();
-    }
-    RETORT_RETURN_IF_ERROR(TorchCall("training step", [&] {
-      optimizer->zero_grad();
-      trainer::LmLossTerms t = trainer::LmDistillationLoss(
-          student.forward(s.tokens), targets ? &*targets : nullptr, s.labels, loss);
-      t.total.backward();
-      optimizer->step();
-    }));
-    return batch * length;
-  });
+  constexpr int64_t kProbeSteps = 3;
+  RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult probe, run(kProbeSteps));
+  const double step_seconds = probe.train_seconds / std::max<int64_t>(1, probe.steps);
+  const auto steps =
+      static_cast<int64_t>(absl::ToDoubleSeconds(duration) / std::max(step_seconds, 1e-6));
+  RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult result,
+                          run(std::max<int64_t>(kProbeSteps, steps)));
+  return result.tokens_per_second;
 }
 
-absl::StatusOr<std::unique_ptr<trainer::RemoteTeacherClient>> Connect(
+absl::StatusOr<std::unique_ptr<client::RemoteTeacherClient>> Connect(
     const std::string& address, const teacher::OutputSpec& output) {
-  trainer::RemoteTeacherClient::Options o;
+  client::RemoteTeacherClient::Options o;
   o.address = address;
   o.output = output;
   o.output.keep_top_k = true;
-  return trainer::RemoteTeacherClient::Create(o);
+  return client::RemoteTeacherClient::Create(o);
 }
 
 }  // namespace
@@ -251,10 +241,10 @@ absl::Status RunBenchLm() {
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TeacherProcess> server, TeacherProcess::Start(serve));
   const teacher::OutputSpec topk{v1::OUTPUT_TOP_K, top_k > 0 ? top_k : 64, v1::DTYPE_BFLOAT16};
   {
-    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::RemoteTeacherClient> client,
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<client::RemoteTeacherClient> client,
                             Connect(server->address(), topk));
     const torch::Tensor tokens = RandomTokens(teacher_config.vocab_size, batch, length);
-    std::deque<trainer::RemoteTeacherClient::AnswerFuture> in_flight;
+    std::deque<client::RemoteTeacherClient::AnswerFuture> in_flight;
     Log(absl::StrCat("teacher server, ", topk.Describe(), ", 4 requests in flight"));
     RETORT_ASSIGN_OR_RETURN(double rate, Rate(duration, [&]() -> absl::StatusOr<int64_t> {
                               while (in_flight.size() < 4) {
@@ -280,7 +270,7 @@ absl::Status RunBenchLm() {
                                         {v1::OUTPUT_TOP_K, 64, v1::DTYPE_BFLOAT16},
                                         {v1::OUTPUT_TOP_K, 16, v1::DTYPE_BFLOAT16},
                                         {v1::OUTPUT_TOP_K, 8, v1::DTYPE_BFLOAT16}}) {
-    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::RemoteTeacherClient> client,
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<client::RemoteTeacherClient> client,
                             Connect(server->address(), spec));
     const torch::Tensor tokens = RandomTokens(teacher_config.vocab_size, batch, length);
     constexpr int kRequests = 4;
@@ -299,7 +289,8 @@ absl::Status RunBenchLm() {
   {
     Log("student, labels only");
     RETORT_ASSIGN_OR_RETURN(
-        double rate, StudentTokensPerSecond(student_config, nullptr, batch, length, 1, duration));
+        double rate, StudentTokensPerSecond(student_config, nullptr, batch, length, 1, duration,
+                                            scratch + "/student"));
     students.push_back(
         StudentRun{"none", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}.ToJson());
   }
@@ -308,19 +299,21 @@ absl::Status RunBenchLm() {
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
                             teacher::LlamaTeacher::Create(
                                 {.checkpoint_dir = checkpoint, .max_batch = batch, .bf16 = false}));
-    trainer::InProcessTeacherClient local(std::move(t), {.top_k = topk.top_k});
+    auto local = std::make_shared<client::InProcessTeacherClient>(
+        std::move(t), client::InProcessTeacherClient::Options{.top_k = topk.top_k});
     RETORT_ASSIGN_OR_RETURN(
-        double rate, StudentTokensPerSecond(student_config, &local, batch, length, 1, duration));
+        double rate, StudentTokensPerSecond(student_config, local, batch, length, 1, duration,
+                                            scratch + "/student"));
     students.push_back(
         StudentRun{"in process", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}.ToJson());
   }
   {
     Log(absl::StrCat("student, teacher server (", topk.Describe(), "), 2 steps ahead"));
-    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::RemoteTeacherClient> client,
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::RemoteTeacherClient> remote,
                             Connect(server->address(), topk));
-    trainer::RemoteTeacherClient& remote = *client;
     RETORT_ASSIGN_OR_RETURN(
-        double rate, StudentTokensPerSecond(student_config, &remote, batch, length, 2, duration));
+        double rate, StudentTokensPerSecond(student_config, remote, batch, length, 2, duration,
+                                            scratch + "/student"));
     students.push_back(
         StudentRun{"server", rate, rate * 3 * student_flops / 1e9 / peak["fp32"]}.ToJson());
   }

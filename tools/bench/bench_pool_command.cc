@@ -22,6 +22,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/endpoint_resolver.h"
+#include "client/in_process_teacher_client.h"
+#include "client/teacher_pool_client.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "teacher/native_teacher.h"
@@ -29,10 +32,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
 #include "tools/cli/teacher_process.h"
-#include "trainer/endpoint_resolver.h"
-#include "trainer/in_process_teacher_client.h"
-#include "trainer/teacher_pool_client.h"
-#include "trainer/trainer.h"
+#include "trainer/classifier/classifier_trainer.h"
 
 ABSL_FLAG(int64_t, bench_steps, 300, "Training steps per measurement.");
 ABSL_FLAG(int32_t, bench_teachers, 2, "Teacher server processes in the pool (at least 2).");
@@ -64,8 +64,9 @@ struct Measurement {
 
 class PoolBench {
  public:
-  PoolBench(trainer::TrainerOptions student, data::TrainValidationSplit data, int64_t steps,
-            std::string checkpoint, std::vector<std::string> teacher_flags, std::string scratch)
+  PoolBench(trainer::ClassifierTrainerOptions student, data::TrainValidationSplit data,
+            int64_t steps, std::string checkpoint, std::vector<std::string> teacher_flags,
+            std::string scratch)
       : student_(std::move(student)),
         data_(std::move(data)),
         steps_(steps),
@@ -74,9 +75,9 @@ class PoolBench {
         scratch_(std::move(scratch)) {}
 
   absl::StatusOr<Measurement> Train(const std::string& name,
-                                    std::shared_ptr<trainer::TeacherClient> teacher,
+                                    std::shared_ptr<client::TeacherClient> teacher,
                                     int64_t prefetch) {
-    trainer::TrainerOptions o = student_;
+    trainer::ClassifierTrainerOptions o = student_;
     const int64_t batches = (data_.train->size()) / o.batch_size;
     o.epochs = steps_ / std::max<int64_t>(batches, 1) + 1;
     o.stop_after_steps = steps_;
@@ -88,9 +89,10 @@ class PoolBench {
     o.label = name;
     if (teacher == nullptr) o.features = trainer::FeatureMatchOptions();  // hard labels
     Log(absl::StrCat(name, ": ", steps_, " steps of ", o.batch_size, " examples"));
-    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::Trainer> t,
-                            trainer::Trainer::Create(o, data_.train, data_.validation, teacher));
-    RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, t->Run());
+    RETORT_ASSIGN_OR_RETURN(
+        std::unique_ptr<trainer::ClassifierTrainer> t,
+        trainer::ClassifierTrainer::Create(o, data_.train, data_.validation, teacher));
+    RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainResult result, t->Run());
     Measurement m;
     m.name = name;
     m.samples_per_second = result.samples_per_second;
@@ -113,18 +115,18 @@ class PoolBench {
     return teachers;
   }
 
-  static absl::StatusOr<std::shared_ptr<trainer::TeacherPoolClient>> Pool(
+  static absl::StatusOr<std::shared_ptr<client::TeacherPoolClient>> Pool(
       const std::vector<std::unique_ptr<TeacherProcess>>& teachers) {
     std::vector<std::string> addresses;
     for (const auto& t : teachers) addresses.push_back(t->address());
-    trainer::TeacherPoolClient::Options o;
+    client::TeacherPoolClient::Options o;
     RETORT_ASSIGN_OR_RETURN(o.resolver,
-                            trainer::CreateEndpointResolver(absl::StrJoin(addresses, ",")));
+                            client::CreateEndpointResolver(absl::StrJoin(addresses, ",")));
     o.endpoint.connect_timeout = absl::Seconds(60);
     o.verbose = false;
-    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::TeacherPoolClient> pool,
-                            trainer::TeacherPoolClient::Create(o));
-    return std::shared_ptr<trainer::TeacherPoolClient>(std::move(pool));
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<client::TeacherPoolClient> pool,
+                            client::TeacherPoolClient::Create(o));
+    return std::shared_ptr<client::TeacherPoolClient>(std::move(pool));
   }
 
   // Trains against a fresh pool and sends `signo` to one teacher once a third
@@ -132,7 +134,7 @@ class PoolBench {
   absl::StatusOr<nlohmann::json> Failover(int n, int signo, int64_t prefetch) {
     RETORT_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<TeacherProcess>> teachers,
                             StartTeachers(n));
-    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherPoolClient> pool, Pool(teachers));
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherPoolClient> pool, Pool(teachers));
     std::atomic<bool> done{false};
     absl::Time signalled = absl::InfiniteFuture();
     std::thread killer([&] {
@@ -150,7 +152,7 @@ class PoolBench {
     killer.join();
     if (signo == SIGSTOP) teachers[0]->Signal(SIGCONT).IgnoreError();
     RETORT_RETURN_IF_ERROR(m.status());
-    const trainer::TeacherPoolClient::Stats stats = pool->stats();
+    const client::TeacherPoolClient::Stats stats = pool->stats();
     nlohmann::json row = m->ToJson();
     row["signal"] = signal_name;
     row["resent"] = stats.resent;
@@ -169,7 +171,7 @@ class PoolBench {
   }
 
  private:
-  const trainer::TrainerOptions student_;
+  const trainer::ClassifierTrainerOptions student_;
   const data::TrainValidationSplit data_;
   const int64_t steps_;
   const std::string checkpoint_;
@@ -189,7 +191,7 @@ absl::Status RunBenchPool() {
   const std::string scratch = absl::GetFlag(FLAGS_work_dir) + "/bench_pool";
   RETORT_RETURN_IF_ERROR(MakeDirs(scratch));
   RETORT_ASSIGN_OR_RETURN(std::string checkpoint, BenchTeacherCheckpoint(scratch));
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainerOptions student, TrainerOptionsFromFlags());
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainerOptions student, TrainerOptionsFromFlags());
   RETORT_ASSIGN_OR_RETURN(data::TrainValidationSplit data,
                           data::LoadFashionMnistTrain(DataOptionsFromFlags()));
   const std::vector<std::string> teacher_flags = absl::GetFlag(FLAGS_bench_teacher_flags);
@@ -209,7 +211,7 @@ absl::Status RunBenchPool() {
     RETORT_ASSIGN_OR_RETURN(
         Measurement m,
         bench.Train("in-process teacher",
-                    std::make_shared<trainer::InProcessTeacherClient>(std::move(local)), 0));
+                    std::make_shared<client::InProcessTeacherClient>(std::move(local)), 0));
     rows.push_back(m);
   }
   {
@@ -218,7 +220,7 @@ absl::Status RunBenchPool() {
     std::vector<std::unique_ptr<TeacherProcess>> one;
     one.push_back(std::move(teachers[0]));
     {
-      RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherPoolClient> pool,
+      RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherPoolClient> pool,
                               PoolBench::Pool(one));
       RETORT_ASSIGN_OR_RETURN(Measurement a, bench.Train("pool of 1, no prefetch", pool, 0));
       rows.push_back(a);
@@ -228,7 +230,7 @@ absl::Status RunBenchPool() {
       rows.push_back(b);
     }
     teachers[0] = std::move(one[0]);
-    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherPoolClient> pool,
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherPoolClient> pool,
                             PoolBench::Pool(teachers));
     RETORT_ASSIGN_OR_RETURN(Measurement c,
                             bench.Train(absl::StrCat("pool of ", n, ", no prefetch"), pool, 0));

@@ -14,7 +14,7 @@ in-memory tensor, batches gathered with index_select) and thread count as
 --mode=lm is a Llama (RMSNorm, rotary attention, SwiGLU, tied embeddings) as
 `retort lm train` builds it, trained on next-token cross-entropy, or
 distilled from a Llama teacher's top-k log-probabilities plus the tail
-mass (the k + 1 bucket forward KL of trainer/lm_distillation_loss.h), with
+mass (the k + 1 bucket forward KL of trainer/lm/lm_distillation_loss.h), with
 AdamW, the cosine schedule and gradient clipping at 1.
 
 Prints one JSON line: {"mode", "samples_per_second", ...}. Uses Debian's

@@ -31,7 +31,7 @@ namespace retort::cli {
 
 absl::Status RunChain() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainerOptions student, TrainerOptionsFromFlags());
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainerOptions student, TrainerOptionsFromFlags());
   const std::string out_dir = student.out_dir;
   if (out_dir.empty()) {
     return absl::InvalidArgumentError(
@@ -47,14 +47,14 @@ absl::Status RunChain() {
         "retort chain does not take --stop_after_steps (the assistant must finish before the "
         "student learns from it); interrupt it and rerun with --resume=auto instead");
   }
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::Communicator> communicator,
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<distributed::Communicator> communicator,
                           CommunicatorFromFlags());
   if (communicator != nullptr) {
     return absl::FailedPreconditionError(
         "retort chain runs in one process; under a launcher, run its stages as separate "
         "`retort distill` jobs (OUT/assistant, then OUT/student from OUT/assistant/best.pt)");
   }
-  trainer::TrainerOptions assistant = student;
+  trainer::ClassifierTrainerOptions assistant = student;
   RETORT_ASSIGN_OR_RETURN(
       assistant.model,
       ModelSpecFrom("assistant_", absl::GetFlag(FLAGS_assistant_arch),
@@ -92,14 +92,15 @@ absl::Status RunChain() {
 
   // Stage 1: teacher -> assistant.
   RETORT_ASSIGN_OR_RETURN(std::string target, TeacherTargetFromFlags());
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher,
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher,
                           OpenTeacher(absl::GetFlag(FLAGS_teacher), target));
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainResult first, TrainModel(assistant, data, teacher));
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainResult first,
+                          TrainModel(assistant, data, teacher));
   teacher.reset();
   // Stage 2: assistant (in this process) -> student.
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> assistant_teacher,
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> assistant_teacher,
                           OpenTeacher(first.best_checkpoint, ""));
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainResult second,
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainResult second,
                           TrainModel(student, data, assistant_teacher));
 
   RETORT_ASSIGN_OR_RETURN(CheckpointReport assistant_test,

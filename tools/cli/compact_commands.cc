@@ -26,8 +26,8 @@
 #include "student/slice.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
-#include "trainer/evaluate.h"
-#include "trainer/lm_evaluate.h"
+#include "trainer/classifier/evaluate.h"
+#include "trainer/lm/lm_evaluate.h"
 
 // Defined with the language-model commands (lm_commands.cc).
 ABSL_DECLARE_FLAG(std::string, data);

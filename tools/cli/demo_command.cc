@@ -18,7 +18,7 @@
 #include "tools/cli/flags.h"
 #include "tools/cli/pipeline.h"
 #include "tools/cli/teacher_process.h"
-#include "trainer/evaluate.h"
+#include "trainer/classifier/evaluate.h"
 
 namespace retort::cli {
 namespace {
@@ -66,9 +66,9 @@ TeacherCache CheckTeacher(const std::string& dir, const nlohmann::json& config, 
 }
 
 absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
-                                   const trainer::TrainerOptions& student_options,
+                                   const trainer::ClassifierTrainerOptions& student_options,
                                    const data::TrainValidationSplit& data) {
-  trainer::TrainerOptions o = student_options;
+  trainer::ClassifierTrainerOptions o = student_options;
   RETORT_ASSIGN_OR_RETURN(o.model, ModelSpecFrom("teacher_", absl::GetFlag(FLAGS_teacher_arch),
                                                  absl::GetFlag(FLAGS_teacher_hidden),
                                                  absl::GetFlag(FLAGS_teacher_dropout),
@@ -104,7 +104,7 @@ absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
     case TeacherCache::kInterrupted:
       break;
   }
-  absl::StatusOr<trainer::TrainResult> trained = TrainModel(o, data, nullptr);
+  absl::StatusOr<trainer::ClassifierTrainResult> trained = TrainModel(o, data, nullptr);
   if (absl::IsFailedPrecondition(trained.status())) {
     // An interrupted teacher from other settings: start it afresh.
     std::fprintf(stderr, "[teacher] cannot resume (%s); training anew\n",
@@ -112,7 +112,7 @@ absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
     o.resume = false;
     trained = TrainModel(o, data, nullptr);
   }
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, std::move(trained));
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainResult result, std::move(trained));
   stage.train_seconds = result.train_seconds;
   stage.samples_per_second = result.samples_per_second;
   stage.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -125,10 +125,10 @@ absl::StatusOr<Stage> TeacherStage(const std::string& work_dir, bool quick,
   return stage;
 }
 
-absl::StatusOr<Stage> StudentStage(const std::string& name, trainer::TrainerOptions o,
+absl::StatusOr<Stage> StudentStage(const std::string& name, trainer::ClassifierTrainerOptions o,
                                    const std::string& work_dir,
                                    const data::TrainValidationSplit& data,
-                                   std::shared_ptr<trainer::TeacherClient> teacher) {
+                                   std::shared_ptr<client::TeacherClient> teacher) {
   o.out_dir = work_dir + "/" + name;
   o.label = name;
   o.resume = false;
@@ -137,7 +137,8 @@ absl::StatusOr<Stage> StudentStage(const std::string& name, trainer::TrainerOpti
   stage.name = name;
   stage.checkpoint = o.out_dir + "/best.pt";
   const absl::Time start = absl::Now();
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, TrainModel(o, data, std::move(teacher)));
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainResult result,
+                          TrainModel(o, data, std::move(teacher)));
   stage.train_seconds = result.train_seconds;
   stage.samples_per_second = result.samples_per_second;
   stage.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -171,7 +172,7 @@ absl::Status RunDemo() {
   if (quick) work_dir += "/quick";  // never clobbers the full run's teacher
   RETORT_RETURN_IF_ERROR(MakeDirs(work_dir));
 
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainerOptions student, TrainerOptionsFromFlags());
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainerOptions student, TrainerOptionsFromFlags());
   const data::FashionMnistOptions data_options = DataOptionsFromFlags();
   if (quick) student.epochs = kQuickStudentEpochs;
   RETORT_ASSIGN_OR_RETURN(data::TrainValidationSplit data,
@@ -183,7 +184,7 @@ absl::Status RunDemo() {
   RETORT_ASSIGN_OR_RETURN(Stage teacher_stage, TeacherStage(work_dir, quick, student, data));
   stages.push_back(teacher_stage);
 
-  trainer::TrainerOptions scratch = student;
+  trainer::ClassifierTrainerOptions scratch = student;
   scratch.features = trainer::FeatureMatchOptions();  // hard labels only
   RETORT_ASSIGN_OR_RETURN(Stage scratch_stage,
                           StudentStage("scratch", scratch, work_dir, data, nullptr));
@@ -207,7 +208,7 @@ absl::Status RunDemo() {
   }
   {
     RETORT_ASSIGN_OR_RETURN(
-        std::shared_ptr<trainer::TeacherClient> teacher,
+        std::shared_ptr<client::TeacherClient> teacher,
         OpenTeacher(teacher_stage.checkpoint, server != nullptr ? server->address() : ""));
     RETORT_ASSIGN_OR_RETURN(Stage distilled_stage,
                             StudentStage("distilled", student, work_dir, data, teacher));

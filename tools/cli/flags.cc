@@ -15,8 +15,8 @@
 #include "common/status_macros.h"
 #include "common/stop_signal.h"
 #include "common/torch_status.h"
+#include "distributed/c10d_communicator.h"
 #include "models/checkpoint_file.h"
-#include "trainer/c10d_communicator.h"
 
 // Data.
 ABSL_FLAG(std::string, data_dir, retort::data::kDefaultFashionMnistDir,
@@ -295,9 +295,9 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::st
   return token;
 }
 
-absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(
+absl::StatusOr<client::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(
     const std::string& address) {
-  trainer::RemoteTeacherClient::Options o;
+  client::RemoteTeacherClient::Options o;
   o.address = address;
   RETORT_ASSIGN_OR_RETURN(o.output,
                           teacher::OutputSpec::Parse(absl::GetFlag(FLAGS_teacher_output),
@@ -329,10 +329,10 @@ absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFl
   return o;
 }
 
-absl::StatusOr<trainer::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
+absl::StatusOr<client::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
     const std::string& target) {
-  trainer::TeacherPoolClient::Options o;
-  RETORT_ASSIGN_OR_RETURN(o.resolver, trainer::CreateEndpointResolver(target, "teachers"));
+  client::TeacherPoolClient::Options o;
+  RETORT_ASSIGN_OR_RETURN(o.resolver, client::CreateEndpointResolver(target, "teachers"));
   RETORT_ASSIGN_OR_RETURN(o.endpoint, RemoteTeacherOptionsFromFlags(target));
   o.connect_timeout = o.endpoint.connect_timeout;
   const double wait = absl::GetFlag(FLAGS_teacher_wait);
@@ -347,14 +347,15 @@ absl::StatusOr<trainer::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
   return o;
 }
 
-absl::StatusOr<std::shared_ptr<trainer::Communicator>> CommunicatorFromFlags() {
+absl::StatusOr<std::shared_ptr<distributed::Communicator>> CommunicatorFromFlags() {
   const std::string backend = absl::GetFlag(FLAGS_backend);
   if (backend != "auto" && backend != "gloo" && backend != "nccl") {
     return absl::InvalidArgumentError(
         absl::StrCat("--backend must be auto, gloo or nccl, got '", backend, "'"));
   }
-  RETORT_ASSIGN_OR_RETURN(trainer::Rendezvous rendezvous, trainer::Rendezvous::FromEnvironment());
-  if (rendezvous.world_size == 1) return std::shared_ptr<trainer::Communicator>();
+  RETORT_ASSIGN_OR_RETURN(distributed::Rendezvous rendezvous,
+                          distributed::Rendezvous::FromEnvironment());
+  if (rendezvous.world_size == 1) return std::shared_ptr<distributed::Communicator>();
   if (backend == "nccl") {
     return absl::FailedPreconditionError(
         "--backend=nccl needs a LibTorch built with CUDA; this build's LibTorch is CPU-only: "
@@ -365,12 +366,12 @@ absl::StatusOr<std::shared_ptr<trainer::Communicator>> CommunicatorFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--dist_timeout must be positive, got ", timeout));
   }
-  trainer::C10dCommunicator::Options options;
+  distributed::C10dCommunicator::Options options;
   options.rendezvous = rendezvous;
   options.timeout = absl::Seconds(timeout);
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::C10dCommunicator> communicator,
-                          trainer::C10dCommunicator::Create(options));
-  return std::shared_ptr<trainer::Communicator>(std::move(communicator));
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<distributed::C10dCommunicator> communicator,
+                          distributed::C10dCommunicator::Create(options));
+  return std::shared_ptr<distributed::Communicator>(std::move(communicator));
 }
 
 absl::StatusOr<std::string> TeacherTargetFromFlags() {
@@ -464,8 +465,8 @@ absl::StatusOr<torch::Device> DeviceFromFlags() {
   return *device;
 }
 
-absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags() {
-  trainer::TrainerOptions o;
+absl::StatusOr<trainer::ClassifierTrainerOptions> TrainerOptionsFromFlags() {
+  trainer::ClassifierTrainerOptions o;
   o.init_from = absl::GetFlag(FLAGS_init_from);
   if (!o.init_from.empty()) {
     // The checkpoint's own architecture (a pruned model's smaller one).

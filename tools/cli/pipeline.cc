@@ -3,24 +3,25 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
+#include "client/caching_teacher_client.h"
+#include "client/in_process_teacher_client.h"
+#include "client/teacher_pool_client.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "distributed/communicator.h"
 #include "models/checkpoint_file.h"
 #include "student/student.h"
 #include "teacher/native_teacher.h"
 #include "tools/cli/flags.h"
-#include "trainer/caching_teacher_client.h"
-#include "trainer/communicator.h"
-#include "trainer/in_process_teacher_client.h"
-#include "trainer/teacher_pool_client.h"
 
 namespace retort::cli {
 
-absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& options,
-                                                const data::TrainValidationSplit& data,
-                                                std::shared_ptr<trainer::TeacherClient> teacher) {
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::Trainer> t,
-                          trainer::Trainer::Create(options, data.train, data.validation, teacher));
+absl::StatusOr<trainer::ClassifierTrainResult> TrainModel(
+    const trainer::ClassifierTrainerOptions& options, const data::TrainValidationSplit& data,
+    std::shared_ptr<client::TeacherClient> teacher) {
+  RETORT_ASSIGN_OR_RETURN(
+      std::unique_ptr<trainer::ClassifierTrainer> t,
+      trainer::ClassifierTrainer::Create(options, data.train, data.validation, teacher));
   const int world = options.communicator == nullptr ? 1 : options.communicator->world_size();
   const bool leader = options.communicator == nullptr || options.communicator->rank() == 0;
   if (leader) {
@@ -34,7 +35,7 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
                                     : ", hard labels",
                  world > 1 ? absl::StrCat(", ", world, " ranks (c10d gloo)").c_str() : "");
   }
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainResult result, t->Run());
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainResult result, t->Run());
   if (result.preempted) {
     return PreemptedAfter(options.label, result.steps, result.last_checkpoint);
   }
@@ -48,19 +49,19 @@ absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& o
   return result;
 }
 
-absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& checkpoint,
-                                                                    const std::string& address) {
+absl::StatusOr<std::shared_ptr<client::TeacherClient>> OpenTeacher(const std::string& checkpoint,
+                                                                   const std::string& address) {
   const int64_t cache_mb = absl::GetFlag(FLAGS_teacher_cache_mb);
   if (cache_mb < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--teacher_cache_mb must be >= 0, got ", cache_mb));
   }
-  std::shared_ptr<trainer::TeacherClient> client;
+  std::shared_ptr<client::TeacherClient> client;
   if (!address.empty()) {
-    RETORT_ASSIGN_OR_RETURN(trainer::TeacherPoolClient::Options options,
+    RETORT_ASSIGN_OR_RETURN(client::TeacherPoolClient::Options options,
                             TeacherPoolOptionsFromFlags(address));
-    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<trainer::TeacherPoolClient> pool,
-                            trainer::TeacherPoolClient::Create(options));
+    RETORT_ASSIGN_OR_RETURN(std::unique_ptr<client::TeacherPoolClient> pool,
+                            client::TeacherPoolClient::Create(options));
     const v1::GetInfoResponse info = pool->info();
     const v1::TeacherFingerprint& fp = info.fingerprint();
     std::fprintf(stderr, "[teacher] %s at %s (weights %s, %s, %s)\n", fp.architecture().c_str(),
@@ -74,11 +75,11 @@ absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::s
     }
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::NativeTeacher> native,
                             teacher::NativeTeacher::Create({.checkpoint_path = checkpoint}));
-    client = std::make_shared<trainer::InProcessTeacherClient>(std::move(native));
+    client = std::make_shared<client::InProcessTeacherClient>(std::move(native));
   }
   if (cache_mb == 0) return client;
-  return std::make_shared<trainer::CachingTeacherClient>(
-      client, trainer::CachingTeacherClient::Options{.capacity_bytes = cache_mb << 20});
+  return std::make_shared<client::CachingTeacherClient>(
+      client, client::CachingTeacherClient::Options{.capacity_bytes = cache_mb << 20});
 }
 
 nlohmann::json CheckpointReport::ToJson() const {

@@ -8,24 +8,24 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "client/teacher_client.h"
 #include "data/fashion_mnist.h"
-#include "trainer/evaluate.h"
-#include "trainer/teacher_client.h"
-#include "trainer/trainer.h"
+#include "trainer/classifier/classifier_trainer.h"
+#include "trainer/classifier/evaluate.h"
 
 namespace retort::cli {
 
 // Trains with `options` (teacher may be null) and prints where results went.
-absl::StatusOr<trainer::TrainResult> TrainModel(const trainer::TrainerOptions& options,
-                                                const data::TrainValidationSplit& data,
-                                                std::shared_ptr<trainer::TeacherClient> teacher);
+absl::StatusOr<trainer::ClassifierTrainResult> TrainModel(
+    const trainer::ClassifierTrainerOptions& options, const data::TrainValidationSplit& data,
+    std::shared_ptr<client::TeacherClient> teacher);
 
 // A TeacherClient for the teacher servers at `address` (--teachers syntax,
 // with the pool and remote-teacher flags), or, when `address` is empty, for
 // the checkpoint at `checkpoint` in this process; wrapped in the per-row
 // cache unless --teacher_cache_mb=0.
-absl::StatusOr<std::shared_ptr<trainer::TeacherClient>> OpenTeacher(const std::string& checkpoint,
-                                                                    const std::string& address);
+absl::StatusOr<std::shared_ptr<client::TeacherClient>> OpenTeacher(const std::string& checkpoint,
+                                                                   const std::string& address);
 
 struct CheckpointReport {
   std::string architecture;

@@ -15,14 +15,14 @@ namespace {
 
 absl::Status Train(bool distill) {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
-  RETORT_ASSIGN_OR_RETURN(trainer::TrainerOptions options, TrainerOptionsFromFlags());
+  RETORT_ASSIGN_OR_RETURN(trainer::ClassifierTrainerOptions options, TrainerOptionsFromFlags());
   options.label = distill ? "distill" : "train";
   if (options.out_dir.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("--out_dir must be set (where retort ",
                                                    options.label, " writes checkpoints)"));
   }
   RETORT_ASSIGN_OR_RETURN(options.communicator, CommunicatorFromFlags());
-  std::shared_ptr<trainer::TeacherClient> teacher;
+  std::shared_ptr<client::TeacherClient> teacher;
   if (distill) {
     RETORT_ASSIGN_OR_RETURN(std::string target, TeacherTargetFromFlags());
     RETORT_ASSIGN_OR_RETURN(teacher, OpenTeacher(absl::GetFlag(FLAGS_teacher), target));

@@ -25,8 +25,11 @@ def main():
     a = p.parse_args()
     root = os.path.abspath(a.root)
     files = {}
+    cmake_dirs = set()
     for d, dirs, names in os.walk(root):
         dirs[:] = [x for x in dirs if not x.startswith((".", "build"))]
+        if "CMakeLists.txt" in names and d != root:
+            cmake_dirs.add(os.path.relpath(d, root))
         for n in names:
             if n.endswith((".cc", ".h")):
                 path = os.path.relpath(os.path.join(d, n), root)
@@ -48,19 +51,25 @@ def main():
         for h in hs:
             count[h] = count.get(h, 0) + 1
     top = sorted(count.items(), key=lambda kv: -kv[1])[: a.top]
+    # Lines per library: each folder with its own CMakeLists.txt counts the
+    # files it holds itself (a nested library's files count for that one);
+    # tests/ counts whole.
+    libraries = sorted(d for d in cmake_dirs if not d.startswith("tests"))
     lines = {}
-    for folder in ("trainer", "tools/cli", "tools/bench", "teacher", "models", "student", "data",
-                   "common", "tests"):
-        total = 0
-        for f in files:
-            if f.startswith(folder + "/"):
-                total += sum(1 for _ in open(os.path.join(root, f), errors="ignore"))
-        lines[folder] = total
+    for f in files:
+        if not f.endswith((".cc", ".h")):
+            continue
+        owner = "tests" if f.startswith("tests/") else max(
+            (lib for lib in libraries if f.startswith(lib + "/")), key=len, default=None)
+        if owner is None:
+            continue
+        lines[owner] = lines.get(owner, 0) + sum(1 for _ in open(os.path.join(root, f),
+                                                                  errors="ignore"))
     out = {"translation_units": len(units),
            "most_included": [{"header": h, "units": n} for h, n in top],
            "lines": lines}
-    for name in ("teacher/teacher.h", "models/causal_lm.h", "trainer/teacher_client.h",
-                 "trainer/task.h", "trainer/training_loop.h", "trainer/trainer.h"):
+    for name in ("teacher/teacher.h", "models/causal_lm.h", "client/teacher_client.h",
+                 "trainer/task.h", "trainer/training_loop.h", "trainer/classifier/classifier_trainer.h"):
         if name in files:
             out.setdefault("selected", {})[name] = count.get(name, 0)
     print(json.dumps(out, indent=2))

@@ -1,0 +1,77 @@
+// TeacherClient: the one way a trainer asks a teacher for soft targets, for
+// every model family. A request is a batch of inputs (images, or token ids
+// [B, T]), a temperature and the hidden layers wanted for feature matching;
+// the answer is the teacher's log_softmax(logits / T) per row (per position
+// for language models, row-major), dense or in top-k form with the log of
+// the mass outside the top k, plus the hidden layers asked for.
+//
+// Implementations: InProcessTeacherClient (a teacher in this process),
+// TeacherPoolClient (one or many teacher servers over gRPC; gRPC stays in its
+// .cc files and RemoteTeacherClient), CachingTeacherClient (answers per row
+// remembered), and FakeTeacherClient for tests. Whether an answer is dense or
+// top-k is the client's output setting; Targets converts either way.
+//
+// SubmitTargets lets a caller ask ahead: it returns at once with a future,
+// and the caller consumes futures in its own order, so answers can arrive in
+// any order while training stays deterministic.
+#ifndef RETORT_CLIENT_TEACHER_CLIENT_H_
+#define RETORT_CLIENT_TEACHER_CLIENT_H_
+
+#include <future>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "retort/v1/teacher.pb.h"
+#include "teacher/top_k.h"
+
+namespace retort::client {
+
+class TeacherClient {
+ public:
+  virtual ~TeacherClient() = default;
+
+  // The soft targets of one request.
+  struct Targets {
+    // float32 [rows, classes] for a dense answer; undefined for a top-k one.
+    torch::Tensor log_probs;
+    // A top-k answer (indices defined): k log-probabilities per row and the
+    // log of the mass outside them.
+    teacher::TopKLogProbs top_k;
+    // The hidden layers asked for, float32 [B, ...layer shape].
+    std::map<std::string, torch::Tensor> hidden;
+
+    bool sparse() const { return top_k.indices.defined(); }
+    // Dense form; a top-k answer's tail mass is spread evenly over the
+    // classes outside its top k.
+    torch::Tensor Dense(int64_t classes) const;
+    // Top-k form; a dense answer is the k = classes case (tail -inf).
+    teacher::TopKLogProbs TopK() const;
+  };
+  using TargetsFuture = std::shared_future<absl::StatusOr<Targets>>;
+
+  // The fingerprint of the teacher answering; the trainer records it in its
+  // checkpoints and refuses to resume against a different teacher.
+  virtual absl::StatusOr<v1::TeacherFingerprint> Fingerprint() = 0;
+
+  // Asks for the targets of `inputs` at `temperature` and the teacher's
+  // hidden activations of `hidden_layers` (names from the fingerprint's
+  // hidden_layers). `inputs` must not be modified until the future is ready.
+  // The future may be deferred (its get() finishes the work): wait on it
+  // with get(), not wait_for().
+  virtual TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
+                                      const std::vector<std::string>& hidden_layers) = 0;
+
+  // Conveniences over SubmitTargets: dense log-probabilities, no hidden
+  // layers.
+  using LogProbsFuture = std::shared_future<absl::StatusOr<torch::Tensor>>;
+  LogProbsFuture Submit(const torch::Tensor& inputs, double temperature);
+  absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature);
+};
+
+}  // namespace retort::client
+
+#endif  // RETORT_CLIENT_TEACHER_CLIENT_H_

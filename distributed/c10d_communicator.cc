@@ -1,0 +1,133 @@
+#include "distributed/c10d_communicator.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
+#include "distributed/c10d_compat.h"
+
+namespace retort::distributed {
+
+struct C10dCommunicator::State {
+  Rendezvous rendezvous;
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+};
+
+namespace {
+
+constexpr int64_t kFirstBucketBytes = int64_t{1} << 20;  // PyTorch DDP's default
+
+class ReducerSync : public GradientSync {
+ public:
+  explicit ReducerSync(std::shared_ptr<c10d::Reducer> reducer) : reducer_(std::move(reducer)) {}
+  absl::Status PrepareForBackward(const torch::Tensor& output) override {
+    return TorchCall("preparing the gradient all-reduce", [&] {
+      // After the first backward, the buckets are rebuilt (once, agreed with
+      // rank 0) in the order the gradients actually became ready, so each
+      // bucket's all-reduce starts while backward computes the next.
+      reducer_->rebuild_buckets();
+      reducer_->prepare_for_backward({output});
+    });
+  }
+
+ private:
+  std::shared_ptr<c10d::Reducer> reducer_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(const Options& options) {
+  const Rendezvous& r = options.rendezvous;
+  auto state = std::make_unique<State>();
+  state->rendezvous = r;
+  const auto timeout = std::chrono::milliseconds(absl::ToInt64Milliseconds(options.timeout));
+  absl::Status joined = TorchCall("joining the trainer group", [&] {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<uint16_t>(r.master_port);
+    store_options.isServer = r.rank == 0 && !r.agent_hosts_store;
+    store_options.numWorkers = r.world_size;
+    // Every rank checks in when we host the store; torchrun's agent keeps
+    // its own count.
+    store_options.waitWorkers = !r.agent_hosts_store;
+    store_options.timeout = timeout;
+    // Our keys under their own prefix: a launcher's store holds its own.
+    state->store = c10::make_intrusive<c10d::PrefixStore>(
+        "retort", c10::make_intrusive<c10d::TCPStore>(r.master_addr, store_options));
+    auto group_options = c10d::ProcessGroupGloo::Options::create(timeout);
+    const std::string host =
+        options.interface_host.empty() ? r.master_addr : options.interface_host;
+    group_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+    state->group =
+        c10d_compat::GlooProcessGroup(state->store, r.rank, r.world_size,
+                                      c10::make_intrusive<c10d::ProcessGroupGloo>(
+                                          state->store, r.rank, r.world_size, group_options));
+  });
+  if (!joined.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "rank ", r.rank, " of ", r.world_size, " could not join the group at ", r.master_addr, ":",
+        r.master_port, " (", r.source, " rendezvous): ", joined.message()));
+  }
+  return std::unique_ptr<C10dCommunicator>(new C10dCommunicator(std::move(state)));
+}
+
+C10dCommunicator::C10dCommunicator(std::unique_ptr<State> state) : state_(std::move(state)) {}
+C10dCommunicator::~C10dCommunicator() = default;
+
+int C10dCommunicator::rank() const { return state_->rendezvous.rank; }
+int C10dCommunicator::world_size() const { return state_->rendezvous.world_size; }
+
+absl::Status C10dCommunicator::Broadcast(const std::vector<torch::Tensor>& tensors, int root) {
+  return TorchCall("broadcast", [&] {
+    torch::NoGradGuard no_grad;
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    for (const torch::Tensor& t : tensors) {
+      std::vector<at::Tensor> one = {t};
+      state_->group->broadcast(one, options)->wait();
+    }
+  });
+}
+
+absl::Status C10dCommunicator::AllReduceMean(const std::vector<torch::Tensor>& tensors) {
+  return TorchCall("all-reduce", [&] {
+    torch::NoGradGuard no_grad;
+    for (const torch::Tensor& t : tensors) {
+      std::vector<at::Tensor> one = {t};
+      state_->group->allreduce(one)->wait();
+      t.div_(world_size());
+    }
+  });
+}
+
+absl::Status C10dCommunicator::Barrier() {
+  return TorchCall("barrier", [&] { state_->group->barrier()->wait(); });
+}
+
+absl::StatusOr<std::unique_ptr<GradientSync>> C10dCommunicator::CreateGradientSync(
+    const std::vector<torch::Tensor>& parameters, int64_t bucket_bytes) {
+  std::shared_ptr<c10d::Reducer> reducer;
+  RETORT_RETURN_IF_ERROR(TorchCall("building the gradient buckets", [&] {
+    const std::vector<bool> dense(parameters.size(), false);
+    // As PyTorch's DDP: a small first bucket (the last layers' gradients,
+    // ready first) so communication starts early, then buckets of
+    // `bucket_bytes`; listed last layer first, the order backward produces
+    // them in.
+    const int64_t first_bucket = std::min<int64_t>(bucket_bytes, kFirstBucketBytes);
+    auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
+        parameters, {static_cast<size_t>(first_bucket), static_cast<size_t>(bucket_bytes)}, dense);
+    std::reverse(buckets.begin(), buckets.end());
+    std::reverse(limits.begin(), limits.end());
+    reducer = c10d_compat::MakeReducer(parameters, buckets, limits, state_->group, bucket_bytes,
+                                       first_bucket);
+  }));
+  return std::unique_ptr<GradientSync>(new ReducerSync(std::move(reducer)));
+}
+
+}  // namespace retort::distributed

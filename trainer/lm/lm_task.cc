@@ -1,0 +1,238 @@
+#include "trainer/lm/lm_task.h"
+
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "distributed/communicator.h"
+#include "models/checkpoint_file.h"
+#include "models/llama.h"
+#include "models/llama_checkpoint.h"
+#include "models/sliced_llama.h"
+
+namespace retort::trainer {
+namespace {
+
+struct LmBatch : TaskBatch {
+  torch::Tensor inputs;                          // int64 [B, T]
+  torch::Tensor labels;                          // int64 [B, T]
+  client::TeacherClient::TargetsFuture teacher;  // valid when the teacher was asked
+  client::TeacherClient::Targets targets;        // once AwaitTeacher returned
+  teacher::TopKLogProbs top_k;                   // its log-probabilities in top-k form
+  bool answered = false;
+  int64_t rows() const override { return inputs.size(0); }
+};
+
+// Rows [begin, end) of a per-position tensor of B * T rows, or of a
+// per-sequence one of B rows.
+torch::Tensor SequenceRows(const torch::Tensor& t, int64_t batch, int64_t length, int64_t begin,
+                           int64_t end) {
+  if (!t.defined()) return t;
+  if (t.size(0) == batch) return t.slice(0, begin, end);
+  return t.slice(0, begin * length, end * length);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LmTask>> LmTask::Create(
+    Options o, std::shared_ptr<const data::Dataset> train,
+    std::shared_ptr<const data::Dataset> validation,
+    std::shared_ptr<client::TeacherClient> teacher) {
+  if (teacher == nullptr) o.loss.alpha = 0.0;
+  RETORT_RETURN_IF_ERROR(o.model.Validate());
+  RETORT_RETURN_IF_ERROR(o.loss.Validate());
+  RETORT_RETURN_IF_ERROR(CheckDevice(o.device));
+  if (o.eval_batch_size < 1 || o.eval_sequences < 0) {
+    return absl::InvalidArgumentError(
+        "the evaluation batch must be at least 1 and --eval_sequences >= 0");
+  }
+  if (train == nullptr || validation == nullptr) {
+    return absl::InvalidArgumentError("training and validation data are required");
+  }
+  for (const auto* d : {train.get(), validation.get()}) {
+    if (d->example_shape().size() != 1 || d->num_classes() > o.model.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the token data (vocabulary ", d->num_classes(), ") does not fit the model (",
+          o.model.Describe(), "); set the model's vocab to the tokenizer's"));
+    }
+    if (d->example_shape()[0] > o.model.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequences of ", d->example_shape()[0], " tokens exceed the model's ",
+          o.model.max_position_embeddings, " positions; raise ctx or lower --seq_len"));
+    }
+  }
+  if (teacher != nullptr) {
+    RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, teacher->Fingerprint());
+    if (fingerprint.num_classes() != o.model.vocab_size) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the teacher's vocabulary has ", fingerprint.num_classes(), " tokens but the student's ",
+          o.model.vocab_size, "; distill with the tokenizer the teacher was trained with"));
+    }
+    if (!fingerprint.tokenizer_sha256().empty() && !o.tokenizer_sha256.empty() &&
+        fingerprint.tokenizer_sha256() != o.tokenizer_sha256) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the teacher's tokenizer (sha256 ", fingerprint.tokenizer_sha256().substr(0, 12),
+          ") is not the data's (", o.tokenizer_sha256.substr(0, 12),
+          "); prepare the data with the teacher's tokenizer.model"));
+    }
+  }
+  std::unique_ptr<LmTask> t(new LmTask());
+  torch::manual_seed(o.seed);
+  if (o.init_from.empty()) {
+    t->model_ = std::make_shared<models::LlamaModel>(o.model);
+  } else if (models::IsSlicedLlamaCheckpoint(o.init_from)) {
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::SlicedLlamaModel> sliced,
+                            models::LoadSlicedLlama(o.init_from));
+    if (sliced->config() != o.model || !o.init_layers.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(o.init_from, " is a sliced model (", sliced->config().Describe(), ", width ",
+                       sliced->width(), "); it trains whole: leave --model and --init_layers out"));
+    }
+    t->model_ = std::move(sliced);
+  } else {
+    RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> source,
+                            models::LoadLlamaCheckpoint(o.init_from));
+    RETORT_ASSIGN_OR_RETURN(t->model_, models::LlamaFromLayers(*source, o.model, o.init_layers));
+  }
+  t->model_->to(o.device);
+  t->sequence_length_ = train->example_shape()[0];
+  t->options_ = std::move(o);
+  t->train_ = std::move(train);
+  t->validation_ = std::move(validation);
+  t->teacher_ = std::move(teacher);
+  return t;
+}
+
+absl::StatusOr<v1::TeacherFingerprint> LmTask::TeacherFingerprint() {
+  if (teacher_ == nullptr) return absl::FailedPreconditionError("this run has no teacher");
+  return teacher_->Fingerprint();
+}
+
+std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, int64_t,
+                                           bool ask_teacher,
+                                           const std::vector<std::string>& hidden_layers) {
+  auto b = std::make_unique<LmBatch>();
+  data::Batch batch = train_->GetBatch(indices);
+  b->inputs = std::move(batch.inputs);
+  b->labels = std::move(batch.labels);
+  if (ask_teacher && teacher_ != nullptr) {
+    b->teacher = teacher_->SubmitTargets(b->inputs, options_.loss.temperature, hidden_layers);
+  }
+  // After the teacher has its (host) copy.
+  b->inputs = b->inputs.to(options_.device);
+  b->labels = b->labels.to(options_.device);
+  return b;
+}
+
+absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
+  auto& b = static_cast<LmBatch&>(batch);
+  if (!b.teacher.valid()) return absl::OkStatus();
+  const absl::StatusOr<client::TeacherClient::Targets>& answer = b.teacher.get();
+  if (!answer.ok()) return answer.status();
+  b.targets = *answer;
+  b.top_k = answer->TopK();
+  b.top_k.indices = b.top_k.indices.to(options_.device);
+  b.top_k.values = b.top_k.values.to(options_.device);
+  b.top_k.tail_log_mass = b.top_k.tail_log_mass.to(options_.device);
+  for (auto& [name, value] : b.targets.hidden) value = value.to(options_.device);
+  b.answered = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TaskLoss> LmTask::Loss(TaskBatch& batch, int64_t begin, int64_t end,
+                                      FeatureAdapters* adapters, double feature_weight) {
+  auto& b = static_cast<LmBatch&>(batch);
+  const int64_t rows = b.rows();
+  const int64_t length = b.inputs.size(1);
+  const bool whole = begin == 0 && end == rows;
+  const torch::Tensor inputs = whole ? b.inputs : b.inputs.slice(0, begin, end);
+  const torch::Tensor labels = whole ? b.labels : b.labels.slice(0, begin, end);
+  std::optional<teacher::TopKLogProbs> targets;
+  if (b.answered) {
+    const teacher::TopKLogProbs& all = b.top_k;
+    targets = whole
+                  ? all
+                  : teacher::TopKLogProbs{
+                        .indices = SequenceRows(all.indices, rows, length, begin, end),
+                        .values = SequenceRows(all.values, rows, length, begin, end),
+                        .tail_log_mass = SequenceRows(all.tail_log_mass, rows, length, begin, end)};
+  }
+  models::HiddenStates student_hidden;
+  const torch::Tensor logits =
+      adapters != nullptr
+          ? model_->ForwardWithHidden(inputs, adapters->student_layers(), &student_hidden)
+          : model_->forward(inputs);
+  LmLossTerms terms =
+      LmDistillationLoss(logits, targets ? &*targets : nullptr, labels, options_.loss);
+  TaskLoss loss{.objective = terms.total, .hard = terms.hard, .soft = terms.soft, .feature = {}};
+  if (adapters != nullptr) {
+    std::map<std::string, torch::Tensor> hidden;
+    for (const auto& [name, value] : b.targets.hidden) {
+      hidden[name] = whole ? value : SequenceRows(value, rows, length, begin, end);
+    }
+    FeatureAdapters::Terms f =
+        adapters->Loss(student_hidden, hidden, labels != options_.loss.ignore_index);
+    loss.objective = loss.objective + feature_weight * f.total;
+    loss.feature = f.total;
+  }
+  return loss;
+}
+
+absl::StatusOr<TaskEvaluation> LmTask::Evaluate(distributed::Communicator* communicator, int rank,
+                                                int world_size) {
+  RETORT_ASSIGN_OR_RETURN(LmEvalResult mine, EvaluateLm(*model_, *validation_,
+                                                        {.batch_size = options_.eval_batch_size,
+                                                         .max_sequences = options_.eval_sequences,
+                                                         .rank = rank,
+                                                         .world_size = world_size},
+                                                        teacher_.get()));
+  LmEvalResult all = mine;
+  if (world_size > 1) {
+    const double tokens = static_cast<double>(mine.tokens);
+    torch::Tensor sums =
+        torch::tensor({static_cast<double>(mine.sequences), tokens, mine.loss * tokens,
+                       mine.top1_accuracy * tokens, std::max(mine.teacher_agreement, 0.0) * tokens},
+                      torch::kFloat64);
+    RETORT_RETURN_IF_ERROR(communicator->AllReduceMean({sums}));
+    sums.mul_(world_size);
+    const auto v = sums.accessor<double, 1>();
+    all.sequences = std::llround(v[0]);
+    all.tokens = std::llround(v[1]);
+    const double n = std::max(v[1], 1.0);
+    all.loss = v[2] / n;
+    all.perplexity = std::exp(all.loss);
+    all.top1_accuracy = v[3] / n;
+    all.teacher_agreement = teacher_ != nullptr ? v[4] / n : -1;
+  }
+  last_evaluation_ = all;
+  std::string summary = absl::StrFormat("val perplexity %.3f (loss %.4f), top-1 %.3f",
+                                        all.perplexity, all.loss, all.top1_accuracy);
+  if (all.teacher_agreement >= 0) {
+    absl::StrAppendFormat(&summary, ", teacher agreement %.3f", all.teacher_agreement);
+  }
+  return TaskEvaluation{.json = all.ToJson(), .score = -all.loss, .summary = summary};
+}
+
+absl::Status LmTask::SaveCheckpoint(const std::string& path, torch::optim::Optimizer& optimizer,
+                                    const checkpoint::TrainingState& state,
+                                    const checkpoint::AdapterState& adapters) {
+  return checkpoint::SaveTrainingCheckpoint(path, *model_, model_->ShapeJson(), optimizer, state,
+                                            adapters);
+}
+
+absl::StatusOr<checkpoint::TrainingState> LmTask::LoadCheckpoint(
+    const std::string& path, torch::optim::Optimizer& optimizer,
+    const checkpoint::AdapterState& adapters) {
+  return checkpoint::LoadTrainingCheckpoint(path, *model_, model_->ShapeJson(), optimizer,
+                                            /*restore_rng=*/true, adapters);
+}
+
+absl::StatusOr<nlohmann::json> LmTask::Export(const std::string& out_dir) {
+  const std::string dir = out_dir + "/model";
+  RETORT_RETURN_IF_ERROR(model_->Save(dir, options_.tokenizer_model));
+  return nlohmann::json{{"model_dir", dir}};
+}
+
+}  // namespace retort::trainer
