@@ -8,33 +8,6 @@
 #include "tokenizer/unicode.h"
 
 namespace retort::tokenizer {
-namespace {
-
-// Oniguruma's \s is the White_Space property; ICU's leaves out U+000B and
-// U+0085. Rewrites \s and \S (outside and inside classes) to say so.
-std::string ToIcuSyntax(absl::string_view pattern) {
-  std::string out;
-  out.reserve(pattern.size() + 16);
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    if (pattern[i] == '\\' && i + 1 < pattern.size()) {
-      const char next = pattern[i + 1];
-      if (next == 's') {
-        out += "\\p{White_Space}";
-      } else if (next == 'S') {
-        out += "\\P{White_Space}";
-      } else {
-        out += pattern[i];
-        out += next;
-      }
-      ++i;
-    } else {
-      out += pattern[i];
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 Regex::~Regex() = default;
 
@@ -42,7 +15,8 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(absl::string_view pattern)
   if (pattern.empty()) return absl::InvalidArgumentError("empty regex pattern");
   UErrorCode status = U_ZERO_ERROR;
   UParseError parse_error;
-  const icu::UnicodeString icu_pattern = icu::UnicodeString::fromUTF8(ToIcuSyntax(pattern));
+  const icu::UnicodeString icu_pattern = icu::UnicodeString::fromUTF8(
+      icu::StringPiece(pattern.data(), static_cast<int32_t>(pattern.size())));
   std::unique_ptr<icu::RegexPattern> compiled(
       icu::RegexPattern::compile(icu_pattern, 0, parse_error, status));
   if (U_FAILURE(status) || compiled == nullptr) {

@@ -1,7 +1,7 @@
 // A regular expression with the semantics of the Oniguruma regexes Hugging
 // Face's tokenizers compiles for Split, Replace and ByteLevel (\p{L},
 // \p{N}, lookahead, (?i:...)), run by ICU. \s and \S mean the Unicode
-// White_Space property, as in Oniguruma. Immutable and thread-safe.
+// White_Space property in both. Immutable and thread-safe.
 #ifndef RETORT_TOKENIZER_REGEX_H_
 #define RETORT_TOKENIZER_REGEX_H_
 

@@ -156,6 +156,7 @@ const HARD = [
   '\u2581already\u2581metaspace', '\u0120G-with-dot', '<0x41> literal', '<unk> literal',
   'a'.repeat(300), 'ab '.repeat(200), 'supercalifragilisticexpialidocious'.repeat(10),
   'Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich.',
+  'a supercalifragilisticexpialidocious day', 'unreachableword', 'an unreachableword. Zwölf',
 ];
 
 // Text around a fixture's special tokens.
@@ -238,7 +239,17 @@ const nfc = { type: 'NFC' };
 const byteLevelDecoder = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true };
 const byteLevelPost = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true };
 
-const llama3Base = withAllBytes(train('llama3', null, llama3Pre));
+// Whole words in the vocabulary that no merge sequence reaches: with
+// ignore_merges (Llama 3) they come out as one token.
+function withWholeWords(base, words) {
+  const vocab = { ...base.vocab };
+  let next = Math.max(...Object.values(vocab)) + 1;
+  for (const w of words) if (!(w in vocab)) vocab[w] = next++;
+  return { vocab, merges: base.merges };
+}
+const WHOLE_WORDS = ['\u0120supercalifragilisticexpialidocious', 'unreachableword', '\u0120unreachableword',
+                     '\u0120Zw\u00c3\u00b6lf', '\u0120Boxk\u00c3\u00a4mpfer'];
+const llama3Base = withWholeWords(withAllBytes(train('llama3', null, llama3Pre)), WHOLE_WORDS);
 const qwen2Base = withAllBytes(train('qwen2', nfc, qwen2Pre));
 const gpt2Trained = train('gpt2', null, byteLevel(false, true));
 const metaspaceBase = sentencePieceVocab(train('metaspace', null, metaspace('always', true)));
