@@ -209,12 +209,12 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const nlohmann::json& 
   }
   impl->vocab.reserve(vocab->size());
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    if (!it.value().is_number_unsigned() ||
-        it.value().get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
+        it.value().get<int64_t>() > std::numeric_limits<int32_t>::max()) {
       return absl::InvalidArgumentError(absl::StrCat(
           kWhat, ": vocab entry '", it.key(), "' must map to an id in [0, 2^31)"));
     }
-    const auto id = static_cast<int32_t>(it.value().get<uint64_t>());
+    const auto id = static_cast<int32_t>(it.value().get<int64_t>());
     impl->vocab[it.key()] = id;
     impl->vocab_r[id] = it.key();
     impl->id_bound = std::max(impl->id_bound, id + 1);

@@ -1,6 +1,7 @@
 #include "tokenizer/post_processor.h"
 #include "absl/strings/string_view.h"
 
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -14,6 +15,11 @@ namespace retort::tokenizer {
 namespace {
 
 using Sequences = std::vector<std::vector<int32_t>>;
+
+bool IsId(const nlohmann::json& value) {
+  return value.is_number_integer() && value.get<int64_t>() >= 0 &&
+         value.get<int64_t>() <= std::numeric_limits<int32_t>::max();
+}
 
 // One template piece: a special token's ids, or sequence 0 (A) or 1 (B).
 struct Piece {
@@ -139,11 +145,11 @@ absl::StatusOr<std::vector<Piece>> ParseTemplate(
 absl::StatusOr<int32_t> TokenPairId(const nlohmann::json& config, const char* key,
                                     absl::string_view what) {
   const auto it = config.find(key);
-  if (it == config.end() || !it->is_array() || it->size() != 2 || !(*it)[1].is_number_unsigned()) {
+  if (it == config.end() || !it->is_array() || it->size() != 2 || !IsId((*it)[1])) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": field '", key,
                                                    "' must be [token, id]"));
   }
-  return static_cast<int32_t>((*it)[1].get<uint32_t>());
+  return static_cast<int32_t>((*it)[1].get<int64_t>());
 }
 
 }  // namespace
@@ -169,11 +175,11 @@ absl::StatusOr<std::unique_ptr<PostProcessor>> ParsePostProcessor(const nlohmann
         }
         std::vector<int32_t>& list = special_tokens[it.key()];
         for (const nlohmann::json& id : ids) {
-          if (!id.is_number_unsigned()) {
+          if (!IsId(id)) {
             return absl::InvalidArgumentError(
                 absl::StrCat(what, ": special token '", it.key(), "' has a bad id"));
           }
-          list.push_back(static_cast<int32_t>(id.get<uint32_t>()));
+          list.push_back(static_cast<int32_t>(id.get<int64_t>()));
         }
       }
     }
