@@ -8,7 +8,8 @@
 // ids (with and without skip_special_tokens), and compares each result with
 // the library's. Prints one summary line per fixture (with encode speed,
 // retort one string at a time on this thread vs. the npm library's
-// encode() awaited one string at a time) and the first mismatches; exits 1
+// single-threaded encodeBatch, both with a cold word cache) and the first
+// mismatches; exits 1
 // when anything differs.
 #include <chrono>
 #include <cstdio>

@@ -40,6 +40,7 @@ else
 fi
 cat "$SRC"/../../docs/*.md "$SRC"/../../README.md >> "$WORK/corpus.txt"
 mkdir -p "$WORK/fixtures"
-# The trainer draws progress lines on stdout.
-(cd "$NPM_DIR" && node make_references.mjs "$WORK/corpus.txt" "$WORK/fixtures" "$CORPUS_LINES" >/dev/null)
+# The trainer draws progress lines on stdout. One Rust thread, so that the
+# encode speed it reports compares with retort's single-threaded one.
+(cd "$NPM_DIR" && RAYON_NUM_THREADS=1 node make_references.mjs "$WORK/corpus.txt" "$WORK/fixtures" "$CORPUS_LINES" >/dev/null)
 "$COMPARE" "$WORK/fixtures"
