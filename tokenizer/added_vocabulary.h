@@ -10,8 +10,8 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
+#include "absl/strings/string_view.h"
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -41,8 +41,9 @@ class AddedVocabulary {
   // earlier added token) knows takes that id, others take fresh ids from the
   // model's vocabulary size up (the file's "id" fields are not used).
   // `normalizer` (may be null) gives the form normalized tokens are matched in.
-  static absl::StatusOr<std::unique_ptr<AddedVocabulary>> Create(
-      const nlohmann::json& added_tokens, const BpeModel& model, const Normalizer* normalizer);
+  static absl::StatusOr<std::unique_ptr<AddedVocabulary>> Create(const nlohmann::json& added_tokens,
+                                                                 const BpeModel& model,
+                                                                 const Normalizer* normalizer);
 
   // Splits `text` (valid UTF-8) into pieces: added tokens resolved to ids,
   // the rest normalized with `normalizer` (may be null).
@@ -53,9 +54,7 @@ class AddedVocabulary {
   // The string Decode uses for `id` (the normalized form for a normalized
   // token), or nullptr when `id` is not an added token.
   const std::string* IdToToken(int32_t id) const;
-  bool IsSpecial(absl::string_view token) const {
-    return special_.contains(token);
-  }
+  bool IsSpecial(absl::string_view token) const { return special_.contains(token); }
   // One more than the largest added id (0 when none).
   int32_t id_bound() const { return id_bound_; }
   int size() const { return static_cast<int>(by_content_.size()); }

@@ -130,9 +130,9 @@ std::vector<int32_t> BpeModel::Impl::MergeWord(absl::string_view word) const {
     if (index > 0) symbols.back().next = index;
     symbols.push_back({id, index - 1, -1, len});
   };
-  // A pending unknown character (id, byte length), emitted lazily so that
-  // consecutive ones can be fused.
-  std::optional<std::pair<int32_t, size_t>> unk;
+  // A pending unknown character's byte length (0: none), emitted lazily so
+  // that consecutive ones can be fused.
+  size_t pending_unk = 0;
   std::string key;
   for (size_t pos = 0; pos < word.size();) {
     const size_t start = pos;
@@ -143,9 +143,9 @@ std::vector<int32_t> BpeModel::Impl::MergeWord(absl::string_view word) const {
     key.append(word.data() + start, byte_len);
     if (pos == word.size()) key += end_of_word_suffix;
     if (auto it = vocab.find(key); it != vocab.end()) {
-      if (unk.has_value()) {
-        add(unk->first, unk->second);
-        unk.reset();
+      if (pending_unk > 0) {
+        add(unk_id, pending_unk);
+        pending_unk = 0;
       }
       add(it->second, byte_len);
       continue;
@@ -159,15 +159,15 @@ std::vector<int32_t> BpeModel::Impl::MergeWord(absl::string_view word) const {
       }
     }
     if (unk_token.has_value()) {
-      if (unk.has_value() && fuse_unk) {
-        unk->second += byte_len;
+      if (pending_unk > 0 && fuse_unk) {
+        pending_unk += byte_len;
       } else {
-        if (unk.has_value()) add(unk->first, unk->second);
-        unk = std::make_pair(unk_id, byte_len);
+        if (pending_unk > 0) add(unk_id, pending_unk);
+        pending_unk = byte_len;
       }
     }
   }
-  if (unk.has_value()) add(unk->first, unk->second);
+  if (pending_unk > 0) add(unk_id, pending_unk);
   MergeAll(&symbols);
   std::vector<int32_t> ids;
   ids.reserve(symbols.size());
@@ -211,8 +211,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const nlohmann::json& 
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
         it.value().get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kWhat, ": vocab entry '", it.key(), "' must map to an id in [0, 2^31)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(kWhat, ": vocab entry '", it.key(), "' must map to an id in [0, 2^31)"));
     }
     const auto id = static_cast<int32_t>(it.value().get<int64_t>());
     impl->vocab[it.key()] = id;
@@ -266,8 +266,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Parse(const nlohmann::json& 
                        a_it == impl->vocab.end() ? a : b, "' that is not in the vocabulary"));
     }
     if (b.size() < prefix_len) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kWhat, ": merge ", rank + 1, " token '", b, "' is shorter than the subword prefix"));
+      return absl::InvalidArgumentError(absl::StrCat(kWhat, ": merge ", rank + 1, " token '", b,
+                                                     "' is shorter than the subword prefix"));
     }
     const std::string merged = a + b.substr(prefix_len);
     auto merged_it = impl->vocab.find(merged);

@@ -49,8 +49,8 @@ class ByteLevelDecoder : public Decoder {
 
 class MetaspaceDecoder : public Decoder {
  public:
-  MetaspaceDecoder(char32_t replacement, bool drop_first) : replacement_(replacement),
-                                                            drop_first_(drop_first) {}
+  MetaspaceDecoder(char32_t replacement, bool drop_first)
+      : replacement_(replacement), drop_first_(drop_first) {}
   std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string out;

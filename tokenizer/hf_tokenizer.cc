@@ -61,8 +61,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(
     }
     for (const char* key : {"truncation", "padding"}) {
       if (Present(root, key)) {
-        return absl::UnimplementedError(absl::StrCat(
-            name_for_errors, ": '", key, "' is not supported (it must be null)"));
+        return absl::UnimplementedError(
+            absl::StrCat(name_for_errors, ": '", key, "' is not supported (it must be null)"));
       }
     }
     if (!Present(root, "model")) {
@@ -91,9 +91,9 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(
       if (!decoder.ok()) return InFile(name_for_errors, decoder.status());
       tokenizer->decoder_ = *std::move(decoder);
     }
-    auto added = AddedVocabulary::Create(root.contains("added_tokens") ? root["added_tokens"]
-                                                                      : nlohmann::json(),
-                                         *tokenizer->model_, tokenizer->normalizer_.get());
+    auto added = AddedVocabulary::Create(
+        root.contains("added_tokens") ? root["added_tokens"] : nlohmann::json(), *tokenizer->model_,
+        tokenizer->normalizer_.get());
     if (!added.ok()) return InFile(name_for_errors, added.status());
     tokenizer->added_ = *std::move(added);
   } catch (const nlohmann::json::exception& e) {

@@ -28,8 +28,8 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
 
@@ -91,10 +91,10 @@ class HfTokenizer {
   void EncodeInto(absl::string_view text, std::vector<int32_t>* ids) const;
 
   std::unique_ptr<BpeModel> model_;
-  std::unique_ptr<Normalizer> normalizer_;        // may be null
-  std::unique_ptr<PreTokenizer> pre_tokenizer_;   // may be null
+  std::unique_ptr<Normalizer> normalizer_;         // may be null
+  std::unique_ptr<PreTokenizer> pre_tokenizer_;    // may be null
   std::unique_ptr<PostProcessor> post_processor_;  // may be null
-  std::unique_ptr<Decoder> decoder_;              // may be null
+  std::unique_ptr<Decoder> decoder_;               // may be null
   std::unique_ptr<AddedVocabulary> added_;
   int bos_id_ = -1;
   int eos_id_ = -1;

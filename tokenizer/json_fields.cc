@@ -8,8 +8,7 @@ namespace retort::tokenizer {
 namespace {
 
 absl::Status FieldError(absl::string_view what, absl::string_view key, absl::string_view expected) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(what, ": field '", key, "' must be ", expected));
+  return absl::InvalidArgumentError(absl::StrCat(what, ": field '", key, "' must be ", expected));
 }
 
 const nlohmann::json* Find(const nlohmann::json& object, absl::string_view key) {
@@ -76,8 +75,8 @@ absl::StatusOr<char32_t> GetChar(const nlohmann::json& object, absl::string_view
   return c;
 }
 
-absl::StatusOr<const nlohmann::json*> GetArray(const nlohmann::json& object,
-                                               absl::string_view key, absl::string_view what) {
+absl::StatusOr<const nlohmann::json*> GetArray(const nlohmann::json& object, absl::string_view key,
+                                               absl::string_view what) {
   const nlohmann::json* value = Find(object, key);
   if (value == nullptr || !value->is_array()) return FieldError(what, key, "an array");
   return value;

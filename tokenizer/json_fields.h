@@ -33,8 +33,8 @@ absl::StatusOr<int64_t> GetInt(const nlohmann::json& object, absl::string_view k
 absl::StatusOr<char32_t> GetChar(const nlohmann::json& object, absl::string_view key,
                                  absl::string_view what);
 // The array at `key`; InvalidArgumentError when absent or not an array.
-absl::StatusOr<const nlohmann::json*> GetArray(const nlohmann::json& object,
-                                               absl::string_view key, absl::string_view what);
+absl::StatusOr<const nlohmann::json*> GetArray(const nlohmann::json& object, absl::string_view key,
+                                               absl::string_view what);
 // Hugging Face's pattern enum: {"String": "..."} or {"Regex": "..."}. Sets
 // `*is_regex` and returns the text.
 absl::StatusOr<std::string> GetPattern(const nlohmann::json& object, absl::string_view key,

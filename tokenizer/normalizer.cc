@@ -123,8 +123,8 @@ absl::StatusOr<const icu::Normalizer2*> Form(absl::string_view type) {
   if (type == "NFKC") form = icu::Normalizer2::getNFKCInstance(status);
   if (type == "NFKD") form = icu::Normalizer2::getNFKDInstance(status);
   if (U_FAILURE(status) || form == nullptr) {
-    return absl::InternalError(absl::StrCat("ICU has no ", type, " normalizer: ",
-                                            u_errorName(status)));
+    return absl::InternalError(
+        absl::StrCat("ICU has no ", type, " normalizer: ", u_errorName(status)));
   }
   return form;
 }
@@ -158,7 +158,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const nlohmann::json
                             GetPattern(config, "pattern", what, &is_regex));
     RETORT_ASSIGN_OR_RETURN(std::string content, GetString(config, "content", what));
     auto regex = is_regex ? Regex::Compile(pattern) : Regex::Literal(pattern);
-    if (!regex.ok()) return absl::InvalidArgumentError(absl::StrCat(what, ": ", regex.status().message()));
+    if (!regex.ok())
+      return absl::InvalidArgumentError(absl::StrCat(what, ": ", regex.status().message()));
     return std::make_unique<ReplaceNormalizer>(*std::move(regex), std::move(content));
   }
   if (type == "Strip") {

@@ -23,8 +23,8 @@ bool IsId(const nlohmann::json& value) {
 
 // One template piece: a special token's ids, or sequence 0 (A) or 1 (B).
 struct Piece {
-  int sequence = -1;           // >= 0 for a Sequence piece
-  std::vector<int32_t> ids;    // for a SpecialToken piece
+  int sequence = -1;         // >= 0 for a Sequence piece
+  std::vector<int32_t> ids;  // for a SpecialToken piece
 };
 
 class TemplateProcessor : public PostProcessor {
@@ -77,7 +77,8 @@ class SequenceProcessor : public PostProcessor {
   explicit SequenceProcessor(std::vector<std::unique_ptr<PostProcessor>> steps)
       : steps_(std::move(steps)) {}
   Sequences Process(Sequences sequences, bool add_special_tokens) const override {
-    for (const auto& step : steps_) sequences = step->Process(std::move(sequences), add_special_tokens);
+    for (const auto& step : steps_)
+      sequences = step->Process(std::move(sequences), add_special_tokens);
     return sequences;
   }
   std::optional<int32_t> LeadingSpecialId() const override {
@@ -146,8 +147,8 @@ absl::StatusOr<int32_t> TokenPairId(const nlohmann::json& config, const char* ke
                                     absl::string_view what) {
   const auto it = config.find(key);
   if (it == config.end() || !it->is_array() || it->size() != 2 || !IsId((*it)[1])) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": field '", key,
-                                                   "' must be [token, id]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": field '", key, "' must be [token, id]"));
   }
   return static_cast<int32_t>((*it)[1].get<int64_t>());
 }

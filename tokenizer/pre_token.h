@@ -46,7 +46,8 @@ inline std::vector<PreToken> Slice(const PreToken& piece,
   std::vector<PreToken> parts;
   parts.reserve(ranges.size());
   for (const auto& [begin, end] : ranges) {
-    parts.push_back({piece.text.substr(begin, end - begin), piece.at_input_start && begin == 0, -1});
+    parts.push_back(
+        {piece.text.substr(begin, end - begin), piece.at_input_start && begin == 0, -1});
   }
   return parts;
 }

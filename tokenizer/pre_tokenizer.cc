@@ -62,8 +62,8 @@ class ByteLevelPreTokenizer : public PreTokenizer {
     SplitEach(pieces, [this](PreToken piece) {
       if (add_prefix_space_ && piece.text[0] != ' ') piece.text.insert(0, " ");
       if (!use_regex_) return std::vector<PreToken>{std::move(piece)};
-      return Slice(piece, ApplySplitBehavior(Gpt2Regex().FindMatches(piece.text),
-                                             SplitBehavior::kIsolated));
+      return Slice(
+          piece, ApplySplitBehavior(Gpt2Regex().FindMatches(piece.text), SplitBehavior::kIsolated));
     });
     for (PreToken& piece : *pieces) {
       if (piece.added_token_id < 0) piece.text = BytesToChars(piece.text);
@@ -103,10 +103,11 @@ class MetaspacePreTokenizer : public PreTokenizer {
       }
       if (!split_) return std::vector<PreToken>{std::move(piece)};
       const char32_t replacement = replacement_;
-      return Slice(piece, ApplySplitBehavior(
-                              FindCharMatches(piece.text,
-                                              [replacement](char32_t c) { return c == replacement; }),
-                              SplitBehavior::kMergedWithNext));
+      return Slice(
+          piece,
+          ApplySplitBehavior(
+              FindCharMatches(piece.text, [replacement](char32_t c) { return c == replacement; }),
+              SplitBehavior::kMergedWithNext));
     });
   }
 
@@ -209,8 +210,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const nlohmann::
     bool is_regex = false;
     RETORT_ASSIGN_OR_RETURN(const std::string pattern,
                             GetPattern(config, "pattern", what, &is_regex));
-    RETORT_ASSIGN_OR_RETURN(const std::string behavior_name,
-                            GetString(config, "behavior", what));
+    RETORT_ASSIGN_OR_RETURN(const std::string behavior_name, GetString(config, "behavior", what));
     auto behavior = ParseSplitBehavior(behavior_name);
     if (!behavior.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": ", behavior.status().message()));
@@ -252,8 +252,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const nlohmann::
     }
     return std::make_unique<CharClassPreTokenizer>(IsPunctuation, behavior);
   }
-  return absl::UnimplementedError(
-      absl::StrCat("pre_tokenizer type '", type, "' is not supported"));
+  return absl::UnimplementedError(absl::StrCat("pre_tokenizer type '", type, "' is not supported"));
 }
 
 }  // namespace retort::tokenizer

@@ -7,8 +7,8 @@
 
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
+#include "absl/strings/string_view.h"
 
 #include <unicode/uversion.h>
 
@@ -40,7 +40,7 @@ class Regex {
 
  private:
   Regex() = default;
-  std::string literal_;                      // set for Literal
+  std::string literal_;                     // set for Literal
   std::unique_ptr<icu::RegexPattern> icu_;  // set for Compile
 };
 

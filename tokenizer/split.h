@@ -7,9 +7,9 @@
 
 #include <cstddef>
 #include <functional>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
 

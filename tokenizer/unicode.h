@@ -4,8 +4,8 @@
 #define RETORT_TOKENIZER_UNICODE_H_
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
+#include "absl/strings/string_view.h"
 
 namespace retort::tokenizer {
 

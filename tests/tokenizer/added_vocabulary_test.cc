@@ -11,8 +11,8 @@
 namespace retort::tokenizer {
 namespace {
 
-using ::testing::ElementsAre;
 using testing::BpeModelJson;
+using ::testing::ElementsAre;
 using testing::TokenizerJson;
 
 constexpr char kChars[] = " abcdefghijklmnopqrstuvwxyz<>";
@@ -26,8 +26,8 @@ nlohmann::json CharVocab() {
 int32_t C(char c) { return static_cast<int32_t>(std::string(kChars).find(c)); }
 
 nlohmann::json Added(const std::string& content, nlohmann::json options = {}) {
-  nlohmann::json token = {{"id", 0},          {"content", content}, {"single_word", false},
-                          {"lstrip", false},  {"rstrip", false},    {"normalized", false},
+  nlohmann::json token = {{"id", 0},         {"content", content}, {"single_word", false},
+                          {"lstrip", false}, {"rstrip", false},    {"normalized", false},
                           {"special", true}};
   if (!options.is_null()) token.update(options);
   return token;
@@ -60,14 +60,16 @@ TEST(AddedVocabularyTest, LongestMatchFirst) {
 }
 
 TEST(AddedVocabularyTest, LstripAndRstripEatWhitespace) {
-  auto tokenizer = Make(nlohmann::json::array({Added("<m>", {{"lstrip", true}}), Added("<r>", {{"rstrip", true}})}));
+  auto tokenizer = Make(
+      nlohmann::json::array({Added("<m>", {{"lstrip", true}}), Added("<r>", {{"rstrip", true}})}));
   const int32_t m = *tokenizer->TokenToId("<m>"), r = *tokenizer->TokenToId("<r>");
   EXPECT_THAT(tokenizer->Encode("a  <m> b", false), ElementsAre(C('a'), m, C(' '), C('b')));
   EXPECT_THAT(tokenizer->Encode("a <r>  b", false), ElementsAre(C('a'), C(' '), r, C('b')));
 }
 
 TEST(AddedVocabularyTest, SingleWordOnlyMatchesWholeWords) {
-  auto tokenizer = Make(nlohmann::json::array({Added("cat", {{"single_word", true}, {"special", false}})}));
+  auto tokenizer =
+      Make(nlohmann::json::array({Added("cat", {{"single_word", true}, {"special", false}})}));
   const int32_t cat = *tokenizer->TokenToId("cat");
   EXPECT_THAT(tokenizer->Encode("a cat", false), ElementsAre(C('a'), C(' '), cat));
   EXPECT_THAT(tokenizer->Encode("cats", false), ElementsAre(C('c'), C('a'), C('t'), C('s')));
@@ -75,7 +77,8 @@ TEST(AddedVocabularyTest, SingleWordOnlyMatchesWholeWords) {
 }
 
 TEST(AddedVocabularyTest, NormalizedTokensMatchTheNormalizedText) {
-  auto tokenizer = Make(nlohmann::json::array({Added("<NORM>", {{"normalized", true}})}), {{"type", "Lowercase"}});
+  auto tokenizer = Make(nlohmann::json::array({Added("<NORM>", {{"normalized", true}})}),
+                        {{"type", "Lowercase"}});
   const int32_t norm = *tokenizer->TokenToId("<NORM>");
   EXPECT_THAT(tokenizer->Encode("<NORM> <norm>", false), ElementsAre(norm, C(' '), norm));
   // Decode shows the normalized form, as Hugging Face does.
@@ -83,7 +86,8 @@ TEST(AddedVocabularyTest, NormalizedTokensMatchTheNormalizedText) {
 }
 
 TEST(AddedVocabularyTest, DecodeSkipsOnlySpecialTokens) {
-  auto tokenizer = Make(nlohmann::json::array({Added("<s>"), Added("<plain>", {{"special", false}})}));
+  auto tokenizer =
+      Make(nlohmann::json::array({Added("<s>"), Added("<plain>", {{"special", false}})}));
   const int32_t s = *tokenizer->TokenToId("<s>"), plain = *tokenizer->TokenToId("<plain>");
   EXPECT_EQ(tokenizer->Decode({s, C('a'), plain}, true), "a <plain>");
   EXPECT_EQ(tokenizer->Decode({s, C('a'), plain}, false), "<s> a <plain>");

@@ -10,9 +10,9 @@
 namespace retort::tokenizer {
 namespace {
 
+using testing::BpeModelJson;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using testing::BpeModelJson;
 using testing::Merges;
 
 std::vector<int32_t> Tokenize(const BpeModel& model, absl::string_view word) {
@@ -25,7 +25,8 @@ const nlohmann::json kAbcVocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"bc"
 
 TEST(BpeModelTest, LowestRankMergesFirst) {
   // "b c" outranks "a b": a + bc, and no merge joins those two.
-  auto model = BpeModel::Parse(BpeModelJson(kAbcVocab, Merges({{"b", "c"}, {"a", "b"}, {"ab", "c"}})));
+  auto model =
+      BpeModel::Parse(BpeModelJson(kAbcVocab, Merges({{"b", "c"}, {"a", "b"}, {"ab", "c"}})));
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_THAT(Tokenize(**model, "abc"), ElementsAre(0, 4));
   // "a b" first, then "ab c".
@@ -43,7 +44,8 @@ TEST(BpeModelTest, LeftmostPairWinsTies) {
 
 TEST(BpeModelTest, LegacyMergeStringsMeanTheSame) {
   auto pairs = BpeModel::Parse(BpeModelJson(kAbcVocab, Merges({{"a", "b"}, {"ab", "c"}})));
-  auto strings = BpeModel::Parse(BpeModelJson(kAbcVocab, nlohmann::json::array({"#version: 0.2", "a b", "ab c"})));
+  auto strings = BpeModel::Parse(
+      BpeModelJson(kAbcVocab, nlohmann::json::array({"#version: 0.2", "a b", "ab c"})));
   ASSERT_TRUE(pairs.ok() && strings.ok());
   EXPECT_EQ(Tokenize(**pairs, "abcab"), Tokenize(**strings, "abcab"));
   EXPECT_THAT(Tokenize(**strings, "abcab"), ElementsAre(5, 3));
@@ -51,20 +53,23 @@ TEST(BpeModelTest, LegacyMergeStringsMeanTheSame) {
 
 TEST(BpeModelTest, ByteFallbackSpellsUnknownCharactersAsBytes) {
   nlohmann::json vocab = {{"<unk>", 0}, {"<0xC3>", 1}, {"<0xA9>", 2}, {"a", 3}};
-  auto model = BpeModel::Parse(
-      BpeModelJson(vocab, nlohmann::json::array(), {{"byte_fallback", true}, {"unk_token", "<unk>"}}));
+  auto model = BpeModel::Parse(BpeModelJson(vocab, nlohmann::json::array(),
+                                            {{"byte_fallback", true}, {"unk_token", "<unk>"}}));
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_THAT(Tokenize(**model, "a\xC3\xA9"), ElementsAre(3, 1, 2));  // aé
   // ü (C3 BC) has no <0xBC>: unk.
-  EXPECT_THAT(Tokenize(**model, "\xC3\xBC" "a"), ElementsAre(0, 3));
+  EXPECT_THAT(Tokenize(**model,
+                       "\xC3\xBC"
+                       "a"),
+              ElementsAre(0, 3));
 }
 
 TEST(BpeModelTest, UnknownCharactersFuseOnlyWithFuseUnk) {
   nlohmann::json vocab = {{"<unk>", 0}, {"a", 1}};
-  auto fused = BpeModel::Parse(BpeModelJson(vocab, nlohmann::json::array(),
-                                            {{"unk_token", "<unk>"}, {"fuse_unk", true}}));
-  auto separate = BpeModel::Parse(
-      BpeModelJson(vocab, nlohmann::json::array(), {{"unk_token", "<unk>"}}));
+  auto fused = BpeModel::Parse(
+      BpeModelJson(vocab, nlohmann::json::array(), {{"unk_token", "<unk>"}, {"fuse_unk", true}}));
+  auto separate =
+      BpeModel::Parse(BpeModelJson(vocab, nlohmann::json::array(), {{"unk_token", "<unk>"}}));
   auto dropped = BpeModel::Parse(BpeModelJson(vocab, nlohmann::json::array()));
   ASSERT_TRUE(fused.ok() && separate.ok() && dropped.ok());
   EXPECT_THAT(Tokenize(**fused, "xyza"), ElementsAre(0, 1));
@@ -76,8 +81,8 @@ TEST(BpeModelTest, IgnoreMergesTakesWholeWordsFromTheVocabulary) {
   // "abc" is in the vocabulary but no merge reaches it.
   nlohmann::json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"abc", 3}};
   auto plain = BpeModel::Parse(BpeModelJson(vocab, nlohmann::json::array()));
-  auto ignore = BpeModel::Parse(
-      BpeModelJson(vocab, nlohmann::json::array(), {{"ignore_merges", true}}));
+  auto ignore =
+      BpeModel::Parse(BpeModelJson(vocab, nlohmann::json::array(), {{"ignore_merges", true}}));
   ASSERT_TRUE(plain.ok() && ignore.ok());
   EXPECT_THAT(Tokenize(**plain, "abc"), ElementsAre(0, 1, 2));
   EXPECT_THAT(Tokenize(**ignore, "abc"), ElementsAre(3));
@@ -86,9 +91,9 @@ TEST(BpeModelTest, IgnoreMergesTakesWholeWordsFromTheVocabulary) {
 
 TEST(BpeModelTest, SubwordPrefixAndWordSuffix) {
   nlohmann::json vocab = {{"a", 0}, {"##b", 1}, {"ab", 2}, {"##c</w>", 3}, {"abc</w>", 4}};
-  auto model = BpeModel::Parse(BpeModelJson(
-      vocab, Merges({{"a", "##b"}, {"ab", "##c</w>"}}),
-      {{"continuing_subword_prefix", "##"}, {"end_of_word_suffix", "</w>"}}));
+  auto model = BpeModel::Parse(
+      BpeModelJson(vocab, Merges({{"a", "##b"}, {"ab", "##c</w>"}}),
+                   {{"continuing_subword_prefix", "##"}, {"end_of_word_suffix", "</w>"}}));
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_THAT(Tokenize(**model, "abc"), ElementsAre(4));
 }
@@ -101,11 +106,11 @@ TEST(BpeModelTest, RefusesBadModels) {
   EXPECT_THAT(no_result.status().message(), HasSubstr("yields 'ac'"));
   auto three = BpeModel::Parse(BpeModelJson(kAbcVocab, nlohmann::json::array({"a b c"})));
   EXPECT_EQ(three.status().code(), absl::StatusCode::kInvalidArgument);
-  auto unk = BpeModel::Parse(
-      BpeModelJson(kAbcVocab, nlohmann::json::array(), {{"unk_token", "<unk>"}}));
+  auto unk =
+      BpeModel::Parse(BpeModelJson(kAbcVocab, nlohmann::json::array(), {{"unk_token", "<unk>"}}));
   EXPECT_THAT(unk.status().message(), HasSubstr("unk_token '<unk>'"));
-  auto dropout = BpeModel::Parse(
-      BpeModelJson(kAbcVocab, nlohmann::json::array(), {{"dropout", 0.1}}));
+  auto dropout =
+      BpeModel::Parse(BpeModelJson(kAbcVocab, nlohmann::json::array(), {{"dropout", 0.1}}));
   EXPECT_EQ(dropout.status().code(), absl::StatusCode::kUnimplemented);
   auto negative = BpeModel::Parse(BpeModelJson({{"a", -1}}, nlohmann::json::array()));
   EXPECT_EQ(negative.status().code(), absl::StatusCode::kInvalidArgument);
@@ -116,7 +121,8 @@ TEST(BpeModelTest, RefusesBadModels) {
 }
 
 TEST(BpeModelTest, TokenizesFromSeveralThreads) {
-  auto model = BpeModel::Parse(BpeModelJson(kAbcVocab, Merges({{"a", "b"}, {"ab", "c"}, {"b", "c"}})));
+  auto model =
+      BpeModel::Parse(BpeModelJson(kAbcVocab, Merges({{"a", "b"}, {"ab", "c"}, {"b", "c"}})));
   ASSERT_TRUE(model.ok());
   const std::vector<std::string> words = {"abc", "abcabc", "cab", "bca", "aabbcc"};
   std::vector<std::vector<int32_t>> expected;

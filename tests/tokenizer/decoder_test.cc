@@ -36,9 +36,15 @@ TEST(DecoderTest, Llama2Chain) {
 
 TEST(DecoderTest, MetaspaceDropsTheFirstReplacementUnlessNever) {
   auto first = Parse(R"({"type":"Metaspace","replacement":"\u2581","prepend_scheme":"first"})");
-  EXPECT_EQ(first->Decode({"\xE2\x96\x81Hey", "\xE2\x96\x81" "friend"}), "Hey friend");
+  EXPECT_EQ(first->Decode({"\xE2\x96\x81Hey",
+                           "\xE2\x96\x81"
+                           "friend"}),
+            "Hey friend");
   auto never = Parse(R"({"type":"Metaspace","replacement":"\u2581","prepend_scheme":"never"})");
-  EXPECT_EQ(never->Decode({"\xE2\x96\x81Hey", "\xE2\x96\x81" "friend"}), " Hey friend");
+  EXPECT_EQ(never->Decode({"\xE2\x96\x81Hey",
+                           "\xE2\x96\x81"
+                           "friend"}),
+            " Hey friend");
 }
 
 TEST(DecoderTest, ByteLevelMapsCharactersBackToBytes) {

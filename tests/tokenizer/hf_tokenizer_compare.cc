@@ -40,8 +40,8 @@ std::string Ids(const std::vector<int32_t>& ids) {
 
 // JSON-escaped, shortened for the report.
 std::string Show(const std::string& text) {
-  std::string dumped = nlohmann::json(text).dump(-1, ' ', false,
-                                                 nlohmann::json::error_handler_t::replace);
+  std::string dumped =
+      nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (dumped.size() > 160) dumped = dumped.substr(0, 160) + "...";
   return dumped;
 }
@@ -106,15 +106,16 @@ int main(int argc, char** argv) {
       }
       for (const int32_t id : ids_special) {
         if (id >= tokenizer.vocab_size()) {
-          report.Fail(name, "vocab_size", text, std::to_string(id), std::to_string(tokenizer.vocab_size()));
+          report.Fail(name, "vocab_size", text, std::to_string(id),
+                      std::to_string(tokenizer.vocab_size()));
         }
       }
       checks += 5;
     }
     for (const nlohmann::json& p : cases["pairs"]) {
       const std::vector<int32_t> expected = p["ids_special"];
-      const std::vector<int32_t> got = tokenizer.EncodePair(p["first"].get<std::string>(),
-                                                            p["second"].get<std::string>(), true);
+      const std::vector<int32_t> got =
+          tokenizer.EncodePair(p["first"].get<std::string>(), p["second"].get<std::string>(), true);
       if (got != expected) {
         report.Fail(name, "encode_pair", p["first"].get<std::string>(), Ids(expected), Ids(got));
       }

@@ -13,19 +13,19 @@
 namespace retort::tokenizer {
 namespace {
 
+using testing::BpeModelJson;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-using testing::BpeModelJson;
 using testing::Merges;
 using testing::TokenizerJson;
 
 // A tiny Llama-2-style tokenizer: <unk> <s> </s>, bytes for 'é' and '!',
 // ▁-words, Prepend + Replace normalizer, <s> template, SentencePiece decoders.
 std::string Llama2Json() {
-  nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1},      {"</s>", 2},     {"<0x21>", 3},
-                          {"<0xC3>", 4}, {"<0xA9>", 5}, {"\u2581", 6},   {"h", 7},
-                          {"i", 8},     {"\u2581h", 9},  {"\u2581hi", 10}};
+  nlohmann::json vocab = {{"<unk>", 0},  {"<s>", 1},     {"</s>", 2},     {"<0x21>", 3},
+                          {"<0xC3>", 4}, {"<0xA9>", 5},  {"\u2581", 6},   {"h", 7},
+                          {"i", 8},      {"\u2581h", 9}, {"\u2581hi", 10}};
   nlohmann::json rest = nlohmann::json::parse(R"({
     "added_tokens": [
       {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false,
@@ -107,8 +107,8 @@ TEST(HfTokenizerTest, Sha256IsOfTheFileBytes) {
   EXPECT_EQ((*loaded)->sha256(), (*HfTokenizer::FromJson(json, "x"))->sha256());
   std::remove(path.c_str());
   // sha256sum of this tokenizer.json text.
-  auto minimal = HfTokenizer::FromJson(
-      R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]}})", "minimal.json");
+  auto minimal = HfTokenizer::FromJson(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]}})",
+                                       "minimal.json");
   ASSERT_TRUE(minimal.ok()) << minimal.status();
   EXPECT_EQ((*minimal)->sha256(),
             "fd638f243daed12fb4aaff022d7d3724fe064d76f4cc417f58308644ca20fcb3");
@@ -148,8 +148,8 @@ TEST(HfTokenizerTest, ErrorsNameTheFileAndTheComponent) {
   EXPECT_EQ(version.status().code(), absl::StatusCode::kInvalidArgument);
   auto added = with("added_tokens", nlohmann::json::parse(R"([{"id": 5}])"));
   EXPECT_THAT(added.status().message(), HasSubstr("content"));
-  auto vocab_type = with("model", nlohmann::json::parse(
-      R"({"type": "BPE", "vocab": {"a": "zero"}, "merges": []})"));
+  auto vocab_type = with(
+      "model", nlohmann::json::parse(R"({"type": "BPE", "vocab": {"a": "zero"}, "merges": []})"));
   EXPECT_EQ(vocab_type.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(HfTokenizer::FromJson("[]", "array.json").status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -18,17 +18,16 @@ std::string Normalize(const char* config, std::string text) {
 }
 
 TEST(NormalizerTest, UnicodeForms) {
-  EXPECT_EQ(Normalize(R"({"type":"NFC"})", "e\xCC\x81"), "\xC3\xA9");         // é
+  EXPECT_EQ(Normalize(R"({"type":"NFC"})", "e\xCC\x81"), "\xC3\xA9");  // é
   EXPECT_EQ(Normalize(R"({"type":"NFD"})", "\xC3\xA9"), "e\xCC\x81");
   EXPECT_EQ(Normalize(R"({"type":"NFKC"})", "\xEF\xAC\x81 x\xC2\xB2"), "fi x2");  // ﬁ x²
-  EXPECT_EQ(Normalize(R"({"type":"NFKD"})", "\xE2\x84\xAB"), "A\xCC\x8A");      // Å (angstrom)
+  EXPECT_EQ(Normalize(R"({"type":"NFKD"})", "\xE2\x84\xAB"), "A\xCC\x8A");        // Å (angstrom)
 }
 
 TEST(NormalizerTest, LowercaseIsPerCharacterWithFullMappings) {
   // Σ lowercases to σ even at a word's end (no final-sigma context, as Rust);
   // İ becomes i + combining dot.
-  EXPECT_EQ(Normalize(R"({"type":"Lowercase"})", "AB\xCE\xA3 \xC4\xB0"),
-            "ab\xCF\x83 i\xCC\x87");
+  EXPECT_EQ(Normalize(R"({"type":"Lowercase"})", "AB\xCE\xA3 \xC4\xB0"), "ab\xCF\x83 i\xCC\x87");
 }
 
 TEST(NormalizerTest, PrependReplaceStripAndSequence) {
@@ -36,11 +35,9 @@ TEST(NormalizerTest, PrependReplaceStripAndSequence) {
   EXPECT_EQ(Normalize(R"({"type":"Prepend","prepend":"_"})", ""), "");
   EXPECT_EQ(Normalize(R"({"type":"Replace","pattern":{"String":" "},"content":"_"})", "a b  c"),
             "a_b__c");
-  EXPECT_EQ(Normalize(R"({"type":"Replace","pattern":{"Regex":"\\s+"},"content":" "})",
-                      "a \t\n b"),
+  EXPECT_EQ(Normalize(R"({"type":"Replace","pattern":{"Regex":"\\s+"},"content":" "})", "a \t\n b"),
             "a b");
-  EXPECT_EQ(Normalize(R"({"type":"Strip","strip_left":true,"strip_right":false})", " \t a "),
-            "a ");
+  EXPECT_EQ(Normalize(R"({"type":"Strip","strip_left":true,"strip_right":false})", " \t a "), "a ");
   EXPECT_EQ(Normalize(R"({"type":"Strip","strip_left":true,"strip_right":true})",
                       "\xE3\x80\x80 a \xC2\xA0"),
             "a");

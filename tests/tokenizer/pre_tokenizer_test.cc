@@ -42,9 +42,10 @@ TEST(PreTokenizerTest, SplitBehaviors) {
               ElementsAre("the", "-final", "-", "-countdown"));
   EXPECT_THAT(Pieces(SplitString("Contiguous"), text),
               ElementsAre("the", "-", "final", "--", "countdown"));
-  EXPECT_THAT(Pieces(R"({"type":"Split","pattern":{"Regex":"\\d+"},"behavior":"Removed","invert":true})",
-                     "ab12cd345"),
-              ElementsAre("12", "345"));
+  EXPECT_THAT(
+      Pieces(R"({"type":"Split","pattern":{"Regex":"\\d+"},"behavior":"Removed","invert":true})",
+             "ab12cd345"),
+      ElementsAre("12", "345"));
 }
 
 TEST(PreTokenizerTest, Llama3Regex) {
@@ -63,27 +64,35 @@ TEST(PreTokenizerTest, Llama3Regex) {
 TEST(PreTokenizerTest, ByteLevel) {
   EXPECT_THAT(Pieces(R"({"type":"ByteLevel","add_prefix_space":false,"use_regex":true})",
                      "Hello world's  end"),
-              ElementsAre("Hello", "\xC4\xA0world", "'s", "\xC4\xA0", "\xC4\xA0" "end"));
-  EXPECT_THAT(Pieces(R"({"type":"ByteLevel","add_prefix_space":true,"use_regex":true})",
-                     "Hello world"),
-              ElementsAre("\xC4\xA0Hello", "\xC4\xA0world"));
+              ElementsAre("Hello", "\xC4\xA0world", "'s", "\xC4\xA0",
+                          "\xC4\xA0"
+                          "end"));
+  EXPECT_THAT(
+      Pieces(R"({"type":"ByteLevel","add_prefix_space":true,"use_regex":true})", "Hello world"),
+      ElementsAre("\xC4\xA0Hello", "\xC4\xA0world"));
   // Without the regex one piece, every byte spelled: é is C3 A9 -> Ã ©.
-  EXPECT_THAT(Pieces(R"({"type":"ByteLevel","add_prefix_space":false,"use_regex":false})",
-                     "a \xC3\xA9\n"),
-              ElementsAre("a\xC4\xA0\xC3\x83\xC2\xA9\xC4\x8A"));
+  EXPECT_THAT(
+      Pieces(R"({"type":"ByteLevel","add_prefix_space":false,"use_regex":false})", "a \xC3\xA9\n"),
+      ElementsAre("a\xC4\xA0\xC3\x83\xC2\xA9\xC4\x8A"));
 }
 
 TEST(PreTokenizerTest, MetaspacePrependSchemes) {
-  const char* always = R"({"type":"Metaspace","replacement":"\u2581","prepend_scheme":"always","split":true})";
-  EXPECT_THAT(Pieces(always, "Hey  friend"),
-              ElementsAre("\xE2\x96\x81Hey", "\xE2\x96\x81", "\xE2\x96\x81" "friend"));
-  const char* first = R"({"type":"Metaspace","replacement":"\u2581","prepend_scheme":"first","split":false})";
-  EXPECT_THAT(Pieces(first, "Hey friend"), ElementsAre("\xE2\x96\x81Hey\xE2\x96\x81" "friend"));
+  const char* always =
+      R"({"type":"Metaspace","replacement":"\u2581","prepend_scheme":"always","split":true})";
+  EXPECT_THAT(Pieces(always, "Hey  friend"), ElementsAre("\xE2\x96\x81Hey", "\xE2\x96\x81",
+                                                         "\xE2\x96\x81"
+                                                         "friend"));
+  const char* first =
+      R"({"type":"Metaspace","replacement":"\u2581","prepend_scheme":"first","split":false})";
+  EXPECT_THAT(Pieces(first, "Hey friend"), ElementsAre("\xE2\x96\x81Hey\xE2\x96\x81"
+                                                       "friend"));
   // Not at the start of the input (after an added token): nothing prepended.
-  EXPECT_THAT(Pieces(first, "Hey friend", /*at_input_start=*/false),
-              ElementsAre("Hey\xE2\x96\x81" "friend"));
-  const char* never = R"({"type":"Metaspace","replacement":"\u2581","prepend_scheme":"never","split":false})";
-  EXPECT_THAT(Pieces(never, "Hey friend"), ElementsAre("Hey\xE2\x96\x81" "friend"));
+  EXPECT_THAT(Pieces(first, "Hey friend", /*at_input_start=*/false), ElementsAre("Hey\xE2\x96\x81"
+                                                                                 "friend"));
+  const char* never =
+      R"({"type":"Metaspace","replacement":"\u2581","prepend_scheme":"never","split":false})";
+  EXPECT_THAT(Pieces(never, "Hey friend"), ElementsAre("Hey\xE2\x96\x81"
+                                                       "friend"));
   // Legacy add_prefix_space=false means never.
   EXPECT_THAT(Pieces(R"({"type":"Metaspace","replacement":"_","add_prefix_space":false})", "a b"),
               ElementsAre("a", "_b"));
@@ -126,15 +135,17 @@ TEST(PreTokenizerTest, RefusesUnknownTypesAndBadFields) {
   auto regex = ParsePreTokenizer(nlohmann::json::parse(
       R"({"type":"Split","pattern":{"Regex":"[a-"},"behavior":"Isolated","invert":false})"));
   EXPECT_EQ(regex.status().code(), absl::StatusCode::kInvalidArgument);
-  auto replacement = ParsePreTokenizer(
-      nlohmann::json::parse(R"({"type":"Metaspace","replacement":"ab"})"));
+  auto replacement =
+      ParsePreTokenizer(nlohmann::json::parse(R"({"type":"Metaspace","replacement":"ab"})"));
   EXPECT_THAT(replacement.status().message(), HasSubstr("one character"));
 }
 
 TEST(RegexTest, MatchesCoverTheText) {
   auto regex = Regex::Compile("\\p{N}+");
   ASSERT_TRUE(regex.ok());
-  const std::vector<Match> matches = (*regex)->FindMatches("a12\xF0\x9F\x98\x80" "3");
+  const std::vector<Match> matches = (*regex)->FindMatches(
+      "a12\xF0\x9F\x98\x80"
+      "3");
   ASSERT_EQ(matches.size(), 4u);
   EXPECT_EQ(matches[1].start, 1u);
   EXPECT_EQ(matches[1].end, 3u);

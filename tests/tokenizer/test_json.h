@@ -14,11 +14,16 @@ namespace retort::tokenizer::testing {
 // "a b" strings), with `model_extra` fields merged in.
 inline nlohmann::json BpeModelJson(const nlohmann::json& vocab, const nlohmann::json& merges,
                                    const nlohmann::json& model_extra = nlohmann::json::object()) {
-  nlohmann::json model = {{"type", "BPE"},        {"dropout", nullptr},
-                          {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-                          {"end_of_word_suffix", nullptr}, {"fuse_unk", false},
-                          {"byte_fallback", false}, {"ignore_merges", false},
-                          {"vocab", vocab},       {"merges", merges}};
+  nlohmann::json model = {{"type", "BPE"},
+                          {"dropout", nullptr},
+                          {"unk_token", nullptr},
+                          {"continuing_subword_prefix", nullptr},
+                          {"end_of_word_suffix", nullptr},
+                          {"fuse_unk", false},
+                          {"byte_fallback", false},
+                          {"ignore_merges", false},
+                          {"vocab", vocab},
+                          {"merges", merges}};
   model.update(model_extra);
   return model;
 }
@@ -34,10 +39,14 @@ inline nlohmann::json Merges(std::initializer_list<std::pair<const char*, const 
 // from `extra` (null when absent).
 inline std::string TokenizerJson(const nlohmann::json& model,
                                  const nlohmann::json& extra = nlohmann::json::object()) {
-  nlohmann::json root = {{"version", "1.0"},        {"truncation", nullptr},
-                         {"padding", nullptr},      {"added_tokens", nlohmann::json::array()},
-                         {"normalizer", nullptr},   {"pre_tokenizer", nullptr},
-                         {"post_processor", nullptr}, {"decoder", nullptr},
+  nlohmann::json root = {{"version", "1.0"},
+                         {"truncation", nullptr},
+                         {"padding", nullptr},
+                         {"added_tokens", nlohmann::json::array()},
+                         {"normalizer", nullptr},
+                         {"pre_tokenizer", nullptr},
+                         {"post_processor", nullptr},
+                         {"decoder", nullptr},
                          {"model", model}};
   root.update(extra);
   return root.dump();
