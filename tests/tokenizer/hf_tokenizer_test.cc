@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <random>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -153,6 +154,25 @@ TEST(HfTokenizerTest, ErrorsNameTheFileAndTheComponent) {
   EXPECT_EQ(vocab_type.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(HfTokenizer::FromJson("[]", "array.json").status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(HfTokenizerTest, ArbitraryInputNeverCrashes) {
+  auto tokenizer = Llama2();
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    std::string text(rng() % 40, '\0');
+    for (char& c : text) c = static_cast<char>(rng() % 256);
+    const std::vector<int32_t> ids = tokenizer->Encode(text, true);
+    for (const int32_t id : ids) EXPECT_LT(id, tokenizer->vocab_size());
+    std::vector<int32_t> random_ids(rng() % 10);
+    for (int32_t& id : random_ids) id = static_cast<int32_t>(rng() % 20) - 5;
+    tokenizer->Decode(random_ids, i % 2 == 0);
+  }
+  // Every truncation of a valid file is an error, never a crash.
+  const std::string json = Llama2Json();
+  for (size_t n = 0; n < json.size(); n += 7) {
+    EXPECT_FALSE(HfTokenizer::FromJson(json.substr(0, n), "cut.json").ok());
+  }
 }
 
 }  // namespace
