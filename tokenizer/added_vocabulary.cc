@@ -127,7 +127,6 @@ absl::StatusOr<std::unique_ptr<AddedVocabulary>> AddedVocabulary::Create(
     } else {
       id = next_id++;
     }
-    vocab->normalized_form_.erase(id);
     if (token.normalized && normalizer != nullptr) {
       std::string normalized = token.content;
       normalizer->Normalize(&normalized);
