@@ -1,7 +1,6 @@
 #include "data/token_shard.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -128,28 +127,21 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
     return absl::DataLossError(absl::StrCat(path, ": not a valid token shard: ", what,
                                             "; rebuild it with `retort data prepare`"));
   };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot open token shard ", path, ": ", std::strerror(errno)));
+  absl::StatusOr<std::unique_ptr<MappedFile>> mapped = MappedFile::Open(path);
+  if (!mapped.ok()) {
+    if (absl::IsNotFound(mapped.status())) {
+      return absl::NotFoundError(absl::StrCat("token shard: ", mapped.status().message()));
+    }
+    return mapped.status();
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    return absl::InternalError(absl::StrCat("fstat ", path, ": ", std::strerror(errno)));
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
+  const size_t size = (*mapped)->size();
   if (size < kTokenShardHeaderBytes) {
-    ::close(fd);
     return bad(absl::StrCat(size, " bytes, shorter than the 32-byte header"));
   }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map == MAP_FAILED)
-    return absl::InternalError(absl::StrCat("mmap ", path, ": ", std::strerror(errno)));
   std::unique_ptr<TokenShard> shard(new TokenShard());
   shard->path_ = path;
-  shard->map_ = static_cast<const unsigned char*>(map);
+  shard->file_ = *std::move(mapped);
+  shard->map_ = shard->file_->data();
   shard->map_size_ = size;
   const unsigned char* h = shard->map_;
   if (std::memcmp(h, kTokenShardMagic, 8) != 0) return bad("wrong magic (not RTTOKENS)");
@@ -184,9 +176,7 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
   return shard;
 }
 
-TokenShard::~TokenShard() {
-  if (map_ != nullptr) ::munmap(const_cast<unsigned char*>(map_), map_size_);
-}
+TokenShard::~TokenShard() = default;
 
 uint32_t TokenShard::at(uint64_t i) const {
   const unsigned char* p = map_ + kTokenShardHeaderBytes + i * width_;

@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/mapped_file.h"
 
 namespace retort::data {
 
@@ -72,7 +73,8 @@ class TokenShard {
  private:
   TokenShard() = default;
   std::string path_;
-  const unsigned char* map_ = nullptr;
+  std::unique_ptr<MappedFile> file_;
+  const unsigned char* map_ = nullptr;  // file_'s bytes
   size_t map_size_ = 0;
   uint64_t count_ = 0;
   uint32_t vocab_size_ = 0;

@@ -5,7 +5,8 @@
 #
 # 1. `retort data prepare`: the King James Bible, a 4096-piece SentencePiece
 #    tokenizer, train/validation shards;
-# 2. the teacher (TEACHER_MODEL) trained on next-token cross-entropy;
+# 2. the teacher (TEACHER_MODEL, seed TEACHER_SEED) trained on next-token
+#    cross-entropy;
 # 3. the student (STUDENT_MODEL, 4-8x fewer parameters) on the same tokens
 #    and steps: from scratch, and distilled (forward KL at T=1, alpha=0.5)
 #    with top-k 64 targets plus the tail mass, over SEEDS; then the EXTRA
@@ -57,7 +58,7 @@ print(json.dumps({"name": name, "flags": flags, "steps": r["steps"], "tokens": r
 PY
 }
 
-run teacher --model="$TEACHER_MODEL" --steps="$TEACHER_STEPS" --lr=2e-3 --seed=1 \
+run teacher --model="$TEACHER_MODEL" --steps="$TEACHER_STEPS" --lr=2e-3 --seed="${TEACHER_SEED:-1}" \
   --eval_every=200 --eval_sequences=96
 TEACHER="--teacher=$OUT/runs/teacher/model --temperature=1 --alpha=0.5 --divergence=fkl"
 for seed in $SEEDS; do

@@ -26,6 +26,7 @@ absl::Status RunLmChain();
 absl::Status RunEval();
 absl::Status RunDemo();
 absl::Status RunTeacherServe();
+absl::Status RunTeacherDump();
 absl::Status RunBench();
 absl::Status RunBenchPool();
 absl::Status RunBenchDdp();

@@ -10,10 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "cache/cached_teacher_client.h"
+#include "cache/teacher_dump.h"
 #include "client/in_process_teacher_client.h"
 #include "client/teacher_client.h"
 #include "client/teacher_pool_client.h"
 #include "common/file_util.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "data/token_corpus.h"
 #include "data/token_sequences.h"
@@ -55,6 +58,19 @@ ABSL_FLAG(double, skew, 0.1, "Mixing weight of skew_kl: KL(p || skew p + (1-skew
 ABSL_FLAG(int64_t, eval_every, 0, "Evaluate on validation every this many steps (0: at the end).");
 ABSL_FLAG(int64_t, eval_sequences, 0, "Validation sequences per evaluation (0: all).");
 ABSL_FLAG(std::string, prompt, "And God said", "Text to continue (generate).");
+ABSL_FLAG(std::string, teacher_cache, "",
+          "A teacher-logit cache directory (written by `retort teacher dump` for this --data, "
+          "--seq_len and --temperature) to distill from instead of a live teacher.");
+ABSL_FLAG(std::string, cache_encoding, "topk",
+          "teacher dump: topk (the top --cache_top_k log-probabilities with the tail mass, "
+          "quantized) or sampled (--cache_samples draws from the teacher's distribution).");
+ABSL_FLAG(int32_t, cache_top_k, 32, "teacher dump: entries per token of the topk encoding.");
+ABSL_FLAG(int32_t, cache_exact, 4,
+          "teacher dump: the largest log-probabilities kept as float16 (topk encoding).");
+ABSL_FLAG(int32_t, cache_value_bits, 8,
+          "teacher dump: bits of the code of each other log-probability (topk encoding).");
+ABSL_FLAG(int32_t, cache_samples, 32, "teacher dump: draws per token (sampled encoding).");
+ABSL_FLAG(int64_t, cache_shard_sequences, 512, "teacher dump: sequences per shard file.");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "Tokens to sample (generate).");
 ABSL_FLAG(double, sample_temperature, 0.8, "Sampling temperature (generate); 0: greedy.");
 ABSL_FLAG(std::string, logits_out, "",
@@ -104,14 +120,13 @@ absl::StatusOr<TokenData> OpenTokenData(bool need_train) {
 }
 
 // An in-process teacher from --teacher (a Llama directory), or a pool from
-// --teachers; null when neither is given.
-absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags() {
+// --teachers, answering top-k (dense for 0); null when neither is given.
+absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags(int32_t top_k) {
   const std::string local = absl::GetFlag(FLAGS_teacher);
   RETORT_ASSIGN_OR_RETURN(std::string remote, TeacherTargetFromFlags());
   if (!local.empty() && !remote.empty()) {
     return absl::InvalidArgumentError("give --teacher (in process) or --teachers, not both");
   }
-  const int32_t top_k = absl::GetFlag(FLAGS_top_k);
   if (top_k < 0) return absl::InvalidArgumentError("--top_k must be >= 0 (0: dense)");
   if (!local.empty()) {
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
@@ -129,6 +144,51 @@ absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags() {
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<client::TeacherPoolClient> pool,
                           client::TeacherPoolClient::Create(std::move(o)));
   return std::shared_ptr<client::TeacherClient>(std::move(pool));
+}
+
+absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags() {
+  return LmTeacherFromFlags(absl::GetFlag(FLAGS_top_k));
+}
+
+// The hash a teacher cache records for the corpus: of the data directory's
+// token shards, train then validation.
+absl::StatusOr<std::string> CorpusSha256(const std::string& dir) {
+  std::string both;
+  for (const char* name : {"/train.tokens", "/valid.tokens"}) {
+    RETORT_ASSIGN_OR_RETURN(std::string sha, FileSha256Hex(dir + name));
+    both += sha;
+  }
+  return Sha256Hex(both);
+}
+
+// The teacher of an `lm train` or `lm eval` run: --teacher_cache (a cache
+// dumped by `retort teacher dump` for this data, sequence length and
+// temperature), else LmTeacherFromFlags.
+absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherOrCacheFromFlags(
+    const TokenData& d) {
+  const std::string dir = absl::GetFlag(FLAGS_teacher_cache);
+  if (dir.empty()) return LmTeacherFromFlags();
+  RETORT_ASSIGN_OR_RETURN(std::string remote, TeacherTargetFromFlags());
+  if (!absl::GetFlag(FLAGS_teacher).empty() || !remote.empty()) {
+    return absl::InvalidArgumentError(
+        "give --teacher_cache alone: serving what a cache lacks from a live teacher is not "
+        "supported yet (dump the whole corpus with `retort teacher dump`)");
+  }
+  cache::CachedTeacherClient::Options o;
+  o.dir = dir;
+  RETORT_ASSIGN_OR_RETURN(o.expected.corpus_sha256, CorpusSha256(absl::GetFlag(FLAGS_data)));
+  o.expected.tokenizer_sha256 = d.tokenizer->sha256();
+  o.expected.seq_len = absl::GetFlag(FLAGS_seq_len);
+  o.expected.temperature = absl::GetFlag(FLAGS_temperature);
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<cache::CachedTeacherClient> client,
+                          cache::CachedTeacherClient::Open(o));
+  if (client->manifest().encoding.kind == cache::EncodingOptions::Kind::kSampled &&
+      absl::GetFlag(FLAGS_divergence) != "fkl" && absl::GetFlag(FLAGS_divergence) != "forward_kl") {
+    return absl::InvalidArgumentError(
+        "a sampled teacher cache estimates the teacher's distribution without bias only for "
+        "the forward KL; use --divergence=fkl or a top-k cache");
+  }
+  return std::shared_ptr<client::TeacherClient>(std::move(client));
 }
 
 }  // namespace
@@ -254,7 +314,8 @@ absl::Status RunLmTrain() {
       trainer::LmTrainerOptions o,
       LmTrainerOptionsFromFlags(d, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_out_dir)));
   RETORT_ASSIGN_OR_RETURN(o.communicator, CommunicatorFromFlags());
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher, LmTeacherFromFlags());
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher,
+                          LmTeacherOrCacheFromFlags(d));
   return TrainLm(std::move(o), d, std::move(teacher)).status();
 }
 
@@ -392,6 +453,46 @@ absl::Status RunGenerate() {
   std::vector<int32_t> ids(prompt.begin(), prompt.end());
   ids.insert(ids.end(), out.begin(), out.end());
   std::printf("%s\n", tokenizer->Decode(ids).c_str());
+  return absl::OkStatus();
+}
+
+
+absl::Status RunTeacherDump() {
+  RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
+  RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/true));
+  cache::DumpOptions o;
+  o.out_dir = absl::GetFlag(FLAGS_out_dir);
+  o.splits = {{"train", d.train}, {"validation", d.validation}};
+  o.temperature = absl::GetFlag(FLAGS_temperature);
+  RETORT_ASSIGN_OR_RETURN(o.encoding.kind,
+                          cache::EncodingOptions::ParseKind(absl::GetFlag(FLAGS_cache_encoding)));
+  o.encoding.top_k = absl::GetFlag(FLAGS_cache_top_k);
+  o.encoding.exact = absl::GetFlag(FLAGS_cache_exact);
+  o.encoding.value_bits = absl::GetFlag(FLAGS_cache_value_bits);
+  o.encoding.samples = absl::GetFlag(FLAGS_cache_samples);
+  RETORT_RETURN_IF_ERROR(o.encoding.Validate());
+  o.sequences_per_shard = absl::GetFlag(FLAGS_cache_shard_sequences);
+  o.batch_size = FlagOr(FLAGS_batch_size, int64_t{16});
+  o.prefetch = FlagOr(FLAGS_teacher_prefetch, int64_t{4});
+  o.overwrite = absl::GetFlag(FLAGS_overwrite);
+  RETORT_ASSIGN_OR_RETURN(o.corpus_sha256, CorpusSha256(absl::GetFlag(FLAGS_data)));
+  o.tokenizer_sha256 = d.tokenizer->sha256();
+  // Top-k caches ask the teacher for exactly their k; sampled ones for the
+  // dense distribution they draw from.
+  const bool sampled = o.encoding.kind == cache::EncodingOptions::Kind::kSampled;
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher,
+                          LmTeacherFromFlags(sampled ? 0 : o.encoding.top_k));
+  if (teacher == nullptr) {
+    return absl::InvalidArgumentError(
+        "teacher dump needs a teacher: --teacher (a Llama directory) or --teachers");
+  }
+  RETORT_ASSIGN_OR_RETURN(cache::DumpResult r, cache::DumpTeacherCache(o, *teacher));
+  std::printf(
+      "teacher cache %s: %lld sequences (%lld tokens) of %s, %.1f bytes/token, %lld shards "
+      "written (%lld already there), %.0f tokens/s\n",
+      o.out_dir.c_str(), static_cast<long long>(r.sequences), static_cast<long long>(r.tokens),
+      o.encoding.Describe().c_str(), r.bytes_per_token, static_cast<long long>(r.shards_written),
+      static_cast<long long>(r.shards_reused), r.tokens_per_second);
   return absl::OkStatus();
 }
 
