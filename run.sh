@@ -84,8 +84,9 @@ case "$cmd" in
         -DRETORT_FUZZ=ON >/dev/null
     fi
     cmake --build build-fuzz -j "${RETORT_JOBS:-2}" --target distill_request_fuzzer distill_request_seeds \
-      safetensors_fuzzer gguf_fuzzer
-    mkdir -p build-fuzz/corpus/distill_request build-fuzz/corpus/safetensors build-fuzz/corpus/gguf
+      safetensors_fuzzer gguf_fuzzer cache_shard_fuzzer
+    mkdir -p build-fuzz/corpus/distill_request build-fuzz/corpus/safetensors build-fuzz/corpus/gguf \
+      build-fuzz/corpus/cache_shard
     log "fuzzing request parsing and validation for ${seconds}s"
     build-fuzz/tests/fuzz/distill_request_fuzzer -max_len=16384 -max_total_time="$seconds" \
       -print_final_stats=1 build-fuzz/corpus/distill_request build-fuzz/tests/fuzz/seeds
@@ -95,6 +96,9 @@ case "$cmd" in
     log "fuzzing the GGUF parser for ${seconds}s"
     build-fuzz/tests/fuzz/gguf_fuzzer -max_len=8192 -max_total_time="$seconds" \
       -print_final_stats=1 build-fuzz/corpus/gguf tests/fuzz/gguf_seeds
+    log "fuzzing the teacher cache's shard reader for ${seconds}s"
+    build-fuzz/tests/fuzz/cache_shard_fuzzer -max_len=4096 -max_total_time="$seconds" \
+      -print_final_stats=1 build-fuzz/corpus/cache_shard tests/fuzz/cache_shard_seeds
     ;;
   build)
     install_missing

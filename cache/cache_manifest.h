@@ -27,7 +27,7 @@ struct CacheSource {
   std::string corpus_sha256;     // of the token shards dumped, in order
   std::string tokenizer_sha256;  // of the corpus's tokenizer
   int64_t seq_len = 0;
-  double temperature = 1.0;
+  double temperature = 0;  // 0: unset (as an expectation)
 
   nlohmann::json ToJson() const;
   static absl::StatusOr<CacheSource> FromJson(const nlohmann::json& json);

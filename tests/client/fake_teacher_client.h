@@ -1,7 +1,7 @@
 // A TeacherClient for tests: answers with log_softmax(fn(inputs) / T) for a
 // caller-supplied logits function, and counts calls. Can be told to fail.
-#ifndef RETORT_TESTS_TRAINER_FAKE_TEACHER_CLIENT_H_
-#define RETORT_TESTS_TRAINER_FAKE_TEACHER_CLIENT_H_
+#ifndef RETORT_TESTS_CLIENT_FAKE_TEACHER_CLIENT_H_
+#define RETORT_TESTS_CLIENT_FAKE_TEACHER_CLIENT_H_
 
 #include <functional>
 #include <map>
@@ -45,6 +45,8 @@ class FakeTeacherClient : public TeacherClient {
   }
 
   void FailWith(absl::Status status) { fail_with_ = std::move(status); }
+  // The vocabulary (classes) the fingerprint reports; 0 unless set.
+  void SetNumClasses(int64_t classes) { fingerprint_.set_num_classes(classes); }
   int calls() const { return calls_; }
 
   // Hidden states for feature matching: `hidden(inputs)` gives every layer
@@ -78,4 +80,4 @@ class FakeTeacherClient : public TeacherClient {
 
 }  // namespace retort::client
 
-#endif  // RETORT_TESTS_TRAINER_FAKE_TEACHER_CLIENT_H_
+#endif  // RETORT_TESTS_CLIENT_FAKE_TEACHER_CLIENT_H_

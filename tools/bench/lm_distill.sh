@@ -20,43 +20,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-bench_out/lm}
-RETORT=${RETORT:-./build/retort}
-TEACHER_MODEL=${TEACHER_MODEL:-"d=256,layers=4,heads=4,ffn=688"}
-STUDENT_MODEL=${STUDENT_MODEL:-"d=128,layers=2,heads=4,ffn=344,tied"}
-TEACHER_STEPS=${TEACHER_STEPS:-1200}
-STEPS=${STEPS:-400}
-SEEDS=${SEEDS:-"1 2"}
+source tools/bench/lm_common.sh
 EXTRA=${EXTRA:-"dense:0 top16:16 top8:8"}
-COMMON="--seq_len=128 --batch_size=16 --threads=${THREADS:-2} --log_every_steps=10"
-mkdir -p "$OUT/runs"
-RESULTS=$OUT/results.jsonl
-DATA=$OUT/corpus
 
 $RETORT data prepare --out_dir="$DATA" --vocab_size=4096 >"$OUT/corpus.log" 2>&1 || {
   cat "$OUT/corpus.log" >&2; exit 1; }
-
-# run NAME FLAGS...: trains unless already in results.jsonl, evaluates the
-# exported model on all validation tokens, appends one JSON line.
-run() {
-  local name=$1; shift
-  local dir=$OUT/runs/$name
-  grep -q "\"name\":\"$name\"" "$RESULTS" 2>/dev/null && return 0
-  echo "[lm_distill] $name" >&2
-  $RETORT lm train $COMMON --data="$DATA" --overwrite --out_dir="$dir" "$@" 2>"$dir.log" || {
-    echo "run $name failed; see $dir.log" >&2; exit 1; }
-  $RETORT eval --checkpoint="$dir/model" --data="$DATA" --seq_len=128 --batch_size=16 \
-    --threads="${THREADS:-2}" --teacher="$OUT/runs/teacher/model" --json_out="$dir/eval.json" >/dev/null
-  /usr/bin/python3 - "$name" "$dir" "$*" >>"$RESULTS" <<'PY'
-import json, sys
-name, d, flags = sys.argv[1:]
-r = json.load(open(d + "/result.json")); e = json.load(open(d + "/eval.json"))
-print(json.dumps({"name": name, "flags": flags, "steps": r["steps"], "tokens": r["tokens"],
-                  "tokens_per_second": r["tokens_per_second"], "train_seconds": r["train_seconds"],
-                  "perplexity": e["perplexity"], "loss": e["loss"], "top1": e["top1_accuracy"],
-                  "teacher_agreement": e["teacher_agreement"], "eval_tokens": e["tokens"]},
-                 separators=(",", ":")))
-PY
-}
 
 run teacher --model="$TEACHER_MODEL" --steps="$TEACHER_STEPS" --lr=2e-3 --seed="${TEACHER_SEED:-1}" \
   --eval_every=200 --eval_sequences=96
