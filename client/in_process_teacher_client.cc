@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "common/torch_status.h"
 #include "teacher/request_validation.h"
+#include "teacher/sampled_targets.h"
 
 namespace retort::client {
 namespace {
@@ -58,7 +59,10 @@ absl::StatusOr<TeacherClient::Targets> InProcessTeacherClient::Answer(
     torch::Tensor log_probs =
         torch::log_softmax(out.logits / temperature, /*dim=*/-1).reshape({-1, classes});
     Targets targets{.log_probs = {}, .top_k = {}, .hidden = std::move(out.hidden)};
-    if (options_.top_k > 0 && options_.top_k < classes) {
+    if (options_.samples > 0) {
+      targets.top_k =
+          teacher::SampleTargets(log_probs, options_.samples, teacher::RowKeys(inputs)).ToTopK();
+    } else if (options_.top_k > 0 && options_.top_k < classes) {
       targets.top_k = teacher::TopK(log_probs, options_.top_k);
     } else {
       targets.log_probs = std::move(log_probs);

@@ -21,6 +21,10 @@ class InProcessTeacherClient : public TeacherClient {
     // Answer in top-k form with the tail mass (as a server's top-k output
     // does); 0, or k >= the number of classes, answers dense.
     int64_t top_k = 0;
+    // Answer with this many draws per row from the distribution instead
+    // (as a server's sampled output does, with the same per-row seeds); 0:
+    // off. Takes precedence over top_k.
+    int64_t samples = 0;
   };
 
   explicit InProcessTeacherClient(std::shared_ptr<teacher::Teacher> teacher)

@@ -109,6 +109,10 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
         return Invalid(seq, absl::StrCat("top_k is ", request.top_k(),
                                          " but the output is dense; set output=OUTPUT_TOP_K"));
       }
+      if (request.samples() != 0) {
+        return Invalid(seq, absl::StrCat("samples is ", request.samples(),
+                                         " but the output is dense; set output=OUTPUT_SAMPLED"));
+      }
       break;
     case v1::OUTPUT_TOP_K: {
       const int64_t max_k = std::min<int64_t>(fingerprint.num_classes(), limits.max_top_k());
@@ -116,11 +120,20 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
         return Invalid(seq, absl::StrCat("top_k ", request.top_k(), " is not in [1, ", max_k, "] (",
                                          fingerprint.num_classes(), " classes)"));
       }
+      if (request.samples() != 0) {
+        return Invalid(seq, "samples is set but the output is top-k; set output=OUTPUT_SAMPLED");
+      }
       break;
     }
+    case v1::OUTPUT_SAMPLED:
+      if (request.samples() < 1 || request.samples() > 65535 || request.top_k() != 0) {
+        return Invalid(seq, absl::StrCat("samples ", request.samples(),
+                                         " is not in [1, 65535] (and top_k must be 0)"));
+      }
+      break;
     default:
       return Invalid(seq, absl::StrCat("output kind ", static_cast<int>(request.output()),
-                                       " is not OUTPUT_DENSE or OUTPUT_TOP_K"));
+                                       " is not OUTPUT_SAMPLED, OUTPUT_DENSE or OUTPUT_TOP_K"));
   }
   switch (request.value_dtype()) {
     case v1::DTYPE_FLOAT32:

@@ -17,6 +17,7 @@ struct TopKLogProbs {
   torch::Tensor values;         // float32 [positions, k]
   torch::Tensor tail_log_mass;  // float32 [positions]
   // The dense distribution with the tail spread evenly over other classes.
+  // Entries at -inf (padding) leave their class to that spread.
   torch::Tensor ToDense(int64_t num_classes) const;
 };
 

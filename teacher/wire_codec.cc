@@ -40,9 +40,16 @@ absl::StatusOr<OutputSpec> OutputSpec::Parse(const std::string& kind, int32_t to
       return absl::InvalidArgumentError(
           absl::StrCat("--teacher_top_k must be at least 1 with topk output, got ", top_k));
     }
+  } else if (kind == "sampled") {
+    spec.kind = v1::OUTPUT_SAMPLED;
+    spec.samples = top_k;
+    if (top_k < 1 || top_k > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--teacher_samples must be in 1..65535 with sampled output, got ", top_k));
+    }
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("--teacher_output must be dense or topk, got '", kind, "'"));
+        absl::StrCat("--teacher_output must be dense, topk or sampled, got '", kind, "'"));
   }
   if (value_dtype == "fp32") {
     spec.value_dtype = v1::DTYPE_FLOAT32;
@@ -62,6 +69,7 @@ std::string OutputSpec::Describe() const {
                       : value_dtype == v1::DTYPE_BFLOAT16 ? "bf16"
                                                           : "fp32";
   if (kind == v1::OUTPUT_TOP_K) return absl::StrCat("top-", top_k, " ", dtype);
+  if (kind == v1::OUTPUT_SAMPLED) return absl::StrCat("sampled N=", samples);
   return absl::StrCat("dense ", dtype);
 }
 
@@ -151,6 +159,7 @@ std::vector<v1::DistillRequest> EncodeRequest(uint64_t sequence, const torch::Te
       r.set_temperature(temperature);
       r.set_output(output.kind);
       r.set_top_k(output.kind == v1::OUTPUT_TOP_K ? output.top_k : 0);
+      r.set_samples(output.kind == v1::OUTPUT_SAMPLED ? output.samples : 0);
       r.set_value_dtype(output.value_dtype);
       for (const std::string& h : hidden_layers) r.add_hidden_layers(h);
     } else {
@@ -183,8 +192,13 @@ torch::Tensor TopKLogProbs::ToDense(int64_t num_classes) const {
   } else {
     fill = torch::full_like(tail_log_mass, -std::numeric_limits<float>::infinity());
   }
-  torch::Tensor dense = fill.unsqueeze(1).expand({values.size(0), num_classes}).contiguous();
-  return dense.scatter(1, indices, values);
+  // Entries at -inf (a sampled answer's padding, which may repeat an id that
+  // was drawn) go to a scratch column, so they never overwrite a real entry.
+  torch::Tensor dense = fill.unsqueeze(1).expand({values.size(0), num_classes + 1}).contiguous();
+  const torch::Tensor padding = values.isneginf();
+  const torch::Tensor where =
+      padding.any().item<bool>() ? indices.masked_fill(padding, num_classes) : indices;
+  return dense.scatter(1, where, values).narrow(1, 0, num_classes).contiguous();
 }
 
 std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& answer,
@@ -193,9 +207,12 @@ std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& a
   const int64_t classes = answer.log_probs.size(1);
   const int64_t value_bytes = DTypeSize(output.value_dtype);
   const bool top_k = output.kind == v1::OUTPUT_TOP_K;
+  const bool sampled = output.kind == v1::OUTPUT_SAMPLED;
   const v1::DType index_dtype = classes <= 65536 ? v1::DTYPE_UINT16 : v1::DTYPE_INT32;
   int64_t bytes_per_position =
-      top_k ? output.top_k * (value_bytes + DTypeSize(index_dtype)) + 4 : classes * value_bytes;
+      top_k     ? output.top_k * (value_bytes + DTypeSize(index_dtype)) + 4
+      : sampled ? answer.sampled.ids.size(1) * (DTypeSize(index_dtype) + 2)
+                : classes * value_bytes;
   for (const auto& [name, h] : answer.hidden) {
     bytes_per_position += (positions == 0 ? 0 : h.numel() / positions) * value_bytes;
   }
@@ -214,7 +231,12 @@ std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& a
     v1::LogProbBlock* block = r.mutable_log_probs();
     block->set_position_offset(begin);
     block->set_positions(count);
-    if (top_k) {
+    if (sampled) {
+      TensorToWire(Narrow(answer.sampled.ids, begin, count), index_dtype,
+                   block->mutable_top_k_indices());
+      TensorToWire(Narrow(answer.sampled.counts, begin, count), v1::DTYPE_UINT16,
+                   block->mutable_sample_counts());
+    } else if (top_k) {
       TensorToWire(Narrow(sparse.indices, begin, count), index_dtype,
                    block->mutable_top_k_indices());
       TensorToWire(Narrow(sparse.values, begin, count), output.value_dtype,
@@ -259,10 +281,38 @@ TopKLogProbs DenseAsTopK(const torch::Tensor& log_probs) {
   return out;
 }
 
+absl::StatusOr<SampledTargets> DecodeSampledBlock(const v1::LogProbBlock& block,
+                                                  int64_t num_classes) {
+  const int64_t n = block.positions();
+  SampledTargets s;
+  RETORT_ASSIGN_OR_RETURN(s.ids, TensorFromWire(block.top_k_indices(), "sampled ids"));
+  RETORT_ASSIGN_OR_RETURN(torch::Tensor counts,
+                          TensorFromWire(block.sample_counts(), "sample counts"));
+  if (s.ids.dim() != 2 || s.ids.size(0) != n || !counts.sizes().equals(s.ids.sizes()) ||
+      s.ids.size(1) < 1) {
+    return absl::DataLossError(absl::StrCat("sampled block for ", n, " positions is inconsistent"));
+  }
+  if (n > 0 && (s.ids.min().item<int64_t>() < 0 || s.ids.max().item<int64_t>() >= num_classes ||
+                counts.min().item<int64_t>() < 0)) {
+    return absl::DataLossError(absl::StrCat("sampled ids fall outside [0, ", num_classes, ")"));
+  }
+  const torch::Tensor totals = counts.sum(1);
+  if (n > 0 && !totals.eq(totals[0]).all().item<bool>()) {
+    return absl::DataLossError("sampled positions hold different numbers of draws");
+  }
+  s.samples = n > 0 ? totals[0].item<int64_t>() : 0;
+  s.counts = counts.to(torch::kInt32);
+  return s;
+}
+
 absl::StatusOr<TopKLogProbs> DecodeTopKBlock(const v1::LogProbBlock& block, int64_t num_classes) {
   const int64_t n = block.positions();
   if (block.has_dense()) {
     return absl::DataLossError("expected a top-k block, got dense values");
+  }
+  if (block.has_sample_counts()) {
+    RETORT_ASSIGN_OR_RETURN(SampledTargets s, DecodeSampledBlock(block, num_classes));
+    return s.ToTopK();
   }
   TopKLogProbs sparse;
   RETORT_ASSIGN_OR_RETURN(sparse.indices, TensorFromWire(block.top_k_indices(), "top-k indices"));
@@ -292,7 +342,15 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
     return absl::DataLossError(absl::StrCat("response ", response.sequence(), " part ",
                                             response.part(), " is out of order or inconsistent"));
   }
-  if (keep_top_k_ && !response.log_probs().has_dense()) {
+  if (response.log_probs().has_sample_counts()) {
+    RETORT_ASSIGN_OR_RETURN(SampledTargets s,
+                            DecodeSampledBlock(response.log_probs(), response.num_classes()));
+    if (!sampled_.empty() && s.samples != sampled_.front().samples) {
+      return absl::DataLossError("response parts hold different numbers of draws");
+    }
+    sampled_.push_back(std::move(s));
+    classes_ = response.num_classes();
+  } else if (keep_top_k_ && !response.log_probs().has_dense()) {
     RETORT_ASSIGN_OR_RETURN(TopKLogProbs sparse,
                             DecodeTopKBlock(response.log_probs(), response.num_classes()));
     top_k_.push_back(std::move(sparse));
@@ -324,10 +382,29 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
   }
   Answer answer;
   return TorchCall("joining response parts", [&] {
-    if (!log_probs_.empty() && !top_k_.empty()) {
-      throw std::runtime_error("a response mixes dense and top-k parts");
+    if (static_cast<int>(!log_probs_.empty()) + static_cast<int>(!top_k_.empty()) +
+            static_cast<int>(!sampled_.empty()) > 1) {
+      throw std::runtime_error("a response mixes dense, top-k and sampled parts");
     }
-    if (!top_k_.empty()) {
+    if (!sampled_.empty()) {
+      // Parts may differ in width (their most distinct ids): pad to the widest.
+      int64_t width = 0;
+      for (const SampledTargets& s : sampled_) width = std::max(width, s.ids.size(1));
+      std::vector<torch::Tensor> ids, counts;
+      for (const SampledTargets& s : sampled_) {
+        const int64_t pad = width - s.ids.size(1);
+        ids.push_back(torch::constant_pad_nd(s.ids, {0, pad}, 0));
+        counts.push_back(torch::constant_pad_nd(s.counts, {0, pad}, 0));
+      }
+      answer.sampled.ids = torch::cat(ids, 0);
+      answer.sampled.counts = torch::cat(counts, 0);
+      answer.sampled.samples = sampled_.front().samples;
+      if (keep_top_k_) {
+        answer.top_k = answer.sampled.ToTopK();
+      } else {
+        answer.log_probs = answer.sampled.ToTopK().ToDense(classes_);
+      }
+    } else if (!top_k_.empty()) {
       std::vector<torch::Tensor> indices, values, tails;
       for (const TopKLogProbs& t : top_k_) {
         indices.push_back(t.indices);

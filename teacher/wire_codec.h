@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "retort/v1/teacher.pb.h"
+#include "teacher/sampled_targets.h"
 #include "teacher/top_k.h"
 
 namespace retort::teacher {
@@ -36,11 +37,13 @@ struct OutputSpec {
   // instead of decoding them into dense distributions. Language-model
   // trainers use it: a dense [tokens, vocabulary] tensor is what top-k saves.
   bool keep_top_k = false;
+  int32_t samples = 0;  // OUTPUT_SAMPLED only (last: aggregate initialisers list the rest)
 
-  // Parses "dense", "topk" and "fp32", "fp16", "bf16" (flag values).
+  // Parses "dense", "topk", "sampled" and "fp32", "fp16", "bf16" (flag
+  // values); `top_k` is the k of topk and the draws of sampled.
   static absl::StatusOr<OutputSpec> Parse(const std::string& kind, int32_t top_k,
                                           const std::string& value_dtype);
-  std::string Describe() const;  // "dense fp32", "top-5 bf16"
+  std::string Describe() const;  // "dense fp32", "top-5 bf16", "sampled N=32"
 };
 
 // torch dtype of a wire dtype; INVALID_ARGUMENT for ones torch lacks.
@@ -66,6 +69,10 @@ struct Answer {
   // by an assembler that keeps top-k answers sparse (then top_k is set).
   torch::Tensor log_probs;
   TopKLogProbs top_k;
+  // An OUTPUT_SAMPLED answer: set by the server before encoding (from
+  // log_probs and the rows' keys), and by the decoder (then log_probs and
+  // top_k are undefined).
+  SampledTargets sampled;
   std::map<std::string, torch::Tensor> hidden;  // float32 [positions, ...]
 };
 
@@ -78,14 +85,19 @@ std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& a
 absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
                                                  int64_t num_classes);
 // Decodes a top-k block, checking its shapes and indices.
+// A sampled block in top-k form (SampledTargets::ToTopK).
 absl::StatusOr<TopKLogProbs> DecodeTopKBlock(const v1::LogProbBlock& block, int64_t num_classes);
+// Decodes a sampled block, checking its shapes, ids and counts.
+absl::StatusOr<SampledTargets> DecodeSampledBlock(const v1::LogProbBlock& block,
+                                                  int64_t num_classes);
 
 // Joins the responses to one request (one assembler per request). Checks
 // that parts arrive in order, cover every position once and agree.
 class AnswerAssembler {
  public:
-  // With `keep_top_k`, top-k responses are assembled into Answer::top_k and
-  // not decoded into dense log-probabilities.
+  // With `keep_top_k`, top-k and sampled responses are assembled into
+  // Answer::top_k (sampled ones also into Answer::sampled) and not decoded
+  // into dense log-probabilities.
   explicit AnswerAssembler(bool keep_top_k = false) : keep_top_k_(keep_top_k) {}
 
   // Adds one response part. Returns the answer after the last part,
@@ -98,6 +110,8 @@ class AnswerAssembler {
   int64_t positions_ = 0;
   std::vector<torch::Tensor> log_probs_;
   std::vector<TopKLogProbs> top_k_;
+  std::vector<SampledTargets> sampled_;
+  int64_t classes_ = 0;
   std::map<std::string, std::vector<torch::Tensor>> hidden_;
 };
 

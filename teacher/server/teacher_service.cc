@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/torch_status.h"
 #include "teacher/request_validation.h"
 #include "teacher/server/server_security.h"
 #include "teacher/wire_codec.h"
@@ -30,6 +31,7 @@ class TeacherService::Stream : public std::enable_shared_from_this<TeacherServic
     uint64_t sequence = 0;
     absl::StatusOr<Answer> answer;
     OutputSpec output;
+    std::vector<uint64_t> row_keys;  // OUTPUT_SAMPLED: seeds of the rows' draws
     absl::Time received;
     bool accepted = false;  // counted in flight
   };
@@ -152,6 +154,7 @@ void TeacherService::Stream::Accept(v1::DistillRequest request, absl::Time recei
   pending.sequence = sequence;
   pending.output.kind = request.output();
   pending.output.top_k = request.top_k();
+  pending.output.samples = request.samples();
   pending.output.value_dtype = request.value_dtype();
   pending.received = received;
   pending.accepted = true;
@@ -162,6 +165,7 @@ void TeacherService::Stream::Accept(v1::DistillRequest request, absl::Time recei
     Push(std::move(pending));
     return;
   }
+  if (pending.output.kind == v1::OUTPUT_SAMPLED) pending.row_keys = RowKeys(*inputs);
   if (service_->request_rows_ != nullptr) {
     service_->request_rows_->Observe(static_cast<double>(inputs->size(0)));
   }
@@ -221,6 +225,13 @@ void TeacherService::Stream::WriterLoop() {
       // send its next request the moment the answer arrives, and must not
       // find the slot still taken.
       if (out.accepted) --in_flight_;
+    }
+    if (out.answer.ok() && out.output.kind == v1::OUTPUT_SAMPLED) {
+      absl::Status drawn = TorchCall("drawing samples", [&] {
+        out.answer->sampled =
+            SampleTargets(out.answer->log_probs, out.output.samples, out.row_keys);
+      });
+      if (!drawn.ok()) out.answer = drawn;
     }
     absl::StatusCode code = out.answer.ok() ? absl::StatusCode::kOk : out.answer.status().code();
     if (out.answer.ok()) {

@@ -231,6 +231,21 @@ TEST(ValidateDistillRequestTest, TopKWithDenseOutput) {
   EXPECT_INVALID(ValidateImage(r), HasSubstr("top_k is 5 but the output is dense"));
 }
 
+TEST(ValidateDistillRequestTest, SampledOutputNeedsADrawCountAndNothingElse) {
+  v1::DistillRequest r = ImageRequest(1);
+  r.set_output(v1::OUTPUT_SAMPLED);
+  EXPECT_INVALID(ValidateImage(r), HasSubstr("samples 0 is not in [1, 65535]"));
+  r.set_samples(65536);
+  EXPECT_INVALID(ValidateImage(r), HasSubstr("samples 65536"));
+  r.set_samples(32);
+  EXPECT_TRUE(ValidateImage(r).ok());
+  r.set_top_k(3);
+  EXPECT_INVALID(ValidateImage(r), HasSubstr("top_k must be 0"));
+  v1::DistillRequest dense = ImageRequest(1);
+  dense.set_samples(4);
+  EXPECT_INVALID(ValidateImage(dense), HasSubstr("samples is 4 but the output is dense"));
+}
+
 TEST(ValidateDistillRequestTest, BadValueDtype) {
   for (v1::DType dtype : {v1::DTYPE_UNSPECIFIED, v1::DTYPE_INT32, v1::DTYPE_UINT16}) {
     v1::DistillRequest r = ImageRequest(1);

@@ -447,6 +447,24 @@ TEST_F(TeacherServerTest, TopKHalfPrecisionDecodesCloseToDense) {
   }
 }
 
+TEST_F(TeacherServerTest, SampledAnswersAreTheInProcessDrawsOfEachRow) {
+  ASSERT_TRUE(StartServer());
+  RemoteTeacherClient::Options options = ClientOptions();
+  options.output = {v1::OUTPUT_SAMPLED, 0, v1::DTYPE_FLOAT32, /*keep_top_k=*/true, /*samples=*/20};
+  std::unique_ptr<RemoteTeacherClient> client = NewClient(options);
+  ASSERT_NE(client, nullptr);
+  const torch::Tensor x = Images(6);
+  const absl::StatusOr<Answer> remote = client->Wait(client->Send(x, 2.0));
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  // The server seeds each row's draws by its inputs: the same as drawn here,
+  // and a row asked alone gets the draws it got in the batch.
+  const SampledTargets want = SampleTargets(Expected(x, 2.0), 20, RowKeys(x));
+  EXPECT_TRUE(torch::allclose(remote->top_k.ToDense(10), want.ToTopK().ToDense(10)));
+  const absl::StatusOr<Answer> alone = client->Wait(client->Send(x.narrow(0, 4, 1), 2.0));
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_TRUE(torch::allclose(alone->top_k.ToDense(10), remote->top_k.ToDense(10).narrow(0, 4, 1)));
+}
+
 TEST_F(TeacherServerTest, HiddenStatesComeBackWithTheLogProbs) {
   ASSERT_TRUE(StartServer());
   std::unique_ptr<RemoteTeacherClient> client = NewClient();

@@ -331,6 +331,43 @@ TEST(EncodeAnswerTest, SplitsDenseAnswersIntoBoundedPartsAndReassemblesThem) {
   EXPECT_TRUE(back->hidden.empty());
 }
 
+TEST(EncodeAnswerTest, SampledAnswersTravelAsIdsAndCountsInPartsOfAnyWidth) {
+  torch::manual_seed(4);
+  Answer answer;
+  answer.log_probs = torch::log_softmax(torch::randn({600, 500}) * 2.0, 1);
+  std::vector<uint64_t> keys(20);
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = 100 + i;
+  answer.sampled = SampleTargets(answer.log_probs, 24, keys);
+  OutputSpec spec{v1::OUTPUT_SAMPLED, 0, v1::DTYPE_FLOAT32};
+  spec.samples = 24;
+  std::vector<v1::DistillResponse> parts = EncodeAnswer(7, answer, spec, 4096);
+  EXPECT_GT(parts.size(), 10u);  // parts differ in their widest position
+  for (bool keep : {true, false}) {
+    AnswerAssembler assembler(keep);
+    std::optional<Answer> back;
+    for (const v1::DistillResponse& r : parts) {
+      absl::StatusOr<std::optional<Answer>> added = assembler.Add(r);
+      ASSERT_TRUE(added.ok()) << added.status();
+      if (added->has_value()) back = **added;
+    }
+    ASSERT_TRUE(back.has_value());
+    const torch::Tensor want = answer.sampled.ToTopK().ToDense(500);
+    if (keep) {
+      EXPECT_EQ(back->sampled.samples, 24);
+      EXPECT_TRUE(torch::allclose(back->top_k.ToDense(500), want));
+    } else {
+      EXPECT_TRUE(torch::allclose(back->log_probs, want));
+    }
+  }
+  // A part whose positions hold another number of draws is refused.
+  v1::DistillResponse bad = parts[1];
+  v1::Tensor* counts = bad.mutable_log_probs()->mutable_sample_counts();
+  (*counts->mutable_data())[0] = static_cast<char>((*counts->mutable_data())[0] + 1);
+  AnswerAssembler assembler(true);
+  ASSERT_TRUE(assembler.Add(parts[0]).ok());
+  EXPECT_EQ(assembler.Add(bad).status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(EncodeAnswerTest, CarriesHiddenStatesWithTheirPositions) {
   Answer answer = BigAnswer(2000, 1000, /*with_hidden=*/true);
   std::vector<v1::DistillResponse> parts =

@@ -58,6 +58,9 @@ ABSL_FLAG(double, skew, 0.1, "Mixing weight of skew_kl: KL(p || skew p + (1-skew
 ABSL_FLAG(int64_t, eval_every, 0, "Evaluate on validation every this many steps (0: at the end).");
 ABSL_FLAG(int64_t, eval_sequences, 0, "Validation sequences per evaluation (0: all).");
 ABSL_FLAG(std::string, prompt, "And God said", "Text to continue (generate).");
+ABSL_FLAG(int32_t, teacher_samples, 0,
+          "Distill from this many draws per token from the teacher's distribution (an unbiased "
+          "sparse estimate; the sampled output kind) instead of --top_k; 0: off.");
 ABSL_FLAG(std::string, teacher_cache, "",
           "A teacher-logit cache directory (written by `retort teacher dump` for this --data, "
           "--seq_len and --temperature) to distill from instead of a live teacher.");
@@ -120,8 +123,10 @@ absl::StatusOr<TokenData> OpenTokenData(bool need_train) {
 }
 
 // An in-process teacher from --teacher (a Llama directory), or a pool from
-// --teachers, answering top-k (dense for 0); null when neither is given.
-absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags(int32_t top_k) {
+// --teachers, answering `samples` draws per token when > 0, else top-k
+// (dense for 0); null when neither is given.
+absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags(int32_t top_k,
+                                                                         int32_t samples) {
   const std::string local = absl::GetFlag(FLAGS_teacher);
   RETORT_ASSIGN_OR_RETURN(std::string remote, TeacherTargetFromFlags());
   if (!local.empty() && !remote.empty()) {
@@ -132,13 +137,16 @@ absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags(int32_
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<teacher::LlamaTeacher> t,
                             teacher::LlamaTeacher::Create({.checkpoint_dir = local}));
     return std::shared_ptr<client::TeacherClient>(std::make_shared<client::InProcessTeacherClient>(
-        std::move(t), client::InProcessTeacherClient::Options{.top_k = top_k}));
+        std::move(t), client::InProcessTeacherClient::Options{.top_k = top_k, .samples = samples}));
   }
   if (remote.empty()) return std::shared_ptr<client::TeacherClient>();
   RETORT_ASSIGN_OR_RETURN(client::TeacherPoolClient::Options o,
                           TeacherPoolOptionsFromFlags(remote));
   RETORT_ASSIGN_OR_RETURN(o.endpoint.output,
-                          teacher::OutputSpec::Parse(top_k > 0 ? "topk" : "dense", top_k,
+                          teacher::OutputSpec::Parse(samples > 0 ? "sampled"
+                                                     : top_k > 0 ? "topk"
+                                                                 : "dense",
+                                                     samples > 0 ? samples : top_k,
                                                      absl::GetFlag(FLAGS_teacher_value_dtype)));
   o.endpoint.output.keep_top_k = true;
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<client::TeacherPoolClient> pool,
@@ -147,7 +155,17 @@ absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags(int32_
 }
 
 absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags() {
-  return LmTeacherFromFlags(absl::GetFlag(FLAGS_top_k));
+  const int32_t samples = absl::GetFlag(FLAGS_teacher_samples);
+  if (samples < 0 || samples > 65535) {
+    return absl::InvalidArgumentError("--teacher_samples must be in 0..65535 (0: off)");
+  }
+  if (samples > 0 && absl::GetFlag(FLAGS_divergence) != "fkl" &&
+      absl::GetFlag(FLAGS_divergence) != "forward_kl") {
+    return absl::InvalidArgumentError(
+        "--teacher_samples estimates the teacher's distribution without bias only for the "
+        "forward KL; use --divergence=fkl or --top_k");
+  }
+  return LmTeacherFromFlags(absl::GetFlag(FLAGS_top_k), samples);
 }
 
 // The hash a teacher cache records for the corpus: of the data directory's
@@ -481,7 +499,7 @@ absl::Status RunTeacherDump() {
   // dense distribution they draw from.
   const bool sampled = o.encoding.kind == cache::EncodingOptions::Kind::kSampled;
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher,
-                          LmTeacherFromFlags(sampled ? 0 : o.encoding.top_k));
+                          LmTeacherFromFlags(sampled ? 0 : o.encoding.top_k, /*samples=*/0));
   if (teacher == nullptr) {
     return absl::InvalidArgumentError(
         "teacher dump needs a teacher: --teacher (a Llama directory) or --teachers");

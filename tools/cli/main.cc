@@ -33,7 +33,7 @@ std::vector<std::string> Concat(std::initializer_list<std::vector<std::string>> 
 // The flags `lm train` and `lm chain` share: the loop's and the language
 // model's.
 std::vector<std::string> LmTrainingFlags() {
-  return Concat({{"data", "seq_len", "model", "steps", "seed", "teacher", "teacher_cache", "top_k", "temperature",
+  return Concat({{"data", "seq_len", "model", "steps", "seed", "teacher", "teacher_cache", "teacher_samples", "top_k", "temperature",
                   "alpha", "divergence", "skew", "feature_weight", "match", "feature_loss",
                   "adapter", "eval_every", "eval_sequences", "teacher_prefetch", "threads"},
                  kLoopFlags});
