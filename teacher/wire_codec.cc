@@ -49,7 +49,7 @@ absl::StatusOr<OutputSpec> OutputSpec::Parse(const std::string& kind, int32_t to
     }
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("--teacher_output must be dense, topk or sampled, got '", kind, "'"));
+        absl::StrCat("--teacher_output must be dense or topk, got '", kind, "'"));
   }
   if (value_dtype == "fp32") {
     spec.value_dtype = v1::DTYPE_FLOAT32;

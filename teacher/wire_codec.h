@@ -39,8 +39,9 @@ struct OutputSpec {
   bool keep_top_k = false;
   int32_t samples = 0;  // OUTPUT_SAMPLED only (last: aggregate initialisers list the rest)
 
-  // Parses "dense", "topk", "sampled" and "fp32", "fp16", "bf16" (flag
-  // values); `top_k` is the k of topk and the draws of sampled.
+  // Parses "dense", "topk" (the values of --teacher_output), "sampled" (what
+  // --teacher_samples asks for) and "fp32", "fp16", "bf16"; `top_k` is the k
+  // of topk and the draws of sampled.
   static absl::StatusOr<OutputSpec> Parse(const std::string& kind, int32_t top_k,
                                           const std::string& value_dtype);
   std::string Describe() const;  // "dense fp32", "top-5 bf16", "sampled N=32"
