@@ -23,7 +23,9 @@
 #include "common/file_util.h"
 #include "common/free_port.h"
 #include "common/subprocess.h"
+#include "common/sha256.h"
 #include "tests/cli/cli_test_util.h"
+#include "tests/tokenizer/small_tokenizer_json.h"
 
 namespace retort {
 namespace {
@@ -157,6 +159,51 @@ TEST_F(LmE2ETest, PrepareWritesShardsAndReusesThem) {
           " --vocab_size=320 --validation_fraction=0.1 --out_dir=" + Path("corpus"));
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_THAT(again.out, HasSubstr("\"reused\": true"));
+}
+
+// A corpus tokenized with a tokenizer.json trains a model whose export
+// carries that file; a teacher whose tokenizer is not the data's is refused
+// with both hashes, even when the vocabularies have the same size.
+TEST_F(LmE2ETest, TokenizerJsonCorpusTrainsExportsAndRefusesAnotherTokenizersTeacher) {
+  const std::string json = tokenizer::testing::SmallByteFallbackTokenizerJson(320);
+  ASSERT_TRUE(WriteFileAtomically(Path("hf_tokenizer.json"), json).ok());
+  const clitest::Result prepared =
+      Run("data prepare --text=" + Path("text.txt") + " --tokenizer=" + Path("hf_tokenizer.json") +
+          " --validation_fraction=0.1 --out_dir=" + Path("corpus_hf"));
+  ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
+  const nlohmann::json corpus = nlohmann::json::parse(prepared.out, nullptr, false);
+  EXPECT_EQ(corpus["tokenizer"]["sha256"], Sha256Hex(json)) << prepared.out;
+  EXPECT_EQ(corpus["tokenizer"]["vocab_size"], 320);
+  EXPECT_TRUE(PathExists(Path("corpus_hf/tokenizer.json")));
+
+  const std::string hf_data =
+      "--data=" + Path("corpus_hf") + " --seq_len=32 --batch_size=8 --threads=1 --seed=3";
+  const clitest::Result trained = Run("lm train " + hf_data +
+                                      " --model=d=32,layers=1,heads=2,ffn=64 --steps=5 --out_dir=" +
+                                      Path("hf_student"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  EXPECT_EQ(ReadFile(Path("hf_student/model/tokenizer.json")).value_or(""), json);
+  EXPECT_FALSE(PathExists(Path("hf_student/model/tokenizer.model")));
+  const clitest::Result generated = Run("generate --checkpoint=" + Path("hf_student/model") +
+                                        " --prompt=the --max_new_tokens=4 --threads=1");
+  ASSERT_EQ(generated.exit_code, 0) << generated.err;
+  EXPECT_TRUE(absl::StartsWith(generated.out, "the")) << generated.out;
+
+  // The SentencePiece teacher (320 pieces too) against the tokenizer.json data.
+  const clitest::Result refused = Run("lm train " + hf_data +
+                                      " --model=d=32,layers=1,heads=2,ffn=64 --steps=5 --teacher=" +
+                                      Path("teacher/model") + " --out_dir=" + Path("hf_refused"));
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("tokenizes differently"));
+  EXPECT_THAT(refused.err, HasSubstr(Sha256Hex(json)));
+  EXPECT_THAT(refused.err,
+              HasSubstr(Sha256Hex(ReadFile(Path("teacher/model/tokenizer.model")).value_or(""))));
+
+  const clitest::Result not_a_tokenizer =
+      Run("data prepare --text=" + Path("text.txt") + " --tokenizer=" + Path("text.txt") +
+          " --out_dir=" + Path("corpus_bad"));
+  EXPECT_EQ(not_a_tokenizer.exit_code, 1);
+  EXPECT_THAT(not_a_tokenizer.err, HasSubstr("is neither a Hugging Face tokenizer.json"));
 }
 
 TEST_F(LmE2ETest, TeacherLearnedAndExportedAHuggingFaceDirectory) {
