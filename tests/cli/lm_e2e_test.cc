@@ -165,7 +165,7 @@ TEST_F(LmE2ETest, PrepareWritesShardsAndReusesThem) {
 // carries that file; a teacher whose tokenizer is not the data's is refused
 // with both hashes, even when the vocabularies have the same size.
 TEST_F(LmE2ETest, TokenizerJsonCorpusTrainsExportsAndRefusesAnotherTokenizersTeacher) {
-  const std::string json = tokenizer::testing::SmallByteFallbackTokenizerJson(320);
+  const std::string json = tokenizer::testing::SmallByteFallbackTokenizerJson(400);
   ASSERT_TRUE(WriteFileAtomically(Path("hf_tokenizer.json"), json).ok());
   const clitest::Result prepared =
       Run("data prepare --text=" + Path("text.txt") + " --tokenizer=" + Path("hf_tokenizer.json") +
@@ -173,31 +173,39 @@ TEST_F(LmE2ETest, TokenizerJsonCorpusTrainsExportsAndRefusesAnotherTokenizersTea
   ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
   const nlohmann::json corpus = nlohmann::json::parse(prepared.out, nullptr, false);
   EXPECT_EQ(corpus["tokenizer"]["sha256"], Sha256Hex(json)) << prepared.out;
-  EXPECT_EQ(corpus["tokenizer"]["vocab_size"], 320);
+  EXPECT_EQ(corpus["tokenizer"]["vocab_size"], 400);
   EXPECT_TRUE(PathExists(Path("corpus_hf/tokenizer.json")));
 
-  const std::string hf_data =
-      "--data=" + Path("corpus_hf") + " --seq_len=32 --batch_size=8 --threads=1 --seed=3";
-  const clitest::Result trained = Run("lm train " + hf_data +
-                                      " --model=d=32,layers=1,heads=2,ffn=64 --steps=5 --out_dir=" +
-                                      Path("hf_student"));
+  const std::string args = " --seq_len=32 --batch_size=8 --threads=1 --seed=3 "
+                           "--model=d=32,layers=1,heads=2,ffn=64 --steps=5 ";
+  const clitest::Result trained =
+      Run("lm train --data=" + Path("corpus_hf") + args + "--out_dir=" + Path("hf_teacher"));
   ASSERT_EQ(trained.exit_code, 0) << trained.err;
-  EXPECT_EQ(ReadFile(Path("hf_student/model/tokenizer.json")).value_or(""), json);
-  EXPECT_FALSE(PathExists(Path("hf_student/model/tokenizer.model")));
-  const clitest::Result generated = Run("generate --checkpoint=" + Path("hf_student/model") +
+  EXPECT_EQ(ReadFile(Path("hf_teacher/model/tokenizer.json")).value_or(""), json);
+  EXPECT_FALSE(PathExists(Path("hf_teacher/model/tokenizer.model")));
+  const clitest::Result generated = Run("generate --checkpoint=" + Path("hf_teacher/model") +
                                         " --prompt=the --max_new_tokens=4 --threads=1");
   ASSERT_EQ(generated.exit_code, 0) << generated.err;
   EXPECT_TRUE(absl::StartsWith(generated.out, "the")) << generated.out;
 
-  // The SentencePiece teacher (320 pieces too) against the tokenizer.json data.
-  const clitest::Result refused = Run("lm train " + hf_data +
-                                      " --model=d=32,layers=1,heads=2,ffn=64 --steps=5 --teacher=" +
-                                      Path("teacher/model") + " --out_dir=" + Path("hf_refused"));
+  // Data from another tokenizer of the same size (one unused token renamed).
+  std::string other = json;
+  const size_t at = other.find("<unused399>");
+  ASSERT_NE(at, std::string::npos);
+  other.replace(at, 11, "<spare0399>");
+  ASSERT_TRUE(WriteFileAtomically(Path("other_tokenizer.json"), other).ok());
+  const clitest::Result other_prepared =
+      Run("data prepare --text=" + Path("text.txt") + " --tokenizer=" +
+          Path("other_tokenizer.json") + " --validation_fraction=0.1 --out_dir=" +
+          Path("corpus_other"));
+  ASSERT_EQ(other_prepared.exit_code, 0) << other_prepared.err;
+  const clitest::Result refused = Run("lm train --data=" + Path("corpus_other") + args +
+                                      "--teacher=" + Path("hf_teacher/model") +
+                                      " --out_dir=" + Path("hf_refused"));
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_THAT(refused.err, HasSubstr("tokenizes differently"));
-  EXPECT_THAT(refused.err, HasSubstr(Sha256Hex(json)));
-  EXPECT_THAT(refused.err,
-              HasSubstr(Sha256Hex(ReadFile(Path("teacher/model/tokenizer.model")).value_or(""))));
+  EXPECT_THAT(refused.err, HasSubstr(Sha256Hex(json)));   // the teacher's
+  EXPECT_THAT(refused.err, HasSubstr(Sha256Hex(other)));  // the data's
 
   const clitest::Result not_a_tokenizer =
       Run("data prepare --text=" + Path("text.txt") + " --tokenizer=" + Path("text.txt") +

@@ -2,7 +2,8 @@
 // preparation, the CLI): BPE with byte fallback in the Llama 2 style, ids
 // <unk> 0, <s> 1, </s> 2, the 256 byte tokens <0x00>..<0xFF> 3..258, then
 // the printable ASCII characters and a few merges, padded with unused tokens
-// to `vocab_size` (at least 400). Every UTF-8 string encodes and decodes back.
+// to `vocab_size` ids (the base vocabulary is 361). Every UTF-8 string
+// encodes and decodes back.
 #ifndef RETORT_TESTS_TOKENIZER_SMALL_TOKENIZER_JSON_H_
 #define RETORT_TESTS_TOKENIZER_SMALL_TOKENIZER_JSON_H_
 
