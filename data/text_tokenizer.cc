@@ -73,10 +73,11 @@ absl::StatusOr<std::unique_ptr<TextTokenizer>> LoadTextTokenizer(const std::stri
     case Kind::kUnknown:
       break;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, " is neither a Hugging Face tokenizer.json (a JSON object) nor a SentencePiece "
-            ".model (a ModelProto); give one of those (Hugging Face repositories ship "
-            "tokenizer.json, and often tokenizer.model beside it)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(path,
+                   " is neither a Hugging Face tokenizer.json (a JSON object) nor a SentencePiece "
+                   ".model (a ModelProto); give one of those (Hugging Face repositories ship "
+                   "tokenizer.json, and often tokenizer.model beside it)"));
 }
 
 }  // namespace retort::data

@@ -12,10 +12,10 @@
 #include "common/progress.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
-#include "data/text_corpus.h"
-#include "data/token_shard.h"
 #include "common/tokenizer_files.h"
+#include "data/text_corpus.h"
 #include "data/text_tokenizer.h"
+#include "data/token_shard.h"
 #include "data/tokenizer.h"
 
 namespace retort::data {
@@ -125,7 +125,8 @@ absl::Status CheckShard(const std::string& path, int64_t tokens, int vocab_size)
 
 // The recorded result when out_dir/corpus.json matches `options` and the
 // files are intact; otherwise nullopt and why in *why.
-std::optional<PreparedCorpus> TryReuse(const std::string& out_dir, const std::string& tokenizer_name,
+std::optional<PreparedCorpus> TryReuse(const std::string& out_dir,
+                                       const std::string& tokenizer_name,
                                        const nlohmann::json& options, std::string* why) {
   PreparedCorpus c = Paths(out_dir, tokenizer_name);
   if (!PathExists(c.manifest_path)) {

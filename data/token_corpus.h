@@ -32,7 +32,7 @@ struct PrepareOptions {
   // A tokenizer.json or SentencePiece .model to use as is (copied into
   // out_dir); empty: train a SentencePiece BPE of vocab_size pieces.
   std::string tokenizer_file;
-  int vocab_size = 4096;  // only when training one
+  int vocab_size = 4096;              // only when training one
   double validation_fraction = 0.05;  // in (0, 0.5]
   int64_t block_lines = 100;
   uint64_t seed = 1;

@@ -195,8 +195,7 @@ std::string WeightsSha256(const torch::nn::Module& module, bool as_float32) {
   return NamedTensorsSha256(named, as_float32);
 }
 
-std::string NamedTensorsSha256(const std::map<std::string, torch::Tensor>& named,
-                               bool as_float32) {
+std::string NamedTensorsSha256(const std::map<std::string, torch::Tensor>& named, bool as_float32) {
   Sha256 hasher;
   for (const auto& [name, tensor] : named) {
     const torch::Tensor t = tensor.detach().contiguous().cpu();

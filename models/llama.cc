@@ -81,8 +81,8 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   const bool windowed = sliding_window_ > 0 && t > sliding_window_;
   torch::Tensor masked = torch::ones({t, t}, torch::dtype(torch::kBool)).triu(1);
   if (windowed) {
-    masked = masked.logical_or(
-        torch::ones({t, t}, torch::dtype(torch::kBool)).tril(-sliding_window_));
+    masked =
+        masked.logical_or(torch::ones({t, t}, torch::dtype(torch::kBool)).tril(-sliding_window_));
   }
   const torch::Tensor c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
   q = ApplyRotary(q, c, s);

@@ -73,8 +73,7 @@ TORCH_MODULE(LlamaMlp);
 
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit LlamaDecoderLayerImpl(const LlamaConfig& config,
-                                 WeightInit init = WeightInit::kRandom);
+  explicit LlamaDecoderLayerImpl(const LlamaConfig& config, WeightInit init = WeightInit::kRandom);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   LlamaAttention self_attn{nullptr};
   LlamaMlp mlp{nullptr};

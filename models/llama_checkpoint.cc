@@ -196,7 +196,8 @@ absl::Status LoadLlamaTensors(const NamedTensors& tensors, const std::string& so
   std::set<std::string> used;
   torch::NoGradGuard no_grad;
   torch::ScalarType dtype = torch::kFloat32;
-  if (auto embed = by_name.find("model.embed_tokens.weight"); keep_dtype && embed != by_name.end()) {
+  if (auto embed = by_name.find("model.embed_tokens.weight");
+      keep_dtype && embed != by_name.end()) {
     dtype = embed->second->scalar_type();
   }
   for (auto& p : model->named_parameters()) {

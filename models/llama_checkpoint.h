@@ -31,7 +31,7 @@
 namespace retort::models {
 
 struct LlamaSaveOptions {
-  torch::ScalarType dtype = torch::kFloat32;    // of the stored weights: float32, bfloat16, float16
+  torch::ScalarType dtype = torch::kFloat32;  // of the stored weights: float32, bfloat16, float16
   // Copied in as tokenizer.json (a .json file) or tokenizer.model when not
   // empty (common/tokenizer_files.h).
   std::string tokenizer_model;

@@ -56,14 +56,15 @@ absl::Status LlamaConfig::Validate() const {
   }
   if (model_type != "llama" && model_type != "qwen2" && model_type != "qwen3" &&
       model_type != "mistral") {
-    return Invalid(absl::StrCat("model_type '", model_type,
-                                "' is not one of llama, qwen2, qwen3, mistral"));
+    return Invalid(
+        absl::StrCat("model_type '", model_type, "' is not one of llama, qwen2, qwen3, mistral"));
   }
   if (sliding_window < 0) {
     return Invalid(absl::StrCat("sliding_window must be >= 0 (0: none), got ", sliding_window));
   }
   if (rope_scaling.factor != 0 &&
-      (!(rope_scaling.factor >= 1) || !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor) ||
+      (!(rope_scaling.factor >= 1) ||
+       !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor) ||
        !(rope_scaling.low_freq_factor > 0) || rope_scaling.original_max_position_embeddings < 1)) {
     return Invalid(
         "rope_scaling (llama3) needs factor >= 1, 0 < low_freq_factor < high_freq_factor and "
@@ -214,9 +215,10 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromHuggingFaceJson(const nlohmann::jso
     return it != json.end() && it->is_boolean() && it->get<bool>();
   };
   if (flag("attention_bias")) {
-    return Invalid(absl::StrCat("attention_bias is true (biases on q/k/v and o_proj): not "
-                                "implemented for model_type ",
-                                type, " (only Qwen2's q/k/v biases are)"));
+    return Invalid(
+        absl::StrCat("attention_bias is true (biases on q/k/v and o_proj): not "
+                     "implemented for model_type ",
+                     type, " (only Qwen2's q/k/v biases are)"));
   }
   if (flag("mlp_bias")) return Invalid("mlp_bias is true: MLP biases are not implemented");
   c.qkv_bias = type == "qwen2";
@@ -291,12 +293,20 @@ absl::StatusOr<LlamaConfig> LlamaConfig::Parse(const std::string& text, const Ll
       c.tie_word_embeddings = false;
       continue;
     }
+    if (item == "llama" || item == "qwen2" || item == "qwen3" || item == "mistral") {
+      c.model_type = std::string(item);
+      c.qkv_bias = item == "qwen2";
+      c.qk_norm = item == "qwen3";
+      if (item != "mistral") c.sliding_window = 0;
+      continue;
+    }
     std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
     int64_t value = 0;
     if (kv.size() != 2 || !absl::SimpleAtoi(kv[1], &value)) {
       return Invalid(absl::StrCat("'", item,
                                   "' is not key=integer (keys: d, layers, heads, kv_heads, "
-                                  "head_dim, ffn, vocab, ctx; or the word tied/untied)"));
+                                  "head_dim, ffn, vocab, ctx, window; or the words tied/untied "
+                                  "and llama/qwen2/qwen3/mistral)"));
     }
     const std::string& key = kv[0];
     if (key == "d") {
@@ -316,14 +326,19 @@ absl::StatusOr<LlamaConfig> LlamaConfig::Parse(const std::string& text, const Ll
       c.vocab_size = value;
     } else if (key == "ctx") {
       c.max_position_embeddings = value;
+    } else if (key == "window") {
+      c.sliding_window = value;
     } else {
       return Invalid(absl::StrCat("unknown key '", key,
                                   "' (keys: d, layers, heads, kv_heads, head_dim, ffn, vocab, "
-                                  "ctx, tied)"));
+                                  "ctx, window, tied, llama/qwen2/qwen3/mistral)"));
     }
   }
   if (!kv_given && c.num_key_value_heads > c.num_attention_heads) {
     c.num_key_value_heads = c.num_attention_heads;
+  }
+  if (c.sliding_window > 0 && c.model_type != "mistral") {
+    return Invalid("window=N (a sliding window) is Mistral's; add the word mistral");
   }
   if (absl::Status s = c.Validate(); !s.ok()) return s;
   return c;

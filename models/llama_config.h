@@ -91,7 +91,8 @@ struct LlamaConfig {
   static absl::StatusOr<LlamaConfig> FromHuggingFaceJson(const nlohmann::json& json);
 
   // Parses "d=256,layers=4,heads=4,kv_heads=2,head_dim=64,ffn=688,vocab=4096,ctx=512,tied"
-  // (every key optional; defaults from `base`). For command-line flags.
+  // (every key optional; defaults from `base`), plus a family word (llama,
+  // qwen2, qwen3, mistral) and, for mistral, window=N. For command-line flags.
   static absl::StatusOr<LlamaConfig> Parse(const std::string& text, const LlamaConfig& base);
 
   bool operator==(const LlamaConfig& other) const;

@@ -33,8 +33,8 @@ class ProjectionImpl : public torch::nn::Module {
  public:
   // With `bias`, y = x W^T + b (b a parameter "bias", initialised as
   // torch::nn::Linear's).
-  ProjectionImpl(int64_t in_features, int64_t out_features,
-                 WeightInit init = WeightInit::kRandom, bool bias = false);
+  ProjectionImpl(int64_t in_features, int64_t out_features, WeightInit init = WeightInit::kRandom,
+                 bool bias = false);
 
   torch::Tensor forward(const torch::Tensor& x);
 

@@ -32,14 +32,15 @@ absl::StatusOr<std::map<std::string, std::string>> ReadWeightMap(const std::stri
   if (json.is_discarded() || !json.is_object() || !json.contains("weight_map") ||
       !json["weight_map"].is_object()) {
     return absl::DataLossError(
-        absl::StrCat(index_path, " is not a safetensors index: a JSON object with a "
-                                 "\"weight_map\" object of tensor name -> shard file is needed"));
+        absl::StrCat(index_path,
+                     " is not a safetensors index: a JSON object with a "
+                     "\"weight_map\" object of tensor name -> shard file is needed"));
   }
   std::map<std::string, std::string> map;
   for (const auto& [tensor, file] : json["weight_map"].items()) {
     if (!file.is_string()) {
-      return absl::DataLossError(absl::StrCat(index_path, ": weight_map[\"", tensor,
-                                              "\"] is not a file name"));
+      return absl::DataLossError(
+          absl::StrCat(index_path, ": weight_map[\"", tensor, "\"] is not a file name"));
     }
     const std::string name = file.get<std::string>();
     if (name.empty() || name == "." || name == ".." || absl::StrContains(name, "/") ||
@@ -73,19 +74,19 @@ absl::StatusOr<NamedTensors> ReadSharded(const std::string& dir) {
           break;
         }
       }
-      return absl::NotFoundError(absl::StrCat(
-          path, " does not exist, but ", kSafetensorsIndexFileName, " maps tensor ", example,
-          " (and maybe others) to it; copy the whole checkpoint directory"));
+      return absl::NotFoundError(
+          absl::StrCat(path, " does not exist, but ", kSafetensorsIndexFileName, " maps tensor ",
+                       example, " (and maybe others) to it; copy the whole checkpoint directory"));
     }
     RETORT_ASSIGN_OR_RETURN(NamedTensors part, MapSafetensors(path));
     std::set<std::string> held;
     for (auto& [name, tensor] : part.tensors) {
       auto it = weight_map.find(name);
       if (it == weight_map.end() || it->second != shard) {
-        return absl::DataLossError(absl::StrCat(
-            path, " holds tensor ", name, ", which ", index_path,
-            it == weight_map.end() ? " does not list" : " maps to " + it->second,
-            "; the index does not describe these shards"));
+        return absl::DataLossError(
+            absl::StrCat(path, " holds tensor ", name, ", which ", index_path,
+                         it == weight_map.end() ? " does not list" : " maps to " + it->second,
+                         "; the index does not describe these shards"));
       }
       held.insert(name);
       out.tensors.emplace_back(name, std::move(tensor));
@@ -113,8 +114,8 @@ absl::StatusOr<NamedTensors> ReadSafetensorsWeights(const std::string& dir) {
   const std::string single = (fs::path(dir) / kSafetensorsFileName).string();
   if (PathExists(single)) return MapSafetensors(single);
   if (PathExists((fs::path(dir) / kSafetensorsIndexFileName).string())) return ReadSharded(dir);
-  return absl::NotFoundError(absl::StrCat(dir, " has neither ", kSafetensorsFileName, " nor ",
-                                          kSafetensorsIndexFileName));
+  return absl::NotFoundError(
+      absl::StrCat(dir, " has neither ", kSafetensorsFileName, " nor ", kSafetensorsIndexFileName));
 }
 
 absl::Status WriteSafetensorsWeights(const std::string& dir, const NamedTensors& tensors,

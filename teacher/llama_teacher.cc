@@ -19,9 +19,9 @@ absl::StatusOr<std::unique_ptr<LlamaTeacher>> LlamaTeacher::Create(const Options
     return absl::InvalidArgumentError(
         absl::StrCat("max_batch must be at least 1, got ", options.max_batch));
   }
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
-                          models::LoadLlamaCheckpoint(options.checkpoint_dir,
-                                                      {.keep_file_dtype = options.bf16}));
+  RETORT_ASSIGN_OR_RETURN(
+      std::shared_ptr<models::LlamaModel> model,
+      models::LoadLlamaCheckpoint(options.checkpoint_dir, {.keep_file_dtype = options.bf16}));
   std::string tokenizer_sha;
   const std::string tokenizer = FindTokenizerFile(options.checkpoint_dir);
   if (!tokenizer.empty()) {

@@ -10,11 +10,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
+#include "common/sha256.h"
 #include "data/text_corpus.h"
+#include "data/text_tokenizer.h"
 #include "data/token_sequences.h"
 #include "data/token_shard.h"
-#include "common/sha256.h"
-#include "data/text_tokenizer.h"
 #include "data/tokenizer.h"
 #include "tests/data/test_files.h"
 #include "tests/tokenizer/small_tokenizer_json.h"
@@ -45,7 +45,8 @@ std::vector<std::string> NumberedLines(int n) {
 }
 
 // Splits a shard's tokens at </s> and decodes each line.
-std::vector<std::string> DecodeLines(const TextTokenizer& tokenizer, const std::string& shard_path) {
+std::vector<std::string> DecodeLines(const TextTokenizer& tokenizer,
+                                     const std::string& shard_path) {
   absl::StatusOr<std::unique_ptr<TokenShard>> shard = TokenShard::Open(shard_path);
   EXPECT_TRUE(shard.ok()) << shard.status();
   std::vector<std::string> lines;
@@ -310,9 +311,8 @@ TEST_F(TokenCorpusTest, RefusesATokenizerThatIsNotOneOrHasNoEndOfText) {
   EXPECT_THAT(s.message(), HasSubstr("neither"));
 
   o.tokenizer_file = dir_.File("no_eos.json");
-  WritePlain(o.tokenizer_file,
-             tokenizer::testing::TokenizerJson(tokenizer::testing::BpeModelJson(
-                 {{"a", 0}, {"b", 1}}, nlohmann::json::array())));
+  WritePlain(o.tokenizer_file, tokenizer::testing::TokenizerJson(tokenizer::testing::BpeModelJson(
+                                   {{"a", 0}, {"b", 1}}, nlohmann::json::array())));
   s = PrepareTokenCorpus(o).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_THAT(s.message(), HasSubstr("no_eos.json"));

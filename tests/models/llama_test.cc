@@ -333,7 +333,8 @@ TEST_F(LlamaTest, FamiliesMatchTheReferenceBothWaysShardedAndNot) {
   const Family families[] = {
       {"tiny-qwen2", R"({"model_type": "qwen2", "intermediate_size": 96})"},
       {"tiny-qwen3", R"({"model_type": "qwen3", "head_dim": 24, "intermediate_size": 96})"},
-      {"tiny-mistral", R"({"model_type": "mistral", "sliding_window": 5, "intermediate_size": 96})"},
+      {"tiny-mistral",
+       R"({"model_type": "mistral", "sliding_window": 5, "intermediate_size": 96})"},
       {"tiny-llama3", R"({"intermediate_size": 96, "rope_scaling": {"rope_type": "llama3",
           "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 16}})"},
@@ -453,6 +454,22 @@ TEST_F(LlamaTest, ConfigParsesFlagsAndValidates) {
   EXPECT_FALSE(LlamaConfig::Parse("depth=3", {}).ok());             // unknown key
   EXPECT_FALSE(LlamaConfig::Parse("layers=x", {}).ok());
   EXPECT_FALSE(LlamaConfig::Parse("layers=0", {}).ok());
+
+  // Family words.
+  absl::StatusOr<LlamaConfig> q3 = LlamaConfig::Parse("d=64,heads=4,head_dim=24,qwen3", {});
+  ASSERT_TRUE(q3.ok()) << q3.status();
+  EXPECT_EQ(q3->model_type, "qwen3");
+  EXPECT_TRUE(q3->qk_norm);
+  EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(q3->ToHuggingFaceJson()), *q3);
+  absl::StatusOr<LlamaConfig> q2 = LlamaConfig::Parse("d=64,heads=4,qwen2", {});
+  ASSERT_TRUE(q2.ok()) << q2.status();
+  EXPECT_TRUE(q2->qkv_bias);
+  EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(q2->ToHuggingFaceJson()), *q2);
+  absl::StatusOr<LlamaConfig> m = LlamaConfig::Parse("d=64,heads=4,mistral,window=5", {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->sliding_window, 5);
+  EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(m->ToHuggingFaceJson()), *m);
+  EXPECT_FALSE(LlamaConfig::Parse("d=64,heads=4,window=5", {}).ok());  // window is Mistral's
 }
 
 TEST_F(LlamaTest, StudentFromTeacherLayersCopiesThemAndChecksWidths) {

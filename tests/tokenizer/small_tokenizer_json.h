@@ -23,20 +23,25 @@ inline std::string SmallByteFallbackTokenizerJson(int vocab_size = 400) {
   for (char c = 33; c < 127; ++c) vocab[std::string(1, c)] = next++;
   vocab["\xe2\x96\x81"] = next++;  // ▁, the space
   nlohmann::json merges = nlohmann::json::array();
-  for (const auto& [a, b] : {std::pair{"t", "h"}, {"th", "e"}, {"\xe2\x96\x81", "the"},
-                             {"a", "n"}, {"an", "d"}, {"i", "n"}, {"o", "n"}}) {
+  for (const auto& [a, b] : {std::pair{"t", "h"},
+                             {"th", "e"},
+                             {"\xe2\x96\x81", "the"},
+                             {"a", "n"},
+                             {"an", "d"},
+                             {"i", "n"},
+                             {"o", "n"}}) {
     vocab[std::string(a) + b] = next++;
     merges.push_back(nlohmann::json::array({a, b}));
   }
   while (next < vocab_size) vocab[absl::StrFormat("<unused%d>", next)] = next++;
-  const nlohmann::json model = BpeModelJson(vocab, merges,
-                                            {{"unk_token", "<unk>"},
-                                             {"fuse_unk", true},
-                                             {"byte_fallback", true}});
+  const nlohmann::json model = BpeModelJson(
+      vocab, merges, {{"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true}});
   nlohmann::json added = nlohmann::json::array();
   for (int id = 0; id < 3; ++id) {
     added.push_back({{"id", id},
-                     {"content", id == 0 ? "<unk>" : id == 1 ? "<s>" : "</s>"},
+                     {"content", id == 0   ? "<unk>"
+                                 : id == 1 ? "<s>"
+                                           : "</s>"},
                      {"single_word", false},
                      {"lstrip", false},
                      {"rstrip", false},

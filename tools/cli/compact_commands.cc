@@ -241,8 +241,7 @@ absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOp
   RETORT_ASSIGN_OR_RETURN(Row before, measure(model->quantization.Describe(), float_bytes));
   rows.push_back(before);
   RETORT_ASSIGN_OR_RETURN(student::QuantizeReport report, student::QuantizeLlama(q, model.get()));
-  RETORT_RETURN_IF_ERROR(model->Save(
-      out_dir, FindTokenizerFile(checkpoint)));
+  RETORT_RETURN_IF_ERROR(model->Save(out_dir, FindTokenizerFile(checkpoint)));
   RETORT_ASSIGN_OR_RETURN(int64_t quantized_bytes, models::SafetensorsWeightsBytes(out_dir));
   RETORT_ASSIGN_OR_RETURN(Row after, measure(model->quantization.Describe(), quantized_bytes));
   rows.push_back(after);
@@ -362,8 +361,7 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
     j["structured"] = false;
     j["sparsity"] = sparsity;
   }
-  RETORT_RETURN_IF_ERROR(model->Save(
-      out_dir, FindTokenizerFile(checkpoint)));
+  RETORT_RETURN_IF_ERROR(model->Save(out_dir, FindTokenizerFile(checkpoint)));
   RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, models::SafetensorsWeightsBytes(out_dir));
   RETORT_ASSIGN_OR_RETURN(Row after, MeasureLm(*model, name, after_bytes, validation.get()));
   rows.push_back(after);

@@ -15,10 +15,10 @@
 #include "client/teacher_pool_client.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "data/token_corpus.h"
-#include "data/token_sequences.h"
 #include "common/tokenizer_files.h"
 #include "data/text_tokenizer.h"
+#include "data/token_corpus.h"
+#include "data/token_sequences.h"
 #include "distributed/communicator.h"
 #include "models/llama_checkpoint.h"
 #include "models/llama_sampling.h"
@@ -42,7 +42,8 @@ ABSL_FLAG(std::string, data, "", "A directory written by `retort data prepare`."
 ABSL_FLAG(int64_t, seq_len, 128, "Tokens per training sequence (packed, fixed length).");
 ABSL_FLAG(std::string, model, "",
           "The Llama model to train: d, layers, heads, kv_heads, head_dim, ffn, ctx (default: "
-          "seq_len) and tied/untied, comma-separated; vocab comes from the data. Empty: "
+          "seq_len), tied/untied and a family (llama, qwen2, qwen3, mistral with window=N), "
+          "comma-separated; vocab comes from the data. Empty: "
           "d=128,layers=2,heads=4,ffn=344,tied, or with --init_from that checkpoint's own shape.");
 ABSL_FLAG(std::string, init_from, "",
           "A checkpoint directory that initialises the model: a Llama's layers (widths must "
@@ -100,7 +101,10 @@ absl::StatusOr<TokenData> OpenTokenData(bool need_train) {
   TokenData d;
   d.tokenizer_path = FindTokenizerFile(dir);
   if (d.tokenizer_path.empty()) {
-    return absl::NotFoundError(absl::StrCat("--data=", dir, " holds no tokenizer.json or tokenizer.model; prepare it with `retort data prepare --out_dir=", dir, "`"));
+    return absl::NotFoundError(absl::StrCat("--data=", dir,
+                                            " holds no tokenizer.json or tokenizer.model; prepare "
+                                            "it with `retort data prepare --out_dir=",
+                                            dir, "`"));
   }
   RETORT_ASSIGN_OR_RETURN(d.tokenizer, data::LoadTextTokenizer(d.tokenizer_path));
   if (need_train) {
@@ -379,9 +383,9 @@ absl::Status RunGenerate() {
                           models::LoadLlamaCheckpoint(checkpoint));
   const std::string tokenizer_path = FindTokenizerFile(checkpoint);
   if (tokenizer_path.empty()) {
-    return absl::NotFoundError(absl::StrCat(
-        "--checkpoint=", checkpoint,
-        " holds no tokenizer.json or tokenizer.model to encode the prompt with"));
+    return absl::NotFoundError(
+        absl::StrCat("--checkpoint=", checkpoint,
+                     " holds no tokenizer.json or tokenizer.model to encode the prompt with"));
   }
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<data::TextTokenizer> tokenizer,
                           data::LoadTextTokenizer(tokenizer_path));

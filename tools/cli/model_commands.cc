@@ -30,8 +30,8 @@ absl::Status RunModelInit() {
   const std::string shape = absl::GetFlag(FLAGS_shape);
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   if (shape.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--shape is required: one of ", absl::StrJoin(models::NamedShapeNames(), ", ")));
+    return absl::InvalidArgumentError(absl::StrCat("--shape is required: one of ",
+                                                   absl::StrJoin(models::NamedShapeNames(), ", ")));
   }
   if (out_dir.empty()) return absl::InvalidArgumentError("--out_dir is required");
   RETORT_ASSIGN_OR_RETURN(models::LlamaConfig config, models::NamedShape(shape));
