@@ -228,6 +228,13 @@ absl::StatusOr<PreparedCorpus> PrepareTokenCorpus(const PrepareOptions& options)
   // Without corpus.json a half-redone directory never looks complete; and
   // an earlier run's tokenizer of the other kind must not be found instead.
   std::remove(c.manifest_path.c_str());
+  // The given tokenizer is read (and checked, so errors name the user's
+  // file) first: it may be the directory's own tokenizer.json.
+  std::string given_tokenizer;
+  if (!options.tokenizer_file.empty()) {
+    RETORT_RETURN_IF_ERROR(LoadTextTokenizer(options.tokenizer_file).status());
+    RETORT_ASSIGN_OR_RETURN(given_tokenizer, ReadFile(options.tokenizer_file));
+  }
   for (const char* name : {kHfTokenizerFileName, kSentencePieceFileName}) {
     std::remove((std::filesystem::path(options.out_dir) / name).string().c_str());
   }
@@ -261,9 +268,7 @@ absl::StatusOr<PreparedCorpus> PrepareTokenCorpus(const PrepareOptions& options)
     train.seed = options.seed;
     RETORT_RETURN_IF_ERROR(Tokenizer::Train(train));
   } else {
-    // Loaded from the original first, so that errors name the user's file.
-    RETORT_RETURN_IF_ERROR(LoadTextTokenizer(options.tokenizer_file).status());
-    RETORT_RETURN_IF_ERROR(CopyTokenizerInto(options.tokenizer_file, options.out_dir));
+    RETORT_RETURN_IF_ERROR(WriteFileAtomically(c.tokenizer_path, given_tokenizer));
   }
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TextTokenizer> tokenizer,
                           LoadTextTokenizer(c.tokenizer_path));

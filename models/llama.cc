@@ -259,6 +259,14 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& so
                        " in the teacher; widths must match (or initialise from scratch)"));
     }
   }
+  if (config.model_type != from.model_type || config.qkv_bias != from.qkv_bias ||
+      config.qk_norm != from.qk_norm) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot initialise a ", config.model_type, " student from a ", from.model_type,
+        " teacher's layers (their blocks hold different tensors); give --model the teacher's "
+        "family word (",
+        from.model_type, ")"));
+  }
   const int64_t n = config.num_hidden_layers;
   if (layers.empty()) {
     for (int64_t j = 0; j < n; ++j) {

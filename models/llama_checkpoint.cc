@@ -269,8 +269,10 @@ absl::StatusOr<LlamaConfig> ReadLlamaConfig(const std::string& dir) {
   const std::string path = dir + "/config.json";
   if (!PathExists(path)) {
     if (PathExists(dir + "/model.safetensors.index.json")) {
-      return absl::UnimplementedError(
-          absl::StrCat(dir, " holds a sharded checkpoint without config.json"));
+      return absl::NotFoundError(absl::StrCat(
+          dir,
+          " holds sharded weights (model.safetensors.index.json) but no config.json; copy "
+          "config.json from the same repository"));
     }
     return absl::NotFoundError(
         absl::StrCat(path,

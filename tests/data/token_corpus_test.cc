@@ -284,6 +284,14 @@ TEST_F(TokenCorpusTest, TokenizerJsonIsCopiedRecordedAndReused) {
   absl::StatusOr<PreparedCorpus> again = PrepareTokenCorpus(o);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->reused);
+  // The directory's own copy given back with other options: redone with it.
+  PrepareOptions in_place = o;
+  in_place.tokenizer_file = c->tokenizer_path;
+  in_place.seed = 2;
+  absl::StatusOr<PreparedCorpus> redone = PrepareTokenCorpus(in_place);
+  ASSERT_TRUE(redone.ok()) << redone.status();
+  EXPECT_FALSE(redone->reused);
+  EXPECT_EQ(redone->tokenizer_sha256, Sha256Hex(json));
 
   // Another tokenizer file redoes the corpus with its hash.
   WritePlain(dir_.File("given.json"), tokenizer::testing::SmallByteFallbackTokenizerJson(410));

@@ -506,6 +506,11 @@ TEST_F(LlamaTest, StudentFromTeacherLayersCopiesThemAndChecksWidths) {
   narrow.hidden_size = 32;
   narrow.intermediate_size = 86;
   EXPECT_THAT(LlamaFromLayers(teacher, narrow, {}).status().message(), HasSubstr("hidden_size"));
+  LlamaConfig qwen3 = student_config;
+  qwen3.model_type = "qwen3";
+  qwen3.qk_norm = true;
+  EXPECT_THAT(LlamaFromLayers(teacher, qwen3, {}).status().message(),
+              HasSubstr("cannot initialise a qwen3 student from a llama teacher"));
 }
 
 TEST_F(LlamaTest, HiddenStatesAreTheResidualStream) {
