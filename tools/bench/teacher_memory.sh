@@ -9,7 +9,10 @@
 # views of the mapped shards; `float32` serves a float32 copy instead, for
 # comparison), waits for the port file it writes once it
 # reports SERVING, and reads the process's VmHWM (peak RSS) and VmRSS from
-# /proc. Prints one line per measurement; nothing is downloaded.
+# /proc. Prints one line per measurement; nothing is downloaded. With
+# COLD=1 the shards' pages are first dropped from the page cache
+# (posix_fadvise DONTNEED on those files only), so the server reads them
+# from disk.
 set -euo pipefail
 RETORT=$1
 WORK=$2
@@ -29,6 +32,13 @@ FILES=$(ls "$DIR"/*.safetensors | wc -l)
 BYTES=$(cat "$DIR"/*.safetensors | wc -c)
 echo "checkpoint: $DIR, $FILES safetensors files, $BYTES bytes"
 sync
+if [ "${COLD:-0}" = 1 ]; then
+  /usr/bin/python3 -c 'import os, sys
+for f in sys.argv[1:]:
+    fd = os.open(f, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' \
+    "$DIR"/*.safetensors
+  MODE="$MODE, cold page cache"
+fi
 PORT_FILE="$WORK/port"
 rm -f "$PORT_FILE"
 START=$(date +%s.%N)
