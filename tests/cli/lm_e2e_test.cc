@@ -207,6 +207,30 @@ TEST_F(LmE2ETest, TokenizerJsonCorpusTrainsExportsAndRefusesAnotherTokenizersTea
   EXPECT_THAT(refused.err, HasSubstr(Sha256Hex(json)));   // the teacher's
   EXPECT_THAT(refused.err, HasSubstr(Sha256Hex(other)));  // the data's
 
+  // The same teacher served: the pool's fingerprint carries the hash.
+  Subprocess::Options o;
+  o.argv = {RETORT_BINARY,
+            "teacher",
+            "serve",
+            "--checkpoint=" + Path("hf_teacher/model"),
+            "--listen=127.0.0.1:0",
+            "--port_file=" + Path("hf.port"),
+            "--threads=1"};
+  o.stderr_path = Path("hf_serve.log");
+  absl::StatusOr<std::unique_ptr<Subprocess>> server = Subprocess::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<std::string> port = WaitForFile(Path("hf.port"), server->get(), absl::Seconds(60));
+  ASSERT_TRUE(port.ok()) << port.status() << ReadFile(Path("hf_serve.log")).value_or("");
+  const clitest::Result pool_refused =
+      Run("lm train --data=" + Path("corpus_other") + args + "--teachers=127.0.0.1:" + *port +
+          " --out_dir=" + Path("hf_pool_refused"));
+  EXPECT_NE(pool_refused.exit_code, 0);
+  EXPECT_THAT(pool_refused.err, HasSubstr("tokenizes differently"));
+  EXPECT_THAT(pool_refused.err, HasSubstr(Sha256Hex(json)));
+  EXPECT_THAT(pool_refused.err, HasSubstr(Sha256Hex(other)));
+  ASSERT_TRUE((*server)->Signal(SIGTERM).ok());
+  EXPECT_TRUE((*server)->Wait(absl::Seconds(60)).ok());
+
   const clitest::Result not_a_tokenizer =
       Run("data prepare --text=" + Path("text.txt") + " --tokenizer=" + Path("text.txt") +
           " --out_dir=" + Path("corpus_bad"));
