@@ -37,17 +37,32 @@ class HfTextTokenizer : public TextTokenizer {
 
 enum class Kind { kTokenizerJson, kSentencePiece, kUnknown };
 
-// By content first: JSON starts with '{' (after blanks); a SentencePiece
-// ModelProto starts with its field 1, the pieces (tag byte 0x0A). A .model
-// file that is neither goes to SentencePiece too, whose error says why it
-// does not parse.
+// True when `bytes` start as a SentencePiece ModelProto does: field 1 (a
+// piece, tag byte 0x0A) and its length; inside it the piece's text (field 1,
+// tag 0x0A, a one-byte length, the text) followed by its score (field 2, tag
+// 0x15) or type (field 3, tag 0x18).
+bool LooksLikeModelProto(const std::string& bytes) {
+  if (bytes.size() < 4 || bytes[0] != '\x0a') return false;
+  size_t i = 1;
+  while (i < bytes.size() && (static_cast<unsigned char>(bytes[i]) & 0x80) != 0) ++i;  // varint
+  ++i;
+  if (i + 1 >= bytes.size() || bytes[i] != '\x0a') return false;
+  const size_t text_length = static_cast<unsigned char>(bytes[i + 1]);
+  const size_t next = i + 2 + text_length;
+  return text_length < 0x80 && next < bytes.size() &&
+         (bytes[next] == '\x15' || bytes[next] == '\x18');
+}
+
+// By content first: JSON starts with '{' (after blanks), a SentencePiece
+// model as LooksLikeModelProto says. A .model file that is neither goes to
+// SentencePiece too, whose error says why it does not parse.
 Kind KindOf(const std::string& path, const std::string& bytes) {
   for (const char c : bytes) {
     if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
     if (c == '{') return Kind::kTokenizerJson;
     break;
   }
-  if (!bytes.empty() && bytes[0] == '\x0a') return Kind::kSentencePiece;
+  if (LooksLikeModelProto(bytes)) return Kind::kSentencePiece;
   if (absl::EndsWith(path, ".model")) return Kind::kSentencePiece;
   return Kind::kUnknown;
 }
