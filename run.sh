@@ -19,7 +19,7 @@ PACKAGES=(
   libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev zlib1g-dev libssl-dev
   dataset-fashion-mnist
   openssl prometheus yamllint python3-torch slurm-wlm munge
-  libsentencepiece-dev sentencepiece bible-kjv libicu-dev
+  libsentencepiece-dev sentencepiece bible-kjv fortunes libicu-dev
 )
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }

@@ -73,7 +73,7 @@ std::string ShardBuilder::Finish() const {
 }
 
 absl::StatusOr<std::unique_ptr<CacheShard>> CacheShard::Open(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<MappedFile>> file = MappedFile::Open(path);
+  absl::StatusOr<std::shared_ptr<MappedFile>> file = MappedFile::Map(path);
   if (!file.ok()) {
     return absl::Status(file.status().code(),
                         absl::StrCat("teacher cache shard: ", file.status().message()));
@@ -81,7 +81,7 @@ absl::StatusOr<std::unique_ptr<CacheShard>> CacheShard::Open(const std::string& 
   std::unique_ptr<CacheShard> shard(new CacheShard());
   shard->name_ = path;
   shard->file_ = *std::move(file);
-  shard->data_ = shard->file_->data();
+  shard->data_ = reinterpret_cast<const uint8_t*>(shard->file_->data());
   shard->size_ = shard->file_->size();
   if (absl::Status parsed = shard->Parse(); !parsed.ok()) return parsed;
   return shard;

@@ -75,7 +75,7 @@ class CacheShard {
   absl::Status Parse();
 
   std::string name_;
-  std::unique_ptr<MappedFile> file_;  // or
+  std::shared_ptr<MappedFile> file_;  // or
   std::string bytes_;                 // for FromBytes
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;

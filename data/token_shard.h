@@ -73,7 +73,7 @@ class TokenShard {
  private:
   TokenShard() = default;
   std::string path_;
-  std::unique_ptr<MappedFile> file_;
+  std::shared_ptr<MappedFile> file_;
   const unsigned char* map_ = nullptr;  // file_'s bytes
   size_t map_size_ = 0;
   uint64_t count_ = 0;

@@ -24,12 +24,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "data/text_tokenizer.h"
 
 struct RetortSpmApi;
 
 namespace retort::data {
 
-class Tokenizer {
+class Tokenizer : public TextTokenizer {
  public:
   struct TrainOptions {
     // Read line by line; empty and whitespace-only lines are skipped.
@@ -64,22 +65,22 @@ class Tokenizer {
   // SentencePiece model. Both name the file.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& model_path);
 
-  ~Tokenizer();
+  ~Tokenizer() override;
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
   // No <s> or </s> is added. Invalid UTF-8 bytes are read as U+FFFD.
-  std::vector<int32_t> Encode(const std::string& text) const;
+  std::vector<int32_t> Encode(const std::string& text) const override;
   // <s> and </s> decode to nothing; ids outside [0, vocab_size()) decode as
   // <unk> (" \u2047 ").
-  std::string Decode(const std::vector<int32_t>& ids) const;
+  std::string Decode(const std::vector<int32_t>& ids) const override;
 
-  int vocab_size() const { return vocab_size_; }
-  int bos_id() const { return bos_id_; }  // -1 when the model has none
-  int eos_id() const { return eos_id_; }  // -1 when the model has none
+  int vocab_size() const override { return vocab_size_; }
+  int bos_id() const override { return bos_id_; }  // -1 when the model has none
+  int eos_id() const override { return eos_id_; }  // -1 when the model has none
   // Lowercase hex SHA-256 of the .model file's bytes.
-  const std::string& sha256() const { return sha256_; }
-  const std::string& path() const { return path_; }
+  const std::string& sha256() const override { return sha256_; }
+  const std::string& path() const override { return path_; }
 
  private:
   Tokenizer() = default;

@@ -1,5 +1,6 @@
 #include "models/checkpoint_file.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -187,21 +188,35 @@ absl::StatusOr<nlohmann::json> ReadModuleCheckpointInto(const std::string& path,
   return std::move(opened.meta);
 }
 
-std::string WeightsSha256(const torch::nn::Module& module) {
+std::string WeightsSha256(const torch::nn::Module& module, bool as_float32) {
   std::map<std::string, torch::Tensor> named;
   for (const auto& item : module.named_parameters()) named[item.key()] = item.value();
   for (const auto& item : module.named_buffers()) named[item.key()] = item.value();
-  return NamedTensorsSha256(named);
+  return NamedTensorsSha256(named, as_float32);
 }
 
-std::string NamedTensorsSha256(const std::map<std::string, torch::Tensor>& named) {
+std::string NamedTensorsSha256(const std::map<std::string, torch::Tensor>& named, bool as_float32) {
   Sha256 hasher;
   for (const auto& [name, tensor] : named) {
-    torch::Tensor t = tensor.detach().contiguous().cpu();
+    const torch::Tensor t = tensor.detach().contiguous().cpu();
+    const bool convert = as_float32 && t.is_floating_point() && t.scalar_type() != torch::kFloat32;
     hasher.Update(name);
-    hasher.Update(absl::StrCat(":", std::string(c10::toString(t.scalar_type())), ":"));
+    hasher.Update(absl::StrCat(
+        ":", std::string(c10::toString(convert ? torch::kFloat32 : t.scalar_type())), ":"));
     for (int64_t d : t.sizes()) hasher.Update(absl::StrCat(d, ","));
-    hasher.Update(absl::string_view(static_cast<const char*>(t.data_ptr()), t.nbytes()));
+    if (!convert) {
+      hasher.Update(absl::string_view(static_cast<const char*>(t.data_ptr()), t.nbytes()));
+      continue;
+    }
+    // In slices, so that hashing a large bf16 tensor never holds its whole
+    // float32 copy (a teacher served in bf16 stays near its file size).
+    const torch::Tensor flat = t.reshape({-1});
+    constexpr int64_t kSlice = int64_t{1} << 22;
+    for (int64_t begin = 0; begin < flat.numel(); begin += kSlice) {
+      const torch::Tensor part =
+          flat.narrow(0, begin, std::min(kSlice, flat.numel() - begin)).to(torch::kFloat32);
+      hasher.Update(absl::string_view(static_cast<const char*>(part.data_ptr()), part.nbytes()));
+    }
   }
   return hasher.HexDigest();
 }

@@ -64,12 +64,16 @@ absl::StatusOr<nlohmann::json> ReadModuleCheckpointInto(const std::string& path,
                                                         const ArchiveReader& read_extra = {});
 
 // sha256 over the module's parameters and buffers (name, shape, dtype and
-// bytes, in name order): the weights part of a teacher fingerprint.
-std::string WeightsSha256(const torch::nn::Module& module);
+// bytes, in name order): the weights part of a teacher fingerprint. With
+// `as_float32`, floating-point tensors are hashed as their float32 values
+// (one at a time), so bfloat16 or float16 weights give the digest their
+// exact float32 load gives.
+std::string WeightsSha256(const torch::nn::Module& module, bool as_float32 = false);
 
 // The same digest over any set of named tensors (e.g. a TorchScript module's
 // parameters and buffers).
-std::string NamedTensorsSha256(const std::map<std::string, torch::Tensor>& named);
+std::string NamedTensorsSha256(const std::map<std::string, torch::Tensor>& named,
+                               bool as_float32 = false);
 
 }  // namespace retort::models
 

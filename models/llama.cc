@@ -44,63 +44,86 @@ torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
   return weight * normed.to(x.scalar_type());
 }
 
-LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config)
-    : LlamaAttentionImpl(config, config.hidden_size, config.hidden_size) {}
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, WeightInit init)
+    : LlamaAttentionImpl(config, config.hidden_size, config.hidden_size, init) {}
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, int64_t in_width,
-                                       int64_t out_width)
+                                       int64_t out_width, WeightInit init)
     : heads_(config.num_attention_heads),
       kv_heads_(config.num_key_value_heads),
-      head_dim_(config.head_dim()) {
-  q_proj = register_module("q_proj", Projection(in_width, heads_ * head_dim_));
-  k_proj = register_module("k_proj", Projection(in_width, kv_heads_ * head_dim_));
-  v_proj = register_module("v_proj", Projection(in_width, kv_heads_ * head_dim_));
-  o_proj = register_module("o_proj", Projection(heads_ * head_dim_, out_width));
+      head_dim_(config.head_dim()),
+      sliding_window_(config.sliding_window) {
+  const bool bias = config.qkv_bias;
+  q_proj = register_module("q_proj", Projection(in_width, heads_ * head_dim_, init, bias));
+  k_proj = register_module("k_proj", Projection(in_width, kv_heads_ * head_dim_, init, bias));
+  v_proj = register_module("v_proj", Projection(in_width, kv_heads_ * head_dim_, init, bias));
+  o_proj = register_module("o_proj", Projection(heads_ * head_dim_, out_width, init));
+  if (config.qk_norm) {
+    q_norm = register_module("q_norm", RmsNorm(head_dim_, config.rms_norm_eps));
+    k_norm = register_module("k_norm", RmsNorm(head_dim_, config.rms_norm_eps));
+  }
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                           const torch::Tensor& sin) {
   const int64_t b = x.size(0), t = x.size(1);
-  torch::Tensor q = q_proj(x).view({b, t, heads_, head_dim_}).transpose(1, 2);
-  torch::Tensor k = k_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor q = q_proj(x).view({b, t, heads_, head_dim_});
+  torch::Tensor k = k_proj(x).view({b, t, kv_heads_, head_dim_});
+  if (q_norm) {  // Qwen3: each head normalised before the rotation
+    q = q_norm(q);
+    k = k_norm(k);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
   torch::Tensor v = v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  // Masked: the future, and with a sliding window W whatever is W or more
+  // positions back (transformers masks key j for query i when j <= i - W).
+  const bool windowed = sliding_window_ > 0 && t > sliding_window_;
+  torch::Tensor masked = torch::ones({t, t}, torch::dtype(torch::kBool)).triu(1);
+  if (windowed) {
+    masked =
+        masked.logical_or(torch::ones({t, t}, torch::dtype(torch::kBool)).tril(-sliding_window_));
+  }
   const torch::Tensor c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
   q = ApplyRotary(q, c, s);
   k = RepeatKv(ApplyRotary(k, c, s), heads_ / kv_heads_);
   v = RepeatKv(v, heads_ / kv_heads_);
 #if TORCH_VERSION_MAJOR >= 2
-  torch::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
-                                                       /*dropout_p=*/0.0, /*is_causal=*/true);
+  torch::Tensor out =
+      windowed ? at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/masked.logical_not(),
+                                                  /*dropout_p=*/0.0, /*is_causal=*/false)
+               : at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
+                                                  /*dropout_p=*/0.0, /*is_causal=*/true);
 #else
   // LibTorch 1.13 has no fused attention on the CPU: scores, a causal mask
   // and a float32 softmax, as transformers' eager path.
   const torch::Tensor scores =
       torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
-  const torch::Tensor future = torch::ones({t, t}, torch::dtype(torch::kBool)).triu(1);
   const torch::Tensor weights =
-      torch::softmax(scores.to(torch::kFloat32).masked_fill(future, -INFINITY), -1)
+      torch::softmax(scores.to(torch::kFloat32).masked_fill(masked, -INFINITY), -1)
           .to(q.scalar_type());
   torch::Tensor out = torch::matmul(weights, v);
 #endif
   return o_proj(out.transpose(1, 2).reshape({b, t, heads_ * head_dim_}));
 }
 
-LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config)
-    : LlamaMlpImpl(config, config.hidden_size, config.hidden_size) {}
+LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config, WeightInit init)
+    : LlamaMlpImpl(config, config.hidden_size, config.hidden_size, init) {}
 
-LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width) {
-  gate_proj = register_module("gate_proj", Projection(in_width, config.intermediate_size));
-  up_proj = register_module("up_proj", Projection(in_width, config.intermediate_size));
-  down_proj = register_module("down_proj", Projection(config.intermediate_size, out_width));
+LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width,
+                           WeightInit init) {
+  gate_proj = register_module("gate_proj", Projection(in_width, config.intermediate_size, init));
+  up_proj = register_module("up_proj", Projection(in_width, config.intermediate_size, init));
+  down_proj = register_module("down_proj", Projection(config.intermediate_size, out_width, init));
 }
 
 torch::Tensor LlamaMlpImpl::forward(const torch::Tensor& x) {
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
 }
 
-LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config) {
-  self_attn = register_module("self_attn", LlamaAttention(config));
-  mlp = register_module("mlp", LlamaMlp(config));
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, WeightInit init) {
+  self_attn = register_module("self_attn", LlamaAttention(config, init));
+  mlp = register_module("mlp", LlamaMlp(config, init));
   input_layernorm =
       register_module("input_layernorm", RmsNorm(config.hidden_size, config.rms_norm_eps));
   post_attention_layernorm =
@@ -113,21 +136,25 @@ torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch
   return h + mlp(post_attention_layernorm(h));
 }
 
-LlamaBackboneImpl::LlamaBackboneImpl(const LlamaConfig& config) {
-  embed_tokens =
-      register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+LlamaBackboneImpl::LlamaBackboneImpl(const LlamaConfig& config, WeightInit init) {
+  torch::nn::EmbeddingOptions embedding(config.vocab_size, config.hidden_size);
+  // A given _weight skips Embedding's own normal_ draw.
+  if (init == WeightInit::kUninitialized) {
+    embedding._weight(torch::empty({config.vocab_size, config.hidden_size}));
+  }
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(embedding));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i)
-    layers->push_back(LlamaDecoderLayer(config));
+    layers->push_back(LlamaDecoderLayer(config, init));
   norm = register_module("norm", RmsNorm(config.hidden_size, config.rms_norm_eps));
 }
 
-LlamaModel::LlamaModel(const LlamaConfig& config) : config_(config) {
-  model = register_module("model", LlamaBackbone(config));
+LlamaModel::LlamaModel(const LlamaConfig& config, WeightInit init) : config_(config) {
+  model = register_module("model", LlamaBackbone(config, init));
   if (!config.tie_word_embeddings) {
-    lm_head = register_module("lm_head", Projection(config.hidden_size, config.vocab_size));
+    lm_head = register_module("lm_head", Projection(config.hidden_size, config.vocab_size, init));
   }
-  {
+  if (init == WeightInit::kRandom) {
     torch::NoGradGuard no_grad;
     for (auto& p : named_parameters()) {
       if (p.key().find("norm") == std::string::npos) p.value().normal_(0.0, 0.02);
@@ -138,9 +165,25 @@ LlamaModel::LlamaModel(const LlamaConfig& config) : config_(config) {
 
 void RotaryTables(const LlamaConfig& config, torch::Tensor* cos, torch::Tensor* sin) {
   const int64_t d = config.head_dim();
-  const torch::Tensor inv_freq =
+  torch::Tensor inv_freq =
       1.0 / torch::pow(config.rope_theta,
                        torch::arange(0, d, 2, torch::kFloat64) / static_cast<double>(d));
+  if (const LlamaConfig::RopeScaling& r = config.rope_scaling; r.factor > 0) {
+    // transformers' _compute_llama3_parameters: long wavelengths slowed by
+    // `factor`, short ones kept, the band between interpolated.
+    const double old_context = static_cast<double>(r.original_max_position_embeddings);
+    const double low_freq_wavelen = old_context / r.low_freq_factor;
+    const double high_freq_wavelen = old_context / r.high_freq_factor;
+    const torch::Tensor wavelen = 2 * M_PI / inv_freq;
+    const torch::Tensor scaled =
+        torch::where(wavelen > low_freq_wavelen, inv_freq / r.factor, inv_freq);
+    const torch::Tensor smooth =
+        (old_context / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+    const torch::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+    const torch::Tensor medium =
+        (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+    inv_freq = torch::where(medium, smoothed, scaled);
+  }
   const torch::Tensor positions =
       torch::arange(config.max_position_embeddings, torch::kFloat64).unsqueeze(1);
   const torch::Tensor freqs = positions * inv_freq.unsqueeze(0);
@@ -215,6 +258,14 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LlamaFromLayers(const LlamaModel& so
                        " in the student but ", w.teacher,
                        " in the teacher; widths must match (or initialise from scratch)"));
     }
+  }
+  if (config.model_type != from.model_type || config.qkv_bias != from.qkv_bias ||
+      config.qk_norm != from.qk_norm) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot initialise a ", config.model_type, " student from a ", from.model_type,
+        " teacher's layers (their blocks hold different tensors); give --model the teacher's "
+        "family word (",
+        from.model_type, ")"));
   }
   const int64_t n = config.num_hidden_layers;
   if (layers.empty()) {

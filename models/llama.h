@@ -45,23 +45,27 @@ TORCH_MODULE(RmsNorm);
 
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
-  explicit LlamaAttentionImpl(const LlamaConfig& config);
+  explicit LlamaAttentionImpl(const LlamaConfig& config, WeightInit init = WeightInit::kRandom);
   // Reading an `in_width` stream and writing an `out_width` one (heads and
   // head_dim from `config`), as in a sliced model.
-  LlamaAttentionImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width);
-  // x [B, T, hidden]; cos/sin [T, head_dim] (float32).
+  LlamaAttentionImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width,
+                     WeightInit init = WeightInit::kRandom);
+  // x [B, T, hidden]; cos/sin [T, head_dim] (float32). With a sliding
+  // window W, position t attends to positions t-W+1..t.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RmsNorm q_norm{nullptr}, k_norm{nullptr};  // over head_dim; only with config.qk_norm
 
  private:
-  int64_t heads_, kv_heads_, head_dim_;
+  int64_t heads_, kv_heads_, head_dim_, sliding_window_;
 };
 TORCH_MODULE(LlamaAttention);
 
 class LlamaMlpImpl : public torch::nn::Module {
  public:
-  explicit LlamaMlpImpl(const LlamaConfig& config);
-  LlamaMlpImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width);
+  explicit LlamaMlpImpl(const LlamaConfig& config, WeightInit init = WeightInit::kRandom);
+  LlamaMlpImpl(const LlamaConfig& config, int64_t in_width, int64_t out_width,
+               WeightInit init = WeightInit::kRandom);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
@@ -69,7 +73,7 @@ TORCH_MODULE(LlamaMlp);
 
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
+  explicit LlamaDecoderLayerImpl(const LlamaConfig& config, WeightInit init = WeightInit::kRandom);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   LlamaAttention self_attn{nullptr};
   LlamaMlp mlp{nullptr};
@@ -80,7 +84,7 @@ TORCH_MODULE(LlamaDecoderLayer);
 // The body ("model." in the tensor names): embeddings, blocks, final norm.
 class LlamaBackboneImpl : public torch::nn::Module {
  public:
-  explicit LlamaBackboneImpl(const LlamaConfig& config);
+  explicit LlamaBackboneImpl(const LlamaConfig& config, WeightInit init = WeightInit::kRandom);
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RmsNorm norm{nullptr};
@@ -91,8 +95,10 @@ class LlamaModel : public CausalLm {
  public:
   // Fresh weights as transformers initialises them (normal, std 0.02; norm
   // scales 1), drawn from LibTorch's default generator: seed it first
-  // (torch::manual_seed) for reproducible weights. `config` must be valid.
-  explicit LlamaModel(const LlamaConfig& config);
+  // (torch::manual_seed) for reproducible weights; with kUninitialized,
+  // allocated but unwritten (for a loader to replace). `config` must be
+  // valid.
+  explicit LlamaModel(const LlamaConfig& config, WeightInit init = WeightInit::kRandom);
 
   // tokens int64 [B, T] with 1 <= T <= max_position_embeddings, every id in
   // the vocabulary (callers validate) -> logits float [B, T, vocab]. Position

@@ -9,6 +9,8 @@
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/tokenizer_files.h"
+#include "models/safetensors_shards.h"
 
 namespace retort::models {
 namespace {
@@ -188,11 +190,16 @@ absl::Status LoadQuantizedLlamaTensors(const NamedTensors& tensors, const std::s
 }
 
 absl::Status LoadLlamaTensors(const NamedTensors& tensors, const std::string& source,
-                              LlamaModel* model) {
+                              LlamaModel* model, bool keep_dtype) {
   std::map<std::string, const torch::Tensor*> by_name;
   for (const auto& [name, t] : tensors.tensors) by_name[name] = &t;
   std::set<std::string> used;
   torch::NoGradGuard no_grad;
+  torch::ScalarType dtype = torch::kFloat32;
+  if (auto embed = by_name.find("model.embed_tokens.weight");
+      keep_dtype && embed != by_name.end()) {
+    dtype = embed->second->scalar_type();
+  }
   for (auto& p : model->named_parameters()) {
     auto it = by_name.find(p.key());
     if (it == by_name.end()) {
@@ -212,7 +219,9 @@ absl::Status LoadLlamaTensors(const NamedTensors& tensors, const std::string& so
                                               c10::toString(t.scalar_type()),
                                               "; weights must be float32, bfloat16 or float16"));
     }
-    p.value().copy_(t.to(torch::kFloat32));
+    // The parameter takes the tensor's storage (a view of the mapped file
+    // when the dtype is already right): no copy.
+    p.value().set_data(t.to(dtype));
     used.insert(p.key());
   }
   for (const auto& [name, t] : tensors.tensors) {
@@ -243,7 +252,7 @@ absl::Status SaveLlamaCheckpoint(LlamaModel& model, const std::string& dir,
   RETORT_RETURN_IF_ERROR(MakeDirs(dir));
   NamedTensors tensors = LlamaTensors(model, options.dtype);
   for (const auto& [k, v] : options.metadata) tensors.metadata[k] = v;
-  RETORT_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", tensors));
+  RETORT_RETURN_IF_ERROR(WriteSafetensorsWeights(dir, tensors, options.max_shard_bytes));
   nlohmann::json config = model.config().ToHuggingFaceJson();
   if (model.quantization.quantized()) {
     config["retort_quantization"] = QuantizationJson(model.quantization);
@@ -251,10 +260,7 @@ absl::Status SaveLlamaCheckpoint(LlamaModel& model, const std::string& dir,
   config["torch_dtype"] = options.dtype == torch::kFloat32    ? "float32"
                           : options.dtype == torch::kBFloat16 ? "bfloat16"
                                                               : "float16";
-  if (!options.tokenizer_model.empty()) {
-    RETORT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(options.tokenizer_model));
-    RETORT_RETURN_IF_ERROR(WriteFileAtomically(dir + "/tokenizer.model", bytes));
-  }
+  RETORT_RETURN_IF_ERROR(CopyTokenizerInto(options.tokenizer_model, dir));
   // config.json last: a directory with a config is a whole checkpoint.
   return WriteFileAtomically(dir + "/config.json", config.dump(2) + "\n");
 }
@@ -263,8 +269,10 @@ absl::StatusOr<LlamaConfig> ReadLlamaConfig(const std::string& dir) {
   const std::string path = dir + "/config.json";
   if (!PathExists(path)) {
     if (PathExists(dir + "/model.safetensors.index.json")) {
-      return absl::UnimplementedError(
-          absl::StrCat(dir, " holds a sharded checkpoint without config.json"));
+      return absl::NotFoundError(absl::StrCat(
+          dir,
+          " holds sharded weights (model.safetensors.index.json) but no config.json; copy "
+          "config.json from the same repository"));
     }
     return absl::NotFoundError(
         absl::StrCat(path,
@@ -283,20 +291,15 @@ absl::StatusOr<LlamaConfig> ReadLlamaConfig(const std::string& dir) {
   return config;
 }
 
-absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::string& dir) {
+absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::string& dir,
+                                                                const LlamaLoadOptions& options) {
   RETORT_ASSIGN_OR_RETURN(LlamaConfig config, ReadLlamaConfig(dir));
-  const std::string weights = dir + "/model.safetensors";
-  if (!PathExists(weights)) {
-    if (PathExists(dir + "/model.safetensors.index.json")) {
-      return absl::UnimplementedError(absl::StrCat(
-          dir,
-          " holds a sharded checkpoint (model.safetensors.index.json); save it unsharded "
-          "(save_pretrained(..., max_shard_size=\"100GB\"))"));
-    }
-    return absl::NotFoundError(absl::StrCat(weights, " does not exist"));
-  }
-  RETORT_ASSIGN_OR_RETURN(NamedTensors tensors, ReadSafetensors(weights));
-  auto model = std::make_shared<LlamaModel>(config);
+  const std::string weights =
+      PathExists(dir + "/" + kSafetensorsFileName) || !HasSafetensorsWeights(dir)
+          ? dir + "/" + kSafetensorsFileName
+          : dir + "/" + kSafetensorsIndexFileName;
+  RETORT_ASSIGN_OR_RETURN(NamedTensors tensors, ReadSafetensorsWeights(dir));
+  auto model = std::make_shared<LlamaModel>(config, WeightInit::kUninitialized);
   RETORT_ASSIGN_OR_RETURN(std::string config_text, ReadFile(dir + "/config.json"));
   const nlohmann::json json = nlohmann::json::parse(config_text, nullptr, false);
   if (json.contains("retort_slicing")) {
@@ -310,7 +313,8 @@ absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::strin
                                                                        dir + "/config.json"));
     RETORT_RETURN_IF_ERROR(LoadQuantizedLlamaTensors(tensors, weights, q, model.get()));
   } else {
-    RETORT_RETURN_IF_ERROR(LoadLlamaTensors(tensors, weights, model.get()));
+    RETORT_RETURN_IF_ERROR(
+        LoadLlamaTensors(tensors, weights, model.get(), options.keep_file_dtype));
   }
   model->eval();
   return model;

@@ -4,14 +4,17 @@
 //   <dir>/config.json        LlamaConfig::ToHuggingFaceJson()
 //   <dir>/model.safetensors  every parameter under its transformers name,
 //                            with metadata {"format": "pt"} (transformers
-//                            refuses files without it)
-//   <dir>/tokenizer.model    the SentencePiece model, when one is given
-//                            (transformers' LlamaTokenizer reads it)
+//                            refuses files without it); or shards and
+//                            model.safetensors.index.json
+//                            (models/safetensors_shards.h)
+//   <dir>/tokenizer.model    the tokenizer, when one is given: SentencePiece
+//   or tokenizer.json        (transformers' LlamaTokenizer) or Hugging Face's
 //
-// Files are written atomically. Loading accepts float32, bfloat16 and
-// float16 weights (converted to float32), ignores the rotary inv_freq
-// buffers older transformers versions saved, and rejects anything else that
-// does not fit the config with an error naming the file and the tensor.
+// Files are written atomically. Loading memory-maps the weights, accepts
+// float32, bfloat16 and float16 (converted to float32 unless the file's
+// dtype is asked for), ignores the rotary inv_freq buffers older
+// transformers versions saved, and rejects anything else that does not fit
+// the config with an error naming the file and the tensor.
 #ifndef RETORT_MODELS_LLAMA_CHECKPOINT_H_
 #define RETORT_MODELS_LLAMA_CHECKPOINT_H_
 
@@ -28,9 +31,21 @@
 namespace retort::models {
 
 struct LlamaSaveOptions {
-  torch::ScalarType dtype = torch::kFloat32;    // of the stored weights: float32, bfloat16, float16
-  std::string tokenizer_model;                  // copied in as tokenizer.model when not empty
+  torch::ScalarType dtype = torch::kFloat32;  // of the stored weights: float32, bfloat16, float16
+  // Copied in as tokenizer.json (a .json file) or tokenizer.model when not
+  // empty (common/tokenizer_files.h).
+  std::string tokenizer_model;
   std::map<std::string, std::string> metadata;  // added to the safetensors metadata
+  // Shards of at most this many bytes and an index when the weights are
+  // larger; 0: one model.safetensors.
+  int64_t max_shard_bytes = 0;
+};
+
+struct LlamaLoadOptions {
+  // Keep the weights in the file's dtype (bfloat16 or float16 stay so,
+  // viewing the mapped file: no copy); a file of mixed dtypes is converted
+  // to its embedding's. False: float32 (float32 weights still view the file).
+  bool keep_file_dtype = false;
 };
 
 // True when `path` is a directory holding a config.json.
@@ -57,11 +72,12 @@ nlohmann::json QuantizationJson(const WeightQuantization& q);
 absl::StatusOr<WeightQuantization> QuantizationFromJson(const nlohmann::json& json,
                                                         const std::string& source);
 
-// Copies `tensors` into `model`'s parameters: every parameter must be there
-// with its shape (DATA_LOSS naming the tensor otherwise); `source` names the
-// file in errors.
+// Makes `tensors` `model`'s parameters (sharing their memory, converted to
+// float32 unless `keep_dtype`, then to the embedding's dtype): every
+// parameter must be there with its shape (DATA_LOSS naming the tensor
+// otherwise); `source` names the file in errors.
 absl::Status LoadLlamaTensors(const NamedTensors& tensors, const std::string& source,
-                              LlamaModel* model);
+                              LlamaModel* model, bool keep_dtype = false);
 
 absl::Status SaveLlamaCheckpoint(LlamaModel& model, const std::string& dir,
                                  const LlamaSaveOptions& options = {});
@@ -70,7 +86,8 @@ absl::Status SaveLlamaCheckpoint(LlamaModel& model, const std::string& dir,
 // "retort_quantization" in config.json; loading reads either.
 // NOT_FOUND for a missing directory or file, INVALID_ARGUMENT for a config
 // we cannot build, DATA_LOSS for weights that do not fit it.
-absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(const std::string& dir);
+absl::StatusOr<std::shared_ptr<LlamaModel>> LoadLlamaCheckpoint(
+    const std::string& dir, const LlamaLoadOptions& options = {});
 
 // Reads only the config.
 absl::StatusOr<LlamaConfig> ReadLlamaConfig(const std::string& dir);

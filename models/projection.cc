@@ -5,18 +5,26 @@
 
 namespace retort::models {
 
-ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features)
+ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features, WeightInit init,
+                               bool bias)
     : in_features_(in_features), out_features_(out_features) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}));
   // torch::nn::Linear's reset_parameters(), so seeded models draw the same.
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (init == WeightInit::kRandom) torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias) {
+    this->bias = register_parameter("bias", torch::empty({out_features}));
+    if (init == WeightInit::kRandom) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+      torch::nn::init::uniform_(this->bias, -bound, bound);
+    }
+  }
 }
 
 torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
   if (input_sq_sums_.defined()) {
     input_sq_sums_ += x.detach().to(torch::kFloat64).pow(2).reshape({-1, in_features_}).sum(0);
   }
-  return torch::linear(x, quantized_ ? EffectiveWeight().to(x.scalar_type()) : weight);
+  return torch::linear(x, quantized_ ? EffectiveWeight().to(x.scalar_type()) : weight, bias);
 }
 
 void ProjectionImpl::StartInputStats() {

@@ -24,9 +24,17 @@
 
 namespace retort::models {
 
+// How a freshly built model's weights start: drawn as transformers does, or
+// allocated and left unwritten, for a model whose weights are about to be
+// replaced by a checkpoint's (untouched pages take no resident memory).
+enum class WeightInit { kRandom, kUninitialized };
+
 class ProjectionImpl : public torch::nn::Module {
  public:
-  ProjectionImpl(int64_t in_features, int64_t out_features);
+  // With `bias`, y = x W^T + b (b a parameter "bias", initialised as
+  // torch::nn::Linear's).
+  ProjectionImpl(int64_t in_features, int64_t out_features, WeightInit init = WeightInit::kRandom,
+                 bool bias = false);
 
   torch::Tensor forward(const torch::Tensor& x);
 
@@ -53,6 +61,7 @@ class ProjectionImpl : public torch::nn::Module {
   int64_t out_features() const { return out_features_; }
 
   torch::Tensor weight;  // float [out, in]; empty once quantized
+  torch::Tensor bias;    // float [out], or undefined
 
  private:
   struct Held {

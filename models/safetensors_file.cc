@@ -1,9 +1,11 @@
 #include "models/safetensors_file.h"
 
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/mapped_file.h"
 #include "common/status_macros.h"
 #include "models/safetensors_format.h"
 
@@ -36,6 +38,18 @@ torch::ScalarType TorchType(SafetensorsDtype type) {
     if (p.file_type == type) return p.torch_type;
   }
   return torch::kFloat32;
+}
+
+// DATA_LOSS unless every byte of a BOOL tensor is 0 or 1.
+absl::Status CheckBool(const std::string& path, const SafetensorsEntry& e, const torch::Tensor& t) {
+  if (e.dtype == SafetensorsDtype::kBool &&
+      !torch::logical_or(t.view(torch::kUInt8) == 0, t.view(torch::kUInt8) == 1)
+           .all()
+           .item<bool>()) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": tensor '", e.name, "' is BOOL but holds bytes other than 0 and 1"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -80,13 +94,34 @@ absl::StatusOr<NamedTensors> ReadSafetensors(const std::string& path) {
       std::memcpy(t.data_ptr(), bytes.data() + index->data_start + e.begin,
                   static_cast<size_t>(e.end - e.begin));
     }
-    if (e.dtype == SafetensorsDtype::kBool &&
-        !torch::logical_or(t.view(torch::kUInt8) == 0, t.view(torch::kUInt8) == 1)
-             .all()
-             .item<bool>()) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": tensor '", e.name, "' is BOOL but holds bytes other than 0 and 1"));
+    RETORT_RETURN_IF_ERROR(CheckBool(path, e, t));
+    out.tensors.emplace_back(e.name, std::move(t));
+  }
+  return out;
+}
+
+absl::StatusOr<NamedTensors> MapSafetensors(const std::string& path) {
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Map(path));
+  absl::StatusOr<SafetensorsIndex> index = ParseSafetensorsHeader(file->view(), file->size());
+  if (!index.ok()) {
+    return absl::Status(index.status().code(), absl::StrCat(path, ": ", index.status().message()));
+  }
+  NamedTensors out;
+  out.metadata = index->metadata;
+  for (const SafetensorsEntry& e : index->tensors) {
+    const torch::TensorOptions options = torch::TensorOptions().dtype(TorchType(e.dtype));
+    char* data = file->data() + index->data_start + e.begin;
+    torch::Tensor t;
+    if (e.end == e.begin) {
+      t = torch::empty(e.shape, options);
+    } else if (reinterpret_cast<uintptr_t>(data) % SafetensorsDtypeSize(e.dtype) != 0) {
+      t = torch::empty(e.shape, options);
+      std::memcpy(t.data_ptr(), data, static_cast<size_t>(e.end - e.begin));
+    } else {
+      t = torch::from_blob(
+          data, e.shape, [file](void*) {}, options);
     }
+    RETORT_RETURN_IF_ERROR(CheckBool(path, e, t));
     out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/tokenizer_files.h"
 #include "models/llama_checkpoint.h"
 #include "models/safetensors_file.h"
 
@@ -119,10 +120,7 @@ absl::Status SaveSlicedLlama(SlicedLlamaModel& model, const std::string& dir,
   NamedTensors tensors = LlamaTensors(model);
   for (auto& [name, t] : tensors.tensors) name = FileName(name);
   RETORT_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", tensors));
-  if (!tokenizer_model.empty()) {
-    RETORT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(tokenizer_model));
-    RETORT_RETURN_IF_ERROR(WriteFileAtomically(dir + "/tokenizer.model", bytes));
-  }
+  RETORT_RETURN_IF_ERROR(CopyTokenizerInto(tokenizer_model, dir));
   nlohmann::json config = model.config().ToHuggingFaceJson();
   config["retort_slicing"] = {{"width", model.width()}, {"fraction", model.fraction()}};
   if (model.quantization.quantized()) {

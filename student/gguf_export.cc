@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "data/sentencepiece_model.h"
 #include "models/block_quant.h"
+#include "student/plain_llama.h"
 
 namespace retort::student {
 namespace {
@@ -176,6 +177,7 @@ absl::StatusOr<GgmlType> ParseGgufType(const std::string& name) {
 absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, const std::string& path,
                                                  const GgufExportOptions& options) {
   const models::LlamaConfig& c = model.config();
+  RETORT_RETURN_IF_ERROR(RequirePlainLlama(c, "GGUF export"));
   if (options.tokenizer_model.empty()) {
     return absl::InvalidArgumentError(
         "a GGUF file needs the tokenizer's vocabulary: the checkpoint has no tokenizer.model");

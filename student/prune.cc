@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "student/plain_llama.h"
 
 namespace retort::student {
 namespace {
@@ -236,6 +237,7 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaMlpNeurons(
   }
   models::LlamaConfig config = model.config();
   const int64_t keep = KeepCount(config.intermediate_size, fraction, multiple_of);
+  RETORT_RETURN_IF_ERROR(RequirePlainLlama(config, "pruning MLP neurons"));
   config.intermediate_size = keep;
   torch::NoGradGuard no_grad;
   auto out = std::make_shared<models::LlamaModel>(config);
@@ -270,6 +272,7 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaAttentionHeads(
     models::LlamaModel& model, double fraction, PruneScore score, const InputNorms* norms,
     PruneReport* report) {
   RETORT_RETURN_IF_ERROR(CheckFraction("--heads_fraction", fraction));
+  RETORT_RETURN_IF_ERROR(RequirePlainLlama(model.config(), "pruning attention heads"));
   if (model.quantization.quantized()) {
     return absl::FailedPreconditionError("prune the float model, then quantize");
   }

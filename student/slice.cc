@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "student/plain_llama.h"
 
 namespace retort::student {
 namespace {
@@ -35,6 +36,7 @@ Tensor Principal(const Tensor& x, int64_t d, double eps, int64_t keep, double* k
 absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
     models::LlamaModel& model, const data::Dataset& calibration, const SliceOptions& options,
     SliceReport* report) {
+  RETORT_RETURN_IF_ERROR(RequirePlainLlama(model.config(), "SliceGPT slicing"));
   if (!(options.fraction >= 0.0 && options.fraction < 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--fraction must be in [0, 1), got ", options.fraction));

@@ -7,6 +7,7 @@
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "common/tokenizer_files.h"
 #include "common/torch_status.h"
 #include "models/checkpoint_file.h"
 #include "models/llama_checkpoint.h"
@@ -18,11 +19,12 @@ absl::StatusOr<std::unique_ptr<LlamaTeacher>> LlamaTeacher::Create(const Options
     return absl::InvalidArgumentError(
         absl::StrCat("max_batch must be at least 1, got ", options.max_batch));
   }
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
-                          models::LoadLlamaCheckpoint(options.checkpoint_dir));
+  RETORT_ASSIGN_OR_RETURN(
+      std::shared_ptr<models::LlamaModel> model,
+      models::LoadLlamaCheckpoint(options.checkpoint_dir, {.keep_file_dtype = options.bf16}));
   std::string tokenizer_sha;
-  const std::string tokenizer = options.checkpoint_dir + "/tokenizer.model";
-  if (PathExists(tokenizer)) {
+  const std::string tokenizer = FindTokenizerFile(options.checkpoint_dir);
+  if (!tokenizer.empty()) {
     RETORT_ASSIGN_OR_RETURN(std::string bytes, ReadFile(tokenizer));
     tokenizer_sha = Sha256Hex(bytes);
   }
@@ -41,7 +43,9 @@ LlamaTeacher::LlamaTeacher(std::shared_ptr<models::LlamaModel> model,
     : model_(std::move(model)), max_batch_(max_batch), bf16_(bf16) {
   model_->eval();
   const models::LlamaConfig& config = model_->config();
-  fingerprint_.set_weights_sha256(models::WeightsSha256(*model_));
+  // As float32 values: a checkpoint served from its bfloat16 file and the
+  // same checkpoint served in float32 are one teacher.
+  fingerprint_.set_weights_sha256(models::WeightsSha256(*model_, /*as_float32=*/true));
   fingerprint_.set_architecture(config.Describe());
   fingerprint_.add_input_shape(-1);
   fingerprint_.set_input_dtype(v1::DTYPE_INT32);

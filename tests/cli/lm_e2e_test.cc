@@ -22,8 +22,10 @@
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
 #include "common/free_port.h"
+#include "common/sha256.h"
 #include "common/subprocess.h"
 #include "tests/cli/cli_test_util.h"
+#include "tests/tokenizer/small_tokenizer_json.h"
 
 namespace retort {
 namespace {
@@ -157,6 +159,145 @@ TEST_F(LmE2ETest, PrepareWritesShardsAndReusesThem) {
           " --vocab_size=320 --validation_fraction=0.1 --out_dir=" + Path("corpus"));
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_THAT(again.out, HasSubstr("\"reused\": true"));
+}
+
+// A corpus tokenized with a tokenizer.json trains a model whose export
+// carries that file; a teacher whose tokenizer is not the data's is refused
+// with both hashes, even when the vocabularies have the same size.
+TEST_F(LmE2ETest, TokenizerJsonCorpusTrainsExportsAndRefusesAnotherTokenizersTeacher) {
+  const std::string json = tokenizer::testing::SmallByteFallbackTokenizerJson(400);
+  ASSERT_TRUE(WriteFileAtomically(Path("hf_tokenizer.json"), json).ok());
+  const clitest::Result prepared =
+      Run("data prepare --text=" + Path("text.txt") + " --tokenizer=" + Path("hf_tokenizer.json") +
+          " --validation_fraction=0.1 --out_dir=" + Path("corpus_hf"));
+  ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
+  const nlohmann::json corpus = nlohmann::json::parse(prepared.out, nullptr, false);
+  EXPECT_EQ(corpus["tokenizer"]["sha256"], Sha256Hex(json)) << prepared.out;
+  EXPECT_EQ(corpus["tokenizer"]["vocab_size"], 400);
+  EXPECT_TRUE(PathExists(Path("corpus_hf/tokenizer.json")));
+
+  const std::string args =
+      " --seq_len=32 --batch_size=8 --threads=1 --seed=3 "
+      "--model=d=32,layers=1,heads=2,ffn=64 --steps=5 ";
+  const clitest::Result trained =
+      Run("lm train --data=" + Path("corpus_hf") + args + "--out_dir=" + Path("hf_teacher"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  EXPECT_EQ(ReadFile(Path("hf_teacher/model/tokenizer.json")).value_or(""), json);
+  EXPECT_FALSE(PathExists(Path("hf_teacher/model/tokenizer.model")));
+  const clitest::Result generated = Run("generate --checkpoint=" + Path("hf_teacher/model") +
+                                        " --prompt=the --max_new_tokens=4 --threads=1");
+  ASSERT_EQ(generated.exit_code, 0) << generated.err;
+  EXPECT_TRUE(absl::StartsWith(generated.out, "the")) << generated.out;
+
+  // Data from another tokenizer of the same size (one unused token renamed).
+  std::string other = json;
+  const size_t at = other.find("<unused399>");
+  ASSERT_NE(at, std::string::npos);
+  other.replace(at, 11, "<spare0399>");
+  ASSERT_TRUE(WriteFileAtomically(Path("other_tokenizer.json"), other).ok());
+  const clitest::Result other_prepared = Run(
+      "data prepare --text=" + Path("text.txt") + " --tokenizer=" + Path("other_tokenizer.json") +
+      " --validation_fraction=0.1 --out_dir=" + Path("corpus_other"));
+  ASSERT_EQ(other_prepared.exit_code, 0) << other_prepared.err;
+  const clitest::Result refused =
+      Run("lm train --data=" + Path("corpus_other") + args +
+          "--teacher=" + Path("hf_teacher/model") + " --out_dir=" + Path("hf_refused"));
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("tokenizes differently"));
+  EXPECT_THAT(refused.err, HasSubstr(Sha256Hex(json)));   // the teacher's
+  EXPECT_THAT(refused.err, HasSubstr(Sha256Hex(other)));  // the data's
+
+  // The same teacher served: the pool's fingerprint carries the hash.
+  Subprocess::Options o;
+  o.argv = {RETORT_BINARY,
+            "teacher",
+            "serve",
+            "--checkpoint=" + Path("hf_teacher/model"),
+            "--listen=127.0.0.1:0",
+            "--port_file=" + Path("hf.port"),
+            "--threads=1"};
+  o.stderr_path = Path("hf_serve.log");
+  absl::StatusOr<std::unique_ptr<Subprocess>> server = Subprocess::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<std::string> port = WaitForFile(Path("hf.port"), server->get(), absl::Seconds(60));
+  ASSERT_TRUE(port.ok()) << port.status() << ReadFile(Path("hf_serve.log")).value_or("");
+  const clitest::Result pool_refused =
+      Run("lm train --data=" + Path("corpus_other") + args + "--teachers=127.0.0.1:" + *port +
+          " --out_dir=" + Path("hf_pool_refused"));
+  EXPECT_NE(pool_refused.exit_code, 0);
+  EXPECT_THAT(pool_refused.err, HasSubstr("tokenizes differently"));
+  EXPECT_THAT(pool_refused.err, HasSubstr(Sha256Hex(json)));
+  EXPECT_THAT(pool_refused.err, HasSubstr(Sha256Hex(other)));
+  ASSERT_TRUE((*server)->Signal(SIGTERM).ok());
+  EXPECT_TRUE((*server)->Wait(absl::Seconds(60)).ok());
+
+  const clitest::Result not_a_tokenizer =
+      Run("data prepare --text=" + Path("text.txt") + " --tokenizer=" + Path("text.txt") +
+          " --out_dir=" + Path("corpus_bad"));
+  EXPECT_EQ(not_a_tokenizer.exit_code, 1);
+  EXPECT_THAT(not_a_tokenizer.err, HasSubstr("is neither a Hugging Face tokenizer.json"));
+}
+
+// Qwen3 and Qwen2 students train and distill like Llama ones; a Qwen3
+// teacher is served from bf16 shards in its file's dtype; the steps written
+// for the plain Llama block refuse the other families by name.
+TEST_F(LmE2ETest, OtherFamiliesTrainDistillServeFromShardsAndAreRefusedWhereUnsupported) {
+  const std::string common =
+      " --seq_len=32 --batch_size=8 --threads=1 --seed=3 --data=" + Path("corpus") +
+      " --steps=8 --lr=3e-3 ";
+  clitest::Result r = Run("lm train" + common +
+                          "--model=d=64,layers=2,heads=4,kv_heads=2,head_dim=24,ffn=96,qwen3 "
+                          "--out_dir=" +
+                          Path("qwen3_teacher"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json config = Json(Path("qwen3_teacher/model/config.json"));
+  EXPECT_EQ(config["model_type"], "qwen3");
+  EXPECT_EQ(config["architectures"][0], "Qwen3ForCausalLM");
+  EXPECT_EQ(config["head_dim"], 24);
+
+  // Re-exported in bf16 shards, served with --bf16 (views of the mapped shards).
+  r = Run("export --checkpoint=" + Path("qwen3_teacher/model") +
+          " --format=safetensors --weights_dtype=bfloat16 --max_shard_bytes=20000 --out=" +
+          Path("qwen3_sharded"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("sharded"));
+  EXPECT_TRUE(PathExists(Path("qwen3_sharded/model.safetensors.index.json")));
+  EXPECT_TRUE(PathExists(Path("qwen3_sharded/tokenizer.model")));
+  Subprocess::Options o;
+  o.argv = {RETORT_BINARY,
+            "teacher",
+            "serve",
+            "--checkpoint=" + Path("qwen3_sharded"),
+            "--bf16",
+            "--listen=127.0.0.1:0",
+            "--port_file=" + Path("qwen3.port"),
+            "--threads=1"};
+  o.stderr_path = Path("qwen3_serve.log");
+  absl::StatusOr<std::unique_ptr<Subprocess>> server = Subprocess::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<std::string> port =
+      WaitForFile(Path("qwen3.port"), server->get(), absl::Seconds(60));
+  ASSERT_TRUE(port.ok()) << port.status() << ReadFile(Path("qwen3_serve.log")).value_or("");
+
+  // A Qwen2 student distilled from it over the wire.
+  r = Run("lm train" + common + "--model=d=32,layers=1,heads=2,ffn=64,qwen2 --teachers=127.0.0.1:" +
+          *port + " --top_k=16 --out_dir=" + Path("qwen2_student"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Json(Path("qwen2_student/model/config.json"))["model_type"], "qwen2");
+  ASSERT_TRUE((*server)->Signal(SIGTERM).ok());
+  EXPECT_TRUE((*server)->Wait(absl::Seconds(60)).ok());
+
+  r = Run("export --checkpoint=" + Path("qwen2_student/model") +
+          " --format=gguf --out=" + Path("qwen2.gguf"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("GGUF export is implemented for plain Llama models only"));
+  EXPECT_THAT(r.err, HasSubstr("qkv-bias"));
+  r = Run("prune --checkpoint=" + Path("qwen3_teacher/model") + " --data=" + Path("corpus") +
+          " --seq_len=32 --batch_size=8 --eval_sequences=4 --bench_tokens=64 --threads=1 "
+          "--structured --fraction=0.25 --out_dir=" +
+          Path("qwen3_pruned"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("qk-norm"));
 }
 
 TEST_F(LmE2ETest, TeacherLearnedAndExportedAHuggingFaceDirectory) {

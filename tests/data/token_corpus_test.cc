@@ -10,11 +10,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
+#include "common/sha256.h"
 #include "data/text_corpus.h"
+#include "data/text_tokenizer.h"
 #include "data/token_sequences.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
 #include "tests/data/test_files.h"
+#include "tests/tokenizer/small_tokenizer_json.h"
+#include "tests/tokenizer/test_json.h"
 
 namespace retort::data {
 namespace {
@@ -41,7 +45,8 @@ std::vector<std::string> NumberedLines(int n) {
 }
 
 // Splits a shard's tokens at </s> and decodes each line.
-std::vector<std::string> DecodeLines(const Tokenizer& tokenizer, const std::string& shard_path) {
+std::vector<std::string> DecodeLines(const TextTokenizer& tokenizer,
+                                     const std::string& shard_path) {
   absl::StatusOr<std::unique_ptr<TokenShard>> shard = TokenShard::Open(shard_path);
   EXPECT_TRUE(shard.ok()) << shard.status();
   std::vector<std::string> lines;
@@ -124,7 +129,7 @@ TEST_F(TokenCorpusTest, ShardsDecodeToTheInputLinesSplitByBlocks) {
   EXPECT_EQ(m["train"]["tokens"].get<int64_t>(), c->train_tokens);
   EXPECT_EQ(m["valid"]["lines"].get<int64_t>(), 60);
   EXPECT_EQ(m["tokenizer"]["sha256"].get<std::string>(), c->tokenizer_sha256);
-  EXPECT_EQ(m["options"]["vocab_size"].get<int>(), 320);
+  EXPECT_EQ(m["options"]["tokenizer"]["vocab_size"].get<int>(), 320);
   EXPECT_EQ(m["options"]["text_files"].size(), 1u);
   EXPECT_EQ(c->ToJson()["train"]["path"].get<std::string>(), c->train_path);
 }
@@ -242,6 +247,87 @@ TEST(TokenSequenceDatasetTest, RejectsTooShortShardsAndBadLengths) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(TokenSequenceDataset::Open(dir.File("none.tokens"), 4).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// Splits the shards' lines back into the input's order (every 4th block of
+// 10 lines validates).
+std::vector<std::string> Interleave(const std::vector<std::string>& train,
+                                    const std::vector<std::string>& valid) {
+  std::vector<std::string> rebuilt;
+  size_t t = 0, v = 0;
+  for (size_t i = 0; i < train.size() + valid.size(); ++i) {
+    rebuilt.push_back((i / 10) % 4 == 1 ? valid.at(v++) : train.at(t++));
+  }
+  return rebuilt;
+}
+
+TEST_F(TokenCorpusTest, TokenizerJsonIsCopiedRecordedAndReused) {
+  const std::string json = tokenizer::testing::SmallByteFallbackTokenizerJson(400);
+  WritePlain(dir_.File("given.json"), json);
+  PrepareOptions o = Options();
+  o.tokenizer_file = dir_.File("given.json");
+  absl::StatusOr<PreparedCorpus> c = PrepareTokenCorpus(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(absl::EndsWith(c->tokenizer_path, "/corpus/tokenizer.json")) << c->tokenizer_path;
+  EXPECT_EQ(*ReadFile(c->tokenizer_path), json);
+  EXPECT_EQ(c->tokenizer_sha256, Sha256Hex(json));
+  EXPECT_EQ(c->vocab_size, 400);
+  absl::StatusOr<std::unique_ptr<TextTokenizer>> t = LoadTextTokenizer(c->tokenizer_path);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->eos_id(), 2);
+  EXPECT_EQ(Interleave(DecodeLines(**t, c->train_path), DecodeLines(**t, c->valid_path)), lines_);
+  const nlohmann::json m = nlohmann::json::parse(*ReadFile(c->manifest_path));
+  EXPECT_EQ(m["tokenizer"]["path"], "tokenizer.json");
+  EXPECT_EQ(m["tokenizer"]["sha256"], Sha256Hex(json));
+  EXPECT_EQ(m["options"]["tokenizer"]["sha256"], Sha256Hex(json));
+
+  absl::StatusOr<PreparedCorpus> again = PrepareTokenCorpus(o);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->reused);
+  // The directory's own copy given back with other options: redone with it.
+  PrepareOptions in_place = o;
+  in_place.tokenizer_file = c->tokenizer_path;
+  in_place.seed = 2;
+  absl::StatusOr<PreparedCorpus> redone = PrepareTokenCorpus(in_place);
+  ASSERT_TRUE(redone.ok()) << redone.status();
+  EXPECT_FALSE(redone->reused);
+  EXPECT_EQ(redone->tokenizer_sha256, Sha256Hex(json));
+
+  // Another tokenizer file redoes the corpus with its hash.
+  WritePlain(dir_.File("given.json"), tokenizer::testing::SmallByteFallbackTokenizerJson(410));
+  absl::StatusOr<PreparedCorpus> other = PrepareTokenCorpus(o);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_FALSE(other->reused);
+  EXPECT_EQ(other->vocab_size, 410);
+  EXPECT_NE(other->tokenizer_sha256, c->tokenizer_sha256);
+
+  // Back to a trained SentencePiece model: the tokenizer.json is gone.
+  absl::StatusOr<PreparedCorpus> spm = PrepareTokenCorpus(Options());
+  if (absl::IsUnimplemented(spm.status())) GTEST_SKIP() << spm.status();
+  ASSERT_TRUE(spm.ok()) << spm.status();
+  EXPECT_FALSE(PathExists(dir_.File("corpus/tokenizer.json")));
+  EXPECT_TRUE(absl::EndsWith(spm->tokenizer_path, "/corpus/tokenizer.model"));
+}
+
+TEST_F(TokenCorpusTest, RefusesATokenizerThatIsNotOneOrHasNoEndOfText) {
+  PrepareOptions o = Options();
+  o.tokenizer_file = dir_.File("notes.txt");
+  WritePlain(o.tokenizer_file, "just some text\n");
+  absl::Status s = PrepareTokenCorpus(o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("notes.txt"));
+  EXPECT_THAT(s.message(), HasSubstr("neither"));
+
+  o.tokenizer_file = dir_.File("no_eos.json");
+  WritePlain(o.tokenizer_file, tokenizer::testing::TokenizerJson(tokenizer::testing::BpeModelJson(
+                                   {{"a", 0}, {"b", 1}}, nlohmann::json::array())));
+  s = PrepareTokenCorpus(o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("no_eos.json"));
+  EXPECT_THAT(s.message(), HasSubstr("end-of-text"));
+
+  o.tokenizer_file = dir_.File("missing.json");
+  EXPECT_EQ(PrepareTokenCorpus(o).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(TokenCorpusTest, SequencesOverAPreparedCorpus) {

@@ -18,6 +18,7 @@
 #include "models/llama_checkpoint.h"
 #include "models/llama_config.h"
 #include "models/llama_sampling.h"
+#include "models/named_shapes.h"
 #include "models/safetensors_file.h"
 
 namespace retort::models {
@@ -199,6 +200,46 @@ TEST_F(LlamaTest, OurCheckpointLoadsInTheReference) {
   EXPECT_LT((ours - ref).abs().max().item<double>(), 1e-4);
 }
 
+// Sharded checkpoints both ways: the reference's shards and index load into
+// our model; ours (--max_shard_bytes) load into the reference.
+TEST_F(LlamaTest, ShardedCheckpointsMatchTheReferenceBothWays) {
+  if (!HaveReferencePython()) GTEST_SKIP() << "Debian's python3-torch is not installed";
+  const std::string ref_dir = Path("ref_sharded");
+  const std::string cmd = "/usr/bin/python3 " + ReferenceScript() + " write " + ref_dir +
+                          " --seed 13 --dtype bf16 --shards 3";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  ASSERT_TRUE(PathExists(ref_dir + "/model.safetensors.index.json"));
+  ASSERT_FALSE(PathExists(ref_dir + "/model.safetensors"));
+  torch::NoGradGuard no_grad;
+  for (bool keep : {false, true}) {
+    absl::StatusOr<std::shared_ptr<LlamaModel>> model =
+        LoadLlamaCheckpoint(ref_dir, {.keep_file_dtype = keep});
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ((*model)->model->embed_tokens->weight.scalar_type(),
+              keep ? torch::kBFloat16 : torch::kFloat32);
+    if (!keep) {
+      const torch::Tensor ours = (*model)->forward(Tokens(kBatch)).to(torch::kFloat64);
+      EXPECT_LT((ours - ReferenceLogits(ref_dir, kBatch)).abs().max().item<double>(), 1e-4);
+    }
+  }
+
+  torch::manual_seed(6);
+  LlamaModel model(Small());
+  model.eval();
+  LlamaSaveOptions sharded;
+  sharded.max_shard_bytes = 40000;  // 12 shards of the 0.4 MB of weights
+  const std::string dir = Path("ours_sharded");
+  ASSERT_TRUE(SaveLlamaCheckpoint(model, dir, sharded).ok());
+  EXPECT_FALSE(PathExists(dir + "/model.safetensors"));
+  EXPECT_TRUE(PathExists(dir + "/model.safetensors.index.json"));
+  EXPECT_TRUE(PathExists(dir + "/model-00012-of-00012.safetensors"));
+  const torch::Tensor ours = model.forward(Tokens(kBatch)).to(torch::kFloat64);
+  EXPECT_LT((ours - ReferenceLogits(dir, kBatch)).abs().max().item<double>(), 1e-4);
+  absl::StatusOr<std::shared_ptr<LlamaModel>> back = LoadLlamaCheckpoint(dir);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(torch::equal((*back)->forward(Tokens(kBatch)).to(torch::kFloat64), ours));
+}
+
 TEST_F(LlamaTest, CheckpointRoundTripsExactlyAndInBf16) {
   LlamaConfig c = Small();
   c.tie_word_embeddings = true;
@@ -226,6 +267,16 @@ TEST_F(LlamaTest, CheckpointRoundTripsExactlyAndInBf16) {
   const torch::Tensor after = (*back)->forward(Tokens(kBatch));
   EXPECT_TRUE(torch::allclose(after, before, 0, 0.05));
   EXPECT_FALSE(torch::equal(after, before));
+
+  // Kept in the file's dtype: the same bf16 values, no float32 copy.
+  absl::StatusOr<std::shared_ptr<LlamaModel>> kept =
+      LoadLlamaCheckpoint(Path("bf16"), {.keep_file_dtype = true});
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  const auto converted = (*back)->named_parameters();
+  for (const auto& p : (*kept)->named_parameters()) {
+    EXPECT_EQ(p.value().scalar_type(), torch::kBFloat16) << p.key();
+    EXPECT_TRUE(torch::equal(p.value().to(torch::kFloat32), converted[p.key()])) << p.key();
+  }
 }
 
 TEST_F(LlamaTest, RejectsCheckpointsThatDoNotFitWithTheReason) {
@@ -270,6 +321,111 @@ TEST_F(LlamaTest, RejectsCheckpointsThatDoNotFitWithTheReason) {
   EXPECT_FALSE(LlamaConfig::FromHuggingFaceJson(config).ok());
 }
 
+// Qwen2 (q/k/v biases), Qwen3 (q/k norms, wide heads), Mistral (a sliding
+// window shorter than the sequence) and Llama 3 (rope_scaling llama3)
+// against the reference, both directions, sharded and not.
+TEST_F(LlamaTest, FamiliesMatchTheReferenceBothWaysShardedAndNot) {
+  if (!HaveReferencePython()) GTEST_SKIP() << "Debian's python3-torch is not installed";
+  struct Family {
+    const char* shape;   // ours: models/named_shapes.h
+    const char* config;  // the reference's
+  };
+  const Family families[] = {
+      {"tiny-qwen2", R"({"model_type": "qwen2", "intermediate_size": 96})"},
+      {"tiny-qwen3", R"({"model_type": "qwen3", "head_dim": 24, "intermediate_size": 96})"},
+      {"tiny-mistral",
+       R"({"model_type": "mistral", "sliding_window": 5, "intermediate_size": 96})"},
+      {"tiny-llama3", R"({"intermediate_size": 96, "rope_scaling": {"rope_type": "llama3",
+          "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 16}})"},
+  };
+  torch::NoGradGuard no_grad;
+  for (const Family& f : families) {
+    SCOPED_TRACE(f.shape);
+    absl::StatusOr<LlamaConfig> shape = NamedShape(f.shape);
+    ASSERT_TRUE(shape.ok()) << shape.status();
+    for (int shards : {1, 2}) {
+      SCOPED_TRACE(shards);
+      // We read the reference's files.
+      const std::string dir = Path(std::string("ref_") + f.shape + std::to_string(shards));
+      const std::string cmd = "/usr/bin/python3 " + ReferenceScript() + " write " + dir +
+                              " --seed 21 --shards " + std::to_string(shards) + " --config '" +
+                              f.config + "'";
+      ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+      absl::StatusOr<std::shared_ptr<LlamaModel>> theirs = LoadLlamaCheckpoint(dir);
+      ASSERT_TRUE(theirs.ok()) << theirs.status();
+      EXPECT_EQ((*theirs)->config().model_type, shape->model_type);
+      EXPECT_EQ((*theirs)->config().qkv_bias, shape->qkv_bias);
+      EXPECT_EQ((*theirs)->config().qk_norm, shape->qk_norm);
+      EXPECT_EQ((*theirs)->config().sliding_window, shape->sliding_window);
+      EXPECT_EQ((*theirs)->config().rope_scaling, shape->rope_scaling);
+      const torch::Tensor ref = ReferenceLogits(dir, kBatch);
+      const torch::Tensor got = (*theirs)->forward(Tokens(kBatch)).to(torch::kFloat64);
+      EXPECT_LT((got - ref).abs().max().item<double>(), 1e-4);
+
+      // The reference reads ours.
+      torch::manual_seed(8);
+      LlamaModel model(*shape);
+      model.eval();
+      LlamaSaveOptions save;
+      save.max_shard_bytes = shards == 1 ? 0 : 60000;
+      const std::string ours = Path(std::string("ours_") + f.shape + std::to_string(shards));
+      ASSERT_TRUE(SaveLlamaCheckpoint(model, ours, save).ok());
+      EXPECT_EQ(PathExists(ours + "/model.safetensors.index.json"), shards > 1);
+      const torch::Tensor mine = model.forward(Tokens(kBatch)).to(torch::kFloat64);
+      EXPECT_LT((mine - ReferenceLogits(ours, kBatch)).abs().max().item<double>(), 1e-4);
+      absl::StatusOr<LlamaConfig> back = ReadLlamaConfig(ours);
+      ASSERT_TRUE(back.ok()) << back.status();
+      EXPECT_EQ(*back, *shape);
+    }
+  }
+}
+
+TEST_F(LlamaTest, ConfigsWithUnimplementedFeaturesAreRefusedNamingThem) {
+  LlamaConfig base = Small();
+  auto refused = [&](const std::string& model_type, const nlohmann::json& extra) {
+    nlohmann::json j = base.ToHuggingFaceJson();
+    j["model_type"] = model_type;
+    j.update(extra);
+    absl::StatusOr<LlamaConfig> c = LlamaConfig::FromHuggingFaceJson(j);
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << j.dump();
+    return std::string(c.status().message());
+  };
+  EXPECT_THAT(refused("llama", {{"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}}}),
+              HasSubstr("'yarn'"));
+  EXPECT_THAT(refused("llama", {{"rope_scaling", {{"type", "linear"}, {"factor", 2.0}}}}),
+              HasSubstr("'linear'"));
+  EXPECT_THAT(refused("llama", {{"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}}}),
+              HasSubstr("low_freq_factor"));
+  EXPECT_THAT(refused("llama", {{"attention_bias", true}}), HasSubstr("attention_bias"));
+  EXPECT_THAT(refused("qwen3", {{"attention_bias", true}}), HasSubstr("attention_bias"));
+  EXPECT_THAT(refused("llama", {{"mlp_bias", true}}), HasSubstr("mlp_bias"));
+  EXPECT_THAT(refused("qwen2", {{"use_sliding_window", true}}), HasSubstr("use_sliding_window"));
+  EXPECT_THAT(refused("gemma", nlohmann::json::object()), HasSubstr("'gemma'"));
+  EXPECT_THAT(refused("mistral", {{"sliding_window", -3}}), HasSubstr("sliding_window"));
+  // "default" is plain rotary embeddings.
+  nlohmann::json plain = base.ToHuggingFaceJson();
+  plain["rope_scaling"] = {{"rope_type", "default"}};
+  EXPECT_TRUE(LlamaConfig::FromHuggingFaceJson(plain).ok());
+  // The published shapes are valid configs that round-trip through JSON.
+  for (const std::string& name : NamedShapeNames()) {
+    absl::StatusOr<LlamaConfig> c = NamedShape(name);
+    ASSERT_TRUE(c.ok()) << name;
+    EXPECT_TRUE(c->Validate().ok()) << name;
+    EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(c->ToHuggingFaceJson()), *c) << name;
+  }
+  EXPECT_NEAR(NamedShape("llama-3.2-1b")->ParameterCount() / 1e9, 1.236, 0.001);
+  EXPECT_NEAR(NamedShape("qwen3-0.6b")->ParameterCount() / 1e9, 0.596, 0.001);
+  EXPECT_NEAR(NamedShape("qwen2.5-0.5b")->ParameterCount() / 1e9, 0.494, 0.001);
+  EXPECT_FALSE(NamedShape("gpt-5").ok());
+  int64_t counted = 0;
+  for (const auto& p : LlamaModel(*NamedShape("tiny-qwen2")).parameters()) counted += p.numel();
+  EXPECT_EQ(counted, NamedShape("tiny-qwen2")->ParameterCount());
+  counted = 0;
+  for (const auto& p : LlamaModel(*NamedShape("tiny-qwen3")).parameters()) counted += p.numel();
+  EXPECT_EQ(counted, NamedShape("tiny-qwen3")->ParameterCount());
+}
+
 TEST_F(LlamaTest, ConfigParsesFlagsAndValidates) {
   absl::StatusOr<LlamaConfig> c =
       LlamaConfig::Parse("d=128,layers=3,heads=4,kv_heads=2,ffn=344,vocab=500,ctx=96,tied", {});
@@ -298,6 +454,22 @@ TEST_F(LlamaTest, ConfigParsesFlagsAndValidates) {
   EXPECT_FALSE(LlamaConfig::Parse("depth=3", {}).ok());             // unknown key
   EXPECT_FALSE(LlamaConfig::Parse("layers=x", {}).ok());
   EXPECT_FALSE(LlamaConfig::Parse("layers=0", {}).ok());
+
+  // Family words.
+  absl::StatusOr<LlamaConfig> q3 = LlamaConfig::Parse("d=64,heads=4,head_dim=24,qwen3", {});
+  ASSERT_TRUE(q3.ok()) << q3.status();
+  EXPECT_EQ(q3->model_type, "qwen3");
+  EXPECT_TRUE(q3->qk_norm);
+  EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(q3->ToHuggingFaceJson()), *q3);
+  absl::StatusOr<LlamaConfig> q2 = LlamaConfig::Parse("d=64,heads=4,qwen2", {});
+  ASSERT_TRUE(q2.ok()) << q2.status();
+  EXPECT_TRUE(q2->qkv_bias);
+  EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(q2->ToHuggingFaceJson()), *q2);
+  absl::StatusOr<LlamaConfig> m = LlamaConfig::Parse("d=64,heads=4,mistral,window=5", {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->sliding_window, 5);
+  EXPECT_EQ(*LlamaConfig::FromHuggingFaceJson(m->ToHuggingFaceJson()), *m);
+  EXPECT_FALSE(LlamaConfig::Parse("d=64,heads=4,window=5", {}).ok());  // window is Mistral's
 }
 
 TEST_F(LlamaTest, StudentFromTeacherLayersCopiesThemAndChecksWidths) {
@@ -334,6 +506,11 @@ TEST_F(LlamaTest, StudentFromTeacherLayersCopiesThemAndChecksWidths) {
   narrow.hidden_size = 32;
   narrow.intermediate_size = 86;
   EXPECT_THAT(LlamaFromLayers(teacher, narrow, {}).status().message(), HasSubstr("hidden_size"));
+  LlamaConfig qwen3 = student_config;
+  qwen3.model_type = "qwen3";
+  qwen3.qk_norm = true;
+  EXPECT_THAT(LlamaFromLayers(teacher, qwen3, {}).status().message(),
+              HasSubstr("cannot initialise a qwen3 student from a llama teacher"));
 }
 
 TEST_F(LlamaTest, HiddenStatesAreTheResidualStream) {

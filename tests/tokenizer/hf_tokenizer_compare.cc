@@ -38,6 +38,14 @@ std::string Ids(const std::vector<int32_t>& ids) {
   return out + "]";
 }
 
+std::string Unhex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  }
+  return out;
+}
+
 // JSON-escaped, shortened for the report.
 std::string Show(const std::string& text) {
   std::string dumped =
@@ -83,7 +91,9 @@ int main(int argc, char** argv) {
     const int before = report.mismatches;
     long checks = 0;
     for (const nlohmann::json& c : cases["cases"]) {
-      const std::string text = c["text"];
+      // Invalid UTF-8 comes as the raw bytes; "text" is what the library saw.
+      const std::string text =
+          c.contains("text_hex") ? Unhex(c["text_hex"]) : c["text"].get<std::string>();
       const std::vector<int32_t> ids = c["ids"], ids_special = c["ids_special"];
       const std::vector<int32_t> got = tokenizer.Encode(text, false);
       const std::vector<int32_t> got_special = tokenizer.Encode(text, true);

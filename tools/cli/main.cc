@@ -125,9 +125,10 @@ const std::vector<Command>& Commands() {
                kDataFlags}),
        &RunEval},
       {"data prepare",
-       "Train a SentencePiece tokenizer on text (default: the King James Bible) and write "
+       "Tokenize text (default: the King James Bible) with --tokenizer (a tokenizer.json or "
+       "SentencePiece .model) or a SentencePiece BPE trained on it, and write "
        "train/validation token shards.",
-       {"text", "out_dir", "vocab_size", "validation_fraction", "seed"},
+       {"text", "out_dir", "tokenizer", "vocab_size", "validation_fraction", "seed"},
        &RunDataPrepare},
       {"lm train",
        "Train a Llama-family language model on prepared tokens, from scratch or distilled "
@@ -172,8 +173,14 @@ const std::vector<Command>& Commands() {
       {"export",
        "Export a language-model checkpoint: GGUF for llama.cpp (f32, f16, q8_0, q4_0) or "
        "safetensors + config.json for transformers.",
-       {"checkpoint", "format", "gguf_type", "weights_dtype", "out", "threads"},
+       {"checkpoint", "format", "gguf_type", "weights_dtype", "max_shard_bytes", "out", "threads"},
        &RunExport},
+      {"model init",
+       "Write a randomly initialised checkpoint of a named published shape (llama-3.2-1b, "
+       "qwen3-0.6b, ...) or a tiny one, for tests and benchmarks.",
+       {"shape", "out_dir", "weights_dtype", "max_shard_bytes", "tokenizer_file", "seed",
+        "threads"},
+       &RunModelInit},
       {"demo",
        "Teacher, scratch student and distilled student end to end; prints a table and "
        "writes summary.json.",

@@ -73,9 +73,11 @@ absl::StatusOr<std::unique_ptr<LmTask>> LmTask::Create(
     if (!fingerprint.tokenizer_sha256().empty() && !o.tokenizer_sha256.empty() &&
         fingerprint.tokenizer_sha256() != o.tokenizer_sha256) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the teacher's tokenizer (sha256 ", fingerprint.tokenizer_sha256().substr(0, 12),
-          ") is not the data's (", o.tokenizer_sha256.substr(0, 12),
-          "); prepare the data with the teacher's tokenizer.model"));
+          "the teacher tokenizes differently from the data: the teacher's tokenizer has sha256 ",
+          fingerprint.tokenizer_sha256(), ", the data's (", o.tokenizer_model, ") has sha256 ",
+          o.tokenizer_sha256,
+          "; prepare the data with the teacher's own file (retort data prepare "
+          "--tokenizer=TEACHER_DIR/tokenizer.json or tokenizer.model)"));
     }
   }
   std::unique_ptr<LmTask> t(new LmTask());
