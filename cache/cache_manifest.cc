@@ -53,8 +53,8 @@ std::vector<std::string> CacheSource::Differences(const CacheSource& run) const 
   std::vector<std::string> out;
   if (!run.teacher.weights_sha256().empty() &&
       run.teacher.weights_sha256() != teacher.weights_sha256()) {
-    out.push_back(absl::StrCat("teacher weights: cache ", Short(teacher.weights_sha256()),
-                               ", run ", Short(run.teacher.weights_sha256())));
+    out.push_back(absl::StrCat("teacher weights: cache ", Short(teacher.weights_sha256()), ", run ",
+                               Short(run.teacher.weights_sha256())));
   }
   if (!run.corpus_sha256.empty() && run.corpus_sha256 != corpus_sha256) {
     out.push_back(

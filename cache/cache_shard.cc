@@ -109,8 +109,8 @@ absl::Status CacheShard::Parse() {
   if (GetU32(data_ + 56) != Crc32(data_, 56)) return bad("header checksum mismatch");
   const uint32_t version = GetU32(data_ + 8);
   if (version != kVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        name_, ": teacher cache shard version ", version, ", this build reads ", kVersion));
+    return absl::FailedPreconditionError(absl::StrCat(name_, ": teacher cache shard version ",
+                                                      version, ", this build reads ", kVersion));
   }
   const uint32_t kind = GetU32(data_ + 12);
   if (kind != 1 && kind != 2) return bad(absl::StrCat("unknown encoding ", kind));
@@ -146,7 +146,8 @@ absl::Status CacheShard::Parse() {
     }
     expected += GetU32(entry + 16);
     if (expected > size_ - records) {
-      return bad(absl::StrCat("sequence ", first + i, ": record past the end of the file (truncated?)"));
+      return bad(
+          absl::StrCat("sequence ", first + i, ": record past the end of the file (truncated?)"));
     }
   }
   if (records + expected != size_) {
@@ -163,9 +164,9 @@ absl::StatusOr<RecordView> CacheShard::Record(int64_t i) const {
   view.data = data_ + kHeaderBytes + sequences_ * kEntryBytes + GetU64(entry + 8);
   view.size = GetU32(entry + 16);
   if (Crc32(view.data, view.size) != GetU32(entry + 20)) {
-    return absl::DataLossError(absl::StrCat(
-        name_, ": sequence ", params_.first_sequence + i,
-        " (record ", i, "): checksum mismatch; delete the shard and rerun `retort teacher dump`"));
+    return absl::DataLossError(
+        absl::StrCat(name_, ": sequence ", params_.first_sequence + i, " (record ", i,
+                     "): checksum mismatch; delete the shard and rerun `retort teacher dump`"));
   }
   return view;
 }

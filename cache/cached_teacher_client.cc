@@ -18,17 +18,17 @@ absl::StatusOr<std::unique_ptr<CachedTeacherClient>> CachedTeacherClient::Open(
     const Options& options) {
   RETORT_ASSIGN_OR_RETURN(CacheManifest manifest, CacheManifest::Read(options.dir));
   if (!manifest.complete()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the teacher cache ", options.dir, " is unfinished (", manifest.shards.size(), " of ",
-        manifest.shard_count(), " shards); rerun `retort teacher dump` with the same flags to "
-        "finish it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the teacher cache ", options.dir, " is unfinished (", manifest.shards.size(),
+                     " of ", manifest.shard_count(),
+                     " shards); rerun `retort teacher dump` with the same flags to "
+                     "finish it"));
   }
   const std::vector<std::string> diff = manifest.source.Differences(options.expected);
   if (!diff.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the teacher cache ", options.dir, " does not match this run: ",
-                     absl::StrJoin(diff, "; "),
-                     "; dump a cache for this run with `retort teacher dump`"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the teacher cache ", options.dir, " does not match this run: ", absl::StrJoin(diff, "; "),
+        "; dump a cache for this run with `retort teacher dump`"));
   }
   std::unique_ptr<CachedTeacherClient> client(new CachedTeacherClient());
   for (size_t s = 0; s < manifest.shards.size(); ++s) {
@@ -37,13 +37,13 @@ absl::StatusOr<std::unique_ptr<CachedTeacherClient>> CachedTeacherClient::Open(
     if (options.verify) {
       absl::StatusOr<std::string> sha = FileSha256Hex(path);
       if (!sha.ok()) {
-        return absl::DataLossError(absl::StrCat("teacher cache shard ", path,
-                                                " is missing: ", sha.status().message()));
+        return absl::DataLossError(
+            absl::StrCat("teacher cache shard ", path, " is missing: ", sha.status().message()));
       }
       if (*sha != e.sha256) {
-        return absl::DataLossError(absl::StrCat(
-            "teacher cache shard ", path, " is damaged (its SHA-256 is not the manifest's); "
-            "rerun `retort teacher dump` to rewrite it"));
+        return absl::DataLossError(absl::StrCat("teacher cache shard ", path,
+                                                " is damaged (its SHA-256 is not the manifest's); "
+                                                "rerun `retort teacher dump` to rewrite it"));
       }
     }
     RETORT_ASSIGN_OR_RETURN(std::unique_ptr<CacheShard> shard, CacheShard::Open(path));
@@ -51,8 +51,8 @@ absl::StatusOr<std::unique_ptr<CachedTeacherClient>> CachedTeacherClient::Open(
     if (p.first_sequence != e.first_sequence || shard->sequences() != e.sequences ||
         !(p.encoding == manifest.encoding) || p.positions != manifest.source.seq_len ||
         p.vocab != manifest.source.teacher.num_classes()) {
-      return absl::DataLossError(absl::StrCat("teacher cache shard ", path,
-                                              " does not hold what the manifest lists"));
+      return absl::DataLossError(
+          absl::StrCat("teacher cache shard ", path, " does not hold what the manifest lists"));
     }
     for (int64_t i = 0; i < shard->sequences(); ++i) {
       client->index_.emplace(shard->key(i), Location{static_cast<int32_t>(s), i});
@@ -68,7 +68,8 @@ absl::StatusOr<v1::TeacherFingerprint> CachedTeacherClient::Fingerprint() {
 }
 
 client::TeacherClient::TargetsFuture CachedTeacherClient::SubmitTargets(
-    const torch::Tensor& inputs, double temperature, const std::vector<std::string>& hidden_layers) {
+    const torch::Tensor& inputs, double temperature,
+    const std::vector<std::string>& hidden_layers) {
   auto ready = [](absl::StatusOr<Targets> value) {
     std::promise<absl::StatusOr<Targets>> p;
     p.set_value(std::move(value));
@@ -89,8 +90,7 @@ client::TeacherClient::TargetsFuture CachedTeacherClient::SubmitTargets(
       inputs.size(1) != manifest_.source.seq_len) {
     return ready(absl::InvalidArgumentError(absl::StrCat(
         "the teacher cache answers int64 token sequences of ", manifest_.source.seq_len,
-        " positions, not ", c10::toString(inputs.scalar_type()), " ",
-        c10::str(inputs.sizes()))));
+        " positions, not ", c10::toString(inputs.scalar_type()), " ", c10::str(inputs.sizes()))));
   }
   return std::async(std::launch::async, [this, inputs] { return Lookup(inputs); }).share();
 }
@@ -104,13 +104,14 @@ absl::StatusOr<client::TeacherClient::Targets> CachedTeacherClient::Lookup(
   for (int64_t r = 0; r < rows.size(0); ++r) {
     auto it = index_.find(teacher::RowKey(rows[r]));
     if (it == index_.end()) {
-      return absl::NotFoundError(absl::StrCat(
-          "row ", r, " of this batch is not in the teacher cache: it holds the sequences of the "
-          "corpus it was dumped from (", manifest_.source.corpus_sha256.substr(0, 12),
-          ") at ", manifest_.source.seq_len, " tokens"));
+      return absl::NotFoundError(
+          absl::StrCat("row ", r,
+                       " of this batch is not in the teacher cache: it holds the sequences of the "
+                       "corpus it was dumped from (",
+                       manifest_.source.corpus_sha256.substr(0, 12), ") at ",
+                       manifest_.source.seq_len, " tokens"));
     }
-    RETORT_ASSIGN_OR_RETURN(RecordView view,
-                            shards_[it->second.shard]->Record(it->second.index));
+    RETORT_ASSIGN_OR_RETURN(RecordView view, shards_[it->second.shard]->Record(it->second.index));
     records.push_back(view);
     where.push_back(it->second);
   }

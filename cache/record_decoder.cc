@@ -42,9 +42,9 @@ absl::StatusOr<int64_t> DecodedWidth(const std::vector<RecordView>& records, int
     for (int64_t p = 0; p < positions && !in.overrun(); ++p) {
       const int64_t m = static_cast<int64_t>(in.Read(m_bits));
       if (m < 1 || m > o.samples) {
-        return Corrupt(what, r,
-                       absl::StrCat("position ", p, ": ", m, " distinct ids of ", o.samples,
-                                    " draws"));
+        return Corrupt(
+            what, r,
+            absl::StrCat("position ", p, ": ", m, " distinct ids of ", o.samples, " draws"));
       }
       width = std::max(width, m);
       for (int64_t i = 0; i < m; ++i) {
@@ -133,18 +133,17 @@ absl::Status DecodeRecordsInto(const std::vector<RecordView>& records, int64_t p
         const int64_t token = static_cast<int64_t>(in.Read(id_bits));
         const int64_t count = static_cast<int64_t>(in.Read(count_bits)) + 1;
         if (token >= vocab) {
-          return Corrupt(what, r,
-                         absl::StrCat("position ", p, ": id ", token,
-                                      " outside the vocabulary of ", vocab));
+          return Corrupt(
+              what, r,
+              absl::StrCat("position ", p, ": id ", token, " outside the vocabulary of ", vocab));
         }
         ids[row * width + i] = token;
         values[row * width + i] = std::log(static_cast<float>(count)) - log_n;
         drawn += count;
       }
       if (drawn != o.samples) {
-        return Corrupt(what, r,
-                       absl::StrCat("position ", p, ": counts sum to ", drawn, ", not ",
-                                    o.samples));
+        return Corrupt(
+            what, r, absl::StrCat("position ", p, ": counts sum to ", drawn, ", not ", o.samples));
       }
     }
     if (in.overrun()) return Corrupt(what, r, "record ends early");

@@ -41,8 +41,8 @@ absl::StatusOr<int64_t> DecodedWidth(const std::vector<RecordView>& records, int
 // tail -inf. `width` from DecodedWidth.
 absl::Status DecodeRecordsInto(const std::vector<RecordView>& records, int64_t positions,
                                const EncodingOptions& options, int64_t vocab,
-                               const RecordNamer& what, int64_t width, int64_t* ids,
-                               float* values, float* tail);
+                               const RecordNamer& what, int64_t width, int64_t* ids, float* values,
+                               float* tail);
 
 }  // namespace retort::cache
 

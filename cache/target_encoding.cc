@@ -23,9 +23,10 @@ absl::Status EncodeTopKRecord(const teacher::TopKLogProbs& top_k, const Encoding
   if (top_k.indices.dim() != 2 || top_k.indices.size(1) < k ||
       top_k.values.sizes() != top_k.indices.sizes() || top_k.tail_log_mass.dim() != 1 ||
       top_k.tail_log_mass.size(0) != top_k.indices.size(0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "top-k record: the teacher's answer has ", top_k.indices.dim() == 2 ? top_k.indices.size(1) : 0,
-        " entries per position, the encoding needs ", k));
+    return absl::InvalidArgumentError(
+        absl::StrCat("top-k record: the teacher's answer has ",
+                     top_k.indices.dim() == 2 ? top_k.indices.size(1) : 0,
+                     " entries per position, the encoding needs ", k));
   }
   const int64_t positions = top_k.indices.size(0);
   const torch::Tensor ids = top_k.indices.narrow(1, 0, k).to(torch::kInt64).contiguous();
@@ -33,9 +34,9 @@ absl::Status EncodeTopKRecord(const teacher::TopKLogProbs& top_k, const Encoding
   // The mass of the entries beyond k joins the tail.
   torch::Tensor tail = top_k.tail_log_mass.to(torch::kFloat32);
   if (top_k.indices.size(1) > k) {
-    tail = torch::logaddexp(tail, torch::logsumexp(top_k.values.narrow(1, k, top_k.indices.size(1) - k)
-                                                       .to(torch::kFloat32),
-                                                   1));
+    tail = torch::logaddexp(
+        tail, torch::logsumexp(
+                  top_k.values.narrow(1, k, top_k.indices.size(1) - k).to(torch::kFloat32), 1));
   }
   tail = tail.contiguous();
   const int64_t* id = ids.data_ptr<int64_t>();
@@ -60,8 +61,8 @@ absl::Status EncodeTopKRecord(const teacher::TopKLogProbs& top_k, const Encoding
       // it, from unsorted input, clamp to code 0; -inf to the last code).
       const float anchor = FromHalfBits(HalfBits(pv[o.exact - 1]));
       const float lowest = std::isfinite(pv[k - 1]) ? pv[k - 1] : anchor - 1e4f;
-      const float scale = FromHalfBits(
-          HalfBits(std::max(anchor - lowest, 0.0f) / static_cast<float>(max_code)));
+      const float scale =
+          FromHalfBits(HalfBits(std::max(anchor - lowest, 0.0f) / static_cast<float>(max_code)));
       w.Write(HalfBits(scale), 16);
       for (int64_t i = o.exact; i < k; ++i) {
         uint64_t code = max_code;
@@ -85,8 +86,8 @@ absl::Status EncodeSampledRecord(const teacher::SampledTargets& sampled, const E
   if (sampled.samples != o.samples || sampled.ids.dim() != 2 ||
       sampled.counts.sizes() != sampled.ids.sizes()) {
     return absl::InvalidArgumentError(absl::StrCat("sampled record: ", sampled.samples,
-                                                    " draws per position, the encoding needs ",
-                                                    o.samples));
+                                                   " draws per position, the encoding needs ",
+                                                   o.samples));
   }
   const torch::Tensor ids = sampled.ids.to(torch::kInt64).contiguous();
   const torch::Tensor counts = sampled.counts.to(torch::kInt32).contiguous();
@@ -103,16 +104,16 @@ absl::Status EncodeSampledRecord(const teacher::SampledTargets& sampled, const E
       if (count[p * width + i] > 0) ++m, total += count[p * width + i];
     }
     if (total != o.samples) {
-      return absl::InvalidArgumentError(absl::StrCat("sampled record: position ", p, " has ", total,
-                                                     " draws, not ", o.samples));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sampled record: position ", p, " has ", total, " draws, not ", o.samples));
     }
     w.Write(static_cast<uint64_t>(m), m_bits);
     for (int64_t i = 0; i < width; ++i) {
       const int32_t c = count[p * width + i];
       if (c == 0) continue;
       if (id[p * width + i] < 0 || id[p * width + i] >= vocab) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "sampled record: id ", id[p * width + i], " outside the vocabulary of ", vocab));
+        return absl::InvalidArgumentError(absl::StrCat("sampled record: id ", id[p * width + i],
+                                                       " outside the vocabulary of ", vocab));
       }
       w.Write(static_cast<uint64_t>(id[p * width + i]), id_bits);
       w.Write(static_cast<uint64_t>(c - 1), count_bits);
@@ -122,9 +123,9 @@ absl::Status EncodeSampledRecord(const teacher::SampledTargets& sampled, const E
   return absl::OkStatus();
 }
 
-absl::StatusOr<teacher::TopKLogProbs> DecodeRecords(
-    const std::vector<RecordView>& records, int64_t positions, const EncodingOptions& o,
-    int64_t vocab, const RecordNamer& what) {
+absl::StatusOr<teacher::TopKLogProbs> DecodeRecords(const std::vector<RecordView>& records,
+                                                    int64_t positions, const EncodingOptions& o,
+                                                    int64_t vocab, const RecordNamer& what) {
   absl::StatusOr<int64_t> width = DecodedWidth(records, positions, o, vocab, what);
   if (!width.ok()) return width.status();
   const int64_t total = static_cast<int64_t>(records.size()) * positions;
@@ -132,10 +133,9 @@ absl::StatusOr<teacher::TopKLogProbs> DecodeRecords(
   out.indices = torch::empty({total, *width}, torch::kInt64);
   out.values = torch::empty({total, *width}, torch::kFloat32);
   out.tail_log_mass = torch::empty({total}, torch::kFloat32);
-  absl::Status decoded = DecodeRecordsInto(records, positions, o, vocab, what, *width,
-                                           out.indices.data_ptr<int64_t>(),
-                                           out.values.data_ptr<float>(),
-                                           out.tail_log_mass.data_ptr<float>());
+  absl::Status decoded =
+      DecodeRecordsInto(records, positions, o, vocab, what, *width, out.indices.data_ptr<int64_t>(),
+                        out.values.data_ptr<float>(), out.tail_log_mass.data_ptr<float>());
   if (!decoded.ok()) return decoded;
   return out;
 }

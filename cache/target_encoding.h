@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -53,9 +53,10 @@ absl::Status EncodeSampledRecord(const teacher::SampledTargets& sampled,
 // form every student loss takes: indices int64 [R * positions, width],
 // values float32, tail float32. DATA_LOSS naming `what(i)` for a malformed
 // record i.
-absl::StatusOr<teacher::TopKLogProbs> DecodeRecords(
-    const std::vector<RecordView>& records, int64_t positions, const EncodingOptions& options,
-    int64_t vocab, const RecordNamer& what);
+absl::StatusOr<teacher::TopKLogProbs> DecodeRecords(const std::vector<RecordView>& records,
+                                                    int64_t positions,
+                                                    const EncodingOptions& options, int64_t vocab,
+                                                    const RecordNamer& what);
 
 }  // namespace retort::cache
 

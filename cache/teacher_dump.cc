@@ -33,7 +33,8 @@ std::vector<Piece> Pieces(const DumpOptions& o, int64_t begin, int64_t end) {
     const int64_t split_end = split_begin + s.data->size();
     for (int64_t g = std::max(begin, split_begin); g < std::min(end, split_end);) {
       Piece p{s.data.get(), {}};
-      while (g < std::min(end, split_end) && static_cast<int64_t>(p.indices.size()) < o.batch_size) {
+      while (g < std::min(end, split_end) &&
+             static_cast<int64_t>(p.indices.size()) < o.batch_size) {
         p.indices.push_back(g - split_begin);
         ++g;
       }
@@ -100,10 +101,14 @@ bool ShardIntact(const std::string& dir, const CacheShardEntry& e) {
 }  // namespace
 
 nlohmann::json DumpResult::ToJson() const {
-  return {{"sequences", sequences},       {"tokens", tokens},
-          {"shards_written", shards_written}, {"shards_reused", shards_reused},
-          {"bytes", bytes},               {"seconds", seconds},
-          {"tokens_per_second", tokens_per_second}, {"bytes_per_token", bytes_per_token}};
+  return {{"sequences", sequences},
+          {"tokens", tokens},
+          {"shards_written", shards_written},
+          {"shards_reused", shards_reused},
+          {"bytes", bytes},
+          {"seconds", seconds},
+          {"tokens_per_second", tokens_per_second},
+          {"bytes_per_token", bytes_per_token}};
 }
 
 absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::TeacherClient& teacher) {
@@ -118,7 +123,8 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
   const int64_t seq_len = o.splits.front().data->example_shape().at(0);
   for (const DumpOptions::Split& s : o.splits) {
     if (s.data->example_shape() != std::vector<int64_t>{seq_len}) {
-      return absl::InvalidArgumentError(absl::StrCat("split ", s.name, " holds sequences of another length"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("split ", s.name, " holds sequences of another length"));
     }
   }
   RETORT_ASSIGN_OR_RETURN(v1::TeacherFingerprint fingerprint, teacher.Fingerprint());
@@ -140,8 +146,7 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
   absl::StatusOr<CacheManifest> existing = CacheManifest::Read(o.out_dir);
   if (existing.ok() && !o.overwrite) {
     std::vector<std::string> diff = existing->source.Differences(want.source);
-    if (existing->source.teacher.weights_sha256() != fingerprint.weights_sha256() &&
-        diff.empty()) {
+    if (existing->source.teacher.weights_sha256() != fingerprint.weights_sha256() && diff.empty()) {
       diff.push_back("teacher weights");
     }
     if (!(existing->encoding == want.encoding)) {
@@ -155,10 +160,9 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
                                   want.total_sequences(), " in ", want.sequences_per_shard));
     }
     if (!diff.empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(o.out_dir, " holds a teacher cache of something else (",
-                       absl::StrJoin(diff, "; "),
-                       "); use another --out_dir or --overwrite to replace it"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          o.out_dir, " holds a teacher cache of something else (", absl::StrJoin(diff, "; "),
+          "); use another --out_dir or --overwrite to replace it"));
     }
     // Keep the whole shards the manifest lists, up to the first that is not.
     for (const CacheShardEntry& e : existing->shards) {
@@ -240,9 +244,10 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
   result.tokens_per_second =
       result.seconds > 0 ? static_cast<double>(done_sequences * seq_len) / result.seconds : 0;
   result.bytes_per_token =
-      result.tokens > 0 ? static_cast<double>(result.bytes) / static_cast<double>(result.tokens) : 0;
-  RETORT_RETURN_IF_ERROR(WriteFileAtomically(o.out_dir + "/dump_result.json",
-                                             result.ToJson().dump(2) + "\n"));
+      result.tokens > 0 ? static_cast<double>(result.bytes) / static_cast<double>(result.tokens)
+                        : 0;
+  RETORT_RETURN_IF_ERROR(
+      WriteFileAtomically(o.out_dir + "/dump_result.json", result.ToJson().dump(2) + "\n"));
   return result;
 }
 

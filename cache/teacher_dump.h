@@ -59,13 +59,13 @@ struct DumpOptions {
 };
 
 struct DumpResult {
-  int64_t sequences = 0;        // in the cache
-  int64_t tokens = 0;           // positions in the cache
-  int64_t shards_written = 0;   // by this call
-  int64_t shards_reused = 0;    // found complete
-  int64_t bytes = 0;            // of all shards
-  double seconds = 0;           // of this call
-  double tokens_per_second = 0; // positions dumped by this call / seconds
+  int64_t sequences = 0;         // in the cache
+  int64_t tokens = 0;            // positions in the cache
+  int64_t shards_written = 0;    // by this call
+  int64_t shards_reused = 0;     // found complete
+  int64_t bytes = 0;             // of all shards
+  double seconds = 0;            // of this call
+  double tokens_per_second = 0;  // positions dumped by this call / seconds
   double bytes_per_token = 0;
   nlohmann::json ToJson() const;
 };

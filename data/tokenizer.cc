@@ -266,7 +266,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
     return absl::DataLossError(
         absl::StrCat("tokenizer ", model_path, " is empty, not a SentencePiece model"));
   }
-  RETORT_ASSIGN_OR_RETURN(const RetortSpmApi* api, SentencePieceApi());
+  absl::StatusOr<const RetortSpmApi*> loaded = SentencePieceApi();
+  if (!loaded.ok()) {
+    return absl::Status(loaded.status().code(),
+                        absl::StrCat("cannot load tokenizer ", model_path, ": ",
+                                     loaded.status().message()));
+  }
+  const RetortSpmApi* api = *loaded;
   std::string error;
   void* processor = api->load(bytes->data(), bytes->size(), &AppendBytes, &error);
   if (processor == nullptr) {

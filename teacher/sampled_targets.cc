@@ -16,8 +16,8 @@ TopKLogProbs SampledTargets::ToTopK() const {
   torch::Tensor c = counts.to(torch::kFloat32);
   out.values = torch::where(c > 0, (c / static_cast<double>(samples)).log(),
                             torch::full_like(c, -std::numeric_limits<float>::infinity()));
-  out.tail_log_mass = torch::full({ids.size(0)}, -std::numeric_limits<float>::infinity(),
-                                  torch::kFloat32);
+  out.tail_log_mass =
+      torch::full({ids.size(0)}, -std::numeric_limits<float>::infinity(), torch::kFloat32);
   return out;
 }
 
@@ -73,7 +73,10 @@ SampledTargets SampleTargets(const torch::Tensor& log_probs, int64_t samples,
   const int64_t m = group.max().item<int64_t>() + 1;
   SampledTargets out;
   out.samples = samples;
-  out.ids = torch::zeros({positions, samples}, torch::kInt64).scatter_(1, group, sorted).narrow(1, 0, m).contiguous();
+  out.ids = torch::zeros({positions, samples}, torch::kInt64)
+                .scatter_(1, group, sorted)
+                .narrow(1, 0, m)
+                .contiguous();
   out.counts = torch::zeros({positions, samples}, torch::kInt32)
                    .scatter_add_(1, group, torch::ones_like(group, torch::kInt32))
                    .narrow(1, 0, m)

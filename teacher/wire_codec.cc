@@ -209,10 +209,9 @@ std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& a
   const bool top_k = output.kind == v1::OUTPUT_TOP_K;
   const bool sampled = output.kind == v1::OUTPUT_SAMPLED;
   const v1::DType index_dtype = classes <= 65536 ? v1::DTYPE_UINT16 : v1::DTYPE_INT32;
-  int64_t bytes_per_position =
-      top_k     ? output.top_k * (value_bytes + DTypeSize(index_dtype)) + 4
-      : sampled ? answer.sampled.ids.size(1) * (DTypeSize(index_dtype) + 2)
-                : classes * value_bytes;
+  int64_t bytes_per_position = top_k     ? output.top_k * (value_bytes + DTypeSize(index_dtype)) + 4
+                               : sampled ? answer.sampled.ids.size(1) * (DTypeSize(index_dtype) + 2)
+                                         : classes * value_bytes;
   for (const auto& [name, h] : answer.hidden) {
     bytes_per_position += (positions == 0 ? 0 : h.numel() / positions) * value_bytes;
   }
@@ -383,7 +382,8 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
   Answer answer;
   return TorchCall("joining response parts", [&] {
     if (static_cast<int>(!log_probs_.empty()) + static_cast<int>(!top_k_.empty()) +
-            static_cast<int>(!sampled_.empty()) > 1) {
+            static_cast<int>(!sampled_.empty()) >
+        1) {
       throw std::runtime_error("a response mixes dense, top-k and sampled parts");
     }
     if (!sampled_.empty()) {

@@ -38,9 +38,9 @@ constexpr int64_t kVocab = 300;
 constexpr int64_t kSeqLen = 12;
 
 std::string TempDir(const std::string& name) {
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("cache_test_" + name + "_" + std::to_string(getpid())))
-          .string();
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("cache_test_" + name + "_" + std::to_string(getpid())))
+                              .string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -116,8 +116,7 @@ TEST(TargetEncodingTest, TopKRoundTripsWithinItsStatedError) {
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_TRUE(torch::equal(back->indices, top.indices));
     // Every row is a distribution again.
-    const torch::Tensor mass =
-        back->values.exp().sum(1) + back->tail_log_mass.exp();
+    const torch::Tensor mass = back->values.exp().sum(1) + back->tail_log_mass.exp();
     EXPECT_LT((mass - 1).abs().max().item<float>(), 1e-5);
     for (int64_t p = 0; p < kSeqLen; ++p) {
       const float anchor = top.values[p][o.exact - 1].item<float>();
@@ -158,7 +157,8 @@ TEST(SampledTargetsTest, DrawsAreReproduciblePerRowAndCountsSumToN) {
   EXPECT_TRUE(torch::equal(a.counts, b.counts));
   EXPECT_TRUE(torch::equal(a.counts.sum(1), torch::full({2 * kSeqLen}, 32, torch::kInt64)));
   // A row's draws depend on its key only, not on the batch it came in.
-  const teacher::SampledTargets alone = teacher::SampleTargets(lp.narrow(0, kSeqLen, kSeqLen), 32, {12});
+  const teacher::SampledTargets alone =
+      teacher::SampleTargets(lp.narrow(0, kSeqLen, kSeqLen), 32, {12});
   const teacher::TopKLogProbs x = alone.ToTopK(), y = a.ToTopK();
   const torch::Tensor dense_alone = x.ToDense(kVocab);
   const torch::Tensor dense_batch = y.ToDense(kVocab).narrow(0, kSeqLen, kSeqLen);
@@ -172,7 +172,8 @@ TEST(SampledTargetsTest, TheEstimateIsUnbiased) {
   const int draws = 3000;
   torch::Tensor mean = torch::zeros({4, 60}, torch::kFloat64);
   for (int i = 0; i < draws; ++i) {
-    const teacher::SampledTargets s = teacher::SampleTargets(lp, 16, {static_cast<uint64_t>(1000 + i)});
+    const teacher::SampledTargets s =
+        teacher::SampleTargets(lp, 16, {static_cast<uint64_t>(1000 + i)});
     mean.scatter_add_(1, s.ids, s.counts.to(torch::kFloat64) / 16.0);
   }
   mean /= draws;
@@ -326,7 +327,8 @@ class CacheDumpTest : public ::testing::Test {
 
 TEST_F(CacheDumpTest, TopKCacheAnswersWhatTheTeacherSaidWhateverTheBatching) {
   const std::string dir = TempDir("topk");
-  absl::StatusOr<DumpResult> r = DumpTeacherCache(Options(dir, EncodingOptions::Kind::kTopK), *teacher_);
+  absl::StatusOr<DumpResult> r =
+      DumpTeacherCache(Options(dir, EncodingOptions::Kind::kTopK), *teacher_);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->sequences, 59);
   EXPECT_EQ(r->shards_written, 4);
@@ -349,10 +351,12 @@ TEST_F(CacheDumpTest, TopKCacheAnswersWhatTheTeacherSaidWhateverTheBatching) {
   }
   // And they are the teacher's top-16 within the 8-bit quantization.
   const torch::Tensor inputs = train_->inputs().narrow(0, 3, 1);
-  const absl::StatusOr<client::TeacherClient::Targets> live = teacher_->SubmitTargets(inputs, 2.0, {}).get();
+  const absl::StatusOr<client::TeacherClient::Targets> live =
+      teacher_->SubmitTargets(inputs, 2.0, {}).get();
   ASSERT_TRUE(live.ok());
   const teacher::TopKLogProbs want = teacher::TopK(live->log_probs, 16);
-  const absl::StatusOr<client::TeacherClient::Targets> got = cache->SubmitTargets(inputs, 2.0, {}).get();
+  const absl::StatusOr<client::TeacherClient::Targets> got =
+      cache->SubmitTargets(inputs, 2.0, {}).get();
   ASSERT_TRUE(got.ok());
   EXPECT_TRUE(torch::equal(got->top_k.indices, want.indices));
   EXPECT_LT((got->top_k.values.exp() - want.values.exp()).abs().max().item<float>(), 5e-3);
@@ -364,11 +368,13 @@ TEST_F(CacheDumpTest, SampledCacheRoundTripsTheDraws) {
   std::unique_ptr<CachedTeacherClient> cache = OpenCache(dir);
   ASSERT_NE(cache, nullptr);
   const torch::Tensor inputs = valid_->inputs().narrow(0, 2, 3);
-  const absl::StatusOr<client::TeacherClient::Targets> live = teacher_->SubmitTargets(inputs, 2.0, {}).get();
+  const absl::StatusOr<client::TeacherClient::Targets> live =
+      teacher_->SubmitTargets(inputs, 2.0, {}).get();
   ASSERT_TRUE(live.ok());
   const teacher::SampledTargets want =
       teacher::SampleTargets(live->log_probs, 20, teacher::RowKeys(inputs));
-  const absl::StatusOr<client::TeacherClient::Targets> got = cache->SubmitTargets(inputs, 2.0, {}).get();
+  const absl::StatusOr<client::TeacherClient::Targets> got =
+      cache->SubmitTargets(inputs, 2.0, {}).get();
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_TRUE(torch::allclose(got->Dense(kVocab), want.ToTopK().ToDense(kVocab)));
 }
@@ -384,13 +390,12 @@ TEST_F(CacheDumpTest, AKilledDumpResumesAtTheFirstIncompleteShard) {
   // As if killed inside shard 2: a half-written temporary and a stray shard
   // file that no manifest lists.
   ASSERT_TRUE(WriteFileAtomically(killed + "/shard-00002.rtc", "half a shard").ok());
-  {
-    std::ofstream(killed + "/shard-00002.rtc.tmp") << "partial";
-  }
+  { std::ofstream(killed + "/shard-00002.rtc.tmp") << "partial"; }
   // The unfinished cache is not readable.
   CachedTeacherClient::Options co;
   co.dir = killed;
-  EXPECT_THAT(std::string(CachedTeacherClient::Open(co).status().message()), HasSubstr("unfinished"));
+  EXPECT_THAT(std::string(CachedTeacherClient::Open(co).status().message()),
+              HasSubstr("unfinished"));
   o.after_shard_written = nullptr;
   absl::StatusOr<DumpResult> resumed = DumpTeacherCache(o, *teacher_);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
@@ -430,13 +435,13 @@ TEST_F(CacheDumpTest, ACacheOfSomethingElseIsRefusedWithTheDifferenceNamed) {
   const torch::Tensor stranger = torch::full({1, kSeqLen}, 7, torch::kInt64);
   EXPECT_EQ(cache->SubmitTargets(stranger, 2.0, {}).get().status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(cache->SubmitTargets(train_->inputs().narrow(0, 0, 1), 1.0, {})
-                              .get()
-                              .status()
-                              .message()),
-              HasSubstr("temperature 2, not 1"));
-  EXPECT_EQ(cache->SubmitTargets(train_->inputs().narrow(0, 0, 1), 2.0, {"layer0"}).get().status().code(),
-            absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(
+      std::string(
+          cache->SubmitTargets(train_->inputs().narrow(0, 0, 1), 1.0, {}).get().status().message()),
+      HasSubstr("temperature 2, not 1"));
+  EXPECT_EQ(
+      cache->SubmitTargets(train_->inputs().narrow(0, 0, 1), 2.0, {"layer0"}).get().status().code(),
+      absl::StatusCode::kUnimplemented);
 }
 
 TEST_F(CacheDumpTest, HostileShardsAreErrorsNamingTheShardAndSequence) {

@@ -139,7 +139,7 @@ absl::StatusOr<TokenData> OpenTokenData(bool need_train) {
 // --teachers, answering `samples` draws per token when > 0, else top-k
 // (dense for 0); null when neither is given.
 absl::StatusOr<std::shared_ptr<client::TeacherClient>> LmTeacherFromFlags(int32_t top_k,
-                                                                         int32_t samples) {
+                                                                          int32_t samples) {
   const std::string local = absl::GetFlag(FLAGS_teacher);
   RETORT_ASSIGN_OR_RETURN(std::string remote, TeacherTargetFromFlags());
   if (!local.empty() && !remote.empty()) {
@@ -493,7 +493,6 @@ absl::Status RunGenerate() {
   std::printf("%s\n", tokenizer->Decode(ids).c_str());
   return absl::OkStatus();
 }
-
 
 absl::Status RunTeacherDump() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());

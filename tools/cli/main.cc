@@ -33,10 +33,12 @@ std::vector<std::string> Concat(std::initializer_list<std::vector<std::string>> 
 // The flags `lm train` and `lm chain` share: the loop's and the language
 // model's.
 std::vector<std::string> LmTrainingFlags() {
-  return Concat({{"data", "seq_len", "model", "steps", "seed", "teacher", "teacher_cache", "teacher_samples", "top_k", "temperature",
-                  "alpha", "divergence", "skew", "feature_weight", "match", "feature_loss",
-                  "adapter", "eval_every", "eval_sequences", "teacher_prefetch", "threads"},
-                 kLoopFlags});
+  return Concat(
+      {{"data",           "seq_len",          "model",  "steps",        "seed",    "teacher",
+        "teacher_cache",  "teacher_samples",  "top_k",  "temperature",  "alpha",   "divergence",
+        "skew",           "feature_weight",   "match",  "feature_loss", "adapter", "eval_every",
+        "eval_sequences", "teacher_prefetch", "threads"},
+       kLoopFlags});
 }
 
 std::vector<std::string> Without(const std::vector<std::string>& flags,
@@ -200,9 +202,10 @@ const std::vector<Command>& Commands() {
        "token sequences once and write a teacher-logit cache (--out_dir) that `lm train "
        "--teacher_cache` reads instead of the teacher; resumes an interrupted dump.",
        Concat({{"data", "seq_len", "temperature", "out_dir", "overwrite", "teacher", "batch_size",
-                "cache_encoding", "cache_top_k", "cache_exact", "cache_value_bits",
-                "cache_samples", "cache_shard_sequences", "threads", "blas_threads"},
-               LmRemoteTeacherFlags(), {"teacher_prefetch"}}),
+                "cache_encoding", "cache_top_k", "cache_exact", "cache_value_bits", "cache_samples",
+                "cache_shard_sequences", "threads", "blas_threads"},
+               LmRemoteTeacherFlags(),
+               {"teacher_prefetch"}}),
        &RunTeacherDump},
       {"bench serve",
        "Benchmark a teacher server: gRPC vs in-process rows/s, bytes per row, latency under "
