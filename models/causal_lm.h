@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "models/hidden_layer.h"
+#include "models/kv_cache.h"
 #include "models/llama_config.h"
 #include "models/projection.h"
 
@@ -55,6 +56,15 @@ class CausalLm : public torch::nn::Module {
                                           const std::vector<std::string>& names,
                                           HiddenStates* hidden) = 0;
   virtual std::vector<HiddenLayer> HiddenLayers() const = 0;
+
+  // Incremental forward (models/kv_cache.h): tokens int64 [B, T] appended
+  // to what `cache` holds, `valid` bool [B, T] false for left padding ->
+  // logits float [B, T, vocab], equal (to rounding) to forward() over each
+  // row's real tokens so far. Callers keep every row's length (cache
+  // lengths() plus new real tokens) within max_position_embeddings. Use in
+  // inference mode; the cache must have been made for this model's layers.
+  virtual torch::Tensor Decode(const torch::Tensor& tokens, const torch::Tensor& valid,
+                               KvCache* cache) = 0;
 
   // The Llama shape (for a sliced model, the one it was sliced from).
   virtual const LlamaConfig& config() const = 0;

@@ -64,47 +64,83 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, int64_t in_wid
   }
 }
 
-torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                          const torch::Tensor& sin) {
+void LlamaAttentionImpl::Project(const torch::Tensor& x, torch::Tensor* q, torch::Tensor* k,
+                                 torch::Tensor* v) {
   const int64_t b = x.size(0), t = x.size(1);
-  torch::Tensor q = q_proj(x).view({b, t, heads_, head_dim_});
-  torch::Tensor k = k_proj(x).view({b, t, kv_heads_, head_dim_});
+  torch::Tensor qh = q_proj(x).view({b, t, heads_, head_dim_});
+  torch::Tensor kh = k_proj(x).view({b, t, kv_heads_, head_dim_});
   if (q_norm) {  // Qwen3: each head normalised before the rotation
-    q = q_norm(q);
-    k = k_norm(k);
+    qh = q_norm(qh);
+    kh = k_norm(kh);
   }
-  q = q.transpose(1, 2);
-  k = k.transpose(1, 2);
-  torch::Tensor v = v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
-  // Masked: the future, and with a sliding window W whatever is W or more
-  // positions back (transformers masks key j for query i when j <= i - W).
-  const bool windowed = sliding_window_ > 0 && t > sliding_window_;
-  torch::Tensor masked = torch::ones({t, t}, torch::dtype(torch::kBool)).triu(1);
-  if (windowed) {
-    masked =
-        masked.logical_or(torch::ones({t, t}, torch::dtype(torch::kBool)).tril(-sliding_window_));
-  }
-  const torch::Tensor c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
-  q = ApplyRotary(q, c, s);
-  k = RepeatKv(ApplyRotary(k, c, s), heads_ / kv_heads_);
-  v = RepeatKv(v, heads_ / kv_heads_);
+  *q = qh.transpose(1, 2);
+  *k = kh.transpose(1, 2);
+  *v = v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+}
+
+torch::Tensor LlamaAttentionImpl::Attend(const torch::Tensor& q, const torch::Tensor& k,
+                                         const torch::Tensor& v, const torch::Tensor& allowed,
+                                         bool causal) {
+  const int64_t b = q.size(0), t = q.size(2);
+  const torch::Tensor keys = RepeatKv(k, heads_ / kv_heads_);
+  const torch::Tensor values = RepeatKv(v, heads_ / kv_heads_);
 #if TORCH_VERSION_MAJOR >= 2
   torch::Tensor out =
-      windowed ? at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/masked.logical_not(),
-                                                  /*dropout_p=*/0.0, /*is_causal=*/false)
-               : at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
-                                                  /*dropout_p=*/0.0, /*is_causal=*/true);
+      allowed.defined()
+          ? at::scaled_dot_product_attention(q, keys, values, /*attn_mask=*/allowed,
+                                             /*dropout_p=*/0.0, /*is_causal=*/false)
+          : at::scaled_dot_product_attention(q, keys, values, /*attn_mask=*/{},
+                                             /*dropout_p=*/0.0, /*is_causal=*/causal);
 #else
-  // LibTorch 1.13 has no fused attention on the CPU: scores, a causal mask
-  // and a float32 softmax, as transformers' eager path.
-  const torch::Tensor scores =
-      torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
-  const torch::Tensor weights =
-      torch::softmax(scores.to(torch::kFloat32).masked_fill(masked, -INFINITY), -1)
-          .to(q.scalar_type());
-  torch::Tensor out = torch::matmul(weights, v);
+  // LibTorch 1.13 has no fused attention on the CPU: scores, a mask and a
+  // float32 softmax, as transformers' eager path.
+  torch::Tensor scores =
+      (torch::matmul(q, keys.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_)))
+          .to(torch::kFloat32);
+  if (allowed.defined()) {
+    scores = scores.masked_fill(allowed.logical_not(), -INFINITY);
+  } else if (causal) {
+    scores = scores.masked_fill(
+        torch::ones({t, keys.size(2)}, torch::dtype(torch::kBool)).triu(1), -INFINITY);
+  }
+  torch::Tensor out = torch::matmul(torch::softmax(scores, -1).to(q.scalar_type()), values);
 #endif
   return o_proj(out.transpose(1, 2).reshape({b, t, heads_ * head_dim_}));
+}
+
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                          const torch::Tensor& sin) {
+  torch::Tensor q, k, v;
+  Project(x, &q, &k, &v);
+  const int64_t t = x.size(1);
+  const torch::Tensor c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
+  q = ApplyRotary(q, c, s);
+  k = ApplyRotary(k, c, s);
+  // Masked: the future, and with a sliding window W whatever is W or more
+  // positions back (transformers masks key j for query i when j <= i - W).
+  if (sliding_window_ > 0 && t > sliding_window_) {
+    const torch::Tensor visible =
+        torch::ones({t, t}, torch::dtype(torch::kBool)).tril().logical_and(
+            torch::ones({t, t}, torch::dtype(torch::kBool)).triu(-sliding_window_ + 1));
+    return Attend(q, k, v, visible, /*causal=*/false);
+  }
+  return Attend(q, k, v, /*allowed=*/{}, /*causal=*/true);
+}
+
+torch::Tensor LlamaAttentionImpl::Decode(const torch::Tensor& x, const DecodeStep& step,
+                                         LayerKv* kv) {
+  torch::Tensor q, k, v;
+  Project(x, &q, &k, &v);
+  const torch::Tensor c = step.cos.to(x.scalar_type()), s = step.sin.to(x.scalar_type());
+  q = ApplyRotary(q, c, s);
+  k = ApplyRotary(k, c, s);
+  if (kv->keys.defined()) {
+    k = torch::cat({kv->keys, k}, 2);
+    v = torch::cat({kv->values, v}, 2);
+  }
+  kv->keys = k;
+  kv->values = v;
+  return Attend(q, k, v, step.allowed, /*causal=*/false);
 }
 
 LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& config, WeightInit init)
@@ -133,6 +169,12 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config, WeightIn
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                              const torch::Tensor& sin) {
   const torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+torch::Tensor LlamaDecoderLayerImpl::Decode(const torch::Tensor& x, const DecodeStep& step,
+                                            LayerKv* kv) {
+  const torch::Tensor h = x + self_attn->Decode(input_layernorm(x), step, kv);
   return h + mlp(post_attention_layernorm(h));
 }
 
@@ -219,6 +261,17 @@ torch::Tensor LlamaModel::ForwardWithHidden(const torch::Tensor& tokens,
   }
   x = model->norm(x);
   if (want("final_norm")) (*hidden)["final_norm"] = x;
+  return torch::matmul(x, OutputWeight().to(x.scalar_type()).t());
+}
+
+torch::Tensor LlamaModel::Decode(const torch::Tensor& tokens, const torch::Tensor& valid,
+                                 KvCache* cache) {
+  const DecodeStep step = cache->Advance(valid, cos_, sin_, config_.sliding_window);
+  torch::Tensor x = model->embed_tokens(tokens);
+  for (size_t i = 0; i < model->layers->size(); ++i) {
+    x = model->layers[i]->as<LlamaDecoderLayer>()->Decode(x, step, &cache->layer(i));
+  }
+  x = model->norm(x);
   return torch::matmul(x, OutputWeight().to(x.scalar_type()).t());
 }
 

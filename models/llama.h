@@ -53,10 +53,21 @@ class LlamaAttentionImpl : public torch::nn::Module {
   // x [B, T, hidden]; cos/sin [T, head_dim] (float32). With a sliding
   // window W, position t attends to positions t-W+1..t.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  // Incremental: x [B, T, in_width] are new tokens; appends their keys and
+  // values to `kv` and attends as `step` allows (models/kv_cache.h).
+  torch::Tensor Decode(const torch::Tensor& x, const DecodeStep& step, LayerKv* kv);
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   RmsNorm q_norm{nullptr}, k_norm{nullptr};  // over head_dim; only with config.qk_norm
 
  private:
+  // q [B, heads, T, d], k and v [B, kv_heads, T, d], not yet rotated.
+  void Project(const torch::Tensor& x, torch::Tensor* q, torch::Tensor* k, torch::Tensor* v);
+  // Attention of rotated q over k/v, then o_proj. `allowed` (bool,
+  // broadcastable to [B, heads, Tq, Tk]) says which keys each query sees;
+  // undefined: all of them, or the causal ones when `causal`.
+  torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       const torch::Tensor& allowed, bool causal);
+
   int64_t heads_, kv_heads_, head_dim_, sliding_window_;
 };
 TORCH_MODULE(LlamaAttention);
@@ -75,6 +86,7 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   explicit LlamaDecoderLayerImpl(const LlamaConfig& config, WeightInit init = WeightInit::kRandom);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::Tensor Decode(const torch::Tensor& x, const DecodeStep& step, LayerKv* kv);
   LlamaAttention self_attn{nullptr};
   LlamaMlp mlp{nullptr};
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -115,6 +127,9 @@ class LlamaModel : public CausalLm {
   // The residual streams ForwardWithHidden can record; each shape is one
   // token's: {hidden_size}.
   std::vector<HiddenLayer> HiddenLayers() const override;
+
+  torch::Tensor Decode(const torch::Tensor& tokens, const torch::Tensor& valid,
+                       KvCache* cache) override;
 
   const LlamaConfig& config() const override { return config_; }
   // {"architecture": "llama", "config": <config.json>}.

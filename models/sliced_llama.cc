@@ -32,6 +32,13 @@ torch::Tensor SlicedBlockImpl::forward(const torch::Tensor& x, const torch::Tens
   return torch::matmul(h, mlp_shortcut_Q) + mlp(post_attention_layernorm(h));
 }
 
+torch::Tensor SlicedBlockImpl::Decode(const torch::Tensor& x, const DecodeStep& step,
+                                      LayerKv* kv) {
+  const torch::Tensor h =
+      torch::matmul(x, attn_shortcut_Q) + self_attn->Decode(input_layernorm(x), step, kv);
+  return torch::matmul(h, mlp_shortcut_Q) + mlp(post_attention_layernorm(h));
+}
+
 SlicedLlamaModel::SlicedLlamaModel(const LlamaConfig& config, int64_t width, double fraction)
     : config_(config), width_(width), fraction_(fraction) {
   const bool tied = config.tie_word_embeddings;
@@ -74,8 +81,23 @@ torch::Tensor SlicedLlamaModel::ForwardWithHidden(const torch::Tensor& tokens,
   }
   x = norm(x);
   keep("final_norm", x);
-  if (!tied) return lm_head(x);
+  return Head(x);
+}
+
+torch::Tensor SlicedLlamaModel::Head(const torch::Tensor& x) {
+  if (!config_.tie_word_embeddings) return lm_head(x);
   return torch::matmul(torch::matmul(x, head_Q) * output_scale, embed_tokens->weight.t());
+}
+
+torch::Tensor SlicedLlamaModel::Decode(const torch::Tensor& tokens, const torch::Tensor& valid,
+                                       KvCache* cache) {
+  const DecodeStep step = cache->Advance(valid, cos_, sin_, config_.sliding_window);
+  torch::Tensor x = embed_tokens(tokens);
+  if (config_.tie_word_embeddings) x = torch::matmul(x, embed_Q);
+  for (size_t i = 0; i < layers->size(); ++i) {
+    x = layers[i]->as<SlicedBlock>()->Decode(x, step, &cache->layer(i));
+  }
+  return Head(norm(x));
 }
 
 std::vector<HiddenLayer> SlicedLlamaModel::HiddenLayers() const {

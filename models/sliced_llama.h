@@ -44,6 +44,7 @@ class SlicedBlockImpl : public torch::nn::Module {
  public:
   SlicedBlockImpl(const LlamaConfig& config, int64_t width);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::Tensor Decode(const torch::Tensor& x, const DecodeStep& step, LayerKv* kv);
   LlamaAttention self_attn{nullptr};
   LlamaMlp mlp{nullptr};
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -67,6 +68,9 @@ class SlicedLlamaModel : public CausalLm {
                                   HiddenStates* hidden) override;
   std::vector<HiddenLayer> HiddenLayers() const override;
 
+  torch::Tensor Decode(const torch::Tensor& tokens, const torch::Tensor& valid,
+                       KvCache* cache) override;
+
   const LlamaConfig& config() const override { return config_; }
   // {"architecture": "sliced_llama", "config": ..., "width": ...}.
   nlohmann::json ShapeJson() const override;
@@ -85,6 +89,8 @@ class SlicedLlamaModel : public CausalLm {
   torch::Tensor embed_Q, head_Q, output_scale;  // tied models only
 
  private:
+  torch::Tensor Head(const torch::Tensor& x);  // the output head on the final norm's stream
+
   LlamaConfig config_;
   int64_t width_;
   double fraction_;

@@ -17,7 +17,6 @@
 #include "models/llama.h"
 #include "models/llama_checkpoint.h"
 #include "models/llama_config.h"
-#include "models/llama_sampling.h"
 #include "models/named_shapes.h"
 #include "models/safetensors_file.h"
 
@@ -527,31 +526,6 @@ TEST_F(LlamaTest, HiddenStatesAreTheResidualStream) {
       torch::allclose(logits, torch::matmul(hidden["final_norm"], model.OutputWeight().t())));
   EXPECT_TRUE(torch::allclose(hidden["final_norm"], model.model->norm(hidden["block.1"])));
   EXPECT_EQ(model.HiddenLayers().size(), 4u);
-}
-
-TEST_F(LlamaTest, SamplingIsSeededAndGreedyFollowsTheArgmax) {
-  torch::manual_seed(7);
-  LlamaModel model(Small());
-  SamplingOptions o;
-  o.max_new_tokens = 12;
-  o.seed = 3;
-  absl::StatusOr<std::vector<int64_t>> a = SampleContinuation(model, {1, 5, 17}, o);
-  absl::StatusOr<std::vector<int64_t>> b = SampleContinuation(model, {1, 5, 17}, o);
-  ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ(a->size(), 12u);
-  EXPECT_EQ(*a, *b);
-  for (int64_t t : *a) EXPECT_TRUE(t >= 0 && t < 97);
-
-  o.temperature = 0;
-  absl::StatusOr<std::vector<int64_t>> g = SampleContinuation(model, {1, 5, 17}, o);
-  ASSERT_TRUE(g.ok());
-  model.eval();
-  torch::NoGradGuard no_grad;
-  const torch::Tensor first = model.forward(Tokens({{1, 5, 17}})).select(1, 2).argmax(-1);
-  EXPECT_EQ((*g)[0], first.item<int64_t>());
-
-  EXPECT_FALSE(SampleContinuation(model, {}, o).ok());
-  EXPECT_FALSE(SampleContinuation(model, {97}, o).ok());
 }
 
 }  // namespace

@@ -24,7 +24,7 @@
 #include "data/token_sequences.h"
 #include "distributed/communicator.h"
 #include "models/llama_checkpoint.h"
-#include "models/llama_sampling.h"
+#include "models/generation.h"
 #include "models/sliced_llama.h"
 #include "teacher/llama_teacher.h"
 #include "tools/cli/commands.h"
@@ -87,6 +87,9 @@ ABSL_FLAG(std::string, logits_out, "",
           "generate: also write the prompt's token ids and the model's logits at every prompt "
           "position to this JSON file (for checking other runtimes against ours).");
 ABSL_FLAG(int64_t, sample_top_k, 40, "Sample among the k most likely tokens (generate); 0: all.");
+ABSL_FLAG(double, sample_top_p, 1.0,
+          "Then among the fewest most likely tokens whose probability reaches this (generate); "
+          "1: all.");
 
 namespace retort::cli {
 namespace {
@@ -458,8 +461,8 @@ absl::Status RunLmEval() {
 absl::Status RunGenerate() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
-  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::LlamaModel> model,
-                          models::LoadLlamaCheckpoint(checkpoint));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model,
+                          models::LoadCausalLm(checkpoint));
   const std::string tokenizer_path = FindTokenizerFile(checkpoint);
   if (tokenizer_path.empty()) {
     return absl::NotFoundError(
@@ -482,14 +485,16 @@ absl::Status RunGenerate() {
     }
     RETORT_RETURN_IF_ERROR(WriteFileAtomically(path, j.dump() + "\n"));
   }
-  models::SamplingOptions s;
+  models::GenerationOptions s;
   s.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   s.temperature = absl::GetFlag(FLAGS_sample_temperature);
   s.top_k = absl::GetFlag(FLAGS_sample_top_k);
+  s.top_p = absl::GetFlag(FLAGS_sample_top_p);
   s.seed = absl::GetFlag(FLAGS_seed);
-  RETORT_ASSIGN_OR_RETURN(std::vector<int64_t> out, models::SampleContinuation(*model, prompt, s));
+  RETORT_ASSIGN_OR_RETURN(std::vector<std::vector<int64_t>> out,
+                          models::Generate(*model, {prompt}, s));
   std::vector<int32_t> ids(prompt.begin(), prompt.end());
-  ids.insert(ids.end(), out.begin(), out.end());
+  ids.insert(ids.end(), out[0].begin(), out[0].end());
   std::printf("%s\n", tokenizer->Decode(ids).c_str());
   return absl::OkStatus();
 }

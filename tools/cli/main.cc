@@ -147,7 +147,7 @@ const std::vector<Command>& Commands() {
        &RunLmChain},
       {"generate",
        "Sample text from a language-model checkpoint (a Llama directory).",
-       {"checkpoint", "prompt", "max_new_tokens", "sample_temperature", "sample_top_k", "seed",
+       {"checkpoint", "prompt", "max_new_tokens", "sample_temperature", "sample_top_k", "sample_top_p", "seed",
         "logits_out", "threads"},
        &RunGenerate},
       {"prune",
