@@ -68,13 +68,20 @@ absl::StatusOr<v1::TeacherFingerprint> CachedTeacherClient::Fingerprint() {
 }
 
 client::TeacherClient::TargetsFuture CachedTeacherClient::SubmitTargets(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
+    const Request& request) {
+  const torch::Tensor& inputs = request.inputs;
+  const double temperature = request.temperature;
+  const std::vector<std::string>& hidden_layers = request.hidden_layers;
   auto ready = [](absl::StatusOr<Targets> value) {
     std::promise<absl::StatusOr<Targets>> p;
     p.set_value(std::move(value));
     return p.get_future().share();
   };
+  if (request.query_ids.defined()) {
+    return ready(absl::FailedPreconditionError(
+        "the teacher cache holds no log-probabilities at the student's own tokens; on-policy "
+        "training needs a live teacher (--teacher_checkpoint or --teachers), not --teacher_cache"));
+  }
   if (!hidden_layers.empty()) {
     return ready(absl::UnimplementedError(
         "the teacher cache holds no hidden states; feature matching needs a live teacher "

@@ -48,9 +48,9 @@ class CachedTeacherClient : public client::TeacherClient {
   // inputs: int64 token ids [rows, seq_len] of sequences in the cache, at
   // the cache's temperature. NOT_FOUND naming the row for a sequence the
   // cache does not hold; INVALID_ARGUMENT for another temperature or shape;
-  // UNIMPLEMENTED when hidden layers are asked for.
-  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                              const std::vector<std::string>& hidden_layers) override;
+  // UNIMPLEMENTED when hidden layers are asked for; FAILED_PRECONDITION for
+  // query ids (the cache holds no log-probabilities at arbitrary ids).
+  TargetsFuture SubmitTargets(const Request& request) override;
 
   const CacheManifest& manifest() const { return manifest_; }
 

@@ -93,9 +93,11 @@ void CachingTeacherClient::Settle(const Key& key, const PendingRow& pending,
   stats_.entries = static_cast<int64_t>(rows_.size() + pending_.size());
 }
 
-TeacherClient::TargetsFuture CachingTeacherClient::SubmitTargets(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
+TeacherClient::TargetsFuture CachingTeacherClient::SubmitTargets(const Request& request) {
+  if (request.query_ids.defined()) return inner_->SubmitTargets(request);
+  const torch::Tensor& inputs = request.inputs;
+  const double temperature = request.temperature;
+  const std::vector<std::string>& hidden_layers = request.hidden_layers;
   const int64_t cost = RowCost(hidden_layers);
   uint64_t salt = 0;
   for (const std::string& name : hidden_layers) {
@@ -135,7 +137,8 @@ TeacherClient::TargetsFuture CachingTeacherClient::SubmitTargets(
     torch::Tensor subset = missing.size() == static_cast<size_t>(n)
                                ? rows
                                : rows.index_select(0, torch::tensor(missing, torch::kLong));
-    inner = inner_->SubmitTargets(subset, temperature, hidden_layers);
+    inner = inner_->SubmitTargets(
+        {.inputs = subset, .temperature = temperature, .hidden_layers = hidden_layers});
     // Rows asked for now count as cached from now on (answered when this
     // batch's answer is there), so the hit pattern, and with it every
     // request, is the same however far ahead the caller submits.

@@ -51,9 +51,9 @@ class CachingTeacherClient : public TeacherClient {
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return inner_->Fingerprint(); }
   // Looks the rows up now and asks the wrapped client for the misses at
   // once; the answer is assembled when the future is waited on. The future
-  // must not outlive this client.
-  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                              const std::vector<std::string>& hidden_layers) override;
+  // must not outlive this client. Requests with query ids (answers that
+  // depend on more than the row) pass through uncached.
+  TargetsFuture SubmitTargets(const Request& request) override;
   Stats stats() const;
 
  private:

@@ -39,9 +39,10 @@ absl::Status ValidateTokens(const v1::TeacherFingerprint& fingerprint, const tor
 
 }  // namespace
 
-absl::StatusOr<TeacherClient::Targets> InProcessTeacherClient::Answer(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
+absl::StatusOr<TeacherClient::Targets> InProcessTeacherClient::Answer(const Request& request) {
+  const torch::Tensor& inputs = request.inputs;
+  const double temperature = request.temperature;
+  const std::vector<std::string>& hidden_layers = request.hidden_layers;
   const v1::TeacherFingerprint& fingerprint = teacher_->fingerprint();
   if (inputs.defined() && !inputs.is_floating_point()) {
     // Token ids of a language model.
@@ -51,6 +52,7 @@ absl::StatusOr<TeacherClient::Targets> InProcessTeacherClient::Answer(
         teacher::ValidateTeacherInput(fingerprint, inputs, temperature, teacher_->max_batch()));
   }
   RETORT_RETURN_IF_ERROR(teacher::ValidateHiddenLayers(fingerprint, hidden_layers));
+  RETORT_RETURN_IF_ERROR(ValidateQueryIds(inputs, request.query_ids, fingerprint.num_classes()));
   RETORT_ASSIGN_OR_RETURN(teacher::TeacherOutput out, teacher_->Forward(inputs, hidden_layers));
   return TorchCall("teacher log-probabilities", [&] {
     torch::NoGradGuard no_grad;
@@ -59,6 +61,10 @@ absl::StatusOr<TeacherClient::Targets> InProcessTeacherClient::Answer(
     torch::Tensor log_probs =
         torch::log_softmax(out.logits / temperature, /*dim=*/-1).reshape({-1, classes});
     Targets targets{.log_probs = {}, .top_k = {}, .hidden = std::move(out.hidden)};
+    if (request.query_ids.defined()) {
+      targets.query_log_probs =
+          log_probs.gather(1, request.query_ids.reshape({log_probs.size(0), -1}));
+    }
     if (options_.samples > 0) {
       targets.top_k =
           teacher::SampleTargets(log_probs, options_.samples, teacher::RowKeys(inputs)).ToTopK();
@@ -71,11 +77,9 @@ absl::StatusOr<TeacherClient::Targets> InProcessTeacherClient::Answer(
   });
 }
 
-TeacherClient::TargetsFuture InProcessTeacherClient::SubmitTargets(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
+TeacherClient::TargetsFuture InProcessTeacherClient::SubmitTargets(const Request& request) {
   std::promise<absl::StatusOr<Targets>> promise;
-  promise.set_value(Answer(inputs, temperature, hidden_layers));
+  promise.set_value(Answer(request));
   return promise.get_future().share();
 }
 

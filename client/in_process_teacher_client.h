@@ -34,12 +34,10 @@ class InProcessTeacherClient : public TeacherClient {
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return teacher_->fingerprint(); }
   // Runs the teacher now (validating the inputs and layer names).
-  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                              const std::vector<std::string>& hidden_layers) override;
+  TargetsFuture SubmitTargets(const Request& request) override;
 
  private:
-  absl::StatusOr<Targets> Answer(const torch::Tensor& inputs, double temperature,
-                                 const std::vector<std::string>& hidden_layers);
+  absl::StatusOr<Targets> Answer(const Request& request);
 
   std::shared_ptr<teacher::Teacher> teacher_;
   const Options options_;

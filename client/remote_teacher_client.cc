@@ -166,16 +166,17 @@ absl::StatusOr<v1::TeacherFingerprint> RemoteTeacherClient::Fingerprint() {
   return info_.fingerprint();
 }
 
-TeacherClient::TargetsFuture RemoteTeacherClient::SubmitTargets(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
-  AnswerFuture answer = Send(inputs, temperature, hidden_layers);
+TeacherClient::TargetsFuture RemoteTeacherClient::SubmitTargets(const Request& request) {
+  AnswerFuture answer =
+      Send(request.inputs, request.temperature, request.hidden_layers, request.query_ids);
   // Waited on with request_timeout; the future must not outlive the client.
   return std::async(std::launch::deferred,
                     [this, answer]() -> absl::StatusOr<TeacherClient::Targets> {
                       RETORT_ASSIGN_OR_RETURN(teacher::Answer a, Wait(answer));
-                      return TeacherClient::Targets{
-                          .log_probs = a.log_probs, .top_k = a.top_k, .hidden = a.hidden};
+                      return TeacherClient::Targets{.log_probs = a.log_probs,
+                                                    .top_k = a.top_k,
+                                                    .hidden = a.hidden,
+                                                    .query_log_probs = a.query_log_probs};
                     })
       .share();
 }
@@ -185,19 +186,28 @@ TeacherClient::TargetsFuture TargetsOf(RemoteTeacherClient::AnswerFuture answer)
                     [answer]() -> absl::StatusOr<TeacherClient::Targets> {
                       const absl::StatusOr<teacher::Answer>& a = answer.get();
                       if (!a.ok()) return a.status();
-                      return TeacherClient::Targets{
-                          .log_probs = a->log_probs, .top_k = a->top_k, .hidden = a->hidden};
+                      return TeacherClient::Targets{.log_probs = a->log_probs,
+                                                    .top_k = a->top_k,
+                                                    .hidden = a->hidden,
+                                                    .query_log_probs = a->query_log_probs};
                     })
       .share();
 }
 
 std::optional<std::vector<v1::DistillRequest>> RemoteTeacherClient::Encode(
     const torch::Tensor& inputs, double temperature, const std::vector<std::string>& hidden_layers,
-    const AnswerCallback& done) {
+    const torch::Tensor& query_ids, const AnswerCallback& done) {
+  if (absl::Status valid =
+          ValidateQueryIds(inputs, query_ids, info_.fingerprint().num_classes());
+      !valid.ok()) {
+    done(valid);
+    return std::nullopt;
+  }
   absl::StatusOr<std::vector<v1::DistillRequest>> encoded =
       TorchCall("encoding a teacher request", [&] {
-        return teacher::EncodeRequest(0, inputs.contiguous(), temperature, options_.output,
-                                      hidden_layers, options_.max_message_bytes);
+        return teacher::EncodeRequest(
+            0, inputs.contiguous(), temperature, options_.output, hidden_layers,
+            query_ids.defined() ? query_ids.contiguous() : query_ids, options_.max_message_bytes);
       });
   if (!encoded.ok()) {
     done(encoded.status());
@@ -208,14 +218,14 @@ std::optional<std::vector<v1::DistillRequest>> RemoteTeacherClient::Encode(
 
 RemoteTeacherClient::AnswerFuture RemoteTeacherClient::Send(
     const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
+    const std::vector<std::string>& hidden_layers, const torch::Tensor& query_ids) {
   auto promise = std::make_shared<std::promise<absl::StatusOr<teacher::Answer>>>();
   AnswerFuture future = promise->get_future().share();
   AnswerCallback done = [promise](absl::StatusOr<teacher::Answer> answer) {
     promise->set_value(std::move(answer));
   };
   std::optional<std::vector<v1::DistillRequest>> parts =
-      Encode(inputs, temperature, hidden_layers, done);
+      Encode(inputs, temperature, hidden_layers, query_ids, done);
   if (!parts.has_value()) return future;
   // Never more requests outstanding than the server accepts on a stream:
   // wait for answers (up to request_timeout) before adding one.
@@ -239,9 +249,9 @@ RemoteTeacherClient::AnswerFuture RemoteTeacherClient::Send(
 
 void RemoteTeacherClient::SendAsync(const torch::Tensor& inputs, double temperature,
                                     const std::vector<std::string>& hidden_layers,
-                                    AnswerCallback done) {
+                                    const torch::Tensor& query_ids, AnswerCallback done) {
   std::optional<std::vector<v1::DistillRequest>> parts =
-      Encode(inputs, temperature, hidden_layers, done);
+      Encode(inputs, temperature, hidden_layers, query_ids, done);
   if (parts.has_value()) Enqueue(*std::move(parts), std::move(done), /*reserved=*/false);
 }
 

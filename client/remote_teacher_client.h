@@ -90,21 +90,23 @@ class RemoteTeacherClient : public TeacherClient {
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override;
   // Send; the deferred future waits (up to request_timeout) when waited on
   // and must not outlive the client.
-  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                              const std::vector<std::string>& hidden_layers) override;
+  TargetsFuture SubmitTargets(const Request& request) override;
 
   // Sends a request; the future holds the decoded answer. Waits (up to
   // request_timeout) while the server's max_in_flight_per_stream requests
   // are unanswered.
+  // `query_ids` as TeacherClient::Request's.
   AnswerFuture Send(const torch::Tensor& inputs, double temperature,
-                    const std::vector<std::string>& hidden_layers = {});
+                    const std::vector<std::string>& hidden_layers = {},
+                    const torch::Tensor& query_ids = {});
   // Waits up to request_timeout for a future from Send.
   absl::StatusOr<teacher::Answer> Wait(const AnswerFuture& future);
 
   // Sends a request without waiting for room: the caller keeps at most
   // in_flight_limit() requests unanswered (the server refuses more).
   void SendAsync(const torch::Tensor& inputs, double temperature,
-                 const std::vector<std::string>& hidden_layers, AnswerCallback done);
+                 const std::vector<std::string>& hidden_layers, const torch::Tensor& query_ids,
+                 AnswerCallback done);
   int in_flight_limit() const { return std::max(1, info_.limits().max_in_flight_per_stream()); }
 
   // Asks the server's gRPC health service about retort.v1.Teacher: OK when
@@ -143,7 +145,8 @@ class RemoteTeacherClient : public TeacherClient {
   // Encodes; on failure calls `done` and returns nullopt.
   std::optional<std::vector<v1::DistillRequest>> Encode(
       const torch::Tensor& inputs, double temperature,
-      const std::vector<std::string>& hidden_layers, const AnswerCallback& done);
+      const std::vector<std::string>& hidden_layers, const torch::Tensor& query_ids,
+      const AnswerCallback& done);
   // Registers and writes an encoded request (`reserved` when the caller
   // reserved room in Send).
   void Enqueue(std::vector<v1::DistillRequest> parts, AnswerCallback done, bool reserved);

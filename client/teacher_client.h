@@ -43,6 +43,9 @@ class TeacherClient {
     teacher::TopKLogProbs top_k;
     // The hidden layers asked for, float32 [B, ...layer shape].
     std::map<std::string, torch::Tensor> hidden;
+    // With Request::query_ids: float32 [rows, m], the log-probabilities at
+    // those ids (row-major over positions, as log_probs).
+    torch::Tensor query_log_probs;
 
     bool sparse() const { return top_k.indices.defined(); }
     // Dense form; a top-k answer's tail mass is spread evenly over the
@@ -53,17 +56,29 @@ class TeacherClient {
   };
   using TargetsFuture = std::shared_future<absl::StatusOr<Targets>>;
 
+  // What one request asks for.
+  struct Request {
+    torch::Tensor inputs;  // images [B, ...], or token ids int64 [B, T]
+    double temperature = 1.0;
+    // Names from the fingerprint's hidden_layers.
+    std::vector<std::string> hidden_layers;
+    // Token models, optional: int64 [B, T, m] ids whose log-probabilities
+    // at `temperature` the answer also carries (Targets::query_log_probs),
+    // e.g. the tokens a student sampled. Undefined: none.
+    torch::Tensor query_ids;
+  };
+
   // The fingerprint of the teacher answering; the trainer records it in its
   // checkpoints and refuses to resume against a different teacher.
   virtual absl::StatusOr<v1::TeacherFingerprint> Fingerprint() = 0;
 
-  // Asks for the targets of `inputs` at `temperature` and the teacher's
-  // hidden activations of `hidden_layers` (names from the fingerprint's
-  // hidden_layers). `inputs` must not be modified until the future is ready.
+  // Asks for the targets of `request.inputs` at its temperature, the
+  // teacher's hidden activations it names and the log-probabilities at its
+  // query ids. The tensors must not be modified until the future is ready.
   // The future may be deferred (its get() finishes the work): wait on it
-  // with get(), not wait_for().
-  virtual TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                                      const std::vector<std::string>& hidden_layers) = 0;
+  // with get(), not wait_for(). A client that cannot answer query ids (a
+  // teacher-logit cache) fails the request with FAILED_PRECONDITION.
+  virtual TargetsFuture SubmitTargets(const Request& request) = 0;
 
   // Conveniences over SubmitTargets: dense log-probabilities, no hidden
   // layers.
@@ -71,6 +86,12 @@ class TeacherClient {
   LogProbsFuture Submit(const torch::Tensor& inputs, double temperature);
   absl::StatusOr<torch::Tensor> LogProbs(const torch::Tensor& inputs, double temperature);
 };
+
+// OK when `query_ids` is undefined, or int64 [B, T, m >= 1] over token
+// inputs [B, T] with every id in [0, classes); INVALID_ARGUMENT saying what
+// is wrong otherwise.
+absl::Status ValidateQueryIds(const torch::Tensor& inputs, const torch::Tensor& query_ids,
+                              int64_t classes);
 
 }  // namespace retort::client
 

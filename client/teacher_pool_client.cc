@@ -10,11 +10,12 @@
 
 namespace retort::client {
 
-struct TeacherPoolClient::Request {
+struct TeacherPoolClient::PendingRequest {
   uint64_t id = 0;
   torch::Tensor inputs;
   double temperature = 1;
   std::vector<std::string> hidden_layers;
+  torch::Tensor query_ids;
   std::promise<absl::StatusOr<teacher::Answer>> promise;
   bool done = false;
   bool queued = false;
@@ -26,7 +27,7 @@ struct TeacherPoolClient::Request {
 
 struct TeacherPoolClient::Endpoint {
   struct Attempt {
-    std::shared_ptr<Request> request;
+    std::shared_ptr<PendingRequest> request;
     absl::Time sent;
   };
   std::string address;
@@ -146,7 +147,7 @@ TeacherPoolClient::~TeacherPoolClient() {
   if (prober_.joinable()) prober_.join();
   if (dispatcher_.joinable()) dispatcher_.join();
   std::vector<std::shared_ptr<RemoteTeacherClient>> clients;
-  std::vector<std::shared_ptr<Request>> unanswered;
+  std::vector<std::shared_ptr<PendingRequest>> unanswered;
   {
     absl::MutexLock lock(&mu_);
     for (auto& [address, endpoint] : endpoints_) {
@@ -161,7 +162,7 @@ TeacherPoolClient::~TeacherPoolClient() {
   }
   for (auto& client : clients) client->Shutdown();
   clients.clear();  // joins their reader threads: no OnAnswer runs after this
-  std::vector<std::shared_ptr<Request>> cancelled;
+  std::vector<std::shared_ptr<PendingRequest>> cancelled;
   {
     absl::MutexLock lock(&mu_);
     for (auto& request : unanswered) {
@@ -235,7 +236,7 @@ bool TeacherPoolClient::MarkDown(Endpoint& endpoint, State state, const std::str
     retired_.push_back(std::move(endpoint.client));
     endpoint.client = nullptr;
   }
-  std::vector<std::shared_ptr<Request>> moved;
+  std::vector<std::shared_ptr<PendingRequest>> moved;
   for (auto& [attempt, a] : endpoint.in_flight) {
     --a.request->live_attempts;
     if (!a.request->done && a.request->live_attempts == 0) moved.push_back(a.request);
@@ -253,7 +254,7 @@ bool TeacherPoolClient::MarkDown(Endpoint& endpoint, State state, const std::str
   return was_serving;
 }
 
-void TeacherPoolClient::Requeue(const std::shared_ptr<Request>& request) {
+void TeacherPoolClient::Requeue(const std::shared_ptr<PendingRequest>& request) {
   if (request->done || request->queued) return;
   request->queued = true;
   queue_[request->id] = request;
@@ -410,11 +411,12 @@ std::shared_ptr<TeacherPoolClient::Endpoint> TeacherPoolClient::PickEndpoint() {
 
 TeacherPoolClient::AnswerFuture TeacherPoolClient::SubmitAnswer(
     const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
-  auto request = std::make_shared<Request>();
+    const std::vector<std::string>& hidden_layers, const torch::Tensor& query_ids) {
+  auto request = std::make_shared<PendingRequest>();
   request->inputs = inputs.contiguous();
   request->temperature = temperature;
   request->hidden_layers = hidden_layers;
+  if (query_ids.defined()) request->query_ids = query_ids.contiguous();
   request->created = absl::Now();
   AnswerFuture future = request->promise.get_future().share();
   {
@@ -433,7 +435,7 @@ TeacherPoolClient::AnswerFuture TeacherPoolClient::SubmitAnswer(
 
 void TeacherPoolClient::DispatchQueued() {
   while (true) {
-    std::shared_ptr<Request> request;
+    std::shared_ptr<PendingRequest> request;
     std::shared_ptr<RemoteTeacherClient> client;
     std::shared_ptr<Endpoint> endpoint;
     uint64_t attempt = 0;
@@ -456,6 +458,7 @@ void TeacherPoolClient::DispatchQueued() {
       client = endpoint->client;
     }
     client->SendAsync(request->inputs, request->temperature, request->hidden_layers,
+                      request->query_ids,
                       [this, endpoint, request, attempt](absl::StatusOr<teacher::Answer> answer) {
                         OnAnswer(endpoint, request, attempt, std::move(answer));
                       });
@@ -463,7 +466,7 @@ void TeacherPoolClient::DispatchQueued() {
 }
 
 void TeacherPoolClient::OnAnswer(const std::shared_ptr<Endpoint>& endpoint,
-                                 const std::shared_ptr<Request>& request, uint64_t attempt,
+                                 const std::shared_ptr<PendingRequest>& request, uint64_t attempt,
                                  absl::StatusOr<teacher::Answer> answer) {
   {
     absl::MutexLock lock(&mu_);
@@ -523,8 +526,8 @@ void TeacherPoolClient::DispatcherLoop() {
     }
     DispatchQueued();
 
-    std::vector<std::shared_ptr<Request>> expired;
-    std::vector<std::pair<std::shared_ptr<Request>, std::string>> failed_repeatedly;
+    std::vector<std::shared_ptr<PendingRequest>> expired;
+    std::vector<std::pair<std::shared_ptr<PendingRequest>, std::string>> failed_repeatedly;
     std::string why;
     {
       absl::MutexLock lock(&mu_);
@@ -554,7 +557,7 @@ void TeacherPoolClient::DispatcherLoop() {
       // between (they crash on it, or refuse its stream, again and again),
       // gives up after teacher_wait as well.
       for (auto it = queue_.begin(); it != queue_.end();) {
-        Request& r = *it->second;
+        PendingRequest& r = *it->second;
         if (r.attempts > 0 && now - r.created > options_.teacher_wait) {
           r.done = true;
           r.queued = false;
@@ -597,10 +600,9 @@ v1::GetInfoResponse TeacherPoolClient::info() const {
   return reference_;
 }
 
-TeacherClient::TargetsFuture TeacherPoolClient::SubmitTargets(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers) {
-  return TargetsOf(SubmitAnswer(inputs, temperature, hidden_layers));
+TeacherClient::TargetsFuture TeacherPoolClient::SubmitTargets(const TeacherClient::Request& request) {
+  return TargetsOf(
+      SubmitAnswer(request.inputs, request.temperature, request.hidden_layers, request.query_ids));
 }
 
 TeacherPoolClient::Stats TeacherPoolClient::stats() const {

@@ -85,13 +85,13 @@ class TeacherPoolClient : public TeacherClient {
   ~TeacherPoolClient() override;
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override;
-  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                              const std::vector<std::string>& hidden_layers) override;
+  TargetsFuture SubmitTargets(const TeacherClient::Request& request) override;
 
   using AnswerFuture = RemoteTeacherClient::AnswerFuture;
   // The decoded answer itself (log-probabilities, top-k, hidden states).
   AnswerFuture SubmitAnswer(const torch::Tensor& inputs, double temperature,
-                            const std::vector<std::string>& hidden_layers = {});
+                            const std::vector<std::string>& hidden_layers = {},
+                            const torch::Tensor& query_ids = {});
 
   // The GetInfo answer of the first teacher admitted.
   v1::GetInfoResponse info() const;
@@ -100,7 +100,7 @@ class TeacherPoolClient : public TeacherClient {
 
  private:
   enum class State { kProbing, kServing, kDown, kRefused };
-  struct Request;
+  struct PendingRequest;
   struct Endpoint;
 
   explicit TeacherPoolClient(Options options);
@@ -116,13 +116,13 @@ class TeacherPoolClient : public TeacherClient {
   // again. Returns false if it was already out.
   bool MarkDown(Endpoint& endpoint, State state, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Requeue(const std::shared_ptr<Request>& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Requeue(const std::shared_ptr<PendingRequest>& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Picks a serving endpoint with room, or null.
   std::shared_ptr<Endpoint> PickEndpoint() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends queued requests while endpoints have room; fails those that waited
   // longer than teacher_wait; re-sends attempts past attempt_timeout.
   void DispatchQueued() ABSL_LOCKS_EXCLUDED(mu_);
-  void OnAnswer(const std::shared_ptr<Endpoint>& endpoint, const std::shared_ptr<Request>& request,
+  void OnAnswer(const std::shared_ptr<Endpoint>& endpoint, const std::shared_ptr<PendingRequest>& request,
                 uint64_t attempt, absl::StatusOr<teacher::Answer> answer) ABSL_LOCKS_EXCLUDED(mu_);
   std::string DescribeEndpoints() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Endpoint state changes, once Create has returned (its errors say the rest).
@@ -133,7 +133,7 @@ class TeacherPoolClient : public TeacherClient {
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Endpoint>> endpoints_ ABSL_GUARDED_BY(mu_);
   // Requests waiting for a teacher, oldest (earliest in data order) first.
-  std::map<uint64_t, std::shared_ptr<Request>> queue_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::shared_ptr<PendingRequest>> queue_ ABSL_GUARDED_BY(mu_);
   // Clients taken out of service, destroyed by the prober outside the lock
   // (their destructors join threads that call back into the pool).
   std::vector<std::shared_ptr<RemoteTeacherClient>> retired_ ABSL_GUARDED_BY(mu_);

@@ -92,6 +92,47 @@ absl::Status ValidateWireTensor(const v1::Tensor& tensor, const std::string& wha
   return absl::OkStatus();
 }
 
+namespace {
+
+// query_ids: INT32 [rows, sequence_length, m] over token inputs, 1 <= m <=
+// max_top_k, every id in the vocabulary.
+absl::Status ValidateQueryIds(const v1::DistillRequest& request,
+                              const v1::TeacherFingerprint& fingerprint,
+                              const v1::ServerLimits& limits) {
+  const uint64_t seq = request.sequence();
+  const v1::Tensor& q = request.query_ids();
+  const v1::Tensor& in = request.inputs();
+  if (in.dtype() != v1::DTYPE_INT32) {
+    return Invalid(seq, "query_ids are for token models; this teacher takes float inputs");
+  }
+  if (q.dtype() != v1::DTYPE_INT32) {
+    return Invalid(seq, absl::StrCat("query_ids are ", DTypeName(q.dtype()), ", expected int32"));
+  }
+  const int64_t max_m = std::min<int64_t>(fingerprint.num_classes(), limits.max_top_k());
+  if (q.shape_size() != 3 || q.shape(0) != in.shape(0) || q.shape(1) != in.shape(1) ||
+      q.shape(2) < 1 || q.shape(2) > max_m) {
+    return Invalid(seq, absl::StrCat("query_ids have shape ", ShapeString(q.shape()),
+                                     ", expected [", in.shape(0), ",", in.shape(1),
+                                     ",m] with m in [1, ", max_m, "]"));
+  }
+  absl::Status tensor_ok = ValidateWireTensor(q, "query_ids");
+  if (!tensor_ok.ok()) return Invalid(seq, std::string(tensor_ok.message()));
+  const int64_t m = q.shape(2), per_row = q.shape(1) * m;
+  const int64_t elements = static_cast<int64_t>(q.data().size()) / 4;
+  for (int64_t i = 0; i < elements; ++i) {
+    int32_t id;
+    std::memcpy(&id, q.data().data() + 4 * i, 4);
+    if (id < 0 || id >= fingerprint.num_classes()) {
+      return Invalid(seq, absl::StrCat("query id ", id, " at row ", i / per_row, " position ",
+                                       (i % per_row) / m, " is outside the vocabulary [0, ",
+                                       fingerprint.num_classes(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
                                     const v1::TeacherFingerprint& fingerprint,
                                     const v1::ServerLimits& limits) {
@@ -201,6 +242,7 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
       }
     }
   }
+  if (request.has_query_ids()) return ValidateQueryIds(request, fingerprint, limits);
   return absl::OkStatus();
 }
 
@@ -212,7 +254,9 @@ absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::Dist
   const uint32_t count = std::max<uint32_t>(part.part_count(), 1);
   // A single-part request is bounded by the transport's message limit and
   // checked row by row in ValidateDistillRequest, whose message says more.
-  if (count > 1 && part.inputs().data().size() > static_cast<size_t>(max_request_bytes_)) {
+  if (count > 1 &&
+      part.inputs().data().size() + part.query_ids().data().size() >
+          static_cast<size_t>(max_request_bytes_)) {
     pending_.erase(seq);
     return Invalid(seq, absl::StrCat("part ", part.part(), " carries ", part.inputs().data().size(),
                                      " bytes of inputs, more than the ", max_request_bytes_,
@@ -247,12 +291,23 @@ absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::Dist
                                      head_count, " was expected"));
   }
   std::string* data = head.mutable_inputs()->mutable_data();
-  if (static_cast<int64_t>(data->size() + part.inputs().data().size()) > max_request_bytes_) {
+  if (part.has_query_ids() != head.has_query_ids()) {
+    pending_.erase(it);
+    return Invalid(seq, absl::StrCat("part ", part.part(),
+                                     part.has_query_ids() ? " carries query_ids and part 0 does not"
+                                                          : " lacks the query_ids part 0 carries"));
+  }
+  std::string* query =
+      head.has_query_ids() ? head.mutable_query_ids()->mutable_data() : nullptr;
+  const size_t query_bytes = query == nullptr ? 0 : query->size() + part.query_ids().data().size();
+  if (static_cast<int64_t>(data->size() + part.inputs().data().size() + query_bytes) >
+      max_request_bytes_) {
     pending_.erase(it);
     return Invalid(seq, absl::StrCat("the parts carry more than the ", max_request_bytes_,
                                      " bytes of inputs a request may hold"));
   }
   data->append(part.inputs().data());
+  if (query != nullptr) query->append(part.query_ids().data());
   head.set_part(part.part());
   if (part.part() + 1 < head.part_count()) return std::optional<v1::DistillRequest>();
   v1::DistillRequest whole = std::move(head);

@@ -136,11 +136,14 @@ absl::StatusOr<torch::Tensor> TensorFromWire(const v1::Tensor& tensor, const std
 std::vector<v1::DistillRequest> EncodeRequest(uint64_t sequence, const torch::Tensor& inputs,
                                               double temperature, const OutputSpec& output,
                                               const std::vector<std::string>& hidden_layers,
+                                              const torch::Tensor& query_ids,
                                               int64_t max_message_bytes) {
   const bool tokens = !inputs.is_floating_point();
   const v1::DType dtype = tokens ? v1::DTYPE_INT32 : v1::DTYPE_FLOAT32;
   const int64_t rows = inputs.size(0);
-  const int64_t row_bytes = 4 * (rows == 0 ? 0 : inputs.numel() / rows);
+  const bool query = query_ids.defined();
+  const int64_t row_bytes =
+      4 * (rows == 0 ? 0 : (inputs.numel() + (query ? query_ids.numel() : 0)) / rows);
   const int64_t per_part = PositionsPerMessage(row_bytes, max_message_bytes);
   const int64_t parts = std::max<int64_t>(1, (rows + per_part - 1) / per_part);
   std::vector<v1::DistillRequest> out(static_cast<size_t>(parts));
@@ -152,7 +155,14 @@ std::vector<v1::DistillRequest> EncodeRequest(uint64_t sequence, const torch::Te
     const int64_t begin = p * per_part, count = std::min(per_part, rows - begin);
     v1::Tensor slice;
     TensorToWire(Narrow(inputs, begin, count), dtype, &slice);
+    v1::Tensor query_slice;
+    if (query) TensorToWire(Narrow(query_ids, begin, count), v1::DTYPE_INT32, &query_slice);
     if (p == 0) {
+      if (query) {
+        *r.mutable_query_ids() = std::move(query_slice);
+        r.mutable_query_ids()->clear_shape();
+        for (int64_t d : query_ids.sizes()) r.mutable_query_ids()->add_shape(d);
+      }
       *r.mutable_inputs() = std::move(slice);
       r.mutable_inputs()->clear_shape();
       for (int64_t d : inputs.sizes()) r.mutable_inputs()->add_shape(d);
@@ -164,9 +174,18 @@ std::vector<v1::DistillRequest> EncodeRequest(uint64_t sequence, const torch::Te
       for (const std::string& h : hidden_layers) r.add_hidden_layers(h);
     } else {
       r.mutable_inputs()->set_data(std::move(*slice.mutable_data()));
+      if (query) r.mutable_query_ids()->set_data(std::move(*query_slice.mutable_data()));
     }
   }
   return out;
+}
+
+absl::StatusOr<torch::Tensor> RequestQueryIds(const v1::DistillRequest& request) {
+  if (!request.has_query_ids()) return torch::Tensor();
+  RETORT_ASSIGN_OR_RETURN(
+      torch::Tensor ids,
+      TensorFromWire(request.query_ids(), absl::StrCat("request ", request.sequence(), " query ids")));
+  return ids.reshape({-1, ids.size(-1)});
 }
 
 absl::StatusOr<torch::Tensor> RequestInputs(const v1::DistillRequest& request) {
@@ -215,6 +234,8 @@ std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& a
   for (const auto& [name, h] : answer.hidden) {
     bytes_per_position += (positions == 0 ? 0 : h.numel() / positions) * value_bytes;
   }
+  const bool query = answer.query_log_probs.defined();
+  if (query) bytes_per_position += 4 * answer.query_log_probs.size(1);
   TopKLogProbs sparse;
   if (top_k) sparse = TopK(answer.log_probs, output.top_k);
   const int64_t per_part = PositionsPerMessage(bytes_per_position, max_message_bytes);
@@ -245,6 +266,10 @@ std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& a
     } else {
       TensorToWire(Narrow(answer.log_probs, begin, count), output.value_dtype,
                    block->mutable_dense());
+    }
+    if (query) {
+      TensorToWire(Narrow(answer.query_log_probs, begin, count), v1::DTYPE_FLOAT32,
+                   block->mutable_query_log_probs());
     }
     for (const auto& [name, h] : answer.hidden) {
       v1::HiddenStateBlock* hb = r.add_hidden();
@@ -358,6 +383,24 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
                             DecodeLogProbBlock(response.log_probs(), response.num_classes()));
     log_probs_.push_back(std::move(lp));
   }
+  if (next_part_ > 0 && response.log_probs().has_query_log_probs() != !query_log_probs_.empty()) {
+    return absl::DataLossError(absl::StrCat("response ", response.sequence(), " part ",
+                                            response.part(),
+                                            " differs from part 0 in carrying query log-probabilities"));
+  }
+  if (response.log_probs().has_query_log_probs()) {
+    RETORT_ASSIGN_OR_RETURN(torch::Tensor q, TensorFromWire(response.log_probs().query_log_probs(),
+                                                            "query log-probabilities"));
+    if (q.dim() != 2 || q.size(0) != response.log_probs().positions() ||
+        (!query_log_probs_.empty() && q.size(1) != query_log_probs_.front().size(1))) {
+      return absl::DataLossError(absl::StrCat("query log-probabilities of response ",
+                                              response.sequence(), " part ", response.part(),
+                                              " have shape [", absl::StrJoin(q.sizes(), ","),
+                                              "], inconsistent with its ",
+                                              response.log_probs().positions(), " positions"));
+    }
+    query_log_probs_.push_back(std::move(q));
+  }
   for (const v1::HiddenStateBlock& h : response.hidden()) {
     RETORT_ASSIGN_OR_RETURN(torch::Tensor values,
                             TensorFromWire(h.values(), absl::StrCat("hidden ", h.layer())));
@@ -420,6 +463,7 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
     for (auto& [name, parts] : hidden_) {
       answer.hidden[name] = parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
     }
+    if (!query_log_probs_.empty()) answer.query_log_probs = torch::cat(query_log_probs_, 0);
     return std::optional<Answer>(std::move(answer));
   });
 }

@@ -56,10 +56,17 @@ void TensorToWire(const torch::Tensor& tensor, v1::DType dtype, v1::Tensor* out)
 absl::StatusOr<torch::Tensor> TensorFromWire(const v1::Tensor& tensor, const std::string& what);
 
 // Splits a request into parts of at most about `max_message_bytes` each.
+// `query_ids` (int64 [rows, T, m] for token inputs [rows, T]) asks for the
+// log-probabilities at those ids per position; undefined for none.
 std::vector<v1::DistillRequest> EncodeRequest(uint64_t sequence, const torch::Tensor& inputs,
                                               double temperature, const OutputSpec& output,
                                               const std::vector<std::string>& hidden_layers,
+                                              const torch::Tensor& query_ids,
                                               int64_t max_message_bytes);
+
+// The query ids of a validated request as int64 [positions, m] (positions =
+// rows * sequence_length, row-major); undefined when it asks for none.
+absl::StatusOr<torch::Tensor> RequestQueryIds(const v1::DistillRequest& request);
 
 // Inputs of a validated request as a tensor (float32, or int64 token ids).
 absl::StatusOr<torch::Tensor> RequestInputs(const v1::DistillRequest& request);
@@ -75,6 +82,9 @@ struct Answer {
   // top_k are undefined).
   SampledTargets sampled;
   std::map<std::string, torch::Tensor> hidden;  // float32 [positions, ...]
+  // With query ids: float32 [positions, m], the log-probabilities at them
+  // (set by the server from log_probs before encoding, and by the decoder).
+  torch::Tensor query_log_probs;
 };
 
 // Splits an answer into responses of at most about `max_message_bytes`
@@ -114,6 +124,7 @@ class AnswerAssembler {
   std::vector<SampledTargets> sampled_;
   int64_t classes_ = 0;
   std::map<std::string, std::vector<torch::Tensor>> hidden_;
+  std::vector<torch::Tensor> query_log_probs_;
 };
 
 }  // namespace retort::teacher

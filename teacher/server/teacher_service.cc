@@ -32,6 +32,7 @@ class TeacherService::Stream : public std::enable_shared_from_this<TeacherServic
     absl::StatusOr<Answer> answer;
     OutputSpec output;
     std::vector<uint64_t> row_keys;  // OUTPUT_SAMPLED: seeds of the rows' draws
+    torch::Tensor query_ids;  // int64 [positions, m] when the request names ids
     absl::Time received;
     bool accepted = false;  // counted in flight
   };
@@ -166,6 +167,13 @@ void TeacherService::Stream::Accept(v1::DistillRequest request, absl::Time recei
     return;
   }
   if (pending.output.kind == v1::OUTPUT_SAMPLED) pending.row_keys = RowKeys(*inputs);
+  absl::StatusOr<torch::Tensor> query_ids = RequestQueryIds(request);
+  if (!query_ids.ok()) {
+    pending.answer = query_ids.status();
+    Push(std::move(pending));
+    return;
+  }
+  pending.query_ids = *std::move(query_ids);
   if (service_->request_rows_ != nullptr) {
     service_->request_rows_->Observe(static_cast<double>(inputs->size(0)));
   }
@@ -232,6 +240,12 @@ void TeacherService::Stream::WriterLoop() {
             SampleTargets(out.answer->log_probs, out.output.samples, out.row_keys);
       });
       if (!drawn.ok()) out.answer = drawn;
+    }
+    if (out.answer.ok() && out.query_ids.defined()) {
+      absl::Status gathered = TorchCall("gathering query log-probabilities", [&] {
+        out.answer->query_log_probs = out.answer->log_probs.gather(1, out.query_ids).contiguous();
+      });
+      if (!gathered.ok()) out.answer = gathered;
     }
     absl::StatusCode code = out.answer.ok() ? absl::StatusCode::kOk : out.answer.status().code();
     if (out.answer.ok()) {

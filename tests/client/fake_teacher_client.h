@@ -25,14 +25,23 @@ class FakeTeacherClient : public TeacherClient {
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return fingerprint_; }
 
-  TargetsFuture SubmitTargets(const torch::Tensor& inputs, double temperature,
-                              const std::vector<std::string>& hidden_layers) override {
+  // Answers query ids too (from the same log-probabilities).
+  TargetsFuture SubmitTargets(const Request& request) override {
+    const torch::Tensor& inputs = request.inputs;
+    const std::vector<std::string>& hidden_layers = request.hidden_layers;
     std::promise<absl::StatusOr<Targets>> promise;
-    absl::StatusOr<torch::Tensor> log_probs = Answer(inputs, temperature);
+    absl::StatusOr<torch::Tensor> log_probs = Answer(inputs, request.temperature);
+    torch::Tensor query;
+    if (log_probs.ok() && request.query_ids.defined()) {
+      const int64_t classes = log_probs->size(-1);
+      query = log_probs->reshape({-1, classes})
+                  .gather(1, request.query_ids.reshape({-1, request.query_ids.size(-1)}));
+    }
     if (!log_probs.ok()) {
       promise.set_value(log_probs.status());
     } else if (hidden_layers.empty()) {
-      promise.set_value(Targets{.log_probs = *log_probs, .top_k = {}, .hidden = {}});
+      promise.set_value(
+          Targets{.log_probs = *log_probs, .top_k = {}, .hidden = {}, .query_log_probs = query});
     } else if (!hidden_) {
       promise.set_value(absl::InvalidArgumentError("the fake teacher exposes no hidden layers"));
     } else {
@@ -68,7 +77,7 @@ class FakeTeacherClient : public TeacherClient {
     ++calls_;
     if (!fail_with_.ok()) return fail_with_;
     torch::NoGradGuard no_grad;
-    return torch::log_softmax(logits_(inputs) / temperature, 1);
+    return torch::log_softmax(logits_(inputs) / temperature, -1);
   }
 
   LogitsFn logits_;

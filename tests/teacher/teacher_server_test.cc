@@ -208,7 +208,7 @@ class RawStream {
 v1::DistillRequest Request(uint64_t sequence, const torch::Tensor& inputs, double temperature = 1.0,
                            OutputSpec output = {}, const std::vector<std::string>& hidden = {}) {
   std::vector<v1::DistillRequest> parts =
-      EncodeRequest(sequence, inputs, temperature, output, hidden, kDefaultMaxMessageBytes);
+      EncodeRequest(sequence, inputs, temperature, output, hidden, torch::Tensor(), kDefaultMaxMessageBytes);
   EXPECT_EQ(parts.size(), 1u);
   return parts[0];
 }
@@ -498,7 +498,7 @@ TEST_F(TeacherServerTest, LargeRequestTravelsInPartsUnderTheMessageLimit) {
 
   // The same parts by hand: each message is under 1 MiB.
   std::vector<v1::DistillRequest> parts =
-      EncodeRequest(41, x, 2.0, OutputSpec(), {}, kDefaultMaxMessageBytes);
+      EncodeRequest(41, x, 2.0, OutputSpec(), {}, torch::Tensor(), kDefaultMaxMessageBytes);
   EXPECT_GE(parts.size(), 7u);
   for (const v1::DistillRequest& part : parts) {
     EXPECT_LE(static_cast<int64_t>(part.ByteSizeLong()), kDefaultMaxMessageBytes);
@@ -517,7 +517,7 @@ TEST_F(TeacherServerTest, LargeRequestTravelsInPartsUnderTheMessageLimit) {
 
   // One unchunked 6 MB message is refused by the transport.
   RawStream oversized(PlainChannel(server_->port()));
-  std::vector<v1::DistillRequest> whole = EncodeRequest(1, x, 2.0, OutputSpec(), {}, 1 << 30);
+  std::vector<v1::DistillRequest> whole = EncodeRequest(1, x, 2.0, OutputSpec(), {}, torch::Tensor(), 1 << 30);
   ASSERT_EQ(whole.size(), 1u);
   oversized.Write(whole[0]);
   grpc::Status status = oversized.Finish();
@@ -531,7 +531,7 @@ TEST_F(TeacherServerTest, AnswersAreChunkedToTheServersMessageSize) {
   ASSERT_TRUE(StartServer(options));
   const torch::Tensor x = Images(2000);
   std::vector<v1::DistillRequest> parts =
-      EncodeRequest(9, x, 1.5, OutputSpec(), {"fc0"}, options.max_message_bytes);
+      EncodeRequest(9, x, 1.5, OutputSpec(), {"fc0"}, torch::Tensor(), options.max_message_bytes);
   EXPECT_GT(parts.size(), 50u);
   for (const v1::DistillRequest& part : parts) {
     EXPECT_LE(static_cast<int64_t>(part.ByteSizeLong()), options.max_message_bytes);
@@ -686,7 +686,7 @@ TEST_F(TeacherServerTest, MalformedRequestsAreAnsweredAndTheStreamCarriesOn) {
   {
     // One row per part: part 0, then part 2 where part 1 belongs.
     std::vector<v1::DistillRequest> parts =
-        EncodeRequest(15, Images(3), 1.0, OutputSpec(), {}, 4096 + 784 * 4);
+        EncodeRequest(15, Images(3), 1.0, OutputSpec(), {}, torch::Tensor(), 4096 + 784 * 4);
     ASSERT_EQ(parts.size(), 3u);
     bad.push_back({"out-of-order part",
                    {parts[0], parts[2]},

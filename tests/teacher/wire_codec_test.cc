@@ -527,7 +527,7 @@ TEST(EncodeRequestTest, SplitsBigInputsAndReassemblesThemByteForByte) {
   torch::Tensor inputs = torch::randn({300, 1, 28, 28});
   const OutputSpec spec{v1::OUTPUT_TOP_K, 5, v1::DTYPE_BFLOAT16};
   std::vector<v1::DistillRequest> parts =
-      EncodeRequest(77, inputs, 4.0, spec, {"fc0"}, kSmallMessage);
+      EncodeRequest(77, inputs, 4.0, spec, {"fc0"}, torch::Tensor(), kSmallMessage);
   // 940800 bytes of inputs need at least 15 messages of 64 KiB.
   ASSERT_GE(parts.size(), 15u);
   for (size_t i = 0; i < parts.size(); ++i) {
@@ -537,7 +537,7 @@ TEST(EncodeRequestTest, SplitsBigInputsAndReassemblesThemByteForByte) {
   }
   EXPECT_EQ(parts[0].part_count(), parts.size());
   std::vector<v1::DistillRequest> whole =
-      EncodeRequest(77, inputs, 4.0, spec, {"fc0"}, kDefaultMaxMessageBytes * 4);
+      EncodeRequest(77, inputs, 4.0, spec, {"fc0"}, torch::Tensor(), kDefaultMaxMessageBytes * 4);
   ASSERT_EQ(whole.size(), 1u);
 
   RequestAssembler assembler(/*max_request_bytes=*/int64_t{1} << 24, /*max_pending=*/4);
@@ -566,7 +566,7 @@ TEST(EncodeRequestTest, SplitsBigInputsAndReassemblesThemByteForByte) {
 TEST(EncodeRequestTest, TokenIdsTravelAsInt32) {
   torch::manual_seed(11);
   torch::Tensor ids = torch::randint(0, 50000, {100, 700}, torch::kInt64);
-  std::vector<v1::DistillRequest> parts = EncodeRequest(5, ids, 1.0, {}, {}, kSmallMessage);
+  std::vector<v1::DistillRequest> parts = EncodeRequest(5, ids, 1.0, {}, {}, torch::Tensor(), kSmallMessage);
   ASSERT_GT(parts.size(), 1u);
   EXPECT_EQ(parts[0].inputs().dtype(), v1::DTYPE_INT32);
   EXPECT_EQ(parts[0].top_k(), 0);
@@ -587,7 +587,7 @@ TEST(EncodeRequestTest, TokenIdsTravelAsInt32) {
 TEST(EncodeRequestTest, SmallRequestsTakeOnePart) {
   torch::Tensor inputs = torch::randn({2, 1, 28, 28});
   std::vector<v1::DistillRequest> parts =
-      EncodeRequest(9, inputs, 2.0, {}, {}, kDefaultMaxMessageBytes);
+      EncodeRequest(9, inputs, 2.0, {}, {}, torch::Tensor(), kDefaultMaxMessageBytes);
   ASSERT_EQ(parts.size(), 1u);
   EXPECT_EQ(parts[0].part_count(), 1u);
   EXPECT_EQ(parts[0].output(), v1::OUTPUT_DENSE);

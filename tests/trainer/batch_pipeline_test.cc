@@ -35,11 +35,9 @@ class ManualTeacherClient : public client::TeacherClient {
   };
 
   absl::StatusOr<v1::TeacherFingerprint> Fingerprint() override { return v1::TeacherFingerprint(); }
-  client::TeacherClient::TargetsFuture SubmitTargets(
-      const torch::Tensor& inputs, double temperature,
-      const std::vector<std::string>& hidden_layers) override {
+  client::TeacherClient::TargetsFuture SubmitTargets(const Request& request) override {
     auto promise = std::make_shared<std::promise<absl::StatusOr<client::TeacherClient::Targets>>>();
-    calls_.push_back({inputs, promise});
+    calls_.push_back({request.inputs, promise});
     return promise->get_future().share();
   }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -62,6 +63,28 @@ ABSL_FLAG(int32_t, top_k, 64,
 ABSL_FLAG(std::string, divergence, "fkl",
           "Soft loss: fkl (forward KL), rkl (reverse KL), js (Jensen-Shannon), skew_kl.");
 ABSL_FLAG(double, skew, 0.1, "Mixing weight of skew_kl: KL(p || skew p + (1-skew) q).");
+ABSL_FLAG(double, js_beta, 0.5,
+          "The teacher's weight b in js (and on-policy jsd): b KL(p||m) + (1-b) KL(q||m), "
+          "m = b p + (1-b) q.");
+ABSL_FLAG(double, on_policy_fraction, 0,
+          "On-policy distillation: the share of steps (lambda) trained on the student's own "
+          "samples scored by the teacher; 0: off, 1: every step.");
+ABSL_FLAG(std::string, prompts, "",
+          "On-policy prompts: a JSON-lines file of {\"prompt\": text, \"answer\": text}; "
+          "empty: prefixes of --prompt_tokens tokens of the training sequences.");
+ABSL_FLAG(int64_t, prompt_tokens, 16, "On-policy prompts from the corpus: prefix length.");
+ABSL_FLAG(int64_t, rollout_tokens, 32, "On-policy: tokens the student samples per prompt.");
+ABSL_FLAG(double, rollout_temperature, 1.0,
+          "On-policy sampling temperature (rkl_sampled is unbiased when it equals --temperature).");
+ABSL_FLAG(int64_t, rollout_top_k, 0, "On-policy sampling among the k most likely tokens; 0: all.");
+ABSL_FLAG(double, rollout_top_p, 1.0, "On-policy nucleus sampling mass; 1: all.");
+ABSL_FLAG(std::string, on_policy_loss, "rkl_sampled",
+          "On-policy divergence: rkl_sampled (sampled-token reverse KL), rkl or jsd (over the "
+          "student's top --on_policy_candidates), fkl (the teacher's top-k).");
+ABSL_FLAG(int64_t, on_policy_candidates, 16,
+          "On-policy: the student's most likely tokens per position the teacher scores.");
+ABSL_FLAG(int64_t, max_staleness, 0,
+          "On-policy: steps rollouts may lag the weights; only 0 (strictly on-policy) is built.");
 ABSL_FLAG(int64_t, eval_every, 0, "Evaluate on validation every this many steps (0: at the end).");
 ABSL_FLAG(int64_t, eval_sequences, 0, "Validation sequences per evaluation (0: all).");
 ABSL_FLAG(std::string, prompt, "And God said", "Text to continue (generate).");
@@ -243,6 +266,52 @@ absl::Status RunDataPrepare() {
 
 namespace {
 
+// Tokenized prompts of a JSON-lines prompts file ({"prompt": ..., "answer":
+// ...} per line; blank lines skipped).
+absl::StatusOr<std::vector<std::vector<int64_t>>> ReadPrompts(const std::string& path,
+                                                              const data::TextTokenizer& tokenizer) {
+  RETORT_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  std::vector<std::vector<int64_t>> prompts;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_number;
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(std::string(line), nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, " line ", line_number,
+          " is not a JSON object with a string \"prompt\" (and optionally \"answer\")"));
+    }
+    std::vector<int64_t> ids;
+    for (int32_t id : tokenizer.Encode(j["prompt"].get<std::string>())) ids.push_back(id);
+    if (ids.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " line ", line_number, " has a prompt of no tokens"));
+    }
+    prompts.push_back(std::move(ids));
+  }
+  if (prompts.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " holds no prompts"));
+  return prompts;
+}
+
+absl::StatusOr<trainer::OnPolicyOptions> OnPolicyOptionsFromFlags(
+    const data::TextTokenizer& tokenizer) {
+  trainer::OnPolicyOptions o;
+  o.fraction = absl::GetFlag(FLAGS_on_policy_fraction);
+  if (const std::string path = absl::GetFlag(FLAGS_prompts); !path.empty()) {
+    RETORT_ASSIGN_OR_RETURN(o.prompts, ReadPrompts(path, tokenizer));
+  }
+  o.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  o.rollout_tokens = absl::GetFlag(FLAGS_rollout_tokens);
+  o.rollout_temperature = absl::GetFlag(FLAGS_rollout_temperature);
+  o.rollout_top_k = absl::GetFlag(FLAGS_rollout_top_k);
+  o.rollout_top_p = absl::GetFlag(FLAGS_rollout_top_p);
+  RETORT_ASSIGN_OR_RETURN(o.loss, trainer::ParseOnPolicyLoss(absl::GetFlag(FLAGS_on_policy_loss)));
+  o.candidates = absl::GetFlag(FLAGS_on_policy_candidates);
+  o.max_staleness = absl::GetFlag(FLAGS_max_staleness);
+  return o;
+}
+
 // The lm train options from the flags, for a model described by
 // `model_flag` (the --model syntax) writing to `out_dir`.
 absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenData& d,
@@ -276,6 +345,8 @@ absl::StatusOr<trainer::LmTrainerOptions> LmTrainerOptionsFromFlags(const TokenD
   RETORT_ASSIGN_OR_RETURN(o.loss.divergence,
                           trainer::ParseDivergence(absl::GetFlag(FLAGS_divergence)));
   o.loss.skew = absl::GetFlag(FLAGS_skew);
+  o.loss.js_beta = absl::GetFlag(FLAGS_js_beta);
+  RETORT_ASSIGN_OR_RETURN(o.on_policy, OnPolicyOptionsFromFlags(*d.tokenizer));
   RETORT_ASSIGN_OR_RETURN(o.features, FeatureMatchOptionsFromFlags());
   o.steps = absl::GetFlag(FLAGS_steps);
   o.batch_size = FlagOr(FLAGS_batch_size, o.batch_size);

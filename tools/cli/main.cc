@@ -37,7 +37,9 @@ std::vector<std::string> LmTrainingFlags() {
       {{"data",           "seq_len",          "model",  "steps",        "seed",    "teacher",
         "teacher_cache",  "teacher_samples",  "top_k",  "temperature",  "alpha",   "divergence",
         "skew",           "feature_weight",   "match",  "feature_loss", "adapter", "eval_every",
-        "eval_sequences", "teacher_prefetch", "threads"},
+        "eval_sequences", "teacher_prefetch", "threads", "js_beta", "on_policy_fraction",
+        "prompts", "prompt_tokens", "rollout_tokens", "rollout_temperature", "rollout_top_k",
+        "rollout_top_p", "on_policy_loss", "on_policy_candidates", "max_staleness"},
        kLoopFlags});
 }
 

@@ -44,8 +44,12 @@ torch::Tensor BucketDivergence(const torch::Tensor& log_p, const torch::Tensor& 
     case Divergence::kReverseKl:
       return (log_q.exp() * (log_q - log_p_floor)).sum(/*dim=*/1);
     case Divergence::kJensenShannon: {
-      torch::Tensor log_m = torch::logaddexp(log_p_floor, log_q) - std::log(2.0);
-      return 0.5 * (p * (log_p_floor - log_m) + log_q.exp() * (log_q - log_m)).sum(/*dim=*/1);
+      // Generalised: b KL(p || m) + (1 - b) KL(q || m), m = b p + (1 - b) q.
+      const double b = options.js_beta;
+      torch::Tensor log_m =
+          torch::logaddexp(log_p_floor + std::log(b), log_q + std::log1p(-b));
+      return (b * p * (log_p_floor - log_m) + (1 - b) * log_q.exp() * (log_q - log_m))
+          .sum(/*dim=*/1);
     }
     case Divergence::kSkewKl: {
       const double s = options.skew;
@@ -93,6 +97,9 @@ absl::Status LmLossOptions::Validate() const {
   }
   if (!(skew >= 0.0 && skew < 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("--skew must be in [0, 1), got ", skew));
+  }
+  if (!(js_beta > 0.0 && js_beta < 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--js_beta must be in (0, 1), got ", js_beta));
   }
   return absl::OkStatus();
 }

@@ -62,8 +62,9 @@ namespace retort::trainer {
 //                  classic distillation loss.
 //   kReverseKl     KL(q || p) = sum q (log q - log p); mode-seeking (Gu et
 //                  al. 2024, MiniLLM).
-//   kJensenShannon (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2;
-//                  symmetric, bounded by log 2.
+//   kJensenShannon b KL(p || m) + (1 - b) KL(q || m) with m = b p + (1 - b) q
+//                  and b = LmLossOptions::js_beta (generalised JSD, GKD's
+//                  beta); b = 1/2 is the symmetric JS, bounded by log 2.
 //   kSkewKl        KL(p || s p + (1 - s) q) with s = LmLossOptions::skew
 //                  (Ko et al. 2024, DistiLLM); s = 0 is forward KL, and s > 0
 //                  bounds the loss and its gradient where q is near 0.
@@ -84,10 +85,11 @@ struct LmLossOptions {
   double alpha = 0.5;  // weight of the soft term; 1 - alpha on next-token cross-entropy
   Divergence divergence = Divergence::kForwardKl;
   double skew = 0.1;            // kSkewKl: KL(p || skew p + (1 - skew) q)
+  double js_beta = 0.5;         // kJensenShannon: the teacher's weight b in the mixture
   int64_t ignore_index = -100;  // label of padding positions
 
-  // INVALID_ARGUMENT unless T is finite and positive, alpha in [0, 1] and
-  // skew in [0, 1).
+  // INVALID_ARGUMENT unless T is finite and positive, alpha in [0, 1],
+  // skew in [0, 1) and js_beta in (0, 1).
   absl::Status Validate() const;
 };
 

@@ -22,7 +22,15 @@ struct LmBatch : TaskBatch {
   client::TeacherClient::Targets targets;        // once AwaitTeacher returned
   teacher::TopKLogProbs top_k;                   // its log-probabilities in top-k form
   bool answered = false;
-  int64_t rows() const override { return inputs.size(0); }
+  // An on-policy step: prompts now, the rollout (inputs, labels, query ids)
+  // in AwaitTeacher, from the weights the step starts from.
+  bool on_policy = false;
+  int64_t step = 0;
+  std::vector<std::vector<int64_t>> prompts;
+  torch::Tensor query_ids;  // int64 [B, L, 1 + candidates]
+  int64_t rows() const override {
+    return inputs.defined() ? inputs.size(0) : static_cast<int64_t>(prompts.size());
+  }
 };
 
 // Rows [begin, end) of a per-position tensor of B * T rows, or of a
@@ -80,6 +88,13 @@ absl::StatusOr<std::unique_ptr<LmTask>> LmTask::Create(
           "--tokenizer=TEACHER_DIR/tokenizer.json or tokenizer.model)"));
     }
   }
+  RETORT_RETURN_IF_ERROR(o.on_policy.Validate(o.model.vocab_size, o.model.max_position_embeddings,
+                                              train->example_shape()[0]));
+  if (o.on_policy.enabled() && teacher == nullptr) {
+    return absl::InvalidArgumentError(
+        "on-policy distillation needs a teacher to score the student's samples (--teachers or "
+        "--teacher_checkpoint)");
+  }
   std::unique_ptr<LmTask> t(new LmTask());
   torch::manual_seed(o.seed);
   if (o.init_from.empty()) {
@@ -112,15 +127,34 @@ absl::StatusOr<v1::TeacherFingerprint> LmTask::TeacherFingerprint() {
   return teacher_->Fingerprint();
 }
 
-std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, int64_t,
+std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, int64_t step,
                                            bool ask_teacher,
                                            const std::vector<std::string>& hidden_layers) {
   auto b = std::make_unique<LmBatch>();
+  const OnPolicyOptions& on_policy = options_.on_policy;
+  if (IsOnPolicyStep(on_policy, options_.seed, step)) {
+    b->on_policy = true;
+    b->step = step;
+    if (!on_policy.prompts.empty()) {
+      const int64_t n = static_cast<int64_t>(on_policy.prompts.size());
+      for (int64_t index : indices) b->prompts.push_back(on_policy.prompts[index % n]);
+    } else {
+      const torch::Tensor prefixes =
+          train_->GetBatch(indices).inputs.narrow(1, 0, on_policy.prompt_tokens).contiguous();
+      const int64_t* p = prefixes.data_ptr<int64_t>();
+      for (int64_t i = 0; i < prefixes.size(0); ++i) {
+        b->prompts.emplace_back(p + i * on_policy.prompt_tokens,
+                                p + (i + 1) * on_policy.prompt_tokens);
+      }
+    }
+    return b;
+  }
   data::Batch batch = train_->GetBatch(indices);
   b->inputs = std::move(batch.inputs);
   b->labels = std::move(batch.labels);
   if (ask_teacher && teacher_ != nullptr) {
-    b->teacher = teacher_->SubmitTargets(b->inputs, options_.loss.temperature, hidden_layers);
+    b->teacher = teacher_->SubmitTargets(
+        {.inputs = b->inputs, .temperature = options_.loss.temperature, .hidden_layers = hidden_layers});
   }
   // After the teacher has its (host) copy.
   b->inputs = b->inputs.to(options_.device);
@@ -130,6 +164,28 @@ std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, 
 
 absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
   auto& b = static_cast<LmBatch&>(batch);
+  if (b.on_policy && !b.teacher.valid()) {
+    // Rollouts from the weights this step starts from.
+    RETORT_ASSIGN_OR_RETURN(Rollout rollout,
+                            MakeRollout(*model_, b.prompts, options_.on_policy,
+                                        options_.loss.ignore_index,
+                                        RolloutSeed(options_.seed, b.step)));
+    b.inputs = rollout.inputs;
+    b.labels = rollout.labels;
+    b.query_ids = rollout.query_ids;
+    b.teacher = teacher_->SubmitTargets({.inputs = b.inputs,
+                                         .temperature = options_.loss.temperature,
+                                         .hidden_layers = {},
+                                         .query_ids = b.query_ids});
+    const absl::StatusOr<client::TeacherClient::Targets>& scored = b.teacher.get();
+    if (scored.ok() && !scored->query_log_probs.defined()) {
+      return absl::FailedPreconditionError(
+          "the teacher answered without log-probabilities at the student's tokens; on-policy "
+          "training needs teachers that answer query ids (retort teacher serve of this version)");
+    }
+    b.inputs = b.inputs.to(options_.device);
+    b.labels = b.labels.to(options_.device);
+  }
   if (!b.teacher.valid()) return absl::OkStatus();
   const absl::StatusOr<client::TeacherClient::Targets>& answer = b.teacher.get();
   if (!answer.ok()) return answer.status();
@@ -139,6 +195,10 @@ absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
   b.top_k.values = b.top_k.values.to(options_.device);
   b.top_k.tail_log_mass = b.top_k.tail_log_mass.to(options_.device);
   for (auto& [name, value] : b.targets.hidden) value = value.to(options_.device);
+  if (b.targets.query_log_probs.defined()) {
+    b.targets.query_log_probs = b.targets.query_log_probs.to(options_.device);
+    b.query_ids = b.query_ids.to(options_.device);
+  }
   b.answered = true;
   return absl::OkStatus();
 }
@@ -160,6 +220,19 @@ absl::StatusOr<TaskLoss> LmTask::Loss(TaskBatch& batch, int64_t begin, int64_t e
                         .indices = SequenceRows(all.indices, rows, length, begin, end),
                         .values = SequenceRows(all.values, rows, length, begin, end),
                         .tail_log_mass = SequenceRows(all.tail_log_mass, rows, length, begin, end)};
+  }
+  if (b.on_policy) {
+    if (adapters != nullptr) {
+      return absl::FailedPreconditionError(
+          "feature matching is not available on on-policy steps (the teacher is not asked for "
+          "hidden states of rollouts); leave --feature_layers out or --on_policy_fraction=0");
+    }
+    const torch::Tensor logits = model_->forward(inputs);
+    LmLossTerms terms = OnPolicyDistillationLoss(
+        logits, labels, whole ? b.query_ids : b.query_ids.slice(0, begin, end),
+        SequenceRows(b.targets.query_log_probs, rows, length, begin, end),
+        targets ? &*targets : nullptr, options_.on_policy.loss, options_.loss);
+    return TaskLoss{.objective = terms.total, .hard = terms.hard, .soft = terms.soft, .feature = {}};
   }
   models::HiddenStates student_hidden;
   const torch::Tensor logits =

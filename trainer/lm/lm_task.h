@@ -25,6 +25,7 @@
 #include "models/llama_config.h"
 #include "trainer/lm/lm_distillation_loss.h"
 #include "trainer/lm/lm_evaluate.h"
+#include "trainer/lm/on_policy.h"
 #include "trainer/task.h"
 
 namespace retort::trainer {
@@ -49,6 +50,10 @@ class LmTask : public Task {
     std::string tokenizer_model;
     std::string tokenizer_sha256;
     torch::Device device = torch::kCPU;  // where the model and every step tensor live
+    // On-policy steps (trainer/lm/on_policy.h); off unless fraction > 0,
+    // which needs a teacher that answers query ids (a live one, not a
+    // cache).
+    OnPolicyOptions on_policy;
   };
 
   // `train` and `validation` yield int64 inputs and labels [B, T]

@@ -35,12 +35,25 @@ nlohmann::json LmTrainerOptions::ToJson() const {
                           {{"temperature", loss.temperature},
                            {"alpha", loss.alpha},
                            {"divergence", DivergenceName(loss.divergence)},
-                           {"skew", loss.skew}}},
+                           {"skew", loss.skew},
+                           {"js_beta", loss.js_beta}}},
                          {"steps", steps},
                          {"batch_size", batch_size},
                          {"seed", seed},
                          {"clip_grad_norm", clip_grad_norm}};
   if (features.enabled()) json["features"] = features.ToJson();
+  if (on_policy.enabled()) {
+    json["on_policy"] = {{"fraction", on_policy.fraction},
+                         {"prompts", on_policy.prompts.size()},
+                         {"prompt_tokens", on_policy.prompt_tokens},
+                         {"rollout_tokens", on_policy.rollout_tokens},
+                         {"rollout_temperature", on_policy.rollout_temperature},
+                         {"rollout_top_k", on_policy.rollout_top_k},
+                         {"rollout_top_p", on_policy.rollout_top_p},
+                         {"loss", OnPolicyLossName(on_policy.loss)},
+                         {"candidates", on_policy.candidates},
+                         {"max_staleness", on_policy.max_staleness}};
+  }
   return json;
 }
 
@@ -74,10 +87,11 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
                                                     .eval_sequences = o.eval_sequences,
                                                     .tokenizer_model = o.tokenizer_model,
                                                     .tokenizer_sha256 = o.tokenizer_sha256,
-                                                    .device = o.device},
+                                                    .device = o.device,
+                                                    .on_policy = o.on_policy},
                                                    train, validation, std::move(teacher)));
   TrainingLoopOptions loop = o;  // the loop's part
-  loop.ask_teacher = o.loss.alpha > 0;
+  loop.ask_teacher = o.loss.alpha > 0 || o.on_policy.enabled();
   loop.config = o.ToJson();
   loop.config["train_sequences"] = train->size();
   loop.config["sequence_length"] = train->example_shape()[0];

@@ -38,6 +38,7 @@
 #include "models/llama.h"
 #include "trainer/feature_matching.h"
 #include "trainer/lm/lm_distillation_loss.h"
+#include "trainer/lm/on_policy.h"
 #include "trainer/lm/lm_evaluate.h"
 #include "trainer/lm/lm_task.h"
 #include "trainer/optimizer.h"
@@ -73,6 +74,8 @@ struct LmTrainerOptions : TrainingLoopOptions {
   // speaks another language).
   std::string tokenizer_model;
   std::string tokenizer_sha256;
+  // On-policy steps (trainer/lm/on_policy.h); off by default.
+  OnPolicyOptions on_policy;
 
   absl::Status Validate() const;
   // Settings that determine the course of training; a resumed run must match.
