@@ -67,8 +67,7 @@ absl::StatusOr<v1::TeacherFingerprint> CachedTeacherClient::Fingerprint() {
   return manifest_.source.teacher;
 }
 
-client::TeacherClient::TargetsFuture CachedTeacherClient::SubmitTargets(
-    const Request& request) {
+client::TeacherClient::TargetsFuture CachedTeacherClient::SubmitTargets(const Request& request) {
   const torch::Tensor& inputs = request.inputs;
   const double temperature = request.temperature;
   const std::vector<std::string>& hidden_layers = request.hidden_layers;

@@ -205,7 +205,10 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
         RETORT_RETURN_IF_ERROR(TorchCall("reading token sequences", [&] {
           f.inputs = pieces[next].data->GetBatch(pieces[next].indices).inputs.contiguous();
         }));
-        f.answer = teacher.SubmitTargets({.inputs = f.inputs, .temperature = o.temperature});
+        f.answer = teacher.SubmitTargets({.inputs = f.inputs,
+                                          .temperature = o.temperature,
+                                          .hidden_layers = {},
+                                          .query_ids = {}});
         queue.push_back(std::move(f));
         ++next;
       }

@@ -81,7 +81,10 @@ void CachingTeacherClient::Settle(const Key& key, const PendingRow& pending,
   auto it = pending_.find(key);
   if (it == pending_.end() || it->second.index != pending.index) return;  // settled already
   if (answered.ok()) {
-    Targets row{.log_probs = answered->log_probs[pending.index].clone(), .top_k = {}, .hidden = {}};
+    Targets row{.log_probs = answered->log_probs[pending.index].clone(),
+                .top_k = {},
+                .hidden = {},
+                .query_log_probs = {}};
     for (const auto& [name, values] : answered->hidden) {
       row.hidden[name] = values[pending.index].clone();
     }
@@ -137,8 +140,10 @@ TeacherClient::TargetsFuture CachingTeacherClient::SubmitTargets(const Request& 
     torch::Tensor subset = missing.size() == static_cast<size_t>(n)
                                ? rows
                                : rows.index_select(0, torch::tensor(missing, torch::kLong));
-    inner = inner_->SubmitTargets(
-        {.inputs = subset, .temperature = temperature, .hidden_layers = hidden_layers});
+    inner = inner_->SubmitTargets({.inputs = subset,
+                                   .temperature = temperature,
+                                   .hidden_layers = hidden_layers,
+                                   .query_ids = {}});
     // Rows asked for now count as cached from now on (answered when this
     // batch's answer is there), so the hit pattern, and with it every
     // request, is the same however far ahead the caller submits.
@@ -162,7 +167,10 @@ TeacherClient::TargetsFuture CachingTeacherClient::SubmitTargets(const Request& 
                      admitted = std::move(admitted), inner,
                      hidden_layers]() mutable -> absl::StatusOr<Targets> {
                       auto row_of = [](const Targets& batch, int64_t i) {
-                        Targets row{.log_probs = batch.log_probs[i], .top_k = {}, .hidden = {}};
+                        Targets row{.log_probs = batch.log_probs[i],
+                                    .top_k = {},
+                                    .hidden = {},
+                                    .query_log_probs = {}};
                         for (const auto& [name, values] : batch.hidden)
                           row.hidden[name] = values[i];
                         return row;

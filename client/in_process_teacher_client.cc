@@ -60,7 +60,8 @@ absl::StatusOr<TeacherClient::Targets> InProcessTeacherClient::Answer(const Requ
     // A row per input, or per position of a language model's [B, T, V].
     torch::Tensor log_probs =
         torch::log_softmax(out.logits / temperature, /*dim=*/-1).reshape({-1, classes});
-    Targets targets{.log_probs = {}, .top_k = {}, .hidden = std::move(out.hidden)};
+    Targets targets{
+        .log_probs = {}, .top_k = {}, .hidden = std::move(out.hidden), .query_log_probs = {}};
     if (request.query_ids.defined()) {
       targets.query_log_probs =
           log_probs.gather(1, request.query_ids.reshape({log_probs.size(0), -1}));

@@ -197,8 +197,7 @@ TeacherClient::TargetsFuture TargetsOf(RemoteTeacherClient::AnswerFuture answer)
 std::optional<std::vector<v1::DistillRequest>> RemoteTeacherClient::Encode(
     const torch::Tensor& inputs, double temperature, const std::vector<std::string>& hidden_layers,
     const torch::Tensor& query_ids, const AnswerCallback& done) {
-  if (absl::Status valid =
-          ValidateQueryIds(inputs, query_ids, info_.fingerprint().num_classes());
+  if (absl::Status valid = ValidateQueryIds(inputs, query_ids, info_.fingerprint().num_classes());
       !valid.ok()) {
     done(valid);
     return std::nullopt;
@@ -217,8 +216,8 @@ std::optional<std::vector<v1::DistillRequest>> RemoteTeacherClient::Encode(
 }
 
 RemoteTeacherClient::AnswerFuture RemoteTeacherClient::Send(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers, const torch::Tensor& query_ids) {
+    const torch::Tensor& inputs, double temperature, const std::vector<std::string>& hidden_layers,
+    const torch::Tensor& query_ids) {
   auto promise = std::make_shared<std::promise<absl::StatusOr<teacher::Answer>>>();
   AnswerFuture future = promise->get_future().share();
   AnswerCallback done = [promise](absl::StatusOr<teacher::Answer> answer) {

@@ -15,7 +15,8 @@ teacher::TopKLogProbs TeacherClient::Targets::TopK() const {
 
 TeacherClient::LogProbsFuture TeacherClient::Submit(const torch::Tensor& inputs,
                                                     double temperature) {
-  TargetsFuture targets = SubmitTargets({.inputs = inputs, .temperature = temperature});
+  TargetsFuture targets = SubmitTargets(
+      {.inputs = inputs, .temperature = temperature, .hidden_layers = {}, .query_ids = {}});
   // A top-k answer spreads its tail over the teacher's classes.
   absl::StatusOr<v1::TeacherFingerprint> fingerprint = Fingerprint();
   const int64_t classes = fingerprint.ok() ? fingerprint->num_classes() : 0;
@@ -50,9 +51,8 @@ absl::Status ValidateQueryIds(const torch::Tensor& inputs, const torch::Tensor& 
   if (query_ids.numel() > 0) {
     const int64_t low = query_ids.min().item<int64_t>(), high = query_ids.max().item<int64_t>();
     if (low < 0 || high >= classes) {
-      return absl::InvalidArgumentError(absl::StrCat("query id ", low < 0 ? low : high,
-                                                     " is outside the vocabulary [0, ", classes,
-                                                     ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query id ", low < 0 ? low : high, " is outside the vocabulary [0, ", classes, ")"));
     }
   }
   return absl::OkStatus();

@@ -410,8 +410,8 @@ std::shared_ptr<TeacherPoolClient::Endpoint> TeacherPoolClient::PickEndpoint() {
 }
 
 TeacherPoolClient::AnswerFuture TeacherPoolClient::SubmitAnswer(
-    const torch::Tensor& inputs, double temperature,
-    const std::vector<std::string>& hidden_layers, const torch::Tensor& query_ids) {
+    const torch::Tensor& inputs, double temperature, const std::vector<std::string>& hidden_layers,
+    const torch::Tensor& query_ids) {
   auto request = std::make_shared<PendingRequest>();
   request->inputs = inputs.contiguous();
   request->temperature = temperature;
@@ -600,7 +600,8 @@ v1::GetInfoResponse TeacherPoolClient::info() const {
   return reference_;
 }
 
-TeacherClient::TargetsFuture TeacherPoolClient::SubmitTargets(const TeacherClient::Request& request) {
+TeacherClient::TargetsFuture TeacherPoolClient::SubmitTargets(
+    const TeacherClient::Request& request) {
   return TargetsOf(
       SubmitAnswer(request.inputs, request.temperature, request.hidden_layers, request.query_ids));
 }

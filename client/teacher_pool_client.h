@@ -122,8 +122,9 @@ class TeacherPoolClient : public TeacherClient {
   // Sends queued requests while endpoints have room; fails those that waited
   // longer than teacher_wait; re-sends attempts past attempt_timeout.
   void DispatchQueued() ABSL_LOCKS_EXCLUDED(mu_);
-  void OnAnswer(const std::shared_ptr<Endpoint>& endpoint, const std::shared_ptr<PendingRequest>& request,
-                uint64_t attempt, absl::StatusOr<teacher::Answer> answer) ABSL_LOCKS_EXCLUDED(mu_);
+  void OnAnswer(const std::shared_ptr<Endpoint>& endpoint,
+                const std::shared_ptr<PendingRequest>& request, uint64_t attempt,
+                absl::StatusOr<teacher::Answer> answer) ABSL_LOCKS_EXCLUDED(mu_);
   std::string DescribeEndpoints() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Endpoint state changes, once Create has returned (its errors say the rest).
   void Log(const std::string& line) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

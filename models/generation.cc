@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -43,8 +44,8 @@ absl::Status ValidateGenerationOptions(const GenerationOptions& o, int64_t vocab
         absl::StrCat("max_new_tokens is ", o.max_new_tokens, "; it must not be negative"));
   }
   if (!(o.temperature >= 0) || !std::isfinite(o.temperature)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampling temperature is ", o.temperature, "; give 0 (greedy) or a positive number"));
+    return absl::InvalidArgumentError(absl::StrCat("sampling temperature is ", o.temperature,
+                                                   "; give 0 (greedy) or a positive number"));
   }
   if (o.top_k < 0) {
     return absl::InvalidArgumentError(
@@ -67,17 +68,13 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> Generate(
     const GenerationOptions& options) {
   const LlamaConfig& config = model.config();
   RETORT_RETURN_IF_ERROR(ValidateGenerationOptions(options, config.vocab_size));
-  if (options.max_new_tokens >= config.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_new_tokens ", options.max_new_tokens, " leaves no room for a prompt: the model sees ",
-        config.max_position_embeddings, " positions"));
-  }
   if (prompts.empty()) return std::vector<std::vector<int64_t>>();
-  const int64_t room = config.max_position_embeddings - options.max_new_tokens;
+  const int64_t window = config.max_position_embeddings;
   std::vector<std::vector<int64_t>> context;
   for (size_t r = 0; r < prompts.size(); ++r) {
     const std::vector<int64_t>& p = prompts[r];
-    if (p.empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", r, " holds no tokens"));
+    if (p.empty())
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", r, " holds no tokens"));
     for (int64_t id : p) {
       if (id < 0 || id >= config.vocab_size) {
         return absl::InvalidArgumentError(absl::StrCat("prompt ", r, " holds token ", id,
@@ -85,8 +82,7 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> Generate(
                                                        config.vocab_size, ")"));
       }
     }
-    const int64_t keep = std::min<int64_t>(room, static_cast<int64_t>(p.size()));
-    context.emplace_back(p.end() - keep, p.end());
+    context.push_back(p);
   }
   return TorchCall("generation", [&] {
     torch::InferenceMode guard;
@@ -97,32 +93,50 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> Generate(
     std::vector<std::vector<int64_t>> out(b);
     std::vector<bool> done(b, false);
 
-    // The prompts, left-padded to the longest.
-    int64_t longest = 0;
-    for (const auto& c : context) longest = std::max<int64_t>(longest, c.size());
-    torch::Tensor tokens = torch::zeros({b, longest}, torch::kInt64);
-    torch::Tensor valid = torch::zeros({b, longest}, torch::kBool);
-    for (int64_t r = 0; r < b; ++r) {
-      const int64_t n = static_cast<int64_t>(context[r].size());
-      tokens[r].narrow(0, longest - n, n).copy_(torch::tensor(context[r], torch::kInt64));
-      valid[r].narrow(0, longest - n, n).fill_(true);
-    }
-
-    KvCache cache(config.num_hidden_layers);
-    auto next_logits = [&](const torch::Tensor& step_tokens, const torch::Tensor& step_valid) {
-      if (options.use_cache) {
-        return model.Decode(step_tokens, step_valid, &cache).select(1, -1).to(torch::kFloat32);
+    // The last `window` tokens of a row: what the model sees.
+    auto visible = [&](int64_t r) {
+      const std::vector<int64_t>& c = context[r];
+      const int64_t n = std::min<int64_t>(window, c.size());
+      return std::vector<int64_t>(c.end() - n, c.end());
+    };
+    // A fresh cache holding each row's visible tokens, left-padded to the
+    // longest; the logits after each row's last token.
+    std::unique_ptr<KvCache> cache;
+    auto prefill = [&] {
+      std::vector<std::vector<int64_t>> rows(b);
+      int64_t longest = 0;
+      for (int64_t r = 0; r < b; ++r) {
+        rows[r] = visible(r);
+        longest = std::max<int64_t>(longest, rows[r].size());
       }
-      // Recompute: a full forward pass over each row's whole context.
+      torch::Tensor tokens = torch::zeros({b, longest}, torch::kInt64);
+      torch::Tensor valid = torch::zeros({b, longest}, torch::kBool);
+      for (int64_t r = 0; r < b; ++r) {
+        const int64_t n = static_cast<int64_t>(rows[r].size());
+        tokens[r].narrow(0, longest - n, n).copy_(torch::tensor(rows[r], torch::kInt64));
+        valid[r].narrow(0, longest - n, n).fill_(true);
+      }
+      cache = std::make_unique<KvCache>(config.num_hidden_layers);
+      return model.Decode(tokens, valid, cache.get()).select(1, -1).to(torch::kFloat32);
+    };
+    // Recompute: a full forward pass over each row's visible tokens.
+    auto recompute = [&] {
       std::vector<torch::Tensor> rows;
       for (int64_t r = 0; r < b; ++r) {
-        const torch::Tensor ids = torch::tensor(context[r], torch::kInt64).unsqueeze(0);
+        const torch::Tensor ids = torch::tensor(visible(r), torch::kInt64).unsqueeze(0);
         rows.push_back(model.forward(ids).select(1, -1).squeeze(0));
       }
       return torch::stack(rows).to(torch::kFloat32);
     };
+    auto next_logits = [&](const torch::Tensor& step_tokens, const torch::Tensor& step_valid) {
+      if (!options.use_cache) return recompute();
+      // Past the model's positions the cache starts over from the visible
+      // tokens (each further token then costs a full pass, as recomputing).
+      if (cache->lengths().max().item<int64_t>() + 1 > window) return prefill();
+      return model.Decode(step_tokens, step_valid, cache.get()).select(1, -1).to(torch::kFloat32);
+    };
 
-    torch::Tensor logits = next_logits(tokens, valid);
+    torch::Tensor logits = options.use_cache ? prefill() : recompute();
     for (int64_t i = 0; i < options.max_new_tokens; ++i) {
       const torch::Tensor next = SampleRows(logits, options, generator);
       const int64_t* ids = next.data_ptr<int64_t>();

@@ -18,9 +18,9 @@ struct GenerationOptions {
   // Logits are divided by it before top_k / top_p; 0: greedy (the most
   // likely token, top_k and top_p ignored).
   double temperature = 0.8;
-  int64_t top_k = 40;   // sample among the k most likely tokens; 0: all
-  double top_p = 1.0;   // then among the fewest whose mass reaches top_p; 1: all
-  uint64_t seed = 1;    // of a generator of its own (the global one is left alone)
+  int64_t top_k = 40;       // sample among the k most likely tokens; 0: all
+  double top_p = 1.0;       // then among the fewest whose mass reaches top_p; 1: all
+  uint64_t seed = 1;        // of a generator of its own (the global one is left alone)
   int64_t stop_token = -1;  // a row stops after sampling it; -1: never
   // false: every token recomputes its whole prefix (no cache), the baseline
   // the cache is measured against. Same tokens either way, to rounding.
@@ -32,10 +32,10 @@ struct GenerationOptions {
 absl::Status ValidateGenerationOptions(const GenerationOptions& options, int64_t vocab_size);
 
 // One continuation per prompt (new tokens only, the stop token included when
-// sampled). A prompt longer than max_position_embeddings - max_new_tokens
-// keeps only its last tokens (the context the model can see);
-// INVALID_ARGUMENT for an empty prompt, a token outside the vocabulary,
-// max_new_tokens >= max_position_embeddings or bad options. Runs in
+// sampled). The model sees the last max_position_embeddings tokens of each
+// row: past that, the cache is rebuilt from them for every further token
+// (costing what recomputing does). INVALID_ARGUMENT for an empty prompt, a
+// token outside the vocabulary or bad options. Runs in
 // inference mode with the model in eval mode (restored after). Rows are
 // sampled together from one generator: the same prompts, options and seed
 // give the same continuations.

@@ -27,8 +27,8 @@ DecodeStep KvCache::Advance(const torch::Tensor& valid, const torch::Tensor& cos
   step.cos = cos_table.index_select(0, flat).view({b, 1, t, d});
   step.sin = sin_table.index_select(0, flat).view({b, 1, t, d});
 
-  const torch::Tensor query_pos = position.unsqueeze(2);          // [B, T, 1]
-  const torch::Tensor key_pos = key_position_.unsqueeze(1);       // [B, 1, K]
+  const torch::Tensor query_pos = position.unsqueeze(2);     // [B, T, 1]
+  const torch::Tensor key_pos = key_position_.unsqueeze(1);  // [B, 1, K]
   torch::Tensor allowed = key_valid_.unsqueeze(1).logical_and(key_pos <= query_pos);
   // Causality among the new tokens themselves: key j (new index j - cached)
   // is visible to new token i only when j - cached <= i. Positions already

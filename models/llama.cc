@@ -86,11 +86,10 @@ torch::Tensor LlamaAttentionImpl::Attend(const torch::Tensor& q, const torch::Te
   const torch::Tensor values = RepeatKv(v, heads_ / kv_heads_);
 #if TORCH_VERSION_MAJOR >= 2
   torch::Tensor out =
-      allowed.defined()
-          ? at::scaled_dot_product_attention(q, keys, values, /*attn_mask=*/allowed,
-                                             /*dropout_p=*/0.0, /*is_causal=*/false)
-          : at::scaled_dot_product_attention(q, keys, values, /*attn_mask=*/{},
-                                             /*dropout_p=*/0.0, /*is_causal=*/causal);
+      allowed.defined() ? at::scaled_dot_product_attention(q, keys, values, /*attn_mask=*/allowed,
+                                                           /*dropout_p=*/0.0, /*is_causal=*/false)
+                        : at::scaled_dot_product_attention(q, keys, values, /*attn_mask=*/{},
+                                                           /*dropout_p=*/0.0, /*is_causal=*/causal);
 #else
   // LibTorch 1.13 has no fused attention on the CPU: scores, a mask and a
   // float32 softmax, as transformers' eager path.
@@ -100,8 +99,8 @@ torch::Tensor LlamaAttentionImpl::Attend(const torch::Tensor& q, const torch::Te
   if (allowed.defined()) {
     scores = scores.masked_fill(allowed.logical_not(), -INFINITY);
   } else if (causal) {
-    scores = scores.masked_fill(
-        torch::ones({t, keys.size(2)}, torch::dtype(torch::kBool)).triu(1), -INFINITY);
+    scores = scores.masked_fill(torch::ones({t, keys.size(2)}, torch::dtype(torch::kBool)).triu(1),
+                                -INFINITY);
   }
   torch::Tensor out = torch::matmul(torch::softmax(scores, -1).to(q.scalar_type()), values);
 #endif
@@ -120,8 +119,10 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   // positions back (transformers masks key j for query i when j <= i - W).
   if (sliding_window_ > 0 && t > sliding_window_) {
     const torch::Tensor visible =
-        torch::ones({t, t}, torch::dtype(torch::kBool)).tril().logical_and(
-            torch::ones({t, t}, torch::dtype(torch::kBool)).triu(-sliding_window_ + 1));
+        torch::ones({t, t}, torch::dtype(torch::kBool))
+            .tril()
+            .logical_and(
+                torch::ones({t, t}, torch::dtype(torch::kBool)).triu(-sliding_window_ + 1));
     return Attend(q, k, v, visible, /*causal=*/false);
   }
   return Attend(q, k, v, /*allowed=*/{}, /*causal=*/true);

@@ -32,8 +32,7 @@ torch::Tensor SlicedBlockImpl::forward(const torch::Tensor& x, const torch::Tens
   return torch::matmul(h, mlp_shortcut_Q) + mlp(post_attention_layernorm(h));
 }
 
-torch::Tensor SlicedBlockImpl::Decode(const torch::Tensor& x, const DecodeStep& step,
-                                      LayerKv* kv) {
+torch::Tensor SlicedBlockImpl::Decode(const torch::Tensor& x, const DecodeStep& step, LayerKv* kv) {
   const torch::Tensor h =
       torch::matmul(x, attn_shortcut_Q) + self_attn->Decode(input_layernorm(x), step, kv);
   return torch::matmul(h, mlp_shortcut_Q) + mlp(post_attention_layernorm(h));

@@ -111,9 +111,9 @@ absl::Status ValidateQueryIds(const v1::DistillRequest& request,
   const int64_t max_m = std::min<int64_t>(fingerprint.num_classes(), limits.max_top_k());
   if (q.shape_size() != 3 || q.shape(0) != in.shape(0) || q.shape(1) != in.shape(1) ||
       q.shape(2) < 1 || q.shape(2) > max_m) {
-    return Invalid(seq, absl::StrCat("query_ids have shape ", ShapeString(q.shape()),
-                                     ", expected [", in.shape(0), ",", in.shape(1),
-                                     ",m] with m in [1, ", max_m, "]"));
+    return Invalid(seq,
+                   absl::StrCat("query_ids have shape ", ShapeString(q.shape()), ", expected [",
+                                in.shape(0), ",", in.shape(1), ",m] with m in [1, ", max_m, "]"));
   }
   absl::Status tensor_ok = ValidateWireTensor(q, "query_ids");
   if (!tensor_ok.ok()) return Invalid(seq, std::string(tensor_ok.message()));
@@ -246,17 +246,25 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
   return absl::OkStatus();
 }
 
-RequestAssembler::RequestAssembler(int64_t max_request_bytes, int max_pending)
-    : max_request_bytes_(max_request_bytes), max_pending_(max_pending) {}
+RequestAssembler::RequestAssembler(int64_t max_request_bytes, int max_pending,
+                                   int64_t max_query_bytes)
+    : max_request_bytes_(max_request_bytes),
+      max_pending_(max_pending),
+      max_query_bytes_(max_query_bytes) {}
 
 absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::DistillRequest part) {
   const uint64_t seq = part.sequence();
   const uint32_t count = std::max<uint32_t>(part.part_count(), 1);
   // A single-part request is bounded by the transport's message limit and
   // checked row by row in ValidateDistillRequest, whose message says more.
-  if (count > 1 &&
-      part.inputs().data().size() + part.query_ids().data().size() >
-          static_cast<size_t>(max_request_bytes_)) {
+  if (count > 1 && part.query_ids().data().size() > static_cast<size_t>(max_query_bytes_)) {
+    pending_.erase(seq);
+    return Invalid(seq,
+                   absl::StrCat("part ", part.part(), " carries ", part.query_ids().data().size(),
+                                " bytes of query ids, more than the ", max_query_bytes_,
+                                " a request may hold"));
+  }
+  if (count > 1 && part.inputs().data().size() > static_cast<size_t>(max_request_bytes_)) {
     pending_.erase(seq);
     return Invalid(seq, absl::StrCat("part ", part.part(), " carries ", part.inputs().data().size(),
                                      " bytes of inputs, more than the ", max_request_bytes_,
@@ -297,11 +305,14 @@ absl::StatusOr<std::optional<v1::DistillRequest>> RequestAssembler::Add(v1::Dist
                                      part.has_query_ids() ? " carries query_ids and part 0 does not"
                                                           : " lacks the query_ids part 0 carries"));
   }
-  std::string* query =
-      head.has_query_ids() ? head.mutable_query_ids()->mutable_data() : nullptr;
+  std::string* query = head.has_query_ids() ? head.mutable_query_ids()->mutable_data() : nullptr;
   const size_t query_bytes = query == nullptr ? 0 : query->size() + part.query_ids().data().size();
-  if (static_cast<int64_t>(data->size() + part.inputs().data().size() + query_bytes) >
-      max_request_bytes_) {
+  if (static_cast<int64_t>(query_bytes) > max_query_bytes_) {
+    pending_.erase(it);
+    return Invalid(seq, absl::StrCat("the parts carry more than the ", max_query_bytes_,
+                                     " bytes of query ids a request may hold"));
+  }
+  if (static_cast<int64_t>(data->size() + part.inputs().data().size()) > max_request_bytes_) {
     pending_.erase(it);
     return Invalid(seq, absl::StrCat("the parts carry more than the ", max_request_bytes_,
                                      " bytes of inputs a request may hold"));

@@ -43,10 +43,11 @@ absl::Status ValidateDistillRequest(const v1::DistillRequest& request,
 class RequestAssembler {
  public:
   // A multi-part request whose parts total more than `max_request_bytes` of
-  // input data, or more than `max_pending` requests with missing parts, is
-  // refused. Single-part requests pass through (their size is the
-  // transport's to bound; ValidateDistillRequest checks their rows).
-  RequestAssembler(int64_t max_request_bytes, int max_pending);
+  // input data or more than `max_query_bytes` of query ids, or more than
+  // `max_pending` requests with missing parts, is refused. Single-part
+  // requests pass through (their size is the transport's to bound;
+  // ValidateDistillRequest checks their rows).
+  RequestAssembler(int64_t max_request_bytes, int max_pending, int64_t max_query_bytes = 0);
 
   // Adds one part. Returns the whole request once its last part arrived,
   // std::nullopt while parts are missing, or an error for a malformed part
@@ -58,6 +59,7 @@ class RequestAssembler {
  private:
   int64_t max_request_bytes_;
   int max_pending_;
+  int64_t max_query_bytes_;
   std::map<uint64_t, v1::DistillRequest> pending_;  // part 0 with the data so far
 };
 

@@ -184,7 +184,8 @@ absl::StatusOr<torch::Tensor> RequestQueryIds(const v1::DistillRequest& request)
   if (!request.has_query_ids()) return torch::Tensor();
   RETORT_ASSIGN_OR_RETURN(
       torch::Tensor ids,
-      TensorFromWire(request.query_ids(), absl::StrCat("request ", request.sequence(), " query ids")));
+      TensorFromWire(request.query_ids(),
+                     absl::StrCat("request ", request.sequence(), " query ids")));
   return ids.reshape({-1, ids.size(-1)});
 }
 
@@ -384,20 +385,19 @@ absl::StatusOr<std::optional<Answer>> AnswerAssembler::Add(const v1::DistillResp
     log_probs_.push_back(std::move(lp));
   }
   if (next_part_ > 0 && response.log_probs().has_query_log_probs() != !query_log_probs_.empty()) {
-    return absl::DataLossError(absl::StrCat("response ", response.sequence(), " part ",
-                                            response.part(),
-                                            " differs from part 0 in carrying query log-probabilities"));
+    return absl::DataLossError(
+        absl::StrCat("response ", response.sequence(), " part ", response.part(),
+                     " differs from part 0 in carrying query log-probabilities"));
   }
   if (response.log_probs().has_query_log_probs()) {
     RETORT_ASSIGN_OR_RETURN(torch::Tensor q, TensorFromWire(response.log_probs().query_log_probs(),
                                                             "query log-probabilities"));
     if (q.dim() != 2 || q.size(0) != response.log_probs().positions() ||
         (!query_log_probs_.empty() && q.size(1) != query_log_probs_.front().size(1))) {
-      return absl::DataLossError(absl::StrCat("query log-probabilities of response ",
-                                              response.sequence(), " part ", response.part(),
-                                              " have shape [", absl::StrJoin(q.sizes(), ","),
-                                              "], inconsistent with its ",
-                                              response.log_probs().positions(), " positions"));
+      return absl::DataLossError(absl::StrCat(
+          "query log-probabilities of response ", response.sequence(), " part ", response.part(),
+          " have shape [", absl::StrJoin(q.sizes(), ","), "], inconsistent with its ",
+          response.log_probs().positions(), " positions"));
     }
     query_log_probs_.push_back(std::move(q));
   }

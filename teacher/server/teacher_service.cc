@@ -32,7 +32,7 @@ class TeacherService::Stream : public std::enable_shared_from_this<TeacherServic
     absl::StatusOr<Answer> answer;
     OutputSpec output;
     std::vector<uint64_t> row_keys;  // OUTPUT_SAMPLED: seeds of the rows' draws
-    torch::Tensor query_ids;  // int64 [positions, m] when the request names ids
+    torch::Tensor query_ids;         // int64 [positions, m] when the request names ids
     absl::Time received;
     bool accepted = false;  // counted in flight
   };
@@ -62,8 +62,10 @@ grpc::Status TeacherService::Stream::Serve(grpc::ServerContext* context) {
   for (int64_t d : service_->options_.fingerprint.input_shape()) {
     example *= d == -1 ? std::max<int64_t>(limits.max_sequence_length(), 1) : d;
   }
+  // Query ids: at most max_top_k per input element (token).
   RequestAssembler assembler(example * limits.max_rows_per_request(),
-                             limits.max_in_flight_per_stream());
+                             limits.max_in_flight_per_stream(),
+                             example * limits.max_rows_per_request() * limits.max_top_k());
   // Replies wait in the outbox while the client does not read; stop reading
   // its requests once that many are waiting, so one client that never
   // reads cannot grow the server's memory without bound.

@@ -310,7 +310,7 @@ class CacheDumpTest : public ::testing::Test {
         rows.push_back(g < 50 ? train_->inputs()[g] : valid_->inputs()[g - 50]);
       }
       const absl::StatusOr<client::TeacherClient::Targets> t =
-          c.SubmitTargets({torch::stack(rows), 2.0, {}}).get();
+          c.SubmitTargets({torch::stack(rows), 2.0, {}, {}}).get();
       EXPECT_TRUE(t.ok()) << t.status();
       if (!t.ok()) return out;
       const torch::Tensor dense = t->Dense(kVocab);
@@ -352,11 +352,11 @@ TEST_F(CacheDumpTest, TopKCacheAnswersWhatTheTeacherSaidWhateverTheBatching) {
   // And they are the teacher's top-16 within the 8-bit quantization.
   const torch::Tensor inputs = train_->inputs().narrow(0, 3, 1);
   const absl::StatusOr<client::TeacherClient::Targets> live =
-      teacher_->SubmitTargets({inputs, 2.0, {}}).get();
+      teacher_->SubmitTargets({inputs, 2.0, {}, {}}).get();
   ASSERT_TRUE(live.ok());
   const teacher::TopKLogProbs want = teacher::TopK(live->log_probs, 16);
   const absl::StatusOr<client::TeacherClient::Targets> got =
-      cache->SubmitTargets({inputs, 2.0, {}}).get();
+      cache->SubmitTargets({inputs, 2.0, {}, {}}).get();
   ASSERT_TRUE(got.ok());
   EXPECT_TRUE(torch::equal(got->top_k.indices, want.indices));
   EXPECT_LT((got->top_k.values.exp() - want.values.exp()).abs().max().item<float>(), 5e-3);
@@ -369,12 +369,12 @@ TEST_F(CacheDumpTest, SampledCacheRoundTripsTheDraws) {
   ASSERT_NE(cache, nullptr);
   const torch::Tensor inputs = valid_->inputs().narrow(0, 2, 3);
   const absl::StatusOr<client::TeacherClient::Targets> live =
-      teacher_->SubmitTargets({inputs, 2.0, {}}).get();
+      teacher_->SubmitTargets({inputs, 2.0, {}, {}}).get();
   ASSERT_TRUE(live.ok());
   const teacher::SampledTargets want =
       teacher::SampleTargets(live->log_probs, 20, teacher::RowKeys(inputs));
   const absl::StatusOr<client::TeacherClient::Targets> got =
-      cache->SubmitTargets({inputs, 2.0, {}}).get();
+      cache->SubmitTargets({inputs, 2.0, {}, {}}).get();
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_TRUE(torch::allclose(got->Dense(kVocab), want.ToTopK().ToDense(kVocab)));
 }
@@ -433,15 +433,18 @@ TEST_F(CacheDumpTest, ACacheOfSomethingElseIsRefusedWithTheDifferenceNamed) {
   std::unique_ptr<CachedTeacherClient> cache = OpenCache(dir);
   ASSERT_NE(cache, nullptr);
   const torch::Tensor stranger = torch::full({1, kSeqLen}, 7, torch::kInt64);
-  EXPECT_EQ(cache->SubmitTargets({stranger, 2.0, {}}).get().status().code(),
+  EXPECT_EQ(cache->SubmitTargets({stranger, 2.0, {}, {}}).get().status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_THAT(
-      std::string(
-          cache->SubmitTargets({train_->inputs().narrow(0, 0, 1), 1.0, {}}).get().status().message()),
-      HasSubstr("temperature 2, not 1"));
-  EXPECT_EQ(
-      cache->SubmitTargets({train_->inputs().narrow(0, 0, 1), 2.0, {"layer0"}}).get().status().code(),
-      absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(cache->SubmitTargets({train_->inputs().narrow(0, 0, 1), 1.0, {}, {}})
+                              .get()
+                              .status()
+                              .message()),
+              HasSubstr("temperature 2, not 1"));
+  EXPECT_EQ(cache->SubmitTargets({train_->inputs().narrow(0, 0, 1), 2.0, {"layer0"}, {}})
+                .get()
+                .status()
+                .code(),
+            absl::StatusCode::kUnimplemented);
 }
 
 TEST_F(CacheDumpTest, HostileShardsAreErrorsNamingTheShardAndSequence) {
@@ -462,7 +465,7 @@ TEST_F(CacheDumpTest, HostileShardsAreErrorsNamingTheShardAndSequence) {
   absl::StatusOr<std::unique_ptr<CachedTeacherClient>> cache = CachedTeacherClient::Open(o);
   ASSERT_TRUE(cache.ok()) << cache.status();
   const torch::Tensor last = train_->inputs().narrow(0, 31, 1);  // shard 1's last sequence
-  const absl::Status read = (*cache)->SubmitTargets({last, 2.0, {}}).get().status();
+  const absl::Status read = (*cache)->SubmitTargets({last, 2.0, {}, {}}).get().status();
   EXPECT_EQ(read.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(read.message()), HasSubstr("shard-00001.rtc: sequence 31"));
   // Truncated, bad magic, and header damage are refused by the shard reader.

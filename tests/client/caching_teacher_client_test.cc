@@ -56,7 +56,7 @@ TEST(CachingTeacherClientTest, CachesHiddenLayersPerRow) {
   CachingTeacherClient cache(inner, {});
   const torch::Tensor x = torch::randn({6, 1, 2, 2});
   auto ask = [&](const torch::Tensor& rows, std::vector<std::string> layers) {
-    absl::StatusOr<TeacherClient::Targets> t = cache.SubmitTargets({rows, 1.0, layers}).get();
+    absl::StatusOr<TeacherClient::Targets> t = cache.SubmitTargets({rows, 1.0, layers, {}}).get();
     EXPECT_TRUE(t.ok()) << t.status();
     return *t;
   };

@@ -48,7 +48,10 @@ class FakeTeacherClient : public TeacherClient {
       torch::NoGradGuard no_grad;
       std::map<std::string, torch::Tensor> all = hidden_(inputs), wanted;
       for (const std::string& name : hidden_layers) wanted[name] = all.at(name);
-      promise.set_value(Targets{.log_probs = *log_probs, .top_k = {}, .hidden = std::move(wanted)});
+      promise.set_value(Targets{.log_probs = *log_probs,
+                                .top_k = {},
+                                .hidden = std::move(wanted),
+                                .query_log_probs = query});
     }
     return promise.get_future().share();
   }

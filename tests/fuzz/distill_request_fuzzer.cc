@@ -114,7 +114,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const v1::TeacherFingerprint* const kTokens =
       new v1::TeacherFingerprint(TokenFingerprint());
   const FuzzConfig config = ConfigFromByte(data[0]);
-  teacher::RequestAssembler assembler(config.max_request_bytes, config.max_pending);
+  teacher::RequestAssembler assembler(config.max_request_bytes, config.max_pending,
+                                      config.max_request_bytes * 16);
   size_t at = 1;
   while (at < size) {
     size_t n = data[at];

@@ -37,9 +37,11 @@ class QueryIdsTest : public ::testing::Test {
   }
 
   std::unique_ptr<client::RemoteTeacherClient> Serve(int64_t max_message_bytes,
-                                                    teacher::OutputSpec output) {
+                                                     teacher::OutputSpec output) {
     TeacherServer::Options options;
-    options.max_message_bytes = max_message_bytes;
+    // The server's smallest message; dense answers below still take two.
+    options.max_message_bytes = 65536;
+    options.max_sequence_length = 32;
     absl::StatusOr<std::unique_ptr<TeacherServer>> server =
         TeacherServer::Create(std::move(options), teacher_);
     EXPECT_TRUE(server.ok()) << server.status();
@@ -62,13 +64,17 @@ class QueryIdsTest : public ::testing::Test {
 };
 
 TEST_F(QueryIdsTest, AnswersTheDenseLogProbabilitiesAtTheNamedIds) {
-  const torch::Tensor tokens = torch::randint(50, {6, 20}, torch::kInt64);
-  const torch::Tensor ids = torch::randint(50, {6, 20, 5}, torch::kInt64);
-  absl::StatusOr<torch::Tensor> dense = teacher_->LogProbs(tokens, 2.0);
-  ASSERT_TRUE(dense.ok()) << dense.status();
-  const torch::Tensor expected = dense->reshape({-1, 50}).gather(1, ids.reshape({-1, 5}));
-  // One message, and answers and requests split into many parts; top-k and
-  // dense outputs.
+  const torch::Tensor tokens = torch::randint(50, {16, 32}, torch::kInt64);
+  const torch::Tensor ids = torch::randint(50, {16, 32, 5}, torch::kInt64);
+  torch::Tensor dense;
+  {
+    torch::NoGradGuard no_grad;
+    model_->eval();
+    dense = torch::log_softmax(model_->forward(tokens) / 2.0, -1);
+  }
+  const torch::Tensor expected = dense.reshape({-1, 50}).gather(1, ids.reshape({-1, 5}));
+  // Requests in one message and in a part per row (the client's limit);
+  // top-k answers in one message, dense ones in two.
   for (int64_t bytes : {int64_t{1} << 20, int64_t{600}}) {
     for (const char* kind : {"topk", "dense"}) {
       SCOPED_TRACE(absl::StrCat(bytes, " bytes, ", kind));
@@ -78,14 +84,20 @@ TEST_F(QueryIdsTest, AnswersTheDenseLogProbabilitiesAtTheNamedIds) {
       std::unique_ptr<client::RemoteTeacherClient> client = Serve(bytes, *spec);
       ASSERT_NE(client, nullptr);
       absl::StatusOr<client::TeacherClient::Targets> answer =
-          client->SubmitTargets({.inputs = tokens, .temperature = 2.0, .query_ids = ids}).get();
+          client
+              ->SubmitTargets(
+                  {.inputs = tokens, .temperature = 2.0, .hidden_layers = {}, .query_ids = ids})
+              .get();
       ASSERT_TRUE(answer.ok()) << answer.status();
       ASSERT_TRUE(answer->query_log_probs.defined());
-      EXPECT_EQ(answer->query_log_probs.sizes(), (std::vector<int64_t>{120, 5}));
+      EXPECT_EQ(answer->query_log_probs.sizes(), (std::vector<int64_t>{512, 5}));
       EXPECT_LT((answer->query_log_probs - expected).abs().max().item<double>(), 1e-6);
       // Without query ids, none come back.
       absl::StatusOr<client::TeacherClient::Targets> plain =
-          client->SubmitTargets({.inputs = tokens, .temperature = 2.0}).get();
+          client
+              ->SubmitTargets(
+                  {.inputs = tokens, .temperature = 2.0, .hidden_layers = {}, .query_ids = {}})
+              .get();
       ASSERT_TRUE(plain.ok()) << plain.status();
       EXPECT_FALSE(plain->query_log_probs.defined());
       server_.reset();
@@ -99,7 +111,9 @@ TEST_F(QueryIdsTest, BadQueryIdsAreRefusedNamingWhatIsWrong) {
   ASSERT_NE(client, nullptr);
   const torch::Tensor tokens = torch::randint(50, {2, 8}, torch::kInt64);
   auto ask = [&](const torch::Tensor& ids) {
-    return client->SubmitTargets({.inputs = tokens, .temperature = 1.0, .query_ids = ids})
+    return client
+        ->SubmitTargets(
+            {.inputs = tokens, .temperature = 1.0, .hidden_layers = {}, .query_ids = ids})
         .get()
         .status();
   };
@@ -108,9 +122,8 @@ TEST_F(QueryIdsTest, BadQueryIdsAreRefusedNamingWhatIsWrong) {
               HasSubstr("query id 50 is outside the vocabulary [0, 50)"));
   // The server checks what arrives, whatever the client checked: a request
   // built by hand with an id out of range.
-  std::vector<v1::DistillRequest> parts =
-      EncodeRequest(1, tokens, 1.0, OutputSpec(), {}, torch::full({2, 8, 2}, 7, torch::kInt64),
-                    1 << 20);
+  std::vector<v1::DistillRequest> parts = EncodeRequest(
+      1, tokens, 1.0, OutputSpec(), {}, torch::full({2, 8, 2}, 7, torch::kInt64), 1 << 20);
   ASSERT_EQ(parts.size(), 1u);
   std::string* data = parts[0].mutable_query_ids()->mutable_data();
   const int32_t bad = 99;
@@ -120,11 +133,40 @@ TEST_F(QueryIdsTest, BadQueryIdsAreRefusedNamingWhatIsWrong) {
   limits.set_max_rows_per_request(100);
   limits.set_min_temperature(0.05);
   limits.set_max_temperature(100);
+  limits.set_max_sequence_length(32);
   absl::Status refused = ValidateDistillRequest(parts[0], teacher_->fingerprint(), limits);
   EXPECT_THAT(refused.message(), HasSubstr("query id 99 at row 0 position 2"));
   parts[0].mutable_query_ids()->set_dtype(v1::DTYPE_FLOAT32);
   EXPECT_THAT(ValidateDistillRequest(parts[0], teacher_->fingerprint(), limits).message(),
               HasSubstr("expected int32"));
+}
+
+TEST_F(QueryIdsTest, MultiPartRequestsCarryQueryIdsInEveryPart) {
+  const torch::Tensor tokens = torch::randint(50, {4, 8}, torch::kInt64);
+  const torch::Tensor ids = torch::randint(50, {4, 8, 3}, torch::kInt64);
+  std::vector<v1::DistillRequest> parts = EncodeRequest(5, tokens, 1.0, OutputSpec(), {}, ids, 200);
+  ASSERT_EQ(parts.size(), 4u);  // a row (32 + 96 bytes) per part
+  RequestAssembler assembler(1 << 20, 4, 1 << 20);
+  std::optional<v1::DistillRequest> whole;
+  for (v1::DistillRequest& part : parts) {
+    absl::StatusOr<std::optional<v1::DistillRequest>> added = assembler.Add(part);
+    ASSERT_TRUE(added.ok()) << added.status();
+    if (added->has_value()) whole = **added;
+  }
+  ASSERT_TRUE(whole.has_value());
+  absl::StatusOr<torch::Tensor> joined = RequestQueryIds(*whole);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_TRUE(joined->equal(ids.reshape({-1, 3})));
+  // A part without them, or more query bytes than allowed, is refused.
+  parts[2].clear_query_ids();
+  RequestAssembler second(1 << 20, 4, 1 << 20);
+  ASSERT_TRUE(second.Add(parts[0]).ok());
+  ASSERT_TRUE(second.Add(parts[1]).ok());
+  EXPECT_THAT(second.Add(parts[2]).status().message(),
+              HasSubstr("part 2 lacks the query_ids part 0 carries"));
+  RequestAssembler tight(1 << 20, 4, 150);  // a part holds 96 bytes of query ids
+  ASSERT_TRUE(tight.Add(parts[0]).ok());
+  EXPECT_THAT(tight.Add(parts[1]).status().message(), HasSubstr("bytes of query ids"));
 }
 
 }  // namespace

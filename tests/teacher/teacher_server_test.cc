@@ -207,8 +207,8 @@ class RawStream {
 // One single-part request for `inputs`.
 v1::DistillRequest Request(uint64_t sequence, const torch::Tensor& inputs, double temperature = 1.0,
                            OutputSpec output = {}, const std::vector<std::string>& hidden = {}) {
-  std::vector<v1::DistillRequest> parts =
-      EncodeRequest(sequence, inputs, temperature, output, hidden, torch::Tensor(), kDefaultMaxMessageBytes);
+  std::vector<v1::DistillRequest> parts = EncodeRequest(
+      sequence, inputs, temperature, output, hidden, torch::Tensor(), kDefaultMaxMessageBytes);
   EXPECT_EQ(parts.size(), 1u);
   return parts[0];
 }
@@ -517,7 +517,8 @@ TEST_F(TeacherServerTest, LargeRequestTravelsInPartsUnderTheMessageLimit) {
 
   // One unchunked 6 MB message is refused by the transport.
   RawStream oversized(PlainChannel(server_->port()));
-  std::vector<v1::DistillRequest> whole = EncodeRequest(1, x, 2.0, OutputSpec(), {}, torch::Tensor(), 1 << 30);
+  std::vector<v1::DistillRequest> whole =
+      EncodeRequest(1, x, 2.0, OutputSpec(), {}, torch::Tensor(), 1 << 30);
   ASSERT_EQ(whole.size(), 1u);
   oversized.Write(whole[0]);
   grpc::Status status = oversized.Finish();

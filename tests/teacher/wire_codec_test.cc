@@ -566,7 +566,8 @@ TEST(EncodeRequestTest, SplitsBigInputsAndReassemblesThemByteForByte) {
 TEST(EncodeRequestTest, TokenIdsTravelAsInt32) {
   torch::manual_seed(11);
   torch::Tensor ids = torch::randint(0, 50000, {100, 700}, torch::kInt64);
-  std::vector<v1::DistillRequest> parts = EncodeRequest(5, ids, 1.0, {}, {}, torch::Tensor(), kSmallMessage);
+  std::vector<v1::DistillRequest> parts =
+      EncodeRequest(5, ids, 1.0, {}, {}, torch::Tensor(), kSmallMessage);
   ASSERT_GT(parts.size(), 1u);
   EXPECT_EQ(parts[0].inputs().dtype(), v1::DTYPE_INT32);
   EXPECT_EQ(parts[0].top_k(), 0);

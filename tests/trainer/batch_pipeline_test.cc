@@ -147,7 +147,7 @@ TEST_F(BatchPipelineTest, StepsComeOutInDataOrderWhateverOrderTheTeacherAnswers)
   // The teacher answers newest first.
   for (auto it = teacher->calls().rbegin(); it != teacher->calls().rend(); ++it) {
     it->promise->set_value(client::TeacherClient::Targets{
-        torch::log_softmax(FakeLogits(it->inputs) / kTemperature, 1), {}, {}});
+        torch::log_softmax(FakeLogits(it->inputs) / kTemperature, 1), {}, {}, {}});
   }
   for (int64_t step = 0; step < kSteps; ++step) {
     SCOPED_TRACE(absl::StrCat("step ", step));

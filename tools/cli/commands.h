@@ -31,6 +31,7 @@ absl::Status RunBench();
 absl::Status RunBenchPool();
 absl::Status RunBenchDdp();
 absl::Status RunBenchLm();
+absl::Status RunBenchGenerate();
 absl::Status RunDataPrepare();
 absl::Status RunLmTrain();
 absl::Status RunLmEval();

@@ -84,6 +84,7 @@ extern const std::vector<std::string> kBenchFlags;          // retort bench serv
 extern const std::vector<std::string> kBenchPoolFlags;      // retort bench pool
 extern const std::vector<std::string> kBenchDdpFlags;       // retort bench ddp
 extern const std::vector<std::string> kBenchLmFlags;        // retort bench lm
+extern const std::vector<std::string> kBenchGenerateFlags;  // retort bench generate
 extern const std::vector<std::string> kLaunchFlags;         // retort launch
 
 // Sets LibTorch's intra-op thread count from --threads (0: all cores).

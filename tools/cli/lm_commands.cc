@@ -24,12 +24,13 @@
 #include "data/token_corpus.h"
 #include "data/token_sequences.h"
 #include "distributed/communicator.h"
-#include "models/llama_checkpoint.h"
 #include "models/generation.h"
+#include "models/llama_checkpoint.h"
 #include "models/sliced_llama.h"
 #include "teacher/llama_teacher.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/flags.h"
+#include "trainer/lm/generation_eval.h"
 #include "trainer/lm/lm_evaluate.h"
 #include "trainer/lm/lm_trainer.h"
 
@@ -267,28 +268,34 @@ absl::Status RunDataPrepare() {
 namespace {
 
 // Tokenized prompts of a JSON-lines prompts file ({"prompt": ..., "answer":
-// ...} per line; blank lines skipped).
-absl::StatusOr<std::vector<std::vector<int64_t>>> ReadPrompts(const std::string& path,
-                                                              const data::TextTokenizer& tokenizer) {
+// ...} per line, the answer optional; blank lines skipped).
+absl::StatusOr<std::vector<trainer::PromptCase>> ReadPrompts(const std::string& path,
+                                                             const data::TextTokenizer& tokenizer) {
   RETORT_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  std::vector<std::vector<int64_t>> prompts;
+  std::vector<trainer::PromptCase> prompts;
   int line_number = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_number;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
-    const nlohmann::json j = nlohmann::json::parse(std::string(line), nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string()) {
+    const nlohmann::json j =
+        nlohmann::json::parse(std::string(line), nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string() ||
+        (j.contains("answer") && !j["answer"].is_string())) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, " line ", line_number,
-          " is not a JSON object with a string \"prompt\" (and optionally \"answer\")"));
+          " is not a JSON object with a string \"prompt\" (and optionally a string \"answer\")"));
     }
+    // A prompt starts as a corpus line does: after the end-of-line token.
     std::vector<int64_t> ids;
+    if (tokenizer.eos_id() >= 0) ids.push_back(tokenizer.eos_id());
     for (int32_t id : tokenizer.Encode(j["prompt"].get<std::string>())) ids.push_back(id);
-    if (ids.empty()) {
+    if (ids.size() <= (tokenizer.eos_id() >= 0 ? 1u : 0u)) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, " line ", line_number, " has a prompt of no tokens"));
     }
-    prompts.push_back(std::move(ids));
+    trainer::PromptCase c{.prompt = std::move(ids), .answer = std::nullopt};
+    if (j.contains("answer")) c.answer = j["answer"].get<std::string>();
+    prompts.push_back(std::move(c));
   }
   if (prompts.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " holds no prompts"));
   return prompts;
@@ -299,7 +306,8 @@ absl::StatusOr<trainer::OnPolicyOptions> OnPolicyOptionsFromFlags(
   trainer::OnPolicyOptions o;
   o.fraction = absl::GetFlag(FLAGS_on_policy_fraction);
   if (const std::string path = absl::GetFlag(FLAGS_prompts); !path.empty()) {
-    RETORT_ASSIGN_OR_RETURN(o.prompts, ReadPrompts(path, tokenizer));
+    RETORT_ASSIGN_OR_RETURN(std::vector<trainer::PromptCase> cases, ReadPrompts(path, tokenizer));
+    for (trainer::PromptCase& c : cases) o.prompts.push_back(std::move(c.prompt));
   }
   o.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   o.rollout_tokens = absl::GetFlag(FLAGS_rollout_tokens);
@@ -491,12 +499,63 @@ absl::Status RunLmChain() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// eval --prompts: exact and prefix match of greedy continuations, and the
+// teacher's NLL of sampled ones.
+absl::Status RunLmGenerationEval(models::CausalLm& model, const std::string& checkpoint) {
+  const std::string tokenizer_path = FindTokenizerFile(checkpoint);
+  if (tokenizer_path.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("--checkpoint=", checkpoint,
+                     " holds no tokenizer.json or tokenizer.model for the prompts"));
+  }
+  RETORT_ASSIGN_OR_RETURN(std::unique_ptr<data::TextTokenizer> tokenizer,
+                          data::LoadTextTokenizer(tokenizer_path));
+  RETORT_ASSIGN_OR_RETURN(std::vector<trainer::PromptCase> cases,
+                          ReadPrompts(absl::GetFlag(FLAGS_prompts), *tokenizer));
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher, LmTeacherFromFlags());
+  trainer::GenerationEvalOptions o;
+  o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  const int64_t eos = model.config().eos_token_id;
+  o.stop_token = eos >= 0 && eos < model.config().vocab_size ? eos : -1;
+  o.batch_size = FlagOr(FLAGS_batch_size, int64_t{16});
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.sample_temperature = absl::GetFlag(FLAGS_rollout_temperature);
+  auto decode = [&](const std::vector<int64_t>& ids) {
+    return tokenizer->Decode(std::vector<int32_t>(ids.begin(), ids.end()));
+  };
+  RETORT_ASSIGN_OR_RETURN(trainer::GenerationEvalResult r,
+                          trainer::EvaluateGenerations(model, cases, decode, o, teacher.get()));
+  std::printf("%s (%s): %lld prompts", checkpoint.c_str(), model.config().Describe().c_str(),
+              static_cast<long long>(r.prompts));
+  if (r.answered > 0) {
+    std::printf(", exact match %.4f, prefix match %.4f over %lld answers", r.exact_match,
+                r.prefix_match, static_cast<long long>(r.answered));
+  }
+  if (r.teacher_nll >= 0) {
+    std::printf(", teacher NLL of samples %.4f nats/token over %lld tokens", r.teacher_nll,
+                static_cast<long long>(r.sampled_tokens));
+  }
+  std::printf("\n");
+  if (const std::string json_out = absl::GetFlag(FLAGS_json_out); !json_out.empty()) {
+    nlohmann::json j = r.ToJson();
+    j["checkpoint"] = checkpoint;
+    j["model"] = model.config().Describe();
+    RETORT_RETURN_IF_ERROR(WriteFileAtomically(json_out, j.dump(2) + "\n"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status RunLmEval() {
   RETORT_RETURN_IF_ERROR(ApplyThreadsFlag());
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
   // A Llama checkpoint, or one sliced by `retort slice`.
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model,
                           models::LoadCausalLm(checkpoint));
+  if (!absl::GetFlag(FLAGS_prompts).empty()) return RunLmGenerationEval(*model, checkpoint);
   const models::LlamaConfig& config = model->config();
   RETORT_ASSIGN_OR_RETURN(TokenData d, OpenTokenData(/*need_train=*/false));
   if (d.tokenizer->vocab_size() != config.vocab_size) {

@@ -33,14 +33,39 @@ std::vector<std::string> Concat(std::initializer_list<std::vector<std::string>> 
 // The flags `lm train` and `lm chain` share: the loop's and the language
 // model's.
 std::vector<std::string> LmTrainingFlags() {
-  return Concat(
-      {{"data",           "seq_len",          "model",  "steps",        "seed",    "teacher",
-        "teacher_cache",  "teacher_samples",  "top_k",  "temperature",  "alpha",   "divergence",
-        "skew",           "feature_weight",   "match",  "feature_loss", "adapter", "eval_every",
-        "eval_sequences", "teacher_prefetch", "threads", "js_beta", "on_policy_fraction",
-        "prompts", "prompt_tokens", "rollout_tokens", "rollout_temperature", "rollout_top_k",
-        "rollout_top_p", "on_policy_loss", "on_policy_candidates", "max_staleness"},
-       kLoopFlags});
+  return Concat({{"data",
+                  "seq_len",
+                  "model",
+                  "steps",
+                  "seed",
+                  "teacher",
+                  "teacher_cache",
+                  "teacher_samples",
+                  "top_k",
+                  "temperature",
+                  "alpha",
+                  "divergence",
+                  "skew",
+                  "feature_weight",
+                  "match",
+                  "feature_loss",
+                  "adapter",
+                  "eval_every",
+                  "eval_sequences",
+                  "teacher_prefetch",
+                  "threads",
+                  "js_beta",
+                  "on_policy_fraction",
+                  "prompts",
+                  "prompt_tokens",
+                  "rollout_tokens",
+                  "rollout_temperature",
+                  "rollout_top_k",
+                  "rollout_top_p",
+                  "on_policy_loss",
+                  "on_policy_candidates",
+                  "max_staleness"},
+                 kLoopFlags});
 }
 
 std::vector<std::string> Without(const std::vector<std::string>& flags,
@@ -123,9 +148,12 @@ const std::vector<Command>& Commands() {
        &RunChain},
       {"eval",
        "Evaluate a checkpoint on the validation or test set; a language model (a Llama "
-       "directory) on --data's validation tokens: perplexity, top-1, teacher agreement.",
+       "directory) on --data's validation tokens: perplexity, top-1, teacher agreement; or, "
+       "with --prompts, exact and prefix match of its greedy answers and the teacher's NLL of "
+       "its samples.",
        Concat({{"checkpoint", "split", "json_out", "data", "seq_len", "eval_sequences",
-                "batch_size", "teacher", "teachers", "top_k"},
+                "batch_size", "teacher", "teachers", "top_k", "prompts", "max_new_tokens", "seed",
+                "rollout_temperature"},
                kDataFlags}),
        &RunEval},
       {"data prepare",
@@ -149,8 +177,8 @@ const std::vector<Command>& Commands() {
        &RunLmChain},
       {"generate",
        "Sample text from a language-model checkpoint (a Llama directory).",
-       {"checkpoint", "prompt", "max_new_tokens", "sample_temperature", "sample_top_k", "sample_top_p", "seed",
-        "logits_out", "threads"},
+       {"checkpoint", "prompt", "max_new_tokens", "sample_temperature", "sample_top_k",
+        "sample_top_p", "seed", "logits_out", "threads"},
        &RunGenerate},
       {"prune",
        "Prune a checkpoint: zero a share of each matrix's weights (magnitude or "
@@ -226,6 +254,10 @@ const std::vector<Command>& Commands() {
        "server (tokens/s, MFU, bytes per token), the student's training step with and without "
        "a teacher.",
        kBenchLmFlags, &RunBenchLm},
+      {"bench generate",
+       "Benchmark generation: tokens/s with the key/value cache against recomputing the "
+       "prefix, greedy, on the same model (tools/bench/generate.sh adds a PyTorch loop).",
+       kBenchGenerateFlags, &RunBenchGenerate},
       {"launch",
        "Start a teacher pool and --nproc trainer ranks on this machine: retort launch "
        "[flags] -- distill|train|lm train [flags].",

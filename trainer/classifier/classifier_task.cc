@@ -77,8 +77,10 @@ std::unique_ptr<TaskBatch> ClassifierTask::Prepare(const std::vector<int64_t>& i
                                          : batch.inputs;
   b->labels = batch.labels.to(options_.device);
   if (ask_teacher && teacher_ != nullptr) {
-    b->teacher = teacher_->SubmitTargets(
-        {.inputs = b->inputs, .temperature = options_.loss.temperature, .hidden_layers = hidden_layers});
+    b->teacher = teacher_->SubmitTargets({.inputs = b->inputs,
+                                          .temperature = options_.loss.temperature,
+                                          .hidden_layers = hidden_layers,
+                                          .query_ids = {}});
   }
   b->inputs = b->inputs.to(options_.device);  // after the teacher has its (host) copy
   return b;

@@ -46,8 +46,7 @@ torch::Tensor BucketDivergence(const torch::Tensor& log_p, const torch::Tensor& 
     case Divergence::kJensenShannon: {
       // Generalised: b KL(p || m) + (1 - b) KL(q || m), m = b p + (1 - b) q.
       const double b = options.js_beta;
-      torch::Tensor log_m =
-          torch::logaddexp(log_p_floor + std::log(b), log_q + std::log1p(-b));
+      torch::Tensor log_m = torch::logaddexp(log_p_floor + std::log(b), log_q + std::log1p(-b));
       return (b * p * (log_p_floor - log_m) + (1 - b) * log_q.exp() * (log_q - log_m))
           .sum(/*dim=*/1);
     }

@@ -44,7 +44,9 @@ absl::StatusOr<LmEvalResult> EvaluateLm(models::CausalLm& model, const data::Dat
     std::iota(indices.begin(), indices.end(), begin);
     const data::Batch batch = dataset.GetBatch(indices);
     client::TeacherClient::TargetsFuture teacher_answer;
-    if (teacher != nullptr) teacher_answer = teacher->SubmitTargets({.inputs = batch.inputs, .temperature = 1.0});
+    if (teacher != nullptr)
+      teacher_answer = teacher->SubmitTargets(
+          {.inputs = batch.inputs, .temperature = 1.0, .hidden_layers = {}, .query_ids = {}});
     absl::StatusOr<torch::Tensor> student_top1 = TorchCall("evaluation", [&] {
       torch::InferenceMode guard;
       const std::vector<torch::Tensor> params = model.parameters();

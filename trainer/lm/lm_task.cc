@@ -153,8 +153,10 @@ std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, 
   b->inputs = std::move(batch.inputs);
   b->labels = std::move(batch.labels);
   if (ask_teacher && teacher_ != nullptr) {
-    b->teacher = teacher_->SubmitTargets(
-        {.inputs = b->inputs, .temperature = options_.loss.temperature, .hidden_layers = hidden_layers});
+    b->teacher = teacher_->SubmitTargets({.inputs = b->inputs,
+                                          .temperature = options_.loss.temperature,
+                                          .hidden_layers = hidden_layers,
+                                          .query_ids = {}});
   }
   // After the teacher has its (host) copy.
   b->inputs = b->inputs.to(options_.device);
@@ -166,10 +168,9 @@ absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
   auto& b = static_cast<LmBatch&>(batch);
   if (b.on_policy && !b.teacher.valid()) {
     // Rollouts from the weights this step starts from.
-    RETORT_ASSIGN_OR_RETURN(Rollout rollout,
-                            MakeRollout(*model_, b.prompts, options_.on_policy,
-                                        options_.loss.ignore_index,
-                                        RolloutSeed(options_.seed, b.step)));
+    RETORT_ASSIGN_OR_RETURN(Rollout rollout, MakeRollout(*model_, b.prompts, options_.on_policy,
+                                                         options_.loss.ignore_index,
+                                                         RolloutSeed(options_.seed, b.step)));
     b.inputs = rollout.inputs;
     b.labels = rollout.labels;
     b.query_ids = rollout.query_ids;
@@ -232,7 +233,8 @@ absl::StatusOr<TaskLoss> LmTask::Loss(TaskBatch& batch, int64_t begin, int64_t e
         logits, labels, whole ? b.query_ids : b.query_ids.slice(0, begin, end),
         SequenceRows(b.targets.query_log_probs, rows, length, begin, end),
         targets ? &*targets : nullptr, options_.on_policy.loss, options_.loss);
-    return TaskLoss{.objective = terms.total, .hard = terms.hard, .soft = terms.soft, .feature = {}};
+    return TaskLoss{
+        .objective = terms.total, .hard = terms.hard, .soft = terms.soft, .feature = {}};
   }
   models::HiddenStates student_hidden;
   const torch::Tensor logits =

@@ -38,9 +38,9 @@
 #include "models/llama.h"
 #include "trainer/feature_matching.h"
 #include "trainer/lm/lm_distillation_loss.h"
-#include "trainer/lm/on_policy.h"
 #include "trainer/lm/lm_evaluate.h"
 #include "trainer/lm/lm_task.h"
+#include "trainer/lm/on_policy.h"
 #include "trainer/optimizer.h"
 #include "trainer/training_loop.h"
 

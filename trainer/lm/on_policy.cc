@@ -36,8 +36,8 @@ absl::StatusOr<OnPolicyLoss> ParseOnPolicyLoss(const std::string& name) {
   if (name == "rkl") return OnPolicyLoss::kReverseKl;
   if (name == "fkl") return OnPolicyLoss::kForwardKl;
   if (name == "jsd") return OnPolicyLoss::kJensenShannon;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown on-policy loss \"", name, "\"; valid: rkl_sampled, rkl, fkl, jsd"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown on-policy loss \"", name, "\"; valid: rkl_sampled, rkl, fkl, jsd"));
 }
 
 std::string OnPolicyLossName(OnPolicyLoss loss) {
@@ -71,16 +71,16 @@ absl::Status OnPolicyOptions::Validate(int64_t vocab_size, int64_t max_positions
         absl::StrCat("--rollout_tokens is ", rollout_tokens, "; sample at least 1 token"));
   }
   if (candidates < 1 || candidates > vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--on_policy_candidates is ", candidates, "; it must be in [1, ", vocab_size, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("--on_policy_candidates is ", candidates,
+                                                   "; it must be in [1, ", vocab_size, "]"));
   }
   models::GenerationOptions g;
   g.temperature = rollout_temperature;
   g.top_k = rollout_top_k;
   g.top_p = rollout_top_p;
   if (rollout_temperature <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--rollout_temperature is ", rollout_temperature, "; on-policy rollouts are sampled (> 0)"));
+    return absl::InvalidArgumentError(absl::StrCat("--rollout_temperature is ", rollout_temperature,
+                                                   "; on-policy rollouts are sampled (> 0)"));
   }
   RETORT_RETURN_IF_ERROR(models::ValidateGenerationOptions(g, vocab_size));
   int64_t longest = prompt_tokens;
@@ -100,9 +100,9 @@ absl::Status OnPolicyOptions::Validate(int64_t vocab_size, int64_t max_positions
     }
   }
   if (longest + rollout_tokens > max_positions) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompts of up to ", longest, " tokens plus --rollout_tokens=", rollout_tokens,
-        " exceed the model's ", max_positions, " positions; shorten one of them"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompts of up to ", longest, " tokens plus --rollout_tokens=", rollout_tokens,
+                     " exceed the model's ", max_positions, " positions; shorten one of them"));
   }
   return absl::OkStatus();
 }
@@ -165,8 +165,8 @@ absl::StatusOr<Rollout> MakeRollout(models::CausalLm& model,
 LmLossTerms OnPolicyDistillationLoss(const torch::Tensor& student_logits,
                                      const torch::Tensor& labels, const torch::Tensor& query_ids,
                                      const torch::Tensor& query_log_probs,
-                                     const teacher::TopKLogProbs* teacher_top_k,
-                                     OnPolicyLoss loss, const LmLossOptions& options) {
+                                     const teacher::TopKLogProbs* teacher_top_k, OnPolicyLoss loss,
+                                     const LmLossOptions& options) {
   LmLossOptions o = options;
   o.alpha = 1.0;
   if (loss == OnPolicyLoss::kForwardKl) {
@@ -184,7 +184,7 @@ LmLossTerms OnPolicyDistillationLoss(const torch::Tensor& student_logits,
   if (loss == OnPolicyLoss::kReverseKl || loss == OnPolicyLoss::kJensenShannon) {
     o.divergence =
         loss == OnPolicyLoss::kReverseKl ? Divergence::kReverseKl : Divergence::kJensenShannon;
-    const torch::Tensor values = teacher_lp.narrow(1, 1, ids.size(1) - 1).to(torch::kFloat32);
+    const torch::Tensor values = teacher_lp.narrow(1, 1, ids.size(1) - 1);
     teacher::TopKLogProbs buckets{.indices = ids.narrow(1, 1, ids.size(1) - 1),
                                   .values = values,
                                   .tail_log_mass = TailLogMass(values)};
@@ -206,11 +206,10 @@ LmLossTerms OnPolicyDistillationLoss(const torch::Tensor& student_logits,
   LmLossTerms terms;
   terms.tokens = tokens;
   terms.soft = (gap * weight).sum() / denominator;
-  terms.total = options.temperature * options.temperature * (gap * log_q * weight).sum() /
-                denominator;
-  const torch::Tensor nll = -torch::log_softmax(logits.to(torch::kFloat32), 1)
-                                 .gather(1, sampled)
-                                 .squeeze(1);
+  terms.total =
+      options.temperature * options.temperature * (gap * log_q * weight).sum() / denominator;
+  const torch::Tensor nll =
+      -torch::log_softmax(logits.to(torch::kFloat32), 1).gather(1, sampled).squeeze(1);
   terms.hard = ((nll * weight).sum() / denominator).detach();
   return terms;
 }

@@ -72,8 +72,7 @@ struct OnPolicyOptions {
   // INVALID_ARGUMENT naming the flag for values out of range, prompts that
   // leave no room in `max_positions` for the rollout, or max_staleness > 0
   // (rollouts overlapping training are not built yet).
-  absl::Status Validate(int64_t vocab_size, int64_t max_positions,
-                        int64_t sequence_length) const;
+  absl::Status Validate(int64_t vocab_size, int64_t max_positions, int64_t sequence_length) const;
 };
 
 // Whether `step` trains on-policy: a uniform draw from (seed, step) below
@@ -108,8 +107,8 @@ absl::StatusOr<Rollout> MakeRollout(models::CausalLm& model,
 LmLossTerms OnPolicyDistillationLoss(const torch::Tensor& student_logits,
                                      const torch::Tensor& labels, const torch::Tensor& query_ids,
                                      const torch::Tensor& query_log_probs,
-                                     const teacher::TopKLogProbs* teacher_top_k,
-                                     OnPolicyLoss loss, const LmLossOptions& options);
+                                     const teacher::TopKLogProbs* teacher_top_k, OnPolicyLoss loss,
+                                     const LmLossOptions& options);
 
 }  // namespace retort::trainer
 
