@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 #include "models/generation.h"
 #include "trainer/lm/on_policy.h"
 
@@ -67,7 +68,8 @@ absl::StatusOr<GenerationEvalResult> EvaluateGenerations(
     RETORT_ASSIGN_OR_RETURN(Rollout rollout,
                             MakeRollout(model, prompts, sampling, /*ignore_index=*/-100,
                                         RolloutSeed(options.seed, static_cast<int64_t>(begin))));
-    const absl::StatusOr<client::TeacherClient::Targets>& scored =
+    // A copy: the future holding the answer is a temporary.
+    const absl::StatusOr<client::TeacherClient::Targets> scored =
         teacher
             ->SubmitTargets({.inputs = rollout.inputs,
                              .temperature = 1.0,
@@ -79,9 +81,11 @@ absl::StatusOr<GenerationEvalResult> EvaluateGenerations(
       return absl::FailedPreconditionError(
           "the teacher answered without log-probabilities at the student's tokens");
     }
-    const torch::Tensor keep = rollout.labels.reshape({-1}) != -100;
-    nll_sum -= scored->query_log_probs.select(1, 0).masked_select(keep).sum().item<double>();
-    r.sampled_tokens += keep.sum().item<int64_t>();
+    RETORT_RETURN_IF_ERROR(TorchCall("scoring samples", [&] {
+      const torch::Tensor keep = rollout.labels.reshape({-1}) != -100;
+      nll_sum -= scored->query_log_probs.select(1, 0).masked_select(keep).sum().item<double>();
+      r.sampled_tokens += keep.sum().item<int64_t>();
+    }));
   }
   if (r.answered > 0) {
     r.exact_match = static_cast<double>(exact) / static_cast<double>(r.answered);

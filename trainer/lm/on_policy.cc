@@ -7,6 +7,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 #include "models/generation.h"
 
 namespace retort::trainer {
@@ -128,38 +129,40 @@ absl::StatusOr<Rollout> MakeRollout(models::CausalLm& model,
   g.seed = seed;
   RETORT_ASSIGN_OR_RETURN(std::vector<std::vector<int64_t>> continuations,
                           models::Generate(model, prompts, g));
-  Rollout r;
-  const int64_t b = static_cast<int64_t>(prompts.size());
-  int64_t length = 1;
-  for (int64_t i = 0; i < b; ++i) {
-    length = std::max<int64_t>(length, prompts[i].size() + continuations[i].size() - 1);
-  }
-  r.inputs = torch::zeros({b, length}, torch::kInt64);
-  r.labels = torch::full({b, length}, ignore_index, torch::kInt64);
-  auto in = r.inputs.accessor<int64_t, 2>();
-  auto lab = r.labels.accessor<int64_t, 2>();
-  for (int64_t i = 0; i < b; ++i) {
-    std::vector<int64_t> seq = prompts[i];
-    const int64_t p = static_cast<int64_t>(seq.size());
-    seq.insert(seq.end(), continuations[i].begin(), continuations[i].end());
-    for (int64_t t = 0; t + 1 < static_cast<int64_t>(seq.size()); ++t) {
-      in[i][t] = seq[t];
-      if (t + 1 >= p) lab[i][t] = seq[t + 1];
+  return TorchCall("laying out rollouts", [&] {
+    Rollout r;
+    const int64_t b = static_cast<int64_t>(prompts.size());
+    int64_t length = 1;
+    for (int64_t i = 0; i < b; ++i) {
+      length = std::max<int64_t>(length, prompts[i].size() + continuations[i].size() - 1);
     }
-    r.generated += static_cast<int64_t>(continuations[i].size());
-  }
-  torch::Tensor candidates;
-  {
-    torch::InferenceMode guard;
-    const bool was_training = model.is_training();
-    model.eval();
-    const torch::Tensor logits = model.forward(r.inputs).to(torch::kFloat32);
-    model.train(was_training);
-    candidates = std::get<1>(logits.topk(options.candidates, -1));
-  }
-  const torch::Tensor sampled = r.labels.clamp_min(0).masked_fill(r.labels == ignore_index, 0);
-  r.query_ids = torch::cat({sampled.unsqueeze(2), candidates.clone()}, 2);
-  return r;
+    r.inputs = torch::zeros({b, length}, torch::kInt64);
+    r.labels = torch::full({b, length}, ignore_index, torch::kInt64);
+    auto in = r.inputs.accessor<int64_t, 2>();
+    auto lab = r.labels.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < b; ++i) {
+      std::vector<int64_t> seq = prompts[i];
+      const int64_t p = static_cast<int64_t>(seq.size());
+      seq.insert(seq.end(), continuations[i].begin(), continuations[i].end());
+      for (int64_t t = 0; t + 1 < static_cast<int64_t>(seq.size()); ++t) {
+        in[i][t] = seq[t];
+        if (t + 1 >= p) lab[i][t] = seq[t + 1];
+      }
+      r.generated += static_cast<int64_t>(continuations[i].size());
+    }
+    torch::Tensor candidates;
+    {
+      torch::InferenceMode guard;
+      const bool was_training = model.is_training();
+      model.eval();
+      const torch::Tensor logits = model.forward(r.inputs).to(torch::kFloat32);
+      model.train(was_training);
+      candidates = std::get<1>(logits.topk(options.candidates, -1));
+    }
+    const torch::Tensor sampled = r.labels.clamp_min(0).masked_fill(r.labels == ignore_index, 0);
+    r.query_ids = torch::cat({sampled.unsqueeze(2), candidates.clone()}, 2);
+    return r;
+  });
 }
 
 LmLossTerms OnPolicyDistillationLoss(const torch::Tensor& student_logits,
