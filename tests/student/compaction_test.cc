@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "common/file_util.h"
 #include "data/sentencepiece_model.h"
@@ -18,6 +20,7 @@
 #include "models/llama.h"
 #include "student/gguf_export.h"
 #include "student/quantize.h"
+#include "tests/student/families.h"
 
 namespace retort::student {
 namespace {
@@ -326,6 +329,171 @@ TEST_F(CompactionTest, GgufCarriesAnExplicitHeadWidth) {
   EXPECT_EQ((*imported)->config().head_dim(), 8);
   const torch::Tensor tokens = torch::randint(64, {2, 10}, torch::kInt64);
   EXPECT_TRUE(torch::allclose((*imported)->forward(tokens), model->forward(tokens), 1e-5, 1e-5));
+}
+
+// GGUF's tensors of `file` by name.
+std::map<std::string, models::GgufTensorInfo> TensorsOf(const models::GgufFile& file) {
+  std::map<std::string, models::GgufTensorInfo> t;
+  for (const auto& info : file.tensors) t[info.name] = info;
+  return t;
+}
+
+// An F32 tensor of `bytes` (a whole GGUF file) as a float tensor of `shape`.
+torch::Tensor F32Tensor(const std::string& bytes, const models::GgufFile& file,
+                        const models::GgufTensorInfo& info, std::vector<int64_t> shape) {
+  torch::Tensor t = torch::empty(shape, torch::kFloat32);
+  EXPECT_EQ(info.type, models::GgmlType::kF32) << info.name;
+  EXPECT_EQ(static_cast<int64_t>(info.bytes), t.nbytes()) << info.name;
+  std::memcpy(t.data_ptr(), bytes.data() + file.data_start + info.offset, t.nbytes());
+  return t;
+}
+
+// Qwen2 and Qwen3 go out in llama.cpp's own architectures for them, with
+// their biases and q/k norms, rows as transformers holds them (llama.cpp's
+// qwen models rotate halves, as transformers does); our reader brings back
+// the same model for every type.
+TEST_F(CompactionTest, GgufWritesQwen2AndQwen3InTheirArchitectures) {
+  const torch::Tensor tokens = torch::randint(64, {2, 10}, torch::kInt64);
+  for (const std::string family : {"qwen2", "qwen3"}) {
+    const models::LlamaConfig base = config_;
+    config_ = testing::WithFamily(base, family);
+    auto model = Model(/*tied=*/false);
+    testing::PerturbBiasesAndNorms(*model);
+    config_ = base;
+    const models::LlamaConfig& c = model->config();
+    const std::string path = Path(family + ".gguf");
+    auto report =
+        ExportLlamaGguf(*model, path, {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_});
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->layout.architecture, family);
+    EXPECT_TRUE(report->layout.note.empty());
+    EXPECT_EQ(report->tensors, 1 + 2 * (9 + (family == "qwen2" ? 3 : 2)) + 1 + 1);
+    const std::string bytes = *ReadFile(path);
+    auto file = models::ParseGguf(bytes);
+    ASSERT_TRUE(file.ok()) << file.status();
+    EXPECT_EQ(file->Find("general.architecture")->string, family);
+    EXPECT_EQ(file->Find(family + ".block_count")->integer, 2);
+    EXPECT_EQ(file->Find(family + ".attention.key_length")->integer, c.head_dim());
+    EXPECT_EQ(file->Find(family + ".rope.dimension_count")->integer, c.head_dim());
+    EXPECT_EQ(file->Find("llama.block_count"), nullptr);
+    auto t = TensorsOf(*file);
+    auto* attn = model->model->layers[1]->as<models::LlamaDecoderLayer>()->self_attn.get();
+    const int64_t q_rows = c.num_attention_heads * c.head_dim();
+    EXPECT_TRUE(torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_q.weight"], {q_rows, 64}),
+                             attn->q_proj->weight));
+    if (family == "qwen2") {
+      EXPECT_TRUE(torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_q.bias"], {q_rows}),
+                               attn->q_proj->bias));
+      EXPECT_TRUE(torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_v.bias"], {32}),
+                               attn->v_proj->bias));
+      EXPECT_EQ(t.count("blk.1.attn_q_norm.weight"), 0u);
+    } else {
+      EXPECT_TRUE(torch::equal(
+          F32Tensor(bytes, *file, t["blk.1.attn_k_norm.weight"], {c.head_dim()}),
+          attn->k_norm->weight));
+      EXPECT_EQ(t.count("blk.1.attn_q.bias"), 0u);
+    }
+    for (models::GgmlType type : {models::GgmlType::kF32, models::GgmlType::kF16,
+                                  models::GgmlType::kQ8_0, models::GgmlType::kQ4_0}) {
+      // The same weights, rounded as the file stores them.
+      config_ = testing::WithFamily(base, family);
+      auto copy = Model(false);
+      config_ = base;
+      {
+        torch::NoGradGuard g;
+        auto from = model->named_parameters();
+        for (auto& p : copy->named_parameters()) p.value().copy_(from[p.key()]);
+      }
+      ASSERT_TRUE(ExportLlamaGguf(*copy, path, {.type = type, .tokenizer_model = tokenizer_}).ok());
+      auto imported = ImportLlamaGguf(path);
+      ASSERT_TRUE(imported.ok()) << imported.status();
+      EXPECT_EQ((*imported)->config(), c) << family;
+      RoundLikeGguf(*copy, type);
+      EXPECT_TRUE(torch::allclose((*imported)->forward(tokens), copy->forward(tokens), 1e-5, 1e-5))
+          << family << " " << models::GgmlTypeName(type);
+    }
+  }
+}
+
+// Mistral goes out as llama.cpp's converter writes it, in the llama
+// architecture, which has no sliding window: the file states the window as
+// its context length, within which full attention computes the same.
+TEST_F(CompactionTest, GgufWritesMistralAsLlamaWithinItsWindow) {
+  config_ = testing::WithFamily(config_, "mistral");
+  auto model = Model(/*tied=*/true);
+  auto report =
+      ExportLlamaGguf(*model, Path("m.gguf"), {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->layout.architecture, "llama");
+  EXPECT_EQ(report->layout.context_length, 4);
+  EXPECT_THAT(report->layout.note, HasSubstr("sliding window"));
+  auto file = models::ParseGguf(*ReadFile(Path("m.gguf")));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->Find("llama.context_length")->integer, 4);
+  auto imported = ImportLlamaGguf(Path("m.gguf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ((*imported)->config().model_type, "llama");
+  const torch::Tensor window = torch::randint(64, {2, 4}, torch::kInt64);
+  EXPECT_TRUE(torch::allclose((*imported)->forward(window), model->forward(window), 1e-5, 1e-5));
+  // A window no shorter than the context never binds: the whole context.
+  config_.sliding_window = 32;
+  report = ExportLlamaGguf(*Model(true), Path("m.gguf"), {.tokenizer_model = tokenizer_});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->layout.context_length, 32);
+  EXPECT_TRUE(report->layout.note.empty());
+}
+
+// Llama 3's rope scaling travels as llama.cpp's rope_freqs.weight: the
+// divisor of each rotary frequency. Checked against the model's own rotary
+// table: the angle at position 1 is the scaled frequency itself.
+TEST_F(CompactionTest, GgufCarriesLlama3RopeScalingAsFrequencyDivisors) {
+  config_ = testing::WithFamily(config_, "llama3");
+  auto model = Model(/*tied=*/false);
+  auto report =
+      ExportLlamaGguf(*model, Path("m.gguf"), {.type = models::GgmlType::kQ8_0, .tokenizer_model = tokenizer_});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->layout.architecture, "llama");
+  const std::string bytes = *ReadFile(Path("m.gguf"));
+  auto file = models::ParseGguf(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto t = TensorsOf(*file);
+  ASSERT_EQ(t.count("rope_freqs.weight"), 1u);
+  const int64_t half = config_.head_dim() / 2;
+  const torch::Tensor divisors = F32Tensor(bytes, *file, t["rope_freqs.weight"], {half});
+  torch::Tensor cos, sin;
+  models::RotaryTables(config_, &cos, &sin);
+  int64_t scaled = 0;
+  for (int64_t i = 0; i < half; ++i) {
+    const double base = std::pow(config_.rope_theta, -2.0 * i / config_.head_dim());
+    const double angle = std::atan2(sin[1][i].item<double>(), cos[1][i].item<double>());
+    EXPECT_NEAR(base / divisors[i].item<double>(), angle, 1e-6) << i;
+    if (divisors[i].item<double>() > 1) ++scaled;
+  }
+  EXPECT_GT(scaled, 0);
+  EXPECT_EQ(ImportLlamaGguf(Path("m.gguf")).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+// What llama.cpp's architectures cannot hold is refused, naming the family
+// and the feature.
+TEST_F(CompactionTest, GgufRefusesWhatLlamaCppCannotRun) {
+  config_ = testing::WithFamily(config_, "qwen2");
+  config_.attention_head_dim = 8;  // 4 heads of 8 in a 64-wide stream (pruned heads)
+  auto status = ExportLlamaGguf(*Model(false), Path("x.gguf"), {.tokenizer_model = tokenizer_}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(status.message(), HasSubstr("qwen2"));
+  EXPECT_THAT(status.message(), HasSubstr("4 heads of 8 in a 64-wide stream"));
+  EXPECT_FALSE(fs::exists(Path("x.gguf")));
+  models::LlamaConfig c = testing::WithFamily(config_, "qwen3");
+  c.qk_norm = false;
+  EXPECT_THAT(GgufLayoutFor(c).status().message(), HasSubstr("without q/k norms"));
+  c = testing::WithFamily(config_, "llama3");
+  c.model_type = "qwen3";
+  c.qk_norm = true;
+  EXPECT_THAT(GgufLayoutFor(c).status().message(), HasSubstr("llama3 rope scaling"));
+  c = config_;
+  c.model_type = "llama";
+  c.qkv_bias = true;
+  EXPECT_THAT(GgufLayoutFor(c).status().message(), HasSubstr("a llama model with q/k/v biases"));
 }
 
 }  // namespace

@@ -1,12 +1,15 @@
 // Reads GGUF files that `retort export` wrote with two independent
 // implementations and compares what they compute with retort's own logits:
 //
-//   node gguf_check.mjs REFERENCE.json FILE.gguf:MAX_KL [FILE.gguf:MAX_KL ...]
+//   node gguf_check.mjs REFERENCE.json FILE.gguf:MAX_KL[:ARCH] [...]
 //
+// ARCH is the general.architecture the file must declare (default llama):
+// llama, qwen2 (q/k/v biases in every block) or qwen3 (q/k norms).
 // REFERENCE.json is `retort generate --logits_out`: the prompt's token ids
 // and retort's float32 logits at every prompt position.
 // - @huggingface/gguf (Hugging Face's JavaScript GGUF parser) reads the
-//   header: architecture, hyper-parameters, every tensor's type and shape.
+//   header: architecture, hyper-parameters, every tensor's type and shape;
+//   every block holds the tensors its architecture needs.
 // - llama.cpp (node-llama-cpp's prebuilt CPU build) loads the model and
 //   evaluates the same token ids; its logits must match ours: mean
 //   KL(retort || llama.cpp) over positions at most MAX_KL, and the same
@@ -32,25 +35,47 @@ const argmax = (row) => row.reduce((best, x, i) => (x > row[best] ? i : best), 0
 
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
 let failed = false;
+// The tensors of block i each architecture reads (llama.cpp's src/models/).
+const blockTensors = {
+  llama: ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
+    "ffn_up", "ffn_down"].map((n) => `${n}.weight`),
+};
+blockTensors.qwen2 = [...blockTensors.llama, "attn_q.bias", "attn_k.bias", "attn_v.bias"];
+blockTensors.qwen3 = [...blockTensors.llama, "attn_q_norm.weight", "attn_k_norm.weight"];
+
 for (const spec of specs) {
-  const cut = spec.lastIndexOf(":");
-  const path = spec.slice(0, cut);
-  const maxKl = Number(spec.slice(cut + 1));
+  const [path, maxKlText, arch = "llama"] = spec.split(":");
+  const maxKl = Number(maxKlText);
   const problems = [];
 
   const { metadata, tensorInfos } = await gguf(path, { allowLocalFile: true });
-  if (metadata["general.architecture"] !== "llama") problems.push("architecture is not llama");
-  const layers = Number(metadata["llama.block_count"]);
-  const expectTensors = 2 + 9 * layers + (tensorInfos.some((t) => t.name === "output.weight") ? 1 : 0);
+  if (metadata["general.architecture"] !== arch) {
+    problems.push(`architecture is ${metadata["general.architecture"]}, not ${arch}`);
+  }
+  const layers = Number(metadata[`${arch}.block_count`]);
+  const names = new Set(tensorInfos.map((t) => t.name));
+  for (let i = 0; i < layers; ++i) {
+    for (const n of blockTensors[arch] ?? []) {
+      if (!names.has(`blk.${i}.${n}`)) problems.push(`blk.${i}.${n} is missing`);
+    }
+  }
+  const expectTensors = 2 + (blockTensors[arch]?.length ?? 0) * layers +
+    (names.has("output.weight") ? 1 : 0) + (names.has("rope_freqs.weight") ? 1 : 0);
   if (tensorInfos.length !== expectTensors) {
     problems.push(`@huggingface/gguf lists ${tensorInfos.length} tensors, expected ${expectTensors}`);
+  }
+  const contextLength = Number(metadata[`${arch}.context_length`]);
+  if (!(tokens.length <= contextLength)) {
+    problems.push(`the prompt's ${tokens.length} tokens do not fit the file's context ${contextLength}`);
   }
   const embd = tensorInfos.find((t) => t.name === "token_embd.weight");
   if (!embd || Number(embd.shape[1]) !== vocab) problems.push("token_embd.weight's shape is not [hidden, vocab]");
   if (metadata["tokenizer.ggml.tokens"]?.length !== vocab) problems.push("tokenizer.ggml.tokens is not the vocabulary");
 
   const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
-  const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
+  // Within the file's context (Mistral's is its window).
+  const size = Math.max(tokens.length, Math.min(256, contextLength));
+  const context = await model.createContext({ contextSize: size, batchSize: size, threads: 2 });
   const sequence = context.getSequence();
   const out = await sequence.controlledEvaluate(
     tokens.map((t) => [t, { generateNext: { logits: true } }]),
@@ -76,7 +101,8 @@ for (const spec of specs) {
   if (!(meanKl <= maxKl)) problems.push(`mean KL ${meanKl} above ${maxKl}`);
   if (agreement < 0.9) problems.push(`top-1 agreement ${agreement} below 0.9`);
   console.log(JSON.stringify({
-    file: path, type: metadata["general.file_type"], tensors: tensorInfos.length,
+    file: path, architecture: metadata["general.architecture"],
+    type: metadata["general.file_type"], tensors: tensorInfos.length,
     positions: tokens.length, mean_kl: meanKl, max_abs_logit_diff: maxAbs,
     top1_agreement: agreement, ok: problems.length === 0, problems,
   }));
