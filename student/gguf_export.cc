@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "data/sentencepiece_model.h"
 #include "models/block_quant.h"
+#include "student/gguf_vocabulary.h"
 
 namespace retort::student {
 namespace {
@@ -261,27 +261,8 @@ absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, cons
                                                  const GgufExportOptions& options) {
   const models::LlamaConfig& c = model.config();
   RETORT_ASSIGN_OR_RETURN(const GgufLayout layout, GgufLayoutFor(c));
-  if (options.tokenizer_model.empty()) {
-    return absl::InvalidArgumentError(
-        "a GGUF file needs the tokenizer's vocabulary: the checkpoint has no tokenizer.model");
-  }
-  RETORT_ASSIGN_OR_RETURN(std::string spm_bytes, ReadFile(options.tokenizer_model));
-  RETORT_ASSIGN_OR_RETURN(data::SentencePieceVocabulary vocab,
-                          data::ParseSentencePieceModel(spm_bytes, options.tokenizer_model));
-  if (static_cast<int64_t>(vocab.pieces.size()) != c.vocab_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.tokenizer_model, " has ", vocab.pieces.size(),
-                     " pieces but the model's vocabulary is ", c.vocab_size,
-                     "; export with the tokenizer the model was trained with"));
-  }
-  std::vector<std::string> tokens;
-  std::vector<float> scores;
-  std::vector<int32_t> types;
-  for (const auto& p : vocab.pieces) {
-    tokens.push_back(p.text);
-    scores.push_back(p.score);
-    types.push_back(p.type);
-  }
+  RETORT_ASSIGN_OR_RETURN(GgufMetadata vocabulary,
+                          GgufVocabularyMetadata(options.tokenizer_model, c));
   const std::string a = layout.architecture + ".";
   auto u32 = [](int64_t v) { return GgufValue::U32(static_cast<uint32_t>(v)); };
   std::vector<std::pair<std::string, GgufValue>> meta = {
@@ -303,19 +284,8 @@ absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, cons
       {a + "attention.key_length", u32(c.head_dim())},
       {a + "attention.value_length", u32(c.head_dim())},
       {a + "vocab_size", u32(c.vocab_size)},
-      {"tokenizer.ggml.model", GgufValue::String("llama")},
-      {"tokenizer.ggml.tokens", GgufValue::Strings(tokens)},
-      {"tokenizer.ggml.scores", GgufValue::F32s(scores)},
-      {"tokenizer.ggml.token_type", GgufValue::I32s(types)},
-      {"tokenizer.ggml.bos_token_id", GgufValue::U32(static_cast<uint32_t>(c.bos_token_id))},
-      {"tokenizer.ggml.eos_token_id", GgufValue::U32(static_cast<uint32_t>(c.eos_token_id))},
-      {"tokenizer.ggml.add_bos_token", GgufValue::Bool(true)},
-      {"tokenizer.ggml.add_eos_token", GgufValue::Bool(false)},
-      {"tokenizer.ggml.add_space_prefix", GgufValue::Bool(vocab.add_dummy_prefix)},
   };
-  if (const int32_t unk = vocab.FirstOfType(2); unk >= 0) {
-    meta.push_back({"tokenizer.ggml.unknown_token_id", GgufValue::U32(static_cast<uint32_t>(unk))});
-  }
+  meta.insert(meta.end(), vocabulary.begin(), vocabulary.end());
 
   std::map<std::string, torch::Tensor> weights;
   torch::NoGradGuard no_grad;

@@ -20,8 +20,8 @@
 //   output_norm.weight, output.weight (absent when the embeddings are tied)
 //
 // with the <arch>.* hyper-parameters, general.file_type, and the
-// SentencePiece vocabulary as tokenizer.ggml.* (model "llama": tokens,
-// scores, token types, bos/eos/unk ids). For the llama architecture, as
+// tokenizer's vocabulary as tokenizer.ggml.* (student/gguf_vocabulary.h:
+// SentencePiece as model "llama", byte-level BPE tokenizer.json as "gpt2"). For the llama architecture, as
 // llama.cpp's own converter does, the query and key rows of each head are
 // permuted from transformers' rotate-half rotary layout to the interleaved
 // pairs ggml rotates; qwen2 and qwen3 rotate halves as transformers does
@@ -46,8 +46,8 @@ namespace retort::student {
 struct GgufExportOptions {
   models::GgmlType type = models::GgmlType::kF16;
   std::string name = "retort student";  // general.name
-  // The SentencePiece .model whose vocabulary goes in the file (llama.cpp
-  // needs one); usually the checkpoint's tokenizer.model.
+  // The tokenizer whose vocabulary goes in the file (llama.cpp needs one):
+  // the checkpoint's tokenizer.model or tokenizer.json.
   std::string tokenizer_model;
 };
 
@@ -73,9 +73,10 @@ struct GgufExportReport {
   GgufLayout layout;
 };
 
-// Writes `path` atomically. UNIMPLEMENTED as GgufLayoutFor; INVALID_ARGUMENT
-// for a tokenizer whose size is not the model's vocabulary; errors of
-// reading the tokenizer name its file.
+// Writes `path` atomically. UNIMPLEMENTED as GgufLayoutFor, or for a
+// tokenizer llama.cpp would run differently; INVALID_ARGUMENT for a
+// tokenizer that does not fit the model's vocabulary (both as
+// GgufVocabularyMetadata); errors of reading the tokenizer name its file.
 absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, const std::string& path,
                                                  const GgufExportOptions& options);
 

@@ -21,6 +21,8 @@
 #include "student/gguf_export.h"
 #include "student/quantize.h"
 #include "tests/student/families.h"
+#include "tests/tokenizer/small_tokenizer_json.h"
+#include "tests/tokenizer/test_json.h"
 
 namespace retort::student {
 namespace {
@@ -494,6 +496,125 @@ TEST_F(CompactionTest, GgufRefusesWhatLlamaCppCannotRun) {
   c.model_type = "llama";
   c.qkv_bias = true;
   EXPECT_THAT(GgufLayoutFor(c).status().message(), HasSubstr("a llama model with q/k/v biases"));
+}
+
+// GPT-2's byte-level alphabet: byte b as the UTF-8 of its stand-in character.
+std::string ByteLevelChar(int b) {
+  static const std::vector<int> code_points = [] {
+    std::vector<int> out;
+    int n = 0;
+    for (int c = 0; c < 256; ++c) {
+      const bool printable = (c >= 33 && c <= 126) || (c >= 0xa1 && c <= 0xac) || c >= 0xae;
+      out.push_back(printable ? c : 256 + n++);
+    }
+    return out;
+  }();
+  const int cp = code_points[static_cast<size_t>(b)];
+  std::string utf8;
+  if (cp < 0x80) {
+    utf8 += static_cast<char>(cp);
+  } else {
+    utf8 += static_cast<char>(0xc0 | (cp >> 6));
+    utf8 += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+  return utf8;
+}
+
+// A Qwen2-style byte-level BPE tokenizer.json: the 256 byte characters,
+// three merges, <|endoftext|> as a special added token (id 259), NFC and
+// Qwen2's published regex split before ByteLevel.
+std::string Qwen2StyleTokenizerJson(const std::string& pattern) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[ByteLevelChar(b)] = b;
+  const std::string space = ByteLevelChar(' ');
+  vocab[space + "t"] = 256;
+  vocab["he"] = 257;
+  vocab[space + "the"] = 258;
+  const nlohmann::json merges = nlohmann::json::array({space + " t", "h e", space + "t he"});
+  const nlohmann::json extra = {
+      {"added_tokens",
+       {{{"id", 259},
+         {"content", "<|endoftext|>"},
+         {"single_word", false},
+         {"lstrip", false},
+         {"rstrip", false},
+         {"normalized", false},
+         {"special", true}}}},
+      {"normalizer", {{"type", "NFC"}}},
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"},
+           {"pattern", {{"Regex", pattern}}},
+           {"behavior", "Isolated"},
+           {"invert", false}},
+          {{"type", "ByteLevel"},
+           {"add_prefix_space", false},
+           {"trim_offsets", false},
+           {"use_regex", false}}}}}},
+      {"decoder",
+       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}}};
+  return tokenizer::testing::TokenizerJson(tokenizer::testing::BpeModelJson(vocab, merges), extra);
+}
+
+constexpr char kQwen2Regex[] =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// A byte-level BPE tokenizer.json goes out as llama.cpp's gpt2 vocabulary:
+// tokens by id (the model's rows past the tokenizer as [PAD<id>], unused),
+// merges as "a b", the added token as a control token, the pre-tokenizer by
+// the name llama.cpp knows; what llama.cpp would tokenize differently is
+// refused naming the part.
+TEST_F(CompactionTest, GgufCarriesAByteLevelBpeTokenizerJson) {
+  config_ = testing::WithFamily(config_, "qwen2");
+  config_.vocab_size = 264;  // the tokenizer's 260 ids, padded as Qwen pads
+  auto model = Model(/*tied=*/true);
+  const std::string json = Path("tokenizer.json");
+  ASSERT_TRUE(WriteFileAtomically(json, Qwen2StyleTokenizerJson(kQwen2Regex)).ok());
+  auto report = ExportLlamaGguf(*model, Path("q.gguf"), {.tokenizer_model = json});
+  ASSERT_TRUE(report.ok()) << report.status();
+  auto file = models::ParseGguf(*ReadFile(Path("q.gguf")));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->Find("tokenizer.ggml.model")->string, "gpt2");
+  EXPECT_EQ(file->Find("tokenizer.ggml.pre")->string, "qwen2");
+  const auto& tokens = file->Find("tokenizer.ggml.tokens")->array;
+  const auto& types = file->Find("tokenizer.ggml.token_type")->array;
+  ASSERT_EQ(tokens.size(), 264u);
+  ASSERT_EQ(types.size(), 264u);
+  EXPECT_EQ(tokens[0].string, ByteLevelChar(0));
+  EXPECT_EQ(tokens['a'].string, "a");
+  EXPECT_EQ(tokens[258].string, ByteLevelChar(' ') + "the");
+  EXPECT_EQ(types[258].integer, 1);  // normal
+  EXPECT_EQ(tokens[259].string, "<|endoftext|>");
+  EXPECT_EQ(types[259].integer, 3);  // control
+  EXPECT_EQ(tokens[263].string, "[PAD263]");
+  EXPECT_EQ(types[263].integer, 5);  // unused
+  const auto& merges = file->Find("tokenizer.ggml.merges")->array;
+  ASSERT_EQ(merges.size(), 3u);
+  EXPECT_EQ(merges[0].string, ByteLevelChar(' ') + " t");
+  EXPECT_EQ(merges[2].string, ByteLevelChar(' ') + "t he");
+  EXPECT_EQ(file->Find("tokenizer.ggml.eos_token_id")->integer, 259);
+  EXPECT_EQ(file->Find("tokenizer.ggml.bos_token_id"), nullptr);  // Qwen has none
+  EXPECT_EQ(file->Find("tokenizer.ggml.add_bos_token")->integer, 0);
+  EXPECT_EQ(file->Find("tokenizer.ggml.scores"), nullptr);
+
+  // Refused, naming what differs.
+  std::string other_regex = kQwen2Regex;
+  other_regex.replace(other_regex.find(R"(\p{N}|)"), 6, R"(\p{N}{1,2}|)");
+  ASSERT_TRUE(WriteFileAtomically(json, Qwen2StyleTokenizerJson(other_regex)).ok());
+  auto status = ExportLlamaGguf(*model, Path("x.gguf"), {.tokenizer_model = json}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(status.message(), HasSubstr("pre_tokenizer"));
+  ASSERT_TRUE(WriteFileAtomically(json, tokenizer::testing::SmallByteFallbackTokenizerJson()).ok());
+  status = ExportLlamaGguf(*model, Path("x.gguf"), {.tokenizer_model = json}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(status.message(), HasSubstr("byte_fallback"));
+  ASSERT_TRUE(WriteFileAtomically(json, Qwen2StyleTokenizerJson(kQwen2Regex)).ok());
+  config_.vocab_size = 258;
+  EXPECT_THAT(
+      ExportLlamaGguf(*Model(true), Path("x.gguf"), {.tokenizer_model = json}).status().message(),
+      HasSubstr("token ids up to 259 but the model's vocabulary is 258"));
+  EXPECT_FALSE(fs::exists(Path("x.gguf")));
 }
 
 }  // namespace

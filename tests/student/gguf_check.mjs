@@ -14,6 +14,9 @@
 //   evaluates the same token ids; its logits must match ours: mean
 //   KL(retort || llama.cpp) over positions at most MAX_KL, and the same
 //   most likely token at (almost) every position.
+// - With GGUF_CHECK_TEXT set (the text REFERENCE.json's tokens encode),
+//   llama.cpp's tokenization of that text with the file's vocabulary must
+//   be exactly those tokens.
 // Prints one JSON line per file; exits 1 when a check fails.
 import { readFileSync } from "node:fs";
 import { gguf } from "@huggingface/gguf";
@@ -73,6 +76,14 @@ for (const spec of specs) {
   if (metadata["tokenizer.ggml.tokens"]?.length !== vocab) problems.push("tokenizer.ggml.tokens is not the vocabulary");
 
   const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
+  const text = process.env.GGUF_CHECK_TEXT;
+  let tokenized = null;
+  if (text !== undefined) {
+    tokenized = Array.from(model.tokenize(text));
+    if (JSON.stringify(tokenized) !== JSON.stringify(tokens)) {
+      problems.push(`llama.cpp tokenizes the text as ${JSON.stringify(tokenized)}, retort as ${JSON.stringify(tokens)}`);
+    }
+  }
   // Within the file's context (Mistral's is its window).
   const size = Math.max(tokens.length, Math.min(256, contextLength));
   const context = await model.createContext({ contextSize: size, batchSize: size, threads: 2 });
@@ -104,7 +115,9 @@ for (const spec of specs) {
     file: path, architecture: metadata["general.architecture"],
     type: metadata["general.file_type"], tensors: tensorInfos.length,
     positions: tokens.length, mean_kl: meanKl, max_abs_logit_diff: maxAbs,
-    top1_agreement: agreement, ok: problems.length === 0, problems,
+    top1_agreement: agreement, tokenizer: metadata["tokenizer.ggml.model"],
+    same_tokens: tokenized === null ? undefined : problems.every((p) => !p.startsWith("llama.cpp tokenizes")),
+    ok: problems.length === 0, problems,
   }));
   if (problems.length) failed = true;
 }

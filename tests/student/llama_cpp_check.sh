@@ -12,8 +12,11 @@
 # 64-wide model) trained the same way and exported f32 and q8_0 in llama.cpp's
 # qwen2 and qwen3 architectures, a Mistral (a sliding window of 48, longer
 # than the prompt) exported as llama, and the Llama given Llama 3's
-# rope_scaling in its config.json (llama.cpp's rope_freqs); then runs
-# tests/student/gguf_check.mjs on them. The npm packages (package.json and
+# rope_scaling in its config.json (llama.cpp's rope_freqs); and a Qwen2
+# trained on a byte-level BPE tokenizer.json that Hugging Face's tokenizers
+# library trains here (make_bpe_tokenizer.mjs), exported with llama.cpp's
+# gpt2 vocabulary, whose tokenization of the prompt llama.cpp must match;
+# then runs tests/student/gguf_check.mjs on them. The npm packages (package.json and
 # package-lock.json beside this script; node-llama-cpp carries llama.cpp
 # prebuilt for linux-x64) are installed into NPM_DIR once. Needs Node.js 20
 # or newer and the npm registry; exits 77 (CTest: skipped) without Node.js.
@@ -65,7 +68,7 @@ fs.writeFileSync(path, JSON.stringify(c, null, 2));' "$WORK/llama3/config.json"
 
 cd "$NPM_DIR" && npm install --omit=optional --ignore-scripts --no-audit --no-fund)
 fi
-cp "$SRC/gguf_check.mjs" "$NPM_DIR/"
+cp "$SRC/gguf_check.mjs" "$SRC/make_bpe_tokenizer.mjs" "$NPM_DIR/"
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -133,6 +136,18 @@ fs.writeFileSync(path, JSON.stringify(c, null, 2));' "$WORK/llama3/config.json"
   --logits_out="$WORK/reference-llama3.json" >/dev/null
 "$RETORT" export --checkpoint="$WORK/llama3" --format=gguf --gguf_type=f32 --out="$WORK/llama3.gguf"
 
+# A byte-level BPE tokenizer.json (Qwen2's configuration), its corpus, and a
+# Qwen2 trained on it: GGUF carries it as llama.cpp's gpt2 vocabulary.
+(cd "$NPM_DIR" && node make_bpe_tokenizer.mjs "$WORK/text.txt" "$WORK/bpe.json")
+"$RETORT" data prepare --text="$WORK/text.txt" --tokenizer="$WORK/bpe.json" \
+  --out_dir="$WORK/bpe-data" >/dev/null
+"$RETORT" lm train --data="$WORK/bpe-data" --model=d=64,layers=2,heads=4,kv_heads=2,ffn=192,qwen2 \
+  --steps=30 --seq_len=64 --batch_size=8 --lr=3e-3 --threads=2 --out_dir="$WORK/bpe-run" 2>/dev/null
+"$RETORT" generate --checkpoint="$WORK/bpe-run/model" --prompt="$PROMPT" --max_new_tokens=1 \
+  --logits_out="$WORK/reference-bpe.json" >/dev/null
+"$RETORT" export --checkpoint="$WORK/bpe-run/model" --format=gguf --gguf_type=f32 \
+  --out="$WORK/bpe.gguf"
+
 cd "$NPM_DIR"
 # Mean KL(retort || llama.cpp) bounds per type, about 100x what was measured
 # here (docs/compaction.md): float32 and float16 differ
@@ -148,3 +163,4 @@ node gguf_check.mjs "$WORK/reference-qwen3.json" "$WORK/qwen3-f32.gguf:1e-7:qwen
   "$WORK/qwen3-q8_0.gguf:1e-4:qwen3"
 node gguf_check.mjs "$WORK/reference-mistral.json" "$WORK/mistral.gguf:1e-7"
 node gguf_check.mjs "$WORK/reference-llama3.json" "$WORK/llama3.gguf:1e-7"
+GGUF_CHECK_TEXT="$PROMPT" node gguf_check.mjs "$WORK/reference-bpe.json" "$WORK/bpe.gguf:1e-7:qwen2"

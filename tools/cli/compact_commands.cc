@@ -554,12 +554,6 @@ absl::Status RunExport() {
   if (format == "gguf") {
     student::GgufExportOptions o;
     RETORT_ASSIGN_OR_RETURN(o.type, student::ParseGgufType(absl::GetFlag(FLAGS_gguf_type)));
-    if (absl::EndsWith(tokenizer, ".json")) {
-      return absl::UnimplementedError(absl::StrCat(
-          "--format=gguf reads the vocabulary from a SentencePiece tokenizer.model; ", checkpoint,
-          " has a tokenizer.json, which the GGUF export does not convert yet (export "
-          "--format=safetensors, or convert with llama.cpp's convert_hf_to_gguf.py)"));
-    }
     o.tokenizer_model = tokenizer;
     RETORT_ASSIGN_OR_RETURN(student::GgufExportReport r, student::ExportLlamaGguf(*model, out, o));
     std::printf(
