@@ -16,9 +16,9 @@
 # trained on a byte-level BPE tokenizer.json that Hugging Face's tokenizers
 # library trains here (make_bpe_tokenizer.mjs), exported with llama.cpp's
 # gpt2 vocabulary, whose tokenization of the prompt llama.cpp must match;
-# then runs tests/student/gguf_check.mjs on them. The npm packages (package.json and
-# package-lock.json beside this script; node-llama-cpp carries llama.cpp
-# prebuilt for linux-x64) are installed into NPM_DIR once. Needs Node.js 20
+# then runs tests/student/gguf_check.mjs on them. The npm packages
+# (package.json and package-lock.json beside this script; node-llama-cpp
+# carries llama.cpp prebuilt for linux-x64) are installed into NPM_DIR once. Needs Node.js 20
 # or newer and the npm registry; exits 77 (CTest: skipped) without Node.js.
 set -euo pipefail
 RETORT=$1
@@ -36,37 +36,7 @@ fi
 mkdir -p "$NPM_DIR"
 if ! cmp -s "$SRC/npm/package-lock.json" "$NPM_DIR/package-lock.json" || [ ! -d "$NPM_DIR/node_modules" ]; then
   cp "$SRC/npm/package.json" "$SRC/npm/package-lock.json" "$NPM_DIR/"
-  (# The other families, trained as the Llama was.
-family() {  # NAME MODEL_SUFFIX
-  "$RETORT" lm train --data="$WORK/data" --model=d=64,layers=2,heads=4,kv_heads=2,ffn=192,$2 \
-    --steps=60 --seq_len=64 --batch_size=8 --lr=3e-3 --threads=2 --out_dir="$WORK/$1-run" 2>/dev/null
-  "$RETORT" generate --checkpoint="$WORK/$1-run/model" --prompt="$PROMPT" --max_new_tokens=1 \
-    --logits_out="$WORK/reference-$1.json" >/dev/null
-}
-family qwen2 qwen2
-family qwen3 qwen3,head_dim=24
-family mistral mistral,window=48
-for f in qwen2 qwen3; do
-  for t in f32 q8_0; do
-    "$RETORT" export --checkpoint="$WORK/$f-run/model" --format=gguf --gguf_type=$t --out="$WORK/$f-$t.gguf"
-  done
-done
-"$RETORT" export --checkpoint="$WORK/mistral-run/model" --format=gguf --gguf_type=f32 \
-  --out="$WORK/mistral.gguf"
-# Llama 3's rope scaling: the trained Llama's config.json given rope_scaling
-# of type llama3 (an original context of 16, so every band is scaled).
-cp -r "$MODEL" "$WORK/llama3"
-node -e '
-const fs = require("fs"), path = process.argv[1];
-const c = JSON.parse(fs.readFileSync(path, "utf8"));
-c.rope_scaling = { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4,
-  original_max_position_embeddings: 16 };
-fs.writeFileSync(path, JSON.stringify(c, null, 2));' "$WORK/llama3/config.json"
-"$RETORT" generate --checkpoint="$WORK/llama3" --prompt="$PROMPT" --max_new_tokens=1 \
-  --logits_out="$WORK/reference-llama3.json" >/dev/null
-"$RETORT" export --checkpoint="$WORK/llama3" --format=gguf --gguf_type=f32 --out="$WORK/llama3.gguf"
-
-cd "$NPM_DIR" && npm install --omit=optional --ignore-scripts --no-audit --no-fund)
+  (cd "$NPM_DIR" && npm install --omit=optional --ignore-scripts --no-audit --no-fund)
 fi
 cp "$SRC/gguf_check.mjs" "$SRC/make_bpe_tokenizer.mjs" "$NPM_DIR/"
 
@@ -135,7 +105,6 @@ fs.writeFileSync(path, JSON.stringify(c, null, 2));' "$WORK/llama3/config.json"
 "$RETORT" generate --checkpoint="$WORK/llama3" --prompt="$PROMPT" --max_new_tokens=1 \
   --logits_out="$WORK/reference-llama3.json" >/dev/null
 "$RETORT" export --checkpoint="$WORK/llama3" --format=gguf --gguf_type=f32 --out="$WORK/llama3.gguf"
-
 # A byte-level BPE tokenizer.json (Qwen2's configuration), its corpus, and a
 # Qwen2 trained on it: GGUF carries it as llama.cpp's gpt2 vocabulary.
 (cd "$NPM_DIR" && node make_bpe_tokenizer.mjs "$WORK/text.txt" "$WORK/bpe.json")
