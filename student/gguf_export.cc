@@ -203,9 +203,10 @@ uint32_t FileType(GgmlType type) {
 absl::StatusOr<GgufLayout> GgufLayoutFor(const models::LlamaConfig& c) {
   const std::string& family = c.model_type;
   auto lacks = [&](const std::string& arch, const std::string& feature) {
-    return absl::UnimplementedError(absl::StrCat(
-        "GGUF export: a ", family, " model with ", feature, " cannot be written for llama.cpp: ",
-        "its '", arch, "' architecture has no ", feature, " (", c.Describe(), ")"));
+    return absl::UnimplementedError(absl::StrCat("GGUF export: a ", family, " model with ", feature,
+                                                 " cannot be written for llama.cpp: ", "its '",
+                                                 arch, "' architecture has no ", feature, " (",
+                                                 c.Describe(), ")"));
   };
   GgufLayout layout;
   layout.context_length = c.max_position_embeddings;
@@ -233,16 +234,16 @@ absl::StatusOr<GgufLayout> GgufLayoutFor(const models::LlamaConfig& c) {
     if (family == "qwen2" && c.qk_norm) return lacks("qwen2", "q/k norms");
     if (family == "qwen3" && !c.qk_norm) return lacks("qwen3", "attention without q/k norms");
     if (family == "qwen2" && c.num_attention_heads * c.head_dim() != c.hidden_size) {
-      return lacks("qwen2", absl::StrCat("heads narrower than hidden_size / heads (",
-                                         c.num_attention_heads, " heads of ", c.head_dim(),
-                                         " in a ", c.hidden_size,
-                                         "-wide stream, as head pruning leaves)"));
+      return lacks("qwen2",
+                   absl::StrCat("heads narrower than hidden_size / heads (", c.num_attention_heads,
+                                " heads of ", c.head_dim(), " in a ", c.hidden_size,
+                                "-wide stream, as head pruning leaves)"));
     }
     return layout;
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "GGUF export: model_type '", family, "' has no llama.cpp architecture here (", c.Describe(),
-      "); llama, mistral, qwen2 and qwen3 are exported"));
+  return absl::UnimplementedError(
+      absl::StrCat("GGUF export: model_type '", family, "' has no llama.cpp architecture here (",
+                   c.Describe(), "); llama, mistral, qwen2 and qwen3 are exported"));
 }
 
 absl::StatusOr<GgmlType> ParseGgufType(const std::string& name) {
@@ -329,8 +330,8 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   }
   const std::string& architecture = arch->string;
   if (architecture != "llama" && architecture != "qwen2" && architecture != "qwen3") {
-    return absl::UnimplementedError(absl::StrCat(
-        path, ": architecture '", architecture, "'; llama, qwen2 and qwen3 models are imported"));
+    return absl::UnimplementedError(absl::StrCat(path, ": architecture '", architecture,
+                                                 "'; llama, qwen2 and qwen3 models are imported"));
   }
   const std::string a = architecture + ".";
   auto integer = [&](const std::string& key, int64_t* out) -> absl::Status {
@@ -392,9 +393,10 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   c.vocab_size = static_cast<int64_t>(embd->second->dims[1]);
   c.tie_word_embeddings = infos.count("output.weight") == 0;
   if (infos.count("rope_freqs.weight") != 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        path, ": rope_freqs.weight (Llama 3 rope scaling) is not imported: the four llama3 "
-              "scaling parameters are not recovered from its divisors"));
+    return absl::UnimplementedError(
+        absl::StrCat(path,
+                     ": rope_freqs.weight (Llama 3 rope scaling) is not imported: the four llama3 "
+                     "scaling parameters are not recovered from its divisors"));
   }
   // The family, from the tensors each block holds.
   c.model_type = architecture;
@@ -426,8 +428,8 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   auto q = infos.find("blk.0.attn_q.weight");
   if (q == infos.end() || q->second->dims.size() != 2 ||
       q->second->dims[1] != static_cast<uint64_t>(c.num_attention_heads * c.head_dim())) {
-    return bad(absl::StrCat(a, "attention.head_count ", c.num_attention_heads,
-                            " heads of width ", c.head_dim(), " do not match blk.0.attn_q.weight"));
+    return bad(absl::StrCat(a, "attention.head_count ", c.num_attention_heads, " heads of width ",
+                            c.head_dim(), " do not match blk.0.attn_q.weight"));
   }
   constexpr int64_t kMaxContext = int64_t{1} << 17;
   if (c.max_position_embeddings > kMaxContext) {

@@ -57,9 +57,9 @@ absl::StatusOr<GgufMetadata> FromSentencePiece(const std::string& path, const st
   RETORT_ASSIGN_OR_RETURN(data::SentencePieceVocabulary vocab,
                           data::ParseSentencePieceModel(bytes, path));
   if (static_cast<int64_t>(vocab.pieces.size()) != c.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " has ", vocab.pieces.size(), " pieces but the model's vocabulary is ", c.vocab_size,
-        "; export with the tokenizer the model was trained with"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " has ", vocab.pieces.size(), " pieces but the model's vocabulary is ",
+                     c.vocab_size, "; export with the tokenizer the model was trained with"));
   }
   std::vector<std::string> tokens;
   std::vector<float> scores;
@@ -110,8 +110,8 @@ absl::StatusOr<GgufMetadata> FromTokenizerJson(const std::string& path, const st
   }
   const nlohmann::json& normalizer = json.value("normalizer", nlohmann::json());
   if (!normalizer.is_null() && normalizer.value("type", "") != "NFC") {
-    return refuse(absl::StrCat("the normalizer ", normalizer.dump().substr(0, 200),
-                               " is not null or NFC"));
+    return refuse(
+        absl::StrCat("the normalizer ", normalizer.dump().substr(0, 200), " is not null or NFC"));
   }
   const std::string pre = PreTokenizerName(json.value("pre_tokenizer", nlohmann::json()));
   if (pre.empty()) {
@@ -156,9 +156,9 @@ absl::StatusOr<GgufMetadata> FromTokenizerJson(const std::string& path, const st
   }
   std::vector<std::string> merges;
   for (const nlohmann::json& m : model.at("merges")) {
-    merges.push_back(m.is_string() ? m.get<std::string>()
-                                   : absl::StrCat(m.at(0).get<std::string>(), " ",
-                                                  m.at(1).get<std::string>()));
+    merges.push_back(
+        m.is_string() ? m.get<std::string>()
+                      : absl::StrCat(m.at(0).get<std::string>(), " ", m.at(1).get<std::string>()));
   }
   // Whether the post-processor puts the bos token first.
   const std::vector<int32_t> plain = hf->Encode("a", false), with = hf->Encode("a", true);
@@ -174,10 +174,12 @@ absl::StatusOr<GgufMetadata> FromTokenizerJson(const std::string& path, const st
       {"tokenizer.ggml.add_eos_token", GgufValue::Bool(false)},
   };
   if (hf->bos_id() >= 0) {
-    meta.push_back({"tokenizer.ggml.bos_token_id", GgufValue::U32(static_cast<uint32_t>(hf->bos_id()))});
+    meta.push_back(
+        {"tokenizer.ggml.bos_token_id", GgufValue::U32(static_cast<uint32_t>(hf->bos_id()))});
   }
   if (hf->eos_id() >= 0) {
-    meta.push_back({"tokenizer.ggml.eos_token_id", GgufValue::U32(static_cast<uint32_t>(hf->eos_id()))});
+    meta.push_back(
+        {"tokenizer.ggml.eos_token_id", GgufValue::U32(static_cast<uint32_t>(hf->eos_id()))});
   }
   return meta;
 }

@@ -306,8 +306,8 @@ TEST_F(LmE2ETest, OtherFamiliesTrainDistillServeFromShardsPruneSliceAndExport) {
   EXPECT_EQ(pruned["model_type"], "qwen3");
   EXPECT_EQ(pruned["num_attention_heads"], 2);
   EXPECT_EQ(pruned["head_dim"], 24);
-  r = Run("export --checkpoint=" + Path("qwen3_pruned") + " --format=gguf --gguf_type=q8_0 --out=" +
-          Path("qwen3_pruned.gguf"));
+  r = Run("export --checkpoint=" + Path("qwen3_pruned") +
+          " --format=gguf --gguf_type=q8_0 --out=" + Path("qwen3_pruned.gguf"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("architecture qwen3"));
   r = Run("slice --checkpoint=" + Path("qwen3_teacher/model") + calibration +
@@ -322,8 +322,8 @@ TEST_F(LmE2ETest, OtherFamiliesTrainDistillServeFromShardsPruneSliceAndExport) {
   r = Run("prune --checkpoint=" + Path("qwen2_student/model") + calibration +
           "--structured --fraction=0 --heads_fraction=0.5 --out_dir=" + Path("qwen2_heads"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  r = Run("export --checkpoint=" + Path("qwen2_heads") + " --format=gguf --out=" +
-          Path("qwen2_heads.gguf"));
+  r = Run("export --checkpoint=" + Path("qwen2_heads") +
+          " --format=gguf --out=" + Path("qwen2_heads.gguf"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("a qwen2 model with heads narrower than hidden_size / heads"));
   EXPECT_FALSE(PathExists(Path("qwen2_heads.gguf")));

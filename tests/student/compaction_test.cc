@@ -364,8 +364,8 @@ TEST_F(CompactionTest, GgufWritesQwen2AndQwen3InTheirArchitectures) {
     config_ = base;
     const models::LlamaConfig& c = model->config();
     const std::string path = Path(family + ".gguf");
-    auto report =
-        ExportLlamaGguf(*model, path, {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_});
+    auto report = ExportLlamaGguf(*model, path,
+                                  {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_});
     ASSERT_TRUE(report.ok()) << report.status();
     EXPECT_EQ(report->layout.architecture, family);
     EXPECT_TRUE(report->layout.note.empty());
@@ -386,13 +386,13 @@ TEST_F(CompactionTest, GgufWritesQwen2AndQwen3InTheirArchitectures) {
     if (family == "qwen2") {
       EXPECT_TRUE(torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_q.bias"], {q_rows}),
                                attn->q_proj->bias));
-      EXPECT_TRUE(torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_v.bias"], {32}),
-                               attn->v_proj->bias));
+      EXPECT_TRUE(
+          torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_v.bias"], {32}), attn->v_proj->bias));
       EXPECT_EQ(t.count("blk.1.attn_q_norm.weight"), 0u);
     } else {
-      EXPECT_TRUE(torch::equal(
-          F32Tensor(bytes, *file, t["blk.1.attn_k_norm.weight"], {c.head_dim()}),
-          attn->k_norm->weight));
+      EXPECT_TRUE(
+          torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_k_norm.weight"], {c.head_dim()}),
+                       attn->k_norm->weight));
       EXPECT_EQ(t.count("blk.1.attn_q.bias"), 0u);
     }
     for (models::GgmlType type : {models::GgmlType::kF32, models::GgmlType::kF16,
@@ -423,8 +423,8 @@ TEST_F(CompactionTest, GgufWritesQwen2AndQwen3InTheirArchitectures) {
 TEST_F(CompactionTest, GgufWritesMistralAsLlamaWithinItsWindow) {
   config_ = testing::WithFamily(config_, "mistral");
   auto model = Model(/*tied=*/true);
-  auto report =
-      ExportLlamaGguf(*model, Path("m.gguf"), {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_});
+  auto report = ExportLlamaGguf(*model, Path("m.gguf"),
+                                {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_});
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->layout.architecture, "llama");
   EXPECT_EQ(report->layout.context_length, 4);
@@ -451,8 +451,8 @@ TEST_F(CompactionTest, GgufWritesMistralAsLlamaWithinItsWindow) {
 TEST_F(CompactionTest, GgufCarriesLlama3RopeScalingAsFrequencyDivisors) {
   config_ = testing::WithFamily(config_, "llama3");
   auto model = Model(/*tied=*/false);
-  auto report =
-      ExportLlamaGguf(*model, Path("m.gguf"), {.type = models::GgmlType::kQ8_0, .tokenizer_model = tokenizer_});
+  auto report = ExportLlamaGguf(*model, Path("m.gguf"),
+                                {.type = models::GgmlType::kQ8_0, .tokenizer_model = tokenizer_});
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->layout.architecture, "llama");
   const std::string bytes = *ReadFile(Path("m.gguf"));
@@ -480,7 +480,8 @@ TEST_F(CompactionTest, GgufCarriesLlama3RopeScalingAsFrequencyDivisors) {
 TEST_F(CompactionTest, GgufRefusesWhatLlamaCppCannotRun) {
   config_ = testing::WithFamily(config_, "qwen2");
   config_.attention_head_dim = 8;  // 4 heads of 8 in a 64-wide stream (pruned heads)
-  auto status = ExportLlamaGguf(*Model(false), Path("x.gguf"), {.tokenizer_model = tokenizer_}).status();
+  auto status =
+      ExportLlamaGguf(*Model(false), Path("x.gguf"), {.tokenizer_model = tokenizer_}).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(status.message(), HasSubstr("qwen2"));
   EXPECT_THAT(status.message(), HasSubstr("4 heads of 8 in a 64-wide stream"));
@@ -531,29 +532,31 @@ std::string Qwen2StyleTokenizerJson(const std::string& pattern) {
   vocab["he"] = 257;
   vocab[space + "the"] = 258;
   const nlohmann::json merges = nlohmann::json::array({space + " t", "h e", space + "t he"});
-  const nlohmann::json extra = {
-      {"added_tokens",
-       {{{"id", 259},
-         {"content", "<|endoftext|>"},
-         {"single_word", false},
-         {"lstrip", false},
-         {"rstrip", false},
-         {"normalized", false},
-         {"special", true}}}},
-      {"normalizer", {{"type", "NFC"}}},
-      {"pre_tokenizer",
-       {{"type", "Sequence"},
-        {"pretokenizers",
-         {{{"type", "Split"},
-           {"pattern", {{"Regex", pattern}}},
-           {"behavior", "Isolated"},
-           {"invert", false}},
-          {{"type", "ByteLevel"},
-           {"add_prefix_space", false},
-           {"trim_offsets", false},
-           {"use_regex", false}}}}}},
-      {"decoder",
-       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}}};
+  const nlohmann::json extra = {{"added_tokens",
+                                 {{{"id", 259},
+                                   {"content", "<|endoftext|>"},
+                                   {"single_word", false},
+                                   {"lstrip", false},
+                                   {"rstrip", false},
+                                   {"normalized", false},
+                                   {"special", true}}}},
+                                {"normalizer", {{"type", "NFC"}}},
+                                {"pre_tokenizer",
+                                 {{"type", "Sequence"},
+                                  {"pretokenizers",
+                                   {{{"type", "Split"},
+                                     {"pattern", {{"Regex", pattern}}},
+                                     {"behavior", "Isolated"},
+                                     {"invert", false}},
+                                    {{"type", "ByteLevel"},
+                                     {"add_prefix_space", false},
+                                     {"trim_offsets", false},
+                                     {"use_regex", false}}}}}},
+                                {"decoder",
+                                 {{"type", "ByteLevel"},
+                                  {"add_prefix_space", true},
+                                  {"trim_offsets", true},
+                                  {"use_regex", true}}}};
   return tokenizer::testing::TokenizerJson(tokenizer::testing::BpeModelJson(vocab, merges), extra);
 }
 
