@@ -9,17 +9,20 @@
 # f32, f16, q8_0 and q4_0, an int8-quantized checkpoint and one with half its
 # attention heads pruned (head_dim != d / heads) as f32; then the other
 # families: a Qwen2 (q/k/v biases) and a Qwen3 (q/k norms, head_dim 24 in a
-# 64-wide model) trained the same way and exported f32 and q8_0 in llama.cpp's
-# qwen2 and qwen3 architectures, a Mistral (a sliding window of 48, longer
-# than the prompt) exported as llama, and the Llama given Llama 3's
-# rope_scaling in its config.json (llama.cpp's rope_freqs); and a Qwen2
-# trained on a byte-level BPE tokenizer.json that Hugging Face's tokenizers
-# library trains here (make_bpe_tokenizer.mjs), exported with llama.cpp's
-# gpt2 vocabulary, whose tokenization of the prompt llama.cpp must match;
-# then runs tests/student/gguf_check.mjs on them. The npm packages
-# (package.json and package-lock.json beside this script; node-llama-cpp
-# carries llama.cpp prebuilt for linux-x64) are installed into NPM_DIR once. Needs Node.js 20
-# or newer and the npm registry; exits 77 (CTest: skipped) without Node.js.
+# 64-wide model) trained the same way and exported f32 and q8_0 in
+# llama.cpp's qwen2 and qwen3 architectures (and the Qwen3 quantized to
+# int8, as f32), a Mistral (a sliding window of 48, longer than the prompt)
+# exported as llama, and the Llama given Llama 3's rope_scaling in its
+# config.json (llama.cpp's rope_freqs); and a Qwen2 trained on a byte-level
+# BPE tokenizer.json that Hugging Face's tokenizers library trains here
+# (make_bpe_tokenizer.mjs), exported with llama.cpp's gpt2 vocabulary, whose
+# tokenization of the prompt llama.cpp must match; then runs
+# tests/student/gguf_check.mjs on them (every check, failing at the end if
+# any failed). The npm packages (package.json and package-lock.json beside
+# this script; node-llama-cpp carries llama.cpp prebuilt for linux-x64, and
+# tokenizers its Rust core) are installed into NPM_DIR once. Needs Node.js
+# 20 or newer and the npm registry; exits 77 (CTest: skipped) without
+# Node.js.
 set -euo pipefail
 RETORT=$1
 NPM_DIR=$2
@@ -93,6 +96,13 @@ for f in qwen2 qwen3; do
 done
 "$RETORT" export --checkpoint="$WORK/mistral-run/model" --format=gguf --gguf_type=f32 \
   --out="$WORK/mistral.gguf"
+# An int8-quantized Qwen3: its q/k norms stay float beside the codes.
+"$RETORT" quantize --checkpoint="$WORK/qwen3-run/model" --quantize=int8 --out_dir="$WORK/qwen3-int8" \
+  --bench_tokens=512 >/dev/null
+"$RETORT" generate --checkpoint="$WORK/qwen3-int8" --prompt="$PROMPT" --max_new_tokens=1 \
+  --logits_out="$WORK/reference-qwen3-int8.json" >/dev/null
+"$RETORT" export --checkpoint="$WORK/qwen3-int8" --format=gguf --gguf_type=f32 \
+  --out="$WORK/qwen3-int8.gguf"
 # Llama 3's rope scaling: the trained Llama's config.json given rope_scaling
 # of type llama3 (an original context of 16, so every band is scaled).
 cp -r "$MODEL" "$WORK/llama3"
@@ -122,14 +132,19 @@ cd "$NPM_DIR"
 # here (docs/compaction.md): float32 and float16 differ
 # only by summation order and rounding; llama.cpp also quantizes the
 # activations to 8 bits for q8_0 and q4_0 dot products.
-node gguf_check.mjs "$WORK/reference.json" "$WORK/model-f32.gguf:1e-7" "$WORK/model-f16.gguf:1e-6" \
+# Every check runs; the script fails at the end if any did.
+status=0
+check() { node "$@" || status=1; }
+check gguf_check.mjs "$WORK/reference.json" "$WORK/model-f32.gguf:1e-7" "$WORK/model-f16.gguf:1e-6" \
   "$WORK/model-q8_0.gguf:1e-4" "$WORK/model-q4_0.gguf:5e-3"
-node gguf_check.mjs "$WORK/reference-int8.json" "$WORK/int8.gguf:1e-7"
-node gguf_check.mjs "$WORK/reference-heads.json" "$WORK/heads.gguf:1e-7"
-node gguf_check.mjs "$WORK/reference-qwen2.json" "$WORK/qwen2-f32.gguf:1e-7:qwen2" \
+check gguf_check.mjs "$WORK/reference-int8.json" "$WORK/int8.gguf:1e-7"
+check gguf_check.mjs "$WORK/reference-heads.json" "$WORK/heads.gguf:1e-7"
+check gguf_check.mjs "$WORK/reference-qwen2.json" "$WORK/qwen2-f32.gguf:1e-7:qwen2" \
   "$WORK/qwen2-q8_0.gguf:1e-4:qwen2"
-node gguf_check.mjs "$WORK/reference-qwen3.json" "$WORK/qwen3-f32.gguf:1e-7:qwen3" \
+check gguf_check.mjs "$WORK/reference-qwen3.json" "$WORK/qwen3-f32.gguf:1e-7:qwen3" \
   "$WORK/qwen3-q8_0.gguf:1e-4:qwen3"
-node gguf_check.mjs "$WORK/reference-mistral.json" "$WORK/mistral.gguf:1e-7"
-node gguf_check.mjs "$WORK/reference-llama3.json" "$WORK/llama3.gguf:1e-7"
-GGUF_CHECK_TEXT="$PROMPT" node gguf_check.mjs "$WORK/reference-bpe.json" "$WORK/bpe.gguf:1e-7:qwen2"
+check gguf_check.mjs "$WORK/reference-qwen3-int8.json" "$WORK/qwen3-int8.gguf:1e-7:qwen3"
+check gguf_check.mjs "$WORK/reference-mistral.json" "$WORK/mistral.gguf:1e-7"
+check gguf_check.mjs "$WORK/reference-llama3.json" "$WORK/llama3.gguf:1e-7"
+GGUF_CHECK_TEXT="$PROMPT" check gguf_check.mjs "$WORK/reference-bpe.json" "$WORK/bpe.gguf:1e-7:qwen2"
+exit $status
