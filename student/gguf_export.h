@@ -21,10 +21,13 @@
 //
 // with the <arch>.* hyper-parameters, general.file_type, and the
 // tokenizer's vocabulary as tokenizer.ggml.* (student/gguf_vocabulary.h:
-// SentencePiece as model "llama", byte-level BPE tokenizer.json as "gpt2"). For the llama
-// architecture, as llama.cpp's own converter does, the query and key rows of each head are permuted
-// from transformers' rotate-half rotary layout to the interleaved pairs ggml rotates; qwen2 and
-// qwen3 rotate halves as transformers does (llama.cpp's NEOX rope) and are written as they are.
+// SentencePiece as model "llama", byte-level BPE tokenizer.json as
+// "gpt2"). For the llama architecture, as llama.cpp's own converter does,
+// the query and key rows of each head are permuted from transformers'
+// rotate-half rotary layout to the interleaved pairs ggml rotates; qwen2 and
+// qwen3 rotate halves as transformers does (llama.cpp's NEOX rope) and are
+// written as they are; biases (qwen2) go with their rows, q/k norms (qwen3)
+// as they are, rope_freqs (llama3) after the blocks.
 //
 // Norm scales and biases are always F32; matrices take the requested type
 // (F32, F16, Q8_0 or Q4_0), falling back to F16 for a matrix whose rows are
