@@ -13,8 +13,9 @@
 # llama.cpp's qwen2 and qwen3 architectures (and the Qwen3 quantized to
 # int8, as f32), a Mistral (a sliding window of 48, longer than the prompt)
 # exported as llama, and the Llama given Llama 3's rope_scaling in its
-# config.json (llama.cpp's rope_freqs); and a Qwen2 trained on a byte-level
-# BPE tokenizer.json that Hugging Face's tokenizers library trains here
+# config.json (llama.cpp's rope_freqs); and a Qwen2 and a Llama trained on
+# byte-level BPE tokenizer.json files (Qwen2's and Llama 3's
+# configurations) that Hugging Face's tokenizers library trains here
 # (make_bpe_tokenizer.mjs), exported with llama.cpp's gpt2 vocabulary, whose
 # tokenization of the prompt llama.cpp must match; then runs
 # tests/student/gguf_check.mjs on them (every check, failing at the end if
@@ -115,17 +116,22 @@ fs.writeFileSync(path, JSON.stringify(c, null, 2));' "$WORK/llama3/config.json"
 "$RETORT" generate --checkpoint="$WORK/llama3" --prompt="$PROMPT" --max_new_tokens=1 \
   --logits_out="$WORK/reference-llama3.json" >/dev/null
 "$RETORT" export --checkpoint="$WORK/llama3" --format=gguf --gguf_type=f32 --out="$WORK/llama3.gguf"
-# A byte-level BPE tokenizer.json (Qwen2's configuration), its corpus, and a
-# Qwen2 trained on it: GGUF carries it as llama.cpp's gpt2 vocabulary.
-(cd "$NPM_DIR" && node make_bpe_tokenizer.mjs "$WORK/text.txt" "$WORK/bpe.json")
-"$RETORT" data prepare --text="$WORK/text.txt" --tokenizer="$WORK/bpe.json" \
-  --out_dir="$WORK/bpe-data" >/dev/null
-"$RETORT" lm train --data="$WORK/bpe-data" --model=d=64,layers=2,heads=4,kv_heads=2,ffn=192,qwen2 \
-  --steps=30 --seq_len=64 --batch_size=8 --lr=3e-3 --threads=2 --out_dir="$WORK/bpe-run" 2>/dev/null
-"$RETORT" generate --checkpoint="$WORK/bpe-run/model" --prompt="$PROMPT" --max_new_tokens=1 \
-  --logits_out="$WORK/reference-bpe.json" >/dev/null
-"$RETORT" export --checkpoint="$WORK/bpe-run/model" --format=gguf --gguf_type=f32 \
-  --out="$WORK/bpe.gguf"
+# Byte-level BPE tokenizer.json files in Qwen2's and Llama 3's configurations,
+# a corpus of each, and a Qwen2 and a Llama trained on them: GGUF carries
+# them as llama.cpp's gpt2 vocabulary (pre-tokenizers qwen2 and llama-bpe).
+bpe() {  # STYLE FAMILY_WORD
+  (cd "$NPM_DIR" && node make_bpe_tokenizer.mjs "$WORK/text.txt" "$WORK/bpe-$1.json" "$1")
+  "$RETORT" data prepare --text="$WORK/text.txt" --tokenizer="$WORK/bpe-$1.json" \
+    --out_dir="$WORK/bpe-$1-data" >/dev/null
+  "$RETORT" lm train --data="$WORK/bpe-$1-data" --model=d=64,layers=2,heads=4,kv_heads=2,ffn=192,$2 \
+    --steps=30 --seq_len=64 --batch_size=8 --lr=3e-3 --threads=2 --out_dir="$WORK/bpe-$1-run" 2>/dev/null
+  "$RETORT" generate --checkpoint="$WORK/bpe-$1-run/model" --prompt="$PROMPT" --max_new_tokens=1 \
+    --logits_out="$WORK/reference-bpe-$1.json" >/dev/null
+  "$RETORT" export --checkpoint="$WORK/bpe-$1-run/model" --format=gguf --gguf_type=f32 \
+    --out="$WORK/bpe-$1.gguf"
+}
+bpe qwen2 qwen2
+bpe llama3 llama
 
 cd "$NPM_DIR"
 # Mean KL(retort || llama.cpp) bounds per type, about 100x what was measured
@@ -146,5 +152,8 @@ check gguf_check.mjs "$WORK/reference-qwen3.json" "$WORK/qwen3-f32.gguf:1e-7:qwe
 check gguf_check.mjs "$WORK/reference-qwen3-int8.json" "$WORK/qwen3-int8.gguf:1e-7:qwen3"
 check gguf_check.mjs "$WORK/reference-mistral.json" "$WORK/mistral.gguf:1e-7"
 check gguf_check.mjs "$WORK/reference-llama3.json" "$WORK/llama3.gguf:1e-7"
-GGUF_CHECK_TEXT="$PROMPT" check gguf_check.mjs "$WORK/reference-bpe.json" "$WORK/bpe.gguf:1e-7:qwen2"
+GGUF_CHECK_TEXT="$PROMPT" check gguf_check.mjs "$WORK/reference-bpe-qwen2.json" \
+  "$WORK/bpe-qwen2.gguf:1e-7:qwen2"
+GGUF_CHECK_TEXT="$PROMPT" check gguf_check.mjs "$WORK/reference-bpe-llama3.json" \
+  "$WORK/bpe-llama3.gguf:1e-7"
 exit $status
