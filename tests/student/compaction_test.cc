@@ -523,8 +523,11 @@ std::string ByteLevelChar(int b) {
 
 // A Qwen2-style byte-level BPE tokenizer.json: the 256 byte characters,
 // three merges, <|endoftext|> as a special added token (id 259), NFC and
-// Qwen2's published regex split before ByteLevel.
-std::string Qwen2StyleTokenizerJson(const std::string& pattern) {
+// Qwen2's published regex split before ByteLevel (or `pattern`; or
+// `pre_tokenizer` instead), `model_extra` merged into the model.
+std::string Qwen2StyleTokenizerJson(const std::string& pattern,
+                                    const nlohmann::json& model_extra = nlohmann::json::object(),
+                                    const nlohmann::json& pre_tokenizer = nullptr) {
   nlohmann::json vocab = nlohmann::json::object();
   for (int b = 0; b < 256; ++b) vocab[ByteLevelChar(b)] = b;
   const std::string space = ByteLevelChar(' ');
@@ -557,7 +560,10 @@ std::string Qwen2StyleTokenizerJson(const std::string& pattern) {
                                   {"add_prefix_space", true},
                                   {"trim_offsets", true},
                                   {"use_regex", true}}}};
-  return tokenizer::testing::TokenizerJson(tokenizer::testing::BpeModelJson(vocab, merges), extra);
+  nlohmann::json fields = extra;
+  if (!pre_tokenizer.is_null()) fields["pre_tokenizer"] = pre_tokenizer;
+  return tokenizer::testing::TokenizerJson(
+      tokenizer::testing::BpeModelJson(vocab, merges, model_extra), fields);
 }
 
 constexpr char kQwen2Regex[] =
@@ -618,6 +624,40 @@ TEST_F(CompactionTest, GgufCarriesAByteLevelBpeTokenizerJson) {
       ExportLlamaGguf(*Model(true), Path("x.gguf"), {.tokenizer_model = json}).status().message(),
       HasSubstr("token ids up to 259 but the model's vocabulary is 258"));
   EXPECT_FALSE(fs::exists(Path("x.gguf")));
+}
+
+// The other pre-tokenizers llama.cpp knows by name: Llama 3's regex (with
+// ignore_merges, which llama.cpp's llama-bpe does) and GPT-2's ByteLevel.
+TEST_F(CompactionTest, GgufNamesLlama3AndGpt2PreTokenizers) {
+  config_.vocab_size = 260;
+  auto model = Model(/*tied=*/true);
+  const std::string json = Path("tokenizer.json");
+  auto pre_of = [&]() -> std::string {
+    auto report = ExportLlamaGguf(*model, Path("t.gguf"), {.tokenizer_model = json});
+    if (!report.ok()) return std::string(report.status().message());
+    auto file = models::ParseGguf(*ReadFile(Path("t.gguf")));
+    return file.ok() ? file->Find("tokenizer.ggml.pre")->string : "unreadable";
+  };
+  const std::string llama3 =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  ASSERT_TRUE(
+      WriteFileAtomically(json, Qwen2StyleTokenizerJson(llama3, {{"ignore_merges", true}})).ok());
+  EXPECT_EQ(pre_of(), "llama-bpe");
+  ASSERT_TRUE(WriteFileAtomically(json, Qwen2StyleTokenizerJson(llama3)).ok());
+  EXPECT_THAT(pre_of(), HasSubstr("ignore_merges is false"));
+  const nlohmann::json gpt2 = {{"type", "ByteLevel"},
+                               {"add_prefix_space", false},
+                               {"trim_offsets", true},
+                               {"use_regex", true}};
+  ASSERT_TRUE(
+      WriteFileAtomically(json, Qwen2StyleTokenizerJson("", nlohmann::json::object(), gpt2)).ok());
+  EXPECT_EQ(pre_of(), "gpt-2");
+  nlohmann::json prefixed = gpt2;
+  prefixed["add_prefix_space"] = true;
+  ASSERT_TRUE(
+      WriteFileAtomically(json, Qwen2StyleTokenizerJson("", nlohmann::json::object(), prefixed))
+          .ok());
+  EXPECT_THAT(pre_of(), HasSubstr("pre_tokenizer"));
 }
 
 }  // namespace
