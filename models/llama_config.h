@@ -56,8 +56,7 @@ struct LlamaConfig {
   };
   RopeScaling rope_scaling;
 
-  // A model_type "llama" without any of the features above: what the GGUF
-  // export, pruning and slicing handle.
+  // A model_type "llama" without any of the features above.
   bool IsPlainLlama() const {
     return model_type == "llama" && !qkv_bias && !qk_norm && sliding_window == 0 &&
            rope_scaling.factor == 0;

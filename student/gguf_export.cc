@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,9 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "data/sentencepiece_model.h"
 #include "models/block_quant.h"
-#include "student/plain_llama.h"
+#include "student/gguf_vocabulary.h"
 
 namespace retort::student {
 namespace {
@@ -27,13 +27,14 @@ std::string Bytes(const torch::Tensor& t) {
 }
 
 // transformers' rotate-half head layout -> ggml's interleaved pairs (and back).
+// Rows of a matrix, or entries of a bias.
 torch::Tensor PermuteForGgml(const torch::Tensor& w, int64_t heads) {
-  const int64_t rows = w.size(0), cols = w.size(1), half = rows / heads / 2;
-  return w.reshape({heads, 2, half, cols}).transpose(1, 2).reshape({rows, cols});
+  const int64_t half = w.size(0) / heads / 2;
+  return w.reshape({heads, 2, half, -1}).transpose(1, 2).reshape(w.sizes());
 }
 torch::Tensor UnpermuteFromGgml(const torch::Tensor& w, int64_t heads) {
-  const int64_t rows = w.size(0), cols = w.size(1), half = rows / heads / 2;
-  return w.reshape({heads, half, 2, cols}).transpose(1, 2).reshape({rows, cols});
+  const int64_t half = w.size(0) / heads / 2;
+  return w.reshape({heads, half, 2, -1}).transpose(1, 2).reshape(w.sizes());
 }
 
 // Block bytes: the float16 scale, then the block's codes.
@@ -110,15 +111,26 @@ struct NameMap {
   int64_t permute_heads = 0;
 };
 
-std::vector<NameMap> TensorNames(const models::LlamaConfig& c) {
+std::vector<NameMap> TensorNames(const models::LlamaConfig& c, const GgufLayout& layout) {
+  const int64_t q_heads = layout.permute_rotary ? c.num_attention_heads : 0;
+  const int64_t kv_heads = layout.permute_rotary ? c.num_key_value_heads : 0;
   std::vector<NameMap> names = {{"model.embed_tokens.weight", "token_embd.weight"}};
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string hf = absl::StrCat("model.layers.", i, ".");
     const std::string g = absl::StrCat("blk.", i, ".");
     names.push_back({hf + "input_layernorm.weight", g + "attn_norm.weight"});
-    names.push_back({hf + "self_attn.q_proj.weight", g + "attn_q.weight", c.num_attention_heads});
-    names.push_back({hf + "self_attn.k_proj.weight", g + "attn_k.weight", c.num_key_value_heads});
+    names.push_back({hf + "self_attn.q_proj.weight", g + "attn_q.weight", q_heads});
+    names.push_back({hf + "self_attn.k_proj.weight", g + "attn_k.weight", kv_heads});
     names.push_back({hf + "self_attn.v_proj.weight", g + "attn_v.weight"});
+    if (c.qkv_bias) {
+      names.push_back({hf + "self_attn.q_proj.bias", g + "attn_q.bias", q_heads});
+      names.push_back({hf + "self_attn.k_proj.bias", g + "attn_k.bias", kv_heads});
+      names.push_back({hf + "self_attn.v_proj.bias", g + "attn_v.bias"});
+    }
+    if (c.qk_norm) {
+      names.push_back({hf + "self_attn.q_norm.weight", g + "attn_q_norm.weight"});
+      names.push_back({hf + "self_attn.k_norm.weight", g + "attn_k_norm.weight"});
+    }
     names.push_back({hf + "self_attn.o_proj.weight", g + "attn_output.weight"});
     names.push_back({hf + "post_attention_layernorm.weight", g + "ffn_norm.weight"});
     names.push_back({hf + "mlp.gate_proj.weight", g + "ffn_gate.weight"});
@@ -128,6 +140,32 @@ std::vector<NameMap> TensorNames(const models::LlamaConfig& c) {
   names.push_back({"model.norm.weight", "output_norm.weight"});
   if (!c.tie_word_embeddings) names.push_back({"lm_head.weight", "output.weight"});
   return names;
+}
+
+// Llama 3's rope scaling as llama.cpp applies it: a float32 divisor for each
+// rotary frequency ("rope_freqs.weight", [head_dim / 2]), computed as its
+// converter (convert_hf_to_gguf.py) does from transformers' formula.
+torch::Tensor Llama3RopeFactors(const models::LlamaConfig& c) {
+  const models::LlamaConfig::RopeScaling& r = c.rope_scaling;
+  const int64_t d = c.head_dim();
+  const double old_context = static_cast<double>(r.original_max_position_embeddings);
+  const double low_freq_wavelen = old_context / r.low_freq_factor;
+  const double high_freq_wavelen = old_context / r.high_freq_factor;
+  torch::Tensor factors = torch::empty({d / 2}, torch::kFloat32);
+  for (int64_t i = 0; i < d / 2; ++i) {
+    const double freq = 1.0 / std::pow(c.rope_theta, static_cast<double>(2 * i) / d);
+    const double wavelen = 2 * M_PI / freq;
+    double f = 1;
+    if (wavelen > low_freq_wavelen) {
+      f = r.factor;
+    } else if (wavelen >= high_freq_wavelen) {
+      const double smooth =
+          (old_context / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+      f = 1 / ((1 - smooth) / r.factor + smooth);
+    }
+    factors[i] = static_cast<float>(f);
+  }
+  return factors;
 }
 
 // The shortest decimal that is the same float32 as `v`: GGUF stores
@@ -162,6 +200,52 @@ uint32_t FileType(GgmlType type) {
 
 }  // namespace
 
+absl::StatusOr<GgufLayout> GgufLayoutFor(const models::LlamaConfig& c) {
+  const std::string& family = c.model_type;
+  auto lacks = [&](const std::string& arch, const std::string& feature) {
+    return absl::UnimplementedError(absl::StrCat("GGUF export: a ", family, " model with ", feature,
+                                                 " cannot be written for llama.cpp: ", "its '",
+                                                 arch, "' architecture has no ", feature, " (",
+                                                 c.Describe(), ")"));
+  };
+  GgufLayout layout;
+  layout.context_length = c.max_position_embeddings;
+  if (family == "llama" || family == "mistral") {
+    layout.architecture = "llama";
+    layout.permute_rotary = true;
+    if (c.qkv_bias) return lacks("llama", "q/k/v biases");
+    if (c.qk_norm) return lacks("llama", "q/k norms");
+    if (family == "mistral" && c.rope_scaling.factor > 0) {
+      return lacks("llama", "llama3 rope scaling together with a sliding window");
+    }
+    if (c.sliding_window > 0 && c.sliding_window < c.max_position_embeddings) {
+      layout.context_length = c.sliding_window;
+      layout.note = absl::StrCat(
+          "llama.cpp's llama architecture attends to the whole context, not a sliding window: "
+          "the file states context_length ",
+          c.sliding_window, " (the window), within which the two are the same function");
+    }
+    return layout;
+  }
+  if (family == "qwen2" || family == "qwen3") {
+    layout.architecture = family;
+    if (c.rope_scaling.factor > 0) return lacks(family, "llama3 rope scaling");
+    if (c.sliding_window > 0) return lacks(family, "sliding window");
+    if (family == "qwen2" && c.qk_norm) return lacks("qwen2", "q/k norms");
+    if (family == "qwen3" && !c.qk_norm) return lacks("qwen3", "attention without q/k norms");
+    if (family == "qwen2" && c.num_attention_heads * c.head_dim() != c.hidden_size) {
+      return lacks("qwen2",
+                   absl::StrCat("heads narrower than hidden_size / heads (", c.num_attention_heads,
+                                " heads of ", c.head_dim(), " in a ", c.hidden_size,
+                                "-wide stream, as head pruning leaves)"));
+    }
+    return layout;
+  }
+  return absl::UnimplementedError(
+      absl::StrCat("GGUF export: model_type '", family, "' has no llama.cpp architecture here (",
+                   c.Describe(), "); llama, mistral, qwen2 and qwen3 are exported"));
+}
+
 absl::StatusOr<GgmlType> ParseGgufType(const std::string& name) {
   std::string lower = name;
   std::transform(lower.begin(), lower.end(), lower.begin(),
@@ -177,62 +261,32 @@ absl::StatusOr<GgmlType> ParseGgufType(const std::string& name) {
 absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, const std::string& path,
                                                  const GgufExportOptions& options) {
   const models::LlamaConfig& c = model.config();
-  RETORT_RETURN_IF_ERROR(RequirePlainLlama(c, "GGUF export"));
-  if (options.tokenizer_model.empty()) {
-    return absl::InvalidArgumentError(
-        "a GGUF file needs the tokenizer's vocabulary: the checkpoint has no tokenizer.model");
-  }
-  RETORT_ASSIGN_OR_RETURN(std::string spm_bytes, ReadFile(options.tokenizer_model));
-  RETORT_ASSIGN_OR_RETURN(data::SentencePieceVocabulary vocab,
-                          data::ParseSentencePieceModel(spm_bytes, options.tokenizer_model));
-  if (static_cast<int64_t>(vocab.pieces.size()) != c.vocab_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.tokenizer_model, " has ", vocab.pieces.size(),
-                     " pieces but the model's vocabulary is ", c.vocab_size,
-                     "; export with the tokenizer the model was trained with"));
-  }
-  std::vector<std::string> tokens;
-  std::vector<float> scores;
-  std::vector<int32_t> types;
-  for (const auto& p : vocab.pieces) {
-    tokens.push_back(p.text);
-    scores.push_back(p.score);
-    types.push_back(p.type);
-  }
+  RETORT_ASSIGN_OR_RETURN(const GgufLayout layout, GgufLayoutFor(c));
+  RETORT_ASSIGN_OR_RETURN(GgufMetadata vocabulary,
+                          GgufVocabularyMetadata(options.tokenizer_model, c));
+  const std::string a = layout.architecture + ".";
+  auto u32 = [](int64_t v) { return GgufValue::U32(static_cast<uint32_t>(v)); };
   std::vector<std::pair<std::string, GgufValue>> meta = {
-      {"general.architecture", GgufValue::String("llama")},
+      {"general.architecture", GgufValue::String(layout.architecture)},
       {"general.name", GgufValue::String(options.name)},
       {"general.file_type", GgufValue::U32(FileType(options.type))},
       {"general.quantization_version", GgufValue::U32(2)},
-      {"llama.context_length", GgufValue::U32(static_cast<uint32_t>(c.max_position_embeddings))},
-      {"llama.embedding_length", GgufValue::U32(static_cast<uint32_t>(c.hidden_size))},
-      {"llama.block_count", GgufValue::U32(static_cast<uint32_t>(c.num_hidden_layers))},
-      {"llama.feed_forward_length", GgufValue::U32(static_cast<uint32_t>(c.intermediate_size))},
-      {"llama.rope.dimension_count", GgufValue::U32(static_cast<uint32_t>(c.head_dim()))},
-      {"llama.attention.head_count", GgufValue::U32(static_cast<uint32_t>(c.num_attention_heads))},
-      {"llama.attention.head_count_kv",
-       GgufValue::U32(static_cast<uint32_t>(c.num_key_value_heads))},
-      {"llama.attention.layer_norm_rms_epsilon",
-       GgufValue::F32(static_cast<float>(c.rms_norm_eps))},
-      {"llama.rope.freq_base", GgufValue::F32(static_cast<float>(c.rope_theta))},
+      {a + "context_length", u32(layout.context_length)},
+      {a + "embedding_length", u32(c.hidden_size)},
+      {a + "block_count", u32(c.num_hidden_layers)},
+      {a + "feed_forward_length", u32(c.intermediate_size)},
+      {a + "rope.dimension_count", u32(c.head_dim())},
+      {a + "attention.head_count", u32(c.num_attention_heads)},
+      {a + "attention.head_count_kv", u32(c.num_key_value_heads)},
+      {a + "attention.layer_norm_rms_epsilon", GgufValue::F32(static_cast<float>(c.rms_norm_eps))},
+      {a + "rope.freq_base", GgufValue::F32(static_cast<float>(c.rope_theta))},
       // llama.cpp takes the head width from these when they are present
       // (n_embd / n_head otherwise); heads pruned structurally need them.
-      {"llama.attention.key_length", GgufValue::U32(static_cast<uint32_t>(c.head_dim()))},
-      {"llama.attention.value_length", GgufValue::U32(static_cast<uint32_t>(c.head_dim()))},
-      {"llama.vocab_size", GgufValue::U32(static_cast<uint32_t>(c.vocab_size))},
-      {"tokenizer.ggml.model", GgufValue::String("llama")},
-      {"tokenizer.ggml.tokens", GgufValue::Strings(tokens)},
-      {"tokenizer.ggml.scores", GgufValue::F32s(scores)},
-      {"tokenizer.ggml.token_type", GgufValue::I32s(types)},
-      {"tokenizer.ggml.bos_token_id", GgufValue::U32(static_cast<uint32_t>(c.bos_token_id))},
-      {"tokenizer.ggml.eos_token_id", GgufValue::U32(static_cast<uint32_t>(c.eos_token_id))},
-      {"tokenizer.ggml.add_bos_token", GgufValue::Bool(true)},
-      {"tokenizer.ggml.add_eos_token", GgufValue::Bool(false)},
-      {"tokenizer.ggml.add_space_prefix", GgufValue::Bool(vocab.add_dummy_prefix)},
+      {a + "attention.key_length", u32(c.head_dim())},
+      {a + "attention.value_length", u32(c.head_dim())},
+      {a + "vocab_size", u32(c.vocab_size)},
   };
-  if (const int32_t unk = vocab.FirstOfType(2); unk >= 0) {
-    meta.push_back({"tokenizer.ggml.unknown_token_id", GgufValue::U32(static_cast<uint32_t>(unk))});
-  }
+  meta.insert(meta.end(), vocabulary.begin(), vocabulary.end());
 
   std::map<std::string, torch::Tensor> weights;
   torch::NoGradGuard no_grad;
@@ -242,12 +296,19 @@ absl::StatusOr<GgufExportReport> ExportLlamaGguf(models::LlamaModel& model, cons
   }
   GgufExportReport report;
   std::vector<models::GgufTensorBytes> tensors;
-  for (const NameMap& n : TensorNames(c)) {
+  for (const NameMap& n : TensorNames(c, layout)) {
     torch::Tensor w = weights.at(n.hf);
     if (n.permute_heads > 0) w = PermuteForGgml(w, n.permute_heads);
     RETORT_ASSIGN_OR_RETURN(models::GgufTensorBytes t, Encode(n.gguf, w, options.type, &report));
     tensors.push_back(std::move(t));
   }
+  if (c.rope_scaling.factor > 0) {
+    RETORT_ASSIGN_OR_RETURN(
+        models::GgufTensorBytes t,
+        Encode("rope_freqs.weight", Llama3RopeFactors(c), options.type, &report));
+    tensors.push_back(std::move(t));
+  }
+  report.layout = layout;
   RETORT_ASSIGN_OR_RETURN(std::string bytes, models::SerializeGguf(meta, tensors));
   report.bytes = static_cast<int64_t>(bytes.size());
   RETORT_RETURN_IF_ERROR(WriteFileAtomically(path, bytes));
@@ -267,10 +328,12 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   if (arch == nullptr || arch->type != models::GgufValueType::kString) {
     return bad("general.architecture is missing");
   }
-  if (arch->string != "llama") {
-    return absl::UnimplementedError(
-        absl::StrCat(path, ": architecture '", arch->string, "'; only llama models are imported"));
+  const std::string& architecture = arch->string;
+  if (architecture != "llama" && architecture != "qwen2" && architecture != "qwen3") {
+    return absl::UnimplementedError(absl::StrCat(path, ": architecture '", architecture,
+                                                 "'; llama, qwen2 and qwen3 models are imported"));
   }
+  const std::string a = architecture + ".";
   auto integer = [&](const std::string& key, int64_t* out) -> absl::Status {
     const GgufValue* v = file->Find(key);
     if (v == nullptr || v->type == models::GgufValueType::kString ||
@@ -289,32 +352,38 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
     }
   };
   models::LlamaConfig c;
-  RETORT_RETURN_IF_ERROR(integer("llama.embedding_length", &c.hidden_size));
-  RETORT_RETURN_IF_ERROR(integer("llama.block_count", &c.num_hidden_layers));
-  RETORT_RETURN_IF_ERROR(integer("llama.feed_forward_length", &c.intermediate_size));
-  RETORT_RETURN_IF_ERROR(integer("llama.attention.head_count", &c.num_attention_heads));
-  RETORT_RETURN_IF_ERROR(integer("llama.context_length", &c.max_position_embeddings));
+  RETORT_RETURN_IF_ERROR(integer(a + "embedding_length", &c.hidden_size));
+  RETORT_RETURN_IF_ERROR(integer(a + "block_count", &c.num_hidden_layers));
+  RETORT_RETURN_IF_ERROR(integer(a + "feed_forward_length", &c.intermediate_size));
+  RETORT_RETURN_IF_ERROR(integer(a + "attention.head_count", &c.num_attention_heads));
+  RETORT_RETURN_IF_ERROR(integer(a + "context_length", &c.max_position_embeddings));
   c.num_key_value_heads = c.num_attention_heads;
-  if (file->Find("llama.attention.head_count_kv") != nullptr) {
-    RETORT_RETURN_IF_ERROR(integer("llama.attention.head_count_kv", &c.num_key_value_heads));
+  if (file->Find(a + "attention.head_count_kv") != nullptr) {
+    RETORT_RETURN_IF_ERROR(integer(a + "attention.head_count_kv", &c.num_key_value_heads));
   }
-  if (file->Find("llama.attention.key_length") != nullptr) {
+  if (file->Find(a + "attention.key_length") != nullptr) {
     int64_t key_length = 0, value_length = 0;
-    RETORT_RETURN_IF_ERROR(integer("llama.attention.key_length", &key_length));
+    RETORT_RETURN_IF_ERROR(integer(a + "attention.key_length", &key_length));
     value_length = key_length;
-    if (file->Find("llama.attention.value_length") != nullptr) {
-      RETORT_RETURN_IF_ERROR(integer("llama.attention.value_length", &value_length));
+    if (file->Find(a + "attention.value_length") != nullptr) {
+      RETORT_RETURN_IF_ERROR(integer(a + "attention.value_length", &value_length));
     }
     if (value_length != key_length) {
-      return bad(absl::StrCat("llama.attention.key_length ", key_length, " and value_length ",
+      return bad(absl::StrCat(a, "attention.key_length ", key_length, " and value_length ",
                               value_length, " differ; Llama heads have one width"));
     }
     if (c.num_attention_heads < 1 || key_length * c.num_attention_heads != c.hidden_size) {
       c.attention_head_dim = key_length;
     }
   }
-  real("llama.rope.freq_base", &c.rope_theta);
-  real("llama.attention.layer_norm_rms_epsilon", &c.rms_norm_eps);
+  if (file->Find("tokenizer.ggml.bos_token_id") != nullptr) {
+    RETORT_RETURN_IF_ERROR(integer("tokenizer.ggml.bos_token_id", &c.bos_token_id));
+  }
+  if (file->Find("tokenizer.ggml.eos_token_id") != nullptr) {
+    RETORT_RETURN_IF_ERROR(integer("tokenizer.ggml.eos_token_id", &c.eos_token_id));
+  }
+  real(a + "rope.freq_base", &c.rope_theta);
+  real(a + "attention.layer_norm_rms_epsilon", &c.rms_norm_eps);
   std::map<std::string, const models::GgufTensorInfo*> infos;
   for (const auto& t : file->tensors) infos[t.name] = &t;
   auto embd = infos.find("token_embd.weight");
@@ -323,40 +392,57 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
   }
   c.vocab_size = static_cast<int64_t>(embd->second->dims[1]);
   c.tie_word_embeddings = infos.count("output.weight") == 0;
+  if (infos.count("rope_freqs.weight") != 0) {
+    return absl::UnimplementedError(
+        absl::StrCat(path,
+                     ": rope_freqs.weight (Llama 3 rope scaling) is not imported: the four llama3 "
+                     "scaling parameters are not recovered from its divisors"));
+  }
+  // The family, from the tensors each block holds.
+  c.model_type = architecture;
+  c.qkv_bias = infos.count("blk.0.attn_q.bias") != 0;
+  c.qk_norm = infos.count("blk.0.attn_q_norm.weight") != 0;
+  if (architecture == "llama" && (c.qkv_bias || c.qk_norm)) {
+    return absl::UnimplementedError(absl::StrCat(
+        path, ": a llama file with q/k/v biases or q/k norms is not one of the layouts we read"));
+  }
   if (absl::Status s = c.Validate(); !s.ok()) {
     return bad(absl::StrCat("its hyper-parameters do not make a model: ", s.message()));
   }
   // The hyper-parameters must describe the tensors the file holds (which the
   // file's size bounds) before anything is allocated for them.
   if (static_cast<uint64_t>(c.hidden_size) != embd->second->dims[0]) {
-    return bad(absl::StrCat("llama.embedding_length ", c.hidden_size,
+    return bad(absl::StrCat(a, "embedding_length ", c.hidden_size,
                             " is not token_embd.weight's width ", embd->second->dims[0]));
   }
   if (static_cast<uint64_t>(c.num_hidden_layers) * 9 + 2 > file->tensors.size()) {
-    return bad(absl::StrCat("llama.block_count ", c.num_hidden_layers, " needs more than the ",
+    return bad(absl::StrCat(a, "block_count ", c.num_hidden_layers, " needs more than the ",
                             file->tensors.size(), " tensors the file holds"));
   }
   auto up = infos.find("blk.0.ffn_up.weight");
   if (up == infos.end() || up->second->dims.size() != 2 ||
       up->second->dims[1] != static_cast<uint64_t>(c.intermediate_size)) {
-    return bad(absl::StrCat("llama.feed_forward_length ", c.intermediate_size,
+    return bad(absl::StrCat(a, "feed_forward_length ", c.intermediate_size,
                             " does not match blk.0.ffn_up.weight"));
   }
   auto q = infos.find("blk.0.attn_q.weight");
   if (q == infos.end() || q->second->dims.size() != 2 ||
       q->second->dims[1] != static_cast<uint64_t>(c.num_attention_heads * c.head_dim())) {
-    return bad(absl::StrCat("llama.attention.head_count ", c.num_attention_heads,
-                            " heads of width ", c.head_dim(), " do not match blk.0.attn_q.weight"));
+    return bad(absl::StrCat(a, "attention.head_count ", c.num_attention_heads, " heads of width ",
+                            c.head_dim(), " do not match blk.0.attn_q.weight"));
   }
   constexpr int64_t kMaxContext = int64_t{1} << 17;
   if (c.max_position_embeddings > kMaxContext) {
-    return bad(absl::StrCat("llama.context_length ", c.max_position_embeddings, " is above the ",
+    return bad(absl::StrCat(a, "context_length ", c.max_position_embeddings, " is above the ",
                             kMaxContext, " this importer builds tables for"));
   }
   auto model = std::make_shared<models::LlamaModel>(c);
   std::map<std::string, torch::Tensor> params;
   for (auto& p : model->named_parameters()) params[p.key()] = p.value();
-  for (const NameMap& n : TensorNames(c)) {
+  GgufLayout layout;
+  layout.architecture = architecture;
+  layout.permute_rotary = architecture == "llama";
+  for (const NameMap& n : TensorNames(c, layout)) {
     auto it = infos.find(n.gguf);
     if (it == infos.end()) return bad(absl::StrCat("tensor ", n.gguf, " is missing"));
     const models::GgufTensorInfo& info = *it->second;
@@ -383,9 +469,10 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> ImportLlamaGguf(const std::s
     if (!torch::isfinite(w).all().item<bool>()) {
       return bad(absl::StrCat("tensor ", n.gguf, " holds NaN or infinity"));
     }
+    w = w.view(param.sizes());
     if (n.permute_heads > 0) w = UnpermuteFromGgml(w, n.permute_heads);
     torch::NoGradGuard no_grad;
-    param.copy_(w.view(param.sizes()));
+    param.copy_(w);
   }
   model->eval();
   return model;

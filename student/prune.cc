@@ -9,7 +9,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "student/plain_llama.h"
 
 namespace retort::student {
 namespace {
@@ -237,7 +236,6 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaMlpNeurons(
   }
   models::LlamaConfig config = model.config();
   const int64_t keep = KeepCount(config.intermediate_size, fraction, multiple_of);
-  RETORT_RETURN_IF_ERROR(RequirePlainLlama(config, "pruning MLP neurons"));
   config.intermediate_size = keep;
   torch::NoGradGuard no_grad;
   auto out = std::make_shared<models::LlamaModel>(config);
@@ -272,7 +270,6 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaAttentionHeads(
     models::LlamaModel& model, double fraction, PruneScore score, const InputNorms* norms,
     PruneReport* report) {
   RETORT_RETURN_IF_ERROR(CheckFraction("--heads_fraction", fraction));
-  RETORT_RETURN_IF_ERROR(RequirePlainLlama(model.config(), "pruning attention heads"));
   if (model.quantization.quantized()) {
     return absl::FailedPreconditionError("prune the float model, then quantize");
   }
@@ -317,6 +314,15 @@ absl::StatusOr<std::shared_ptr<models::LlamaModel>> PruneLlamaAttentionHeads(
     to->self_attn->k_proj->weight.copy_(k.index_select(0, kv_rows));
     to->self_attn->v_proj->weight.copy_(v.index_select(0, kv_rows));
     to->self_attn->o_proj->weight.copy_(o.index_select(1, query_rows));
+    if (config.qkv_bias) {  // Qwen2: each kept row keeps its bias
+      to->self_attn->q_proj->bias.copy_(from->self_attn->q_proj->bias.index_select(0, query_rows));
+      to->self_attn->k_proj->bias.copy_(from->self_attn->k_proj->bias.index_select(0, kv_rows));
+      to->self_attn->v_proj->bias.copy_(from->self_attn->v_proj->bias.index_select(0, kv_rows));
+    }
+    if (config.qk_norm) {  // Qwen3: one scale over head_dim, shared by every head
+      to->self_attn->q_norm->weight.copy_(from->self_attn->q_norm->weight);
+      to->self_attn->k_norm->weight.copy_(from->self_attn->k_norm->weight);
+    }
   }
   return Finished(model, std::move(out), report);
 }

@@ -18,7 +18,8 @@
 //     head_dim explicitly. Score of a group: the norm over its o_proj
 //     columns c of ||o_proj[:, c]|| * ||A_c|| (activation: A the attention
 //     output on calibration data), or ||v rows|| * ||o_proj columns||
-//     (magnitude);
+//     (magnitude). Every family: Qwen2's q/k/v biases go with their rows,
+//     Qwen3's q/k norms (one scale over head_dim) stay as they are;
 //   an MLP classifier's hidden units, ||in[j]|| * ||out[:, j]|| (magnitude)
 //     or ||out[:, j]|| * ||H_j|| (activation);
 //   a CNN's channels (both convolutions) and fully connected units, the

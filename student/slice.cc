@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "student/plain_llama.h"
 
 namespace retort::student {
 namespace {
@@ -36,7 +35,6 @@ Tensor Principal(const Tensor& x, int64_t d, double eps, int64_t keep, double* k
 absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
     models::LlamaModel& model, const data::Dataset& calibration, const SliceOptions& options,
     SliceReport* report) {
-  RETORT_RETURN_IF_ERROR(RequirePlainLlama(model.config(), "SliceGPT slicing"));
   if (!(options.fraction >= 0.0 && options.fraction < 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--fraction must be in [0, 1), got ", options.fraction));
@@ -138,6 +136,17 @@ absl::StatusOr<std::shared_ptr<models::SlicedLlamaModel>> SliceLlama(
                             std::pair{layer->self_attn->k_proj, out->self_attn->k_proj},
                             std::pair{layer->self_attn->v_proj, out->self_attn->v_proj}}) {
       to->weight.copy_(torch::matmul(from->weight, q_in));
+    }
+    // Biases are added to the projections' outputs and q/k norms act on the
+    // heads: neither meets the rotated stream, so both are kept as they are.
+    if (c.qkv_bias) {
+      out->self_attn->q_proj->bias.copy_(layer->self_attn->q_proj->bias);
+      out->self_attn->k_proj->bias.copy_(layer->self_attn->k_proj->bias);
+      out->self_attn->v_proj->bias.copy_(layer->self_attn->v_proj->bias);
+    }
+    if (c.qk_norm) {
+      out->self_attn->q_norm->weight.copy_(layer->self_attn->q_norm->weight);
+      out->self_attn->k_norm->weight.copy_(layer->self_attn->k_norm->weight);
     }
     out->self_attn->o_proj->weight.copy_(
         torch::matmul(q_mid.t(), layer->self_attn->o_proj->weight));

@@ -1,6 +1,8 @@
-// SliceGPT (Ashkboos et al. 2024) for Llama students: delete whole
-// directions of the residual stream, giving a smaller dense model
-// (models/sliced_llama.h).
+// SliceGPT (Ashkboos et al. 2024) for Llama-family students (every family:
+// Qwen2's q/k/v biases are added to the projections' outputs and Qwen3's
+// q/k norms act on the heads, so neither meets the rotated stream and both
+// are kept as they are): delete whole directions of the residual stream,
+// giving a smaller dense model (models/sliced_llama.h).
 //
 //  1. Fold every RMSNorm scale into the matrices that read its output
 //     (q/k/v for the attention norm, gate/up for the MLP norm, the output

@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "common/file_util.h"
 #include "data/sentencepiece_model.h"
@@ -18,6 +20,9 @@
 #include "models/llama.h"
 #include "student/gguf_export.h"
 #include "student/quantize.h"
+#include "tests/student/families.h"
+#include "tests/tokenizer/small_tokenizer_json.h"
+#include "tests/tokenizer/test_json.h"
 
 namespace retort::student {
 namespace {
@@ -326,6 +331,333 @@ TEST_F(CompactionTest, GgufCarriesAnExplicitHeadWidth) {
   EXPECT_EQ((*imported)->config().head_dim(), 8);
   const torch::Tensor tokens = torch::randint(64, {2, 10}, torch::kInt64);
   EXPECT_TRUE(torch::allclose((*imported)->forward(tokens), model->forward(tokens), 1e-5, 1e-5));
+}
+
+// GGUF's tensors of `file` by name.
+std::map<std::string, models::GgufTensorInfo> TensorsOf(const models::GgufFile& file) {
+  std::map<std::string, models::GgufTensorInfo> t;
+  for (const auto& info : file.tensors) t[info.name] = info;
+  return t;
+}
+
+// An F32 tensor of `bytes` (a whole GGUF file) as a float tensor of `shape`.
+torch::Tensor F32Tensor(const std::string& bytes, const models::GgufFile& file,
+                        const models::GgufTensorInfo& info, std::vector<int64_t> shape) {
+  torch::Tensor t = torch::empty(shape, torch::kFloat32);
+  EXPECT_EQ(info.type, models::GgmlType::kF32) << info.name;
+  EXPECT_EQ(static_cast<int64_t>(info.bytes), t.nbytes()) << info.name;
+  std::memcpy(t.data_ptr(), bytes.data() + file.data_start + info.offset, t.nbytes());
+  return t;
+}
+
+// Qwen2 and Qwen3 go out in llama.cpp's own architectures for them, with
+// their biases and q/k norms, rows as transformers holds them (llama.cpp's
+// qwen models rotate halves, as transformers does); our reader brings back
+// the same model for every type.
+TEST_F(CompactionTest, GgufWritesQwen2AndQwen3InTheirArchitectures) {
+  const torch::Tensor tokens = torch::randint(64, {2, 10}, torch::kInt64);
+  for (const std::string family : {"qwen2", "qwen3"}) {
+    const models::LlamaConfig base = config_;
+    config_ = testing::WithFamily(base, family);
+    auto model = Model(/*tied=*/false);
+    testing::PerturbBiasesAndNorms(*model);
+    config_ = base;
+    const models::LlamaConfig& c = model->config();
+    const std::string path = Path(family + ".gguf");
+    auto report = ExportLlamaGguf(*model, path,
+                                  {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_});
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->layout.architecture, family);
+    EXPECT_TRUE(report->layout.note.empty());
+    EXPECT_EQ(report->tensors, 1 + 2 * (9 + (family == "qwen2" ? 3 : 2)) + 1 + 1);
+    const std::string bytes = *ReadFile(path);
+    auto file = models::ParseGguf(bytes);
+    ASSERT_TRUE(file.ok()) << file.status();
+    EXPECT_EQ(file->Find("general.architecture")->string, family);
+    EXPECT_EQ(file->Find(family + ".block_count")->integer, 2);
+    EXPECT_EQ(file->Find(family + ".attention.key_length")->integer, c.head_dim());
+    EXPECT_EQ(file->Find(family + ".rope.dimension_count")->integer, c.head_dim());
+    EXPECT_EQ(file->Find("llama.block_count"), nullptr);
+    auto t = TensorsOf(*file);
+    auto* attn = model->model->layers[1]->as<models::LlamaDecoderLayer>()->self_attn.get();
+    const int64_t q_rows = c.num_attention_heads * c.head_dim();
+    EXPECT_TRUE(torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_q.weight"], {q_rows, 64}),
+                             attn->q_proj->weight));
+    if (family == "qwen2") {
+      EXPECT_TRUE(torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_q.bias"], {q_rows}),
+                               attn->q_proj->bias));
+      EXPECT_TRUE(
+          torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_v.bias"], {32}), attn->v_proj->bias));
+      EXPECT_EQ(t.count("blk.1.attn_q_norm.weight"), 0u);
+    } else {
+      EXPECT_TRUE(
+          torch::equal(F32Tensor(bytes, *file, t["blk.1.attn_k_norm.weight"], {c.head_dim()}),
+                       attn->k_norm->weight));
+      EXPECT_EQ(t.count("blk.1.attn_q.bias"), 0u);
+    }
+    for (models::GgmlType type : {models::GgmlType::kF32, models::GgmlType::kF16,
+                                  models::GgmlType::kQ8_0, models::GgmlType::kQ4_0}) {
+      // The same weights, rounded as the file stores them.
+      config_ = testing::WithFamily(base, family);
+      auto copy = Model(false);
+      config_ = base;
+      {
+        torch::NoGradGuard g;
+        auto from = model->named_parameters();
+        for (auto& p : copy->named_parameters()) p.value().copy_(from[p.key()]);
+      }
+      ASSERT_TRUE(ExportLlamaGguf(*copy, path, {.type = type, .tokenizer_model = tokenizer_}).ok());
+      auto imported = ImportLlamaGguf(path);
+      ASSERT_TRUE(imported.ok()) << imported.status();
+      EXPECT_EQ((*imported)->config(), c) << family;
+      RoundLikeGguf(*copy, type);
+      EXPECT_TRUE(torch::allclose((*imported)->forward(tokens), copy->forward(tokens), 1e-5, 1e-5))
+          << family << " " << models::GgmlTypeName(type);
+    }
+  }
+}
+
+// Mistral goes out as llama.cpp's converter writes it, in the llama
+// architecture, which has no sliding window: the file states the window as
+// its context length, within which full attention computes the same.
+TEST_F(CompactionTest, GgufWritesMistralAsLlamaWithinItsWindow) {
+  config_ = testing::WithFamily(config_, "mistral");
+  auto model = Model(/*tied=*/true);
+  auto report = ExportLlamaGguf(*model, Path("m.gguf"),
+                                {.type = models::GgmlType::kF32, .tokenizer_model = tokenizer_});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->layout.architecture, "llama");
+  EXPECT_EQ(report->layout.context_length, 4);
+  EXPECT_THAT(report->layout.note, HasSubstr("sliding window"));
+  auto file = models::ParseGguf(*ReadFile(Path("m.gguf")));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->Find("llama.context_length")->integer, 4);
+  auto imported = ImportLlamaGguf(Path("m.gguf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ((*imported)->config().model_type, "llama");
+  const torch::Tensor window = torch::randint(64, {2, 4}, torch::kInt64);
+  EXPECT_TRUE(torch::allclose((*imported)->forward(window), model->forward(window), 1e-5, 1e-5));
+  // A window no shorter than the context never binds: the whole context.
+  config_.sliding_window = 32;
+  report = ExportLlamaGguf(*Model(true), Path("m.gguf"), {.tokenizer_model = tokenizer_});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->layout.context_length, 32);
+  EXPECT_TRUE(report->layout.note.empty());
+}
+
+// Llama 3's rope scaling travels as llama.cpp's rope_freqs.weight: the
+// divisor of each rotary frequency. Checked against the model's own rotary
+// table: the angle at position 1 is the scaled frequency itself.
+TEST_F(CompactionTest, GgufCarriesLlama3RopeScalingAsFrequencyDivisors) {
+  config_ = testing::WithFamily(config_, "llama3");
+  auto model = Model(/*tied=*/false);
+  auto report = ExportLlamaGguf(*model, Path("m.gguf"),
+                                {.type = models::GgmlType::kQ8_0, .tokenizer_model = tokenizer_});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->layout.architecture, "llama");
+  const std::string bytes = *ReadFile(Path("m.gguf"));
+  auto file = models::ParseGguf(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto t = TensorsOf(*file);
+  ASSERT_EQ(t.count("rope_freqs.weight"), 1u);
+  const int64_t half = config_.head_dim() / 2;
+  const torch::Tensor divisors = F32Tensor(bytes, *file, t["rope_freqs.weight"], {half});
+  torch::Tensor cos, sin;
+  models::RotaryTables(config_, &cos, &sin);
+  int64_t scaled = 0;
+  for (int64_t i = 0; i < half; ++i) {
+    const double base = std::pow(config_.rope_theta, -2.0 * i / config_.head_dim());
+    const double angle = std::atan2(sin[1][i].item<double>(), cos[1][i].item<double>());
+    EXPECT_NEAR(base / divisors[i].item<double>(), angle, 1e-6) << i;
+    if (divisors[i].item<double>() > 1) ++scaled;
+  }
+  EXPECT_GT(scaled, 0);
+  EXPECT_EQ(ImportLlamaGguf(Path("m.gguf")).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+// What llama.cpp's architectures cannot hold is refused, naming the family
+// and the feature.
+TEST_F(CompactionTest, GgufRefusesWhatLlamaCppCannotRun) {
+  config_ = testing::WithFamily(config_, "qwen2");
+  config_.attention_head_dim = 8;  // 4 heads of 8 in a 64-wide stream (pruned heads)
+  auto status =
+      ExportLlamaGguf(*Model(false), Path("x.gguf"), {.tokenizer_model = tokenizer_}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(status.message(), HasSubstr("qwen2"));
+  EXPECT_THAT(status.message(), HasSubstr("4 heads of 8 in a 64-wide stream"));
+  EXPECT_FALSE(fs::exists(Path("x.gguf")));
+  models::LlamaConfig c = testing::WithFamily(config_, "qwen3");
+  c.qk_norm = false;
+  EXPECT_THAT(GgufLayoutFor(c).status().message(), HasSubstr("without q/k norms"));
+  c = testing::WithFamily(config_, "llama3");
+  c.model_type = "qwen3";
+  c.qk_norm = true;
+  EXPECT_THAT(GgufLayoutFor(c).status().message(), HasSubstr("llama3 rope scaling"));
+  c = config_;
+  c.model_type = "llama";
+  c.qkv_bias = true;
+  EXPECT_THAT(GgufLayoutFor(c).status().message(), HasSubstr("a llama model with q/k/v biases"));
+}
+
+// GPT-2's byte-level alphabet: byte b as the UTF-8 of its stand-in character.
+std::string ByteLevelChar(int b) {
+  static const std::vector<int> code_points = [] {
+    std::vector<int> out;
+    int n = 0;
+    for (int c = 0; c < 256; ++c) {
+      const bool printable = (c >= 33 && c <= 126) || (c >= 0xa1 && c <= 0xac) || c >= 0xae;
+      out.push_back(printable ? c : 256 + n++);
+    }
+    return out;
+  }();
+  const int cp = code_points[static_cast<size_t>(b)];
+  std::string utf8;
+  if (cp < 0x80) {
+    utf8 += static_cast<char>(cp);
+  } else {
+    utf8 += static_cast<char>(0xc0 | (cp >> 6));
+    utf8 += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+  return utf8;
+}
+
+// A Qwen2-style byte-level BPE tokenizer.json: the 256 byte characters,
+// three merges, <|endoftext|> as a special added token (id 259), NFC and
+// Qwen2's published regex split before ByteLevel (or `pattern`; or
+// `pre_tokenizer` instead), `model_extra` merged into the model.
+std::string Qwen2StyleTokenizerJson(const std::string& pattern,
+                                    const nlohmann::json& model_extra = nlohmann::json::object(),
+                                    const nlohmann::json& pre_tokenizer = nullptr) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[ByteLevelChar(b)] = b;
+  const std::string space = ByteLevelChar(' ');
+  vocab[space + "t"] = 256;
+  vocab["he"] = 257;
+  vocab[space + "the"] = 258;
+  const nlohmann::json merges = nlohmann::json::array({space + " t", "h e", space + "t he"});
+  const nlohmann::json extra = {{"added_tokens",
+                                 {{{"id", 259},
+                                   {"content", "<|endoftext|>"},
+                                   {"single_word", false},
+                                   {"lstrip", false},
+                                   {"rstrip", false},
+                                   {"normalized", false},
+                                   {"special", true}}}},
+                                {"normalizer", {{"type", "NFC"}}},
+                                {"pre_tokenizer",
+                                 {{"type", "Sequence"},
+                                  {"pretokenizers",
+                                   {{{"type", "Split"},
+                                     {"pattern", {{"Regex", pattern}}},
+                                     {"behavior", "Isolated"},
+                                     {"invert", false}},
+                                    {{"type", "ByteLevel"},
+                                     {"add_prefix_space", false},
+                                     {"trim_offsets", false},
+                                     {"use_regex", false}}}}}},
+                                {"decoder",
+                                 {{"type", "ByteLevel"},
+                                  {"add_prefix_space", true},
+                                  {"trim_offsets", true},
+                                  {"use_regex", true}}}};
+  nlohmann::json fields = extra;
+  if (!pre_tokenizer.is_null()) fields["pre_tokenizer"] = pre_tokenizer;
+  return tokenizer::testing::TokenizerJson(
+      tokenizer::testing::BpeModelJson(vocab, merges, model_extra), fields);
+}
+
+constexpr char kQwen2Regex[] =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// A byte-level BPE tokenizer.json goes out as llama.cpp's gpt2 vocabulary:
+// tokens by id (the model's rows past the tokenizer as [PAD<id>], unused),
+// merges as "a b", the added token as a control token, the pre-tokenizer by
+// the name llama.cpp knows; what llama.cpp would tokenize differently is
+// refused naming the part.
+TEST_F(CompactionTest, GgufCarriesAByteLevelBpeTokenizerJson) {
+  config_ = testing::WithFamily(config_, "qwen2");
+  config_.vocab_size = 264;  // the tokenizer's 260 ids, padded as Qwen pads
+  auto model = Model(/*tied=*/true);
+  const std::string json = Path("tokenizer.json");
+  ASSERT_TRUE(WriteFileAtomically(json, Qwen2StyleTokenizerJson(kQwen2Regex)).ok());
+  auto report = ExportLlamaGguf(*model, Path("q.gguf"), {.tokenizer_model = json});
+  ASSERT_TRUE(report.ok()) << report.status();
+  auto file = models::ParseGguf(*ReadFile(Path("q.gguf")));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->Find("tokenizer.ggml.model")->string, "gpt2");
+  EXPECT_EQ(file->Find("tokenizer.ggml.pre")->string, "qwen2");
+  const auto& tokens = file->Find("tokenizer.ggml.tokens")->array;
+  const auto& types = file->Find("tokenizer.ggml.token_type")->array;
+  ASSERT_EQ(tokens.size(), 264u);
+  ASSERT_EQ(types.size(), 264u);
+  EXPECT_EQ(tokens[0].string, ByteLevelChar(0));
+  EXPECT_EQ(tokens['a'].string, "a");
+  EXPECT_EQ(tokens[258].string, ByteLevelChar(' ') + "the");
+  EXPECT_EQ(types[258].integer, 1);  // normal
+  EXPECT_EQ(tokens[259].string, "<|endoftext|>");
+  EXPECT_EQ(types[259].integer, 3);  // control
+  EXPECT_EQ(tokens[263].string, "[PAD263]");
+  EXPECT_EQ(types[263].integer, 5);  // unused
+  const auto& merges = file->Find("tokenizer.ggml.merges")->array;
+  ASSERT_EQ(merges.size(), 3u);
+  EXPECT_EQ(merges[0].string, ByteLevelChar(' ') + " t");
+  EXPECT_EQ(merges[2].string, ByteLevelChar(' ') + "t he");
+  EXPECT_EQ(file->Find("tokenizer.ggml.eos_token_id")->integer, 259);
+  EXPECT_EQ(file->Find("tokenizer.ggml.bos_token_id"), nullptr);  // Qwen has none
+  EXPECT_EQ(file->Find("tokenizer.ggml.add_bos_token")->integer, 0);
+  EXPECT_EQ(file->Find("tokenizer.ggml.scores"), nullptr);
+
+  // Refused, naming what differs.
+  std::string other_regex = kQwen2Regex;
+  other_regex.replace(other_regex.find(R"(\p{N}|)"), 6, R"(\p{N}{1,2}|)");
+  ASSERT_TRUE(WriteFileAtomically(json, Qwen2StyleTokenizerJson(other_regex)).ok());
+  auto status = ExportLlamaGguf(*model, Path("x.gguf"), {.tokenizer_model = json}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(status.message(), HasSubstr("pre_tokenizer"));
+  ASSERT_TRUE(WriteFileAtomically(json, tokenizer::testing::SmallByteFallbackTokenizerJson()).ok());
+  status = ExportLlamaGguf(*model, Path("x.gguf"), {.tokenizer_model = json}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(status.message(), HasSubstr("byte_fallback"));
+  ASSERT_TRUE(WriteFileAtomically(json, Qwen2StyleTokenizerJson(kQwen2Regex)).ok());
+  config_.vocab_size = 258;
+  EXPECT_THAT(
+      ExportLlamaGguf(*Model(true), Path("x.gguf"), {.tokenizer_model = json}).status().message(),
+      HasSubstr("token ids up to 259 but the model's vocabulary is 258"));
+  EXPECT_FALSE(fs::exists(Path("x.gguf")));
+}
+
+// The other pre-tokenizers llama.cpp knows by name: Llama 3's regex (with
+// ignore_merges, which llama.cpp's llama-bpe does) and GPT-2's ByteLevel.
+TEST_F(CompactionTest, GgufNamesLlama3AndGpt2PreTokenizers) {
+  config_.vocab_size = 260;
+  auto model = Model(/*tied=*/true);
+  const std::string json = Path("tokenizer.json");
+  auto pre_of = [&]() -> std::string {
+    auto report = ExportLlamaGguf(*model, Path("t.gguf"), {.tokenizer_model = json});
+    if (!report.ok()) return std::string(report.status().message());
+    auto file = models::ParseGguf(*ReadFile(Path("t.gguf")));
+    return file.ok() ? file->Find("tokenizer.ggml.pre")->string : "unreadable";
+  };
+  const std::string llama3 =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  ASSERT_TRUE(
+      WriteFileAtomically(json, Qwen2StyleTokenizerJson(llama3, {{"ignore_merges", true}})).ok());
+  EXPECT_EQ(pre_of(), "llama-bpe");
+  ASSERT_TRUE(WriteFileAtomically(json, Qwen2StyleTokenizerJson(llama3)).ok());
+  EXPECT_THAT(pre_of(), HasSubstr("ignore_merges is false"));
+  const nlohmann::json gpt2 = {{"type", "ByteLevel"},
+                               {"add_prefix_space", false},
+                               {"trim_offsets", true},
+                               {"use_regex", true}};
+  ASSERT_TRUE(
+      WriteFileAtomically(json, Qwen2StyleTokenizerJson("", nlohmann::json::object(), gpt2)).ok());
+  EXPECT_EQ(pre_of(), "gpt-2");
+  nlohmann::json prefixed = gpt2;
+  prefixed["add_prefix_space"] = true;
+  ASSERT_TRUE(
+      WriteFileAtomically(json, Qwen2StyleTokenizerJson("", nlohmann::json::object(), prefixed))
+          .ok());
+  EXPECT_THAT(pre_of(), HasSubstr("pre_tokenizer"));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "models/classifier.h"
 #include "models/llama.h"
 #include "student/prune.h"
+#include "tests/student/families.h"
 
 namespace retort::student {
 namespace {
@@ -230,6 +231,46 @@ TEST(PruneTest, RemovingSilentAttentionGroupsLeavesOutputsUnchanged) {
   ASSERT_TRUE(reparsed.ok()) << reparsed.status();
   EXPECT_EQ(*reparsed, (*three)->config());
   EXPECT_EQ(reparsed->head_dim(), 8);
+}
+
+// Structured pruning carries over to the other families: their biases go
+// with the rows they belong to, q/k norms (one scale over head_dim) stay,
+// the window and rope scaling stay in the config. Removing only dead units
+// leaves every family's logits unchanged (the sequence of 10 is longer than
+// Mistral's window of 4).
+TEST(PruneTest, OtherFamiliesPruneDeadNeuronsAndHeadsWithoutChange) {
+  for (const std::string& family : testing::OtherFamilies()) {
+    torch::manual_seed(1);
+    models::LlamaModel model(testing::WithFamily(Tiny(), family));
+    model.eval();
+    testing::PerturbBiasesAndNorms(model);
+    const int64_t hd = model.config().head_dim();
+    {
+      torch::NoGradGuard g;
+      for (size_t i = 0; i < 2; ++i) {
+        auto* layer = model.model->layers[i]->as<models::LlamaDecoderLayer>();
+        layer->mlp->down_proj->weight.index_fill_(1, torch::arange(1, 64, 2), 0.0);
+        // Key/value group 1 in block 0, group 0 in block 1 writes nothing.
+        layer->self_attn->o_proj->weight.narrow(1, i == 0 ? 2 * hd : 0, 2 * hd).zero_();
+      }
+    }
+    const torch::Tensor tokens = torch::randint(50, {2, 10}, torch::kInt64);
+    const torch::Tensor expected = model.forward(tokens);
+    auto neurons = PruneLlamaMlpNeurons(model, 0.5, PruneScore::kMagnitude, nullptr, 16, nullptr);
+    ASSERT_TRUE(neurons.ok()) << family << ": " << neurons.status();
+    EXPECT_EQ((*neurons)->config().intermediate_size, 32);
+    EXPECT_TRUE(torch::allclose((*neurons)->forward(tokens), expected, 1e-5, 1e-6)) << family;
+    PruneReport report;
+    auto heads = PruneLlamaAttentionHeads(model, 0.5, PruneScore::kMagnitude, nullptr, &report);
+    ASSERT_TRUE(heads.ok()) << family << ": " << heads.status();
+    models::LlamaConfig want = model.config();
+    want.num_attention_heads = 2;
+    want.num_key_value_heads = 1;
+    want.attention_head_dim = hd;
+    EXPECT_EQ((*heads)->config(), want) << family;
+    EXPECT_EQ(report.parameters_after, want.ParameterCount()) << family;
+    EXPECT_TRUE(torch::allclose((*heads)->forward(tokens), expected, 1e-5, 1e-6)) << family;
+  }
 }
 
 TEST(PruneTest, CnnChannelsAndUnits) {

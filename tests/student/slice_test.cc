@@ -14,6 +14,7 @@
 #include "student/prune.h"
 #include "student/quantize.h"
 #include "student/slice.h"
+#include "tests/student/families.h"
 
 namespace retort::student {
 namespace {
@@ -69,6 +70,35 @@ TEST(SliceTest, NothingDeletedComputesTheSameFunction) {
     // The shortcuts are orthogonal: Q_a^T Q_b of two orthonormal bases.
     const torch::Tensor s = (*sliced)->layers[0]->as<models::SlicedBlock>()->attn_shortcut_Q;
     EXPECT_TRUE(torch::allclose(torch::matmul(s, s.t()), torch::eye(64), 1e-4, 1e-4));
+  }
+}
+
+// SliceGPT carries over to the other families: biases are added to the
+// projections' outputs and q/k norms act on the heads, so neither meets the
+// rotated stream and both are kept as they are. With nothing deleted each
+// family computes the same function (tokens longer than Mistral's window),
+// and a sliced model of each family saves and loads back bit for bit.
+TEST(SliceTest, OtherFamiliesSliceAndRoundTrip) {
+  const fs::path dir = fs::temp_directory_path() / ("retort_slice_f_" + std::to_string(::getpid()));
+  const torch::Tensor tokens = torch::randint(60, {3, 12}, torch::kInt64);
+  for (const std::string& family : testing::OtherFamilies()) {
+    torch::manual_seed(11);
+    auto model = std::make_shared<models::LlamaModel>(testing::WithFamily(Config(false), family));
+    testing::PerturbBiasesAndNorms(*model);
+    model->eval();
+    const torch::Tensor expected = model->forward(tokens);
+    auto whole = SliceLlama(*model, *Calibration(24), {.fraction = 0.0, .multiple_of = 1});
+    ASSERT_TRUE(whole.ok()) << family << ": " << whole.status();
+    EXPECT_LT(((*whole)->forward(tokens) - expected).abs().max().item<double>(), 1e-4) << family;
+    auto sliced = SliceLlama(*model, *Calibration(16), {.fraction = 0.25});
+    ASSERT_TRUE(sliced.ok()) << family << ": " << sliced.status();
+    EXPECT_EQ((*sliced)->config(), model->config());
+    ASSERT_TRUE(models::SaveSlicedLlama(**sliced, dir.string()).ok());
+    auto loaded = models::LoadSlicedLlama(dir.string());
+    ASSERT_TRUE(loaded.ok()) << family << ": " << loaded.status();
+    EXPECT_EQ((*loaded)->config(), model->config());
+    EXPECT_TRUE(torch::equal((*loaded)->forward(tokens), (*sliced)->forward(tokens))) << family;
+    fs::remove_all(dir);
   }
 }
 

@@ -554,20 +554,15 @@ absl::Status RunExport() {
   if (format == "gguf") {
     student::GgufExportOptions o;
     RETORT_ASSIGN_OR_RETURN(o.type, student::ParseGgufType(absl::GetFlag(FLAGS_gguf_type)));
-    if (absl::EndsWith(tokenizer, ".json")) {
-      return absl::UnimplementedError(absl::StrCat(
-          "--format=gguf reads the vocabulary from a SentencePiece tokenizer.model; ", checkpoint,
-          " has a tokenizer.json, which the GGUF export does not convert yet (export "
-          "--format=safetensors, or convert with llama.cpp's convert_hf_to_gguf.py)"));
-    }
     o.tokenizer_model = tokenizer;
     RETORT_ASSIGN_OR_RETURN(student::GgufExportReport r, student::ExportLlamaGguf(*model, out, o));
     std::printf(
-        "%s: GGUF %s, %lld tensors (%lld matrices F16 where 32-blocks do not fit), "
-        "%lld bytes\n",
+        "%s: GGUF %s, architecture %s, %lld tensors (%lld matrices F16 where 32-blocks do not "
+        "fit), %lld bytes\n",
         out.c_str(), std::string(models::GgmlTypeName(o.type)).c_str(),
-        static_cast<long long>(r.tensors), static_cast<long long>(r.fallback_tensors),
-        static_cast<long long>(r.bytes));
+        r.layout.architecture.c_str(), static_cast<long long>(r.tensors),
+        static_cast<long long>(r.fallback_tensors), static_cast<long long>(r.bytes));
+    if (!r.layout.note.empty()) std::printf("note: %s\n", r.layout.note.c_str());
     return absl::OkStatus();
   }
   if (format == "safetensors") {
