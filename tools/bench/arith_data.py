@@ -54,7 +54,7 @@ def main():
         "normalizer": None,
         "pre_tokenizer": None,
         "post_processor": None,
-        "decoder": None,
+        "decoder": {"type": "Fuse"},
         "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
                   "continuing_subword_prefix": None, "end_of_word_suffix": None,
                   "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,

@@ -21,7 +21,7 @@ OUT=${1:-retort_work/on_policy_arith}
 RETORT=${RETORT:-build/retort}
 TEACHER_MODEL=${TEACHER_MODEL:-"d=128,layers=4,heads=4,ffn=344"}
 STUDENT_MODEL=${STUDENT_MODEL:-"d=48,layers=2,heads=4,ffn=128"}
-TEACHER_STEPS=${TEACHER_STEPS:-1500}
+TEACHER_STEPS=${TEACHER_STEPS:-3000}
 STEPS=${STEPS:-600}
 SEEDS=${SEEDS:-"1 2"}
 THREADS=${THREADS:-2}
@@ -43,10 +43,20 @@ evaluate() {  # name dir flags
 import json, sys
 name, d, flags = sys.argv[1:]
 r = json.load(open(d + "/result.json")); e = json.load(open(d + "/eval.json"))
-print(json.dumps({"name": name, "flags": flags, "steps": r["steps"],
-                  "train_seconds": r["train_seconds"], "exact_match": e.get("exact_match"),
-                  "prefix_match": e.get("prefix_match"), "teacher_nll": e.get("teacher_nll"),
-                  "val_perplexity": r["final_validation"]["perplexity"]}, separators=(",", ":")))
+timing = {}
+for line in open(d + "/metrics.jsonl"):
+    m = json.loads(line)
+    if "on_policy" in m:
+        timing = m["on_policy"]
+row = {"name": name, "flags": flags, "steps": r["steps"],
+       "train_seconds": r["train_seconds"], "exact_match": e.get("exact_match"),
+       "prefix_match": e.get("prefix_match"), "teacher_nll": e.get("teacher_nll"),
+       "val_perplexity": r["final_validation"]["perplexity"]}
+if timing:
+    row["on_policy_steps"] = timing["steps_this_process"]
+    row["rollout_share"] = timing["rollout_seconds"] / r["train_seconds"]
+    row["scoring_share"] = timing["scoring_seconds"] / r["train_seconds"]
+print(json.dumps(row, separators=(",", ":")))
 PY
 }
 

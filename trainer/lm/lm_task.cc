@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "distributed/communicator.h"
 #include "models/checkpoint_file.h"
@@ -168,9 +169,11 @@ absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
   auto& b = static_cast<LmBatch&>(batch);
   if (b.on_policy && !b.teacher.valid()) {
     // Rollouts from the weights this step starts from.
+    const absl::Time start = absl::Now();
     RETORT_ASSIGN_OR_RETURN(Rollout rollout, MakeRollout(*model_, b.prompts, options_.on_policy,
                                                          options_.loss.ignore_index,
                                                          RolloutSeed(options_.seed, b.step)));
+    const absl::Time generated = absl::Now();
     b.inputs = rollout.inputs;
     b.labels = rollout.labels;
     b.query_ids = rollout.query_ids;
@@ -179,6 +182,9 @@ absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
                                          .hidden_layers = {},
                                          .query_ids = b.query_ids});
     const absl::StatusOr<client::TeacherClient::Targets>& scored = b.teacher.get();
+    ++on_policy_steps_;
+    rollout_seconds_ += absl::ToDoubleSeconds(generated - start);
+    scoring_seconds_ += absl::ToDoubleSeconds(absl::Now() - generated);
     if (scored.ok() && !scored->query_log_probs.defined()) {
       return absl::FailedPreconditionError(
           "the teacher answered without log-probabilities at the student's tokens; on-policy "
@@ -289,7 +295,13 @@ absl::StatusOr<TaskEvaluation> LmTask::Evaluate(distributed::Communicator* commu
   if (all.teacher_agreement >= 0) {
     absl::StrAppendFormat(&summary, ", teacher agreement %.3f", all.teacher_agreement);
   }
-  return TaskEvaluation{.json = all.ToJson(), .score = -all.loss, .summary = summary};
+  nlohmann::json json = all.ToJson();
+  if (options_.on_policy.enabled()) {
+    json["on_policy"] = {{"steps_this_process", on_policy_steps_},
+                         {"rollout_seconds", rollout_seconds_},
+                         {"scoring_seconds", scoring_seconds_}};
+  }
+  return TaskEvaluation{.json = json, .score = -all.loss, .summary = summary};
 }
 
 absl::Status LmTask::SaveCheckpoint(const std::string& path, torch::optim::Optimizer& optimizer,

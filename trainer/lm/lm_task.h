@@ -104,6 +104,11 @@ class LmTask : public Task {
   std::shared_ptr<models::CausalLm> model_;
   int64_t sequence_length_ = 0;
   LmEvalResult last_evaluation_;
+  // On-policy steps this process ran, and the seconds their rollouts
+  // (generation) and scoring (the teacher's answer) took: evaluations
+  // report them (metrics.jsonl) so a step's split can be read off.
+  int64_t on_policy_steps_ = 0;
+  double rollout_seconds_ = 0, scoring_seconds_ = 0;
 };
 
 }  // namespace retort::trainer
