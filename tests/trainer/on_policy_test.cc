@@ -218,8 +218,10 @@ TEST(OnPolicyTest, StepsAreChosenFromTheSeedAndOptionsAreChecked) {
   o.rollout_tokens = 9;
   EXPECT_THAT(o.Validate(30, 24, 16).message(), HasSubstr("exceed the model's 24 positions"));
   o.rollout_tokens = 4;
-  o.candidates = 31;
+  o.candidates = 0;
   EXPECT_THAT(o.Validate(30, 24, 16).message(), HasSubstr("--on_policy_candidates"));
+  o.candidates = 31;  // more than the vocabulary: all of it
+  EXPECT_TRUE(o.Validate(30, 24, 16).ok());
   EXPECT_THAT(ParseOnPolicyLoss("kl").status().message(), HasSubstr("rkl_sampled, rkl, fkl, jsd"));
 }
 

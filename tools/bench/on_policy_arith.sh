@@ -46,8 +46,8 @@ r = json.load(open(d + "/result.json")); e = json.load(open(d + "/eval.json"))
 timing = {}
 for line in open(d + "/metrics.jsonl"):
     m = json.loads(line)
-    if "on_policy" in m:
-        timing = m["on_policy"]
+    if "on_policy" in m.get("validation", {}):
+        timing = m["validation"]["on_policy"]
 row = {"name": name, "flags": flags, "steps": r["steps"],
        "train_seconds": r["train_seconds"], "exact_match": e.get("exact_match"),
        "prefix_match": e.get("prefix_match"), "teacher_nll": e.get("teacher_nll"),

@@ -71,9 +71,9 @@ absl::Status OnPolicyOptions::Validate(int64_t vocab_size, int64_t max_positions
     return absl::InvalidArgumentError(
         absl::StrCat("--rollout_tokens is ", rollout_tokens, "; sample at least 1 token"));
   }
-  if (candidates < 1 || candidates > vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("--on_policy_candidates is ", candidates,
-                                                   "; it must be in [1, ", vocab_size, "]"));
+  if (candidates < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--on_policy_candidates is ", candidates, "; it must be at least 1"));
   }
   models::GenerationOptions g;
   g.temperature = rollout_temperature;
@@ -157,7 +157,7 @@ absl::StatusOr<Rollout> MakeRollout(models::CausalLm& model,
       model.eval();
       const torch::Tensor logits = model.forward(r.inputs).to(torch::kFloat32);
       model.train(was_training);
-      candidates = std::get<1>(logits.topk(options.candidates, -1));
+      candidates = std::get<1>(logits.topk(std::min(options.candidates, logits.size(-1)), -1));
     }
     const torch::Tensor sampled = r.labels.clamp_min(0).masked_fill(r.labels == ignore_index, 0);
     r.query_ids = torch::cat({sampled.unsqueeze(2), candidates.clone()}, 2);

@@ -65,7 +65,9 @@ struct OnPolicyOptions {
   int64_t rollout_top_k = 0;
   double rollout_top_p = 1;
   OnPolicyLoss loss = OnPolicyLoss::kReverseKlSampled;
-  int64_t candidates = 16;  // student candidates the teacher scores per position
+  // Student candidates the teacher scores per position (at most the whole
+  // vocabulary, which makes rkl and jsd exact).
+  int64_t candidates = 16;
   int64_t max_staleness = 0;
 
   bool enabled() const { return fraction > 0; }
