@@ -268,9 +268,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
   }
   absl::StatusOr<const RetortSpmApi*> loaded = SentencePieceApi();
   if (!loaded.ok()) {
-    return absl::Status(loaded.status().code(),
-                        absl::StrCat("cannot load tokenizer ", model_path, ": ",
-                                     loaded.status().message()));
+    return absl::Status(loaded.status().code(), absl::StrCat("cannot load tokenizer ", model_path,
+                                                             ": ", loaded.status().message()));
   }
   const RetortSpmApi* api = *loaded;
   std::string error;

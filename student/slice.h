@@ -35,8 +35,8 @@
 namespace retort::student {
 
 struct SliceOptions {
-  double fraction = 0.25;     // of the hidden width deleted, in [0, 1)
-  int64_t multiple_of = 8;    // the kept width rounds to a multiple of this
+  double fraction = 0.25;   // of the hidden width deleted, in [0, 1)
+  int64_t multiple_of = 8;  // the kept width rounds to a multiple of this
   int64_t calibration_sequences = 128;
   int64_t batch_size = 16;
 };

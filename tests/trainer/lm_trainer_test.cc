@@ -22,6 +22,7 @@
 #include "models/sliced_llama.h"
 #include "student/slice.h"
 #include "teacher/llama_teacher.h"
+#include "tests/trainer/synthetic_data.h"
 
 namespace retort::trainer {
 namespace {
@@ -45,23 +46,8 @@ class LmTrainerTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   std::string Path(const std::string& name) { return (dir_ / name).string(); }
 
-  // A learnable stream: counting runs (t, t+1, t+2, ...) of random length
-  // from random starts, so the next token is mostly the current one plus 1.
   std::shared_ptr<data::TokenSequenceDataset> Shard(const std::string& name, int n, uint32_t seed) {
-    auto writer = data::TokenShardWriter::Create(Path(name), kVocab);
-    EXPECT_TRUE(writer.ok());
-    uint32_t x = seed, t = 0;
-    std::vector<uint32_t> tokens;
-    for (int i = 0; i < n; ++i) {
-      x = x * 1664525u + 1013904223u;
-      t = (x >> 24) % 8 == 0 ? (x >> 16) % kVocab : (t + 1) % kVocab;
-      tokens.push_back(t);
-    }
-    EXPECT_TRUE((*writer)->Append(tokens).ok());
-    EXPECT_TRUE((*writer)->Finish().ok());
-    auto d = data::TokenSequenceDataset::Open(Path(name), 16);
-    EXPECT_TRUE(d.ok()) << d.status();
-    return *d;
+    return testing::CountingTokens(Path(name), n, seed, kVocab);
   }
 
   LmTrainerOptions Options(const std::string& out) {

@@ -267,6 +267,18 @@ absl::Status RunDataPrepare() {
 
 namespace {
 
+// The tokenizer a model directory carries (tokenizer.json or
+// tokenizer.model); NOT_FOUND saying what it was needed `for` when none.
+absl::StatusOr<std::unique_ptr<data::TextTokenizer>> CheckpointTokenizer(
+    const std::string& checkpoint, const std::string& what_for) {
+  const std::string tokenizer_path = FindTokenizerFile(checkpoint);
+  if (tokenizer_path.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "--checkpoint=", checkpoint, " holds no tokenizer.json or tokenizer.model ", what_for));
+  }
+  return data::LoadTextTokenizer(tokenizer_path);
+}
+
 // Tokenized prompts of a JSON-lines prompts file ({"prompt": ..., "answer":
 // ...} per line, the answer optional; blank lines skipped).
 absl::StatusOr<std::vector<trainer::PromptCase>> ReadPrompts(const std::string& path,
@@ -504,14 +516,8 @@ namespace {
 // eval --prompts: exact and prefix match of greedy continuations, and the
 // teacher's NLL of sampled ones.
 absl::Status RunLmGenerationEval(models::CausalLm& model, const std::string& checkpoint) {
-  const std::string tokenizer_path = FindTokenizerFile(checkpoint);
-  if (tokenizer_path.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("--checkpoint=", checkpoint,
-                     " holds no tokenizer.json or tokenizer.model for the prompts"));
-  }
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<data::TextTokenizer> tokenizer,
-                          data::LoadTextTokenizer(tokenizer_path));
+                          CheckpointTokenizer(checkpoint, "for the prompts"));
   RETORT_ASSIGN_OR_RETURN(std::vector<trainer::PromptCase> cases,
                           ReadPrompts(absl::GetFlag(FLAGS_prompts), *tokenizer));
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<client::TeacherClient> teacher, LmTeacherFromFlags());
@@ -593,14 +599,8 @@ absl::Status RunGenerate() {
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
   RETORT_ASSIGN_OR_RETURN(std::shared_ptr<models::CausalLm> model,
                           models::LoadCausalLm(checkpoint));
-  const std::string tokenizer_path = FindTokenizerFile(checkpoint);
-  if (tokenizer_path.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("--checkpoint=", checkpoint,
-                     " holds no tokenizer.json or tokenizer.model to encode the prompt with"));
-  }
   RETORT_ASSIGN_OR_RETURN(std::unique_ptr<data::TextTokenizer> tokenizer,
-                          data::LoadTextTokenizer(tokenizer_path));
+                          CheckpointTokenizer(checkpoint, "to encode the prompt with"));
   std::vector<int64_t> prompt;
   for (int32_t id : tokenizer->Encode(absl::GetFlag(FLAGS_prompt))) prompt.push_back(id);
   if (const std::string path = absl::GetFlag(FLAGS_logits_out); !path.empty()) {
