@@ -59,7 +59,8 @@ void ExpectMatchesReference(const Case& c, torch::ScalarType dtype, double toler
 
   auto run = [&](bool fused) {
     torch::Tensor z = base.to(dtype).clone().requires_grad_(true);
-    const BucketLogProbs out = fused ? BucketLogSoftmax(z, indices, labels, c.temperature)
+    const BucketLogProbs out = fused ? BucketLogSoftmax(z, indices, c.k < c.vocab, labels,
+                                                        c.temperature)
                                      : Reference(z, indices, labels, c.temperature);
     torch::Tensor objective = (out.buckets * w_buckets.to(dtype)).sum();
     if (c.labels) objective = objective + (out.labels * w_labels.to(dtype)).sum();
@@ -106,14 +107,14 @@ TEST(BucketLogSoftmaxTest, TailsFarBelowFloatRangeStayFiniteAndExact) {
   ExpectMatchesReference(c, torch::kFloat, 1e-3);
   const torch::Tensor z = torch::randn({16, 32}, torch::kFloat) * 150;
   const torch::Tensor ids = std::get<1>(z.topk(4, 1));
-  const torch::Tensor tail = BucketLogSoftmax(z, ids, torch::Tensor(), 1.0).buckets.select(1, 4);
+  const torch::Tensor tail = BucketLogSoftmax(z, ids, true, torch::Tensor(), 1.0).buckets.select(1, 4);
   EXPECT_LT(tail.max().item<float>(), -69.0f) << "every row's tail is below 1e-30";
 }
 
 TEST(BucketLogSoftmaxTest, RefusesLabelsAtAnotherTemperature) {
   const torch::Tensor z = torch::randn({2, 5});
   const torch::Tensor ids = torch::zeros({2, 1}, torch::kLong);
-  EXPECT_THROW(BucketLogSoftmax(z, ids, torch::zeros({2}, torch::kLong), 2.0), c10::Error);
+  EXPECT_THROW(BucketLogSoftmax(z, ids, true, torch::zeros({2}, torch::kLong), 2.0), c10::Error);
 }
 
 }  // namespace

@@ -126,6 +126,58 @@ TEST(OnPolicyLossTest, CandidateFormsEqualTheDenseDivergencesWhenCandidatesCover
   }
 }
 
+TEST(OnPolicyLossTest, CandidateBucketsJoinTheTeachersTopK) {
+  // Two student candidates and the teacher's top 5 of 7 ids: the teacher's
+  // likely ids get buckets of their own even where the student misses them,
+  // and when the two lists cover the vocabulary the loss is the dense one.
+  torch::manual_seed(5);
+  const double t = 1.0;
+  const torch::Tensor logits = torch::randn({6, 7}, torch::kFloat64);
+  const torch::Tensor teacher = torch::log_softmax(torch::randn({6, 7}, torch::kFloat64) * 2, 1);
+  const torch::Tensor labels = torch::tensor(std::vector<int64_t>{1, 2, kIgnore, 4, 6, 0});
+  const torch::Tensor student_order = std::get<1>(logits.sort(1, /*descending=*/true));
+  const torch::Tensor teacher_order = std::get<1>(teacher.sort(1, /*descending=*/true));
+  teacher::TopKLogProbs top;
+  top.indices = teacher_order.narrow(1, 0, 5);
+  top.values = teacher.gather(1, top.indices);
+  top.tail_log_mass = (1 - top.values.exp().sum(1)).log();
+  // The student's candidates: its top 2 (overlapping the teacher's list in
+  // some rows), so the union may or may not cover all 7 ids.
+  const torch::Tensor candidates = student_order.narrow(1, 0, 2);
+  const torch::Tensor ids = torch::cat({labels.clamp_min(0).unsqueeze(1), candidates}, 1);
+  const torch::Tensor query_lp = teacher.gather(1, ids);
+  LmLossOptions o;
+  o.temperature = t;
+  // The reference: the same divergence on the buckets {union ids} + tail,
+  // built by hand per row.
+  const torch::Tensor log_q = torch::log_softmax(logits / t, 1);
+  double want = 0;
+  int64_t rows = 0;
+  for (int64_t i = 0; i < 6; ++i) {
+    if (labels[i].item<int64_t>() == kIgnore) continue;
+    std::vector<bool> in(7, false);
+    for (int64_t j = 0; j < 5; ++j) in[top.indices[i][j].item<int64_t>()] = true;
+    for (int64_t j = 0; j < 2; ++j) in[candidates[i][j].item<int64_t>()] = true;
+    double p_tail = 0, q_tail = 0, row = 0;
+    for (int64_t v = 0; v < 7; ++v) {
+      const double lp = teacher[i][v].item<double>(), lq = log_q[i][v].item<double>();
+      if (in[v]) {
+        row += std::exp(lq) * (lq - lp);
+      } else {
+        p_tail += std::exp(lp);
+        q_tail += std::exp(lq);
+      }
+    }
+    if (q_tail > 0) row += q_tail * (std::log(q_tail) - std::log(std::max(p_tail, 1e-300)));
+    want += row;
+    ++rows;
+  }
+  want /= rows;
+  const LmLossTerms terms = OnPolicyDistillationLoss(logits, labels, ids, query_lp, &top,
+                                                     OnPolicyLoss::kReverseKl, o);
+  EXPECT_NEAR(terms.soft.item<double>(), want, 1e-9);
+}
+
 TEST(OnPolicyLossTest, CandidateFormsMatchCentralFiniteDifferences) {
   torch::manual_seed(4);
   const torch::Tensor base = torch::randn({3, 9}, torch::kFloat64);

@@ -25,10 +25,8 @@ constexpr double kTinyTail = 1e-30;
 class BucketLogSoftmaxFunction : public torch::autograd::Function<BucketLogSoftmaxFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& logits,
-                               const torch::Tensor& indices, const torch::Tensor& labels,
-                               double temperature) {
-    const int64_t k = indices.size(1);
-    const bool has_tail = k < logits.size(1);
+                               const torch::Tensor& indices, bool has_tail,
+                               const torch::Tensor& labels, double temperature) {
     const torch::Tensor s = temperature == 1.0 ? logits : logits * (1.0 / temperature);
     torch::Tensor q = torch::softmax(s, /*dim=*/1);
     // lse from the largest class, whose q >= 1 / V keeps full precision.
@@ -63,6 +61,7 @@ class BucketLogSoftmaxFunction : public torch::autograd::Function<BucketLogSoftm
       label_log_probs = (s.gather(1, labels.unsqueeze(1)) - lse).squeeze(1);
     }
     ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["has_tail"] = has_tail;
     ctx->save_for_backward({q, indices, labels, q_tail, tiny_rows, lse_rest,
                             tiny_rows.numel() > 0 ? logits : torch::Tensor()});
     return {buckets, label_log_probs};
@@ -77,7 +76,7 @@ class BucketLogSoftmaxFunction : public torch::autograd::Function<BucketLogSoftm
     const torch::Tensor& tiny_rows = saved[4];
     const double temperature = ctx->saved_data["temperature"].toDouble();
     const int64_t k = indices.size(1);
-    const bool has_tail = q_tail.numel() > 0;
+    const bool has_tail = ctx->saved_data["has_tail"].toBool();
     const bool has_labels = labels.numel() > 0;
 
     const torch::Tensor g = grads[0].defined()
@@ -101,11 +100,13 @@ class BucketLogSoftmaxFunction : public torch::autograd::Function<BucketLogSoftm
       const torch::Tensor& logits = saved[6];
       const torch::Tensor& lse_rest = saved[5];
       const torch::Tensor s = logits.index_select(0, tiny_rows) * (1.0 / temperature);
+      // A row whose ids cover the vocabulary has no tail (lse_rest = -inf).
       const torch::Tensor share =
           (s.scatter(1, indices.index_select(0, tiny_rows),
                      -std::numeric_limits<double>::infinity()) -
            lse_rest.unsqueeze(1))
-              .exp();
+              .exp()
+              .nan_to_num(0.0, 0.0, 0.0);
       grad.index_add_(0, tiny_rows, share * g_tail.index_select(0, tiny_rows).unsqueeze(1));
     }
     grad.scatter_(1, indices, -q.gather(1, indices) * total.unsqueeze(1));
@@ -114,25 +115,25 @@ class BucketLogSoftmaxFunction : public torch::autograd::Function<BucketLogSoftm
       grad.scatter_add_(1, labels.unsqueeze(1), g_labels.unsqueeze(1));
     }
     if (temperature != 1.0) grad.mul_(1.0 / temperature);
-    return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
 BucketLogProbs BucketLogSoftmax(const torch::Tensor& logits, const torch::Tensor& indices,
-                                const torch::Tensor& labels, double temperature) {
-  TORCH_CHECK(logits.dim() == 2 && indices.dim() == 2 && indices.size(0) == logits.size(0) &&
-                  indices.size(1) <= logits.size(1),
+                                bool tail_bucket, const torch::Tensor& labels,
+                                double temperature) {
+  TORCH_CHECK(logits.dim() == 2 && indices.dim() == 2 && indices.size(0) == logits.size(0),
               "BucketLogSoftmax: logits ", logits.sizes(), " and indices ", indices.sizes(),
-              " must be [N, V] and [N, k <= V]");
+              " must be [N, V] and [N, k]");
   TORCH_CHECK(!labels.defined() || labels.numel() == 0 || temperature == 1.0,
               "BucketLogSoftmax: labels need temperature 1, got ", temperature);
   const torch::Tensor no_labels = torch::empty({0}, indices.options());
   const torch::Tensor given =
       labels.defined() && labels.numel() > 0 ? labels.to(torch::kLong) : no_labels;
-  variable_list out = BucketLogSoftmaxFunction::apply(logits, indices.to(torch::kLong), given,
-                                                      temperature);
+  variable_list out = BucketLogSoftmaxFunction::apply(logits, indices.to(torch::kLong),
+                                                      tail_bucket, given, temperature);
   return BucketLogProbs{.buckets = out[0], .labels = out[1]};
 }
 

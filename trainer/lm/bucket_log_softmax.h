@@ -17,7 +17,7 @@ namespace retort::trainer {
 
 struct BucketLogProbs {
   // [N, k + 1]: log q at each of `indices`, then log of q's mass outside
-  // them (the tail); [N, k] when k == V (no tail bucket).
+  // them (the tail); [N, k] without a tail bucket.
   torch::Tensor buckets;
   // [N]: log softmax(z) at each label (temperature 1); [0] when no labels.
   torch::Tensor labels;
@@ -26,14 +26,17 @@ struct BucketLogProbs {
 // q = softmax(logits / temperature) on the buckets given by `indices`, and
 // log softmax(logits) at `labels`, differentiable with respect to `logits`.
 //
-// logits: float or double [N, V]. indices: int64 [N, k], 0 <= k <= V, each in
-// [0, V); a row may repeat an id (sampled targets pad with id 0), and the
-// tail is the mass outside the distinct ids. labels: int64 [N] in [0, V), or
-// undefined; given only with temperature == 1. Rows where the tail is below
-// about 1e-30 are recomputed with a shifted logsumexp, so log q_tail stays
-// finite and accurate for any finite logits.
+// logits: float or double [N, V]. indices: int64 [N, k], each in [0, V); a
+// row may repeat an id (sampled targets pad with id 0), and the tail is the
+// mass outside the distinct ids (-inf where they cover the vocabulary).
+// `tail_bucket`: whether to append the tail (a row of every id once has
+// none). labels: int64 [N] in [0, V), or undefined; given only with
+// temperature == 1. Rows where the tail is below about 1e-30 are recomputed
+// with a shifted logsumexp, so log q_tail stays accurate for any finite
+// logits.
 BucketLogProbs BucketLogSoftmax(const torch::Tensor& logits, const torch::Tensor& indices,
-                                const torch::Tensor& labels, double temperature);
+                                bool tail_bucket, const torch::Tensor& labels,
+                                double temperature);
 
 }  // namespace retort::trainer
 

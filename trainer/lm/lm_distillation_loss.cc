@@ -12,12 +12,26 @@ namespace {
 
 constexpr char kValidDivergences[] = "fkl (forward_kl), rkl (reverse_kl), js, skew_kl";
 
-// Per-row D(p || q) [n] from bucket log-probabilities [n, k(+1)]; `log_p`
-// may hold -inf (p = 0), `log_q` is finite.
-torch::Tensor BucketDivergence(const torch::Tensor& log_p, const torch::Tensor& log_q,
+// How often each entry's id occurs in its row, [n, k] int64, or undefined
+// when no row repeats an id (the usual case, checked on a sorted copy).
+torch::Tensor RepeatedIdCopies(const torch::Tensor& indices) {
+  const int64_t k = indices.size(1);
+  if (k < 2 || indices.size(0) == 0) return torch::Tensor();
+  const torch::Tensor sorted = std::get<0>(indices.sort(/*dim=*/1));
+  if (!(sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)).any().item<bool>()) {
+    return torch::Tensor();
+  }
+  return (indices.unsqueeze(2) == indices.unsqueeze(1)).sum(2);
+}
+
+// Per-row D(p || q) [n] from bucket log-probabilities [n, k(+1)]; either
+// may hold -inf (no mass: an empty tail), which counts as zero mass.
+torch::Tensor BucketDivergence(const torch::Tensor& log_p, const torch::Tensor& raw_log_q,
                                const LmLossOptions& options) {
   torch::Tensor p = log_p.exp();  // exactly 0 where log_p = -inf
   torch::Tensor log_p_floor = log_p.clamp_min(kLmLogProbFloor);
+  // Finite where q = 0, so 0 * log q is 0 and its gradient too.
+  torch::Tensor log_q = raw_log_q.clamp_min(kLmLogProbFloor);
   switch (options.divergence) {
     case Divergence::kForwardKl:
       // p = 0 terms: 0 * finite = 0, and their gradient -p = 0.
@@ -140,7 +154,6 @@ LmLossTerms LmDistillationLoss(const torch::Tensor& student_logits,
               teacher->values.sizes(), ", tail ", teacher->tail_log_mass.sizes(),
               ") does not match ", positions, " positions");
   const int64_t k = teacher->indices.size(1);
-  TORCH_CHECK(k <= vocab, "teacher top-k has k = ", k, " > vocabulary ", vocab);
   torch::Tensor keep_on_teacher = keep.to(teacher->indices.device());
   torch::Tensor indices =
       (all_kept ? teacher->indices : teacher->indices.index_select(0, keep_on_teacher))
@@ -150,7 +163,21 @@ LmLossTerms LmDistillationLoss(const torch::Tensor& student_logits,
                 "a teacher index is outside [0, ", vocab, ")");
   }
   torch::Tensor log_p = teacher->values.index_select(0, keep_on_teacher).to(logits.device(), dtype);
-  if (k < vocab) {
+  // A repeated id (sampled targets pad with id 0 at -inf; on-policy buckets
+  // join two id lists) holds the sum of its copies' teacher mass, shared
+  // equally among them as its student mass is, which leaves every
+  // divergence here that of the distinct ids.
+  torch::Tensor copies = RepeatedIdCopies(indices);
+  if (copies.defined()) {
+    copies = copies.to(dtype);
+    const torch::Tensor same = indices.unsqueeze(2) == indices.unsqueeze(1);
+    log_p = ((same.to(dtype) * log_p.exp().unsqueeze(1)).sum(2) / copies).log();
+  }
+  TORCH_CHECK(k <= vocab || copies.defined(), "the teacher sent k = ", k,
+              " ids per position, more than the vocabulary's ", vocab);
+  // No tail bucket only when the ids are the whole vocabulary once.
+  const bool tail_bucket = k < vocab || copies.defined();
+  if (tail_bucket) {
     torch::Tensor tail = teacher->tail_log_mass.index_select(0, keep_on_teacher)
                              .to(logits.device(), dtype)
                              .unsqueeze(1);
@@ -161,10 +188,13 @@ LmLossTerms LmDistillationLoss(const torch::Tensor& student_logits,
   // At T = 1 the labels' log-probabilities come from the same softmax.
   const double t = options.temperature;
   const bool fused_labels = t == 1.0;
-  BucketLogProbs student =
-      BucketLogSoftmax(logits, indices, fused_labels ? kept_labels : torch::Tensor(), t);
+  BucketLogProbs student = BucketLogSoftmax(logits, indices, tail_bucket,
+                                            fused_labels ? kept_labels : torch::Tensor(), t);
   terms.hard = fused_labels ? -student.labels.sum() / denominator : hard_from_log_softmax();
-  const torch::Tensor& log_q = student.buckets;
+  torch::Tensor log_q = student.buckets;
+  if (copies.defined()) {
+    log_q = torch::cat({log_q.narrow(1, 0, k) - copies.log(), log_q.narrow(1, k, 1)}, 1);
+  }
   terms.soft = BucketDivergence(log_p, log_q, options).sum() / denominator;
   terms.total = options.alpha * t * t * terms.soft + (1.0 - options.alpha) * terms.hard;
   return terms;

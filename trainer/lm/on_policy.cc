@@ -30,6 +30,19 @@ torch::Tensor TailLogMass(const torch::Tensor& values) {
                       torch::full_like(total, -std::numeric_limits<float>::infinity()));
 }
 
+// `values` with every repeat of an id in its row (after the first) at -inf.
+torch::Tensor FirstCopies(const torch::Tensor& ids, const torch::Tensor& values) {
+  const int64_t k = ids.size(1);
+  if (k < 2) return values;
+  const auto [sorted, order] = ids.sort(/*dim=*/1, /*descending=*/false);
+  const torch::Tensor repeat_sorted = torch::cat(
+      {torch::zeros({ids.size(0), 1}, torch::kBool).to(ids.device()),
+       sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)},
+      1);
+  const torch::Tensor repeat = torch::zeros_like(repeat_sorted).scatter(1, order, repeat_sorted);
+  return values.masked_fill(repeat, -std::numeric_limits<float>::infinity());
+}
+
 }  // namespace
 
 absl::StatusOr<OnPolicyLoss> ParseOnPolicyLoss(const std::string& name) {
@@ -187,10 +200,22 @@ LmLossTerms OnPolicyDistillationLoss(const torch::Tensor& student_logits,
   if (loss == OnPolicyLoss::kReverseKl || loss == OnPolicyLoss::kJensenShannon) {
     o.divergence =
         loss == OnPolicyLoss::kReverseKl ? Divergence::kReverseKl : Divergence::kJensenShannon;
-    const torch::Tensor values = teacher_lp.narrow(1, 1, ids.size(1) - 1);
-    teacher::TopKLogProbs buckets{.indices = ids.narrow(1, 1, ids.size(1) - 1),
-                                  .values = values,
-                                  .tail_log_mass = TailLogMass(values)};
+    // Buckets: the teacher's top k joined with the student's candidates, so
+    // the teacher's likely tokens are never hidden in the tail when the
+    // student misses them (a repeated id splits its mass; see
+    // LmDistillationLoss).
+    torch::Tensor bucket_ids = ids.narrow(1, 1, ids.size(1) - 1);
+    torch::Tensor values = teacher_lp.narrow(1, 1, ids.size(1) - 1);
+    if (teacher_top_k != nullptr && teacher_top_k->indices.size(1) > 0) {
+      bucket_ids = torch::cat(
+          {teacher_top_k->indices.to(bucket_ids.device(), torch::kLong), bucket_ids}, 1);
+      values = torch::cat(
+          {teacher_top_k->values.to(values.device(), values.scalar_type()), values}, 1);
+    }
+    // An id's teacher mass is the sum over its copies: keep it on one.
+    values = FirstCopies(bucket_ids, values);
+    teacher::TopKLogProbs buckets{
+        .indices = bucket_ids, .values = values, .tail_log_mass = TailLogMass(values)};
     return LmDistillationLoss(logits, &buckets, flat_labels, o);
   }
   // The sampled-token estimator of reverse KL.

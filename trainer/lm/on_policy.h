@@ -20,9 +20,12 @@
 //                      (rollout temperature = T, no top-k/top-p cut).
 //   kReverseKl, kJensenShannon
 //                      the divergence between the teacher's and student's
-//                      distributions collapsed onto the student's
-//                      candidates plus one tail bucket (the bucket form of
-//                      LmDistillationLoss, exact on what it covers).
+//                      distributions collapsed onto the teacher's top k
+//                      joined with the student's candidates, plus one tail
+//                      bucket (the bucket form of LmDistillationLoss, exact
+//                      on what it covers). Buckets of the student's
+//                      candidates alone hid the teacher's answer in the tail
+//                      whenever the student missed it (docs/results.md).
 //   kForwardKl         KL(p || q) on the teacher's top-k with tail, as
 //                      off-policy distillation, on the student's samples.
 //
