@@ -262,8 +262,8 @@ TEST(OnPolicyTest, StepsAreChosenFromTheSeedAndOptionsAreChecked) {
   EXPECT_EQ(IsOnPolicyStep(o, 7, 12), IsOnPolicyStep(o, 7, 12));
   EXPECT_NE(RolloutSeed(7, 1), RolloutSeed(7, 2));
   EXPECT_TRUE(o.Validate(30, 24, 16).ok());
-  o.max_staleness = 1;
-  EXPECT_THAT(o.Validate(30, 24, 16).message(), HasSubstr("--max_staleness=1"));
+  o.max_staleness = 2;
+  EXPECT_THAT(o.Validate(30, 24, 16).message(), HasSubstr("--max_staleness=2"));
   o.max_staleness = 0;
   o.prompt_tokens = 20;
   EXPECT_THAT(o.Validate(30, 24, 16).message(), HasSubstr("--prompt_tokens is 20"));
@@ -426,6 +426,60 @@ TEST_F(OnPolicyRunTest, MixedRunsResumeBitForBit) {
   auto refused = LmTrainer::Create(other, train_, valid_, Teacher());
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("on_policy"));
+}
+
+TEST_F(OnPolicyRunTest, RolloutsGeneratedAheadResumeBitForBit) {
+  // --max_staleness=1: each on-policy step's rollout comes from the previous
+  // step's weights, generated on another thread while that step trains. A
+  // run stopped right before an on-policy step keeps that step's rollout in
+  // its checkpoint, so the resume trains on the same one.
+  LmTrainerOptions o = Options("ahead");
+  o.on_policy.fraction = 0.5;
+  o.on_policy.max_staleness = 1;
+  o.steps = 20;
+  o.checkpoint_every_steps = 5;
+  o.teacher_prefetch = 2;
+  int64_t stop = 0;
+  for (int64_t s = 8; s < 18 && stop == 0; ++s) {
+    if (IsOnPolicyStep(o.on_policy, o.seed, s) && IsOnPolicyStep(o.on_policy, o.seed, s - 1)) {
+      stop = s;
+    }
+  }
+  ASSERT_GT(stop, 0) << "no two on-policy steps in a row to stop between";
+  auto whole = LmTrainer::Create(o, train_, valid_, Teacher());
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto expected = (*whole)->Run();
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  // Strictly on-policy rollouts give another run: the lag is real.
+  LmTrainerOptions strict = o;
+  strict.out_dir = Path("strict");
+  strict.on_policy.max_staleness = 0;
+  auto fresh = LmTrainer::Create(strict, train_, valid_, Teacher());
+  ASSERT_TRUE(fresh.ok());
+  auto fresh_result = (*fresh)->Run();
+  ASSERT_TRUE(fresh_result.ok());
+  EXPECT_NE(fresh_result->parameters_sha256, expected->parameters_sha256);
+
+  LmTrainerOptions part = o;
+  part.out_dir = Path("ahead_parts");
+  part.stop_after_steps = stop;
+  auto first = LmTrainer::Create(part, train_, valid_, Teacher());
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(absl::IsCancelled((*first)->Run().status()));
+  part.stop_after_steps = 0;
+  part.resume = true;
+  auto second = LmTrainer::Create(part, train_, valid_, Teacher());
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto got = (*second)->Run();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->parameters_sha256, expected->parameters_sha256) << "stopped before step " << stop;
+
+  LmTrainerOptions unprepared = o;
+  unprepared.teacher_prefetch = 0;
+  auto refused = LmTrainer::Create(unprepared, train_, valid_, Teacher());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("--teacher_prefetch"));
 }
 
 TEST_F(OnPolicyRunTest, NeedsATeacher) {

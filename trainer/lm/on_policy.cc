@@ -75,10 +75,11 @@ absl::Status OnPolicyOptions::Validate(int64_t vocab_size, int64_t max_positions
         absl::StrCat("--on_policy_fraction is ", fraction, "; it must be in [0, 1]"));
   }
   if (!enabled()) return absl::OkStatus();
-  if (max_staleness != 0) {
+  if (max_staleness != 0 && max_staleness != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_staleness=", max_staleness,
-        ": rollouts overlapping training are not built yet; only 0 (strictly on-policy) is"));
+        ": 0 (strictly on-policy) or 1 (the next step's rollout generated while this one "
+        "trains) are built"));
   }
   if (rollout_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -166,10 +167,7 @@ absl::StatusOr<Rollout> MakeRollout(models::CausalLm& model,
     torch::Tensor candidates;
     {
       torch::InferenceMode guard;
-      const bool was_training = model.is_training();
-      model.eval();
       const torch::Tensor logits = model.forward(r.inputs).to(torch::kFloat32);
-      model.train(was_training);
       candidates = std::get<1>(logits.topk(std::min(options.candidates, logits.size(-1)), -1));
     }
     const torch::Tensor sampled = r.labels.clamp_min(0).masked_fill(r.labels == ignore_index, 0);
