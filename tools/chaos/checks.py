@@ -4,8 +4,12 @@ Contract: every check reads primary evidence, not Retort's claims alone:
 parameters by result.json's parameters_sha256 *and* the SHA-256 of the
 exported model.safetensors; steps from metrics.jsonl snapshots; checkpoints
 by re-hashing their files; teacher resources from /proc samples; faults from
-the stamped log lines and exit codes. ``resource_growth`` compares the median
-of the samples in a baseline window with the median of the last window.
+the stamped log lines and exit codes. ``resource_growth`` compares resident
+memory under load (median of a window after warm-up vs the last window: the
+allocator keeps what the first minutes needed, a leak keeps growing) and
+threads and open descriptors at rest (before any client connected vs after
+every client has gone: they swing with the number of live streams under
+load, but whatever the run opened must be closed again).
 """
 
 import statistics
@@ -96,11 +100,21 @@ def resource_growth(teacher, t_begin, t_end):
         return None
     out = {"pid": pid, "baseline_window": [round(t_begin, 1), round(t_begin + w, 1)],
            "final_window": [round(t_end - w, 1), round(t_end, 1)]}
+    rest = teacher.idle_before is not None and teacher.idle_after is not None and \
+        teacher.idle_before[0] == pid == teacher.idle_after[0]
     for key in ("rss_kb", "threads", "fds"):
-        b = statistics.median(s[2][key] for s in first)
-        e = statistics.median(s[2][key] for s in last)
         peak = max(s[2][key] for s in teacher.samples if s[0] >= t_begin and s[1] == pid)
-        out[key] = {"baseline": b, "final": e, "peak": peak,
+        if key == "rss_kb" or not rest:
+            # Under load after warm-up: medians of the two windows.
+            b = statistics.median(s[2][key] for s in first)
+            e = statistics.median(s[2][key] for s in last)
+            measure = "median under load, first vs last window"
+        else:
+            # At rest, before any client and after every client has gone:
+            # every thread and descriptor the run opened must be gone.
+            b, e = teacher.idle_before[1][key], teacher.idle_after[1][key]
+            measure = "at rest, before the run vs after it"
+        out[key] = {"measure": measure, "baseline": b, "final": e, "peak": peak,
                     "growth": round(e / b - 1.0, 4) if b else None}
     return out
 

@@ -47,13 +47,55 @@ DETECTION_TIMEOUT = 30.0  # seconds after which an unseen line counts as missing
 _RESENT = re.compile(r"re-sending (\d+) unanswered")
 
 
-def expect(fault, what):
-    fault.expected.append({"what": what, "seen": None, "detail": ""})
+# How long after its cause a trainer line may take (seconds): a broken stream
+# is seen at once, a frozen or unplugged teacher by the 1 s health check
+# (1 s timeout), DNS changes at the next re-resolution (every 5 s), a teacher
+# back in service by the prober's backoff (at most 2 s) plus one check.
+BUDGET_OUT_OF_SERVICE = 4.0
+BUDGET_DNS = 7.0
+BUDGET_SERVING = 5.0
+
+
+def expect(fault, what, window=None, budget=0.0):
+    """Adds an expectation. `window` says when it is observable at all:
+    None (an exit code: always), "start" (a trainer attempt must have been up
+    throughout [injected, injected + budget]) or "end" (trainer attempts must
+    have been up for `budget` seconds within DETECTION_TIMEOUT after the fault
+    ended). An unseen expectation that was not observable is recorded as
+    seen=None ("not observable") rather than as a failure."""
+    fault.expected.append({"what": what, "seen": None, "detail": "", "window": window,
+                           "budget": budget})
     return len(fault.expected) - 1
 
 
+def close_expectations(soak, fault):
+    """Settles every unseen expectation: failed if it was observable."""
+    for e in fault.expected:
+        if e.get("settled"):
+            continue
+        e["settled"] = True
+        window, budget = e.get("window"), e.get("budget", 0.0)
+        if window == "start" and fault.injected_at is not None:
+            observable = soak.alive_throughout(fault.injected_at, fault.injected_at + budget)
+        elif window == "removal":
+            observable = soak.alive_throughout(fault.ended_at, fault.ended_at + budget,
+                                               knowing=fault._teacher.address)
+        elif window == "end":
+            end = fault.ended_at if fault.ended_at is not None else fault.injected_at
+            observable = soak.alive_overlap(end, end + DETECTION_TIMEOUT) >= budget
+        else:
+            observable = True
+        if observable:
+            e["seen"] = False
+        else:
+            e["detail"] = ("not observable: no trainer attempt was up for %.0f s around the "
+                           "fault (the job was restarting)" % budget)
+
+
 def settle(fault, index, seen, detail=""):
+    """Records an expectation's outcome; seen=None marks it not observable."""
     fault.expected[index]["seen"] = seen
+    fault.expected[index]["settled"] = True
     if detail:
         fault.expected[index]["detail"] = detail
 
@@ -71,7 +113,10 @@ def rank_line(soak, needle, since, also=None):
 
 
 def _free_teacher(soak, fault, allow_long_lived, need_dns=False):
+    if not soak.job.training():
+        return None
     candidates = [t for t in soak.pool if t.fault is None and t.serving()
+                  and soak.pool_serving(t.address)
                   and (allow_long_lived or not soak.is_long_lived_slot(t))
                   and (not need_dns or t in soak.dns.members)]
     if not candidates:
@@ -83,28 +128,30 @@ def _teacher_lines(soak, fault, t, since_detect, since_recover):
     """Shared detection/recovery for faults that take a teacher out of service."""
     if fault.detected_at is None:
         hit = rank_line(soak, t.address + " out of service", since_detect)
+        if hit is None and since_detect != float("inf"):
+            # A trainer attempt started during the fault never saw it serving:
+            # its prober logs "<addr>: <why>" instead.
+            hit = rank_line(soak, t.address + ": ", since_detect)
+            if hit and fault.ended_at is not None and hit[0] > fault.ended_at:
+                hit = None
         if hit:
             fault.detected_at = hit[0]
             m = _RESENT.search(hit[1])
             fault.requests_resent = int(m.group(1)) if m else 0
             settle(fault, fault._i_detect, True, hit[1][:200])
     if since_recover is not None and fault.recovered_at is None:
-        hit = rank_line(soak, t.address + " serving (", since_recover)
+        hit = rank_line(soak, t.address + " serving", since_recover)
         if hit:
             fault.recovered_at = hit[0]
             settle(fault, fault._i_recover, True, hit[1][:200])
 
 
-def _close_teacher_fault(soak, fault, t, now):
+def _close_teacher_fault(soak, fault, t, now, force=False):
     """Ends the watch once both lines are seen or the timeout passed."""
     base = fault.ended_at if fault.ended_at is not None else fault.injected_at
-    if fault.recovered_at is not None or now - base > DETECTION_TIMEOUT:
-        for e in fault.expected:
-            if e["seen"] is None:
-                if soak.job_restarted_since(fault.injected_at):
-                    e["detail"] = "not applicable: the job was restarting during the fault"
-                else:
-                    e["seen"] = False
+    if force or (fault.recovered_at is not None and fault.detected_at is not None) \
+            or now - base > DETECTION_TIMEOUT:
+        close_expectations(soak, fault)
         fault.done = True
         t.fault = None
 
@@ -122,8 +169,10 @@ def inject_teacher_kill(soak, fault):
     fault.injected_at = soak.clock.now()
     t.proc.signal(signal.SIGKILL)
     fault._i_exit = expect(fault, "teacher exits -9 (SIGKILL)")
-    fault._i_detect = expect(fault, "trainer logs '%s out of service'" % t.address)
-    fault._i_recover = expect(fault, "trainer logs '%s serving' after the restart" % t.address)
+    fault._i_detect = expect(fault, "trainer logs '%s out of service'" % t.address, "start",
+                             BUDGET_OUT_OF_SERVICE)
+    fault._i_recover = expect(fault, "trainer logs '%s serving' after the restart" % t.address,
+                              "end", BUDGET_SERVING)
     return True
 
 
@@ -152,8 +201,10 @@ def inject_teacher_stop(soak, fault):
     fault._teacher = t
     fault.injected_at = soak.clock.now()
     t.proc.signal(signal.SIGSTOP)
-    fault._i_detect = expect(fault, "trainer logs '%s out of service'" % t.address)
-    fault._i_recover = expect(fault, "trainer logs '%s serving' after SIGCONT" % t.address)
+    fault._i_detect = expect(fault, "trainer logs '%s out of service'" % t.address, "start",
+                             BUDGET_OUT_OF_SERVICE)
+    fault._i_recover = expect(fault, "trainer logs '%s serving' after SIGCONT" % t.address, "end",
+                              BUDGET_SERVING)
     fault._i_alive = expect(fault, "teacher process survives SIGSTOP/SIGCONT")
     return True
 
@@ -179,8 +230,10 @@ def inject_partition(soak, fault):
     fault._teacher = t
     fault.injected_at = soak.clock.now()
     soak.lab.set_link(t.node, False)
-    fault._i_detect = expect(fault, "trainer logs '%s out of service'" % t.address)
-    fault._i_recover = expect(fault, "trainer logs '%s serving' after the link is back" % t.address)
+    fault._i_detect = expect(fault, "trainer logs '%s out of service'" % t.address, "start",
+                             BUDGET_OUT_OF_SERVICE)
+    fault._i_recover = expect(fault, "trainer logs '%s serving' after the link is back"
+                              % t.address, "end", BUDGET_SERVING)
     return True
 
 
@@ -206,8 +259,10 @@ def inject_dns_leave(soak, fault):
     fault._teacher = t
     fault.injected_at = soak.clock.now()
     soak.dns.remove(t)
-    fault._i_detect = expect(fault, "trainer logs '%s left the pool'" % t.address)
-    fault._i_recover = expect(fault, "trainer logs '%s serving' once it is back in DNS" % t.address)
+    fault._i_detect = expect(fault, "trainer logs '%s left the pool'" % t.address, "start",
+                             BUDGET_DNS)
+    fault._i_recover = expect(fault, "trainer logs '%s serving' once it is back in DNS"
+                              % t.address, "end", BUDGET_DNS)
     return True
 
 
@@ -238,9 +293,12 @@ def inject_dns_join(soak, fault):
     fault._phase = "starting"
     fault._started = soak.clock.now()
     t.start()
-    fault._i_detect = expect(fault, "trainer logs '%s joined'" % t.address)
-    fault._i_recover = expect(fault, "trainer logs '%s serving' (work goes to it)" % t.address)
-    fault._i_left = expect(fault, "trainer logs '%s left the pool' once out of DNS" % t.address)
+    fault._i_detect = expect(fault, "trainer logs '%s joined' (or 'serving')" % t.address,
+                             "start", BUDGET_DNS)
+    fault._i_recover = expect(fault, "trainer logs '%s serving' (work goes to it)" % t.address,
+                              "start", BUDGET_DNS + BUDGET_SERVING)
+    fault._i_left = expect(fault, "trainer logs '%s left the pool' once out of DNS" % t.address,
+                           "removal", BUDGET_DNS)
     fault._i_exit = expect(fault, "the removed teacher drains on SIGTERM and exits 0")
     # Injected (in the soak's sense) once it is in DNS; see update.
     fault.injected_at = soak.clock.now()
@@ -264,12 +322,13 @@ def update_dns_join(soak, fault):
         return
     if fault._phase == "in_dns":
         if fault.detected_at is None:
-            hit = rank_line(soak, t.address + " joined", fault.injected_at)
+            hit = rank_line(soak, t.address + " joined", fault.injected_at) or \
+                rank_line(soak, t.address + " serving", fault.injected_at)
             if hit:
                 fault.detected_at = hit[0]
                 settle(fault, fault._i_detect, True, hit[1][:200])
         if fault.recovered_at is None:
-            hit = rank_line(soak, t.address + " serving (", fault.injected_at)
+            hit = rank_line(soak, t.address + " serving", fault.injected_at)
             if hit:
                 fault.recovered_at = hit[0]
                 settle(fault, fault._i_recover, True, hit[1][:200])
@@ -283,7 +342,7 @@ def update_dns_join(soak, fault):
         if hit:
             settle(fault, fault._i_left, True, hit[1][:200])
             fault._left_at = hit[0]
-        if hit or now - fault.ended_at > DETECTION_TIMEOUT:
+        if hit or now - fault.ended_at > BUDGET_DNS + 3.0:
             t.proc.signal(signal.SIGTERM)
             fault._term_at = now
             fault._phase = "stopping"
@@ -295,12 +354,7 @@ def update_dns_join(soak, fault):
             code = t.proc.poll()
         if code is not None:
             settle(fault, fault._i_exit, code == 0, "exit %d" % code)
-            for e in fault.expected:
-                if e["seen"] is None:
-                    if soak.job_restarted_since(fault.injected_at):
-                        e["detail"] = "not applicable: the job was restarting during the fault"
-                    else:
-                        e["seen"] = False
+            close_expectations(soak, fault)
             fault.done = True
             t.fault = None
 
@@ -322,7 +376,7 @@ def inject_preempt(soak, fault):
     soak.job.signal_all(signal.SIGTERM)
     fault._i_exit = expect(fault, "every rank exits 75 within the grace period")
     fault._i_line = expect(fault, "rank 0 logs 'preempted: ... continue with --resume=auto'")
-    fault._i_redo = expect(fault, "no step is redone (the stop step is checkpointed)")
+    fault._i_redo = expect(fault, "the step it stopped after is checkpointed (nothing to redo)")
     return True
 
 
@@ -407,6 +461,12 @@ def judge_job_fault_end(soak, fault, attempt):
                "exits %s" % exits)
         line = next((l for l in texts[0].splitlines() if "preempted:" in l), "")
         settle(fault, fault._i_line, "continue with --resume=auto" in line, line[:200])
+        scanned = checkpoints.scan(soak.job.gen.checkpoint_dir)
+        entry = scanned.get(attempt.last_step)
+        settle(fault, fault._i_redo, entry is not None and entry["valid"],
+               "stopped after step %d; checkpoint of that step %s" % (
+                   attempt.last_step, "valid" if entry and entry["valid"] else
+                   (entry["why"] if entry else "missing")))
     elif fault.kind == "rank_kill":
         others = [c for r, c in enumerate(exits) if r != fault._rank]
         settle(fault, fault._i_exit,
@@ -433,9 +493,8 @@ def judge_job_fault_recovered(soak, fault, ended, resumed):
     fault.recovered_at = resumed.first_step_at
     fault.recovery_from = fault.injected_at
     fault.work_redone_steps = max(0, ended.last_step - resumed.resumed_from)
-    if fault.kind == "preempt":
-        settle(fault, fault._i_redo, fault.work_redone_steps == 0,
-               "stopped at %d, resumed from %d" % (ended.last_step, resumed.resumed_from))
+    if fault.kind == "preempt" and fault.work_redone_steps:
+        fault.notes.append("redone steps: a checkpoint_corrupt fault removed the stop checkpoint")
     if fault.kind == "disk_full":
         newest = checkpoints.newest_valid(resumed.valid_before)
         settle(fault, fault._i_resume, resumed.resumed_from == newest,
@@ -504,3 +563,40 @@ UPDATE = {
     "teacher_kill": update_teacher_kill, "teacher_stop": update_teacher_stop,
     "partition": update_partition, "dns_leave": update_dns_leave, "dns_join": update_dns_join,
 }
+
+
+def abort(soak, fault):
+    """Ends an active teacher fault early (the job has finished): undoes it and
+    settles what was not seen by coverage."""
+    t = getattr(fault, "_teacher", None)
+    now = soak.clock.now()
+    if fault.kind == "teacher_stop" and fault.ended_at is None:
+        t.proc.signal(signal.SIGCONT)
+        fault.ended_at = now
+        settle(fault, fault._i_alive, t.proc.running())
+    elif fault.kind == "partition" and fault.ended_at is None:
+        soak.lab.set_link(t.node, True)
+        fault.ended_at = now
+    elif fault.kind == "dns_leave" and fault.ended_at is None:
+        soak.dns.add(t)
+        fault.ended_at = now
+    elif fault.kind == "teacher_kill" and fault.ended_at is None:
+        code = fault._proc.wait(5)
+        settle(fault, fault._i_exit, code == -signal.SIGKILL, "exit %s" % code)
+        t.start()
+        fault.ended_at = now
+    elif fault.kind == "dns_join":
+        soak.dns.remove(t)
+        if fault.ended_at is None:
+            fault.ended_at = now
+        if t.proc.running():
+            t.proc.signal(signal.SIGTERM)
+            code = t.proc.wait(20)
+            if code is None:
+                t.proc.kill_all()
+            settle(fault, fault._i_exit, code == 0, "exit %s" % code)
+    close_expectations(soak, fault)
+    fault.notes.append("ended early: the job had finished")
+    fault.done = True
+    if t is not None:
+        t.fault = None

@@ -44,7 +44,7 @@ class Attempt:
         self.metrics_text = ""
         self.last_step = 0
         self.valid_before = {}  # checkpoint scan just before launch
-        self.metrics_ino = None  # metrics.jsonl's inode at launch
+        self.metrics_stamp = None  # metrics.jsonl's (inode, mtime, size) at launch
         self.cause = None  # the fault that ended it, if any
 
     def to_json(self):
@@ -121,7 +121,8 @@ class Job:
         self._port = 29400 + (self._port - 29400 + 1) % 500
         a = Attempt(len(g.attempts) + 1, self.clock.now(), self._port)
         a.valid_before = checkpoints.scan(g.checkpoint_dir)
-        a.metrics_ino = _inode(os.path.join(g.out_dir, "metrics.jsonl"))
+        a.metrics_stamp = _stamp(os.path.join(g.out_dir, "metrics.jsonl"))
+        self.tail = metrics.MetricsTail(os.path.join(g.out_dir, "metrics.jsonl"))
         argv = [self.retort] + self.train_args + ["--out_dir=" + g.out_dir, "--resume=auto"]
         for r, node in enumerate(self.nodes):
             env = {"RANK": str(r), "WORLD_SIZE": str(self.world), "LOCAL_RANK": "0",
@@ -149,8 +150,8 @@ class Job:
         lines in the file this attempt found at launch do not count."""
         if a.resumed_dir is None and checkpoints.newest_valid(a.valid_before) > 0:
             return False  # it will resume; wait for its "resuming from" line
-        if _inode(self.tail.path) == a.metrics_ino:
-            return False
+        if _stamp(self.tail.path) == a.metrics_stamp:
+            return False  # nobody has written it since the launch
         return self.step() > a.resumed_from
 
     def signal_all(self, sig):
@@ -227,9 +228,12 @@ class Job:
             self.unmount(g)
 
 
-def _inode(path):
+def _stamp(path):
+    """(inode, mtime, size): changes whenever the file is written or replaced
+    (an inode number alone may be reused by a file deleted and recreated)."""
     try:
-        return os.stat(path).st_ino
+        st = os.stat(path)
+        return st.st_ino, st.st_mtime_ns, st.st_size
     except OSError:
         return None
 

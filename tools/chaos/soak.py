@@ -128,8 +128,80 @@ class Soak:
     def is_long_lived_slot(self, teacher):
         return teacher is self.pool[0]
 
-    def job_restarted_since(self, t):
-        return any(rt >= t for rt, _ in self.restarts)
+    def alive_windows(self):
+        """(start, end) of every chaos attempt while all its ranks ran."""
+        now = self.clock.now()
+        out = []
+        for g in self.job.generations:
+            for a in g.attempts:
+                end = a.first_exit_at if a.first_exit_at is not None else now
+                out.append((a.started_at, end))
+        return out
+
+    def alive_throughout(self, t0, t1, knowing=None):
+        """Whether one chaos attempt ran over all of [t0, t1] (and, with
+        `knowing`, had that teacher serving in its pool at t0)."""
+        now = self.clock.now()
+        for g in self.job.generations:
+            for a in g.attempts:
+                end = a.first_exit_at if a.first_exit_at is not None else now
+                if a.started_at <= t0 and end >= t1:
+                    if knowing is None or self.pool_serving(knowing, a, t0):
+                        return True
+        return False
+
+    def pool_serving(self, address, attempt=None, at=None):
+        """Whether rank 0 of `attempt` (default: the current one) last logged
+        `address` as serving (at or before `at`)."""
+        a = attempt or self.job.attempt
+        if a is None:
+            return False
+        state = False
+        for t, line in a.ranks[0].snapshot():
+            if at is not None and t > at:
+                break
+            if address not in line or not line.startswith("[teacher pool]"):
+                continue
+            if address + " serving" in line:
+                state = True
+            elif (address + " out of service") in line or (address + " left") in line or \
+                    (address + ": ") in line or (address + " probing") in line:
+                state = False
+        return state
+
+    def alive_overlap(self, t0, t1):
+        return max([min(e, t1) - max(s, t0) for s, e in self.alive_windows()] + [0.0])
+
+    def alive_throughout(self, t0, t1, knowing=None):
+        """Whether one chaos attempt ran over all of [t0, t1] (and, with
+        `knowing`, had that teacher serving in its pool at t0)."""
+        now = self.clock.now()
+        for g in self.job.generations:
+            for a in g.attempts:
+                end = a.first_exit_at if a.first_exit_at is not None else now
+                if a.started_at <= t0 and end >= t1:
+                    if knowing is None or self.pool_serving(knowing, a, t0):
+                        return True
+        return False
+
+    def pool_serving(self, address, attempt=None, at=None):
+        """Whether rank 0 of `attempt` (default: the current one) last logged
+        `address` as serving (at or before `at`)."""
+        a = attempt or self.job.attempt
+        if a is None:
+            return False
+        state = False
+        for t, line in a.ranks[0].snapshot():
+            if at is not None and t > at:
+                break
+            if address not in line or not line.startswith("[teacher pool]"):
+                continue
+            if address + " serving" in line:
+                state = True
+            elif (address + " out of service") in line or (address + " left") in line or \
+                    (address + ": ") in line or (address + " probing") in line:
+                state = False
+        return state
 
     def restart_stress_client(self, old):
         if self.clock.now() < self.fault_end - 2:
@@ -248,6 +320,8 @@ class Soak:
         a = self.args
         counts = {k: a.per_kind for k in schedule.ALL_KINDS}
         self.faults = schedule.make_schedule(a.seed, a.duration, counts, start=a.warmup)
+        for t in self.pool + [self.ref_teacher]:
+            t.idle_before = t.sample()
         self.clock.t0 = time.monotonic()  # t = 0: faults start counting from here
         self.fault_end = a.duration
         for slot in range(a.stress_procs):
@@ -276,6 +350,10 @@ class Soak:
                 next_progress = now + 5.0
             active = [f for f in self.faults if f.injected_at is not None and not f.done
                       and f.kind in faults.UPDATE]
+            if self.chaos_done:
+                for f in active:
+                    faults.abort(self, f)
+                active = []
             if self.chaos_done and self.ref_done and not active and not any(
                     p.running() for p in self.stress_procs):
                 break
@@ -311,7 +389,7 @@ class Soak:
             faults.judge_job_fault_recovered(self, f, f._attempt, att)
             self.job_fault = None
         c = self.pending_corrupt
-        if c is not None and att.first_step_at is not None and att is not c._before:
+        if c is not None and att.first_step_at is not None and att is c._after:
             faults.judge_checkpoint_corrupt(self, c, att)
             self.pending_corrupt = None
 
@@ -355,9 +433,10 @@ class Soak:
             due = [f for f in self.faults if f.kind == "checkpoint_corrupt" and f.injected_at is None
                    and f.at <= now and now < self.fault_end]
             if due and faults.apply_checkpoint_corrupt(self, due[0], self.rng):
-                due[0]._before = self.job.attempt
                 self.pending_corrupt = due[0]
         att = self.job.launch()
+        if self.pending_corrupt is not None and not hasattr(self.pending_corrupt, "_after"):
+            self.pending_corrupt._after = att
         self.restarts.append((self.clock.now(), att.index))
 
     def tick_faults(self, now):
@@ -398,6 +477,10 @@ class Soak:
         a = self.args
         t_end = self.fault_end
         gens = [g for g in self.job.generations if g.result is not None]
+        probe = self.final_probe()
+        time.sleep(3.0)  # every client gone: the teachers at rest again
+        for t in self.pool + [self.ref_teacher]:
+            t.idle_after = t.sample()
         result = [
             checks.parameters(self.ref_job.gen, gens, model_sha256),
             checks.steps(gens, a.steps),
@@ -405,7 +488,7 @@ class Soak:
             checks.teacher_resources(self.pool + [self.ref_teacher], 0.1 * a.duration, t_end),
             checks.faults_observed(self.faults),
             checks.fault_counts(self.faults, schedule.ALL_KINDS, a.min_per_kind),
-            checks.stress([(n, _read_json(p)) for n, p in self.stress_reports], self.final_probe()),
+            checks.stress([(n, _read_json(p)) for n, p in self.stress_reports], probe),
             checks.check("no unexplained stop and no rank that had to be killed",
                          not self.findings, len(self.findings), "; ".join(self.findings[:5])),
         ]

@@ -35,6 +35,8 @@ class Teacher:
         self.incarnations = 0
         self.fault = None  # the fault currently on it
         self.samples = []  # (t, pid, stats)
+        self.idle_before = None  # (pid, stats) before any client
+        self.idle_after = None  # (pid, stats) after every client has gone
 
     @property
     def address(self):
@@ -60,11 +62,14 @@ class Teacher:
         return self.proc is not None and self.proc.running()
 
     def sample(self):
+        """Appends a /proc sample; returns (pid, stats) or None."""
         if self.proc is None or not self.proc.running():
-            return
+            return None
         s = self.proc.stats()
-        if s is not None:
-            self.samples.append((self.clock.now(), self.proc.pid, s))
+        if s is None:
+            return None
+        self.samples.append((self.clock.now(), self.proc.pid, s))
+        return self.proc.pid, s
 
 
 class Dns:
