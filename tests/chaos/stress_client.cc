@@ -14,7 +14,8 @@
 //   deadline   a stream whose deadline (1-20 ms) expires mid-request
 //   disconnect a channel of its own (its own TCP connection): requests sent,
 //              then cancelled and the channel dropped without reading
-// then sleeps 0-100 ms (so 64 streams do not take every core).
+// then sleeps 0..--pause_ms ms (default 100; so 64 streams do not take
+// every core).
 //
 // Every second and at the end it writes --report atomically: counts per mode
 // and per final gRPC status, answers compared and mismatched, and a digest of
@@ -23,6 +24,7 @@
 // target never answered GetInfo.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -52,6 +54,7 @@ struct Flags {
   std::string report;
   int seq_len = 16;
   int top_k = 8;
+  int pause_ms = 100;
 };
 
 bool ParseFlags(int argc, char** argv, Flags* f) {
@@ -78,6 +81,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->seq_len = std::atoi(v.c_str());
     } else if (value("top_k", &v)) {
       f->top_k = std::atoi(v.c_str());
+    } else if (value("pause_ms", &v)) {
+      f->pause_ms = std::max(1, std::atoi(v.c_str()));
     } else {
       std::fprintf(stderr, "chaos_stress_client: unknown flag %s\n", a.c_str());
       return false;
@@ -224,7 +229,8 @@ class Worker {
       } else {
         Disconnect();
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(rng_() % 100));
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(rng_() % static_cast<uint64_t>(f_.pause_ms)));
     }
   }
 
@@ -341,7 +347,7 @@ int main(int argc, char** argv) {
   if (!ParseFlags(argc, argv, &f)) {
     std::fprintf(stderr,
                  "usage: chaos_stress_client --target=HOST:PORT --report=FILE [--streams=64] "
-                 "[--duration_s=60] [--seed=1] [--seq_len=16] [--top_k=8]\n");
+                 "[--duration_s=60] [--seed=1] [--seq_len=16] [--top_k=8] [--pause_ms=100]\n");
     return 64;
   }
   std::shared_ptr<grpc::Channel> shared = NewChannel(f.target, /*own_connection=*/false);

@@ -69,13 +69,14 @@ def newest_valid(scanned):
     return max(steps) if steps else 0
 
 
-def corrupt_newest(root, rng):
+def corrupt_newest(root, rng, keep_valid=1):
     """Flips one byte in the middle of a data file of the newest valid
-    checkpoint (bit rot); returns (step, file) or None if there is none."""
+    checkpoint (bit rot), provided `keep_valid` valid ones remain older than
+    it; returns (step, file) or None."""
     scanned = scan(root)
-    step = newest_valid(scanned)
-    if step == 0:
+    if sum(1 for v in scanned.values() if v["valid"]) < 1 + keep_valid:
         return None
+    step = newest_valid(scanned)
     path = scanned[step]["dir"]
     data_files = sorted(n for n in os.listdir(path) if n != "MANIFEST.json")
     if not data_files:

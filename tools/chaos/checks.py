@@ -116,6 +116,9 @@ def resource_growth(teacher, t_begin, t_end):
             measure = "at rest, before the run vs after it"
         out[key] = {"measure": measure, "baseline": b, "final": e, "peak": peak,
                     "growth": round(e / b - 1.0, 4) if b else None}
+    if rest:
+        out["thread_names_at_rest"] = {"before": teacher.idle_before[2],
+                                       "after": teacher.idle_after[2]}
     return out
 
 

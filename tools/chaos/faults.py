@@ -149,8 +149,9 @@ def _teacher_lines(soak, fault, t, since_detect, since_recover):
 def _close_teacher_fault(soak, fault, t, now, force=False):
     """Ends the watch once both lines are seen or the timeout passed."""
     base = fault.ended_at if fault.ended_at is not None else fault.injected_at
-    if force or (fault.recovered_at is not None and fault.detected_at is not None) \
-            or now - base > DETECTION_TIMEOUT:
+    # Detection can no longer come once the fault is over and the teacher is
+    # back (or the attempt that could have seen it is gone): close then.
+    if force or fault.recovered_at is not None or now - base > DETECTION_TIMEOUT:
         close_expectations(soak, fault)
         fault.done = True
         t.fault = None
@@ -505,9 +506,11 @@ def judge_job_fault_recovered(soak, fault, ended, resumed):
 # ---- checkpoint_corrupt (applied by the soak just before a restart) ---------
 
 def apply_checkpoint_corrupt(soak, fault, rng):
-    hit = checkpoints.corrupt_newest(soak.job.gen.checkpoint_dir, rng)
+    # Only with an older complete checkpoint to fall back on: corrupting the
+    # last one would restart the run from step 0 each time and starve it.
+    hit = checkpoints.corrupt_newest(soak.job.gen.checkpoint_dir, rng, keep_valid=1)
     if hit is None:
-        return False  # no complete checkpoint yet: try at the next restart
+        return False  # try at the next restart
     fault.injected_at = soak.clock.now()
     step, name = hit
     fault.target = "ckpt-%012d/%s" % (step, name)

@@ -123,6 +123,21 @@ class Proc:
     def text(self):
         return "\n".join(text for _, text in self.snapshot())
 
+    def thread_names(self):
+        """{thread name: count} from /proc/<pid>/task/*/comm ({} once exited)."""
+        names = {}
+        try:
+            for tid in os.listdir("/proc/%d/task" % self.pid):
+                try:
+                    with open("/proc/%d/task/%s/comm" % (self.pid, tid)) as f:
+                        name = f.read().strip()
+                except OSError:
+                    continue
+                names[name] = names.get(name, 0) + 1
+        except OSError:
+            pass
+        return names
+
     def stats(self):
         """{"rss_kb", "threads", "fds"} from /proc, or None if it has exited."""
         try:

@@ -30,10 +30,10 @@ ALL_KINDS = TEACHER_KINDS + JOB_KINDS + RESTART_KINDS + CLIENT_KINDS
 # 1 s health check / a 5 s DNS re-resolution, short enough to repeat often.
 DURATIONS = {
     "teacher_kill": (0.5, 2.0),  # delay before the "orchestrator" restarts it
-    "teacher_stop": (2.5, 5.0),
-    "partition": (2.5, 5.0),
-    "dns_leave": (6.0, 9.0),
-    "dns_join": (7.0, 10.0),  # how long the added teacher stays in DNS
+    "teacher_stop": (3.0, 4.5),
+    "partition": (3.0, 4.5),
+    "dns_leave": (5.5, 7.0),
+    "dns_join": (5.5, 7.0),  # how long the added teacher stays in DNS
     "preempt": (0.0, 0.0),
     "rank_kill": (0.0, 0.0),
     "disk_full": (0.0, 0.0),

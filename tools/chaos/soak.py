@@ -46,6 +46,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import checks  # noqa: E402
+import corpus  # noqa: E402
 import faults  # noqa: E402
 import netlab  # noqa: E402
 import schedule  # noqa: E402
@@ -55,23 +56,14 @@ from teachers import Dns, Teacher  # noqa: E402
 
 PRESETS = {
     # CTest: 2-3 minutes of faults, >= 20 of every kind.
-    "short": {"duration": 150, "ranks": 2, "teachers": 3, "elastic": 3, "steps": 1500,
-              "per_kind": 22, "min_per_kind": 20, "stress_procs": 2, "streams": 64,
-              "tmpfs_mb": 8, "max_wall": 330},
+    "short": {"duration": 180, "ranks": 2, "teachers": 4, "elastic": 3, "steps": 600,
+              "per_kind": 24, "min_per_kind": 20, "stress_procs": 2, "streams": 64,
+              "tmpfs_mb": 8, "max_wall": 420, "pause_ms": 500, "duration_cap": 240},
     # docs/results.md: 30 minutes, W=4, N=4.
     "long": {"duration": 1800, "ranks": 4, "teachers": 4, "elastic": 2, "steps": 12000,
              "per_kind": 60, "min_per_kind": 20, "stress_procs": 2, "streams": 64,
-             "tmpfs_mb": 16, "max_wall": 2700},
+             "tmpfs_mb": 16, "max_wall": 2700, "pause_ms": 500, "duration_cap": 1860},
 }
-
-GRAMMAR = (
-    ["the king", "a shepherd", "the people", "his servant", "the prophet", "a woman",
-     "the children", "my brother"],
-    ["went up to", "spake unto", "looked upon", "came into", "departed from", "dwelt in",
-     "blessed", "remembered"],
-    ["the city", "the mountain", "the temple", "jerusalem", "the wilderness", "the house of god",
-     "the river", "egypt"],
-)
 
 NOT_INJECTABLE = [
     {"fault": "packet delay, loss, reordering, bandwidth limits (netem)",
@@ -211,13 +203,7 @@ class Soak:
     def prepare_data(self, work):
         data = os.path.join(work, "data")
         os.makedirs(data, exist_ok=True)
-        rng = random.Random(5)
-        s, v, o = GRAMMAR
-        lines = ["%s %s %s%s" % (rng.choice(s), rng.choice(v), rng.choice(o),
-                                 ", and it was good." if rng.random() < 1 / 3 else ".")
-                 for _ in range(3000)]
-        with open(os.path.join(data, "text.txt"), "w") as f:
-            f.write("\n".join(lines) + "\n")
+        corpus.write_grammar_text(os.path.join(data, "text.txt"))
         r = self.args.retort
         for argv in (
             [r, "data", "prepare", "--text=" + os.path.join(data, "text.txt"), "--vocab_size=320",
@@ -250,12 +236,56 @@ class Soak:
         remaining = max(1.0, self.fault_end - self.clock.now())
         argv = [a.stress_client, "--target=" + self.pool[0].address,
                 "--streams=%d" % (a.streams // a.stress_procs), "--duration_s=%.1f" % remaining,
-                "--seed=%d" % (a.seed * 100 + self.stress_seq), "--report=" + report]
+                "--seed=%d" % (a.seed * 100 + self.stress_seq), "--report=" + report,
+                "--pause_ms=%d" % a.pause_ms]
         p = Proc(name, argv, self.stress_node, self.clock, self.log_dir)
         p._slot = slot
         self.stress_procs.append(p)
         self.stress_reports.append((name, report))
         return p
+
+    def rest_samples(self, teachers, wait, before=False):
+        """After `wait` s, samples each teacher 6 times over 6 s and keeps
+        the least threads/fds (and the RSS of that sample) as its at-rest
+        figure (idle_before or idle_after)."""
+        time.sleep(wait)
+        seen = {t.name: [] for t in teachers}
+        for _ in range(6):
+            for t in teachers:
+                s = t.sample()
+                if s is not None:
+                    seen[t.name].append(s)
+            time.sleep(1.0)
+        for t in teachers:
+            rows = seen[t.name]
+            best = None
+            if rows and all(r[0] == rows[0][0] for r in rows):
+                best = (rows[0][0], {k: min(r[1][k] for r in rows)
+                                     for k in ("rss_kb", "threads", "fds")},
+                        t.proc.thread_names())
+            if before:
+                t.idle_before = best
+            else:
+                t.idle_after = best
+
+    def warm_up(self):
+        """Brings every long-lived teacher to its working set before the at-rest
+        baseline: 64 abusive streams on t0, 8 on the others, for a few
+        seconds, then a rest (gRPC starts threads and buffers on first use;
+        the resource check is about what the run adds after that)."""
+        procs = []
+        for i, t in enumerate(self.pool + [self.ref_teacher]):
+            node = self.stress_node if t is not self.ref_teacher else t.node
+            report = os.path.join(self.work, "stress", "warmup-%s.json" % t.name)
+            procs.append(Proc("warmup-" + t.name, [
+                self.args.stress_client, "--target=" + t.address,
+                "--streams=%d" % (self.args.streams if i == 0 else 8), "--duration_s=4",
+                "--seed=%d" % (500 + i), "--report=" + report,
+                "--pause_ms=%d" % self.args.pause_ms], node, self.clock, self.log_dir))
+        for p in procs:
+            if p.wait(60) != 0:
+                raise RuntimeError("warm-up client failed: " + p.text()[-500:])
+        time.sleep(3.0)
 
     def probe_netem(self, node):
         p = netlab.run(["ip", "netns", "exec", node.ns, "tc", "qdisc", "add", "dev", "eth0",
@@ -320,8 +350,8 @@ class Soak:
         a = self.args
         counts = {k: a.per_kind for k in schedule.ALL_KINDS}
         self.faults = schedule.make_schedule(a.seed, a.duration, counts, start=a.warmup)
-        for t in self.pool + [self.ref_teacher]:
-            t.idle_before = t.sample()
+        self.warm_up()
+        self.rest_samples(self.pool + [self.ref_teacher], wait=0.0, before=True)
         self.clock.t0 = time.monotonic()  # t = 0: faults start counting from here
         self.fault_end = a.duration
         for slot in range(a.stress_procs):
@@ -344,6 +374,7 @@ class Soak:
                 next_sample = now + 2.0
             self.tick_reference()
             self.tick_job(now)
+            self.top_up(now)
             self.tick_faults(now)
             if now >= next_progress:
                 self.progress(now)
@@ -359,6 +390,33 @@ class Soak:
                 break
             time.sleep(0.05)
         self.progress(self.clock.now())
+
+    def top_up(self, now):
+        """At the end of --duration, while some kind has fewer than
+        --min_per_kind injected (a slow machine restarts slowly), extends the
+        fault period by 10 s at a time, up to --duration_cap, with one more
+        fault of each lacking kind (drawn from the same seed)."""
+        a = self.args
+        if now < self.fault_end or self.fault_end >= a.duration_cap or self.chaos_done:
+            return
+        counts = {k: 0 for k in schedule.ALL_KINDS}
+        for f in self.faults:
+            if f.injected_at is not None and f.target is not None:
+                counts[f.kind] += 1
+        lacking = [k for k, n in counts.items() if n < a.min_per_kind]
+        if not lacking:
+            return
+        self.fault_end = min(a.duration_cap, self.fault_end + 10.0)
+        pending = {f.kind for f in self.faults if f.injected_at is None}
+        extra = [k for k in lacking if k not in pending]
+        if extra:
+            more = schedule.make_schedule(a.seed * 1000 + int(now), self.fault_end,
+                                          {k: 1 for k in extra}, start=now)
+            for f in more:
+                f.id = len(self.faults) + 1
+                self.faults.append(f)
+        log("top-up: %s below %d; faults go on until t=%.0fs" % (
+            ", ".join("%s %d" % (k, counts[k]) for k in lacking), a.min_per_kind, self.fault_end))
 
     def tick_reference(self):
         if self.ref_done:
@@ -478,9 +536,9 @@ class Soak:
         t_end = self.fault_end
         gens = [g for g in self.job.generations if g.result is not None]
         probe = self.final_probe()
-        time.sleep(3.0)  # every client gone: the teachers at rest again
-        for t in self.pool + [self.ref_teacher]:
-            t.idle_after = t.sample()
+        # Every client gone: the teachers at rest again (gRPC retires idle
+        # threads after a moment; take the least of a few samples).
+        self.rest_samples(self.pool + [self.ref_teacher], wait=2.0)
         result = [
             checks.parameters(self.ref_job.gen, gens, model_sha256),
             checks.steps(gens, a.steps),
@@ -543,6 +601,8 @@ def parse_args(argv):
     p.add_argument("--report", default="", help="JSON report (default <work_dir>/report.json)")
     for name, typ, help_ in (
         ("duration", float, "seconds during which faults are injected"),
+        ("duration_cap", float, "longest the fault period may be extended to reach "
+                                "--min_per_kind of every kind"),
         ("ranks", int, "W: trainer ranks, one namespace each"),
         ("teachers", int, "N: teachers in the pool (t0 is never killed: the long-lived one)"),
         ("elastic", int, "spare teachers that join and leave through DNS"),
@@ -553,6 +613,7 @@ def parse_args(argv):
         ("streams", int, "abusive streams on t0 in all"),
         ("tmpfs_mb", int, "size of the checkpoint filesystem that gets filled"),
         ("max_wall", float, "hard limit on the soak's own time, seconds"),
+        ("pause_ms", int, "each abusive stream pauses 0..this between calls"),
     ):
         p.add_argument("--" + name, type=typ, default=None, help=help_)
     p.add_argument("--checkpoint_every", type=int, default=10, help="--checkpoint_every_steps")
@@ -653,8 +714,8 @@ def main(argv):
         "wall_seconds": round(time.time() - wall0, 1),
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
         "config": {k: getattr(args, k) for k in (
-            "preset", "seed", "duration", "ranks", "teachers", "elastic", "steps", "per_kind",
-            "min_per_kind", "stress_procs", "streams", "tmpfs_mb", "checkpoint_every",
+            "preset", "seed", "duration", "duration_cap", "ranks", "teachers", "elastic", "steps", "per_kind",
+            "min_per_kind", "stress_procs", "streams", "pause_ms", "tmpfs_mb", "checkpoint_every",
             "dist_timeout", "grace")},
         "netem_probe": soak.netem_probe,
         "not_injectable": NOT_INJECTABLE,
