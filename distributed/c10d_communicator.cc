@@ -37,10 +37,15 @@ class ReducerSync : public GradientSync {
   explicit ReducerSync(std::shared_ptr<c10d::Reducer> reducer) : reducer_(std::move(reducer)) {}
   absl::Status PrepareForBackward(const torch::Tensor& output) override {
     return TorchCall("preparing the gradient all-reduce", [&] {
-      // After the first backward, the buckets are rebuilt (once, agreed with
-      // rank 0) in the order the gradients actually became ready, so each
-      // bucket's all-reduce starts while backward computes the next.
-      reducer_->rebuild_buckets();
+      // The buckets keep PyTorch's initial layout (parameters in reverse
+      // order, about the order backward makes their gradients ready) for the
+      // whole run; they are not rebuilt after the first backward as DDP does.
+      // A rebuild happens at the first step of every process, so a run
+      // resumed at step s all-reduced step s in the initial layout and an
+      // uninterrupted run in the rebuilt one; with more than two ranks Gloo's
+      // ring sums an element in an order that depends on its place in the
+      // bucket, and the resumed run drifted in the last bits (found by the
+      // chaos soak with 4 ranks; tests/chaos/four_ranks_resume_test.py).
       reducer_->prepare_for_backward({output});
     });
   }

@@ -281,7 +281,7 @@ class Soak:
             report = os.path.join(self.work, "stress", "warmup-%s.json" % t.name)
             procs.append(Proc("warmup-" + t.name, [
                 self.args.stress_client, "--target=" + t.address,
-                "--streams=%d" % (self.args.streams if i == 0 else 8), "--duration_s=4",
+                "--streams=%d" % (self.args.streams if i == 0 else 8), "--duration_s=10",
                 "--seed=%d" % (500 + i), "--report=" + report,
                 "--pause_ms=%d" % self.args.pause_ms], node, self.clock, self.log_dir))
         # One SIGSTOP/SIGCONT of each pool teacher under that load: a stopped
