@@ -69,9 +69,11 @@ def main(path):
             v = "%d restarts, %d with a corrupt or partial checkpoint present" % (
                 v["restarts"], v["restarts_with_invalid_checkpoints_present"])
         elif ch["name"].startswith("long-lived"):
-            v = "; ".join("%s: RSS %+.1f %%, threads %d→%d, fds %d→%d" % (
+            v = "; ".join("%s: RSS %+.1f %%, threads %d→%d (own %s→%s), fds %d→%d" % (
                 name, 100 * g["rss_kb"]["growth"], g["threads"]["baseline"],
-                g["threads"]["final"], g["fds"]["baseline"], g["fds"]["final"])
+                g["threads"]["final"], g["threads"].get("own_threads", {}).get("baseline", "?"),
+                g["threads"].get("own_threads", {}).get("final", "?"),
+                g["fds"]["baseline"], g["fds"]["final"])
                 for name, g in v.items())
         elif ch["name"].startswith("teacher under"):
             t = v["totals"]
