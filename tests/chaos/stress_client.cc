@@ -14,7 +14,7 @@
 //   deadline   a stream whose deadline (1-20 ms) expires mid-request
 //   disconnect a channel of its own (its own TCP connection): requests sent,
 //              then cancelled and the channel dropped without reading
-// then sleeps 0..--pause_ms ms (default 100; so 64 streams do not take
+// (only those named in --modes, default all four), then sleeps 0..--pause_ms ms (default 100; so 64 streams do not take
 // every core).
 //
 // Every second and at the end it writes --report atomically: counts per mode
@@ -55,6 +55,7 @@ struct Flags {
   int seq_len = 16;
   int top_k = 8;
   int pause_ms = 100;
+  std::string modes = "complete,cancel,deadline,disconnect";
 };
 
 bool ParseFlags(int argc, char** argv, Flags* f) {
@@ -81,6 +82,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->seq_len = std::atoi(v.c_str());
     } else if (value("top_k", &v)) {
       f->top_k = std::atoi(v.c_str());
+    } else if (value("modes", &v)) {
+      f->modes = v;
     } else if (value("pause_ms", &v)) {
       f->pause_ms = std::max(1, std::atoi(v.c_str()));
     } else {
@@ -218,16 +221,19 @@ class Worker {
       : f_(f), vocab_(vocab), shared_(std::move(shared)), tally_(tally), rng_(seed) {}
 
   void Run(Clock::time_point end) {
+    auto on = [&](const char* m) { return f_.modes.find(m) != std::string::npos; };
     while (Clock::now() < end) {
       const int mode = static_cast<int>(rng_() % 10);
-      if (mode < 4) {
+      if (mode < 4 && on("complete")) {
         Complete();
-      } else if (mode < 6) {
+      } else if (mode >= 4 && mode < 6 && on("cancel")) {
         Cancel();
-      } else if (mode < 8) {
+      } else if (mode >= 6 && mode < 8 && on("deadline")) {
         Deadline();
-      } else {
+      } else if (mode >= 8 && on("disconnect")) {
         Disconnect();
+      } else {
+        continue;
       }
       std::this_thread::sleep_for(
           std::chrono::milliseconds(rng_() % static_cast<uint64_t>(f_.pause_ms)));
@@ -347,7 +353,7 @@ int main(int argc, char** argv) {
   if (!ParseFlags(argc, argv, &f)) {
     std::fprintf(stderr,
                  "usage: chaos_stress_client --target=HOST:PORT --report=FILE [--streams=64] "
-                 "[--duration_s=60] [--seed=1] [--seq_len=16] [--top_k=8] [--pause_ms=100]\n");
+                 "[--duration_s=60] [--seed=1] [--seq_len=16] [--top_k=8] [--pause_ms=100] [--modes=complete,cancel,deadline,disconnect]\n");
     return 64;
   }
   std::shared_ptr<grpc::Channel> shared = NewChannel(f.target, /*own_connection=*/false);
