@@ -97,7 +97,7 @@ def resource_growth(teacher, t_begin, t_end):
     """Growth of one process's RSS, threads and fds between two windows.
 
     Baseline: samples in [t_begin, t_begin + w); final: [t_end - w, t_end],
-    w = 10 % of the span. Only samples of the process that was alive at
+    w = 10 % of the span (at least 5 s). Only samples of the process that was alive at
     t_begin count (a restarted teacher is not long-lived)."""
     span = t_end - t_begin
     w = max(5.0, 0.1 * span)
