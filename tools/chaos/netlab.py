@@ -52,13 +52,12 @@ def available():
 
 
 def _pid_alive(pid):
+    """Whether `pid` runs (a zombie, killed but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
 
 
 def _kill_ns_processes(ns):
