@@ -513,10 +513,10 @@ class Soak:
         for f in self.faults:
             if f.done:
                 continue
-            if f.injected_at is None or (f.kind == "dns_join" and f.target is None):
-                if f.kind == "checkpoint_corrupt" or f.at > now or now >= self.fault_end:
-                    continue
-                if self.chaos_done:
+            if f.injected_at is None:
+                # checkpoint_corrupt is applied by relaunch(), at a restart.
+                if f.kind == "checkpoint_corrupt" or f.at > now or now >= self.fault_end \
+                        or self.chaos_done:
                     continue
                 faults.INJECT[f.kind](self, f)
             elif f.kind in faults.UPDATE:
