@@ -457,6 +457,20 @@ def judge_job_fault_end(soak, fault, attempt):
     fault.detected_at = attempt.first_exit_at
     exits = attempt.exits
     texts = [p.text() for p in attempt.ranks]
+    if all(c == 0 for c in exits):
+        # The fault hit the last steps: the run completed (and wrote its
+        # result) before the signal or the full disk could stop it.
+        for e in fault.expected:
+            if not e.get("settled"):
+                settle(fault, fault.expected.index(e), None,
+                       "not observable: the run finished before the fault took effect")
+        if fault.kind == "disk_full":
+            try:
+                os.unlink(fault._filler)
+            except OSError:
+                pass
+            fault.ended_at = soak.clock.now()
+        return
     if fault.kind == "preempt":
         settle(fault, fault._i_exit, all(c == 75 for c in exits) and not attempt.killed_stragglers,
                "exits %s" % exits)

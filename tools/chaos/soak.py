@@ -558,7 +558,8 @@ class Soak:
             # RSS baseline after at least a minute of the soak's load (the
             # allocator's arenas fill up over the first minute of 64 streams).
             checks.teacher_resources(self.pool + [self.ref_teacher],
-                                     max(0.1 * a.duration, 60.0), t_end),
+                                     max(0.1 * a.duration, min(60.0, 0.4 * a.duration)),
+                                     t_end),
             checks.faults_observed(self.faults),
             checks.fault_counts(self.faults, schedule.ALL_KINDS, a.min_per_kind),
             checks.stress([(n, _read_json(p)) for n, p in self.stress_reports], probe),
