@@ -17,6 +17,7 @@ constexpr char kOptimizerKey[] = "optimizer";
 constexpr char kRngKey[] = "rng_state";
 constexpr char kAdaptersKey[] = "adapters";
 constexpr char kAdapterOptimizerKey[] = "adapter_optimizer";
+constexpr char kTaskTensorsKey[] = "task_tensors";
 
 at::Generator DefaultGenerator() { return at::detail::getDefaultCPUGenerator(); }
 
@@ -36,8 +37,14 @@ nlohmann::json TrainingMeta(const TrainingState& state) {
 }
 
 models::ArchiveWriter TrainingWriter(torch::optim::Optimizer& optimizer,
-                                     const AdapterState& adapters) {
-  return [&optimizer, adapters](torch::serialize::OutputArchive& archive) {
+                                     const AdapterState& adapters,
+                                     const std::map<std::string, torch::Tensor>& task_tensors) {
+  return [&optimizer, adapters, &task_tensors](torch::serialize::OutputArchive& archive) {
+    if (!task_tensors.empty()) {
+      torch::serialize::OutputArchive task_archive;
+      for (const auto& [name, tensor] : task_tensors) task_archive.write(name, tensor);
+      archive.write(kTaskTensorsKey, task_archive);
+    }
     torch::serialize::OutputArchive optimizer_archive;
     optimizer.save(optimizer_archive);
     archive.write(kOptimizerKey, optimizer_archive);
@@ -55,8 +62,23 @@ models::ArchiveWriter TrainingWriter(torch::optim::Optimizer& optimizer,
 }
 
 models::ArchiveReader TrainingReader(const std::string& path, torch::optim::Optimizer& optimizer,
-                                     bool restore_rng, const AdapterState& adapters) {
-  return [&path, &optimizer, restore_rng, adapters](torch::serialize::InputArchive& archive) {
+                                     bool restore_rng, const AdapterState& adapters,
+                                     std::map<std::string, torch::Tensor>* task_tensors) {
+  return [&path, &optimizer, restore_rng, adapters,
+          task_tensors](torch::serialize::InputArchive& archive) {
+    absl::Status read_task = TorchCall("", [&] {
+      torch::serialize::InputArchive task_archive;
+      if (!archive.try_read(kTaskTensorsKey, task_archive)) return;
+      for (const std::string& name : task_archive.keys()) {
+        torch::Tensor tensor;
+        task_archive.read(name, tensor);
+        (*task_tensors)[name] = tensor;
+      }
+    });
+    if (!read_task.ok()) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": unreadable task state: ", read_task.message()));
+    }
     if (adapters.module != nullptr) {
       absl::Status status = TorchCall("", [&] {
         torch::serialize::InputArchive module_archive, adapter_optimizer_archive;
@@ -165,17 +187,20 @@ absl::Status SaveTrainingCheckpoint(const std::string& path, torch::nn::Module& 
                                     torch::optim::Optimizer& optimizer, const TrainingState& state,
                                     const AdapterState& adapters) {
   return models::WriteModuleCheckpoint(path, model, model_json, TrainingMeta(state),
-                                       TrainingWriter(optimizer, adapters));
+                                       TrainingWriter(optimizer, adapters, state.task_tensors));
 }
 
 absl::StatusOr<TrainingState> LoadTrainingCheckpoint(
     const std::string& path, torch::nn::Module& model, const nlohmann::json& model_json,
     torch::optim::Optimizer& optimizer, bool restore_rng, const AdapterState& adapters) {
-  RETORT_ASSIGN_OR_RETURN(
-      nlohmann::json meta,
-      models::ReadModuleCheckpointInto(path, model, model_json,
-                                       TrainingReader(path, optimizer, restore_rng, adapters)));
-  return ParseTrainingMeta(path, meta);
+  std::map<std::string, torch::Tensor> task_tensors;
+  RETORT_ASSIGN_OR_RETURN(nlohmann::json meta,
+                          models::ReadModuleCheckpointInto(
+                              path, model, model_json,
+                              TrainingReader(path, optimizer, restore_rng, adapters, &task_tensors)));
+  RETORT_ASSIGN_OR_RETURN(TrainingState state, ParseTrainingMeta(path, meta));
+  state.task_tensors = std::move(task_tensors);
+  return state;
 }
 
 }  // namespace retort::checkpoint

@@ -7,6 +7,7 @@
 #define RETORT_CHECKPOINT_TRAINING_CHECKPOINT_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ struct TrainingState {
   // Sums over the current epoch so far, for its summary line.
   double epoch_loss_sum = 0, epoch_soft_sum = 0, epoch_hard_sum = 0, epoch_feature_sum = 0;
   int64_t epoch_steps = 0;
+  // Tensors a task carries from one step to the next (an on-policy run's
+  // rollout generated ahead), saved and restored with the checkpoint.
+  std::map<std::string, torch::Tensor> task_tensors;
 };
 
 // Feature-matching adapters (trainer/feature_matching) and their optimizer:

@@ -86,8 +86,8 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> Generate(
   }
   return TorchCall("generation", [&] {
     torch::InferenceMode guard;
-    const bool was_training = model.is_training();
-    model.eval();
+    // The model's training mode is left alone (Llama-family models compute
+    // the same in either), so generation may run beside a training step.
     at::Generator generator = at::detail::createCPUGenerator(options.seed);
     const int64_t b = static_cast<int64_t>(context.size());
     std::vector<std::vector<int64_t>> out(b);
@@ -157,7 +157,6 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> Generate(
       for (int64_t r = 0; r < b; ++r) step_valid[r][0] = fed[r] && !done[r];
       logits = next_logits(next.unsqueeze(1), step_valid);
     }
-    model.train(was_training);
     return out;
   });
 }

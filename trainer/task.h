@@ -101,6 +101,11 @@ class Task {
   virtual absl::StatusOr<TaskLoss> Loss(TaskBatch& batch, int64_t begin, int64_t end,
                                         FeatureAdapters* adapters, double feature_weight) = 0;
 
+  // Called after the step's last backward pass and before the optimizer
+  // changes the weights: work the task runs beside the step that reads them
+  // (an on-policy rollout generated ahead) must finish here.
+  virtual absl::Status BeforeWeightUpdate() { return absl::OkStatus(); }
+
   // Evaluates on the validation set: rank `rank` of `world_size` takes its
   // share and `communicator` (null for one rank) sums the counts. A
   // collective: every rank calls it at the same step.

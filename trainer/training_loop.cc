@@ -313,6 +313,7 @@ absl::Status TrainingLoop::TrainStep(TaskBatch& batch, const std::vector<int64_t
   if (options_.clip_grad_norm > 0) {
     torch::nn::utils::clip_grad_norm_(TrainedParameters(), options_.clip_grad_norm);
   }
+  RETORT_RETURN_IF_ERROR(task_->BeforeWeightUpdate());
   optimizer_->step();
   if (adapters_ != nullptr) adapter_optimizer_->step();
   // One read of the step's terms (the only device-to-host copy of a step).
@@ -512,7 +513,10 @@ absl::StatusOr<TrainingLoopResult> TrainingLoop::RunSteps() {
                           .ask_teacher = ask_teacher,
                           .hidden_layers = adapters_ != nullptr ? adapters_->teacher_layers()
                                                                 : std::vector<std::string>()},
-                         *task_, *sampler_, state_.step, std::max(end_step, state_.step));
+                         // Prepared as far as an uninterrupted run would, so
+                         // that a stop leaves the same state (an on-policy
+                         // rollout generated ahead) as a preemption.
+                         *task_, *sampler_, state_.step, std::max(total_steps_, state_.step));
   ProgressLine progress({.label = absl::StrCat("[", options_.label, "]"),
                          .total_units = total_steps_,
                          .clock = options_.clock,

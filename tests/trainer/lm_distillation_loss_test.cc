@@ -411,6 +411,67 @@ TEST(LmDistillationLossTest, BatchTimeShapeEqualsFlatShape) {
       c10::Error);
 }
 
+TEST(LmDistillationLossTest, RepeatedIdsGiveTheLossAndGradientOfTheDistinctIds) {
+  // Sampled targets pad rows with id 0 at -inf, and on-policy buckets join
+  // two id lists: an id's mass is the sum over its copies, shared equally.
+  torch::manual_seed(21);
+  const torch::Tensor base = torch::randn({4, 9}, torch::kFloat64);
+  const torch::Tensor teacher = torch::log_softmax(torch::randn({4, 9}, torch::kFloat64) * 2, 1);
+  const torch::Tensor labels = torch::tensor({1, 0, 5, 8}, torch::kInt64);
+  TopKLogProbs distinct;
+  distinct.indices = torch::tensor({{0, 3, 4}, {2, 0, 7}, {8, 1, 0}, {5, 6, 0}}, torch::kInt64);
+  distinct.values = teacher.gather(1, distinct.indices);
+  distinct.tail_log_mass =
+      (1 - distinct.values.exp().sum(1)).log();  // the rest of the teacher's mass
+  TopKLogProbs repeated;
+  // Each row repeats one id: twice with its mass on the first copy, once as
+  // -inf padding, once with the mass on the second copy.
+  repeated.indices = torch::cat({distinct.indices, distinct.indices.select(1, 0).unsqueeze(1),
+                                 distinct.indices.select(1, 2).unsqueeze(1)},
+                                1);
+  repeated.values = torch::cat({distinct.values, torch::full({4, 2}, -kInf, torch::kFloat64)}, 1);
+  repeated.values[3][2] = -kInf;
+  repeated.values[3][4] = distinct.values[3][2];
+  repeated.tail_log_mass = distinct.tail_log_mass;
+  for (Divergence d : kAllDivergences) {
+    for (double t : {1.0, 2.0}) {
+      const LmLossOptions o = Options(d, t, 0.7);
+      auto run = [&](const TopKLogProbs& targets) {
+        torch::Tensor z = base.clone().requires_grad_(true);
+        const LmLossTerms terms = LmDistillationLoss(z, &targets, labels, o);
+        terms.total.backward();
+        return std::make_pair(terms.total.item<double>(), z.grad());
+      };
+      const auto [want, want_grad] = run(distinct);
+      const auto [got, got_grad] = run(repeated);
+      EXPECT_NEAR(got, want, 1e-12) << DivergenceName(d) << " T=" << t;
+      EXPECT_LE((got_grad - want_grad).abs().max().item<double>(), 1e-12) << DivergenceName(d);
+    }
+  }
+}
+
+TEST(LmDistillationLossTest, IdsCoveringTheVocabularyWithRepeatsLeaveAnEmptyTail) {
+  torch::manual_seed(22);
+  const torch::Tensor logits = torch::randn({3, 5}, torch::kFloat64).requires_grad_(true);
+  const torch::Tensor teacher = torch::log_softmax(torch::randn({3, 5}, torch::kFloat64), 1);
+  TopKLogProbs targets;
+  targets.indices = torch::tensor({{0, 1, 2, 3, 4, 0}, {4, 3, 2, 1, 0, 2}, {1, 0, 3, 2, 4, 4}},
+                                  torch::kInt64);
+  targets.values = teacher.gather(1, targets.indices);
+  targets.values.select(1, 5).fill_(-kInf);
+  targets.tail_log_mass = torch::full({3}, -kInf, torch::kFloat64);
+  const torch::Tensor labels = torch::tensor({0, 1, 2}, torch::kInt64);
+  const TopKLogProbs dense = ShuffledDenseTopK(teacher);
+  for (Divergence d : kAllDivergences) {
+    const LmLossOptions o = Options(d, 1.0, 1.0);
+    const LmLossTerms terms = LmDistillationLoss(logits, &targets, labels, o);
+    EXPECT_NEAR(terms.total.item<double>(), Soft(logits, dense, labels, o), 1e-9)
+        << DivergenceName(d);
+    const torch::Tensor grad = torch::autograd::grad({terms.total}, {logits})[0];
+    EXPECT_TRUE(torch::isfinite(grad).all().item<bool>()) << DivergenceName(d);
+  }
+}
+
 TEST(LmDistillationLossOptionsTest, Validates) {
   EXPECT_TRUE(LmLossOptions().Validate().ok());
   EXPECT_TRUE(Options(Divergence::kSkewKl, 2.0, 1.0, 0.0).Validate().ok());

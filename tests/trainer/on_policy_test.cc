@@ -126,6 +126,58 @@ TEST(OnPolicyLossTest, CandidateFormsEqualTheDenseDivergencesWhenCandidatesCover
   }
 }
 
+TEST(OnPolicyLossTest, CandidateBucketsJoinTheTeachersTopK) {
+  // Two student candidates and the teacher's top 5 of 7 ids: the teacher's
+  // likely ids get buckets of their own even where the student misses them,
+  // and when the two lists cover the vocabulary the loss is the dense one.
+  torch::manual_seed(5);
+  const double t = 1.0;
+  const torch::Tensor logits = torch::randn({6, 7}, torch::kFloat64);
+  const torch::Tensor teacher = torch::log_softmax(torch::randn({6, 7}, torch::kFloat64) * 2, 1);
+  const torch::Tensor labels = torch::tensor(std::vector<int64_t>{1, 2, kIgnore, 4, 6, 0});
+  const torch::Tensor student_order = std::get<1>(logits.sort(1, /*descending=*/true));
+  const torch::Tensor teacher_order = std::get<1>(teacher.sort(1, /*descending=*/true));
+  teacher::TopKLogProbs top;
+  top.indices = teacher_order.narrow(1, 0, 5);
+  top.values = teacher.gather(1, top.indices);
+  top.tail_log_mass = (1 - top.values.exp().sum(1)).log();
+  // The student's candidates: its top 2 (overlapping the teacher's list in
+  // some rows), so the union may or may not cover all 7 ids.
+  const torch::Tensor candidates = student_order.narrow(1, 0, 2);
+  const torch::Tensor ids = torch::cat({labels.clamp_min(0).unsqueeze(1), candidates}, 1);
+  const torch::Tensor query_lp = teacher.gather(1, ids);
+  LmLossOptions o;
+  o.temperature = t;
+  // The reference: the same divergence on the buckets {union ids} + tail,
+  // built by hand per row.
+  const torch::Tensor log_q = torch::log_softmax(logits / t, 1);
+  double want = 0;
+  int64_t rows = 0;
+  for (int64_t i = 0; i < 6; ++i) {
+    if (labels[i].item<int64_t>() == kIgnore) continue;
+    std::vector<bool> in(7, false);
+    for (int64_t j = 0; j < 5; ++j) in[top.indices[i][j].item<int64_t>()] = true;
+    for (int64_t j = 0; j < 2; ++j) in[candidates[i][j].item<int64_t>()] = true;
+    double p_tail = 0, q_tail = 0, row = 0;
+    for (int64_t v = 0; v < 7; ++v) {
+      const double lp = teacher[i][v].item<double>(), lq = log_q[i][v].item<double>();
+      if (in[v]) {
+        row += std::exp(lq) * (lq - lp);
+      } else {
+        p_tail += std::exp(lp);
+        q_tail += std::exp(lq);
+      }
+    }
+    if (q_tail > 0) row += q_tail * (std::log(q_tail) - std::log(std::max(p_tail, 1e-300)));
+    want += row;
+    ++rows;
+  }
+  want /= rows;
+  const LmLossTerms terms = OnPolicyDistillationLoss(logits, labels, ids, query_lp, &top,
+                                                     OnPolicyLoss::kReverseKl, o);
+  EXPECT_NEAR(terms.soft.item<double>(), want, 1e-9);
+}
+
 TEST(OnPolicyLossTest, CandidateFormsMatchCentralFiniteDifferences) {
   torch::manual_seed(4);
   const torch::Tensor base = torch::randn({3, 9}, torch::kFloat64);
@@ -210,8 +262,8 @@ TEST(OnPolicyTest, StepsAreChosenFromTheSeedAndOptionsAreChecked) {
   EXPECT_EQ(IsOnPolicyStep(o, 7, 12), IsOnPolicyStep(o, 7, 12));
   EXPECT_NE(RolloutSeed(7, 1), RolloutSeed(7, 2));
   EXPECT_TRUE(o.Validate(30, 24, 16).ok());
-  o.max_staleness = 1;
-  EXPECT_THAT(o.Validate(30, 24, 16).message(), HasSubstr("--max_staleness=1"));
+  o.max_staleness = 2;
+  EXPECT_THAT(o.Validate(30, 24, 16).message(), HasSubstr("--max_staleness=2"));
   o.max_staleness = 0;
   o.prompt_tokens = 20;
   EXPECT_THAT(o.Validate(30, 24, 16).message(), HasSubstr("--prompt_tokens is 20"));
@@ -374,6 +426,60 @@ TEST_F(OnPolicyRunTest, MixedRunsResumeBitForBit) {
   auto refused = LmTrainer::Create(other, train_, valid_, Teacher());
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("on_policy"));
+}
+
+TEST_F(OnPolicyRunTest, RolloutsGeneratedAheadResumeBitForBit) {
+  // --max_staleness=1: each on-policy step's rollout comes from the previous
+  // step's weights, generated on another thread while that step trains. A
+  // run stopped right before an on-policy step keeps that step's rollout in
+  // its checkpoint, so the resume trains on the same one.
+  LmTrainerOptions o = Options("ahead");
+  o.on_policy.fraction = 0.5;
+  o.on_policy.max_staleness = 1;
+  o.steps = 20;
+  o.checkpoint_every_steps = 5;
+  o.teacher_prefetch = 2;
+  int64_t stop = 0;
+  for (int64_t s = 8; s < 18 && stop == 0; ++s) {
+    if (IsOnPolicyStep(o.on_policy, o.seed, s) && IsOnPolicyStep(o.on_policy, o.seed, s - 1)) {
+      stop = s;
+    }
+  }
+  ASSERT_GT(stop, 0) << "no two on-policy steps in a row to stop between";
+  auto whole = LmTrainer::Create(o, train_, valid_, Teacher());
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto expected = (*whole)->Run();
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  // Strictly on-policy rollouts give another run: the lag is real.
+  LmTrainerOptions strict = o;
+  strict.out_dir = Path("strict");
+  strict.on_policy.max_staleness = 0;
+  auto fresh = LmTrainer::Create(strict, train_, valid_, Teacher());
+  ASSERT_TRUE(fresh.ok());
+  auto fresh_result = (*fresh)->Run();
+  ASSERT_TRUE(fresh_result.ok());
+  EXPECT_NE(fresh_result->parameters_sha256, expected->parameters_sha256);
+
+  LmTrainerOptions part = o;
+  part.out_dir = Path("ahead_parts");
+  part.stop_after_steps = stop;
+  auto first = LmTrainer::Create(part, train_, valid_, Teacher());
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(absl::IsCancelled((*first)->Run().status()));
+  part.stop_after_steps = 0;
+  part.resume = true;
+  auto second = LmTrainer::Create(part, train_, valid_, Teacher());
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto got = (*second)->Run();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->parameters_sha256, expected->parameters_sha256) << "stopped before step " << stop;
+
+  LmTrainerOptions unprepared = o;
+  unprepared.teacher_prefetch = 0;
+  auto refused = LmTrainer::Create(unprepared, train_, valid_, Teacher());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("--teacher_prefetch"));
 }
 
 TEST_F(OnPolicyRunTest, NeedsATeacher) {

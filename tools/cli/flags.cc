@@ -1,5 +1,7 @@
 #include "tools/cli/flags.h"
 
+#include "common/caching_cpu_allocator.h"
+
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -10,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/caching_cpu_allocator.h"
 #include "common/file_util.h"
 #include "common/intra_op_threads.h"
 #include "common/status_macros.h"
@@ -36,6 +39,11 @@ ABSL_FLAG(int32_t, threads, 1,
           "LibTorch intra-op (OpenMP) threads, for every kernel but the matrix products "
           "(--blas_threads); 0 uses every core. On the 2-vCPU build machines one OpenMP "
           "thread with OpenBLAS on both cores trains fastest (docs/performance.md).");
+ABSL_FLAG(int64_t, cpu_cache_mb, 2048,
+          "Freed CPU tensor buffers (256 KiB and larger) kept for reuse, at most this many MiB: "
+          "a training step allocates the same large temporaries every step, and without reuse "
+          "the kernel faults their pages in again each time (docs/performance.md); 0 uses "
+          "glibc's allocator alone.");
 ABSL_FLAG(int32_t, blas_threads, -1,
           "OpenBLAS threads (LibTorch's CPU matrix products), apart from --threads (OpenMP, "
           "every other kernel); 0 uses every core; -1 (default): the cores divided among the "
@@ -252,6 +260,18 @@ absl::Status ApplyThreadsFlag() {
   }
   SetBlasThreads(blas);
   return absl::OkStatus();
+}
+
+absl::Status ApplyCpuCacheFlag() {
+  const int64_t mb = absl::GetFlag(FLAGS_cpu_cache_mb);
+  if (mb < 0 || mb > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--cpu_cache_mb must be between 0 and 2^30 MiB, got ", mb));
+  }
+  if (mb == 0) return absl::OkStatus();
+  CachingCpuAllocator::Options options;
+  options.max_cached_bytes = static_cast<size_t>(mb) << 20;
+  return UseCachingCpuAllocator(options);
 }
 
 data::FashionMnistOptions DataOptionsFromFlags() {

@@ -90,6 +90,10 @@ extern const std::vector<std::string> kLaunchFlags;         // retort launch
 // Sets LibTorch's intra-op thread count from --threads (0: all cores).
 absl::Status ApplyThreadsFlag();
 
+// Makes a CachingCpuAllocator holding up to --cpu_cache_mb MiB LibTorch's CPU
+// allocator (nothing for 0). Call once, before the command makes tensors.
+absl::Status ApplyCpuCacheFlag();
+
 data::FashionMnistOptions DataOptionsFromFlags();
 
 // Builds a model spec from an architecture name, a width list and dropouts;

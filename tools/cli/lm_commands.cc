@@ -85,7 +85,9 @@ ABSL_FLAG(std::string, on_policy_loss, "rkl_sampled",
 ABSL_FLAG(int64_t, on_policy_candidates, 16,
           "On-policy: the student's most likely tokens per position the teacher scores.");
 ABSL_FLAG(int64_t, max_staleness, 0,
-          "On-policy: steps rollouts may lag the weights; only 0 (strictly on-policy) is built.");
+          "On-policy: steps rollouts may lag the weights: 0 generates each step's rollout from "
+          "the weights it starts from; 1 generates the next step's on another thread while this "
+          "one trains (deterministic and resumable; docs/performance.md has the speed-up).");
 ABSL_FLAG(int64_t, eval_every, 0, "Evaluate on validation every this many steps (0: at the end).");
 ABSL_FLAG(int64_t, eval_sequences, 0, "Validation sequences per evaluation (0: all).");
 ABSL_FLAG(std::string, prompt, "And God said", "Text to continue (generate).");

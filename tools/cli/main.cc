@@ -265,11 +265,13 @@ const std::vector<Command>& Commands() {
        kLaunchFlags, nullptr, &RunLaunch},
   };
   // Every command that sets LibTorch's threads sets BLAS's too
-  // (ApplyThreadsFlag).
+  // (ApplyThreadsFlag), and keeps freed tensor buffers for reuse, except the
+  // server, whose resident memory is held to its weights (docs/performance.md).
   static const bool blas_flags_added = [] {
     for (Command& c : *commands) {
       if (std::find(c.flags.begin(), c.flags.end(), "threads") != c.flags.end()) {
         c.flags.push_back("blas_threads");
+        if (c.name != "teacher serve") c.flags.push_back("cpu_cache_mb");
       }
     }
     return true;
@@ -377,6 +379,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "retort %s: error: %s\n", command->name.c_str(),
                  std::string(status.message()).c_str());
     return 2;
+  }
+  if (std::find(command->flags.begin(), command->flags.end(), "cpu_cache_mb") !=
+      command->flags.end()) {
+    status = retort::cli::ApplyCpuCacheFlag();
+    if (!status.ok()) {
+      std::fprintf(stderr, "retort %s: error: %s\n", command->name.c_str(),
+                   std::string(status.message()).c_str());
+      return 2;
+    }
   }
   if (command->run_with_args != nullptr) {
     // Everything after `--` is the command it runs.

@@ -5,38 +5,33 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "trainer/lm/bucket_log_softmax.h"
 
 namespace retort::trainer {
 namespace {
 
 constexpr char kValidDivergences[] = "fkl (forward_kl), rkl (reverse_kl), js, skew_kl";
 
-// Student log-probabilities at temperature T collapsed onto the teacher's
-// buckets: [n, k] for the teacher's classes, then [n, 1] for the rest unless
-// k == V. `scaled` is z / T, [n, V].
-torch::Tensor StudentBucketLogProbs(const torch::Tensor& scaled, const torch::Tensor& indices) {
+// How often each entry's id occurs in its row, [n, k] int64, or undefined
+// when no row repeats an id (the usual case, checked on a sorted copy).
+torch::Tensor RepeatedIdCopies(const torch::Tensor& indices) {
   const int64_t k = indices.size(1);
-  const int64_t vocab = scaled.size(1);
-  torch::Tensor lse = torch::logsumexp(scaled, /*dim=*/1, /*keepdim=*/true);
-  torch::Tensor top = scaled.gather(1, indices) - lse;
-  if (k == vocab) return top;  // no class outside the top k: no tail bucket
-  // log q_tail = logsumexp over the classes outside the top k, minus lse.
-  // Every row has V - k >= 1 of them, so this is finite, and unlike
-  // log(1 - sum_i q_i) it keeps its relative precision when q_tail is tiny.
-  // The -inf entries get zero gradient from logsumexp, and scatter's
-  // backward zeroes them again.
-  torch::Tensor rest =
-      scaled.scatter(1, indices, torch::full_like(top, -std::numeric_limits<double>::infinity()));
-  torch::Tensor tail = torch::logsumexp(rest, /*dim=*/1, /*keepdim=*/true) - lse;
-  return torch::cat({top, tail}, /*dim=*/1);
+  if (k < 2 || indices.size(0) == 0) return torch::Tensor();
+  const torch::Tensor sorted = std::get<0>(indices.sort(/*dim=*/1));
+  if (!(sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)).any().item<bool>()) {
+    return torch::Tensor();
+  }
+  return (indices.unsqueeze(2) == indices.unsqueeze(1)).sum(2);
 }
 
-// Per-row D(p || q) [n] from bucket log-probabilities [n, k(+1)]; `log_p`
-// may hold -inf (p = 0), `log_q` is finite.
-torch::Tensor BucketDivergence(const torch::Tensor& log_p, const torch::Tensor& log_q,
+// Per-row D(p || q) [n] from bucket log-probabilities [n, k(+1)]; either
+// may hold -inf (no mass: an empty tail), which counts as zero mass.
+torch::Tensor BucketDivergence(const torch::Tensor& log_p, const torch::Tensor& raw_log_q,
                                const LmLossOptions& options) {
   torch::Tensor p = log_p.exp();  // exactly 0 where log_p = -inf
   torch::Tensor log_p_floor = log_p.clamp_min(kLmLogProbFloor);
+  // Finite where q = 0, so 0 * log q is 0 and its gradient too.
+  torch::Tensor log_q = raw_log_q.clamp_min(kLmLogProbFloor);
   switch (options.divergence) {
     case Divergence::kForwardKl:
       // p = 0 terms: 0 * finite = 0, and their gradient -p = 0.
@@ -129,8 +124,9 @@ LmLossTerms LmDistillationLoss(const torch::Tensor& student_logits,
   // teacher put there) cannot reach the loss or its gradient.
   torch::Tensor keep = (flat_labels != options.ignore_index).nonzero().reshape({-1});
   const int64_t n = keep.size(0);
-  logits = logits.index_select(0, keep);
-  torch::Tensor kept_labels = flat_labels.index_select(0, keep);
+  const bool all_kept = n == positions;  // the usual case: no [N, V] copy
+  if (!all_kept) logits = logits.index_select(0, keep);
+  torch::Tensor kept_labels = all_kept ? flat_labels : flat_labels.index_select(0, keep);
   if (n > 0) {
     TORCH_CHECK(kept_labels.min().item<int64_t>() >= 0 && kept_labels.max().item<int64_t>() < vocab,
                 "a label is outside [0, ", vocab, ")");
@@ -141,9 +137,12 @@ LmLossTerms LmDistillationLoss(const torch::Tensor& student_logits,
   terms.tokens = n;
   // Sum / max(n, 1): the mean over unmasked rows, and 0 (still connected to
   // the logits) when there are none.
-  terms.hard = -torch::log_softmax(logits, /*dim=*/1).gather(1, kept_labels.unsqueeze(1)).sum() /
-               denominator;
+  auto hard_from_log_softmax = [&] {
+    return -torch::log_softmax(logits, /*dim=*/1).gather(1, kept_labels.unsqueeze(1)).sum() /
+           denominator;
+  };
   if (!soft) {
+    terms.hard = hard_from_log_softmax();
     terms.total = terms.hard;
     return terms;
   }
@@ -155,16 +154,30 @@ LmLossTerms LmDistillationLoss(const torch::Tensor& student_logits,
               teacher->values.sizes(), ", tail ", teacher->tail_log_mass.sizes(),
               ") does not match ", positions, " positions");
   const int64_t k = teacher->indices.size(1);
-  TORCH_CHECK(k <= vocab, "teacher top-k has k = ", k, " > vocabulary ", vocab);
   torch::Tensor keep_on_teacher = keep.to(teacher->indices.device());
   torch::Tensor indices =
-      teacher->indices.index_select(0, keep_on_teacher).to(logits.device(), torch::kLong);
+      (all_kept ? teacher->indices : teacher->indices.index_select(0, keep_on_teacher))
+          .to(logits.device(), torch::kLong);
   if (n > 0 && k > 0) {
     TORCH_CHECK(indices.min().item<int64_t>() >= 0 && indices.max().item<int64_t>() < vocab,
                 "a teacher index is outside [0, ", vocab, ")");
   }
   torch::Tensor log_p = teacher->values.index_select(0, keep_on_teacher).to(logits.device(), dtype);
-  if (k < vocab) {
+  // A repeated id (sampled targets pad with id 0 at -inf; on-policy buckets
+  // join two id lists) holds the sum of its copies' teacher mass, shared
+  // equally among them as its student mass is, which leaves every
+  // divergence here that of the distinct ids.
+  torch::Tensor copies = RepeatedIdCopies(indices);
+  if (copies.defined()) {
+    copies = copies.to(dtype);
+    const torch::Tensor same = indices.unsqueeze(2) == indices.unsqueeze(1);
+    log_p = ((same.to(dtype) * log_p.exp().unsqueeze(1)).sum(2) / copies).log();
+  }
+  TORCH_CHECK(k <= vocab || copies.defined(), "the teacher sent k = ", k,
+              " ids per position, more than the vocabulary's ", vocab);
+  // No tail bucket only when the ids are the whole vocabulary once.
+  const bool tail_bucket = k < vocab || copies.defined();
+  if (tail_bucket) {
     torch::Tensor tail = teacher->tail_log_mass.index_select(0, keep_on_teacher)
                              .to(logits.device(), dtype)
                              .unsqueeze(1);
@@ -172,8 +185,16 @@ LmLossTerms LmDistillationLoss(const torch::Tensor& student_logits,
   }
   log_p = log_p.detach();
 
+  // At T = 1 the labels' log-probabilities come from the same softmax.
   const double t = options.temperature;
-  torch::Tensor log_q = StudentBucketLogProbs(logits / t, indices);
+  const bool fused_labels = t == 1.0;
+  BucketLogProbs student = BucketLogSoftmax(logits, indices, tail_bucket,
+                                            fused_labels ? kept_labels : torch::Tensor(), t);
+  terms.hard = fused_labels ? -student.labels.sum() / denominator : hard_from_log_softmax();
+  torch::Tensor log_q = student.buckets;
+  if (copies.defined()) {
+    log_q = torch::cat({log_q.narrow(1, 0, k) - copies.log(), log_q.narrow(1, k, 1)}, 1);
+  }
   terms.soft = BucketDivergence(log_p, log_q, options).sum() / denominator;
   terms.total = options.alpha * t * t * terms.soft + (1.0 - options.alpha) * terms.hard;
   return terms;

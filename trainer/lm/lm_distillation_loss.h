@@ -11,11 +11,22 @@
 // the k classes the teacher sent, and one tail bucket holding every other
 // class. The teacher's buckets are p_i = exp(values_i) and
 // p_tail = exp(tail_log_mass); the student's are q_i = q[indices_i] and
-// q_tail = 1 - sum_i q_i, computed as a logsumexp over the classes outside
-// the top k (the same way teacher::TopK computes the teacher's tail), so
-// log q_tail is accurate even when q_tail is far below float epsilon, where
-// log(1 - sum_i q_i) would cancel to log(0). D is a divergence between these
-// two distributions over k + 1 outcomes.
+// q_tail = 1 - sum_i q_i, computed as the tail's own sum in float64 (a
+// shifted logsumexp over the classes outside the top k where that sum is
+// below 1e-30), so log q_tail is accurate even when q_tail is far below
+// float epsilon, where log(1 - sum_i q_i) would cancel to log(0). D is a
+// divergence between these two distributions over k + 1 outcomes. The
+// student's side and its gradient come from BucketLogSoftmax
+// (bucket_log_softmax.h), which reads the [N, V] logits a few times
+// instead of a dozen.
+//
+// Repeated ids. A row may name an id more than once (sampled targets pad
+// with id 0 at -inf; on-policy buckets join the teacher's top k with the
+// student's candidates): the id's teacher mass is the sum over its copies,
+// and it and the student's mass are shared equally among them, which
+// leaves every divergence here that of the distinct ids. Then there may be
+// more than V entries, and the tail bucket is kept (empty, -inf, where the
+// distinct ids cover the vocabulary).
 //
 // This is exact for the teacher's mass: nothing is renormalised. Every bit
 // of probability the teacher sent is accounted for, the top k as sent and

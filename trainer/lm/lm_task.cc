@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/intra_op_threads.h"
 #include "common/status_macros.h"
 #include "distributed/communicator.h"
 #include "models/checkpoint_file.h"
@@ -133,9 +134,9 @@ std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, 
                                            const std::vector<std::string>& hidden_layers) {
   auto b = std::make_unique<LmBatch>();
   const OnPolicyOptions& on_policy = options_.on_policy;
+  b->step = step;
   if (IsOnPolicyStep(on_policy, options_.seed, step)) {
     b->on_policy = true;
-    b->step = step;
     if (!on_policy.prompts.empty()) {
       const int64_t n = static_cast<int64_t>(on_policy.prompts.size());
       for (int64_t index : indices) b->prompts.push_back(on_policy.prompts[index % n]);
@@ -148,6 +149,7 @@ std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, 
                                 p + (i + 1) * on_policy.prompt_tokens);
       }
     }
+    if (on_policy.max_staleness > 0) upcoming_prompts_[step] = b->prompts;
     return b;
   }
   data::Batch batch = train_->GetBatch(indices);
@@ -165,14 +167,55 @@ std::unique_ptr<TaskBatch> LmTask::Prepare(const std::vector<int64_t>& indices, 
   return b;
 }
 
+absl::StatusOr<Rollout> LmTask::RolloutFor(int64_t step,
+                                           const std::vector<std::vector<int64_t>>& prompts) {
+  if (options_.on_policy.max_staleness == 0 || queued_.step != step) {
+    // Strictly on-policy, or nothing queued (the run's first on-policy
+    // step): from the weights this step starts from.
+    last_used_.step = step;
+    last_used_.rollout = std::async(std::launch::deferred, [&] {
+                           return MakeRollout(*model_, prompts, options_.on_policy,
+                                              options_.loss.ignore_index,
+                                              RolloutSeed(options_.seed, step));
+                         }).share();
+  } else {
+    last_used_ = std::move(queued_);
+    queued_ = StepRollout();
+  }
+  return last_used_.rollout.get();
+}
+
+void LmTask::QueueNextRollout(int64_t step) {
+  if (options_.on_policy.max_staleness == 0) return;
+  auto next = upcoming_prompts_.find(step + 1);
+  if (next == upcoming_prompts_.end()) return;
+  std::vector<std::vector<int64_t>> prompts = std::move(next->second);
+  upcoming_prompts_.erase(upcoming_prompts_.begin(), std::next(next));
+  // Reads the weights while this step's forward and backward passes run;
+  // BeforeWeightUpdate waits for it before they change.
+  queued_.step = step + 1;
+  queued_.rollout = std::async(std::launch::async, [this, prompts = std::move(prompts),
+                                                    seed = RolloutSeed(options_.seed, step + 1)] {
+                      InheritIntraOpThreads();
+                      return MakeRollout(*model_, prompts, options_.on_policy,
+                                         options_.loss.ignore_index, seed);
+                    }).share();
+}
+
+absl::Status LmTask::BeforeWeightUpdate() {
+  if (queued_.rollout.valid()) queued_.rollout.wait();
+  return absl::OkStatus();
+}
+
 absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
   auto& b = static_cast<LmBatch&>(batch);
   if (b.on_policy && !b.teacher.valid()) {
-    // Rollouts from the weights this step starts from.
     const absl::Time start = absl::Now();
-    RETORT_ASSIGN_OR_RETURN(Rollout rollout, MakeRollout(*model_, b.prompts, options_.on_policy,
-                                                         options_.loss.ignore_index,
-                                                         RolloutSeed(options_.seed, b.step)));
+    absl::StatusOr<Rollout> made = RolloutFor(b.step, b.prompts);
+    // The next step's rollout generates while this one is scored and trains.
+    QueueNextRollout(b.step);
+    if (!made.ok()) return made.status();
+    Rollout rollout = *made;
     const absl::Time generated = absl::Now();
     b.inputs = rollout.inputs;
     b.labels = rollout.labels;
@@ -193,6 +236,7 @@ absl::Status LmTask::AwaitTeacher(TaskBatch& batch) {
     b.inputs = b.inputs.to(options_.device);
     b.labels = b.labels.to(options_.device);
   }
+  if (!b.on_policy) QueueNextRollout(b.step);
   if (!b.teacher.valid()) return absl::OkStatus();
   const absl::StatusOr<client::TeacherClient::Targets>& answer = b.teacher.get();
   if (!answer.ok()) return answer.status();
@@ -304,18 +348,65 @@ absl::StatusOr<TaskEvaluation> LmTask::Evaluate(distributed::Communicator* commu
   return TaskEvaluation{.json = json, .score = -all.loss, .summary = summary};
 }
 
+namespace {
+
+constexpr char kRolloutStep[] = "on_policy_rollout/step";
+constexpr char kRolloutInputs[] = "on_policy_rollout/inputs";
+constexpr char kRolloutLabels[] = "on_policy_rollout/labels";
+constexpr char kRolloutQueryIds[] = "on_policy_rollout/query_ids";
+constexpr char kRolloutGenerated[] = "on_policy_rollout/generated";
+
+}  // namespace
+
 absl::Status LmTask::SaveCheckpoint(const std::string& path, torch::optim::Optimizer& optimizer,
                                     const checkpoint::TrainingState& state,
                                     const checkpoint::AdapterState& adapters) {
-  return checkpoint::SaveTrainingCheckpoint(path, *model_, model_->ShapeJson(), optimizer, state,
-                                            adapters);
+  // The rollout of the step a resume starts at, generated from earlier
+  // weights than the checkpoint's: kept so the resume trains on it too.
+  const StepRollout* ahead = nullptr;
+  if (queued_.step == state.step && queued_.rollout.valid()) ahead = &queued_;
+  if (last_used_.step == state.step && last_used_.rollout.valid()) ahead = &last_used_;
+  if (options_.on_policy.max_staleness == 0 || ahead == nullptr) {
+    return checkpoint::SaveTrainingCheckpoint(path, *model_, model_->ShapeJson(), optimizer, state,
+                                              adapters);
+  }
+  const absl::StatusOr<Rollout>& rollout = ahead->rollout.get();
+  if (!rollout.ok()) return rollout.status();
+  checkpoint::TrainingState with_rollout = state;
+  with_rollout.task_tensors[kRolloutStep] = torch::tensor(ahead->step, torch::kInt64);
+  with_rollout.task_tensors[kRolloutInputs] = rollout->inputs;
+  with_rollout.task_tensors[kRolloutLabels] = rollout->labels;
+  with_rollout.task_tensors[kRolloutQueryIds] = rollout->query_ids;
+  with_rollout.task_tensors[kRolloutGenerated] = torch::tensor(rollout->generated, torch::kInt64);
+  return checkpoint::SaveTrainingCheckpoint(path, *model_, model_->ShapeJson(), optimizer,
+                                            with_rollout, adapters);
 }
 
 absl::StatusOr<checkpoint::TrainingState> LmTask::LoadCheckpoint(
     const std::string& path, torch::optim::Optimizer& optimizer,
     const checkpoint::AdapterState& adapters) {
-  return checkpoint::LoadTrainingCheckpoint(path, *model_, model_->ShapeJson(), optimizer,
-                                            /*restore_rng=*/true, adapters);
+  RETORT_ASSIGN_OR_RETURN(checkpoint::TrainingState state,
+                          checkpoint::LoadTrainingCheckpoint(path, *model_, model_->ShapeJson(),
+                                                             optimizer, /*restore_rng=*/true,
+                                                             adapters));
+  const auto& t = state.task_tensors;
+  if (t.count(kRolloutStep) > 0) {
+    for (const char* key : {kRolloutInputs, kRolloutLabels, kRolloutQueryIds, kRolloutGenerated}) {
+      if (t.count(key) == 0) {
+        return absl::DataLossError(absl::StrCat(path, " holds a queued rollout without ", key,
+                                                "; resume from an earlier checkpoint"));
+      }
+    }
+    Rollout rollout{.inputs = t.at(kRolloutInputs),
+                    .labels = t.at(kRolloutLabels),
+                    .query_ids = t.at(kRolloutQueryIds),
+                    .generated = t.at(kRolloutGenerated).item<int64_t>()};
+    queued_.step = t.at(kRolloutStep).item<int64_t>();
+    std::promise<absl::StatusOr<Rollout>> ready;
+    ready.set_value(std::move(rollout));
+    queued_.rollout = ready.get_future().share();
+  }
+  return state;
 }
 
 absl::StatusOr<nlohmann::json> LmTask::Export(const std::string& out_dir) {

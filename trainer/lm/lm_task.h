@@ -14,7 +14,10 @@
 #define RETORT_TRAINER_LM_TASK_H_
 
 #include <cstdint>
+#include <future>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,6 +83,7 @@ class LmTask : public Task {
   absl::Status AwaitTeacher(TaskBatch& batch) override;
   absl::StatusOr<TaskLoss> Loss(TaskBatch& batch, int64_t begin, int64_t end,
                                 FeatureAdapters* adapters, double feature_weight) override;
+  absl::Status BeforeWeightUpdate() override;
   absl::StatusOr<TaskEvaluation> Evaluate(distributed::Communicator* communicator, int rank,
                                           int world_size) override;
   absl::Status SaveCheckpoint(const std::string& path, torch::optim::Optimizer& optimizer,
@@ -109,6 +113,25 @@ class LmTask : public Task {
   // report them (metrics.jsonl) so a step's split can be read off.
   int64_t on_policy_steps_ = 0;
   double rollout_seconds_ = 0, scoring_seconds_ = 0;
+
+  // --max_staleness=1: the rollout of step s + 1 is generated from the
+  // weights step s starts from, on another thread while step s trains (it
+  // only reads the weights; BeforeWeightUpdate waits for it). Step 0's, and
+  // the first of a run that has none queued, come from the current weights.
+  // A checkpoint of step s holds step s's rollout, so a resumed run trains
+  // on the same rollouts as one that never stopped.
+  struct StepRollout {
+    int64_t step = -1;
+    std::shared_future<absl::StatusOr<Rollout>> rollout;
+  };
+  // The rollout of `step`: queued, restored or generated now.
+  absl::StatusOr<Rollout> RolloutFor(int64_t step, const std::vector<std::vector<int64_t>>& prompts);
+  // Starts the rollout of `step + 1` beside step `step`, when that step is
+  // on-policy and prepared.
+  void QueueNextRollout(int64_t step);
+  std::map<int64_t, std::vector<std::vector<int64_t>>> upcoming_prompts_;
+  StepRollout queued_;     // generating on another thread
+  StepRollout last_used_;  // the rollout the current step trains on
 };
 
 }  // namespace retort::trainer

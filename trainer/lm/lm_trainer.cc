@@ -90,6 +90,11 @@ absl::StatusOr<std::unique_ptr<LmTrainer>> LmTrainer::Create(
                                                     .device = o.device,
                                                     .on_policy = o.on_policy},
                                                    train, validation, std::move(teacher)));
+  if (o.on_policy.enabled() && o.on_policy.max_staleness > 0 && o.teacher_prefetch < 1) {
+    return absl::InvalidArgumentError(
+        "--max_staleness=1 generates the next step's rollout ahead, which needs the next step "
+        "prepared: --teacher_prefetch of at least 1");
+  }
   TrainingLoopOptions loop = o;  // the loop's part
   loop.ask_teacher = o.loss.alpha > 0 || o.on_policy.enabled();
   loop.config = o.ToJson();

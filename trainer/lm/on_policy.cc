@@ -30,6 +30,19 @@ torch::Tensor TailLogMass(const torch::Tensor& values) {
                       torch::full_like(total, -std::numeric_limits<float>::infinity()));
 }
 
+// `values` with every repeat of an id in its row (after the first) at -inf.
+torch::Tensor FirstCopies(const torch::Tensor& ids, const torch::Tensor& values) {
+  const int64_t k = ids.size(1);
+  if (k < 2) return values;
+  const auto [sorted, order] = ids.sort(/*dim=*/1, /*descending=*/false);
+  const torch::Tensor repeat_sorted = torch::cat(
+      {torch::zeros({ids.size(0), 1}, torch::kBool).to(ids.device()),
+       sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)},
+      1);
+  const torch::Tensor repeat = torch::zeros_like(repeat_sorted).scatter(1, order, repeat_sorted);
+  return values.masked_fill(repeat, -std::numeric_limits<float>::infinity());
+}
+
 }  // namespace
 
 absl::StatusOr<OnPolicyLoss> ParseOnPolicyLoss(const std::string& name) {
@@ -62,10 +75,11 @@ absl::Status OnPolicyOptions::Validate(int64_t vocab_size, int64_t max_positions
         absl::StrCat("--on_policy_fraction is ", fraction, "; it must be in [0, 1]"));
   }
   if (!enabled()) return absl::OkStatus();
-  if (max_staleness != 0) {
+  if (max_staleness != 0 && max_staleness != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_staleness=", max_staleness,
-        ": rollouts overlapping training are not built yet; only 0 (strictly on-policy) is"));
+        ": 0 (strictly on-policy) or 1 (the next step's rollout generated while this one "
+        "trains) are built"));
   }
   if (rollout_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -153,10 +167,7 @@ absl::StatusOr<Rollout> MakeRollout(models::CausalLm& model,
     torch::Tensor candidates;
     {
       torch::InferenceMode guard;
-      const bool was_training = model.is_training();
-      model.eval();
       const torch::Tensor logits = model.forward(r.inputs).to(torch::kFloat32);
-      model.train(was_training);
       candidates = std::get<1>(logits.topk(std::min(options.candidates, logits.size(-1)), -1));
     }
     const torch::Tensor sampled = r.labels.clamp_min(0).masked_fill(r.labels == ignore_index, 0);
@@ -187,10 +198,22 @@ LmLossTerms OnPolicyDistillationLoss(const torch::Tensor& student_logits,
   if (loss == OnPolicyLoss::kReverseKl || loss == OnPolicyLoss::kJensenShannon) {
     o.divergence =
         loss == OnPolicyLoss::kReverseKl ? Divergence::kReverseKl : Divergence::kJensenShannon;
-    const torch::Tensor values = teacher_lp.narrow(1, 1, ids.size(1) - 1);
-    teacher::TopKLogProbs buckets{.indices = ids.narrow(1, 1, ids.size(1) - 1),
-                                  .values = values,
-                                  .tail_log_mass = TailLogMass(values)};
+    // Buckets: the teacher's top k joined with the student's candidates, so
+    // the teacher's likely tokens are never hidden in the tail when the
+    // student misses them (a repeated id splits its mass; see
+    // LmDistillationLoss).
+    torch::Tensor bucket_ids = ids.narrow(1, 1, ids.size(1) - 1);
+    torch::Tensor values = teacher_lp.narrow(1, 1, ids.size(1) - 1);
+    if (teacher_top_k != nullptr && teacher_top_k->indices.size(1) > 0) {
+      bucket_ids = torch::cat(
+          {teacher_top_k->indices.to(bucket_ids.device(), torch::kLong), bucket_ids}, 1);
+      values = torch::cat(
+          {teacher_top_k->values.to(values.device(), values.scalar_type()), values}, 1);
+    }
+    // An id's teacher mass is the sum over its copies: keep it on one.
+    values = FirstCopies(bucket_ids, values);
+    teacher::TopKLogProbs buckets{
+        .indices = bucket_ids, .values = values, .tail_log_mass = TailLogMass(values)};
     return LmDistillationLoss(logits, &buckets, flat_labels, o);
   }
   // The sampled-token estimator of reverse KL.

@@ -20,16 +20,20 @@
 //                      (rollout temperature = T, no top-k/top-p cut).
 //   kReverseKl, kJensenShannon
 //                      the divergence between the teacher's and student's
-//                      distributions collapsed onto the student's
-//                      candidates plus one tail bucket (the bucket form of
-//                      LmDistillationLoss, exact on what it covers).
+//                      distributions collapsed onto the teacher's top k
+//                      joined with the student's candidates, plus one tail
+//                      bucket (the bucket form of LmDistillationLoss, exact
+//                      on what it covers). Buckets of the student's
+//                      candidates alone hid the teacher's answer in the tail
+//                      whenever the student missed it (docs/results.md).
 //   kForwardKl         KL(p || q) on the teacher's top-k with tail, as
 //                      off-policy distillation, on the student's samples.
 //
 // Determinism: whether a step is on-policy and the generator seed of its
 // rollouts are functions of (run seed, step), and rollouts are generated
-// from the weights the step starts from (staleness 0), so a resumed run
-// reproduces an uninterrupted one bit for bit.
+// from the weights the step starts from (staleness 0) or, with staleness 1,
+// from the previous step's (a checkpoint keeps the rollout generated ahead),
+// so a resumed run reproduces an uninterrupted one bit for bit.
 #ifndef RETORT_TRAINER_LM_ON_POLICY_H_
 #define RETORT_TRAINER_LM_ON_POLICY_H_
 
@@ -68,12 +72,14 @@ struct OnPolicyOptions {
   // Student candidates the teacher scores per position (at most the whole
   // vocabulary, which makes rkl and jsd exact).
   int64_t candidates = 16;
+  // 0: each step's rollout comes from the weights it starts from. 1: from
+  // the previous step's, generated while that step trains (LmTask).
   int64_t max_staleness = 0;
 
   bool enabled() const { return fraction > 0; }
   // INVALID_ARGUMENT naming the flag for values out of range, prompts that
-  // leave no room in `max_positions` for the rollout, or max_staleness > 0
-  // (rollouts overlapping training are not built yet).
+  // leave no room in `max_positions` for the rollout, or max_staleness other
+  // than 0 or 1.
   absl::Status Validate(int64_t vocab_size, int64_t max_positions, int64_t sequence_length) const;
 };
 
