@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
@@ -65,8 +65,8 @@ absl::StatusOr<std::unique_ptr<C10dCommunicator>> C10dCommunicator::Create(const
   if (device_host.empty()) {
     absl::StatusOr<std::string> local = GlooDeviceHost(r.master_addr, r.master_port);
     if (!local.ok()) {
-      return absl::UnavailableError(absl::StrCat("rank ", r.rank, " of ", r.world_size, ": ",
-                                                 local.status().message()));
+      return absl::UnavailableError(
+          absl::StrCat("rank ", r.rank, " of ", r.world_size, ": ", local.status().message()));
     }
     device_host = *local;
   }

@@ -14,8 +14,8 @@
 //   deadline   a stream whose deadline (1-20 ms) expires mid-request
 //   disconnect a channel of its own (its own TCP connection): requests sent,
 //              then cancelled and the channel dropped without reading
-// (only those named in --modes, default all four), then sleeps 0..--pause_ms ms (default 100; so 64 streams do not take
-// every core).
+// (only those named in --modes, default all four), then sleeps 0..--pause_ms ms (default 100; so 64
+// streams do not take every core).
 //
 // Every second and at the end it writes --report atomically: counts per mode
 // and per final gRPC status, answers compared and mismatched, and a digest of
@@ -353,7 +353,8 @@ int main(int argc, char** argv) {
   if (!ParseFlags(argc, argv, &f)) {
     std::fprintf(stderr,
                  "usage: chaos_stress_client --target=HOST:PORT --report=FILE [--streams=64] "
-                 "[--duration_s=60] [--seed=1] [--seq_len=16] [--top_k=8] [--pause_ms=100] [--modes=complete,cancel,deadline,disconnect]\n");
+                 "[--duration_s=60] [--seed=1] [--seq_len=16] [--top_k=8] [--pause_ms=100] "
+                 "[--modes=complete,cancel,deadline,disconnect]\n");
     return 64;
   }
   std::shared_ptr<grpc::Channel> shared = NewChannel(f.target, /*own_connection=*/false);
