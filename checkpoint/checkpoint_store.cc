@@ -103,7 +103,7 @@ absl::Status CheckpointStore::Pending::Commit(const nlohmann::json& metadata) {
   if (error) return FsError(error, "cannot rename", staging_);
   RETORT_RETURN_IF_ERROR(SyncPath(store_->options_.dir));
   committed_ = true;
-  return store_->Prune();
+  return store_->Prune(step_);
 }
 
 absl::StatusOr<CheckpointStore::Checkpoint> CheckpointStore::Verify(
@@ -182,15 +182,21 @@ absl::StatusOr<std::vector<int64_t>> CheckpointStore::CompleteSteps() const {
   return complete;
 }
 
-absl::Status CheckpointStore::Prune() {
+absl::Status CheckpointStore::Prune(int64_t committed_step) {
   RETORT_ASSIGN_OR_RETURN(std::vector<int64_t> steps, ListedSteps());
   // Newest first; keep the newest keep_last that have a manifest (hashing
   // every file again on each commit would cost more than the write), and
   // anything between them (a directory without one is evidence, left for a
-  // human until it ages out).
+  // human until it ages out). A checkpoint of a step after the one just
+  // committed that fails verification is what a run resumed past (it
+  // resumed from an older one, or afresh, with a warning naming it): it
+  // goes. Counted as the newest, such checkpoints made this prune delete the
+  // checkpoint just written and the older complete ones (found by the chaos
+  // soak). Only these few are hashed again.
   int kept = 0;
   for (int64_t step : steps) {
-    if (kept >= options_.keep_last) {
+    const bool abandoned = step > committed_step && !Verify(StepDir(step)).ok();
+    if (abandoned || kept >= options_.keep_last) {
       std::error_code error;
       fs::remove_all(StepDir(step), error);
       if (error) return FsError(error, "cannot remove", StepDir(step));

@@ -13,7 +13,9 @@
 // crash before the last rename leaves only staging debris; after it, a
 // complete checkpoint. Latest() returns the newest checkpoint whose manifest
 // parses and whose files match it, with a warning for each newer one it
-// skipped (naming what was wrong), and Commit keeps the newest `keep_last`.
+// skipped (naming what was wrong), and Commit keeps the newest `keep_last`,
+// having removed checkpoints of later steps that fail verification (a run
+// resumed past them, from an older checkpoint or afresh).
 //
 // Groundwork for the pool issue's exact resume: the trainer does not use it
 // yet. Not thread-safe; one writer per directory.
@@ -89,7 +91,9 @@ class CheckpointStore {
   // Steps named by ckpt-* directories, newest first (not verified).
   absl::StatusOr<std::vector<int64_t>> ListedSteps() const;
   std::string StepDir(int64_t step) const;
-  absl::Status Prune();
+  // Keeps the newest keep_last checkpoints; first removes checkpoints of
+  // steps after `committed_step` that fail verification (see Commit).
+  absl::Status Prune(int64_t committed_step);
 
   const Options options_;
 };

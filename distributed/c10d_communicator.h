@@ -25,7 +25,10 @@ class C10dCommunicator : public Communicator {
   struct Options {
     Rendezvous rendezvous;
     absl::Duration timeout = absl::Minutes(5);
-    std::string interface_host = "";  // Gloo's device host; empty: master_addr's route
+    // Gloo's device host (a local address or name); empty: the local address
+    // the kernel routes master_addr through (GlooDeviceHost), unless
+    // GLOO_SOCKET_IFNAME names an interface.
+    std::string interface_host = "";
   };
 
   // Joins the group (blocks until every rank has joined or the timeout).
@@ -46,6 +49,14 @@ class C10dCommunicator : public Communicator {
   explicit C10dCommunicator(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
+
+// The local address this host reaches `master_addr` from (the source
+// address of a UDP socket connected to master_addr:master_port): each rank's
+// own address on the network it shares with rank 0, so ranks on different
+// nodes bind Gloo to their own interface (binding every rank to master_addr
+// only works where every rank runs on rank 0's host). 127.0.0.1 for a
+// loopback master. UNAVAILABLE if the name does not resolve or no route.
+absl::StatusOr<std::string> GlooDeviceHost(const std::string& master_addr, int master_port);
 
 }  // namespace retort::distributed
 

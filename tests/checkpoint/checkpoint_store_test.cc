@@ -95,6 +95,38 @@ TEST_F(CheckpointStoreTest, ACorruptNewestCheckpointFallsBackWithAWarning) {
   EXPECT_THAT(warnings[0], HasSubstr("model.pt does not match its sha256"));
 }
 
+// Found by the chaos soak: every kept checkpoint corrupt, the run starts
+// afresh; its new checkpoints must survive the prune (they used to be
+// deleted at once, ranked below the corrupt ones of later steps), and so must
+// an older complete one when the run resumes from it.
+TEST_F(CheckpointStoreTest, CheckpointsOfAnAbandonedLaterRunDoNotCrowdOutNewOnes) {
+  auto store = Store(/*keep_last=*/3);
+  for (int64_t step : {10, 20, 30, 40}) Write(*store, step);
+  for (int64_t step : {30, 40}) {
+    std::ofstream(CkptDir(step) + "/model.pt", std::ios::app) << "bit rot";
+  }
+  std::vector<std::string> warnings;
+  auto latest = store->Latest(&warnings);
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  ASSERT_TRUE(latest->has_value());
+  EXPECT_EQ((*latest)->step, 20);  // resumed from here
+  Write(*store, 25);
+  auto complete = store->CompleteSteps();
+  ASSERT_TRUE(complete.ok()) << complete.status();
+  EXPECT_THAT(*complete, ElementsAre(20, 25));  // 20 used to be pruned here
+  EXPECT_FALSE(fs::exists(CkptDir(30)));
+  EXPECT_FALSE(fs::exists(CkptDir(40)));
+
+  // All corrupt: a fresh start's first checkpoint is kept.
+  for (int64_t step : {20, 25}) {
+    std::ofstream(CkptDir(step) + "/optimizer.pt", std::ios::app) << "bit rot";
+  }
+  Write(*store, 3);
+  complete = store->CompleteSteps();
+  ASSERT_TRUE(complete.ok()) << complete.status();
+  EXPECT_THAT(*complete, ElementsAre(3));
+}
+
 TEST_F(CheckpointStoreTest, TruncatedMissingOrManifestlessCheckpointsAreSkipped) {
   auto store = Store(/*keep_last=*/5);
   for (int64_t step : {1, 2, 3, 4}) Write(*store, step);

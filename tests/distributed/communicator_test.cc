@@ -118,6 +118,22 @@ void RunRanks(int world, const std::function<void(Communicator&)>& body) {
   for (auto& t : threads) t.join();
 }
 
+// Each rank binds Gloo to its own address towards rank 0 (found by the
+// chaos soak: ranks on separate nodes used to bind to MASTER_ADDR, which is
+// not theirs; tests/chaos/two_nodes_test.py runs ranks in two network
+// namespaces).
+TEST(C10dCommunicatorTest, GlooDeviceHostIsTheLocalAddressTowardsTheMaster) {
+  absl::StatusOr<std::string> loopback = GlooDeviceHost("127.0.0.1", 29500);
+  ASSERT_TRUE(loopback.ok()) << loopback.status();
+  EXPECT_EQ(*loopback, "127.0.0.1");
+  absl::StatusOr<std::string> by_name = GlooDeviceHost("localhost", 29500);
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_TRUE(*by_name == "127.0.0.1" || *by_name == "::1") << *by_name;
+  absl::StatusOr<std::string> unknown = GlooDeviceHost("no-such-host.invalid", 29500);
+  EXPECT_FALSE(unknown.ok());
+  EXPECT_THAT(std::string(unknown.status().message()), ::testing::HasSubstr("MASTER_ADDR"));
+}
+
 TEST(C10dCommunicatorTest, BroadcastAllReduceAndBarrier) {
   std::vector<torch::Tensor> broadcast(2), reduced(2);
   RunRanks(2, [&](Communicator& c) {

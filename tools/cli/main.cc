@@ -3,6 +3,7 @@
 //   retort <command> [--flag=value ...] [--flagfile=job.flags]
 //   retort help [command]
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -326,6 +327,13 @@ bool WantsHelp(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   using retort::cli::Command;
+  // A write to a connection the peer closed (a data-parallel rank that died,
+  // a teacher that went away) must fail with EPIPE, not kill this process
+  // by SIGPIPE without a word: Gloo writes without MSG_NOSIGNAL, and a rank
+  // whose peer was SIGKILLed mid-step died of it (exit -13) instead of
+  // saying "restart them all with --resume=auto" (found by the chaos soak;
+  // Python, and so torchrun's usual workers, ignore SIGPIPE the same way).
+  std::signal(SIGPIPE, SIG_IGN);
   retort::TuneAllocatorForTensors();
   absl::SetProgramUsageMessage("retort <command> [flags]; see `retort help`");
   if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
