@@ -72,7 +72,9 @@ void ExpectMatchesReference(const Case& c, torch::ScalarType dtype, double toler
   ASSERT_EQ(buckets.sizes(), ref_buckets.sizes());
   EXPECT_TRUE(torch::isfinite(buckets).all().item<bool>());
   EXPECT_LE((buckets - ref_buckets).abs().max().item<double>(), tolerance);
-  if (c.labels) EXPECT_LE((label_lp - ref_label_lp).abs().max().item<double>(), tolerance);
+  if (c.labels) {
+    EXPECT_LE((label_lp - ref_label_lp).abs().max().item<double>(), tolerance);
+  }
   EXPECT_LE((grad - ref_grad).abs().max().item<double>(), tolerance);
 }
 

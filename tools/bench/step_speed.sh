@@ -54,7 +54,8 @@ done
 SMALL=$OUT/dump_corpus
 if [ ! -f "$SMALL/corpus.json" ]; then
   head -n "$DUMP_LINES" "$CORPUS/corpus.txt" >"$OUT/dump_text.txt"
-  tok=$(ls "$CORPUS"/tokenizer.model "$CORPUS"/tokenizer.json 2>/dev/null | head -1)
+  tok=""
+  for f in "$CORPUS/tokenizer.json" "$CORPUS/tokenizer.model"; do [ -f "$f" ] && tok=$f; done
   "$RETORT" data prepare --text="$OUT/dump_text.txt" --tokenizer="$tok" --out_dir="$SMALL" >/dev/null
 fi
 for round in $(seq "$ROUNDS"); do
