@@ -194,10 +194,10 @@ absl::StatusOr<TrainingState> LoadTrainingCheckpoint(
     const std::string& path, torch::nn::Module& model, const nlohmann::json& model_json,
     torch::optim::Optimizer& optimizer, bool restore_rng, const AdapterState& adapters) {
   std::map<std::string, torch::Tensor> task_tensors;
-  RETORT_ASSIGN_OR_RETURN(nlohmann::json meta,
-                          models::ReadModuleCheckpointInto(
-                              path, model, model_json,
-                              TrainingReader(path, optimizer, restore_rng, adapters, &task_tensors)));
+  RETORT_ASSIGN_OR_RETURN(nlohmann::json meta, models::ReadModuleCheckpointInto(
+                                                   path, model, model_json,
+                                                   TrainingReader(path, optimizer, restore_rng,
+                                                                  adapters, &task_tensors)));
   RETORT_ASSIGN_OR_RETURN(TrainingState state, ParseTrainingMeta(path, meta));
   state.task_tensors = std::move(task_tensors);
   return state;

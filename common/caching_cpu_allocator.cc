@@ -16,8 +16,8 @@ namespace retort {
 // deleter's only argument) finds its owner and size.
 struct alignas(64) CachingCpuAllocator::Header {
   const CachingCpuAllocator* owner;
-  size_t capacity;    // bytes after the header
-  bool size_class;    // from a size class: returned to a free list on free
+  size_t capacity;  // bytes after the header
+  bool size_class;  // from a size class: returned to a free list on free
 };
 
 namespace {
@@ -29,9 +29,9 @@ constexpr size_t kPage = 4096;
 
 absl::Status CachingCpuAllocator::Options::Validate() const {
   if (min_cached_bytes < kPage) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the caching CPU allocator's min_cached_bytes must be at least ", kPage, ", got ",
-        min_cached_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the caching CPU allocator's min_cached_bytes must be at least ", kPage,
+                     ", got ", min_cached_bytes));
   }
   return absl::OkStatus();
 }

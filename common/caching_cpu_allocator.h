@@ -50,9 +50,9 @@ class CachingCpuAllocator final : public c10::Allocator {
   };
 
   struct Stats {
-    int64_t cached_requests = 0;  // requests of at least min_cached_bytes
-    int64_t reused = 0;           // of those, served from a free list
-    size_t cached_bytes = 0;      // bytes in free lists now
+    int64_t cached_requests = 0;         // requests of at least min_cached_bytes
+    int64_t reused = 0;                  // of those, served from a free list
+    size_t cached_bytes = 0;             // bytes in free lists now
     size_t live_cached_class_bytes = 0;  // bytes handed out in size classes, not yet freed
   };
 

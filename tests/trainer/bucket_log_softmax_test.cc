@@ -46,7 +46,9 @@ void ExpectMatchesReference(const Case& c, torch::ScalarType dtype, double toler
   torch::manual_seed(11);
   const torch::Tensor base = torch::randn({c.rows, c.vocab}, torch::kDouble) * c.logit_scale;
   torch::Tensor indices = c.top_ids ? std::get<1>(base.topk(c.k, 1))
-                                    : torch::rand({c.rows, c.vocab}).argsort(/*dim=*/1, /*descending=*/false).slice(1, 0, c.k);
+                                    : torch::rand({c.rows, c.vocab})
+                                          .argsort(/*dim=*/1, /*descending=*/false)
+                                          .slice(1, 0, c.k);
   if (c.duplicates && c.k >= 3) {
     indices.select(1, c.k - 1).zero_();
     indices.select(1, c.k - 2).zero_();
@@ -59,9 +61,9 @@ void ExpectMatchesReference(const Case& c, torch::ScalarType dtype, double toler
 
   auto run = [&](bool fused) {
     torch::Tensor z = base.to(dtype).clone().requires_grad_(true);
-    const BucketLogProbs out = fused ? BucketLogSoftmax(z, indices, c.k < c.vocab, labels,
-                                                        c.temperature)
-                                     : Reference(z, indices, labels, c.temperature);
+    const BucketLogProbs out =
+        fused ? BucketLogSoftmax(z, indices, c.k < c.vocab, labels, c.temperature)
+              : Reference(z, indices, labels, c.temperature);
     torch::Tensor objective = (out.buckets * w_buckets.to(dtype)).sum();
     if (c.labels) objective = objective + (out.labels * w_labels.to(dtype)).sum();
     objective.backward();
@@ -80,15 +82,40 @@ void ExpectMatchesReference(const Case& c, torch::ScalarType dtype, double toler
 
 TEST(BucketLogSoftmaxTest, MatchesTheAutogradDefinitionInValueAndGradient) {
   const Case cases[] = {
-      {.rows = 37, .vocab = 50, .k = 8, .temperature = 1.0, .labels = true, .duplicates = false,
+      {.rows = 37,
+       .vocab = 50,
+       .k = 8,
+       .temperature = 1.0,
+       .labels = true,
+       .duplicates = false,
        .logit_scale = 3},
-      {.rows = 37, .vocab = 50, .k = 8, .temperature = 2.5, .labels = false, .duplicates = false,
+      {.rows = 37,
+       .vocab = 50,
+       .k = 8,
+       .temperature = 2.5,
+       .labels = false,
+       .duplicates = false,
        .logit_scale = 3},
-      {.rows = 20, .vocab = 64, .k = 16, .temperature = 1.0, .labels = true, .duplicates = true,
+      {.rows = 20,
+       .vocab = 64,
+       .k = 16,
+       .temperature = 1.0,
+       .labels = true,
+       .duplicates = true,
        .logit_scale = 2},
-      {.rows = 20, .vocab = 30, .k = 30, .temperature = 1.0, .labels = true, .duplicates = false,
+      {.rows = 20,
+       .vocab = 30,
+       .k = 30,
+       .temperature = 1.0,
+       .labels = true,
+       .duplicates = false,
        .logit_scale = 1},  // k == V: no tail bucket
-      {.rows = 9, .vocab = 40, .k = 0, .temperature = 0.5, .labels = false, .duplicates = false,
+      {.rows = 9,
+       .vocab = 40,
+       .k = 0,
+       .temperature = 0.5,
+       .labels = false,
+       .duplicates = false,
        .logit_scale = 1},  // no ids: the tail is everything
   };
   for (const Case& c : cases) {
@@ -103,13 +130,20 @@ TEST(BucketLogSoftmaxTest, TailsFarBelowFloatRangeStayFiniteAndExact) {
   // Logits spread over hundreds: the tail outside the top ids is around
   // exp(-300), which float32 softmax flushes to zero; those rows take the
   // shifted logsumexp.
-  const Case c{.rows = 16, .vocab = 32, .k = 4, .temperature = 1.0, .labels = true,
-               .duplicates = false, .logit_scale = 150, .top_ids = true};
+  const Case c{.rows = 16,
+               .vocab = 32,
+               .k = 4,
+               .temperature = 1.0,
+               .labels = true,
+               .duplicates = false,
+               .logit_scale = 150,
+               .top_ids = true};
   ExpectMatchesReference(c, torch::kDouble, 1e-9);
   ExpectMatchesReference(c, torch::kFloat, 1e-3);
   const torch::Tensor z = torch::randn({16, 32}, torch::kFloat) * 150;
   const torch::Tensor ids = std::get<1>(z.topk(4, 1));
-  const torch::Tensor tail = BucketLogSoftmax(z, ids, true, torch::Tensor(), 1.0).buckets.select(1, 4);
+  const torch::Tensor tail =
+      BucketLogSoftmax(z, ids, true, torch::Tensor(), 1.0).buckets.select(1, 4);
   EXPECT_LT(tail.max().item<float>(), -69.0f) << "every row's tail is below 1e-30";
 }
 

@@ -455,8 +455,8 @@ TEST(LmDistillationLossTest, IdsCoveringTheVocabularyWithRepeatsLeaveAnEmptyTail
   const torch::Tensor logits = torch::randn({3, 5}, torch::kFloat64).requires_grad_(true);
   const torch::Tensor teacher = torch::log_softmax(torch::randn({3, 5}, torch::kFloat64), 1);
   TopKLogProbs targets;
-  targets.indices = torch::tensor({{0, 1, 2, 3, 4, 0}, {4, 3, 2, 1, 0, 2}, {1, 0, 3, 2, 4, 4}},
-                                  torch::kInt64);
+  targets.indices =
+      torch::tensor({{0, 1, 2, 3, 4, 0}, {4, 3, 2, 1, 0, 2}, {1, 0, 3, 2, 4, 4}}, torch::kInt64);
   targets.values = teacher.gather(1, targets.indices);
   targets.values.select(1, 5).fill_(-kInf);
   targets.tail_log_mass = torch::full({3}, -kInf, torch::kFloat64);

@@ -173,8 +173,8 @@ TEST(OnPolicyLossTest, CandidateBucketsJoinTheTeachersTopK) {
     ++rows;
   }
   want /= rows;
-  const LmLossTerms terms = OnPolicyDistillationLoss(logits, labels, ids, query_lp, &top,
-                                                     OnPolicyLoss::kReverseKl, o);
+  const LmLossTerms terms =
+      OnPolicyDistillationLoss(logits, labels, ids, query_lp, &top, OnPolicyLoss::kReverseKl, o);
   EXPECT_NEAR(terms.soft.item<double>(), want, 1e-9);
 }
 

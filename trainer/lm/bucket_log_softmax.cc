@@ -47,10 +47,9 @@ class BucketLogSoftmaxFunction : public torch::autograd::Function<BucketLogSoftm
       torch::Tensor log_tail = q_tail.log().to(logits.scalar_type());
       tiny_rows = (q_tail < kTinyTail).nonzero().reshape({-1});
       if (tiny_rows.numel() > 0) {
-        const torch::Tensor rest =
-            s.index_select(0, tiny_rows)
-                .scatter(1, indices.index_select(0, tiny_rows),
-                         -std::numeric_limits<double>::infinity());
+        const torch::Tensor rest = s.index_select(0, tiny_rows)
+                                       .scatter(1, indices.index_select(0, tiny_rows),
+                                                -std::numeric_limits<double>::infinity());
         lse_rest = rest.logsumexp(/*dim=*/1);
         log_tail.index_copy_(0, tiny_rows, lse_rest - lse.index_select(0, tiny_rows).squeeze(1));
       }
@@ -101,12 +100,11 @@ class BucketLogSoftmaxFunction : public torch::autograd::Function<BucketLogSoftm
       const torch::Tensor& lse_rest = saved[5];
       const torch::Tensor s = logits.index_select(0, tiny_rows) * (1.0 / temperature);
       // A row whose ids cover the vocabulary has no tail (lse_rest = -inf).
-      const torch::Tensor share =
-          (s.scatter(1, indices.index_select(0, tiny_rows),
-                     -std::numeric_limits<double>::infinity()) -
-           lse_rest.unsqueeze(1))
-              .exp()
-              .nan_to_num(0.0, 0.0, 0.0);
+      const torch::Tensor share = (s.scatter(1, indices.index_select(0, tiny_rows),
+                                             -std::numeric_limits<double>::infinity()) -
+                                   lse_rest.unsqueeze(1))
+                                      .exp()
+                                      .nan_to_num(0.0, 0.0, 0.0);
       grad.index_add_(0, tiny_rows, share * g_tail.index_select(0, tiny_rows).unsqueeze(1));
     }
     grad.scatter_(1, indices, -q.gather(1, indices) * total.unsqueeze(1));
@@ -122,8 +120,7 @@ class BucketLogSoftmaxFunction : public torch::autograd::Function<BucketLogSoftm
 }  // namespace
 
 BucketLogProbs BucketLogSoftmax(const torch::Tensor& logits, const torch::Tensor& indices,
-                                bool tail_bucket, const torch::Tensor& labels,
-                                double temperature) {
+                                bool tail_bucket, const torch::Tensor& labels, double temperature) {
   TORCH_CHECK(logits.dim() == 2 && indices.dim() == 2 && indices.size(0) == logits.size(0),
               "BucketLogSoftmax: logits ", logits.sizes(), " and indices ", indices.sizes(),
               " must be [N, V] and [N, k]");
@@ -132,8 +129,8 @@ BucketLogProbs BucketLogSoftmax(const torch::Tensor& logits, const torch::Tensor
   const torch::Tensor no_labels = torch::empty({0}, indices.options());
   const torch::Tensor given =
       labels.defined() && labels.numel() > 0 ? labels.to(torch::kLong) : no_labels;
-  variable_list out = BucketLogSoftmaxFunction::apply(logits, indices.to(torch::kLong),
-                                                      tail_bucket, given, temperature);
+  variable_list out = BucketLogSoftmaxFunction::apply(logits, indices.to(torch::kLong), tail_bucket,
+                                                      given, temperature);
   return BucketLogProbs{.buckets = out[0], .labels = out[1]};
 }
 

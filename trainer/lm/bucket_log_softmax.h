@@ -35,8 +35,7 @@ struct BucketLogProbs {
 // with a shifted logsumexp, so log q_tail stays accurate for any finite
 // logits.
 BucketLogProbs BucketLogSoftmax(const torch::Tensor& logits, const torch::Tensor& indices,
-                                bool tail_bucket, const torch::Tensor& labels,
-                                double temperature);
+                                bool tail_bucket, const torch::Tensor& labels, double temperature);
 
 }  // namespace retort::trainer
 

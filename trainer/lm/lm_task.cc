@@ -173,11 +173,11 @@ absl::StatusOr<Rollout> LmTask::RolloutFor(int64_t step,
     // Strictly on-policy, or nothing queued (the run's first on-policy
     // step): from the weights this step starts from.
     last_used_.step = step;
-    last_used_.rollout = std::async(std::launch::deferred, [&] {
-                           return MakeRollout(*model_, prompts, options_.on_policy,
-                                              options_.loss.ignore_index,
-                                              RolloutSeed(options_.seed, step));
-                         }).share();
+    last_used_.rollout =
+        std::async(std::launch::deferred, [&] {
+          return MakeRollout(*model_, prompts, options_.on_policy, options_.loss.ignore_index,
+                             RolloutSeed(options_.seed, step));
+        }).share();
   } else {
     last_used_ = std::move(queued_);
     queued_ = StepRollout();
@@ -194,12 +194,12 @@ void LmTask::QueueNextRollout(int64_t step) {
   // Reads the weights while this step's forward and backward passes run;
   // BeforeWeightUpdate waits for it before they change.
   queued_.step = step + 1;
-  queued_.rollout = std::async(std::launch::async, [this, prompts = std::move(prompts),
-                                                    seed = RolloutSeed(options_.seed, step + 1)] {
-                      InheritIntraOpThreads();
-                      return MakeRollout(*model_, prompts, options_.on_policy,
-                                         options_.loss.ignore_index, seed);
-                    }).share();
+  queued_.rollout =
+      std::async(std::launch::async, [this, prompts = std::move(prompts),
+                                      seed = RolloutSeed(options_.seed, step + 1)] {
+        InheritIntraOpThreads();
+        return MakeRollout(*model_, prompts, options_.on_policy, options_.loss.ignore_index, seed);
+      }).share();
 }
 
 absl::Status LmTask::BeforeWeightUpdate() {
@@ -385,10 +385,10 @@ absl::Status LmTask::SaveCheckpoint(const std::string& path, torch::optim::Optim
 absl::StatusOr<checkpoint::TrainingState> LmTask::LoadCheckpoint(
     const std::string& path, torch::optim::Optimizer& optimizer,
     const checkpoint::AdapterState& adapters) {
-  RETORT_ASSIGN_OR_RETURN(checkpoint::TrainingState state,
-                          checkpoint::LoadTrainingCheckpoint(path, *model_, model_->ShapeJson(),
-                                                             optimizer, /*restore_rng=*/true,
-                                                             adapters));
+  RETORT_ASSIGN_OR_RETURN(
+      checkpoint::TrainingState state,
+      checkpoint::LoadTrainingCheckpoint(path, *model_, model_->ShapeJson(), optimizer,
+                                         /*restore_rng=*/true, adapters));
   const auto& t = state.task_tensors;
   if (t.count(kRolloutStep) > 0) {
     for (const char* key : {kRolloutInputs, kRolloutLabels, kRolloutQueryIds, kRolloutGenerated}) {

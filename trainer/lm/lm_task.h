@@ -125,7 +125,8 @@ class LmTask : public Task {
     std::shared_future<absl::StatusOr<Rollout>> rollout;
   };
   // The rollout of `step`: queued, restored or generated now.
-  absl::StatusOr<Rollout> RolloutFor(int64_t step, const std::vector<std::vector<int64_t>>& prompts);
+  absl::StatusOr<Rollout> RolloutFor(int64_t step,
+                                     const std::vector<std::vector<int64_t>>& prompts);
   // Starts the rollout of `step + 1` beside step `step`, when that step is
   // on-policy and prepared.
   void QueueNextRollout(int64_t step);

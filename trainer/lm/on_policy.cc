@@ -35,10 +35,10 @@ torch::Tensor FirstCopies(const torch::Tensor& ids, const torch::Tensor& values)
   const int64_t k = ids.size(1);
   if (k < 2) return values;
   const auto [sorted, order] = ids.sort(/*dim=*/1, /*descending=*/false);
-  const torch::Tensor repeat_sorted = torch::cat(
-      {torch::zeros({ids.size(0), 1}, torch::kBool).to(ids.device()),
-       sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)},
-      1);
+  const torch::Tensor repeat_sorted =
+      torch::cat({torch::zeros({ids.size(0), 1}, torch::kBool).to(ids.device()),
+                  sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)},
+                 1);
   const torch::Tensor repeat = torch::zeros_like(repeat_sorted).scatter(1, order, repeat_sorted);
   return values.masked_fill(repeat, -std::numeric_limits<float>::infinity());
 }
@@ -205,10 +205,10 @@ LmLossTerms OnPolicyDistillationLoss(const torch::Tensor& student_logits,
     torch::Tensor bucket_ids = ids.narrow(1, 1, ids.size(1) - 1);
     torch::Tensor values = teacher_lp.narrow(1, 1, ids.size(1) - 1);
     if (teacher_top_k != nullptr && teacher_top_k->indices.size(1) > 0) {
-      bucket_ids = torch::cat(
-          {teacher_top_k->indices.to(bucket_ids.device(), torch::kLong), bucket_ids}, 1);
-      values = torch::cat(
-          {teacher_top_k->values.to(values.device(), values.scalar_type()), values}, 1);
+      bucket_ids =
+          torch::cat({teacher_top_k->indices.to(bucket_ids.device(), torch::kLong), bucket_ids}, 1);
+      values =
+          torch::cat({teacher_top_k->values.to(values.device(), values.scalar_type()), values}, 1);
     }
     // An id's teacher mass is the sum over its copies: keep it on one.
     values = FirstCopies(bucket_ids, values);
