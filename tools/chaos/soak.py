@@ -165,37 +165,6 @@ class Soak:
     def alive_overlap(self, t0, t1):
         return max([min(e, t1) - max(s, t0) for s, e in self.alive_windows()] + [0.0])
 
-    def alive_throughout(self, t0, t1, knowing=None):
-        """Whether one chaos attempt ran over all of [t0, t1] (and, with
-        `knowing`, had that teacher serving in its pool at t0)."""
-        now = self.clock.now()
-        for g in self.job.generations:
-            for a in g.attempts:
-                end = a.first_exit_at if a.first_exit_at is not None else now
-                if a.started_at <= t0 and end >= t1:
-                    if knowing is None or self.pool_serving(knowing, a, t0):
-                        return True
-        return False
-
-    def pool_serving(self, address, attempt=None, at=None):
-        """Whether rank 0 of `attempt` (default: the current one) last logged
-        `address` as serving (at or before `at`)."""
-        a = attempt or self.job.attempt
-        if a is None:
-            return False
-        state = False
-        for t, line in a.ranks[0].snapshot():
-            if at is not None and t > at:
-                break
-            if address not in line or not line.startswith("[teacher pool]"):
-                continue
-            if address + " serving" in line:
-                state = True
-            elif (address + " out of service") in line or (address + " left") in line or \
-                    (address + ": ") in line or (address + " probing") in line:
-                state = False
-        return state
-
     def restart_stress_client(self, old):
         if self.clock.now() < self.fault_end - 2:
             self.start_stress_client(old._slot)
