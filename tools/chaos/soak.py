@@ -175,17 +175,14 @@ class Soak:
         os.makedirs(data, exist_ok=True)
         corpus.write_grammar_text(os.path.join(data, "text.txt"))
         r = self.args.retort
-        for argv in (
-            [r, "data", "prepare", "--text=" + os.path.join(data, "text.txt"), "--vocab_size=320",
-             "--validation_fraction=0.1", "--out_dir=" + os.path.join(data, "corpus")],
-            [r, "lm", "train", "--data=" + os.path.join(data, "corpus"), "--seq_len=32",
-             "--batch_size=8", "--threads=1", "--blas_threads=1", "--seed=11",
-             "--model=d=32,layers=1,heads=2,ffn=64", "--steps=30", "--log_every_steps=10",
-             "--out_dir=" + os.path.join(data, "teacher"), "--overwrite"],
-        ):
-            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            if p.returncode != 0:
-                raise RuntimeError("%s failed: %s" % (" ".join(argv[:3]), p.stdout[-2000:]))
+        corpus.prepare(r, os.path.join(data, "text.txt"), os.path.join(data, "corpus"))
+        argv = [r, "lm", "train", "--data=" + os.path.join(data, "corpus"), "--seq_len=32",
+                "--batch_size=8", "--threads=1", "--blas_threads=1", "--seed=11",
+                "--model=d=32,layers=1,heads=2,ffn=64", "--steps=30", "--log_every_steps=10",
+                "--out_dir=" + os.path.join(data, "teacher"), "--overwrite"]
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("retort lm train failed: " + p.stdout[-2000:])
         return os.path.join(data, "corpus"), os.path.join(data, "teacher", "model")
 
     def train_args(self, corpus, teachers):
