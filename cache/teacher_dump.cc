@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "cache/cache_shard.h"
 #include "cache/target_encoding.h"
@@ -98,6 +99,139 @@ bool ShardIntact(const std::string& dir, const CacheShardEntry& e) {
   return sha.ok() && *sha == e.sha256;
 }
 
+// Shard `s`'s entry when `dir` holds it whole though no manifest lists it:
+// a valid shard of `want`'s parameters and `sequences` sequences whose
+// every record passes its CRC (shards are renamed into place whole, so
+// this finds another rank's shards and those written before a kill that
+// came before the manifest's rewrite).
+std::optional<CacheShardEntry> UnlistedWholeShard(const std::string& dir, int64_t s,
+                                                  const ShardParams& want, int64_t sequences) {
+  const std::string file = CacheManifest::ShardFileName(s);
+  absl::StatusOr<std::unique_ptr<CacheShard>> shard = CacheShard::Open(dir + "/" + file);
+  if (!shard.ok()) return std::nullopt;
+  const ShardParams& p = (*shard)->params();
+  if (!(p.encoding == want.encoding) || p.vocab != want.vocab || p.positions != want.positions ||
+      p.first_sequence != want.first_sequence || (*shard)->sequences() != sequences) {
+    return std::nullopt;
+  }
+  for (int64_t i = 0; i < sequences; ++i) {
+    if (!(*shard)->Record(i).ok()) return std::nullopt;
+  }
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(dir + "/" + file, ec);
+  absl::StatusOr<std::string> sha = FileSha256Hex(dir + "/" + file);
+  if (ec || !sha.ok()) return std::nullopt;
+  return CacheShardEntry{file, want.first_sequence, sequences, static_cast<int64_t>(size), *sha};
+}
+
+// Removes every shard file (and temporary) in `dir`.
+absl::Status RemoveShardFiles(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = f.path().filename().string();
+    if (absl::StartsWith(name, "shard-") &&
+        (absl::EndsWith(name, ".rtc") || absl::EndsWith(name, ".rtc.tmp"))) {
+      std::filesystem::remove(f.path(), ec);
+      if (ec) {
+        return absl::InternalError(
+            absl::StrCat("cannot remove ", f.path().string(), ": ", ec.message()));
+      }
+    }
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+// The dump's layout and the shards found whole in its directory.
+class ShardTable {
+ public:
+  ShardTable(const CacheManifest& manifest, int64_t vocab, int64_t seq_len)
+      : manifest_(manifest), vocab_(vocab), seq_len_(seq_len),
+        whole_(static_cast<size_t>(manifest.shard_count())) {}
+
+  int64_t count() const { return manifest_.shard_count(); }
+  int64_t first(int64_t s) const { return s * manifest_.sequences_per_shard; }
+  int64_t end(int64_t s) const {
+    return std::min(manifest_.total_sequences(), first(s) + manifest_.sequences_per_shard);
+  }
+  ShardParams params(int64_t s) const {
+    return {manifest_.encoding, vocab_, seq_len_, first(s)};
+  }
+  bool whole(int64_t s) const { return whole_[static_cast<size_t>(s)].has_value(); }
+  const CacheShardEntry& entry(int64_t s) const { return *whole_[static_cast<size_t>(s)]; }
+  void Set(int64_t s, CacheShardEntry e) { whole_[static_cast<size_t>(s)] = std::move(e); }
+
+  // Looks for shard s in `dir`: as `listed` says (when given), else as an
+  // unlisted whole shard.
+  void Find(const std::string& dir, int64_t s, const CacheShardEntry* listed) {
+    if (whole(s)) return;
+    if (listed != nullptr && ShardIntact(dir, *listed)) {
+      Set(s, *listed);
+    } else if (std::optional<CacheShardEntry> e =
+                   UnlistedWholeShard(dir, s, params(s), end(s) - first(s))) {
+      Set(s, *std::move(e));
+    }
+  }
+
+  // `base` listing the whole shards from the first up to the first gap.
+  CacheManifest Prefix(const CacheManifest& base) const {
+    CacheManifest m = base;
+    m.shards.clear();
+    for (const std::optional<CacheShardEntry>& e : whole_) {
+      if (!e.has_value()) break;
+      m.shards.push_back(*e);
+    }
+    return m;
+  }
+
+ private:
+  const CacheManifest& manifest_;
+  int64_t vocab_, seq_len_;
+  std::vector<std::optional<CacheShardEntry>> whole_;
+};
+
+// Computes shard s's records with `teacher` and writes it atomically.
+absl::StatusOr<CacheShardEntry> DumpShard(const DumpOptions& o, const ShardTable& table, int64_t s,
+                                          int64_t vocab, client::TeacherClient& teacher,
+                                          const std::function<void(int64_t)>& on_sequences) {
+  const int64_t first = table.first(s), end = table.end(s);
+  ShardBuilder builder(table.params(s));
+  std::vector<Piece> pieces = Pieces(o, first, end);
+  struct InFlight {
+    torch::Tensor inputs;
+    client::TeacherClient::TargetsFuture answer;
+  };
+  std::deque<InFlight> queue;
+  size_t next = 0;
+  while (next < pieces.size() || !queue.empty()) {
+    while (next < pieces.size() && static_cast<int64_t>(queue.size()) < o.prefetch) {
+      InFlight f;
+      RETORT_RETURN_IF_ERROR(TorchCall("reading token sequences", [&] {
+        f.inputs = pieces[next].data->GetBatch(pieces[next].indices).inputs.contiguous();
+      }));
+      f.answer = teacher.SubmitTargets(
+          {.inputs = f.inputs, .temperature = o.temperature, .hidden_layers = {}, .query_ids = {}});
+      queue.push_back(std::move(f));
+      ++next;
+    }
+    InFlight f = std::move(queue.front());
+    queue.pop_front();
+    const absl::StatusOr<client::TeacherClient::Targets>& answer = f.answer.get();
+    RETORT_RETURN_IF_ERROR(answer.status());
+    absl::Status encoded;
+    RETORT_RETURN_IF_ERROR(TorchCall("encoding the teacher's answer", [&] {
+      encoded = EncodeAnswer(f.inputs, *answer, o.encoding, vocab, builder);
+    }));
+    RETORT_RETURN_IF_ERROR(encoded);
+    on_sequences(f.inputs.size(0));
+  }
+  const std::string bytes = builder.Finish();
+  CacheShardEntry entry{CacheManifest::ShardFileName(s), first, end - first,
+                        static_cast<int64_t>(bytes.size()), Sha256Hex(bytes)};
+  RETORT_RETURN_IF_ERROR(WriteFileAtomically(o.out_dir + "/" + entry.file, bytes));
+  return entry;
+}
+
 }  // namespace
 
 nlohmann::json DumpResult::ToJson() const {
@@ -120,6 +254,12 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
         "--cache_shard_sequences, --batch_size and --teacher_prefetch must be >= 1");
   }
   if (!(o.temperature > 0)) return absl::InvalidArgumentError("--temperature must be > 0");
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size ||
+      (o.world_size > 1 && !o.barrier)) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", o.rank, " of ", o.world_size,
+                                                   " is not a dump rank (a barrier is needed "
+                                                   "for more than one)"));
+  }
   const int64_t seq_len = o.splits.front().data->example_shape().at(0);
   for (const DumpOptions::Split& s : o.splits) {
     if (s.data->example_shape() != std::vector<int64_t>{seq_len}) {
@@ -139,118 +279,141 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
   want.encoding = o.encoding;
   for (const DumpOptions::Split& s : o.splits) want.splits.push_back({s.name, s.data->size()});
   want.sequences_per_shard = o.sequences_per_shard;
+  ShardTable table(want, vocab, seq_len);
+  const auto barrier = [&]() -> absl::Status {
+    return o.world_size > 1 ? o.barrier() : absl::OkStatus();
+  };
 
-  RETORT_RETURN_IF_ERROR(MakeDirs(o.out_dir));
-  CacheManifest manifest = want;
-  DumpResult result;
-  absl::StatusOr<CacheManifest> existing = CacheManifest::Read(o.out_dir);
-  if (existing.ok() && !o.overwrite) {
-    std::vector<std::string> diff = existing->source.Differences(want.source);
-    if (existing->source.teacher.weights_sha256() != fingerprint.weights_sha256() && diff.empty()) {
-      diff.push_back("teacher weights");
+  // Rank 0 reconciles the directory with this dump and writes the manifest;
+  // the others read it after the barrier.
+  if (o.rank == 0) {
+    RETORT_RETURN_IF_ERROR(MakeDirs(o.out_dir));
+    absl::StatusOr<CacheManifest> existing = CacheManifest::Read(o.out_dir);
+    if (existing.ok() && !o.overwrite) {
+      std::vector<std::string> diff = existing->source.Differences(want.source);
+      if (existing->source.teacher.weights_sha256() != fingerprint.weights_sha256() &&
+          diff.empty()) {
+        diff.push_back("teacher weights");
+      }
+      if (!(existing->encoding == want.encoding)) {
+        diff.push_back(absl::StrCat("encoding: cache ", existing->encoding.Describe(), ", run ",
+                                    want.encoding.Describe()));
+      }
+      if (existing->sequences_per_shard != want.sequences_per_shard ||
+          existing->total_sequences() != want.total_sequences()) {
+        diff.push_back(absl::StrCat("layout: cache ", existing->total_sequences(),
+                                    " sequences in ", existing->sequences_per_shard,
+                                    "-sequence shards, run ", want.total_sequences(), " in ",
+                                    want.sequences_per_shard));
+      }
+      if (!diff.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            o.out_dir, " holds a teacher cache of something else (", absl::StrJoin(diff, "; "),
+            "); use another --out_dir or --overwrite to replace it"));
+      }
+      for (size_t s = 0; s < existing->shards.size(); ++s) {
+        table.Find(o.out_dir, static_cast<int64_t>(s), &existing->shards[s]);
+      }
+      // Shards written under this manifest that it does not list yet.
+      for (int64_t s = 0; s < table.count(); ++s) table.Find(o.out_dir, s, nullptr);
+    } else if (!existing.ok() && !absl::IsNotFound(existing.status()) && !o.overwrite) {
+      return existing.status();
+    } else {
+      // A new dump: shard files already there belong to no manifest of this
+      // dump (another teacher's, say) and must not be taken for its own.
+      RETORT_RETURN_IF_ERROR(RemoveShardFiles(o.out_dir));
     }
-    if (!(existing->encoding == want.encoding)) {
-      diff.push_back(absl::StrCat("encoding: cache ", existing->encoding.Describe(), ", run ",
-                                  want.encoding.Describe()));
-    }
-    if (existing->sequences_per_shard != want.sequences_per_shard ||
-        existing->total_sequences() != want.total_sequences()) {
-      diff.push_back(absl::StrCat("layout: cache ", existing->total_sequences(), " sequences in ",
-                                  existing->sequences_per_shard, "-sequence shards, run ",
-                                  want.total_sequences(), " in ", want.sequences_per_shard));
-    }
-    if (!diff.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          o.out_dir, " holds a teacher cache of something else (", absl::StrJoin(diff, "; "),
-          "); use another --out_dir or --overwrite to replace it"));
-    }
-    // Keep the whole shards the manifest lists, up to the first that is not.
-    for (const CacheShardEntry& e : existing->shards) {
-      if (!ShardIntact(o.out_dir, e)) break;
-      manifest.shards.push_back(e);
-    }
-    result.shards_reused = static_cast<int64_t>(manifest.shards.size());
-  } else if (!existing.ok() && !absl::IsNotFound(existing.status()) && !o.overwrite) {
-    return existing.status();
+    RETORT_RETURN_IF_ERROR(table.Prefix(want).Write(o.out_dir));
   }
-  RETORT_RETURN_IF_ERROR(manifest.Write(o.out_dir));
+  RETORT_RETURN_IF_ERROR(barrier());
+  if (o.rank != 0) {
+    RETORT_ASSIGN_OR_RETURN(CacheManifest m, CacheManifest::Read(o.out_dir));
+    for (size_t s = 0; s < m.shards.size(); ++s) table.Set(static_cast<int64_t>(s), m.shards[s]);
+    for (int64_t s = static_cast<int64_t>(m.shards.size()); s < table.count(); ++s) {
+      if (s % o.world_size == o.rank) table.Find(o.out_dir, s, nullptr);
+    }
+  }
 
-  const int64_t total = manifest.total_sequences();
-  const int64_t shard_count = manifest.shard_count();
-  const int64_t todo_sequences =
-      total - static_cast<int64_t>(manifest.shards.size()) * o.sequences_per_shard;
+  DumpResult result;
+  std::vector<int64_t> mine;
+  std::vector<bool> reused(static_cast<size_t>(table.count()));
+  int64_t todo_sequences = 0;
+  for (int64_t s = 0; s < table.count(); ++s) {
+    if (table.whole(s)) {
+      reused[static_cast<size_t>(s)] = true;
+      ++result.shards_reused;
+    } else if (s % o.world_size == o.rank) {
+      mine.push_back(s);
+      todo_sequences += table.end(s) - table.first(s);
+    }
+  }
   std::optional<ProgressLine> progress;
   if (o.progress) {
-    progress.emplace(ProgressLine::Options{.label = "dump",
-                                           .total_units = std::max<int64_t>(todo_sequences, 0),
-                                           .clock = o.clock,
-                                           .rate_unit = "tokens"});
+    progress.emplace(ProgressLine::Options{
+        .label = o.world_size > 1 ? absl::StrCat("dump rank ", o.rank) : std::string("dump"),
+        .total_units = todo_sequences,
+        .clock = o.clock,
+        .rate_unit = "tokens"});
   }
   const absl::Time start = o.clock->Now();
   int64_t done_sequences = 0;
-  for (int64_t s = static_cast<int64_t>(manifest.shards.size()); s < shard_count; ++s) {
-    const int64_t first = s * o.sequences_per_shard;
-    const int64_t end = std::min(total, first + o.sequences_per_shard);
-    ShardBuilder builder({o.encoding, vocab, seq_len, first});
-    std::vector<Piece> pieces = Pieces(o, first, end);
-    struct InFlight {
-      torch::Tensor inputs;
-      client::TeacherClient::TargetsFuture answer;
-    };
-    std::deque<InFlight> queue;
-    size_t next = 0;
-    while (next < pieces.size() || !queue.empty()) {
-      while (next < pieces.size() && static_cast<int64_t>(queue.size()) < o.prefetch) {
-        InFlight f;
-        RETORT_RETURN_IF_ERROR(TorchCall("reading token sequences", [&] {
-          f.inputs = pieces[next].data->GetBatch(pieces[next].indices).inputs.contiguous();
+  for (int64_t s : mine) {
+    RETORT_ASSIGN_OR_RETURN(
+        CacheShardEntry entry,
+        DumpShard(o, table, s, vocab, teacher, [&](int64_t sequences) {
+          done_sequences += sequences;
+          if (progress) {
+            progress->Update(done_sequences, done_sequences * seq_len,
+                             absl::StrFormat("shard %d/%d", s + 1, table.count()));
+          }
         }));
-        f.answer = teacher.SubmitTargets({.inputs = f.inputs,
-                                          .temperature = o.temperature,
-                                          .hidden_layers = {},
-                                          .query_ids = {}});
-        queue.push_back(std::move(f));
-        ++next;
-      }
-      InFlight f = std::move(queue.front());
-      queue.pop_front();
-      const absl::StatusOr<client::TeacherClient::Targets>& answer = f.answer.get();
-      RETORT_RETURN_IF_ERROR(answer.status());
-      absl::Status encoded;
-      RETORT_RETURN_IF_ERROR(TorchCall("encoding the teacher's answer", [&] {
-        encoded = EncodeAnswer(f.inputs, *answer, o.encoding, vocab, builder);
-      }));
-      RETORT_RETURN_IF_ERROR(encoded);
-      done_sequences += f.inputs.size(0);
-      if (progress) {
-        progress->Update(done_sequences, done_sequences * seq_len,
-                         absl::StrFormat("shard %d/%d", s + 1, shard_count));
-      }
-    }
-    const std::string bytes = builder.Finish();
-    CacheShardEntry entry{CacheManifest::ShardFileName(s), first, end - first,
-                          static_cast<int64_t>(bytes.size()), Sha256Hex(bytes)};
-    RETORT_RETURN_IF_ERROR(WriteFileAtomically(o.out_dir + "/" + entry.file, bytes));
-    manifest.shards.push_back(std::move(entry));
-    RETORT_RETURN_IF_ERROR(manifest.Write(o.out_dir));
+    table.Set(s, std::move(entry));
     ++result.shards_written;
+    if (o.rank == 0) {
+      // Whatever the other ranks have finished joins the manifest too.
+      for (int64_t t = 0; t < table.count(); ++t) table.Find(o.out_dir, t, nullptr);
+      RETORT_RETURN_IF_ERROR(table.Prefix(want).Write(o.out_dir));
+    }
     if (o.after_shard_written) RETORT_RETURN_IF_ERROR(o.after_shard_written(s));
   }
   if (progress) {
     progress->Update(done_sequences, done_sequences * seq_len, "done", /*force=*/true);
     progress->Finish();
   }
+  RETORT_RETURN_IF_ERROR(barrier());
+  int64_t dumped_sequences = done_sequences;
+  if (o.rank == 0 && o.world_size > 1) {
+    // Every rank has finished: the whole dump is rank 0's to report.
+    for (int64_t s = 0; s < table.count(); ++s) {
+      table.Find(o.out_dir, s, nullptr);
+      if (!table.whole(s)) {
+        return absl::DataLossError(absl::StrCat(
+            "shard ", s, " (", CacheManifest::ShardFileName(s), ") of ", o.out_dir,
+            " is missing or damaged after every rank finished; run the dump again to redo it"));
+      }
+    }
+    RETORT_RETURN_IF_ERROR(table.Prefix(want).Write(o.out_dir));
+    result.shards_written = table.count() - result.shards_reused;
+    dumped_sequences = 0;
+    for (int64_t s = 0; s < table.count(); ++s) {
+      if (!reused[static_cast<size_t>(s)]) dumped_sequences += table.end(s) - table.first(s);
+    }
+  }
   result.seconds = absl::ToDoubleSeconds(o.clock->Now() - start);
-  result.sequences = total;
-  result.tokens = total * seq_len;
-  for (const CacheShardEntry& e : manifest.shards) result.bytes += e.bytes;
+  result.sequences = want.total_sequences();
+  result.tokens = result.sequences * seq_len;
+  for (int64_t s = 0; s < table.count(); ++s) {
+    if (table.whole(s)) result.bytes += table.entry(s).bytes;
+  }
   result.tokens_per_second =
-      result.seconds > 0 ? static_cast<double>(done_sequences * seq_len) / result.seconds : 0;
+      result.seconds > 0 ? static_cast<double>(dumped_sequences * seq_len) / result.seconds : 0;
   result.bytes_per_token =
       result.tokens > 0 ? static_cast<double>(result.bytes) / static_cast<double>(result.tokens)
                         : 0;
-  RETORT_RETURN_IF_ERROR(
-      WriteFileAtomically(o.out_dir + "/dump_result.json", result.ToJson().dump(2) + "\n"));
+  if (o.rank == 0) {
+    RETORT_RETURN_IF_ERROR(
+        WriteFileAtomically(o.out_dir + "/dump_result.json", result.ToJson().dump(2) + "\n"));
+  }
   return result;
 }
 

@@ -11,9 +11,22 @@
 // needs dense answers, drawn from here with a per-sequence seed.
 //
 // Resuming: a directory holding a manifest of the same source, encoding and
-// splits continues at its first missing shard (shards listed but missing or
-// damaged are rewritten from there); one of anything else is refused with
-// the differences named, unless `overwrite`.
+// splits keeps every whole shard and computes only the others: a shard is
+// whole when the manifest lists it with its size and SHA-256, or, unlisted
+// (a kill between a shard's rename and the manifest's, or another rank's
+// shard), when it is a valid shard of these parameters whose every record
+// passes its CRC. Damaged or missing shards are rewritten. A manifest of
+// anything else is refused with the differences named, unless `overwrite`.
+//
+// Data-parallel dumps: `world_size` processes (ranks) write the same
+// out_dir on a shared filesystem, rank r computing the shards s with
+// s % world_size == r. Rank 0 alone writes the manifest (after each of its
+// shards, listing the whole shards from the first on, its own and the other
+// ranks'), and after the last `barrier` the complete one. `barrier` must
+// return once every rank has called it (a Communicator's Barrier); it is
+// called twice: after rank 0 has reconciled the directory, and after every
+// rank's last shard. Each rank's result counts its own shards, except rank
+// 0's, which counts the whole dump (and is written as dump_result.json).
 #ifndef RETORT_CACHE_TEACHER_DUMP_H_
 #define RETORT_CACHE_TEACHER_DUMP_H_
 
@@ -51,6 +64,9 @@ struct DumpOptions {
   std::string corpus_sha256;
   std::string tokenizer_sha256;
   bool overwrite = false;
+  int rank = 0;
+  int world_size = 1;
+  std::function<absl::Status()> barrier;  // required when world_size > 1
   // Test seam: called after shard `shard` and the manifest listing it are
   // written; an error stops the dump there (as a kill would).
   std::function<absl::Status(int64_t shard)> after_shard_written;

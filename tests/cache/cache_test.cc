@@ -10,11 +10,16 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 
 #include "cache/bit_stream.h"
 #include "cache/cache_manifest.h"
@@ -405,12 +410,133 @@ TEST_F(CacheDumpTest, AKilledDumpResumesAtTheFirstIncompleteShard) {
     const std::string name = CacheManifest::ShardFileName(s);
     EXPECT_EQ(*ReadFile(whole + "/" + name), *ReadFile(killed + "/" + name)) << name;
   }
-  // A shard damaged after the fact is rewritten from there on.
+  // A shard damaged after the fact is rewritten; the whole ones after it
+  // are kept.
   ASSERT_TRUE(WriteFileAtomically(killed + "/shard-00001.rtc", "damaged").ok());
   resumed = DumpTeacherCache(o, *teacher_);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
-  EXPECT_EQ(resumed->shards_reused, 1);
+  EXPECT_EQ(resumed->shards_reused, 3);
+  EXPECT_EQ(resumed->shards_written, 1);
   EXPECT_EQ(*ReadFile(whole + "/shard-00001.rtc"), *ReadFile(killed + "/shard-00001.rtc"));
+  EXPECT_EQ(*ReadFile(whole + "/manifest.json"), *ReadFile(killed + "/manifest.json"));
+  // --overwrite starts over: no shard of the old dump is taken.
+  o.overwrite = true;
+  resumed = DumpTeacherCache(o, *teacher_);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->shards_reused, 0);
+  EXPECT_EQ(resumed->shards_written, 4);
+}
+
+// A barrier of `n` threads that fails (as a communicator's timeout would)
+// once a participant has failed.
+class ThreadBarrier {
+ public:
+  explicit ThreadBarrier(int n) : n_(n) {}
+  absl::Status Wait() {
+    absl::MutexLock lock(&mu_);
+    const int64_t generation = generation_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.SignalAll();
+      return absl::OkStatus();
+    }
+    while (generation_ == generation && !failed_) cv_.Wait(&mu_);
+    return generation_ == generation ? absl::AbortedError("a rank failed") : absl::OkStatus();
+  }
+  void Fail() {
+    absl::MutexLock lock(&mu_);
+    failed_ = true;
+    cv_.SignalAll();
+  }
+
+ private:
+  const int n_;
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  int arrived_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Runs `ranks` dump ranks as threads, each with its own teacher; rank r's
+// options from `options(r)`. Returns each rank's status or result.
+std::vector<absl::StatusOr<DumpResult>> DumpOnRanks(
+    int ranks, const std::function<DumpOptions(int)>& options,
+    const std::function<std::shared_ptr<client::TeacherClient>()>& teacher) {
+  ThreadBarrier barrier(ranks);
+  std::vector<absl::StatusOr<DumpResult>> results(static_cast<size_t>(ranks),
+                                                  absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < ranks; ++r) {
+    threads.emplace_back([&, r] {
+      DumpOptions o = options(r);
+      o.rank = r;
+      o.world_size = ranks;
+      o.barrier = [&] { return barrier.Wait(); };
+      std::shared_ptr<client::TeacherClient> t = teacher();
+      results[static_cast<size_t>(r)] = DumpTeacherCache(o, *t);
+      if (!results[static_cast<size_t>(r)].ok()) barrier.Fail();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return results;
+}
+
+TEST_F(CacheDumpTest, RanksWriteTheCacheOneRankWouldAndResumeWhatADeadRankLeft) {
+  const std::string one = TempDir("one_rank");
+  DumpOptions o = Options(one, EncodingOptions::Kind::kTopK);
+  ASSERT_TRUE(DumpTeacherCache(o, *teacher_).ok());
+  const auto fresh_teacher = [] {
+    auto t = std::make_shared<client::FakeTeacherClient>(
+        [](const torch::Tensor& tokens) {
+          const torch::Tensor t = tokens.reshape({-1, 1}).to(torch::kFloat32);
+          const torch::Tensor v = torch::arange(kVocab, torch::kFloat32).reshape({1, -1});
+          return torch::sin(t * 0.37 + v * 0.11) * 4.0 + torch::cos(v * t * 0.013) * 2.0;
+        });
+    t->SetNumClasses(kVocab);
+    return t;
+  };
+  const auto same_files = [&](const std::string& dir) {
+    for (int s = 0; s < 4; ++s) {
+      const std::string name = CacheManifest::ShardFileName(s);
+      EXPECT_EQ(*ReadFile(one + "/" + name), *ReadFile(dir + "/" + name)) << dir << " " << name;
+    }
+    EXPECT_EQ(*ReadFile(one + "/manifest.json"), *ReadFile(dir + "/manifest.json")) << dir;
+  };
+  for (int ranks : {2, 3}) {
+    const std::string dir = TempDir(absl::StrCat("ranks", ranks));
+    std::vector<absl::StatusOr<DumpResult>> r = DumpOnRanks(
+        ranks, [&](int) { return Options(dir, EncodingOptions::Kind::kTopK); }, fresh_teacher);
+    for (int k = 0; k < ranks; ++k) ASSERT_TRUE(r[k].ok()) << "rank " << k << ": " << r[k].status();
+    // Rank 0 reports the whole dump; rank 1 its own shards (1 and, of 2, 3).
+    EXPECT_EQ(r[0]->shards_written, 4);
+    EXPECT_EQ(r[1]->shards_written, ranks == 2 ? 2 : 1);
+    same_files(dir);
+    EXPECT_NE(OpenCache(dir), nullptr);
+  }
+  // Two ranks; rank 1 dies after its first shard (1), so rank 0 fails at
+  // the barrier. One rank resumes: it keeps shards 0, 1 and 2 (rank 0 went
+  // on) and computes 3 alone.
+  const std::string dead = TempDir("dead_rank");
+  std::vector<absl::StatusOr<DumpResult>> r = DumpOnRanks(
+      2,
+      [&](int rank) {
+        DumpOptions d = Options(dead, EncodingOptions::Kind::kTopK);
+        if (rank == 1) {
+          d.after_shard_written = [](int64_t) { return absl::AbortedError("killed"); };
+        }
+        return d;
+      },
+      fresh_teacher);
+  EXPECT_FALSE(r[0].ok());
+  EXPECT_EQ(r[1].status().code(), absl::StatusCode::kAborted);
+  absl::StatusOr<DumpResult> resumed =
+      DumpTeacherCache(Options(dead, EncodingOptions::Kind::kTopK), *teacher_);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->shards_reused, 3);
+  EXPECT_EQ(resumed->shards_written, 1);
+  same_files(dead);
 }
 
 TEST_F(CacheDumpTest, ACacheOfSomethingElseIsRefusedWithTheDifferenceNamed) {

@@ -655,6 +655,46 @@ TEST_F(LmE2ETest, LaunchStartsALlamaTeacherPoolAndTwoLmRanks) {
   EXPECT_TRUE(PathExists(Path("lm_launched/checkpoints/ckpt-000000000012/training-rank1.pt")));
 }
 
+// `teacher dump` writes a cache on one rank and, under `retort launch`, on
+// two sharing the shards, byte for byte the same; `lm train --teacher_cache`
+// trains from it and refuses a cache of another temperature.
+TEST_F(LmE2ETest, DumpsATeacherCacheOnOneAndTwoRanksAndTrainsFromIt) {
+  const std::string dump = " --seq_len=32 --threads=1 --temperature=1 --cache_top_k=16 "
+                           "--cache_shard_sequences=16 --data=" +
+                           Path("corpus") + " --teacher=" + Path("teacher/model");
+  const clitest::Result one = Run("teacher dump" + dump + " --out_dir=" + Path("cache1"));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_THAT(one.out, HasSubstr("bytes/token"));
+  const clitest::Result two = Run("launch --nproc=2 --launch_dir=" + Path("cache_launch") +
+                                  " -- teacher dump" + dump + " --out_dir=" + Path("cache2"));
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  const nlohmann::json manifest = Json(Path("cache1/manifest.json"));
+  ASSERT_GE(manifest["shards"].size(), 3u);
+  EXPECT_EQ(manifest.dump(), Json(Path("cache2/manifest.json")).dump());
+  for (const auto& shard : manifest["shards"]) {
+    const std::string file = shard["file"].get<std::string>();
+    EXPECT_EQ(ReadFile(Path("cache1/" + file)).value_or("a"),
+              ReadFile(Path("cache2/" + file)).value_or("b"))
+        << file;
+  }
+  // A second dump finds everything there.
+  const clitest::Result again = Run("teacher dump" + dump + " --out_dir=" + Path("cache2"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("0 shards written"));
+
+  const std::string student = "lm train " + Data() +
+                              " --model=d=32,layers=1,heads=2,ffn=64 --steps=8 --alpha=0.5 "
+                              "--log_every_steps=1 --teacher_cache=" +
+                              Path("cache2");
+  const clitest::Result trained =
+      Run(student + " --temperature=1 --out_dir=" + Path("from_cache"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  EXPECT_EQ(Json(Path("from_cache/result.json"))["steps"], 8);
+  const clitest::Result hotter = Run(student + " --temperature=2 --out_dir=" + Path("hot"));
+  EXPECT_NE(hotter.exit_code, 0);
+  EXPECT_THAT(hotter.err, HasSubstr("temperature"));
+}
+
 // Ranks started directly (as srun or a Kubernetes Indexed Job does): SIGTERM
 // to both makes them finish the step, checkpoint it and exit 75; a rank
 // SIGKILLed makes the other fail with the way out. Either way --resume=auto

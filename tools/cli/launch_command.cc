@@ -5,6 +5,8 @@
 //       -- distill --epochs=5 --out_dir=runs/student
 //   retort launch --nproc=2 --launch_teachers=2 --teacher=lm/teacher/model
 //       -- lm train --data=lm/data --steps=600 --out_dir=runs/lm
+//   retort launch --nproc=2 --launch_teachers=2 --teacher=lm/teacher/model
+//       -- teacher dump --data=lm/data --seq_len=128 --out_dir=lm/cache
 //   (one command line each)
 //
 // Starts --launch_teachers `retort teacher serve` processes on loopback
@@ -40,12 +42,14 @@ const std::vector<std::string> kLaunchFlags = {"nproc", "launch_teachers", "laun
 
 absl::Status RunLaunch(const std::vector<std::string>& args) {
   const bool lm_train = args.size() >= 2 && args[0] == "lm" && args[1] == "train";
-  if (args.empty() || (args[0] != "train" && args[0] != "distill" && !lm_train)) {
+  // teacher dump ranks share a cache's shards; a launched pool serves them.
+  const bool dump = args.size() >= 2 && args[0] == "teacher" && args[1] == "dump";
+  if (args.empty() || (args[0] != "train" && args[0] != "distill" && !lm_train && !dump)) {
     return absl::InvalidArgumentError(
         "retort launch needs the ranks' command after `--`: retort launch --nproc=2 -- train "
-        "--epochs=3 --out_dir=run (train, distill or lm train)");
+        "--epochs=3 --out_dir=run (train, distill, lm train or teacher dump)");
   }
-  const std::string command = lm_train ? "lm train" : args[0];
+  const std::string command = lm_train ? "lm train" : dump ? "teacher dump" : args[0];
   const int nproc = absl::GetFlag(FLAGS_nproc);
   const int teachers = absl::GetFlag(FLAGS_launch_teachers);
   if (teachers < 0 || teachers > 64) {
@@ -65,9 +69,9 @@ absl::Status RunLaunch(const std::vector<std::string>& args) {
   const std::string dir = absl::GetFlag(FLAGS_launch_dir);
   std::vector<std::unique_ptr<TeacherProcess>> pool;
   if (teachers > 0) {
-    if (args[0] != "distill" && !lm_train) {
+    if (args[0] != "distill" && !lm_train && !dump) {
       return absl::InvalidArgumentError(
-          "--launch_teachers serves a teacher to `distill` or `lm train` ranks");
+          "--launch_teachers serves a teacher to `distill`, `lm train` or `teacher dump` ranks");
     }
     const std::string checkpoint = absl::GetFlag(FLAGS_teacher);
     if (checkpoint.empty()) {

@@ -660,11 +660,22 @@ absl::Status RunTeacherDump() {
     return absl::InvalidArgumentError(
         "teacher dump needs a teacher: --teacher (a Llama directory) or --teachers");
   }
+  // Under a launcher the ranks share the shards (out_dir on a filesystem
+  // they all see).
+  RETORT_ASSIGN_OR_RETURN(std::shared_ptr<distributed::Communicator> communicator,
+                          CommunicatorFromFlags());
+  if (communicator != nullptr) {
+    o.rank = communicator->rank();
+    o.world_size = communicator->world_size();
+    o.barrier = [communicator] { return communicator->Barrier(); };
+  }
   RETORT_ASSIGN_OR_RETURN(cache::DumpResult r, cache::DumpTeacherCache(o, *teacher));
   std::printf(
-      "teacher cache %s: %lld sequences (%lld tokens) of %s, %.1f bytes/token, %lld shards "
+      "teacher cache %s%s: %lld sequences (%lld tokens) of %s, %.1f bytes/token, %lld shards "
       "written (%lld already there), %.0f tokens/s\n",
-      o.out_dir.c_str(), static_cast<long long>(r.sequences), static_cast<long long>(r.tokens),
+      o.out_dir.c_str(),
+      o.world_size > 1 ? absl::StrFormat(" (rank %d of %d)", o.rank, o.world_size).c_str() : "",
+      static_cast<long long>(r.sequences), static_cast<long long>(r.tokens),
       o.encoding.Describe().c_str(), r.bytes_per_token, static_cast<long long>(r.shards_written),
       static_cast<long long>(r.shards_reused), r.tokens_per_second);
   return absl::OkStatus();

@@ -231,10 +231,11 @@ const std::vector<Command>& Commands() {
       {"teacher dump",
        "Run a language-model teacher (--teacher DIR, or --teachers servers) over --data's "
        "token sequences once and write a teacher-logit cache (--out_dir) that `lm train "
-       "--teacher_cache` reads instead of the teacher; resumes an interrupted dump.",
+       "--teacher_cache` reads instead of the teacher; resumes an interrupted dump. Under "
+       "torchrun or `retort launch`, the ranks share the shards.",
        Concat({{"data", "seq_len", "temperature", "out_dir", "overwrite", "teacher", "batch_size",
                 "cache_encoding", "cache_top_k", "cache_exact", "cache_value_bits", "cache_samples",
-                "cache_shard_sequences", "threads", "blas_threads"},
+                "cache_shard_sequences", "threads", "blas_threads", "backend", "dist_timeout"},
                LmRemoteTeacherFlags(),
                {"teacher_prefetch"}}),
        &RunTeacherDump},
