@@ -193,34 +193,6 @@ absl::StatusOr<torch::Tensor> RequestInputs(const v1::DistillRequest& request) {
   return TensorFromWire(request.inputs(), absl::StrCat("request ", request.sequence(), " inputs"));
 }
 
-TopKLogProbs TopK(const torch::Tensor& log_probs, int64_t k) {
-  TopKLogProbs out;
-  auto [values, indices] = log_probs.topk(k, /*dim=*/1, /*largest=*/true, /*sorted=*/true);
-  out.values = values.contiguous();
-  out.indices = indices.contiguous();
-  torch::Tensor rest = log_probs.scatter(
-      1, indices, torch::full_like(values, -std::numeric_limits<float>::infinity()));
-  out.tail_log_mass = torch::logsumexp(rest, /*dim=*/1);
-  return out;
-}
-
-torch::Tensor TopKLogProbs::ToDense(int64_t num_classes) const {
-  const int64_t k = values.size(1);
-  torch::Tensor fill;
-  if (num_classes > k) {
-    fill = tail_log_mass - std::log(static_cast<double>(num_classes - k));
-  } else {
-    fill = torch::full_like(tail_log_mass, -std::numeric_limits<float>::infinity());
-  }
-  // Entries at -inf (a sampled answer's padding, which may repeat an id that
-  // was drawn) go to a scratch column, so they never overwrite a real entry.
-  torch::Tensor dense = fill.unsqueeze(1).expand({values.size(0), num_classes + 1}).contiguous();
-  const torch::Tensor padding = values.isneginf();
-  const torch::Tensor where =
-      padding.any().item<bool>() ? indices.masked_fill(padding, num_classes) : indices;
-  return dense.scatter(1, where, values).narrow(1, 0, num_classes).contiguous();
-}
-
 std::vector<v1::DistillResponse> EncodeAnswer(uint64_t sequence, const Answer& answer,
                                               const OutputSpec& output, int64_t max_message_bytes) {
   const int64_t positions = answer.log_probs.size(0);
@@ -295,15 +267,6 @@ absl::StatusOr<torch::Tensor> DecodeLogProbBlock(const v1::LogProbBlock& block,
   }
   RETORT_ASSIGN_OR_RETURN(TopKLogProbs sparse, DecodeTopKBlock(block, num_classes));
   return sparse.ToDense(num_classes);
-}
-
-TopKLogProbs DenseAsTopK(const torch::Tensor& log_probs) {
-  TopKLogProbs out;
-  const int64_t n = log_probs.size(0), c = log_probs.size(1);
-  out.indices = torch::arange(c, torch::kInt64).unsqueeze(0).expand({n, c});
-  out.values = log_probs;
-  out.tail_log_mass = torch::full({n}, -std::numeric_limits<float>::infinity());
-  return out;
 }
 
 absl::StatusOr<SampledTargets> DecodeSampledBlock(const v1::LogProbBlock& block,

@@ -162,6 +162,59 @@ TEST(TopKTest, ValuesIndicesAndTailMassMatchDirectComputation) {
   }
 }
 
+// The fused selection against float64 arithmetic on hard rows: a tail of
+// about e^-200 (its log kept to relative precision), ties (the earlier
+// index first), -inf entries, a vocabulary that is no multiple of the
+// vector width, k = 1, and torch's own top-k where there are no ties.
+TEST(TopKTest, HardRowsMatchFloat64AndTiesGoToTheEarlierIndex) {
+  torch::manual_seed(8);
+  const int64_t classes = 4099;
+  std::vector<torch::Tensor> rows;
+  rows.push_back(torch::log_softmax(torch::randn({classes}) * 3, 0));
+  rows.push_back(torch::log_softmax(torch::randn({classes}) * 60, 0));  // tail ~ e^-200
+  torch::Tensor ties = torch::full({classes}, -9.0f);
+  ties.index_put_({torch::indexing::Slice(100, 110)}, -1.0f);
+  rows.push_back(torch::log_softmax(ties, 0));
+  torch::Tensor with_inf = torch::log_softmax(torch::randn({classes}), 0);
+  with_inf.index_put_({torch::indexing::Slice(7, 4000)}, -kInf);
+  rows.push_back(with_inf);
+  const torch::Tensor lp = torch::stack(rows);
+  for (int64_t k : {1, 5, 32}) {
+    const TopKLogProbs top = TopK(lp, k);
+    const torch::Tensor lp64 = lp.to(torch::kFloat64);
+    for (int64_t r = 0; r < lp.size(0); ++r) {
+      const torch::Tensor mask = torch::ones({classes}, torch::kBool).scatter(0, top.indices[r],
+                                                                               false);
+      const double want = torch::logsumexp(lp64[r].masked_select(mask), 0).item<double>();
+      const double got = top.tail_log_mass[r].item<float>();
+      if (std::isinf(want)) {
+        EXPECT_EQ(got, want) << "row " << r << " k " << k;
+      } else {
+        EXPECT_NEAR(got, want, 2e-5 * std::max(1.0, std::abs(want))) << "row " << r << " k " << k;
+      }
+      EXPECT_TRUE(torch::equal(top.values[r], lp[r].gather(0, top.indices[r])));
+    }
+    // Rows 0 and 1 have no ties: torch's top-k agrees exactly.
+    const auto [values, indices] = lp.narrow(0, 0, 2).topk(k, 1, true, true);
+    EXPECT_TRUE(torch::equal(top.indices.narrow(0, 0, 2), indices)) << "k " << k;
+    EXPECT_TRUE(torch::equal(top.values.narrow(0, 0, 2), values)) << "k " << k;
+    // Ties: the ten equal maxima in index order.
+    for (int64_t j = 0; j < std::min<int64_t>(k, 10); ++j) {
+      EXPECT_EQ(top.indices[2][j].item<int64_t>(), 100 + j);
+    }
+    if (k == 32) {  // then -9s by index
+      EXPECT_EQ(top.indices[2][10].item<int64_t>(), 0);
+      // Row 3: 7 + 99 finite entries; the top 32 are all finite.
+      EXPECT_TRUE(torch::isfinite(top.values[3]).all().item<bool>());
+    }
+  }
+  // Only -inf outside the top k: no tail.
+  torch::Tensor few = torch::full({1, 40}, -kInf);
+  few.index_put_({0, torch::indexing::Slice(0, 3)}, torch::log(torch::tensor({0.5f, 0.3f, 0.2f})));
+  EXPECT_EQ(TopK(few, 3).tail_log_mass.item<float>(), -kInf);
+  EXPECT_NEAR(TopK(few, 2).tail_log_mass.item<float>(), std::log(0.2), 1e-6);
+}
+
 TEST(TopKTest, KEqualToClassesLeavesNoTail) {
   torch::manual_seed(5);
   torch::Tensor lp = torch::log_softmax(torch::randn({4, 6}), 1);
