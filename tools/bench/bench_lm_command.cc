@@ -233,6 +233,29 @@ absl::Status RunBenchLm() {
   }
   report["teacher_forward"] = forward;
 
+  // 2b. The teacher's top-k answer in process (forward, log-softmax at T,
+  // top-k with the tail mass): what in-process distillation and `teacher
+  // dump` ask for, against the forward pass alone.
+  {
+    const int64_t k = top_k > 0 ? top_k : 64;
+    RETORT_ASSIGN_OR_RETURN(
+        std::unique_ptr<teacher::LlamaTeacher> t,
+        teacher::LlamaTeacher::Create({.checkpoint_dir = checkpoint, .max_batch = batch}));
+    client::InProcessTeacherClient client(std::shared_ptr<teacher::Teacher>(std::move(t)),
+                                          {.top_k = k});
+    const torch::Tensor tokens = RandomTokens(teacher_config.vocab_size, batch, length);
+    Log(absl::StrCat("teacher top-", k, " answer in process, fp32"));
+    RETORT_ASSIGN_OR_RETURN(double rate, Rate(duration, [&]() -> absl::StatusOr<int64_t> {
+                              RETORT_RETURN_IF_ERROR(
+                                  client.SubmitTargets({tokens, 1.0, {}, {}}).get().status());
+                              return batch * length;
+                            }));
+    report["teacher_top_k_in_process"] = {
+        {"top_k", k},
+        {"tokens_per_second", rate},
+        {"of_forward", rate / forward[0]["tokens_per_second"].get<double>()}};
+  }
+
   // 3. The teacher server.
   TeacherProcess::Options serve;
   serve.checkpoint = checkpoint;
@@ -334,6 +357,12 @@ absl::Status RunBenchLm() {
                 f["tokens_per_second"].get<double>(), f["gflops"].get<double>(),
                 100 * f["mfu"].get<double>());
   }
+  std::printf("%-28s %12.0f %9.2fx of the fp32 forward pass\n",
+              absl::StrCat("in process fp32, top-",
+                           report["teacher_top_k_in_process"]["top_k"].get<int64_t>())
+                  .c_str(),
+              report["teacher_top_k_in_process"]["tokens_per_second"].get<double>(),
+              report["teacher_top_k_in_process"]["of_forward"].get<double>());
   std::printf("%-28s %12.0f %10.1f %7.1f%%\n", ("server fp32, " + topk.Describe()).c_str(),
               report["server"]["tokens_per_second"].get<double>(),
               report["server"]["tokens_per_second"].get<double>() * teacher_flops / 1e9,

@@ -19,6 +19,8 @@ KINDS = [
     ("scratch", "scratch (labels only)", "-"),
     ("top64", "live top-64 + tail (in process)", "260 on the wire (bf16)"),
     ("dense", "live dense (in process)", "8,192 on the wire (bf16)"),
+    ("top64_noclip", "live top-64 + tail, no gradient clipping (the old default)",
+     "260 on the wire (bf16)"),
     ("cache_top32", "cache: top-32, 4 exact + 8-bit codes", None),
     ("cache_sampled32", "cache: 32 samples (ids + counts)", None),
 ]
