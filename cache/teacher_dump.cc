@@ -4,9 +4,9 @@
 #include <filesystem>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "cache/cache_shard.h"
 #include "cache/target_encoding.h"
@@ -146,7 +146,9 @@ absl::Status RemoveShardFiles(const std::string& dir) {
 class ShardTable {
  public:
   ShardTable(const CacheManifest& manifest, int64_t vocab, int64_t seq_len)
-      : manifest_(manifest), vocab_(vocab), seq_len_(seq_len),
+      : manifest_(manifest),
+        vocab_(vocab),
+        seq_len_(seq_len),
         whole_(static_cast<size_t>(manifest.shard_count())) {}
 
   int64_t count() const { return manifest_.shard_count(); }
@@ -154,9 +156,7 @@ class ShardTable {
   int64_t end(int64_t s) const {
     return std::min(manifest_.total_sequences(), first(s) + manifest_.sequences_per_shard);
   }
-  ShardParams params(int64_t s) const {
-    return {manifest_.encoding, vocab_, seq_len_, first(s)};
-  }
+  ShardParams params(int64_t s) const { return {manifest_.encoding, vocab_, seq_len_, first(s)}; }
   bool whole(int64_t s) const { return whole_[static_cast<size_t>(s)].has_value(); }
   const CacheShardEntry& entry(int64_t s) const { return *whole_[static_cast<size_t>(s)]; }
   void Set(int64_t s, CacheShardEntry e) { whole_[static_cast<size_t>(s)] = std::move(e); }
@@ -189,6 +189,48 @@ class ShardTable {
   int64_t vocab_, seq_len_;
   std::vector<std::optional<CacheShardEntry>> whole_;
 };
+
+// Finds in o.out_dir the whole shards of the dump `want` describes: those
+// an existing manifest of the same dump lists or that were written under
+// it. A manifest of anything else is FAILED_PRECONDITION naming each
+// difference (unless --overwrite); for a new dump (or --overwrite) every
+// shard file already there is removed, so none is taken for this dump's.
+absl::Status Reconcile(const DumpOptions& o, const CacheManifest& want, ShardTable& table) {
+  RETORT_RETURN_IF_ERROR(MakeDirs(o.out_dir));
+  absl::StatusOr<CacheManifest> existing = CacheManifest::Read(o.out_dir);
+  if (!existing.ok() || o.overwrite) {
+    if (!existing.ok() && !absl::IsNotFound(existing.status()) && !o.overwrite) {
+      return existing.status();
+    }
+    return RemoveShardFiles(o.out_dir);
+  }
+  std::vector<std::string> diff = existing->source.Differences(want.source);
+  if (existing->source.teacher.weights_sha256() != want.source.teacher.weights_sha256() &&
+      diff.empty()) {
+    diff.push_back("teacher weights");
+  }
+  if (!(existing->encoding == want.encoding)) {
+    diff.push_back(absl::StrCat("encoding: cache ", existing->encoding.Describe(), ", run ",
+                                want.encoding.Describe()));
+  }
+  if (existing->sequences_per_shard != want.sequences_per_shard ||
+      existing->total_sequences() != want.total_sequences()) {
+    diff.push_back(absl::StrCat("layout: cache ", existing->total_sequences(), " sequences in ",
+                                existing->sequences_per_shard, "-sequence shards, run ",
+                                want.total_sequences(), " in ", want.sequences_per_shard));
+  }
+  if (!diff.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        o.out_dir, " holds a teacher cache of something else (", absl::StrJoin(diff, "; "),
+        "); use another --out_dir or --overwrite to replace it"));
+  }
+  for (size_t s = 0; s < existing->shards.size(); ++s) {
+    table.Find(o.out_dir, static_cast<int64_t>(s), &existing->shards[s]);
+  }
+  // Shards written under this manifest that it does not list yet.
+  for (int64_t s = 0; s < table.count(); ++s) table.Find(o.out_dir, s, nullptr);
+  return absl::OkStatus();
+}
 
 // Computes shard s's records with `teacher` and writes it atomically.
 absl::StatusOr<CacheShardEntry> DumpShard(const DumpOptions& o, const ShardTable& table, int64_t s,
@@ -287,42 +329,7 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
   // Rank 0 reconciles the directory with this dump and writes the manifest;
   // the others read it after the barrier.
   if (o.rank == 0) {
-    RETORT_RETURN_IF_ERROR(MakeDirs(o.out_dir));
-    absl::StatusOr<CacheManifest> existing = CacheManifest::Read(o.out_dir);
-    if (existing.ok() && !o.overwrite) {
-      std::vector<std::string> diff = existing->source.Differences(want.source);
-      if (existing->source.teacher.weights_sha256() != fingerprint.weights_sha256() &&
-          diff.empty()) {
-        diff.push_back("teacher weights");
-      }
-      if (!(existing->encoding == want.encoding)) {
-        diff.push_back(absl::StrCat("encoding: cache ", existing->encoding.Describe(), ", run ",
-                                    want.encoding.Describe()));
-      }
-      if (existing->sequences_per_shard != want.sequences_per_shard ||
-          existing->total_sequences() != want.total_sequences()) {
-        diff.push_back(absl::StrCat("layout: cache ", existing->total_sequences(),
-                                    " sequences in ", existing->sequences_per_shard,
-                                    "-sequence shards, run ", want.total_sequences(), " in ",
-                                    want.sequences_per_shard));
-      }
-      if (!diff.empty()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            o.out_dir, " holds a teacher cache of something else (", absl::StrJoin(diff, "; "),
-            "); use another --out_dir or --overwrite to replace it"));
-      }
-      for (size_t s = 0; s < existing->shards.size(); ++s) {
-        table.Find(o.out_dir, static_cast<int64_t>(s), &existing->shards[s]);
-      }
-      // Shards written under this manifest that it does not list yet.
-      for (int64_t s = 0; s < table.count(); ++s) table.Find(o.out_dir, s, nullptr);
-    } else if (!existing.ok() && !absl::IsNotFound(existing.status()) && !o.overwrite) {
-      return existing.status();
-    } else {
-      // A new dump: shard files already there belong to no manifest of this
-      // dump (another teacher's, say) and must not be taken for its own.
-      RETORT_RETURN_IF_ERROR(RemoveShardFiles(o.out_dir));
-    }
+    RETORT_RETURN_IF_ERROR(Reconcile(o, want, table));
     RETORT_RETURN_IF_ERROR(table.Prefix(want).Write(o.out_dir));
   }
   RETORT_RETURN_IF_ERROR(barrier());
@@ -359,8 +366,7 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
   int64_t done_sequences = 0;
   for (int64_t s : mine) {
     RETORT_ASSIGN_OR_RETURN(
-        CacheShardEntry entry,
-        DumpShard(o, table, s, vocab, teacher, [&](int64_t sequences) {
+        CacheShardEntry entry, DumpShard(o, table, s, vocab, teacher, [&](int64_t sequences) {
           done_sequences += sequences;
           if (progress) {
             progress->Update(done_sequences, done_sequences * seq_len,
@@ -371,7 +377,9 @@ absl::StatusOr<DumpResult> DumpTeacherCache(const DumpOptions& o, client::Teache
     ++result.shards_written;
     if (o.rank == 0) {
       // Whatever the other ranks have finished joins the manifest too.
-      for (int64_t t = 0; t < table.count(); ++t) table.Find(o.out_dir, t, nullptr);
+      if (o.world_size > 1) {
+        for (int64_t t = 0; t < table.count(); ++t) table.Find(o.out_dir, t, nullptr);
+      }
       RETORT_RETURN_IF_ERROR(table.Prefix(want).Write(o.out_dir));
     }
     if (o.after_shard_written) RETORT_RETURN_IF_ERROR(o.after_shard_written(s));

@@ -176,8 +176,7 @@ TopKLogProbs TopK(const torch::Tensor& log_probs, int64_t k) {
   at::parallel_for(0, rows, /*grain_size=*/32, [&](int64_t begin, int64_t end) {
     std::vector<float> keep(static_cast<size_t>(classes), 1.0f);
     for (int64_t r = begin; r < end; ++r) {
-      RowTopK(in + r * classes, classes, k, values + r * k, indices + r * k, tail + r,
-              keep.data());
+      RowTopK(in + r * classes, classes, k, values + r * k, indices + r * k, tail + r, keep.data());
     }
   });
   return out;

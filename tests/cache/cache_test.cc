@@ -488,12 +488,11 @@ TEST_F(CacheDumpTest, RanksWriteTheCacheOneRankWouldAndResumeWhatADeadRankLeft) 
   DumpOptions o = Options(one, EncodingOptions::Kind::kTopK);
   ASSERT_TRUE(DumpTeacherCache(o, *teacher_).ok());
   const auto fresh_teacher = [] {
-    auto t = std::make_shared<client::FakeTeacherClient>(
-        [](const torch::Tensor& tokens) {
-          const torch::Tensor t = tokens.reshape({-1, 1}).to(torch::kFloat32);
-          const torch::Tensor v = torch::arange(kVocab, torch::kFloat32).reshape({1, -1});
-          return torch::sin(t * 0.37 + v * 0.11) * 4.0 + torch::cos(v * t * 0.013) * 2.0;
-        });
+    auto t = std::make_shared<client::FakeTeacherClient>([](const torch::Tensor& tokens) {
+      const torch::Tensor t = tokens.reshape({-1, 1}).to(torch::kFloat32);
+      const torch::Tensor v = torch::arange(kVocab, torch::kFloat32).reshape({1, -1});
+      return torch::sin(t * 0.37 + v * 0.11) * 4.0 + torch::cos(v * t * 0.013) * 2.0;
+    });
     t->SetNumClasses(kVocab);
     return t;
   };

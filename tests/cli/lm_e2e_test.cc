@@ -659,9 +659,10 @@ TEST_F(LmE2ETest, LaunchStartsALlamaTeacherPoolAndTwoLmRanks) {
 // two sharing the shards, byte for byte the same; `lm train --teacher_cache`
 // trains from it and refuses a cache of another temperature.
 TEST_F(LmE2ETest, DumpsATeacherCacheOnOneAndTwoRanksAndTrainsFromIt) {
-  const std::string dump = " --seq_len=32 --threads=1 --temperature=1 --cache_top_k=16 "
-                           "--cache_shard_sequences=16 --data=" +
-                           Path("corpus") + " --teacher=" + Path("teacher/model");
+  const std::string dump =
+      " --seq_len=32 --threads=1 --temperature=1 --cache_top_k=16 "
+      "--cache_shard_sequences=16 --data=" +
+      Path("corpus") + " --teacher=" + Path("teacher/model");
   const clitest::Result one = Run("teacher dump" + dump + " --out_dir=" + Path("cache1"));
   ASSERT_EQ(one.exit_code, 0) << one.err;
   EXPECT_THAT(one.out, HasSubstr("bytes/token"));
@@ -686,8 +687,7 @@ TEST_F(LmE2ETest, DumpsATeacherCacheOnOneAndTwoRanksAndTrainsFromIt) {
                               " --model=d=32,layers=1,heads=2,ffn=64 --steps=8 --alpha=0.5 "
                               "--log_every_steps=1 --teacher_cache=" +
                               Path("cache2");
-  const clitest::Result trained =
-      Run(student + " --temperature=1 --out_dir=" + Path("from_cache"));
+  const clitest::Result trained = Run(student + " --temperature=1 --out_dir=" + Path("from_cache"));
   ASSERT_EQ(trained.exit_code, 0) << trained.err;
   EXPECT_EQ(Json(Path("from_cache/result.json"))["steps"], 8);
   const clitest::Result hotter = Run(student + " --temperature=2 --out_dir=" + Path("hot"));

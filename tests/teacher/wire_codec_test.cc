@@ -183,8 +183,8 @@ TEST(TopKTest, HardRowsMatchFloat64AndTiesGoToTheEarlierIndex) {
     const TopKLogProbs top = TopK(lp, k);
     const torch::Tensor lp64 = lp.to(torch::kFloat64);
     for (int64_t r = 0; r < lp.size(0); ++r) {
-      const torch::Tensor mask = torch::ones({classes}, torch::kBool).scatter(0, top.indices[r],
-                                                                               false);
+      const torch::Tensor mask =
+          torch::ones({classes}, torch::kBool).scatter(0, top.indices[r], false);
       const double want = torch::logsumexp(lp64[r].masked_select(mask), 0).item<double>();
       const double got = top.tail_log_mass[r].item<float>();
       if (std::isinf(want)) {

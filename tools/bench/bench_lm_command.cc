@@ -245,11 +245,11 @@ absl::Status RunBenchLm() {
                                           {.top_k = k});
     const torch::Tensor tokens = RandomTokens(teacher_config.vocab_size, batch, length);
     Log(absl::StrCat("teacher top-", k, " answer in process, fp32"));
-    RETORT_ASSIGN_OR_RETURN(double rate, Rate(duration, [&]() -> absl::StatusOr<int64_t> {
-                              RETORT_RETURN_IF_ERROR(
-                                  client.SubmitTargets({tokens, 1.0, {}, {}}).get().status());
-                              return batch * length;
-                            }));
+    RETORT_ASSIGN_OR_RETURN(
+        double rate, Rate(duration, [&]() -> absl::StatusOr<int64_t> {
+          RETORT_RETURN_IF_ERROR(client.SubmitTargets({tokens, 1.0, {}, {}}).get().status());
+          return batch * length;
+        }));
     report["teacher_top_k_in_process"] = {
         {"top_k", k},
         {"tokens_per_second", rate},
